@@ -1,0 +1,137 @@
+// The daemon's local API (default 127.0.0.1:65003), used by dfget and nydus-fs:
+//   POST /api/v1/downloads          start or join a download; answers NDJSON progress events
+//   GET  /api/v1/tasks              tasks in the piece store
+//   GET  /api/v1/tasks/:id          one task, with live progress while it runs
+//   GET  /api/v1/tasks/:id/content  the verified content of a complete task (Range supported)
+//   GET  /healthz
+
+import { PassThrough, Readable } from 'node:stream'
+
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { NaiadError, toNaiadError } from '@naiad/proto'
+
+import type { DownloadRequest } from '../download/peer-task.ts'
+import { TaskManager } from '../download/task-manager.ts'
+import type { PieceStore } from '../storage/piece-store.ts'
+
+export interface LocalApiComponents {
+  tasks: TaskManager
+  store: PieceStore
+  logger: Logger
+}
+
+/** One line of the NDJSON answer to POST /api/v1/downloads. */
+export type DownloadEvent =
+  | { event: 'started'; taskId: string }
+  | { event: 'progress'; taskId: string; completedBytes: number; totalBytes: number; fromPeers: number; fromOrigin: number }
+  | { event: 'done'; taskId: string; contentLength: number; sha256: string; fromPeers: number; fromOrigin: number; cached: boolean }
+  | { event: 'error'; code: string; message: string }
+
+const downloadSchema = {
+  type: 'object',
+  required: ['url'],
+  additionalProperties: false,
+  properties: {
+    url: { type: 'string', minLength: 1 },
+    headers: { type: 'object', additionalProperties: { type: 'string' } },
+    digest: { type: 'string' },
+    range: { type: 'string' },
+    filter: { type: 'array', items: { type: 'string' } },
+    timeoutMs: { type: 'integer', minimum: 1 }
+  }
+} as const
+
+export function errorReply(err: unknown): { status: number; body: { code: string; message: string } } {
+  const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
+  return { status: e.status, body: { code: e.code, message: e.message } }
+}
+
+export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 })
+  const { tasks, store } = components
+
+  app.setErrorHandler((err, _req, reply) => {
+    const e = err as Error & { validation?: unknown; statusCode?: number }
+    if (e.validation !== undefined || e.statusCode === 400) {
+      return reply.code(400).send({ code: 'DFD_ERR_BAD_REQUEST', message: e.message })
+    }
+    const { status, body } = errorReply(err)
+    return reply.code(status).send(body)
+  })
+
+  app.get('/healthz', async () => ({ status: 'ok' }))
+
+  app.post('/api/v1/downloads', { schema: { body: downloadSchema } }, async (request, reply) => {
+    const body = request.body as DownloadRequest & { timeoutMs?: number }
+    const req: DownloadRequest = { url: body.url, headers: body.headers ?? {}, digest: body.digest, range: body.range, filter: body.filter }
+    const taskId = TaskManager.validate(req)
+    const out = new PassThrough()
+    const write = (e: DownloadEvent): void => { out.write(`${JSON.stringify(e)}\n`) }
+    write({ event: 'started', taskId })
+    let last = 0
+    const signal = body.timeoutMs === undefined ? undefined : AbortSignal.timeout(body.timeoutMs)
+    tasks.download(req, {
+      signal,
+      onProgress: (p) => {
+        const now = Date.now()
+        if (now - last < 200) return
+        last = now
+        write({ event: 'progress', ...p })
+      }
+    }).then((r) => {
+      write({ event: 'done', ...r })
+    }, (err: unknown) => {
+      const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
+      write({ event: 'error', code: e.code, message: e.message })
+    }).finally(() => out.end())
+    return reply.type('application/x-ndjson').send(out)
+  })
+
+  app.get('/api/v1/tasks', async () => store.listTasks().map((t) => ({ ...t, sha256: t.sha256?.toString('hex') ?? null })))
+
+  app.get<{ Params: { id: string } }>('/api/v1/tasks/:id', async (request) => {
+    const t = store.getTask(request.params.id)
+    const progress = tasks.progressOf(request.params.id)
+    if (t === undefined && progress === undefined) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `no task ${request.params.id}`)
+    return { ...t, sha256: t?.sha256?.toString('hex') ?? null, running: progress !== undefined, progress }
+  })
+
+  app.get<{ Params: { id: string } }>('/api/v1/tasks/:id/content', async (request, reply) => {
+    const id = request.params.id
+    const t = store.getTask(id)
+    if (t === undefined || !t.complete || t.sha256 === null) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `task ${id} is not complete in this daemon`)
+    let start = 0
+    let end = t.contentLength - 1
+    const range = request.headers.range
+    if (range !== undefined) {
+      const m = /^bytes=(\d*)-(\d*)$/.exec(range)
+      if (m === null || (m[1] === '' && m[2] === '')) return reply.code(416).header('content-range', `bytes */${t.contentLength}`).send()
+      if (m[1] === '') {
+        start = Math.max(0, t.contentLength - Number(m[2]))
+      } else {
+        start = Number(m[1])
+        if (m[2] !== '') end = Math.min(end, Number(m[2]))
+      }
+      if (start > end || start >= t.contentLength) return reply.code(416).header('content-range', `bytes */${t.contentLength}`).send()
+      reply.code(206).header('content-range', `bytes ${start}-${end}/${t.contentLength}`)
+    }
+    const unpin = store.pin(id)
+    const step = 1024 * 1024
+    async function* chunks(): AsyncGenerator<Buffer> {
+      try {
+        for (let pos = start; pos <= end; pos += step) yield await store.read(id, pos, Math.min(step, end + 1 - pos))
+      } finally {
+        unpin()
+      }
+    }
+    return reply
+      .type('application/octet-stream')
+      .header('content-length', String(end + 1 - start))
+      .header('accept-ranges', 'bytes')
+      .header('x-naiad-sha256', t.sha256.toString('hex'))
+      .send(Readable.from(chunks(), { objectMode: false }))
+  })
+
+  return app
+}

@@ -1,0 +1,38 @@
+// dfdaemon's options: every flag, config key and default in one table.
+
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+
+import type { CommandSpec } from '@naiad/proto'
+
+export const DFDAEMON_COMMAND: CommandSpec = {
+  name: 'dfdaemon',
+  usage: 'dfdaemon --supernode URL [--config FILE] [--data-dir DIR] [--proxy-listen HOST:PORT] [--api-listen HOST:PORT] [--p2p-listen MULTIADDR] [--cache-quota SIZE] [--log-level LEVEL]',
+  summary: 'The per-node Naiad daemon: downloads tasks in verified pieces from its peers (falling back to the origin), serves pieces to them, and offers a local API to dfget and nydus-fs.',
+  configFile: true,
+  options: [
+    { key: 'supernode', flag: 'supernode', type: 'url', default: undefined, meta: 'URL', help: "the supernode's HTTP URL, e.g. http://10.0.0.1:8002" },
+    { key: 'data-dir', flag: 'data-dir', type: 'string', default: join(homedir(), '.naiad', 'dfdaemon'), meta: 'DIR', help: 'piece store, index and identity' },
+    { key: 'proxy.listen', flag: 'proxy-listen', type: 'hostport', default: '127.0.0.1:65001', meta: 'HOST:PORT', help: 'registry mirror address (the mirror arrives with the registry-mirror work; the value is validated)' },
+    { key: 'api.listen', flag: 'api-listen', type: 'hostport', default: '127.0.0.1:65003', meta: 'HOST:PORT', help: 'local API for dfget and nydus-fs' },
+    { key: 'p2p.listen', flag: 'p2p-listen', type: 'multiaddr', default: '/ip4/0.0.0.0/tcp/65002', meta: 'MULTIADDR', help: 'fabric address peers dial' },
+    { key: 'default-registry', flag: 'default-registry', type: 'url', default: 'https://registry-1.docker.io', meta: 'URL', help: 'upstream registry when a request names none' },
+    { key: 'insecure-registry', flag: 'insecure-registry', type: 'list', multiple: true, default: [], meta: 'HOST[:PORT]', help: 'registries reached over plain HTTP (repeatable)' },
+    { key: 'cache-quota', flag: 'cache-quota', type: 'size', default: '20GiB', meta: 'SIZE', help: 'bytes the piece store may hold before evicting least recently used tasks' },
+    { key: 'log-level', flag: 'log-level', type: 'level', default: 'info', meta: 'LEVEL', help: 'fatal, error, warn, info, debug, trace or silent' },
+    { key: 'upload.slots', type: 'int', default: 16, help: 'pieces served to other peers at once' },
+    { key: 'download.concurrency', type: 'int', default: 8, help: 'pieces in flight at once per download' },
+    { key: 'download.per-parent', type: 'int', default: 3, help: 'pieces in flight at once from one parent' },
+    { key: 'download.piece-timeout', type: 'duration', default: '30s', help: 'longest transfer of one piece from a parent' },
+    { key: 'download.stall-timeout', type: 'duration', default: '10s', help: 'with no parent able to serve for this long, go to the origin' },
+    { key: 'origin.connect-timeout', type: 'duration', default: '10s', help: 'origin connect timeout' },
+    { key: 'origin.idle-timeout', type: 'duration', default: '30s', help: 'longest wait for origin headers or the next body bytes' },
+    { key: 'origin.retries', type: 'int', default: 3, help: 'retries of origin connection failures and 5xx answers' },
+    { key: 'scheduler.timeout', type: 'duration', default: '2s', help: 'timeout of one scheduler call' },
+    { key: 'scheduler.keepalive', type: 'duration', default: '5s', help: 'interval of host announcements (and reconnection attempts)' },
+    { key: 'host.idc', type: 'string', default: '', help: 'locality label: data centre' },
+    { key: 'host.location', type: 'string', default: '', help: 'locality label: location path such as region|zone|rack' },
+    { key: 'plugins', type: 'list', default: ['metrics'], help: 'plugins to load, by built-in name or module path' },
+    { key: 'plugin-config', type: 'object', default: {}, help: 'settings per plugin name' }
+  ]
+}

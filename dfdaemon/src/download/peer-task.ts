@@ -1,0 +1,541 @@
+// One download on one daemon: register with the scheduler, fetch pieces from several
+// parents at once (rarest first), verify each against the seed's digest, and fall back to
+// the origin when no parent can serve or the scheduler is gone.
+
+import { createHash } from 'node:crypto'
+import { channel } from 'node:diagnostics_channel'
+
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { PeerId } from '@libp2p/interface'
+import type { Logger } from 'pino'
+import {
+  Bitmap, EVENTS, NaiadError, parseDigest, parseRange, pieceSizeFor, toNaiadError,
+  type FabricNode, type PieceResult, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
+} from '@naiad/proto'
+
+import type { SchedulerClient } from '../scheduler/client.ts'
+import type { OriginClient } from '../source/origin.ts'
+import type { PieceStore } from '../storage/piece-store.ts'
+import { fetchPiece } from './piece-fetcher.ts'
+
+export interface DownloadRequest {
+  url: string
+  headers: Record<string, string>
+  /** `sha256:<hex>`: the whole content must match. */
+  digest?: string
+  /** Inclusive byte range `START-END`. */
+  range?: string
+  filter?: string[]
+}
+
+export interface DownloadProgress {
+  taskId: string
+  completedBytes: number
+  totalBytes: number // -1 while unknown
+  fromPeers: number
+  fromOrigin: number
+}
+
+export interface DownloadResult {
+  taskId: string
+  contentLength: number
+  sha256: string
+  fromPeers: number
+  fromOrigin: number
+  cached: boolean
+}
+
+export interface PeerTaskComponents {
+  node: FabricNode
+  store: PieceStore
+  scheduler: SchedulerClient
+  origin: OriginClient
+  logger: Logger
+  /** Peers that sent a bad piece, for every task of this daemon. */
+  badPeers: Set<string>
+}
+
+export interface PeerTaskOptions {
+  /** Pieces in flight at once, over all parents. */
+  concurrency: number
+  /** Pieces in flight at once from one parent. */
+  perParent: number
+  pieceTimeoutMs: number
+  schedulerTimeoutMs: number
+  /** With nothing to fetch and no progress for this long, go to the origin. */
+  stallTimeoutMs: number
+  /** How often to ask the scheduler for fresh parents while waiting. */
+  refreshMs: number
+}
+
+interface ParentState {
+  id: string
+  peerId: PeerId
+  bitmap: Bitmap
+  score: number
+  inflight: number
+  failures: number
+  coolUntil: number
+}
+
+const stored = channel(EVENTS.pieceStored)
+const failed = channel(EVENTS.pieceFailed)
+const backToSourceEvents = channel(EVENTS.backToSource)
+const succeeded = channel(EVENTS.taskSucceeded)
+const taskFailed = channel(EVENTS.taskFailed)
+
+export class PeerTask {
+  readonly id: string
+  private readonly listeners = new Set<(p: DownloadProgress) => void>()
+  private readonly digests = new Map<number, { length: number; sha256: Uint8Array }>()
+  private readonly parents = new Map<string, ParentState>()
+  private readonly blocked = new Set<string>()
+  private readonly inflight = new Map<number, string>()
+  private readonly pendingReports: PieceResult[] = []
+  private contentLength = -1
+  private pieceSize = 0
+  private pieceCount = -1
+  private seedSha256: Uint8Array | undefined
+  private taskState = 'pending'
+  private taskError: { code: string; message: string } | undefined
+  private fromPeers = 0
+  private fromOrigin = 0
+  private completedBytes = 0
+  private wake: (() => void) | undefined
+  private reportTimer: NodeJS.Timeout | undefined
+  private trusted = false
+  private readonly log: Logger
+
+  private readonly req: DownloadRequest
+  private readonly components: PeerTaskComponents
+  private readonly options: PeerTaskOptions
+
+  constructor(
+    id: string,
+    req: DownloadRequest,
+    components: PeerTaskComponents,
+    options: PeerTaskOptions
+  ) {
+    this.req = req
+    this.components = components
+    this.options = options
+    this.id = id
+    this.log = components.logger.child({ task: id.slice(0, 12) })
+  }
+
+  onProgress(listener: (p: DownloadProgress) => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  progress(): DownloadProgress {
+    return {
+      taskId: this.id,
+      completedBytes: this.completedBytes,
+      totalBytes: this.contentLength,
+      fromPeers: this.fromPeers,
+      fromOrigin: this.fromOrigin
+    }
+  }
+
+  private emit(): void {
+    const p = this.progress()
+    for (const l of this.listeners) l(p)
+  }
+
+  async run(signal: AbortSignal): Promise<DownloadResult> {
+    const { store, scheduler } = this.components
+    const unpin = store.pin(this.id)
+    const started = Date.now()
+    try {
+      const existing = store.getTask(this.id)
+      if (existing?.complete === true && existing.sha256 !== null) {
+        this.checkUserDigest(existing.sha256)
+        this.announceCached(existing.pieceSize, existing.contentLength, existing.pieceCount, existing.sha256).catch(() => {})
+        return { taskId: this.id, contentLength: existing.contentLength, sha256: existing.sha256.toString('hex'), fromPeers: 0, fromOrigin: 0, cached: true }
+      }
+      let info: TaskInfo | undefined
+      if (scheduler.available) {
+        try {
+          info = await scheduler.registerTask(this.registration(), AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
+        } catch (err) {
+          this.log.warn({ err: (err as Error).message }, 'scheduler unavailable, going to the origin')
+        }
+      }
+      if (info === undefined) {
+        await this.backToSource('scheduler unavailable', signal)
+      } else {
+        this.applyInfo(info)
+        if (info.backToSource) {
+          this.trusted = true
+          await this.backToSource('scheduler chose this peer to fetch from the origin', signal)
+        } else {
+          await this.swarm(signal)
+        }
+      }
+      const sha = await this.finish()
+      this.log.info({ ms: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin }, 'download complete')
+      succeeded.publish({ taskId: this.id, contentLength: this.contentLength, durationMs: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin })
+      return { taskId: this.id, contentLength: this.contentLength, sha256: sha.toString('hex'), fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, cached: false }
+    } catch (err) {
+      const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
+      taskFailed.publish({ taskId: this.id, code: e.code, message: e.message })
+      await this.flushReports({ state: 'failed', error: { code: e.code, message: e.message } }).catch(() => {})
+      throw e
+    } finally {
+      if (this.reportTimer !== undefined) clearTimeout(this.reportTimer)
+      unpin()
+    }
+  }
+
+  /**
+   * Tells the scheduler that this daemon holds a complete task (after a restart of either
+   * side the scheduler may not know), so that it can serve as a parent.
+   */
+  private async announceCached(pieceSize: number, contentLength: number, pieceCount: number, sha256: Buffer): Promise<void> {
+    const { scheduler, store } = this.components
+    if (!scheduler.available) return
+    const info = await scheduler.registerTask(this.registration(), AbortSignal.timeout(this.options.schedulerTimeoutMs))
+    this.trusted = info.backToSource
+    const results: PieceResult[] = []
+    for (const num of store.bitmap(this.id).pieces()) {
+      const p = store.getPiece(this.id, num)
+      if (p !== undefined) results.push({ num, parentId: '', length: p.length, costMs: 0, sha256: this.trusted ? p.sha256 : new Uint8Array(0), errorCode: '' })
+    }
+    await scheduler.reportPieces({
+      taskId: this.id,
+      results,
+      state: 'succeeded',
+      ...(this.trusted ? { contentLength, pieceSize, pieceCount, sha256 } : {})
+    }, AbortSignal.timeout(this.options.schedulerTimeoutMs))
+  }
+
+  private registration(): RegisterTaskRequest {
+    return {
+      taskId: this.id,
+      url: this.req.url,
+      headers: Object.entries(this.req.headers).map(([name, value]) => ({ name, value })),
+      digest: this.req.digest ?? '',
+      range: this.req.range ?? '',
+      filter: this.req.filter ?? []
+    }
+  }
+
+  private applyInfo(info: TaskInfo): void {
+    if (info.contentLength >= 0) this.contentLength = info.contentLength
+    if (info.pieceSize > 0) this.pieceSize = info.pieceSize
+    if (info.pieceCount >= 0) this.pieceCount = info.pieceCount
+    if (info.sha256.length === 32) this.seedSha256 = info.sha256
+    for (const p of info.pieces) this.digests.set(p.num, { length: p.length, sha256: p.sha256 })
+    this.taskState = info.state
+    this.taskError = info.error
+    if (this.pieceSize > 0) {
+      this.components.store.ensureTask(this.id, this.req.url, this.pieceSize)
+      if (this.contentLength >= 0) this.components.store.setTaskLength(this.id, this.contentLength, this.pieceCount)
+    }
+  }
+
+  private complete(): boolean {
+    return this.pieceCount >= 0 && this.pieceSize > 0 && this.components.store.bitmap(this.id).count() >= this.pieceCount
+  }
+
+  /** Pieces from parents until every piece is here; the origin when the swarm cannot help. */
+  private async swarm(signal: AbortSignal): Promise<void> {
+    let lastProgress = Date.now()
+    let lastRefresh = 0
+    let done = this.completedBytes
+    while (!this.complete()) {
+      signal.throwIfAborted()
+      const now = Date.now()
+      if (now - lastRefresh >= this.options.refreshMs || (this.inflight.size === 0 && now - lastRefresh >= 50)) {
+        lastRefresh = now
+        await this.refreshParents(signal)
+      }
+      if (this.completedBytes !== done) {
+        done = this.completedBytes
+        lastProgress = Date.now()
+      }
+      const started = this.scheduleMore(signal)
+      if (this.inflight.size === 0 && started === 0) {
+        if (this.taskState === 'failed') {
+          return this.backToSource(`seed failed: ${this.taskError?.code ?? 'unknown'} ${this.taskError?.message ?? ''}`.trim(), signal)
+        }
+        if (!this.components.scheduler.available && this.usableParents() === 0) {
+          return this.backToSource('scheduler lost and no parent can serve', signal)
+        }
+        if (Date.now() - lastProgress > this.options.stallTimeoutMs) {
+          return this.backToSource(`no parent could serve for ${this.options.stallTimeoutMs} ms`, signal)
+        }
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.inflight.size === 0 ? 100 : this.options.refreshMs)
+        this.wake = () => { clearTimeout(t); resolve() }
+      })
+      this.wake = undefined
+    }
+  }
+
+  private usableParents(): number {
+    let n = 0
+    for (const p of this.parents.values()) if (!this.blocked.has(p.id)) n++
+    return n
+  }
+
+  private async refreshParents(signal: AbortSignal): Promise<void> {
+    const { scheduler } = this.components
+    if (!scheduler.available) return
+    try {
+      const res = await scheduler.getParents(this.id, 8, AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
+      if (res.task !== undefined) this.applyInfo(res.task)
+      const seen = new Set<string>()
+      for (const p of res.parents) {
+        if (this.blocked.has(p.id) || this.components.badPeers.has(p.id)) continue
+        seen.add(p.id)
+        let st = this.parents.get(p.id)
+        if (st === undefined) {
+          const peerId = peerIdFromString(p.id)
+          await this.components.node.peerStore.merge(peerId, { multiaddrs: p.multiaddrs.map((a) => multiaddr(a)) }).catch(() => {})
+          st = { id: p.id, peerId, bitmap: Bitmap.from(p.bitmap), score: p.score, inflight: 0, failures: 0, coolUntil: 0 }
+          this.parents.set(p.id, st)
+        } else {
+          st.bitmap = Bitmap.from(p.bitmap)
+          st.score = p.score
+        }
+      }
+      // Parents the scheduler dropped (gone, unhealthy) are dropped here once idle.
+      for (const [id, st] of this.parents) if (!seen.has(id) && st.inflight === 0) this.parents.delete(id)
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'getParents failed; keeping the parents we have')
+    }
+  }
+
+  private scheduleMore(signal: AbortSignal): number {
+    if (this.inflight.size >= this.options.concurrency || this.pieceSize === 0) return 0
+    const store = this.components.store
+    const have = store.bitmap(this.id)
+    const now = Date.now()
+    const usable = [...this.parents.values()].filter((p) => !this.blocked.has(p.id) && p.coolUntil <= now)
+    const candidates: Array<{ num: number; holders: ParentState[] }> = []
+    for (const [num] of this.digests) {
+      if (have.has(num) || this.inflight.has(num)) continue
+      const holders = usable.filter((p) => p.bitmap.has(num))
+      if (holders.length > 0) candidates.push({ num, holders })
+    }
+    // Rarest first keeps rare pieces from vanishing with the one peer that holds them;
+    // among equally rare pieces a random order spreads children over different pieces.
+    candidates.sort((a, b) => a.holders.length - b.holders.length || Math.random() - 0.5)
+    let started = 0
+    for (const { num, holders } of candidates) {
+      if (this.inflight.size >= this.options.concurrency) break
+      const free = holders.filter((p) => p.inflight < this.options.perParent)
+      if (free.length === 0) continue
+      free.sort((a, b) => a.inflight - b.inflight || b.score - a.score)
+      this.startFetch(num, free[0], signal)
+      started++
+    }
+    return started
+  }
+
+  private startFetch(num: number, parent: ParentState, signal: AbortSignal): void {
+    const expected = this.digests.get(num)!
+    this.inflight.set(num, parent.id)
+    parent.inflight++
+    const t0 = Date.now()
+    fetchPiece(this.components.node, parent.peerId, { taskId: this.id, num, length: expected.length, sha256: expected.sha256 }, {
+      signal,
+      timeoutMs: this.options.pieceTimeoutMs
+    }).then(async (data) => {
+      await this.components.store.writePiece(this.id, { num, offset: num * this.pieceSize, length: data.length, sha256: Buffer.from(expected.sha256) }, data)
+      const costMs = Date.now() - t0
+      parent.failures = 0
+      this.fromPeers += data.length
+      this.completedBytes += data.length
+      stored.publish({ taskId: this.id, num, length: data.length, source: 'peer', parentId: parent.id, costMs })
+      this.queueReport({ num, parentId: parent.id, length: data.length, costMs, sha256: new Uint8Array(0), errorCode: '' })
+      this.emit()
+    }, (err: unknown) => {
+      const e = toNaiadError(err, 'DFD_ERR_PIECE_UNAVAILABLE')
+      failed.publish({ taskId: this.id, num, parentId: parent.id, code: e.code })
+      if (e.code === 'DFD_ERR_PIECE_DIGEST') {
+        // A parent that sends one bad piece is never asked again, by any task of this daemon.
+        this.blocked.add(parent.id)
+        this.components.badPeers.add(parent.id)
+        this.log.warn({ parent: parent.id, piece: num, err: e.message }, 'parent sent a corrupt piece; blocked')
+      } else {
+        parent.failures++
+        parent.coolUntil = Date.now() + Math.min(5000, 250 * 2 ** parent.failures)
+        if (parent.failures >= 3) this.parents.delete(parent.id)
+        this.log.debug({ parent: parent.id, piece: num, err: e.message }, 'piece fetch failed')
+      }
+      this.queueReport({ num, parentId: parent.id, length: 0, costMs: Date.now() - t0, sha256: new Uint8Array(0), errorCode: e.code })
+    }).finally(() => {
+      this.inflight.delete(num)
+      parent.inflight--
+      this.wake?.()
+    })
+  }
+
+  private queueReport(result: PieceResult): void {
+    this.pendingReports.push(result)
+    if (this.reportTimer !== undefined) return
+    this.reportTimer = setTimeout(() => {
+      this.reportTimer = undefined
+      this.flushReports({}).catch(() => {})
+    }, 100)
+  }
+
+  private async flushReports(extra: Partial<ReportPiecesRequest>): Promise<void> {
+    const { scheduler } = this.components
+    if (!scheduler.available) return
+    const results = this.pendingReports.splice(0)
+    if (results.length === 0 && Object.keys(extra).length === 0) return
+    try {
+      await scheduler.reportPieces({ taskId: this.id, results, ...extra }, AbortSignal.timeout(this.options.schedulerTimeoutMs))
+    } catch (err) {
+      // Keep piece results for the next flush; scheduler bitmaps are only hints anyway.
+      if (this.pendingReports.length < 4096) this.pendingReports.unshift(...results)
+      throw err
+    }
+  }
+
+  /** Reads the whole content from the origin, storing the pieces not yet here. */
+  private async backToSource(reason: string, signal: AbortSignal): Promise<void> {
+    backToSourceEvents.publish({ taskId: this.id, reason })
+    this.log.info({ reason, trusted: this.trusted }, 'back to source')
+    let lastErr: unknown
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await this.readOrigin(signal)
+        return
+      } catch (err) {
+        lastErr = err
+        const code = (err as NaiadError).code
+        // Only a body cut off mid-way is worth another full attempt; the origin client
+        // already retried connection failures and 5xx answers.
+        if (signal.aborted || (code !== 'DFD_ERR_ORIGIN_TRUNCATED' && code !== undefined)) throw err
+      }
+    }
+    throw lastErr
+  }
+
+  private async readOrigin(signal: AbortSignal): Promise<void> {
+    const { origin, store } = this.components
+    const range = this.req.range === undefined ? undefined : parseRange(this.req.range)
+    const res = await origin.open({ url: this.req.url, headers: this.req.headers, range, signal })
+    const length = res.contentLength
+    if (this.contentLength >= 0 && length >= 0 && length !== this.contentLength) {
+      res.cancel()
+      throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `origin now announces ${length} bytes, the task has ${this.contentLength}`)
+    }
+    if (this.pieceSize === 0) this.pieceSize = pieceSizeFor(length)
+    if (length >= 0) {
+      this.contentLength = length
+      this.pieceCount = Math.ceil(length / this.pieceSize)
+    }
+    store.ensureTask(this.id, this.req.url, this.pieceSize)
+    if (length >= 0) store.setTaskLength(this.id, length, this.pieceCount)
+    if (this.trusted) {
+      await this.flushReports({ contentLength: this.contentLength, pieceSize: this.pieceSize, pieceCount: this.pieceCount }).catch(() => {})
+    }
+    const whole = createHash('sha256')
+    const pieceSize = this.pieceSize
+    let buf = Buffer.allocUnsafe(pieceSize)
+    let fill = 0
+    let num = 0
+    let total = 0
+    let t0 = Date.now()
+    const flushPiece = async (): Promise<void> => {
+      const data = buf.subarray(0, fill)
+      const sha = createHash('sha256').update(data).digest()
+      const known = this.digests.get(num)
+      if (known !== undefined && !sha.equals(known.sha256)) {
+        throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `piece ${num} from the origin differs from the digest the seed published`)
+      }
+      if (!store.hasPiece(this.id, num)) {
+        await store.writePiece(this.id, { num, offset: num * pieceSize, length: data.length, sha256: sha }, data)
+        this.fromOrigin += data.length
+        this.completedBytes += data.length
+        stored.publish({ taskId: this.id, num, length: data.length, source: 'origin', parentId: '', costMs: Date.now() - t0 })
+        this.queueReport({ num, parentId: '', length: data.length, costMs: Date.now() - t0, sha256: this.trusted ? sha : new Uint8Array(0), errorCode: '' })
+        this.emit()
+      }
+      this.digests.set(num, { length: data.length, sha256: sha })
+      num++
+      fill = 0
+      t0 = Date.now()
+      buf = Buffer.allocUnsafe(pieceSize)
+    }
+    try {
+      for await (const chunk of res.body) {
+        whole.update(chunk)
+        total += chunk.length
+        if (length >= 0 && total > length) throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `origin sent more than its announced ${length} bytes`)
+        let pos = 0
+        while (pos < chunk.length) {
+          const n = Math.min(pieceSize - fill, chunk.length - pos)
+          chunk.copy(buf, fill, pos, pos + n)
+          fill += n
+          pos += n
+          if (fill === pieceSize) await flushPiece()
+        }
+      }
+    } catch (err) {
+      res.cancel()
+      if (err instanceof NaiadError) throw err
+      signal.throwIfAborted()
+      throw new NaiadError('DFD_ERR_ORIGIN_TRUNCATED', `origin body failed after ${total} bytes: ${(err as Error).message}`, { cause: err })
+    }
+    if (fill > 0) await flushPiece()
+    if (length >= 0 && total !== length) {
+      throw new NaiadError('DFD_ERR_ORIGIN_TRUNCATED', `origin closed the body after ${total} of ${length} bytes`)
+    }
+    this.contentLength = total
+    this.pieceCount = num
+    store.setTaskLength(this.id, total, num)
+    const sha = whole.digest()
+    if (this.seedSha256 !== undefined && !sha.equals(this.seedSha256)) {
+      throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', 'origin content differs from what the seed published')
+    }
+    if (this.trusted) this.seedSha256 = sha
+  }
+
+  /** Verifies the whole content, marks it complete and tells the scheduler. */
+  private async finish(): Promise<Buffer> {
+    const { store } = this.components
+    const whole = createHash('sha256')
+    const step = 8 * 1024 * 1024
+    for (let pos = 0; pos < this.contentLength; pos += step) {
+      whole.update(await store.read(this.id, pos, Math.min(step, this.contentLength - pos)))
+    }
+    const sha = whole.digest()
+    if (this.seedSha256 !== undefined && !sha.equals(this.seedSha256)) {
+      await store.deleteTask(this.id)
+      throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `content SHA-256 ${sha.toString('hex')} differs from the seed's ${Buffer.from(this.seedSha256).toString('hex')}`)
+    }
+    try {
+      this.checkUserDigest(sha)
+    } catch (err) {
+      await store.deleteTask(this.id)
+      throw err
+    }
+    store.complete(this.id, sha)
+    if (this.reportTimer !== undefined) {
+      clearTimeout(this.reportTimer)
+      this.reportTimer = undefined
+    }
+    await this.flushReports({
+      state: 'succeeded',
+      ...(this.trusted ? { contentLength: this.contentLength, pieceSize: this.pieceSize, pieceCount: this.pieceCount, sha256: sha } : {})
+    }).catch((err: unknown) => this.log.debug({ err: (err as Error).message }, 'final report failed'))
+    return sha
+  }
+
+  private checkUserDigest(sha: Buffer): void {
+    if (this.req.digest === undefined || this.req.digest === '') return
+    const want = parseDigest(this.req.digest)
+    if (sha.toString('hex') !== want.hex) {
+      throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `content has sha256:${sha.toString('hex')}, expected ${this.req.digest}`)
+    }
+  }
+}

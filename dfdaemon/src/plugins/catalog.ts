@@ -1,0 +1,35 @@
+// Plugins by name. The binaries load the ones their config enables; a name that starts
+// with `.` or `/` is a module path whose default export is the plugin.
+
+import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+
+import { NaiadError, type NaiadPlugin } from '@naiad/proto'
+
+const BUILTIN: Record<string, () => Promise<NaiadPlugin>> = {
+  metrics: async () => (await import('./metrics.ts')).metricsPlugin
+}
+
+export const BUILTIN_PLUGIN_NAMES = Object.keys(BUILTIN)
+
+export async function loadPlugins(names: string[]): Promise<NaiadPlugin[]> {
+  const out: NaiadPlugin[] = []
+  for (const name of names) {
+    const builtin = BUILTIN[name]
+    if (builtin !== undefined) {
+      out.push(await builtin())
+      continue
+    }
+    if (!name.startsWith('.') && !name.startsWith('/')) {
+      throw new NaiadError('PROTO_ERR_PLUGIN', `unknown plugin "${name}" (built in: ${BUILTIN_PLUGIN_NAMES.join(', ')}; or give a module path)`)
+    }
+    try {
+      const mod = await import(pathToFileURL(resolve(name)).href) as { default?: NaiadPlugin }
+      if (mod.default === undefined || typeof mod.default.setup !== 'function') throw new Error('its default export is not a plugin')
+      out.push(mod.default)
+    } catch (err) {
+      throw new NaiadError('PROTO_ERR_PLUGIN', `cannot load plugin ${name}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+  return out
+}

@@ -1,0 +1,122 @@
+// Back-to-source: reading a task's bytes from its origin over HTTP(S) with undici.
+// Redirects are followed; connection failures and 5xx answers are retried with backoff
+// before any byte was delivered; every wait has a timeout.
+
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import { Agent, interceptors, type Dispatcher } from 'undici'
+import { NaiadError } from '@naiad/proto'
+
+export interface OriginOptions {
+  connectTimeoutMs: number
+  /** Longest wait for response headers, and longest gap between two body chunks. */
+  idleTimeoutMs: number
+  retries: number
+  maxRedirections: number
+}
+
+export interface OriginRequest {
+  url: string
+  headers: Record<string, string>
+  /** Inclusive byte range, as sent in a Range header. */
+  range?: { start: number; end: number }
+  signal?: AbortSignal
+}
+
+export interface OriginResponse {
+  status: number
+  /** Bytes the body will carry, or -1 when the origin does not say. */
+  contentLength: number
+  headers: Record<string, string | string[] | undefined>
+  body: AsyncIterable<Buffer>
+  /** Frees the connection without reading the rest. */
+  cancel(): void
+}
+
+export const ORIGIN_DEFAULTS: OriginOptions = {
+  connectTimeoutMs: 10_000,
+  idleTimeoutMs: 30_000,
+  retries: 3,
+  maxRedirections: 5
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'range'])
+
+export class OriginClient {
+  private readonly dispatcher: Dispatcher
+  private readonly agent: Agent
+
+  private readonly options: OriginOptions
+
+  constructor(options: OriginOptions = ORIGIN_DEFAULTS) {
+    this.options = options
+    this.agent = new Agent({
+      connect: { timeout: options.connectTimeoutMs },
+      headersTimeout: options.idleTimeoutMs,
+      bodyTimeout: options.idleTimeoutMs
+    })
+    this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: options.maxRedirections }))
+  }
+
+  async open(req: OriginRequest): Promise<OriginResponse> {
+    const headers: Record<string, string> = {}
+    for (const [k, v] of Object.entries(req.headers)) {
+      if (!HOP_BY_HOP.has(k.toLowerCase())) headers[k] = v
+    }
+    if (req.range !== undefined) headers.range = `bytes=${req.range.start}-${req.range.end}`
+    let lastError: NaiadError | undefined
+    for (let attempt = 0; attempt <= this.options.retries; attempt++) {
+      if (attempt > 0) await sleep(Math.min(2000, 100 * 2 ** attempt), undefined, { signal: req.signal }).catch(() => {})
+      req.signal?.throwIfAborted()
+      let res: Dispatcher.ResponseData
+      try {
+        res = await this.dispatcher.request({
+          origin: new URL(req.url).origin,
+          path: new URL(req.url).pathname + new URL(req.url).search,
+          method: 'GET',
+          headers,
+          signal: req.signal
+        })
+      } catch (err) {
+        if (req.signal?.aborted === true) throw err
+        lastError = new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach origin ${new URL(req.url).host}: ${describe(err)}`, { cause: err })
+        continue
+      }
+      const expected = req.range === undefined ? 200 : 206
+      if (res.statusCode !== expected) {
+        res.body.destroy()
+        lastError = new NaiadError('DFD_ERR_ORIGIN_STATUS', `origin answered ${res.statusCode} for ${redact(req.url)}`)
+        if (res.statusCode >= 500 || res.statusCode === 429) continue
+        throw lastError
+      }
+      const len = res.headers['content-length']
+      return {
+        status: res.statusCode,
+        contentLength: typeof len === 'string' && /^\d+$/.test(len) ? Number(len) : -1,
+        headers: res.headers,
+        body: res.body as AsyncIterable<Buffer>,
+        cancel: () => res.body.destroy()
+      }
+    }
+    throw lastError ?? new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach origin for ${redact(req.url)}`)
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close()
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: string; message?: string; cause?: { code?: string } }
+  return e.cause?.code ?? e.code ?? e.message ?? String(err)
+}
+
+/** URLs in messages lose their query, which often carries credentials or signatures. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.origin}${u.pathname}${u.search === '' ? '' : '?…'}`
+  } catch {
+    return '<malformed URL>'
+  }
+}

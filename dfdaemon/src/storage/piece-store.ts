@@ -1,0 +1,299 @@
+// The piece store: task data on disk (one sparse file per task, pieces at their offsets)
+// with an SQLite index of verified pieces. A piece is in the index only after its bytes
+// were verified and written, so whatever the index lists may be served.
+
+import { mkdirSync } from 'node:fs'
+import { mkdir, open, rm, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import { channel } from 'node:diagnostics_channel'
+
+import Database from 'better-sqlite3'
+import { Bitmap, EVENTS, NaiadError } from '@naiad/proto'
+
+export interface StoredTask {
+  id: string
+  url: string
+  contentLength: number // -1 while unknown
+  pieceSize: number
+  pieceCount: number // -1 while unknown
+  sha256: Buffer | null // set once complete and verified
+  complete: boolean
+  bytes: number
+  lastAccess: number
+}
+
+export interface StoredPiece {
+  num: number
+  offset: number
+  length: number
+  sha256: Buffer
+}
+
+/** The interface download and upload code depends on; tests may wrap it. */
+export interface PieceStore {
+  ensureTask(id: string, url: string, pieceSize: number): StoredTask
+  getTask(id: string): StoredTask | undefined
+  setTaskLength(id: string, contentLength: number, pieceCount: number): void
+  hasPiece(id: string, num: number): boolean
+  getPiece(id: string, num: number): StoredPiece | undefined
+  bitmap(id: string): Bitmap
+  writePiece(id: string, piece: StoredPiece, data: Uint8Array): Promise<void>
+  readPiece(id: string, num: number): Promise<{ piece: StoredPiece; data: Buffer } | undefined>
+  /** Reads [start, end) of a task's content; the caller must hold a pin. */
+  read(id: string, start: number, length: number): Promise<Buffer>
+  complete(id: string, sha256: Buffer): void
+  /** Keeps a task from eviction until the returned function is called. */
+  pin(id: string): () => void
+  deleteTask(id: string): Promise<void>
+  usage(): number
+  listTasks(): StoredTask[]
+  close(): Promise<void>
+}
+
+export interface DiskPieceStoreOptions {
+  dir: string
+  /** Bytes the store may hold; least recently used unpinned tasks go first when full. */
+  quota: number
+}
+
+interface TaskRow {
+  id: string
+  url: string
+  content_length: number
+  piece_size: number
+  piece_count: number
+  sha256: Buffer | null
+  complete: number
+  bytes: number
+  last_access: number
+}
+
+const evicted = channel(EVENTS.cacheEvicted)
+
+function rowToTask(r: TaskRow): StoredTask {
+  return {
+    id: r.id,
+    url: r.url,
+    contentLength: r.content_length,
+    pieceSize: r.piece_size,
+    pieceCount: r.piece_count,
+    sha256: r.sha256,
+    complete: r.complete === 1,
+    bytes: r.bytes,
+    lastAccess: r.last_access
+  }
+}
+
+export class DiskPieceStore implements PieceStore {
+  private readonly db: Database.Database
+  private readonly dir: string
+  private readonly quota: number
+  private readonly pins = new Map<string, number>()
+  private readonly files = new Map<string, Promise<FileHandle>>()
+  private readonly bitmaps = new Map<string, Bitmap>()
+  private used: number
+  private readonly stmt
+
+  constructor(options: DiskPieceStoreOptions) {
+    this.dir = options.dir
+    this.quota = options.quota
+    mkdirSync(join(this.dir, 'data'), { recursive: true })
+    this.db = new Database(join(this.dir, 'index.db'))
+    this.db.pragma('journal_mode = WAL')
+    this.db.pragma('synchronous = NORMAL')
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS tasks (
+        id TEXT PRIMARY KEY, url TEXT NOT NULL, content_length INTEGER NOT NULL, piece_size INTEGER NOT NULL,
+        piece_count INTEGER NOT NULL, sha256 BLOB, complete INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0, last_access INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS pieces (
+        task_id TEXT NOT NULL, num INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+        sha256 BLOB NOT NULL, PRIMARY KEY (task_id, num)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS tasks_lru ON tasks (last_access);
+    `)
+    this.stmt = {
+      getTask: this.db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE id = ?'),
+      insertTask: this.db.prepare('INSERT OR IGNORE INTO tasks (id, url, content_length, piece_size, piece_count, last_access) VALUES (?, ?, -1, ?, -1, ?)'),
+      setLength: this.db.prepare('UPDATE tasks SET content_length = ?, piece_count = ? WHERE id = ?'),
+      touch: this.db.prepare('UPDATE tasks SET last_access = ? WHERE id = ?'),
+      complete: this.db.prepare('UPDATE tasks SET complete = 1, sha256 = ?, last_access = ? WHERE id = ?'),
+      getPiece: this.db.prepare<[string, number], { num: number; offset: number; length: number; sha256: Buffer }>('SELECT num, offset, length, sha256 FROM pieces WHERE task_id = ? AND num = ?'),
+      pieceNums: this.db.prepare<[string], { num: number }>('SELECT num FROM pieces WHERE task_id = ?'),
+      insertPiece: this.db.prepare('INSERT OR IGNORE INTO pieces (task_id, num, offset, length, sha256) VALUES (?, ?, ?, ?, ?)'),
+      addBytes: this.db.prepare('UPDATE tasks SET bytes = bytes + ? WHERE id = ?'),
+      lru: this.db.prepare<[], TaskRow>('SELECT * FROM tasks ORDER BY last_access ASC'),
+      deleteTask: this.db.prepare('DELETE FROM tasks WHERE id = ?'),
+      deletePieces: this.db.prepare('DELETE FROM pieces WHERE task_id = ?'),
+      usage: this.db.prepare<[], { total: number | null }>('SELECT SUM(bytes) AS total FROM tasks'),
+      all: this.db.prepare<[], TaskRow>('SELECT * FROM tasks ORDER BY last_access DESC')
+    }
+    this.used = this.stmt.usage.get()?.total ?? 0
+  }
+
+  private dataPath(id: string): string {
+    return join(this.dir, 'data', id.slice(0, 2), id)
+  }
+
+  ensureTask(id: string, url: string, pieceSize: number): StoredTask {
+    this.stmt.insertTask.run(id, url, pieceSize, Date.now())
+    this.stmt.touch.run(Date.now(), id)
+    return this.getTask(id)!
+  }
+
+  getTask(id: string): StoredTask | undefined {
+    const row = this.stmt.getTask.get(id)
+    return row === undefined ? undefined : rowToTask(row)
+  }
+
+  setTaskLength(id: string, contentLength: number, pieceCount: number): void {
+    this.stmt.setLength.run(contentLength, pieceCount, id)
+  }
+
+  hasPiece(id: string, num: number): boolean {
+    return this.bitmap(id).has(num)
+  }
+
+  getPiece(id: string, num: number): StoredPiece | undefined {
+    return this.stmt.getPiece.get(id, num)
+  }
+
+  bitmap(id: string): Bitmap {
+    let bm = this.bitmaps.get(id)
+    if (bm === undefined) {
+      bm = new Bitmap()
+      for (const { num } of this.stmt.pieceNums.all(id)) bm.set(num)
+      this.bitmaps.set(id, bm)
+    }
+    return bm
+  }
+
+  private file(id: string): Promise<FileHandle> {
+    let fh = this.files.get(id)
+    if (fh === undefined) {
+      const path = this.dataPath(id)
+      fh = mkdir(join(path, '..'), { recursive: true }).then(() => open(path, 'a+').then(async (h) => {
+        await h.close()
+        return open(path, 'r+')
+      }))
+      fh.catch(() => this.files.delete(id))
+      this.files.set(id, fh)
+    }
+    return fh
+  }
+
+  async writePiece(id: string, piece: StoredPiece, data: Uint8Array): Promise<void> {
+    if (this.hasPiece(id, piece.num)) return
+    const unpin = this.pin(id)
+    try {
+      await this.makeRoom(data.length, id)
+      const fh = await this.file(id)
+      let written = 0
+      while (written < data.length) {
+        const r = await fh.write(data, written, data.length - written, piece.offset + written)
+        written += r.bytesWritten
+      }
+      if (this.hasPiece(id, piece.num)) return
+      this.db.transaction(() => {
+        this.stmt.insertPiece.run(id, piece.num, piece.offset, piece.length, piece.sha256)
+        this.stmt.addBytes.run(piece.length, id)
+      })()
+      this.used += piece.length
+      this.bitmap(id).set(piece.num)
+    } catch (err) {
+      if (err instanceof NaiadError) throw err
+      throw new NaiadError('DFD_ERR_STORE', `cannot write piece ${piece.num} of task ${id}: ${(err as Error).message}`, { cause: err })
+    } finally {
+      unpin()
+    }
+  }
+
+  async readPiece(id: string, num: number): Promise<{ piece: StoredPiece; data: Buffer } | undefined> {
+    const piece = this.getPiece(id, num)
+    if (piece === undefined) return undefined
+    const data = await this.read(id, piece.offset, piece.length)
+    return { piece, data }
+  }
+
+  async read(id: string, start: number, length: number): Promise<Buffer> {
+    try {
+      const fh = await this.file(id)
+      const buf = Buffer.allocUnsafe(length)
+      let got = 0
+      while (got < length) {
+        const r = await fh.read(buf, got, length - got, start + got)
+        if (r.bytesRead === 0) throw new Error(`unexpected end of data at ${start + got}`)
+        got += r.bytesRead
+      }
+      return buf
+    } catch (err) {
+      throw new NaiadError('DFD_ERR_STORE', `cannot read task ${id}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  complete(id: string, sha256: Buffer): void {
+    this.stmt.complete.run(sha256, Date.now(), id)
+  }
+
+  pin(id: string): () => void {
+    this.pins.set(id, (this.pins.get(id) ?? 0) + 1)
+    this.stmt.touch.run(Date.now(), id)
+    let done = false
+    return () => {
+      if (done) return
+      done = true
+      const n = (this.pins.get(id) ?? 1) - 1
+      if (n > 0) {
+        this.pins.set(id, n)
+        return
+      }
+      // Nothing uses the task any more: give its file descriptor back.
+      this.pins.delete(id)
+      const fh = this.files.get(id)
+      this.files.delete(id)
+      fh?.then((h) => h.close()).catch(() => {})
+    }
+  }
+
+  /** Evicts least recently used unpinned tasks until `bytes` more fit in the quota. */
+  private async makeRoom(bytes: number, forTask: string): Promise<void> {
+    if (this.used + bytes <= this.quota) return
+    for (const row of this.stmt.lru.all()) {
+      if (this.used + bytes <= this.quota) return
+      if (row.id === forTask || this.pins.has(row.id)) continue
+      await this.deleteTask(row.id)
+      evicted.publish({ taskId: row.id, bytes: row.bytes })
+    }
+    if (this.used + bytes > this.quota) {
+      throw new NaiadError('DFD_ERR_CACHE_FULL', `cache quota of ${this.quota} bytes is full: ${this.used} bytes are held by tasks in use`)
+    }
+  }
+
+  async deleteTask(id: string): Promise<void> {
+    const task = this.getTask(id)
+    if (task === undefined) return
+    this.db.transaction(() => {
+      this.stmt.deletePieces.run(id)
+      this.stmt.deleteTask.run(id)
+    })()
+    this.used -= task.bytes
+    this.bitmaps.delete(id)
+    const fh = this.files.get(id)
+    this.files.delete(id)
+    if (fh !== undefined) await (await fh.catch(() => undefined))?.close().catch(() => {})
+    await rm(this.dataPath(id), { force: true })
+  }
+
+  usage(): number {
+    return this.used
+  }
+
+  listTasks(): StoredTask[] {
+    return this.stmt.all.all().map(rowToTask)
+  }
+
+  async close(): Promise<void> {
+    for (const fh of this.files.values()) await (await fh.catch(() => undefined))?.close().catch(() => {})
+    this.files.clear()
+    this.db.close()
+  }
+}

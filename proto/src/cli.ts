@@ -1,0 +1,30 @@
+// The shared shape of every binary's main: parse options, print help, and turn errors
+// into one clear line and a documented exit code.
+
+import { NaiadError } from './errors.ts'
+import { helpText, loadOptions, type CommandSpec, type Loaded } from './config/options.ts'
+
+export async function runCli(cmd: CommandSpec, argv: string[], main: (loaded: Loaded) => Promise<number | void>): Promise<void> {
+  let loaded: Loaded
+  try {
+    loaded = loadOptions(cmd, argv)
+  } catch (err) {
+    const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_USAGE', String(err))
+    process.stderr.write(`${cmd.name}: ${e.message}\n`)
+    process.stderr.write(`Try '${cmd.name} --help'.\n`)
+    process.exitCode = 2
+    return
+  }
+  if (loaded.help) {
+    process.stdout.write(`${helpText(cmd)}\n`)
+    return
+  }
+  try {
+    const code = await main(loaded)
+    if (typeof code === 'number') process.exitCode = code
+  } catch (err) {
+    const e = err instanceof NaiadError ? err : null
+    process.stderr.write(`${cmd.name}: ${e !== null ? `${e.message} [${e.code}]` : (err as Error).stack ?? String(err)}\n`)
+    process.exitCode = e?.code === 'PROTO_ERR_USAGE' || e?.code === 'PROTO_ERR_BAD_CONFIG' ? 2 : 1
+  }
+}

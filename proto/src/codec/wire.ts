@@ -1,0 +1,298 @@
+// A schema-driven codec for the protobuf wire format (proto3 semantics).
+//
+// Messages are declared in TypeScript (see ../messages/) rather than generated from
+// .proto files, so they run under Node's type stripping without a build step, yet stay
+// wire-compatible with protobuf: any protobuf implementation can read them given the
+// equivalent .proto, which docs/protocol.md lists. Unknown fields are skipped, so a
+// newer minor version can add fields without breaking an older peer.
+
+import { NaiadError } from '../errors.ts'
+
+type Scalar = 'string' | 'bytes' | 'uint32' | 'uint64' | 'int64' | 'bool' | 'double'
+
+interface ScalarTypes {
+  string: string
+  bytes: Uint8Array
+  uint32: number
+  uint64: number
+  int64: number
+  bool: boolean
+  double: number
+}
+
+export interface FieldSpec<T> {
+  readonly no: number
+  readonly kind: Scalar | 'message'
+  readonly repeated: boolean
+  readonly schema?: MessageSchema<Record<string, FieldSpec<unknown>>>
+  readonly _type?: T
+}
+
+export type Fields = Record<string, FieldSpec<unknown>>
+export type Infer<F extends Fields> = { [K in keyof F]: F[K] extends FieldSpec<infer T> ? T : never }
+
+export interface MessageSchema<F extends Fields> {
+  readonly name: string
+  readonly fields: F
+  encode(value: Partial<Infer<F>>): Uint8Array
+  decode(bytes: Uint8Array): Infer<F>
+}
+
+export type MessageOf<S> = S extends MessageSchema<infer F> ? Infer<F> : never
+
+function scalar<K extends Scalar>(kind: K) {
+  return (no: number): FieldSpec<ScalarTypes[K]> => ({ no, kind, repeated: false })
+}
+
+/** Field constructors: `f.string(1)`, `f.repeated(f.bytes(2))`, `f.message(3, Other)`. */
+export const f = {
+  string: scalar('string'),
+  bytes: scalar('bytes'),
+  uint32: scalar('uint32'),
+  uint64: scalar('uint64'),
+  int64: scalar('int64'),
+  bool: scalar('bool'),
+  double: scalar('double'),
+  message<G extends Fields>(no: number, schema: MessageSchema<G>): FieldSpec<Infer<G> | undefined> {
+    return { no, kind: 'message', repeated: false, schema: schema as unknown as MessageSchema<Fields> }
+  },
+  repeated<T>(spec: FieldSpec<T>): FieldSpec<Array<Exclude<T, undefined>>> {
+    return { ...spec, repeated: true } as FieldSpec<Array<Exclude<T, undefined>>>
+  }
+}
+
+const WIRE_VARINT = 0
+const WIRE_I64 = 1
+const WIRE_LEN = 2
+const WIRE_I32 = 5
+
+function wireType(kind: FieldSpec<unknown>['kind']): number {
+  switch (kind) {
+    case 'string': case 'bytes': case 'message': return WIRE_LEN
+    case 'double': return WIRE_I64
+    default: return WIRE_VARINT
+  }
+}
+
+class Writer {
+  private buf = Buffer.allocUnsafe(256)
+  private pos = 0
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return
+    let size = this.buf.length * 2
+    while (size < this.pos + n) size *= 2
+    const next = Buffer.allocUnsafe(size)
+    this.buf.copy(next, 0, 0, this.pos)
+    this.buf = next
+  }
+
+  varint(value: number): void {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new NaiadError('PROTO_ERR_ENCODE', `cannot encode ${value} as an unsigned varint`)
+    }
+    this.ensure(10)
+    while (value > 0x7f) {
+      this.buf[this.pos++] = (value % 128) | 0x80
+      value = Math.floor(value / 128)
+    }
+    this.buf[this.pos++] = value
+  }
+
+  signed(value: number): void {
+    // int64 on the wire is two's complement; negative values take ten bytes.
+    if (value >= 0) return this.varint(value)
+    let big = BigInt.asUintN(64, BigInt(value))
+    this.ensure(10)
+    while (big > 0x7fn) {
+      this.buf[this.pos++] = Number(big & 0x7fn) | 0x80
+      big >>= 7n
+    }
+    this.buf[this.pos++] = Number(big)
+  }
+
+  bytes(value: Uint8Array): void {
+    this.varint(value.length)
+    this.ensure(value.length)
+    this.buf.set(value, this.pos)
+    this.pos += value.length
+  }
+
+  double(value: number): void {
+    this.ensure(8)
+    this.buf.writeDoubleLE(value, this.pos)
+    this.pos += 8
+  }
+
+  finish(): Uint8Array {
+    return this.buf.subarray(0, this.pos)
+  }
+}
+
+class Reader {
+  pos = 0
+  private readonly buf: Uint8Array
+  private readonly name: string
+
+  constructor(buf: Uint8Array, name: string) {
+    this.buf = buf
+    this.name = name}
+
+  get done(): boolean { return this.pos >= this.buf.length }
+
+  fail(why: string): never {
+    throw new NaiadError('PROTO_ERR_DECODE', `malformed ${this.name} message: ${why}`)
+  }
+
+  varint(): number {
+    let result = 0
+    let mul = 1
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.buf.length) this.fail('truncated varint')
+      const b = this.buf[this.pos++]
+      result += (b & 0x7f) * mul
+      if ((b & 0x80) === 0) return result
+      mul *= 128
+    }
+    return this.fail('varint longer than 10 bytes')
+  }
+
+  signed(): number {
+    const start = this.pos
+    const v = this.varint()
+    if (v <= Number.MAX_SAFE_INTEGER) return v
+    // Re-read as a 64-bit two's complement value.
+    let big = 0n
+    let shift = 0n
+    for (let i = start; i < this.pos; i++) {
+      big |= BigInt(this.buf[i] & 0x7f) << shift
+      shift += 7n
+    }
+    return Number(BigInt.asIntN(64, big))
+  }
+
+  bytes(): Uint8Array {
+    const len = this.varint()
+    if (this.pos + len > this.buf.length) this.fail('length-delimited field runs past the end')
+    const out = this.buf.subarray(this.pos, this.pos + len)
+    this.pos += len
+    return out
+  }
+
+  double(): number {
+    if (this.pos + 8 > this.buf.length) this.fail('truncated double')
+    const v = Buffer.from(this.buf.buffer, this.buf.byteOffset + this.pos, 8).readDoubleLE(0)
+    this.pos += 8
+    return v
+  }
+
+  skip(wire: number): void {
+    switch (wire) {
+      case WIRE_VARINT: this.varint(); return
+      case WIRE_I64: this.pos += 8; break
+      case WIRE_LEN: this.bytes(); return
+      case WIRE_I32: this.pos += 4; break
+      default: this.fail(`unsupported wire type ${wire}`)
+    }
+    if (this.pos > this.buf.length) this.fail('truncated field')
+  }
+}
+
+function defaultOf(spec: FieldSpec<unknown>): unknown {
+  if (spec.repeated) return []
+  switch (spec.kind) {
+    case 'string': return ''
+    case 'bytes': return new Uint8Array(0)
+    case 'bool': return false
+    case 'message': return undefined
+    default: return 0
+  }
+}
+
+function writeValue(w: Writer, spec: FieldSpec<unknown>, value: unknown): void {
+  switch (spec.kind) {
+    case 'string': w.bytes(Buffer.from(value as string, 'utf8')); break
+    case 'bytes': w.bytes(value as Uint8Array); break
+    case 'bool': w.varint(value === true ? 1 : 0); break
+    case 'uint32': case 'uint64': w.varint(value as number); break
+    case 'int64': w.signed(value as number); break
+    case 'double': w.double(value as number); break
+    case 'message': w.bytes(spec.schema!.encode(value as Record<string, unknown>)); break
+  }
+}
+
+function isDefault(spec: FieldSpec<unknown>, value: unknown): boolean {
+  if (value === undefined || value === null) return true
+  switch (spec.kind) {
+    case 'string': return value === ''
+    case 'bytes': return (value as Uint8Array).length === 0
+    case 'bool': return value === false
+    case 'message': return false
+    default: return value === 0
+  }
+}
+
+function readValue(r: Reader, spec: FieldSpec<unknown>): unknown {
+  switch (spec.kind) {
+    case 'string': return Buffer.from(r.bytes()).toString('utf8')
+    case 'bytes': return Uint8Array.prototype.slice.call(r.bytes())
+    case 'bool': return r.varint() !== 0
+    case 'uint32': case 'uint64': return r.varint()
+    case 'int64': return r.signed()
+    case 'double': return r.double()
+    case 'message': return spec.schema!.decode(r.bytes())
+  }
+}
+
+/** Declares a message schema. Field numbers must be unique and positive. */
+export function message<F extends Fields>(name: string, fields: F): MessageSchema<F> {
+  const entries = Object.entries(fields)
+  const byNo = new Map<number, [string, FieldSpec<unknown>]>()
+  for (const [key, spec] of entries) {
+    if (spec.no <= 0 || byNo.has(spec.no)) throw new Error(`${name}: bad or duplicate field number ${spec.no}`)
+    byNo.set(spec.no, [key, spec])
+  }
+
+  return {
+    name,
+    fields,
+    encode(value) {
+      const w = new Writer()
+      const v = value as Record<string, unknown>
+      for (const [key, spec] of entries) {
+        const fieldValue = v[key]
+        const tag = spec.no * 8 + wireType(spec.kind)
+        if (spec.repeated) {
+          for (const item of (fieldValue as unknown[] | undefined) ?? []) {
+            w.varint(tag)
+            writeValue(w, spec, item)
+          }
+        } else if (!isDefault(spec, fieldValue)) {
+          w.varint(tag)
+          writeValue(w, spec, fieldValue)
+        }
+      }
+      return w.finish()
+    },
+    decode(bytes) {
+      const r = new Reader(bytes, name)
+      const out: Record<string, unknown> = {}
+      for (const [key, spec] of entries) out[key] = defaultOf(spec)
+      while (!r.done) {
+        const tag = r.varint()
+        const no = Math.floor(tag / 8)
+        const wire = tag % 8
+        const field = byNo.get(no)
+        if (field === undefined || wire !== wireType(field[1].kind)) {
+          r.skip(wire)
+          continue
+        }
+        const [key, spec] = field
+        const value = readValue(r, spec)
+        if (spec.repeated) (out[key] as unknown[]).push(value)
+        else out[key] = value
+      }
+      return out as Infer<F>
+    }
+  }
+}

@@ -1,0 +1,73 @@
+// Every error code Naiad raises, in one registry. Codes are stable: tools and tests match
+// on `err.code`, never on message text. Each code is documented in docs/errors.md (a test
+// checks that the two agree). HTTP statuses and exit codes are mapped only at boundaries.
+
+export const ERROR_CODES = {
+  // proto: the fabric and its codecs
+  PROTO_ERR_ENCODE: { status: 500, summary: 'a message could not be encoded' },
+  PROTO_ERR_DECODE: { status: 502, summary: 'a received message is malformed' },
+  PROTO_ERR_MESSAGE_TOO_LARGE: { status: 502, summary: 'a received message exceeds the protocol maximum' },
+  PROTO_ERR_TIMEOUT: { status: 504, summary: 'a fabric call did not finish within its timeout' },
+  PROTO_ERR_ABORTED: { status: 499, summary: 'a fabric call was aborted by its caller' },
+  PROTO_ERR_DIAL: { status: 502, summary: 'a peer could not be dialled' },
+  PROTO_ERR_REMOTE: { status: 502, summary: 'the remote side answered with an error' },
+  PROTO_ERR_BAD_CONFIG: { status: 500, summary: 'a configuration value is invalid' },
+  PROTO_ERR_USAGE: { status: 400, summary: 'a command was called with an unknown flag or a bad value' },
+  PROTO_ERR_PLUGIN: { status: 500, summary: 'a plugin could not be loaded or set up' },
+
+  // dfdaemon
+  DFD_ERR_BAD_REQUEST: { status: 400, summary: 'a download request is malformed (URL, range, digest, header)' },
+  DFD_ERR_ORIGIN_STATUS: { status: 502, summary: 'the origin answered with an error status' },
+  DFD_ERR_ORIGIN_UNREACHABLE: { status: 502, summary: 'the origin could not be reached' },
+  DFD_ERR_ORIGIN_TRUNCATED: { status: 502, summary: 'the origin closed the body before its announced length' },
+  DFD_ERR_ORIGIN_CHANGED: { status: 502, summary: 'the origin served bytes that differ from the published piece digests' },
+  DFD_ERR_DIGEST_MISMATCH: { status: 422, summary: 'the downloaded content does not match the expected digest' },
+  DFD_ERR_PIECE_DIGEST: { status: 502, summary: 'a peer sent a piece whose SHA-256 does not match the seed digest' },
+  DFD_ERR_PIECE_UNAVAILABLE: { status: 404, summary: 'a peer does not hold the requested piece' },
+  DFD_ERR_UPLOAD_BUSY: { status: 503, summary: 'a peer has no free upload slot' },
+  DFD_ERR_CACHE_FULL: { status: 507, summary: 'the cache quota cannot fit the task, even after eviction' },
+  DFD_ERR_TASK_NOT_FOUND: { status: 404, summary: 'no task with this ID is known to the daemon' },
+  DFD_ERR_TASK_FAILED: { status: 502, summary: 'the download failed; the cause names the reason' },
+  DFD_ERR_TIMEOUT: { status: 504, summary: 'the download did not finish within its timeout' },
+  DFD_ERR_STORE: { status: 500, summary: 'the piece store could not read or write its files' },
+
+  // supernode
+  SN_ERR_TASK_NOT_FOUND: { status: 404, summary: 'no task with this ID is known to the scheduler' },
+  SN_ERR_BAD_REQUEST: { status: 400, summary: 'a scheduler request is malformed' },
+
+  // dfget
+  DFGET_ERR_DAEMON_UNREACHABLE: { status: 503, summary: 'the local dfdaemon could not be reached' },
+  DFGET_ERR_OUTPUT: { status: 500, summary: 'the output file could not be written' },
+  DFGET_ERR_VERIFY: { status: 422, summary: 'the received bytes do not match the digest the daemon or the user gave' }
+} as const satisfies Record<string, { status: number; summary: string }>
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code)
+}
+
+export class NaiadError extends Error {
+  override readonly name = 'NaiadError'
+  readonly code: ErrorCode
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+  }
+
+  get status(): number {
+    return ERROR_CODES[this.code].status
+  }
+
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message }
+  }
+}
+
+/** Wraps anything thrown into a NaiadError, keeping typed errors as they are. */
+export function toNaiadError(err: unknown, fallback: ErrorCode, context?: string): NaiadError {
+  if (err instanceof NaiadError) return err
+  const msg = err instanceof Error ? err.message : String(err)
+  return new NaiadError(fallback, context === undefined ? msg : `${context}: ${msg}`, { cause: err })
+}

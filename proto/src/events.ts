@@ -1,0 +1,25 @@
+// diagnostics_channel names. The core publishes; metrics, tracing and tests subscribe.
+// Publishing costs nothing when no one listens.
+
+export const EVENTS = {
+  /** { taskId, num, length, source: 'peer' | 'origin', parentId, costMs } */
+  pieceStored: 'naiad:piece:stored',
+  /** { taskId, num, parentId, code } */
+  pieceFailed: 'naiad:piece:failed',
+  /** { taskId, num, length, peerId } */
+  pieceUploaded: 'naiad:piece:uploaded',
+  /** { taskId, contentLength, durationMs, fromPeers, fromOrigin } */
+  taskSucceeded: 'naiad:task:succeeded',
+  /** { taskId, code, message } */
+  taskFailed: 'naiad:task:failed',
+  /** { taskId, reason } */
+  backToSource: 'naiad:task:back-to-source',
+  /** { taskId, bytes } */
+  cacheEvicted: 'naiad:cache:evicted',
+  /** scheduler: { taskId, peerId, parents: number, durationMs } */
+  parentsScheduled: 'naiad:scheduler:parents',
+  /** scheduler: { taskId, peerId, count } */
+  piecesReported: 'naiad:scheduler:reported'
+} as const
+
+export type EventName = (typeof EVENTS)[keyof typeof EVENTS]

@@ -1,0 +1,65 @@
+// A fabric node: libp2p with TCP, Noise and yamux, and a persistent Ed25519 identity.
+
+import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
+import { join } from 'node:path'
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p } from 'libp2p'
+
+import { NaiadError } from '../errors.ts'
+
+export type FabricNode = Libp2p
+
+export interface FabricNodeOptions {
+  /** Directory holding `identity.key`; created when missing. */
+  dataDir: string
+  /** Multiaddrs to listen on, e.g. `/ip4/0.0.0.0/tcp/65002`. */
+  listen: string[]
+}
+
+const IDENTITY_FILE = 'identity.key'
+
+/** Loads the node's Ed25519 key from the data dir, creating it on first start. */
+export async function loadIdentity(dataDir: string): Promise<PrivateKey> {
+  const file = join(dataDir, IDENTITY_FILE)
+  try {
+    return privateKeyFromProtobuf(await readFile(file))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot read identity ${file}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+  await mkdir(dataDir, { recursive: true })
+  const key = await generateKeyPair('Ed25519')
+  const tmp = `${file}.tmp-${process.pid}`
+  await writeFile(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
+  await rename(tmp, file)
+  return key
+}
+
+export async function createFabricNode(options: FabricNodeOptions): Promise<FabricNode> {
+  const privateKey = await loadIdentity(options.dataDir)
+  try {
+    return await createLibp2p({
+      privateKey,
+      addresses: { listen: options.listen },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux({ streamOptions: {
+        // Pieces are megabytes: a larger window keeps a single stream from stalling on
+        // window updates over a fast link.
+        initialStreamWindowSize: 4 * 1024 * 1024,
+        maxStreamWindowSize: 16 * 1024 * 1024
+      } })],
+      // Naiad's own calls carry timeouts; the monitor's pings would need an extra protocol.
+      connectionMonitor: { enabled: false },
+      connectionManager: { maxConnections: 1024 }
+    })
+  } catch (err) {
+    throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot start the fabric on ${options.listen.join(', ')}: ${(err as Error).message}`, { cause: err })
+  }
+}

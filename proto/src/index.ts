@@ -1,0 +1,26 @@
+/**
+ * @naiad/proto — the contracts every Naiad part shares: fabric protocol IDs and limits,
+ * message schemas and their codec, typed request/response helpers over libp2p, error
+ * codes, the plugin interface, option parsing and event names.
+ *
+ * @example
+ * import { createFabricNode, call, PROTOCOLS, SchedulerRequest, SchedulerResponse } from '@naiad/proto'
+ * const node = await createFabricNode({ dataDir: '/var/lib/naiad', listen: ['/ip4/0.0.0.0/tcp/0'] })
+ * const res = await call(node, supernodeAddr, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse,
+ *   { getParents: { taskId, limit: 4 } }, { timeoutMs: 2000 })
+ */
+
+export * from './codec/wire.ts'
+export * from './errors.ts'
+export * from './messages/index.ts'
+export * from './protocols.ts'
+export * from './events.ts'
+export * from './plugin.ts'
+export * from './log.ts'
+export * from './cli.ts'
+export * from './fabric/node.ts'
+export * from './fabric/rpc.ts'
+export * from './task/bitmap.ts'
+export * from './task/task-id.ts'
+export * from './config/units.ts'
+export * from './config/options.ts'

@@ -1,0 +1,144 @@
+// Message schemas of the core services. Field numbers are part of the wire contract:
+// add new fields with new numbers, never reuse or renumber one.
+
+import { f, message, type MessageOf } from '../codec/wire.ts'
+
+export const RpcError = message('RpcError', {
+  code: f.string(1),
+  message: f.string(2)
+})
+
+export const Header = message('Header', {
+  name: f.string(1),
+  value: f.string(2)
+})
+
+export const Host = message('Host', {
+  id: f.string(1), // libp2p peer ID
+  hostname: f.string(2),
+  ip: f.string(3),
+  idc: f.string(4),
+  location: f.string(5),
+  multiaddrs: f.repeated(f.string(6)),
+  uploadSlots: f.uint32(7),
+  isSeed: f.bool(8)
+})
+
+export const PieceDigest = message('PieceDigest', {
+  num: f.uint32(1),
+  length: f.uint32(2),
+  sha256: f.bytes(3)
+})
+
+/** What a peer needs to know about a task; grows as the seed makes progress. */
+export const TaskInfo = message('TaskInfo', {
+  id: f.string(1),
+  url: f.string(2),
+  state: f.string(3), // pending | running | succeeded | failed
+  contentLength: f.int64(4), // -1 while unknown
+  pieceSize: f.uint32(5),
+  pieceCount: f.int64(6), // -1 while unknown
+  pieces: f.repeated(f.message(7, PieceDigest)),
+  sha256: f.bytes(8), // whole-content digest, once the seed has it
+  error: f.message(9, RpcError),
+  backToSource: f.bool(10) // the scheduler tells this peer to fetch from the origin itself
+})
+
+export const RegisterTaskRequest = message('RegisterTaskRequest', {
+  taskId: f.string(1),
+  url: f.string(2),
+  headers: f.repeated(f.message(3, Header)),
+  digest: f.string(4),
+  range: f.string(5),
+  filter: f.repeated(f.string(6))
+})
+
+export const PieceResult = message('PieceResult', {
+  num: f.uint32(1),
+  parentId: f.string(2), // empty when fetched from the origin
+  length: f.uint32(3),
+  costMs: f.uint32(4),
+  sha256: f.bytes(5), // only honoured from the trusted back-to-source peer
+  errorCode: f.string(6) // set when the piece failed
+})
+
+export const ReportPiecesRequest = message('ReportPiecesRequest', {
+  taskId: f.string(1),
+  results: f.repeated(f.message(2, PieceResult)),
+  // Task metadata, published by the trusted back-to-source peer as it learns it.
+  contentLength: f.int64(3),
+  pieceSize: f.uint32(4),
+  pieceCount: f.int64(5),
+  sha256: f.bytes(6),
+  state: f.string(7), // '' (still running) | succeeded | failed
+  error: f.message(8, RpcError)
+})
+
+export const Parent = message('Parent', {
+  id: f.string(1),
+  multiaddrs: f.repeated(f.string(2)),
+  bitmap: f.bytes(3),
+  score: f.double(4)
+})
+
+export const GetParentsRequest = message('GetParentsRequest', {
+  taskId: f.string(1),
+  limit: f.uint32(2)
+})
+
+export const GetParentsResponse = message('GetParentsResponse', {
+  task: f.message(1, TaskInfo),
+  parents: f.repeated(f.message(2, Parent))
+})
+
+export const LeaveTaskRequest = message('LeaveTaskRequest', {
+  taskId: f.string(1)
+})
+
+/** One scheduler call: exactly one of the request fields is set. */
+export const SchedulerRequest = message('SchedulerRequest', {
+  announceHost: f.message(1, Host),
+  registerTask: f.message(2, RegisterTaskRequest),
+  reportPieces: f.message(3, ReportPiecesRequest),
+  getParents: f.message(4, GetParentsRequest),
+  leaveTask: f.message(5, LeaveTaskRequest),
+  leaveHost: f.bool(6)
+})
+
+export const SchedulerResponse = message('SchedulerResponse', {
+  error: f.message(1, RpcError),
+  task: f.message(2, TaskInfo),
+  parents: f.message(3, GetParentsResponse)
+})
+
+/** Peer to peer: ask for a piece (or, with num unset and bitmap true, for the bitmap). */
+export const PieceRequest = message('PieceRequest', {
+  taskId: f.string(1),
+  num: f.uint32(2),
+  bitmapOnly: f.bool(3)
+})
+
+/** Sent before the raw piece bytes; `length` raw bytes follow when error is unset. */
+export const PieceResponse = message('PieceResponse', {
+  error: f.message(1, RpcError),
+  num: f.uint32(2),
+  length: f.uint32(3),
+  sha256: f.bytes(4),
+  bitmap: f.bytes(5)
+})
+
+export type RpcError = MessageOf<typeof RpcError>
+export type Header = MessageOf<typeof Header>
+export type Host = MessageOf<typeof Host>
+export type PieceDigest = MessageOf<typeof PieceDigest>
+export type TaskInfo = MessageOf<typeof TaskInfo>
+export type RegisterTaskRequest = MessageOf<typeof RegisterTaskRequest>
+export type PieceResult = MessageOf<typeof PieceResult>
+export type ReportPiecesRequest = MessageOf<typeof ReportPiecesRequest>
+export type Parent = MessageOf<typeof Parent>
+export type GetParentsRequest = MessageOf<typeof GetParentsRequest>
+export type GetParentsResponse = MessageOf<typeof GetParentsResponse>
+export type SchedulerRequest = MessageOf<typeof SchedulerRequest>
+export type SchedulerResponse = MessageOf<typeof SchedulerResponse>
+export type PieceRequest = MessageOf<typeof PieceRequest>
+export type PieceResponse = MessageOf<typeof PieceResponse>

@@ -1,0 +1,18 @@
+// Protocol IDs of the fabric (`/naiad/<service>/<major>.<minor>.<patch>`) and the limits
+// each side enforces on receive.
+
+export const PROTOCOLS = {
+  scheduler: '/naiad/scheduler/1.0.0',
+  piece: '/naiad/piece/1.0.0'
+} as const
+
+export const LIMITS = {
+  /** Largest control message accepted on any core protocol. */
+  maxMessageBytes: 4 * 1024 * 1024,
+  /** Largest piece a peer may announce; matches the 64 MiB upper bound of piece sizes. */
+  maxPieceBytes: 64 * 1024 * 1024,
+  /** Default timeout of a control call (scheduler, bitmap). */
+  callTimeoutMs: 5_000,
+  /** Default timeout of one piece transfer. */
+  pieceTimeoutMs: 60_000
+} as const

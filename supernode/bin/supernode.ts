@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+import { loadPlugins } from '@naiad/dfdaemon'
+import { createLogger, runCli } from '@naiad/proto'
+
+import { createSupernode, SUPERNODE_COMMAND } from '../src/index.ts'
+
+await runCli(SUPERNODE_COMMAND, process.argv.slice(2), async ({ values: v }) => {
+  const logger = createLogger('supernode', v['log-level'] as string)
+  const sn = await createSupernode({
+    dataDir: v['data-dir'] as string,
+    logger,
+    listen: v.listen as string,
+    p2pListen: [v['p2p.listen'] as string],
+    seed: { enabled: v['seed.enabled'] as boolean, cacheQuota: v['seed.cache-quota'] as number, uploadSlots: v['seed.upload-slots'] as number },
+    hostTtlMs: v['scheduler.host-ttl'] as number,
+    plugins: await loadPlugins(v.plugins as string[]),
+    pluginSettings: v['plugin-config'] as Record<string, Record<string, unknown>>
+  })
+  await sn.start()
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      logger.info('shutting down')
+      sn.stop().catch((err: unknown) => logger.error({ err }, 'shutdown failed')).finally(resolve)
+    }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+})

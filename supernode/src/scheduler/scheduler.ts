@@ -1,0 +1,320 @@
+// The scheduler: which peer holds which pieces, and which parents a peer should fetch
+// from. State lives in memory; the store persists it behind a short write-behind delay.
+
+import { channel } from 'node:diagnostics_channel'
+
+import {
+  Bitmap, EVENTS, NaiadError,
+  type GetParentsResponse, type Host, type Parent, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
+} from '@naiad/proto'
+
+import { scoreCandidate, type Candidate, type ParentFilter, type ParentScorer } from './scoring.ts'
+
+export interface HostState {
+  info: Host
+  lastSeen: number
+  /** Bytes per second measured from pieces children fetched from this host (EWMA); 0 while unknown. */
+  bandwidth: number
+  goodPieces: number
+  badPieces: number
+  failedPieces: number
+  /** Failures since the host last announced or served a good piece. */
+  consecutiveFailures: number
+  gone: boolean
+}
+
+export interface PeerState {
+  hostId: string
+  state: 'running' | 'succeeded' | 'failed'
+  bitmap: Bitmap
+  /** Parents this peer fetched pieces from while running: the edges of the task's DAG. */
+  parents: Set<string>
+  /** Parents that sent this peer a corrupt piece. */
+  blocked: Set<string>
+  updatedAt: number
+}
+
+export interface TaskState {
+  id: string
+  url: string
+  headers: Array<{ name: string; value: string }>
+  digest: string
+  range: string
+  filter: string[]
+  state: 'pending' | 'running' | 'succeeded' | 'failed'
+  contentLength: number
+  pieceSize: number
+  pieceCount: number
+  pieces: Map<number, { length: number; sha256: Uint8Array }>
+  sha256: Uint8Array
+  error: { code: string; message: string } | undefined
+  /** The one peer whose piece digests are trusted: the seed, or the first peer without one. */
+  backSourcePeer: string
+  peers: Map<string, PeerState>
+  createdAt: number
+  updatedAt: number
+}
+
+export interface SchedulerOptions {
+  /** Hosts silent for longer are not offered as parents. */
+  hostTtlMs: number
+  /** The embedded seed's host ID, when there is one. */
+  seedHostId?: string
+  /** Starts the seed on a task; called once per task (again after the task failed). */
+  triggerSeed?: (task: TaskState) => void
+}
+
+/** Where the scheduler persists what it learns; see state/store.ts. */
+export interface SchedulerPersistence {
+  markTask(task: TaskState): void
+  markPieces(task: TaskState, nums: number[]): void
+  markPeer(taskId: string, peer: PeerState): void
+  deletePeer(taskId: string, hostId: string): void
+  markHost(host: HostState): void
+}
+
+const scheduled = channel(EVENTS.parentsScheduled)
+const reported = channel(EVENTS.piecesReported)
+const TASK_ID = /^[0-9a-f]{64}$/
+const MAX_FAILURES = 3
+
+export class Scheduler {
+  readonly hosts = new Map<string, HostState>()
+  readonly tasks = new Map<string, TaskState>()
+  readonly filters: ParentFilter[] = []
+  readonly scorers: ParentScorer[] = []
+  private readonly options: SchedulerOptions
+  private readonly persist: SchedulerPersistence
+
+  constructor(options: SchedulerOptions, persist: SchedulerPersistence) {
+    this.options = options
+    this.persist = persist
+  }
+
+  announceHost(hostId: string, info: Host): void {
+    const existing = this.hosts.get(hostId)
+    const host: HostState = existing ?? { info, lastSeen: 0, bandwidth: 0, goodPieces: 0, badPieces: 0, failedPieces: 0, consecutiveFailures: 0, gone: false }
+    host.info = { ...info, id: hostId, isSeed: hostId === this.options.seedHostId }
+    host.lastSeen = Date.now()
+    host.gone = false
+    host.consecutiveFailures = 0
+    this.hosts.set(hostId, host)
+    this.persist.markHost(host)
+  }
+
+  leaveHost(hostId: string): void {
+    const host = this.hosts.get(hostId)
+    if (host === undefined) return
+    host.gone = true
+    this.persist.markHost(host)
+    for (const task of this.tasks.values()) {
+      if (task.peers.delete(hostId)) this.persist.deletePeer(task.id, hostId)
+    }
+  }
+
+  registerTask(hostId: string, req: RegisterTaskRequest): TaskInfo {
+    if (!TASK_ID.test(req.taskId)) throw new NaiadError('SN_ERR_BAD_REQUEST', `bad task ID "${req.taskId}"`)
+    if (req.url === '') throw new NaiadError('SN_ERR_BAD_REQUEST', 'registerTask without a URL')
+    const now = Date.now()
+    let task = this.tasks.get(req.taskId)
+    if (task === undefined) {
+      task = {
+        id: req.taskId, url: req.url, headers: req.headers, digest: req.digest, range: req.range, filter: req.filter,
+        state: 'pending', contentLength: -1, pieceSize: 0, pieceCount: -1, pieces: new Map(), sha256: new Uint8Array(0),
+        error: undefined, backSourcePeer: '', peers: new Map(), createdAt: now, updatedAt: now
+      }
+      this.tasks.set(task.id, task)
+    }
+    this.touchHost(hostId)
+    const peer = task.peers.get(hostId)
+    if (peer === undefined || peer.state === 'failed') {
+      task.peers.set(hostId, { hostId, state: 'running', bitmap: peer?.bitmap ?? new Bitmap(), parents: new Set(), blocked: peer?.blocked ?? new Set(), updatedAt: now })
+    }
+    this.persist.markPeer(task.id, task.peers.get(hostId)!)
+
+    // A failed task gets a fresh start; so does one whose back-to-source peer vanished.
+    const source = task.backSourcePeer === '' ? undefined : task.peers.get(task.backSourcePeer)
+    if (task.state === 'failed' || (task.state !== 'succeeded' && (source === undefined || source.state === 'failed'))) {
+      task.state = 'pending'
+      task.error = undefined
+      task.backSourcePeer = ''
+    }
+    let backToSource = false
+    if (hostId === this.options.seedHostId) {
+      task.backSourcePeer = hostId
+      backToSource = true
+    } else if (task.backSourcePeer === '' && task.state !== 'succeeded') {
+      if (this.options.triggerSeed !== undefined && this.options.seedHostId !== undefined) {
+        task.backSourcePeer = this.options.seedHostId
+        task.state = 'running'
+        const seedPeer: PeerState = { hostId: this.options.seedHostId, state: 'running', bitmap: task.peers.get(this.options.seedHostId)?.bitmap ?? new Bitmap(), parents: new Set(), blocked: new Set(), updatedAt: now }
+        task.peers.set(this.options.seedHostId, seedPeer)
+        this.persist.markPeer(task.id, seedPeer)
+        this.options.triggerSeed(task)
+      } else {
+        // No seed: the first peer fetches from the origin and its digests are the reference.
+        task.backSourcePeer = hostId
+        backToSource = true
+      }
+    }
+    task.updatedAt = now
+    this.persist.markTask(task)
+    return { ...this.taskInfo(task), backToSource }
+  }
+
+  reportPieces(hostId: string, req: ReportPiecesRequest): void {
+    const task = this.tasks.get(req.taskId)
+    if (task === undefined) throw new NaiadError('SN_ERR_TASK_NOT_FOUND', `no task ${req.taskId}`)
+    const now = Date.now()
+    this.touchHost(hostId)
+    let peer = task.peers.get(hostId)
+    if (peer === undefined) {
+      peer = { hostId, state: 'running', bitmap: new Bitmap(), parents: new Set(), blocked: new Set(), updatedAt: now }
+      task.peers.set(hostId, peer)
+    }
+    const trusted = hostId === task.backSourcePeer
+    if (trusted && req.pieceSize > 0) {
+      task.pieceSize = req.pieceSize
+      task.contentLength = req.contentLength
+      task.pieceCount = req.pieceCount
+      if (task.state === 'pending') task.state = 'running'
+    }
+    const newPieces: number[] = []
+    for (const r of req.results) {
+      const parent = r.parentId === '' ? undefined : this.hosts.get(r.parentId)
+      if (r.errorCode === '') {
+        peer.bitmap.set(r.num)
+        if (trusted && r.sha256.length === 32 && !task.pieces.has(r.num)) {
+          task.pieces.set(r.num, { length: r.length, sha256: r.sha256 })
+          newPieces.push(r.num)
+        }
+        if (parent !== undefined) {
+          peer.parents.add(r.parentId)
+          parent.goodPieces++
+          parent.consecutiveFailures = 0
+          if (r.costMs > 0) {
+            const bw = (r.length / r.costMs) * 1000
+            parent.bandwidth = parent.bandwidth === 0 ? bw : parent.bandwidth * 0.8 + bw * 0.2
+          }
+        }
+      } else if (parent !== undefined) {
+        if (r.errorCode === 'DFD_ERR_PIECE_DIGEST') {
+          peer.blocked.add(r.parentId)
+          parent.badPieces++
+        } else {
+          parent.failedPieces++
+          parent.consecutiveFailures++
+        }
+      }
+      if (parent !== undefined) this.persist.markHost(parent)
+    }
+    if (req.state === 'succeeded') {
+      peer.state = 'succeeded'
+      peer.parents.clear()
+      if (trusted) {
+        task.state = 'succeeded'
+        if (req.sha256.length === 32) task.sha256 = req.sha256
+      }
+    } else if (req.state === 'failed') {
+      peer.state = 'failed'
+      peer.parents.clear()
+      if (trusted) {
+        task.state = 'failed'
+        task.error = req.error === undefined ? { code: 'DFD_ERR_TASK_FAILED', message: 'back-to-source failed' } : req.error
+      }
+    }
+    peer.updatedAt = now
+    task.updatedAt = now
+    this.persist.markPeer(task.id, peer)
+    if (newPieces.length > 0) this.persist.markPieces(task, newPieces)
+    this.persist.markTask(task)
+    reported.publish({ taskId: task.id, peerId: hostId, count: req.results.length })
+  }
+
+  getParents(hostId: string, taskId: string, limit: number): GetParentsResponse {
+    const started = performance.now()
+    const task = this.tasks.get(taskId)
+    if (task === undefined) throw new NaiadError('SN_ERR_TASK_NOT_FOUND', `no task ${taskId}`)
+    this.touchHost(hostId)
+    const me = task.peers.get(hostId)
+    const mine = me?.bitmap ?? new Bitmap()
+    const now = Date.now()
+    // How many peers hold each piece: rare pieces make a candidate more valuable.
+    const holders = new Map<number, number>()
+    for (const p of task.peers.values()) for (const n of p.bitmap.pieces()) holders.set(n, (holders.get(n) ?? 0) + 1)
+    const children = new Map<string, number>()
+    for (const p of task.peers.values()) for (const parent of p.parents) children.set(parent, (children.get(parent) ?? 0) + 1)
+
+    const candidates: Candidate[] = []
+    let maxBandwidth = 0
+    for (const p of task.peers.values()) {
+      if (p.hostId === hostId || p.state === 'failed') continue
+      if (me?.blocked.has(p.hostId) === true) continue
+      const host = this.hosts.get(p.hostId)
+      if (host === undefined || host.gone) continue
+      if (!host.info.isSeed && now - host.lastSeen > this.options.hostTtlMs) continue
+      if (host.consecutiveFailures >= MAX_FAILURES) continue
+      if (p.state === 'running' && this.reaches(task, p.hostId, hostId)) continue
+      let useful = 0
+      for (const n of p.bitmap.pieces()) if (!mine.has(n)) useful += 1 / (holders.get(n) ?? 1)
+      if (useful === 0) continue
+      const c: Candidate = { peer: p, host, useful, children: children.get(p.hostId) ?? 0 }
+      if (this.filters.some((f) => !f(c, task))) continue
+      maxBandwidth = Math.max(maxBandwidth, host.bandwidth)
+      candidates.push(c)
+    }
+    const requester = this.hosts.get(hostId)
+    const missing = Math.max(1, (task.pieceCount >= 0 ? task.pieceCount : task.pieces.size) - mine.count())
+    const parents: Parent[] = candidates
+      .map((c) => {
+        let score = scoreCandidate(c, { requester: requester?.info, maxBandwidth, missing })
+        for (const s of this.scorers) score += s(c, task)
+        return { c, score }
+      })
+      .sort((a, b) => b.score - a.score)
+      .slice(0, Math.max(1, Math.min(limit === 0 ? 8 : limit, 32)))
+      .map(({ c, score }) => ({ id: c.peer.hostId, multiaddrs: c.host.info.multiaddrs, bitmap: c.peer.bitmap.toBytes(), score }))
+    scheduled.publish({ taskId, peerId: hostId, parents: parents.length, durationMs: performance.now() - started })
+    return { task: this.taskInfo(task), parents }
+  }
+
+  leaveTask(hostId: string, taskId: string): void {
+    const task = this.tasks.get(taskId)
+    if (task?.peers.delete(hostId) === true) this.persist.deletePeer(taskId, hostId)
+  }
+
+  /** Would `from` (through its parents, recursively) reach `target`? Then `target` must not pick it. */
+  private reaches(task: TaskState, from: string, target: string): boolean {
+    const seen = new Set<string>()
+    const stack = [from]
+    while (stack.length > 0) {
+      const id = stack.pop()!
+      if (id === target) return true
+      if (seen.has(id)) continue
+      seen.add(id)
+      const p = task.peers.get(id)
+      if (p?.state === 'running') for (const parent of p.parents) stack.push(parent)
+    }
+    return false
+  }
+
+  private touchHost(hostId: string): void {
+    const host = this.hosts.get(hostId)
+    if (host !== undefined) host.lastSeen = Date.now()
+  }
+
+  taskInfo(task: TaskState): TaskInfo {
+    return {
+      id: task.id,
+      url: task.url,
+      state: task.state,
+      contentLength: task.contentLength,
+      pieceSize: task.pieceSize,
+      pieceCount: task.pieceCount,
+      pieces: [...task.pieces].map(([num, p]) => ({ num, length: p.length, sha256: p.sha256 })),
+      sha256: task.sha256,
+      error: task.error,
+      backToSource: false
+    }
+  }
+}

@@ -1,0 +1,52 @@
+// Parent scoring. Each term is in [0, 1]; the weights say what matters most: a parent
+// that holds many (and rare) pieces we lack, has free upload slots, a healthy record, a
+// fast measured link and shares our data centre.
+
+import type { Host } from '@naiad/proto'
+
+import type { HostState, PeerState, TaskState } from './scheduler.ts'
+
+export interface Candidate {
+  peer: PeerState
+  host: HostState
+  /** Pieces the candidate holds and the requester lacks, each weighted by 1 / holders. */
+  useful: number
+  /** Peers of this task fetching from the candidate right now. */
+  children: number
+}
+
+/** Plugins may veto candidates (return false) or add to their score. */
+export type ParentFilter = (candidate: Candidate, task: TaskState) => boolean
+export type ParentScorer = (candidate: Candidate, task: TaskState) => number
+
+export const WEIGHTS = { useful: 0.35, freeSlots: 0.2, health: 0.2, bandwidth: 0.15, locality: 0.1 } as const
+
+export function locality(a: Host | undefined, b: Host): number {
+  if (a === undefined) return 0
+  let score = 0
+  if (a.idc !== '' && a.idc === b.idc) score += 0.5
+  if (a.location !== '' && b.location !== '') {
+    const x = a.location.split('|')
+    const y = b.location.split('|')
+    let same = 0
+    while (same < x.length && same < y.length && x[same] === y[same]) same++
+    score += 0.5 * (same / Math.max(x.length, y.length))
+  }
+  return score
+}
+
+export function health(host: HostState): number {
+  return 1 / (1 + 2 * host.badPieces + 0.2 * host.failedPieces + host.consecutiveFailures)
+}
+
+export function scoreCandidate(c: Candidate, ctx: { requester: Host | undefined; maxBandwidth: number; missing: number }): number {
+  const slots = Math.max(1, c.host.info.uploadSlots)
+  const freeSlots = Math.max(0, slots - c.children) / slots
+  const useful = Math.min(1, c.useful / ctx.missing)
+  const bandwidth = ctx.maxBandwidth > 0 ? c.host.bandwidth / ctx.maxBandwidth : 0.5
+  return WEIGHTS.useful * useful +
+    WEIGHTS.freeSlots * freeSlots +
+    WEIGHTS.health * health(c.host) +
+    WEIGHTS.bandwidth * bandwidth +
+    WEIGHTS.locality * locality(ctx.requester, c.host.info)
+}

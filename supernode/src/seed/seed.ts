@@ -1,0 +1,97 @@
+// The seed: an embedded dfdaemon in seed mode. It shares the supernode's fabric node (so
+// it serves pieces under the supernode's peer ID), talks to the scheduler in-process, and
+// is the one peer whose piece digests everyone else verifies against.
+
+import type { Logger } from 'pino'
+import { createDaemon, DOWNLOAD_DEFAULTS, type Daemon, type SchedulerClient } from '@naiad/dfdaemon'
+import {
+  raiseRemote, SchedulerRequest, SchedulerResponse, NaiadError,
+  type FabricNode, type GetParentsResponse, type Host, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
+} from '@naiad/proto'
+
+import type { Scheduler, TaskState } from '../scheduler/scheduler.ts'
+import { handleSchedulerRequest } from '../scheduler/service.ts'
+
+/** The scheduler interface, served in-process. Requests pass through the codec so the seed sees exactly what a remote peer would. */
+class LocalSchedulerClient implements SchedulerClient {
+  readonly available = true
+  private readonly scheduler: Scheduler
+  private readonly hostId: string
+
+  constructor(scheduler: Scheduler, hostId: string) {
+    this.scheduler = scheduler
+    this.hostId = hostId
+  }
+
+  private call(req: Partial<SchedulerRequest>): SchedulerResponse {
+    const res = SchedulerResponse.decode(SchedulerResponse.encode(
+      handleSchedulerRequest(this.scheduler, this.hostId, SchedulerRequest.decode(SchedulerRequest.encode(req)))
+    ))
+    raiseRemote(res.error)
+    return res
+  }
+
+  async announceHost(host: Host): Promise<void> { this.call({ announceHost: host }) }
+  async registerTask(req: RegisterTaskRequest): Promise<TaskInfo> {
+    const t = this.call({ registerTask: req }).task
+    if (t === undefined) throw new NaiadError('PROTO_ERR_DECODE', 'registerTask without a task')
+    return t
+  }
+  async reportPieces(req: Partial<ReportPiecesRequest> & { taskId: string }): Promise<void> { this.call({ reportPieces: req as ReportPiecesRequest }) }
+  async getParents(taskId: string, limit: number): Promise<GetParentsResponse> {
+    const p = this.call({ getParents: { taskId, limit } }).parents
+    if (p === undefined) throw new NaiadError('PROTO_ERR_DECODE', 'getParents without parents')
+    return p
+  }
+  async leaveTask(taskId: string): Promise<void> { this.call({ leaveTask: { taskId } }) }
+  async leaveHost(): Promise<void> { this.call({ leaveHost: true }) }
+}
+
+export interface SeedOptions {
+  dataDir: string
+  cacheQuota: number
+  uploadSlots: number
+  logger: Logger
+}
+
+export class Seed {
+  readonly daemon: Daemon
+  private readonly logger: Logger
+
+  private constructor(daemon: Daemon, logger: Logger) {
+    this.daemon = daemon
+    this.logger = logger
+  }
+
+  static async create(node: FabricNode, scheduler: Scheduler, options: SeedOptions): Promise<Seed> {
+    const client = new LocalSchedulerClient(scheduler, node.peerId.toString())
+    const daemon = await createDaemon({
+      dataDir: options.dataDir,
+      logger: options.logger,
+      p2pListen: [],
+      cacheQuota: options.cacheQuota,
+      uploadSlots: options.uploadSlots,
+      download: DOWNLOAD_DEFAULTS,
+      keepaliveMs: 60_000,
+      host: { idc: '', location: '' },
+      isSeed: true
+    }, { node, scheduler: client })
+    return new Seed(daemon, options.logger)
+  }
+
+  /** Fetches a task from its origin in the background; its progress reaches the scheduler as piece reports. */
+  trigger(task: TaskState): void {
+    const headers = Object.fromEntries(task.headers.map((h) => [h.name, h.value]))
+    this.daemon.download({
+      url: task.url,
+      headers,
+      digest: task.digest === '' ? undefined : task.digest,
+      range: task.range === '' ? undefined : task.range,
+      filter: task.filter
+    }).then((r) => {
+      this.logger.info({ task: task.id.slice(0, 12), bytes: r.contentLength, cached: r.cached }, 'seed holds task')
+    }, (err: unknown) => {
+      this.logger.warn({ task: task.id.slice(0, 12), err: (err as Error).message }, 'seed download failed')
+    })
+  }
+}

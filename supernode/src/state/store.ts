@@ -1,0 +1,150 @@
+// Cluster state in SQLite: tasks, their piece digests, hosts and per-task peers survive a
+// restart. Changes are collected in memory and written in one transaction every
+// `flushMs`, so a burst of piece reports costs one fsync, not thousands.
+
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+
+import Database from 'better-sqlite3'
+import { Bitmap, Host } from '@naiad/proto'
+
+import type { HostState, PeerState, SchedulerPersistence, Scheduler, TaskState } from '../scheduler/scheduler.ts'
+
+interface TaskRow {
+  id: string; url: string; headers: string; digest: string; range: string; filter: string; state: string
+  content_length: number; piece_size: number; piece_count: number; sha256: Buffer | null
+  error_code: string | null; error_message: string | null; back_source_peer: string; created_at: number; updated_at: number
+}
+
+export class StateStore implements SchedulerPersistence {
+  private readonly db: Database.Database
+  private readonly dirtyTasks = new Map<string, TaskState>()
+  private readonly dirtyPieces = new Map<string, { task: TaskState; nums: Set<number> }>()
+  private readonly dirtyPeers = new Map<string, { taskId: string; peer: PeerState | undefined; hostId: string }>()
+  private readonly dirtyHosts = new Map<string, HostState>()
+  private timer: NodeJS.Timeout | undefined
+  private readonly flushMs: number
+
+  constructor(dir: string, flushMs = 200) {
+    mkdirSync(dir, { recursive: true })
+    this.flushMs = flushMs
+    this.db = new Database(join(dir, 'supernode.db'))
+    this.db.pragma('journal_mode = WAL')
+    this.db.pragma('synchronous = NORMAL')
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS tasks (
+        id TEXT PRIMARY KEY, url TEXT NOT NULL, headers TEXT NOT NULL, digest TEXT NOT NULL, range TEXT NOT NULL,
+        filter TEXT NOT NULL, state TEXT NOT NULL, content_length INTEGER NOT NULL, piece_size INTEGER NOT NULL,
+        piece_count INTEGER NOT NULL, sha256 BLOB, error_code TEXT, error_message TEXT, back_source_peer TEXT NOT NULL,
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS task_pieces (
+        task_id TEXT NOT NULL, num INTEGER NOT NULL, length INTEGER NOT NULL, sha256 BLOB NOT NULL,
+        PRIMARY KEY (task_id, num)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS hosts (
+        id TEXT PRIMARY KEY, info BLOB NOT NULL, last_seen INTEGER NOT NULL, bandwidth REAL NOT NULL,
+        good_pieces INTEGER NOT NULL, bad_pieces INTEGER NOT NULL, failed_pieces INTEGER NOT NULL, gone INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS peers (
+        task_id TEXT NOT NULL, host_id TEXT NOT NULL, state TEXT NOT NULL, bitmap BLOB NOT NULL, blocked TEXT NOT NULL,
+        updated_at INTEGER NOT NULL, PRIMARY KEY (task_id, host_id)) WITHOUT ROWID;
+    `)
+  }
+
+  /** Loads everything into a fresh scheduler. Downloads in flight at shutdown start over. */
+  load(scheduler: Scheduler): void {
+    for (const r of this.db.prepare<[], { id: string; info: Buffer; last_seen: number; bandwidth: number; good_pieces: number; bad_pieces: number; failed_pieces: number; gone: number }>('SELECT * FROM hosts').all()) {
+      scheduler.hosts.set(r.id, {
+        info: Host.decode(r.info), lastSeen: r.last_seen, bandwidth: r.bandwidth, goodPieces: r.good_pieces,
+        badPieces: r.bad_pieces, failedPieces: r.failed_pieces, consecutiveFailures: 0, gone: r.gone === 1
+      })
+    }
+    const pieces = this.db.prepare<[string], { num: number; length: number; sha256: Buffer }>('SELECT num, length, sha256 FROM task_pieces WHERE task_id = ?')
+    const peers = this.db.prepare<[string], { host_id: string; state: string; bitmap: Buffer; blocked: string; updated_at: number }>('SELECT * FROM peers WHERE task_id = ?')
+    for (const r of this.db.prepare<[], TaskRow>('SELECT * FROM tasks').all()) {
+      const task: TaskState = {
+        id: r.id, url: r.url, headers: JSON.parse(r.headers) as TaskState['headers'], digest: r.digest, range: r.range,
+        filter: JSON.parse(r.filter) as string[], state: r.state as TaskState['state'], contentLength: r.content_length,
+        pieceSize: r.piece_size, pieceCount: r.piece_count, pieces: new Map(), sha256: r.sha256 ?? new Uint8Array(0),
+        error: r.error_code === null ? undefined : { code: r.error_code, message: r.error_message ?? '' },
+        backSourcePeer: r.back_source_peer, peers: new Map(), createdAt: r.created_at, updatedAt: r.updated_at
+      }
+      for (const p of pieces.all(r.id)) task.pieces.set(p.num, { length: p.length, sha256: p.sha256 })
+      for (const p of peers.all(r.id)) {
+        task.peers.set(p.host_id, {
+          hostId: p.host_id,
+          state: p.state === 'running' ? 'failed' : p.state as PeerState['state'],
+          bitmap: Bitmap.from(p.bitmap), parents: new Set(), blocked: new Set(JSON.parse(p.blocked) as string[]), updatedAt: p.updated_at
+        })
+      }
+      if (task.state === 'running' || task.state === 'pending') {
+        // Nobody is fetching it any more; the next registration starts the seed again.
+        task.state = 'pending'
+        task.backSourcePeer = ''
+      }
+      scheduler.tasks.set(task.id, task)
+    }
+  }
+
+  private schedule(): void {
+    if (this.timer !== undefined) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.flush()
+    }, this.flushMs)
+    this.timer.unref()
+  }
+
+  markTask(task: TaskState): void { this.dirtyTasks.set(task.id, task); this.schedule() }
+  markHost(host: HostState): void { this.dirtyHosts.set(host.info.id, host); this.schedule() }
+  markPeer(taskId: string, peer: PeerState): void { this.dirtyPeers.set(`${taskId}/${peer.hostId}`, { taskId, peer, hostId: peer.hostId }); this.schedule() }
+  deletePeer(taskId: string, hostId: string): void { this.dirtyPeers.set(`${taskId}/${hostId}`, { taskId, peer: undefined, hostId }); this.schedule() }
+  markPieces(task: TaskState, nums: number[]): void {
+    let e = this.dirtyPieces.get(task.id)
+    if (e === undefined) { e = { task, nums: new Set() }; this.dirtyPieces.set(task.id, e) }
+    for (const n of nums) e.nums.add(n)
+    this.schedule()
+  }
+
+  flush(): void {
+    if (this.dirtyTasks.size + this.dirtyPieces.size + this.dirtyPeers.size + this.dirtyHosts.size === 0) return
+    const upsertTask = this.db.prepare(`INSERT OR REPLACE INTO tasks VALUES (@id, @url, @headers, @digest, @range, @filter, @state,
+      @content_length, @piece_size, @piece_count, @sha256, @error_code, @error_message, @back_source_peer, @created_at, @updated_at)`)
+    const insertPiece = this.db.prepare('INSERT OR REPLACE INTO task_pieces VALUES (?, ?, ?, ?)')
+    const upsertPeer = this.db.prepare('INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?, ?)')
+    const deletePeer = this.db.prepare('DELETE FROM peers WHERE task_id = ? AND host_id = ?')
+    const upsertHost = this.db.prepare('INSERT OR REPLACE INTO hosts VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+    this.db.transaction(() => {
+      for (const t of this.dirtyTasks.values()) {
+        upsertTask.run({
+          id: t.id, url: t.url, headers: JSON.stringify(t.headers), digest: t.digest, range: t.range, filter: JSON.stringify(t.filter),
+          state: t.state, content_length: t.contentLength, piece_size: t.pieceSize, piece_count: t.pieceCount,
+          sha256: t.sha256.length === 0 ? null : Buffer.from(t.sha256), error_code: t.error?.code ?? null,
+          error_message: t.error?.message ?? null, back_source_peer: t.backSourcePeer, created_at: t.createdAt, updated_at: t.updatedAt
+        })
+      }
+      for (const { task, nums } of this.dirtyPieces.values()) {
+        for (const n of nums) {
+          const p = task.pieces.get(n)
+          if (p !== undefined) insertPiece.run(task.id, n, p.length, Buffer.from(p.sha256))
+        }
+      }
+      for (const { taskId, peer, hostId } of this.dirtyPeers.values()) {
+        if (peer === undefined) deletePeer.run(taskId, hostId)
+        else upsertPeer.run(taskId, hostId, peer.state, Buffer.from(peer.bitmap.toBytes()), JSON.stringify([...peer.blocked]), peer.updatedAt)
+      }
+      for (const h of this.dirtyHosts.values()) {
+        upsertHost.run(h.info.id, Buffer.from(Host.encode(h.info)), h.lastSeen, h.bandwidth, h.goodPieces, h.badPieces, h.failedPieces, h.gone ? 1 : 0)
+      }
+    })()
+    this.dirtyTasks.clear()
+    this.dirtyPieces.clear()
+    this.dirtyPeers.clear()
+    this.dirtyHosts.clear()
+  }
+
+  close(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    this.flush()
+    this.db.close()
+  }
+}
