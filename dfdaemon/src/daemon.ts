@@ -134,7 +134,7 @@ export class Daemon {
         ip: '',
         idc: this.options.host.idc,
         location: this.options.host.location,
-        multiaddrs: this.node.getMultiaddrs().map(String),
+        multiaddrs: advertisedAddrs(this.node.getMultiaddrs().map(String)),
         uploadSlots: this.options.uploadSlots,
         isSeed: this.options.isSeed === true
       }, AbortSignal.timeout(this.options.download.schedulerTimeoutMs))
@@ -157,6 +157,15 @@ export class Daemon {
     await this.origin.close()
     await this.store.close()
   }
+}
+
+/**
+ * Loopback addresses are only useful to peers on the same host; when the daemon also
+ * listens elsewhere, leave them out so remote peers don't dial their own loopback.
+ */
+export function advertisedAddrs(addrs: string[]): string[] {
+  const remote = addrs.filter((a) => !a.startsWith('/ip4/127.') && !a.startsWith('/ip6/::1/'))
+  return remote.length > 0 ? remote : addrs
 }
 
 export function splitHostPort(hp: string): [string, string] {

@@ -245,6 +245,7 @@ export class PeerTask {
     let lastProgress = Date.now()
     let lastRefresh = 0
     let done = this.completedBytes
+    let published = this.digests.size
     while (!this.complete()) {
       signal.throwIfAborted()
       const now = Date.now()
@@ -252,8 +253,10 @@ export class PeerTask {
         lastRefresh = now
         await this.refreshParents(signal)
       }
-      if (this.completedBytes !== done) {
+      // Progress is ours or the seed's: a slow origin is not a stalled swarm.
+      if (this.completedBytes !== done || this.digests.size !== published) {
         done = this.completedBytes
+        published = this.digests.size
         lastProgress = Date.now()
       }
       const started = this.scheduleMore(signal)

@@ -1,0 +1,85 @@
+// The baselines of piece-throughput.ts, each in its own process as the daemons are:
+//   receive [--sink count|file --out PATH]  listen on loopback, take one connection, print {"port"} then {"bytes","ms"}
+//   send --port N --file PATH              stream a file to 127.0.0.1:N
+//   http-get --url URL                     GET a URL, count the body bytes, print {"bytes","ms"}
+// Times are taken on the receiving side, from connection (or request) to the last byte.
+
+import { createHash } from 'node:crypto'
+import { createReadStream, createWriteStream } from 'node:fs'
+import { once } from 'node:events'
+import { get } from 'node:http'
+import { connect, createServer } from 'node:net'
+import { pipeline } from 'node:stream/promises'
+import { parseArgs } from 'node:util'
+
+/** Read size of the sender; the upload server also reads 1 MiB at a time. */
+const CHUNK = 1024 * 1024
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    port: { type: 'string' },
+    file: { type: 'string' },
+    url: { type: 'string' },
+    sink: { type: 'string', default: 'count' },
+    out: { type: 'string' }
+  }
+})
+
+function print(obj: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(obj)}\n`)
+}
+
+async function receive(): Promise<void> {
+  const sink = values.sink
+  if (sink !== 'count' && sink !== 'file') throw new Error(`--sink must be count or file, not ${sink}`)
+  if (sink === 'file' && values.out === undefined) throw new Error('--sink file needs --out PATH')
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  print({ port: (server.address() as import('node:net').AddressInfo).port })
+  const [socket] = await once(server, 'connection') as [import('node:net').Socket]
+  server.close()
+  const t0 = performance.now()
+  let bytes = 0
+  if (sink === 'count') {
+    for await (const chunk of socket) bytes += (chunk as Buffer).length
+  } else {
+    // What a careful user does with a plain transfer: keep the bytes and check their digest.
+    const hash = createHash('sha256')
+    await pipeline(socket, async function* (source: AsyncIterable<Buffer>) {
+      for await (const chunk of source) {
+        bytes += chunk.length
+        hash.update(chunk)
+        yield chunk
+      }
+    }, createWriteStream(values.out!))
+    print({ sha256: hash.digest('hex') })
+  }
+  print({ bytes, ms: performance.now() - t0 })
+}
+
+async function send(): Promise<void> {
+  const socket = connect(Number(values.port), '127.0.0.1')
+  await once(socket, 'connect')
+  await pipeline(createReadStream(values.file!, { highWaterMark: CHUNK }), socket)
+}
+
+async function httpGet(): Promise<void> {
+  const t0 = performance.now()
+  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    get(values.url!, resolve).once('error', reject)
+  })
+  if (res.statusCode !== 200) throw new Error(`GET ${values.url} answered ${res.statusCode}`)
+  let bytes = 0
+  for await (const chunk of res) bytes += (chunk as Buffer).length
+  print({ bytes, ms: performance.now() - t0 })
+}
+
+const roles: Record<string, () => Promise<void>> = { receive, send, 'http-get': httpGet }
+const role = roles[positionals[0] ?? '']
+if (role === undefined) {
+  process.stderr.write('usage: tcp-pipe.ts receive|send|http-get [options]\n')
+  process.exit(2)
+}
+await role()

@@ -1,0 +1,13 @@
+/**
+ * @naiad/testkit — fixtures shared by the tests and the benchmarks.
+ *
+ * @example
+ * const origin = await new TestOrigin().start()
+ * origin.files.set('/blob', { data: makeBlob(8 << 20, 'seed') })
+ * const sn = await startSupernode(dir + '/sn')
+ * const d = await startDaemon(dir + '/d1', sn.url)
+ */
+export * from './blobs.ts'
+export * from './origin.ts'
+export * from './processes.ts'
+export * from './api.ts'

@@ -1,0 +1,78 @@
+// An HTTP origin for tests: serves files from disk or memory with Range support, counts
+// the bytes it sends per path, and can be told to misbehave (status codes, cut bodies, stalls).
+
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+export type Fault = { status: number } | { truncateAt: number } | { stallMs: number }
+
+export interface OriginFile {
+  /** A file on disk, or bytes in memory. */
+  path?: string
+  data?: Buffer
+}
+
+export class TestOrigin {
+  readonly files = new Map<string, OriginFile>()
+  readonly faults = new Map<string, Fault>()
+  /** Body bytes sent per URL path. */
+  readonly served = new Map<string, number>()
+  readonly requests: Array<{ path: string; range: string | undefined; headers: Record<string, string | string[] | undefined> }> = []
+  private server: Server | undefined
+  url = ''
+
+  async start(port = 0): Promise<this> {
+    this.server = createServer((req, res) => { this.handle(req, res).catch(() => res.destroy()) })
+    this.server.listen(port, '127.0.0.1')
+    await new Promise<void>((resolve) => this.server!.once('listening', resolve))
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`
+    return this
+  }
+
+  bytesServed(path: string): number {
+    return this.served.get(path) ?? 0
+  }
+
+  private async handle(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://x').pathname
+    this.requests.push({ path, range: req.headers.range, headers: req.headers })
+    const fault = this.faults.get(path)
+    if (fault !== undefined && 'status' in fault) {
+      res.writeHead(fault.status, { 'content-type': 'text/plain' }).end(`injected ${fault.status}`)
+      return
+    }
+    if (fault !== undefined && 'stallMs' in fault) await new Promise((r) => setTimeout(r, fault.stallMs))
+    const file = this.files.get(path)
+    if (file === undefined) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found')
+      return
+    }
+    const size = file.data?.length ?? (await stat(file.path!)).size
+    let start = 0
+    let end = size - 1
+    const m = req.headers.range === undefined ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range)
+    if (m !== null) {
+      start = Number(m[1])
+      if (m[2] !== '') end = Math.min(end, Number(m[2]))
+      res.writeHead(206, { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}`, 'accept-ranges': 'bytes' })
+    } else {
+      res.writeHead(200, { 'content-length': size, 'accept-ranges': 'bytes' })
+    }
+    let limit = end
+    if (fault !== undefined && 'truncateAt' in fault) limit = Math.min(end, start + fault.truncateAt - 1)
+    const body = file.data !== undefined ? [file.data.subarray(start, limit + 1)] : createReadStream(file.path!, { start, end: limit })
+    for await (const chunk of body) {
+      this.served.set(path, this.bytesServed(path) + (chunk as Buffer).length)
+      if (!res.write(chunk)) await new Promise((r) => res.once('drain', r))
+    }
+    if (limit < end) res.destroy()
+    else res.end()
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections()
+    await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve())
+  }
+}

@@ -1,0 +1,115 @@
+// Naiad binaries as real child processes, the way an operator runs them. Each is started
+// with the test's Node, on loopback, and is ready once it logs its ready line.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+
+export const BINS = {
+  supernode: `${ROOT}supernode/bin/supernode.ts`,
+  dfdaemon: `${ROOT}dfdaemon/bin/dfdaemon.ts`,
+  dfget: `${ROOT}dfget/bin/dfget.ts`
+} as const
+
+export async function freePort(): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+  const port = (srv.address() as import('node:net').AddressInfo).port
+  await new Promise<void>((r) => srv.close(() => r()))
+  return port
+}
+
+export class NaiadProcess {
+  readonly proc: ChildProcess
+  readonly logs: string[] = []
+  /** The first log line with msg "... ready", parsed. */
+  readonly ready: Promise<Record<string, unknown>>
+  readonly exited: Promise<number | null>
+
+  constructor(bin: string, args: string[], env: Record<string, string> = {}) {
+    this.proc = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.exited = new Promise((resolve) => this.proc.once('exit', (code) => resolve(code)))
+    this.ready = new Promise((resolve, reject) => {
+      const rl = createInterface({ input: this.proc.stderr! })
+      rl.on('line', (line) => {
+        this.logs.push(line)
+        if (this.logs.length > 5000) this.logs.shift()
+        if (line.includes('ready"')) {
+          try { resolve(JSON.parse(line) as Record<string, unknown>) } catch { /* not JSON */ }
+        }
+      })
+      this.proc.stdout!.on('data', (d: Buffer) => this.logs.push(d.toString()))
+      this.exited.then((code) => reject(new Error(`${bin} exited with ${code} before it was ready:\n${this.logs.slice(-20).join('\n')}`)))
+    })
+    this.ready.catch(() => {})
+  }
+
+  get pid(): number {
+    return this.proc.pid!
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal)
+    return this.exited
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return
+    this.proc.kill('SIGTERM')
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 5000)
+    await this.exited
+    clearTimeout(t)
+  }
+}
+
+export interface SupernodeHandle {
+  process: NaiadProcess
+  url: string
+  port: number
+}
+
+export async function startSupernode(dataDir: string, options: { port?: number; args?: string[] } = {}): Promise<SupernodeHandle> {
+  const port = options.port ?? await freePort()
+  const p = new NaiadProcess(BINS.supernode, [
+    '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info', ...(options.args ?? [])
+  ])
+  await p.ready
+  return { process: p, url: `http://127.0.0.1:${port}`, port }
+}
+
+export interface DaemonHandle {
+  process: NaiadProcess
+  apiUrl: string
+  peerId: string
+}
+
+export async function startDaemon(dataDir: string, supernodeUrl: string, options: { args?: string[]; bin?: string; env?: Record<string, string> } = {}): Promise<DaemonHandle> {
+  const p = new NaiadProcess(options.bin ?? BINS.dfdaemon, [
+    '--supernode', supernodeUrl, '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0',
+    '--log-level', 'info', ...(options.args ?? [])
+  ], options.env)
+  const ready = await p.ready
+  return { process: p, apiUrl: ready.api as string, peerId: ready.peerId as string }
+}
+
+export interface CommandResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs a command to completion (never blocking the event loop) and collects its output. */
+export function run(bin: string, args: string[], options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    const t = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000)
+    child.on('exit', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }) })
+  })
+}
