@@ -11,6 +11,7 @@ import { createFabricNode, type FabricNode, type NaiadPlugin } from '@naiad/prot
 import { buildLocalApi } from './api/local-api.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './download/peer-task.ts'
 import { TaskManager } from './download/task-manager.ts'
+import { ProxyServer, type ProxyServerOptions } from './mirror/proxy-server.ts'
 import { PluginHost } from './plugins/host.ts'
 import type { Stats } from './plugins/metrics.ts'
 import { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
@@ -25,6 +26,9 @@ export interface DaemonOptions {
   supernodeUrl?: string
   /** HOST:PORT of the local API; omitted for an embedded seed. */
   apiListen?: string
+  /** HOST:PORT of the registry mirror and forward proxy; omitted for an embedded seed. */
+  proxyListen?: string
+  mirror?: ProxyServerOptions
   p2pListen: string[]
   cacheQuota: number
   uploadSlots: number
@@ -56,6 +60,8 @@ export const DOWNLOAD_DEFAULTS: PeerTaskOptions = {
 export class Daemon {
   readonly tasks: TaskManager
   readonly api: FastifyInstance | undefined
+  readonly proxy: ProxyServer | undefined
+  private proxyAddress: string | undefined
   private keepalive: NodeJS.Timeout | undefined
   private readonly plugins: PluginHost | undefined
   private apiAddress: string | undefined
@@ -86,6 +92,9 @@ export class Daemon {
     this.ownsNode = ownsNode
     this.tasks = new TaskManager({ node, store, scheduler, origin, logger: options.logger, badPeers: new Set() }, options.download)
     this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks: this.tasks, store, logger: options.logger })
+    this.proxy = options.proxyListen === undefined || options.mirror === undefined
+      ? undefined
+      : new ProxyServer({ tasks: this.tasks, store, logger: options.logger.child({ module: 'mirror' }) }, options.mirror)
     if (this.api !== undefined) {
       const stats: Stats = {
         cache_bytes: { help: 'Bytes held by the piece store', read: () => store.usage() },
@@ -98,6 +107,11 @@ export class Daemon {
 
   get peerId(): string {
     return this.node.peerId.toString()
+  }
+
+  /** The registry mirror's base URL once listening. */
+  get proxyUrl(): string | undefined {
+    return this.proxyAddress
   }
 
   /** The local API's base URL once listening. */
@@ -116,12 +130,16 @@ export class Daemon {
       const [host, port] = splitHostPort(this.options.apiListen)
       this.apiAddress = await this.api.listen({ host, port: Number(port) })
     }
+    if (this.proxy !== undefined && this.options.proxyListen !== undefined) {
+      const [host, port] = splitHostPort(this.options.proxyListen)
+      this.proxyAddress = await this.proxy.listen(host, Number(port))
+    }
     if (!this.options.isSeed) {
       await this.announce()
       this.keepalive = setInterval(() => { this.announce().catch(() => {}) }, this.options.keepaliveMs)
       this.keepalive.unref()
     }
-    this.options.logger.info({ peerId: this.peerId, api: this.apiAddress, p2p: this.node.getMultiaddrs().map(String) }, 'dfdaemon ready')
+    this.options.logger.info({ peerId: this.peerId, api: this.apiAddress, proxy: this.proxyAddress, p2p: this.node.getMultiaddrs().map(String) }, 'dfdaemon ready')
   }
 
   private async announce(): Promise<void> {
@@ -151,6 +169,7 @@ export class Daemon {
     }
     await this.tasks.close()
     await this.api?.close()
+    await this.proxy?.close()
     await this.plugins?.close()
     await this.upload.stop().catch(() => {})
     if (this.ownsNode) await this.node.stop()

@@ -63,7 +63,7 @@ export async function getJson<T>(url: string): Promise<T> {
 export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
   const until = Date.now() + timeoutMs
   while (Date.now() < until) {
-    if (await check().catch(() => false)) return
+    if (await Promise.resolve().then(check).catch(() => false)) return
     await new Promise((r) => setTimeout(r, 100))
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)

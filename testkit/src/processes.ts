@@ -83,16 +83,18 @@ export async function startSupernode(dataDir: string, options: { port?: number; 
 export interface DaemonHandle {
   process: NaiadProcess
   apiUrl: string
+  /** The registry mirror / forward proxy. */
+  proxyUrl: string
   peerId: string
 }
 
 export async function startDaemon(dataDir: string, supernodeUrl: string, options: { args?: string[]; bin?: string; env?: Record<string, string> } = {}): Promise<DaemonHandle> {
   const p = new NaiadProcess(options.bin ?? BINS.dfdaemon, [
-    '--supernode', supernodeUrl, '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0',
+    '--supernode', supernodeUrl, '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0',
     '--log-level', 'info', ...(options.args ?? [])
   ], options.env)
   const ready = await p.ready
-  return { process: p, apiUrl: ready.api as string, peerId: ready.peerId as string }
+  return { process: p, apiUrl: ready.api as string, proxyUrl: ready.proxy as string, peerId: ready.peerId as string }
 }
 
 export interface CommandResult {

@@ -5,7 +5,7 @@
 //   GET  /api/v1/tasks/:id/content  the verified content of a complete task (Range supported)
 //   GET  /healthz
 
-import { PassThrough, Readable } from 'node:stream'
+import { PassThrough } from 'node:stream'
 
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
@@ -13,7 +13,7 @@ import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import type { DownloadRequest } from '../download/peer-task.ts'
 import { TaskManager } from '../download/task-manager.ts'
-import type { PieceStore } from '../storage/piece-store.ts'
+import { contentStream, type PieceStore } from '../storage/piece-store.ts'
 
 export interface LocalApiComponents {
   tasks: TaskManager
@@ -116,21 +116,12 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
       if (start > end || start >= t.contentLength) return reply.code(416).header('content-range', `bytes */${t.contentLength}`).send()
       reply.code(206).header('content-range', `bytes ${start}-${end}/${t.contentLength}`)
     }
-    const unpin = store.pin(id)
-    const step = 1024 * 1024
-    async function* chunks(): AsyncGenerator<Buffer> {
-      try {
-        for (let pos = start; pos <= end; pos += step) yield await store.read(id, pos, Math.min(step, end + 1 - pos))
-      } finally {
-        unpin()
-      }
-    }
     return reply
       .type('application/octet-stream')
       .header('content-length', String(end + 1 - start))
       .header('accept-ranges', 'bytes')
       .header('x-naiad-sha256', t.sha256.toString('hex'))
-      .send(Readable.from(chunks(), { objectMode: false }))
+      .send(contentStream(store, id, start, end))
   })
 
   return app

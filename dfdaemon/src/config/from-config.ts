@@ -3,6 +3,7 @@ import { NaiadError } from '@naiad/proto'
 
 import type { DaemonOptions } from '../daemon.ts'
 import { DOWNLOAD_DEFAULTS } from '../daemon.ts'
+import { loadDockerCredentials } from '../mirror/upstream.ts'
 import { loadPlugins } from '../plugins/catalog.ts'
 
 /** Turns validated option values (see options.ts) into DaemonOptions. */
@@ -18,6 +19,19 @@ export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger
     logger,
     supernodeUrl: v.supernode as string,
     apiListen: v['api.listen'] as string,
+    proxyListen: v['proxy.listen'] as string,
+    mirror: {
+      defaultRegistry: v['default-registry'] as string,
+      insecure: v['insecure-registry'] as string[],
+      credentials: v['registry.auth-file'] === '' ? new Map() : loadDockerCredentials(v['registry.auth-file'] as string),
+      rules: (v['proxy.rules'] as string[]).map((r) => {
+        try {
+          return new RegExp(r)
+        } catch (err) {
+          throw new NaiadError('PROTO_ERR_BAD_CONFIG', `proxy.rules: bad regular expression "${r}": ${(err as Error).message}`, { cause: err })
+        }
+      })
+    },
     p2pListen: [v['p2p.listen'] as string],
     cacheQuota: positive('cache-quota'),
     uploadSlots: positive('upload.slots'),

@@ -105,6 +105,8 @@ export class PeerTask {
   private wake: (() => void) | undefined
   private reportTimer: NodeJS.Timeout | undefined
   private trusted = false
+  /** Fetches that failed because a parent could not be dialled or timed out. */
+  private unreachableParents = 0
   private readonly log: Logger
 
   private readonly req: DownloadRequest
@@ -267,6 +269,9 @@ export class PeerTask {
         if (!this.components.scheduler.available && this.usableParents() === 0) {
           return this.backToSource('scheduler lost and no parent can serve', signal)
         }
+        if (this.unreachableParents > 0 && this.reachableParents() === 0) {
+          return this.backToSource('no parent is reachable', signal)
+        }
         if (Date.now() - lastProgress > this.options.stallTimeoutMs) {
           return this.backToSource(`no parent could serve for ${this.options.stallTimeoutMs} ms`, signal)
         }
@@ -277,6 +282,14 @@ export class PeerTask {
       })
       this.wake = undefined
     }
+  }
+
+  /** Parents not blocked and not cooling down after failing to connect or answer. */
+  private reachableParents(): number {
+    const now = Date.now()
+    let n = 0
+    for (const p of this.parents.values()) if (!this.blocked.has(p.id) && p.coolUntil <= now) n++
+    return n
   }
 
   private usableParents(): number {
@@ -366,6 +379,7 @@ export class PeerTask {
         this.components.badPeers.add(parent.id)
         this.log.warn({ parent: parent.id, piece: num, err: e.message }, 'parent sent a corrupt piece; blocked')
       } else {
+        if (e.code === 'PROTO_ERR_DIAL' || e.code === 'PROTO_ERR_TIMEOUT') this.unreachableParents++
         parent.failures++
         parent.coolUntil = Date.now() + Math.min(5000, 250 * 2 ** parent.failures)
         if (parent.failures >= 3) this.parents.delete(parent.id)

@@ -84,7 +84,7 @@ export class OriginClient {
       }
       const expected = req.range === undefined ? 200 : 206
       if (res.statusCode !== expected) {
-        res.body.destroy()
+        discard(res.body)
         lastError = new NaiadError('DFD_ERR_ORIGIN_STATUS', `origin answered ${res.statusCode} for ${redact(req.url)}`)
         if (res.statusCode >= 500 || res.statusCode === 429) continue
         throw lastError
@@ -95,7 +95,7 @@ export class OriginClient {
         contentLength: typeof len === 'string' && /^\d+$/.test(len) ? Number(len) : -1,
         headers: res.headers,
         body: res.body as AsyncIterable<Buffer>,
-        cancel: () => res.body.destroy()
+        cancel: () => discard(res.body)
       }
     }
     throw lastError ?? new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach origin for ${redact(req.url)}`)
@@ -104,6 +104,12 @@ export class OriginClient {
   async close(): Promise<void> {
     await this.agent.close()
   }
+}
+
+/** Drops a response body without reading it; undici reports the abort as an error we expect. */
+export function discard(body: { on(event: 'error', fn: () => void): unknown; destroy(): unknown }): void {
+  body.on('error', () => {})
+  body.destroy()
 }
 
 function describe(err: unknown): string {

@@ -6,6 +6,7 @@ import { mkdirSync } from 'node:fs'
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { channel } from 'node:diagnostics_channel'
+import { Readable } from 'node:stream'
 
 import Database from 'better-sqlite3'
 import { Bitmap, EVENTS, NaiadError } from '@naiad/proto'
@@ -296,4 +297,23 @@ export class DiskPieceStore implements PieceStore {
     this.files.clear()
     this.db.close()
   }
+}
+
+/**
+ * Streams bytes [start, end] (inclusive) of a complete task, holding a pin until the
+ * stream ends or is destroyed.
+ */
+export function contentStream(store: PieceStore, id: string, start: number, end: number): Readable {
+  const unpin = store.pin(id)
+  const step = 1024 * 1024
+  async function* chunks(): AsyncGenerator<Buffer> {
+    try {
+      for (let pos = start; pos <= end; pos += step) yield await store.read(id, pos, Math.min(step, end + 1 - pos))
+    } finally {
+      unpin()
+    }
+  }
+  const stream = Readable.from(chunks(), { objectMode: false })
+  stream.once('close', unpin)
+  return stream
 }

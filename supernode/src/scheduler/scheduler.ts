@@ -135,9 +135,22 @@ export class Scheduler {
     // A failed task gets a fresh start; so does one whose back-to-source peer vanished.
     const source = task.backSourcePeer === '' ? undefined : task.peers.get(task.backSourcePeer)
     if (task.state === 'failed' || (task.state !== 'succeeded' && (source === undefined || source.state === 'failed'))) {
+      // What the failed attempt published (digests of possibly bad bytes, bitmaps of
+      // pieces its peers have since dropped) must not outlive it.
       task.state = 'pending'
       task.error = undefined
       task.backSourcePeer = ''
+      task.pieces.clear()
+      task.contentLength = -1
+      task.pieceSize = 0
+      task.pieceCount = -1
+      task.sha256 = new Uint8Array(0)
+      for (const [id, p] of task.peers) {
+        if (id !== hostId && p.state !== 'succeeded') {
+          task.peers.delete(id)
+          this.persist.deletePeer(task.id, id)
+        }
+      }
     }
     let backToSource = false
     if (hostId === this.options.seedHostId) {

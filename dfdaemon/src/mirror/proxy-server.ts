@@ -1,0 +1,119 @@
+// The proxy listener (`--proxy-listen`): registry-mirror requests (`/v2/...`), and forward
+// proxying of plain-HTTP absolute URLs (through the swarm when a rule matches) and CONNECT
+// tunnels (passed through untouched).
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { connect, type Socket } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { pipeline } from 'node:stream/promises'
+
+import type { Logger } from 'pino'
+import { Agent, type Dispatcher } from 'undici'
+import { toNaiadError } from '@naiad/proto'
+
+import type { TaskManager } from '../download/task-manager.ts'
+import { contentStream, type PieceStore } from '../storage/piece-store.ts'
+import { RegistryMirror, sendRegistryError } from './registry-mirror.ts'
+import type { UpstreamOptions } from './upstream.ts'
+
+export interface ProxyServerComponents {
+  tasks: TaskManager
+  store: PieceStore
+  logger: Logger
+}
+
+export interface ProxyServerOptions extends UpstreamOptions {
+  /** Forward-proxied URLs matching one of these go through the swarm. */
+  rules: RegExp[]
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host'])
+
+export class ProxyServer {
+  private readonly server: Server
+  private readonly mirror: RegistryMirror
+  private readonly components: ProxyServerComponents
+  private readonly options: ProxyServerOptions
+  private readonly agent = new Agent({ connect: { timeout: 10_000 } })
+  private readonly tunnels = new Set<Socket>()
+
+  constructor(components: ProxyServerComponents, options: ProxyServerOptions) {
+    this.components = components
+    this.options = options
+    this.mirror = new RegistryMirror(components, options)
+    this.server = createServer((req, res) => { this.route(req, res) })
+    this.server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => this.tunnel(req, socket, head))
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse): void {
+    const raw = req.url ?? '/'
+    const work = /^https?:\/\//i.test(raw) ? this.forward(req, res, raw) : this.mirror.handle(req, res)
+    work.catch((err: unknown) => sendRegistryError(res, err))
+  }
+
+  /** A plain-HTTP request through the proxy: the swarm when a rule matches, else relayed as is. */
+  private async forward(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
+    const headers: Record<string, string> = {}
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = Array.isArray(v) ? v.join(', ') : v
+    if (req.method === 'GET' && req.headers.range === undefined && this.options.rules.some((r) => r.test(url))) {
+      const result = await this.components.tasks.download({ url, headers })
+      const { store } = this.components
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': result.contentLength, 'x-naiad-sha256': result.sha256 })
+      await pipeline(contentStream(store, result.taskId, 0, result.contentLength - 1), res)
+      return
+    }
+    const u = new URL(url)
+    let up: Dispatcher.ResponseData
+    try {
+      up = await this.agent.request({ origin: u.origin, path: u.pathname + u.search, method: req.method as Dispatcher.HttpMethod, headers, body: req.method === 'GET' || req.method === 'HEAD' ? undefined : req })
+    } catch (err) {
+      throw toNaiadError(err, 'DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach ${u.host}`)
+    }
+    const out: Record<string, string | string[]> = {}
+    for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v
+    res.writeHead(up.statusCode, out)
+    await pipeline(up.body, res)
+  }
+
+  /** CONNECT host:port: a raw TCP tunnel; the proxy never sees inside. */
+  private tunnel(req: IncomingMessage, client: Socket, head: Buffer): void {
+    const m = /^([^:]+|\[[^\]]+\]):(\d+)$/.exec(req.url ?? '')
+    if (m === null) {
+      client.end('HTTP/1.1 400 Bad Request\r\n\r\n')
+      return
+    }
+    const upstream = connect(Number(m[2]), m[1].replace(/^\[|\]$/g, ''), () => {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      if (head.length > 0) upstream.write(head)
+      upstream.pipe(client)
+      client.pipe(upstream)
+    })
+    this.tunnels.add(client)
+    const close = (): void => { upstream.destroy(); client.destroy(); this.tunnels.delete(client) }
+    upstream.on('error', () => {
+      if (client.writable) client.end('HTTP/1.1 502 Bad Gateway\r\n\r\n')
+      close()
+    })
+    client.on('error', close)
+    client.on('close', close)
+    upstream.setTimeout(10_000, () => { if (!upstream.readyState.startsWith('open')) close() })
+  }
+
+  async listen(host: string, port: number): Promise<string> {
+    this.server.listen(port, host)
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('listening', resolve)
+      this.server.once('error', reject)
+    })
+    const a = this.server.address() as AddressInfo
+    return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.tunnels) t.destroy()
+    this.server.closeAllConnections()
+    await new Promise<void>((r) => this.server.close(() => r()))
+    await this.mirror.close()
+    await this.agent.close()
+  }
+}

@@ -1,0 +1,167 @@
+// The registry mirror: the OCI distribution pull API. Blobs come through the swarm, one
+// task per blob; everything else is passed to the upstream registry unchanged, so auth
+// challenges, content negotiation and errors reach the client as the registry sent them.
+
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { pipeline } from 'node:stream/promises'
+
+import { Agent, interceptors, type Dispatcher } from 'undici'
+import type { Logger } from 'pino'
+import { NaiadError, toNaiadError } from '@naiad/proto'
+
+import type { TaskManager } from '../download/task-manager.ts'
+import { contentStream, type PieceStore } from '../storage/piece-store.ts'
+import { discard } from '../source/origin.ts'
+import { upstreamBase, type UpstreamOptions } from './upstream.ts'
+
+export interface RegistryMirrorComponents {
+  tasks: TaskManager
+  store: PieceStore
+  logger: Logger
+}
+
+const BLOB = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/
+const MANIFEST = /^\/v2\/(.+)\/manifests\/([^/]+)$/
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host'])
+
+function forwardHeaders(headers: IncomingMessage['headers']): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined || HOP_BY_HOP.has(k)) continue
+    out[k] = Array.isArray(v) ? v.join(', ') : v
+  }
+  return out
+}
+
+/** Writes an error in the registry's own JSON shape, with our code alongside. */
+export function sendRegistryError(res: ServerResponse, err: unknown): void {
+  const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
+  if (res.headersSent) {
+    res.destroy(e)
+    return
+  }
+  const status = e.code === 'DFD_ERR_BAD_REQUEST' ? 400 : e.code === 'DFD_ERR_TIMEOUT' ? 504 : 502
+  const body = JSON.stringify({ errors: [{ code: status === 400 ? 'UNSUPPORTED' : 'UNKNOWN', message: e.message, detail: { naiad: e.code } }] })
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
+}
+
+export class RegistryMirror {
+  private readonly components: RegistryMirrorComponents
+  private readonly options: UpstreamOptions
+  private readonly agent: Agent
+  private readonly dispatcher: Dispatcher
+
+  constructor(components: RegistryMirrorComponents, options: UpstreamOptions) {
+    this.components = components
+    this.options = options
+    this.agent = new Agent({ connect: { timeout: 10_000 }, headersTimeout: 30_000, bodyTimeout: 30_000 })
+    this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 5 }))
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://mirror')
+    try {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'application/json' })
+        res.end(JSON.stringify({ errors: [{ code: 'UNSUPPORTED', message: 'the mirror is read-only: push to the registry itself' }] }))
+        return
+      }
+      const base = upstreamBase(url.searchParams.get('ns'), this.options)
+      const blob = BLOB.exec(url.pathname)
+      if (blob !== null && req.method === 'GET') {
+        await this.blob(req, res, base, blob[1], blob[2])
+        return
+      }
+      if (url.pathname === '/v2/' || url.pathname === '/v2' || MANIFEST.test(url.pathname) || blob !== null) {
+        await this.passThrough(req, res, `${base}${url.pathname}`)
+        return
+      }
+      res.writeHead(404, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ errors: [{ code: 'NAME_UNKNOWN', message: `the mirror serves only the pull API, not ${url.pathname}` }] }))
+    } catch (err) {
+      this.components.logger.warn({ path: url.pathname, err: (err as Error).message }, 'mirror request failed')
+      sendRegistryError(res, err)
+    }
+  }
+
+  private authorization(req: IncomingMessage, base: string): string | undefined {
+    return req.headers.authorization ?? this.options.credentials.get(new URL(base).host)
+  }
+
+  private async upstream(method: 'GET' | 'HEAD', target: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const u = new URL(target)
+    try {
+      return await this.dispatcher.request({ origin: u.origin, path: u.pathname + u.search, method, headers, signal })
+    } catch (err) {
+      throw new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach registry ${u.host}: ${(err as { code?: string }).code ?? (err as Error).message}`, { cause: err })
+    }
+  }
+
+  /** Relays a request to the registry and its answer to the client, headers and all. */
+  private async passThrough(req: IncomingMessage, res: ServerResponse, target: string): Promise<void> {
+    const headers = forwardHeaders(req.headers)
+    const auth = this.authorization(req, target)
+    if (auth !== undefined) headers.authorization = auth
+    const up = await this.upstream(req.method as 'GET' | 'HEAD', target, headers)
+    const out: Record<string, string | string[]> = {}
+    for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v
+    res.writeHead(up.statusCode, out)
+    if (req.method === 'HEAD') {
+      discard(up.body)
+      res.end()
+      return
+    }
+    await pipeline(up.body, res)
+  }
+
+  /**
+   * A blob through the swarm. The registry is asked first (HEAD, with the client's own
+   * credentials) whether this client may read the blob: only then does the node join the
+   * task, so no node gets a private blob's bytes from its peers that it could not have
+   * pulled itself. The body is served from the piece store after the whole blob matched
+   * its digest.
+   */
+  private async blob(req: IncomingMessage, res: ServerResponse, base: string, repo: string, digest: string): Promise<void> {
+    const target = `${base}/v2/${repo}/blobs/${digest}`
+    const headers: Record<string, string> = {}
+    const auth = this.authorization(req, base)
+    if (auth !== undefined) headers.authorization = auth
+    const check = await this.upstream('HEAD', target, { ...headers, accept: '*/*' })
+    discard(check.body)
+    if (check.statusCode !== 200) {
+      // 401 with its challenge, 403, 404: the client learns exactly what the registry said.
+      const out: Record<string, string | string[]> = {}
+      for (const [k, v] of Object.entries(check.headers)) if (v !== undefined && !HOP_BY_HOP.has(k) && k !== 'content-length') out[k] = v
+      const body = check.statusCode === 401
+        ? JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] })
+        : JSON.stringify({ errors: [{ code: 'BLOB_UNKNOWN', message: `registry answered ${check.statusCode}` }] })
+      res.writeHead(check.statusCode, { ...out, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
+      return
+    }
+    const result = await this.components.tasks.download({ url: target, headers, digest })
+    const { store } = this.components
+    const task = store.getTask(result.taskId)
+    if (task === undefined || !task.complete) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `blob ${digest} vanished from the cache`)
+    const size = task.contentLength
+    let start = 0
+    let end = size - 1
+    const range = req.headers.range === undefined ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range)
+    const common = { 'content-type': 'application/octet-stream', 'docker-content-digest': digest, 'accept-ranges': 'bytes', etag: `"${digest}"` }
+    if (range !== null) {
+      start = Number(range[1])
+      if (range[2] !== '') end = Math.min(end, Number(range[2]))
+      if (start > end) {
+        res.writeHead(416, { 'content-range': `bytes */${size}` }).end()
+        return
+      }
+      res.writeHead(206, { ...common, 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}` })
+    } else {
+      res.writeHead(200, { ...common, 'content-length': size })
+    }
+    await pipeline(contentStream(store, result.taskId, start, end), res)
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close()
+  }
+}
