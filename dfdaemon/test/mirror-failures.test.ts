@@ -1,0 +1,127 @@
+// Upstream failures reach the client as clean errors, nothing corrupt is cached or served
+// afterwards, and with the supernode gone pulls go straight to the registry.
+
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  CountingProxy, pushImage, sha256Hex, startDaemon, startRegistry, startSupernode,
+  type DaemonHandle, type PushedImage, type RegistryHandle, type SupernodeHandle
+} from '@naiad/testkit'
+
+const MiB = 1024 * 1024
+
+describe('registry mirror under upstream failures', () => {
+  let dir: string
+  let registry: RegistryHandle
+  let proxy: CountingProxy
+  let sn: SupernodeHandle
+  let daemons: DaemonHandle[]
+  let image: PushedImage
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'naiad-mirror-fail-'))
+    registry = await startRegistry(join(dir, 'registry'))
+    proxy = await new CountingProxy(registry.url).start()
+    image = await pushImage(registry.url, 'naiad/faulty', 'v1', [3 * MiB, 3 * MiB, 3 * MiB, 1 * MiB, 1 * MiB, 1 * MiB])
+    sn = await startSupernode(join(dir, 'sn'))
+    const args = ['--insecure-registry', proxy.host, '--default-registry', proxy.url]
+    daemons = await Promise.all([1, 2].map((i) => startDaemon(join(dir, `d${i}`), sn.url, { args })))
+  })
+
+  afterAll(async () => {
+    await Promise.all(daemons.map((d) => d.process.stop()))
+    await sn?.process.stop()
+    await proxy?.stop()
+    await registry?.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  const blobUrl = (d: DaemonHandle, digest: string): string => `${d.proxyUrl}/v2/naiad/faulty/blobs/${digest}?ns=${proxy.host}`
+
+  async function expectGood(digest: string): Promise<void> {
+    for (const d of daemons) {
+      const res = await fetch(blobUrl(d, digest))
+      expect(res.status).toBe(200)
+      expect(`sha256:${sha256Hex(Buffer.from(await res.arrayBuffer()))}`).toBe(digest)
+    }
+  }
+
+  it('answers a clean error while the registry is down, and recovers', async () => {
+    proxy.down = true
+    try {
+      const started = Date.now()
+      const manifest = await fetch(`${daemons[0].proxyUrl}/v2/naiad/faulty/manifests/v1?ns=${proxy.host}`)
+      expect(manifest.status).toBe(502)
+      expect((await manifest.json() as { errors: Array<{ detail: { naiad: string } }> }).errors[0].detail.naiad).toBe('DFD_ERR_ORIGIN_UNREACHABLE')
+      const blob = await fetch(blobUrl(daemons[0], image.layers[0].digest))
+      expect(blob.status).toBe(502)
+      expect(Date.now() - started).toBeLessThan(10_000)
+    } finally {
+      proxy.down = false
+    }
+    await expectGood(image.layers[0].digest)
+  })
+
+  it('passes a registry 500 on and recovers', async () => {
+    const digest = image.layers[1].digest
+    proxy.faults.set(digest, { status: 500 })
+    try {
+      expect((await fetch(blobUrl(daemons[0], digest))).status).toBe(500)
+    } finally {
+      proxy.faults.delete(digest)
+    }
+    await expectGood(digest)
+  })
+
+  it('fails a truncated blob body cleanly and caches nothing of it', async () => {
+    const digest = image.layers[2].digest
+    proxy.faults.set(digest, { truncateAt: 1024 * 1024 })
+    try {
+      const res = await fetch(blobUrl(daemons[0], digest))
+      expect(res.status).toBe(502)
+      expect((await res.json() as { errors: Array<{ detail: { naiad: string } }> }).errors[0].detail.naiad).toBe('DFD_ERR_ORIGIN_TRUNCATED')
+    } finally {
+      proxy.faults.delete(digest)
+    }
+    await expectGood(digest)
+  })
+
+  it('refuses a blob whose bytes do not match its digest and serves the right bytes afterwards', async () => {
+    const digest = image.layers[3].digest
+    proxy.faults.set(digest, { corrupt: true })
+    try {
+      for (const d of daemons) {
+        const res = await fetch(blobUrl(d, digest))
+        expect(res.status).toBe(502)
+        const code = (await res.json() as { errors: Array<{ detail: { naiad: string } }> }).errors[0].detail.naiad
+        expect(['DFD_ERR_DIGEST_MISMATCH', 'DFD_ERR_ORIGIN_CHANGED']).toContain(code)
+      }
+    } finally {
+      proxy.faults.delete(digest)
+    }
+    await expectGood(digest)
+  })
+
+  it('goes straight to the registry when the supernode is gone, within 100 ms of extra latency', async () => {
+    await sn.process.kill('SIGKILL')
+    // One request to notice the supernode is gone, as a daemon would at its next pull.
+    await expectGood(image.layers[4].digest)
+    const digest = image.layers[5].digest
+    const timings: Array<{ direct: number; mirror: number }> = []
+    for (const d of daemons) {
+      const t0 = performance.now()
+      const direct = await fetch(`${proxy.url}/v2/naiad/faulty/blobs/${digest}`)
+      await direct.arrayBuffer()
+      const t1 = performance.now()
+      // Neither daemon has this blob yet: each request is a miss.
+      const res = await fetch(blobUrl(d, digest))
+      expect(res.status).toBe(200)
+      expect(`sha256:${sha256Hex(Buffer.from(await res.arrayBuffer()))}`).toBe(digest)
+      timings.push({ direct: t1 - t0, mirror: performance.now() - t1 })
+    }
+    for (const t of timings) expect(t.mirror - t.direct, JSON.stringify(timings)).toBeLessThan(100)
+  })
+})
