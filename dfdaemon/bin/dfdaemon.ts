@@ -1,18 +1,32 @@
 #!/usr/bin/env node
 import { createLogger, runCli } from '@naiad/proto'
 
-import { createDaemon, daemonOptionsFromConfig, DFDAEMON_COMMAND } from '../src/index.ts'
+import { createDaemon, daemonOptionsFromConfig, DFDAEMON_COMMAND, INIT_CONFIG_COMMAND, runtimeConfig, writeRuntimeConfig } from '../src/index.ts'
 
-await runCli(DFDAEMON_COMMAND, process.argv.slice(2), async ({ values }) => {
-  const logger = createLogger('dfdaemon', values['log-level'] as string)
-  const daemon = await createDaemon(await daemonOptionsFromConfig(values, logger))
-  await daemon.start()
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      logger.info('shutting down')
-      daemon.stop().catch((err: unknown) => logger.error({ err }, 'shutdown failed')).finally(resolve)
+const argv = process.argv.slice(2)
+
+if (argv[0] === 'init-config') {
+  await runCli(INIT_CONFIG_COMMAND, argv.slice(1), async ({ values: v }) => {
+    const cfg = await runtimeConfig(v.runtime as string, v.registry as string, v.mirror as string, v['certs-dir'] as string, v.file as string)
+    if (v['dry-run'] === true) {
+      process.stdout.write(`# ${cfg.path}\n${cfg.content}`)
+      return
     }
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
+    await writeRuntimeConfig(cfg)
+    process.stdout.write(`wrote ${cfg.path}\n`)
   })
-})
+} else {
+  await runCli(DFDAEMON_COMMAND, argv, async ({ values }) => {
+    const logger = createLogger('dfdaemon', values['log-level'] as string)
+    const daemon = await createDaemon(await daemonOptionsFromConfig(values, logger))
+    await daemon.start()
+    await new Promise<void>((resolve) => {
+      const stop = (): void => {
+        logger.info('shutting down')
+        daemon.stop().catch((err: unknown) => logger.error({ err }, 'shutdown failed')).finally(resolve)
+      }
+      process.once('SIGINT', stop)
+      process.once('SIGTERM', stop)
+    })
+  })
+}

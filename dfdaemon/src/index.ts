@@ -22,3 +22,4 @@ export { DiskPieceStore, type PieceStore, type StoredPiece, type StoredTask } fr
 export { PluginHost } from './plugins/host.ts'
 export { loadPlugins, BUILTIN_PLUGIN_NAMES } from './plugins/catalog.ts'
 export type { Stats } from './plugins/metrics.ts'
+export { INIT_CONFIG_COMMAND, runtimeConfig, writeRuntimeConfig, containerdHostsToml, podmanRegistriesConf, dockerDaemonJson } from './init-config/runtime-config.ts'

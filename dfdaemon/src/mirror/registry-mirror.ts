@@ -66,10 +66,20 @@ export class RegistryMirror {
         res.end(JSON.stringify({ errors: [{ code: 'UNSUPPORTED', message: 'the mirror is read-only: push to the registry itself' }] }))
         return
       }
-      const base = upstreamBase(url.searchParams.get('ns'), this.options)
+      // Clients that cannot send containerd's `ns` parameter (podman, skopeo, buildah) name the
+      // upstream in a path prefix instead: /v2/naiad-ns/HOST[_PORT]/<repo>/... (a reference
+      // may not hold a colon there, so the port follows an underscore).
+      const prefixed = /^\/v2\/naiad-ns\/([a-z0-9.-]+?)(?:_(\d{1,5}))?(\/.*)$/.exec(url.pathname)
+      if (prefixed !== null) url.pathname = `/v2${prefixed[3]}`
+      const ns = prefixed === null ? url.searchParams.get('ns') : `${prefixed[1]}${prefixed[2] === undefined ? '' : `:${prefixed[2]}`}`
+      const base = upstreamBase(ns, this.options)
       const blob = BLOB.exec(url.pathname)
       if (blob !== null && req.method === 'GET') {
         await this.blob(req, res, base, blob[1], blob[2])
+        return
+      }
+      if ((url.pathname === '/v2/' || url.pathname === '/v2') && ns === null) {
+        await this.ping(req, res, base)
         return
       }
       if (url.pathname === '/v2/' || url.pathname === '/v2' || MANIFEST.test(url.pathname) || blob !== null) {
@@ -81,6 +91,20 @@ export class RegistryMirror {
     } catch (err) {
       this.components.logger.warn({ path: url.pathname, err: (err as Error).message }, 'mirror request failed')
       sendRegistryError(res, err)
+    }
+  }
+
+  /**
+   * The version check of clients that name no upstream (podman and skopeo ping the mirror's
+   * root before sending the `naiad-ns/` path). The default registry's answer carries its
+   * auth challenge; when it cannot be reached the mirror still speaks v2 itself.
+   */
+  private async ping(req: IncomingMessage, res: ServerResponse, base: string): Promise<void> {
+    try {
+      await this.passThrough(req, res, `${base}/v2/`)
+    } catch (err) {
+      if (res.headersSent) throw err
+      res.writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', 'content-length': 2 }).end('{}')
     }
   }
 
