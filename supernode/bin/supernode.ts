@@ -11,7 +11,12 @@ await runCli(SUPERNODE_COMMAND, process.argv.slice(2), async ({ values: v }) => 
     logger,
     listen: v.listen as string,
     p2pListen: [v['p2p.listen'] as string],
-    seed: { enabled: v['seed.enabled'] as boolean, cacheQuota: v['seed.cache-quota'] as number, uploadSlots: v['seed.upload-slots'] as number },
+    seed: {
+      enabled: v['seed.enabled'] as boolean,
+      cacheQuota: v['seed.cache-quota'] as number,
+      uploadSlots: v['seed.upload-slots'] as number,
+      caFile: v['origin.ca-file'] as string
+    },
     hostTtlMs: v['scheduler.host-ttl'] as number,
     plugins: await loadPlugins(v.plugins as string[]),
     pluginSettings: v['plugin-config'] as Record<string, Record<string, unknown>>

@@ -19,7 +19,7 @@ export interface SupernodeOptions {
   logger: Logger
   listen: string
   p2pListen: string[]
-  seed: { enabled: boolean; cacheQuota: number; uploadSlots: number }
+  seed: { enabled: boolean; cacheQuota: number; uploadSlots: number; caFile?: string }
   hostTtlMs: number
   plugins?: NaiadPlugin[]
   pluginSettings?: Record<string, Record<string, unknown>>
@@ -96,6 +96,7 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
       dataDir: join(options.dataDir, 'seed'),
       cacheQuota: options.seed.cacheQuota,
       uploadSlots: options.seed.uploadSlots,
+      caFile: options.seed.caFile,
       logger: options.logger.child({ module: 'seed' })
     })
   }

@@ -24,7 +24,7 @@ export interface RegistryHandle {
 }
 
 /** Starts docker-registry on loopback; with `htpasswd` it requires basic auth. */
-export async function startRegistry(dir: string, options: { htpasswd?: string } = {}): Promise<RegistryHandle> {
+export async function startRegistry(dir: string, options: { htpasswd?: string; tls?: { cert: string; key: string } } = {}): Promise<RegistryHandle> {
   await mkdir(join(dir, 'data'), { recursive: true })
   const port = await freePort()
   const auth = options.htpasswd === undefined ? '' : `auth:\n  htpasswd:\n    realm: naiad-test\n    path: ${options.htpasswd}\n`
@@ -36,15 +36,19 @@ storage:
   delete: {enabled: true}
 http:
   addr: 127.0.0.1:${port}
-${auth}`
+${options.tls === undefined ? '' : `  tls:\n    certificate: ${options.tls.cert}\n    key: ${options.tls.key}\n`}${auth}`
   await writeFile(join(dir, 'config.yml'), config)
   const proc = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] })
   let log = ''
   proc.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000) })
-  const url = `http://127.0.0.1:${port}`
+  const url = `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`
+  const { connect: tcp } = await import('node:net')
   for (let i = 0; i < 100; i++) {
     if (proc.exitCode !== null) throw new Error(`docker-registry exited: ${log}`)
-    const ok = await fetch(`${url}/v2/`).then((r) => r.status === 200 || r.status === 401, () => false)
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = tcp(port, '127.0.0.1', () => { s.destroy(); resolve(true) })
+      s.on('error', () => resolve(false))
+    })
     if (ok) break
     await new Promise((r) => setTimeout(r, 100))
   }

@@ -23,6 +23,7 @@ export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger
     mirror: {
       defaultRegistry: v['default-registry'] as string,
       insecure: v['insecure-registry'] as string[],
+      caFile: v['registry.ca-file'] as string,
       credentials: v['registry.auth-file'] === '' ? new Map() : loadDockerCredentials(v['registry.auth-file'] as string),
       rules: (v['proxy.rules'] as string[]).map((r) => {
         try {
@@ -47,6 +48,7 @@ export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger
       connectTimeoutMs: positive('origin.connect-timeout'),
       idleTimeoutMs: positive('origin.idle-timeout'),
       retries: v['origin.retries'] as number,
+      caFile: v['registry.ca-file'] as string,
       maxRedirections: 5
     },
     keepaliveMs: positive('scheduler.keepalive'),

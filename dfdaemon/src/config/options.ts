@@ -21,6 +21,7 @@ export const DFDAEMON_COMMAND: CommandSpec = {
     { key: 'cache-quota', flag: 'cache-quota', type: 'size', default: '20GiB', meta: 'SIZE', help: 'bytes the piece store may hold before evicting least recently used tasks' },
     { key: 'log-level', flag: 'log-level', type: 'level', default: 'info', meta: 'LEVEL', help: 'fatal, error, warn, info, debug, trace or silent' },
     { key: 'registry.auth-file', type: 'string', default: '', help: "registry credentials in Docker's config.json format, used when a client sends none" },
+    { key: 'registry.ca-file', type: 'string', default: '', help: 'PEM CA certificates trusted for HTTPS registries and origins, besides the system store' },
     { key: 'proxy.rules', type: 'list', default: [], help: 'regular expressions: forward-proxied plain-HTTP URLs that match go through the swarm' },
     { key: 'upload.slots', type: 'int', default: 16, help: 'pieces served to other peers at once' },
     { key: 'download.concurrency', type: 'int', default: 8, help: 'pieces in flight at once per download' },

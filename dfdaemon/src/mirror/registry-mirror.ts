@@ -11,7 +11,7 @@ import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import type { TaskManager } from '../download/task-manager.ts'
 import { contentStream, type PieceStore } from '../storage/piece-store.ts'
-import { discard } from '../source/origin.ts'
+import { discard, trustedCAs } from '../source/origin.ts'
 import { upstreamBase, type UpstreamOptions } from './upstream.ts'
 
 export interface RegistryMirrorComponents {
@@ -54,7 +54,7 @@ export class RegistryMirror {
   constructor(components: RegistryMirrorComponents, options: UpstreamOptions) {
     this.components = components
     this.options = options
-    this.agent = new Agent({ connect: { timeout: 10_000 }, headersTimeout: 30_000, bodyTimeout: 30_000 })
+    this.agent = new Agent({ connect: { timeout: 10_000, ca: trustedCAs(options.caFile) }, headersTimeout: 30_000, bodyTimeout: 30_000 })
     this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 5 }))
   }
 

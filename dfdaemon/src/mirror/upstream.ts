@@ -11,6 +11,8 @@ export interface UpstreamOptions {
   insecure: string[]
   /** Docker `config.json` credentials by registry host. */
   credentials: Map<string, string>
+  /** Extra PEM CA certificates for HTTPS registries. */
+  caFile?: string
 }
 
 /** containerd names the upstream as `?ns=host[:port]`; docker.io means Docker Hub's API host. */

@@ -2,6 +2,8 @@
 // Redirects are followed; connection failures and 5xx answers are retried with backoff
 // before any byte was delivered; every wait has a timeout.
 
+import { readFileSync } from 'node:fs'
+import { getCACertificates } from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 import { Agent, interceptors, type Dispatcher } from 'undici'
@@ -13,6 +15,8 @@ export interface OriginOptions {
   idleTimeoutMs: number
   retries: number
   maxRedirections: number
+  /** Extra PEM CA certificates trusted for HTTPS origins, besides Node's and the system's. */
+  caFile?: string
 }
 
 export interface OriginRequest {
@@ -33,6 +37,22 @@ export interface OriginResponse {
   cancel(): void
 }
 
+/**
+ * The CA certificates HTTPS connections trust: Node's bundle, the operating system's
+ * store (where internal registries' CAs are usually installed) and an optional PEM file.
+ */
+export function trustedCAs(caFile?: string): string[] {
+  const cas = [...getCACertificates('default'), ...getCACertificates('system')]
+  if (caFile !== undefined && caFile !== '') {
+    try {
+      cas.push(readFileSync(caFile, 'utf8'))
+    } catch (err) {
+      throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot read CA file ${caFile}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+  return cas
+}
+
 export const ORIGIN_DEFAULTS: OriginOptions = {
   connectTimeoutMs: 10_000,
   idleTimeoutMs: 30_000,
@@ -51,7 +71,7 @@ export class OriginClient {
   constructor(options: OriginOptions = ORIGIN_DEFAULTS) {
     this.options = options
     this.agent = new Agent({
-      connect: { timeout: options.connectTimeoutMs },
+      connect: { timeout: options.connectTimeoutMs, ca: trustedCAs(options.caFile) },
       headersTimeout: options.idleTimeoutMs,
       bodyTimeout: options.idleTimeoutMs
     })

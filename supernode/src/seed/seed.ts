@@ -3,7 +3,7 @@
 // is the one peer whose piece digests everyone else verifies against.
 
 import type { Logger } from 'pino'
-import { createDaemon, DOWNLOAD_DEFAULTS, type Daemon, type SchedulerClient } from '@naiad/dfdaemon'
+import { createDaemon, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type Daemon, type SchedulerClient } from '@naiad/dfdaemon'
 import {
   raiseRemote, SchedulerRequest, SchedulerResponse, NaiadError,
   type FabricNode, type GetParentsResponse, type Host, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
@@ -51,6 +51,7 @@ export interface SeedOptions {
   dataDir: string
   cacheQuota: number
   uploadSlots: number
+  caFile?: string
   logger: Logger
 }
 
@@ -72,6 +73,7 @@ export class Seed {
       cacheQuota: options.cacheQuota,
       uploadSlots: options.uploadSlots,
       download: DOWNLOAD_DEFAULTS,
+      origin: { ...ORIGIN_DEFAULTS, caFile: options.caFile },
       keepaliveMs: 60_000,
       host: { idc: '', location: '' },
       isSeed: true
