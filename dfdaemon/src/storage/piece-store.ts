@@ -93,6 +93,8 @@ export class DiskPieceStore implements PieceStore {
   private readonly files = new Map<string, Promise<FileHandle>>()
   private readonly bitmaps = new Map<string, Bitmap>()
   private used: number
+  /** Bytes of writes in flight: counted against the quota before they land. */
+  private reserved = 0
   private readonly stmt
 
   constructor(options: DiskPieceStoreOptions) {
@@ -185,8 +187,10 @@ export class DiskPieceStore implements PieceStore {
   async writePiece(id: string, piece: StoredPiece, data: Uint8Array): Promise<void> {
     if (this.hasPiece(id, piece.num)) return
     const unpin = this.pin(id)
+    let reserved = 0
     try {
       await this.makeRoom(data.length, id)
+      reserved = data.length
       const fh = await this.file(id)
       let written = 0
       while (written < data.length) {
@@ -204,6 +208,7 @@ export class DiskPieceStore implements PieceStore {
       if (err instanceof NaiadError) throw err
       throw new NaiadError('DFD_ERR_STORE', `cannot write piece ${piece.num} of task ${id}: ${(err as Error).message}`, { cause: err })
     } finally {
+      this.reserved -= reserved
       unpin()
     }
   }
@@ -257,16 +262,29 @@ export class DiskPieceStore implements PieceStore {
 
   /** Evicts least recently used unpinned tasks until `bytes` more fit in the quota. */
   private async makeRoom(bytes: number, forTask: string): Promise<void> {
-    if (this.used + bytes <= this.quota) return
-    for (const row of this.stmt.lru.all()) {
-      if (this.used + bytes <= this.quota) return
-      if (row.id === forTask || this.pins.has(row.id)) continue
-      await this.deleteTask(row.id)
-      evicted.publish({ taskId: row.id, bytes: row.bytes })
+    const excess = (): number => this.used + this.reserved + bytes - this.quota
+    const full = (): NaiadError =>
+      new NaiadError('DFD_ERR_CACHE_FULL', `cache quota of ${this.quota} bytes is full: ${this.used + this.reserved} bytes are held by tasks in use`)
+    if (excess() > 0) {
+      // Pick victims first, and evict only if they free enough: never throw data away for nothing.
+      const victims: Array<{ id: string; bytes: number }> = []
+      let freed = 0
+      for (const row of this.stmt.lru.all()) {
+        if (freed >= excess()) break
+        if (row.id === forTask || this.pins.has(row.id)) continue
+        victims.push({ id: row.id, bytes: row.bytes })
+        freed += row.bytes
+      }
+      if (freed < excess()) throw full()
+      for (const v of victims) {
+        if (this.pins.has(v.id)) continue // pinned while we were evicting
+        await this.deleteTask(v.id)
+        evicted.publish({ taskId: v.id, bytes: v.bytes })
+      }
+      if (excess() > 0) throw full()
     }
-    if (this.used + bytes > this.quota) {
-      throw new NaiadError('DFD_ERR_CACHE_FULL', `cache quota of ${this.quota} bytes is full: ${this.used} bytes are held by tasks in use`)
-    }
+    // Reserve before returning: concurrent writers must not all see the same free room.
+    this.reserved += bytes
   }
 
   async deleteTask(id: string): Promise<void> {

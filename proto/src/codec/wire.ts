@@ -283,6 +283,12 @@ export function message<F extends Fields>(name: string, fields: F): MessageSchem
         const no = Math.floor(tag / 8)
         const wire = tag % 8
         const field = byNo.get(no)
+        if (field !== undefined && field[1].repeated && wire === WIRE_LEN && wireType(field[1].kind) !== WIRE_LEN) {
+          // A packed repeated scalar (proto3's default encoding): one length-delimited run of values.
+          const packed = new Reader(r.bytes(), name)
+          while (!packed.done) (out[field[0]] as unknown[]).push(readValue(packed, field[1]))
+          continue
+        }
         if (field === undefined || wire !== wireType(field[1].kind)) {
           r.skip(wire)
           continue

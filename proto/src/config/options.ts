@@ -106,6 +106,12 @@ function convert(spec: OptionSpec, raw: unknown, source: string): unknown {
   }
 }
 
+/** A repeatable option takes a list from the file or env and converts each item alone. */
+function convertAll(spec: OptionSpec, raw: unknown, source: string): unknown {
+  if (spec.multiple !== true || spec.type === 'list') return convert(spec, raw, source)
+  return (Array.isArray(raw) ? raw : [raw]).map((item) => convert({ ...spec, multiple: false }, item, source))
+}
+
 function flatten(obj: unknown, prefix: string, out: Map<string, unknown>): void {
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
     out.set(prefix, obj)
@@ -140,9 +146,10 @@ function readConfigFile(file: string, specs: OptionSpec[]): Map<string, unknown>
   }
   if (doc !== null && doc !== undefined) flatten(doc, '', flat)
   const known = new Set(specs.map((s) => s.key))
+  const structured = specs.filter((s) => s.type === 'object').map((s) => s.key)
   for (const [k, v] of flat) {
-    // A key may name a whole sub-tree when an option takes structured values (e.g. plugin settings).
-    const owner = [...known].find((key) => k === key || k.startsWith(`${key}.`))
+    // A key may name a whole sub-tree only when its option takes structured values (e.g. plugin settings).
+    const owner = known.has(k) ? k : structured.find((key) => k.startsWith(`${key}.`))
     if (owner === undefined) throw new NaiadError('PROTO_ERR_BAD_CONFIG', `config file ${file}: unknown key "${k}"`)
     if (owner === k && !out.has(k)) out.set(k, v)
   }
@@ -181,9 +188,10 @@ export function loadOptions(cmd: CommandSpec, argv: string[], env: NodeJS.Proces
     let value: unknown = typeof spec.default === 'string' && (spec.type === 'size' || spec.type === 'duration')
       ? convert(spec, spec.default, 'default of')
       : spec.default
-    if (fromFile.has(spec.key)) value = convert(spec, fromFile.get(spec.key), 'config key')
+    if (fromFile.has(spec.key)) value = convertAll(spec, fromFile.get(spec.key), 'config key')
     const e = env[envName(spec.key)]
-    if (e !== undefined && e !== '') value = convert(spec, spec.multiple === true ? e.split(',') : e, `environment ${envName(spec.key)} for`)
+    // Repeatable values may themselves hold commas (headers), so they come one per line.
+    if (e !== undefined && e !== '') value = convertAll(spec, spec.multiple === true && spec.type !== 'list' ? e.split('\n') : e, `environment ${envName(spec.key)} for`)
     if (spec.flag !== undefined && flags[spec.flag] !== undefined) {
       const raw = flags[spec.flag]
       value = spec.multiple === true

@@ -53,7 +53,10 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
         // Pieces are megabytes: a larger window keeps a single stream from stalling on
         // window updates over a fast link.
         initialStreamWindowSize: 4 * 1024 * 1024,
-        maxStreamWindowSize: 16 * 1024 * 1024
+        maxStreamWindowSize: 16 * 1024 * 1024,
+        // A stream may hold a full window before the reader drains it; a smaller read
+        // buffer would reset fast piece transfers whenever the reader falls behind.
+        maxReadBufferLength: 20 * 1024 * 1024
       } })],
       // Naiad's own calls carry timeouts; the monitor's pings would need an extra protocol.
       connectionMonitor: { enabled: false },

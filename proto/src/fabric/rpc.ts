@@ -33,7 +33,7 @@ export function fabricError(err: unknown, signal: AbortSignal, what: string, fal
     return new NaiadError('PROTO_ERR_ABORTED', `${what} was aborted`, { cause: err })
   }
   const e = err as Error & { name?: string }
-  if (e?.name === 'InvalidDataLengthError') {
+  if (e?.name === 'InvalidDataLengthError' || e?.name === 'StreamBufferError') {
     return new NaiadError('PROTO_ERR_MESSAGE_TOO_LARGE', `${what}: ${e.message}`, { cause: err })
   }
   return toNaiadError(err, fallback, what)

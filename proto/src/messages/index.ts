@@ -137,6 +137,7 @@ export type PieceResult = MessageOf<typeof PieceResult>
 export type ReportPiecesRequest = MessageOf<typeof ReportPiecesRequest>
 export type Parent = MessageOf<typeof Parent>
 export type GetParentsRequest = MessageOf<typeof GetParentsRequest>
+export type LeaveTaskRequest = MessageOf<typeof LeaveTaskRequest>
 export type GetParentsResponse = MessageOf<typeof GetParentsResponse>
 export type SchedulerRequest = MessageOf<typeof SchedulerRequest>
 export type SchedulerResponse = MessageOf<typeof SchedulerResponse>

@@ -30,7 +30,13 @@ export function parseDownloadUrl(raw: string): URL {
  */
 export function taskIdOf(key: TaskKey): string {
   const url = parseDownloadUrl(key.url)
-  for (const name of key.filter ?? []) url.searchParams.delete(name)
+  const filter = new Set(key.filter ?? [])
+  if (filter.size > 0 && url.search !== '') {
+    // Drop the filtered pairs from the raw query; going through searchParams would re-encode
+    // the rest (%20 → +), so the same URL would get another ID with a filter than without.
+    const kept = url.search.slice(1).split('&').filter((pair) => !filter.has(queryName(pair)))
+    url.search = kept.length === 0 ? '' : `?${kept.join('&')}`
+  }
   url.hash = ''
   const h = createHash('sha256')
   h.update(url.toString())
@@ -39,6 +45,15 @@ export function taskIdOf(key: TaskKey): string {
   h.update('\0')
   h.update(key.digest ?? '')
   return h.digest('hex')
+}
+
+function queryName(pair: string): string {
+  const raw = pair.split('=', 1)[0].replace(/\+/g, ' ')
+  try {
+    return decodeURIComponent(raw)
+  } catch {
+    return raw
+  }
 }
 
 const MiB = 1024 * 1024

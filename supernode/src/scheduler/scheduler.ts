@@ -156,6 +156,9 @@ export class Scheduler {
     if (hostId === this.options.seedHostId) {
       task.backSourcePeer = hostId
       backToSource = true
+    } else if (task.backSourcePeer === hostId && task.state !== 'succeeded') {
+      // The trusted peer registering again (a restarted daemon) still has to fetch from the origin.
+      backToSource = true
     } else if (task.backSourcePeer === '' && task.state !== 'succeeded') {
       if (this.options.triggerSeed !== undefined && this.options.seedHostId !== undefined) {
         task.backSourcePeer = this.options.seedHostId
@@ -313,7 +316,9 @@ export class Scheduler {
 
   private touchHost(hostId: string): void {
     const host = this.hosts.get(hostId)
-    if (host !== undefined) host.lastSeen = Date.now()
+    if (host === undefined) return
+    host.lastSeen = Date.now()
+    this.persist.markHost(host)
   }
 
   taskInfo(task: TaskState): TaskInfo {
