@@ -35,6 +35,17 @@ export const ERROR_CODES = {
   SN_ERR_TASK_NOT_FOUND: { status: 404, summary: 'no task with this ID is known to the scheduler' },
   SN_ERR_BAD_REQUEST: { status: 400, summary: 'a scheduler request is malformed' },
 
+  // nydus-fs
+  NFS_ERR_BAD_REF: { status: 400, summary: 'an image reference is malformed' },
+  NFS_ERR_REGISTRY: { status: 502, summary: 'the registry could not be reached or answered an error' },
+  NFS_ERR_BAD_IMAGE: { status: 422, summary: 'a manifest, index or config is malformed or of an unsupported media type' },
+  NFS_ERR_BAD_LAYER: { status: 422, summary: 'a layer is not a valid (compressed) tar archive, or is truncated' },
+  NFS_ERR_UNSAFE_PATH: { status: 422, summary: 'a layer entry has an absolute path, a .. component, or a link that escapes the root' },
+  NFS_ERR_DIGEST: { status: 422, summary: 'a blob, chunk or bootstrap does not match its digest' },
+  NFS_ERR_NOT_LAZY: { status: 422, summary: 'the image is not a Naiad lazy image (missing media types or annotations)' },
+  NFS_ERR_MOUNT: { status: 500, summary: 'the FUSE mount could not be set up or torn down' },
+  NFS_ERR_FETCH: { status: 502, summary: 'chunk data could not be fetched within the retries and timeout' },
+
   // dfget
   DFGET_ERR_DAEMON_UNREACHABLE: { status: 503, summary: 'the local dfdaemon could not be reached' },
   DFGET_ERR_OUTPUT: { status: 500, summary: 'the output file could not be written' },
