@@ -10,8 +10,7 @@ export async function runCli(cmd: CommandSpec, argv: string[], main: (loaded: Lo
     loaded = loadOptions(cmd, argv)
   } catch (err) {
     const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_USAGE', String(err))
-    process.stderr.write(`${cmd.name}: ${e.message}\n`)
-    process.stderr.write(`Try '${cmd.name} --help'.\n`)
+    process.stderr.write(`${cmd.name}: ${e.message} (see ${cmd.name} --help) [${e.code}]\n`)
     process.exitCode = 2
     return
   }

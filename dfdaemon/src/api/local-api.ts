@@ -9,7 +9,7 @@ import { PassThrough } from 'node:stream'
 
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { NaiadError, toNaiadError } from '@naiad/proto'
+import { NaiadError, toNaiadError, type DownloadEvent } from '@naiad/proto'
 
 import type { DownloadRequest } from '../download/peer-task.ts'
 import { TaskManager } from '../download/task-manager.ts'
@@ -20,13 +20,6 @@ export interface LocalApiComponents {
   store: PieceStore
   logger: Logger
 }
-
-/** One line of the NDJSON answer to POST /api/v1/downloads. */
-export type DownloadEvent =
-  | { event: 'started'; taskId: string }
-  | { event: 'progress'; taskId: string; completedBytes: number; totalBytes: number; fromPeers: number; fromOrigin: number }
-  | { event: 'done'; taskId: string; contentLength: number; sha256: string; fromPeers: number; fromOrigin: number; cached: boolean }
-  | { event: 'error'; code: string; message: string }
 
 const downloadSchema = {
   type: 'object',

@@ -1,0 +1,138 @@
+// The output file is written under a temporary name next to it, hashed while it is
+// written, fsynced, and renamed into place only once verified. A reader (or a crash)
+// therefore sees either no FILE, the old FILE, or the complete new one — never a part.
+
+import { createHash, randomBytes } from 'node:crypto'
+import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
+
+import { NaiadError } from '@naiad/proto/contracts'
+
+/** Bytes gathered before one writev. */
+const WRITE_BATCH = 1024 * 1024
+
+export interface WriteResult {
+  bytes: number
+  sha256: string
+}
+
+/** Prefix and marker of temporary files, so operators can recognise (and clean) leftovers of a killed dfget. */
+export function tempNameFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.dfget-${randomBytes(6).toString('hex')}`)
+}
+
+function outputError(message: string, err: unknown): NaiadError {
+  const e = err as { code?: string; message?: string }
+  return new NaiadError('DFGET_ERR_OUTPUT', `${message}: ${e.code ?? e.message ?? String(err)}`, { cause: err })
+}
+
+export class AtomicFile {
+  /** Absolute path of the final file. */
+  readonly path: string
+  readonly tempPath: string
+  private handle: FileHandle | undefined
+  private settled = false
+
+  private constructor(path: string, tempPath: string, handle: FileHandle) {
+    this.path = path
+    this.tempPath = tempPath
+    this.handle = handle
+  }
+
+  /**
+   * Creates the temporary file at once, so an unwritable destination fails before any
+   * byte is downloaded.
+   */
+  static async create(path: string): Promise<AtomicFile> {
+    const abs = resolve(path)
+    const existing = await stat(abs).catch(() => undefined)
+    if (existing?.isDirectory() === true) throw new NaiadError('DFGET_ERR_OUTPUT', `output ${path} is a directory`)
+    const tempPath = tempNameFor(abs)
+    let handle: FileHandle
+    try {
+      handle = await open(tempPath, 'wx', 0o666)
+    } catch (err) {
+      throw outputError(`cannot create a file in ${dirname(abs)}`, err)
+    }
+    return new AtomicFile(abs, tempPath, handle)
+  }
+
+  /**
+   * Writes the chunks in order and hashes them. Chunks are gathered into batches written
+   * with one writev while the next batch is read, at most one write in flight: the network
+   * waits for the disk (back-pressure) but the two overlap.
+   */
+  async write(chunks: AsyncIterable<Uint8Array>, onChunk?: (written: number) => void): Promise<WriteResult> {
+    const handle = this.handle
+    if (handle === undefined) throw new Error('AtomicFile.write after commit or discard')
+    const hash = createHash('sha256')
+    let bytes = 0
+    let batch: Uint8Array[] = []
+    let batchBytes = 0
+    let inflight: Promise<void> = Promise.resolve()
+    let failed: unknown
+    const flush = async (): Promise<void> => {
+      await inflight
+      if (failed !== undefined) throw outputError(`cannot write ${this.tempPath}`, failed)
+      if (batchBytes === 0) return
+      const buffers = batch
+      const total = batchBytes
+      batch = []
+      batchBytes = 0
+      inflight = writeAll(handle, buffers, total).catch((err: unknown) => { failed = err })
+    }
+    for await (const chunk of chunks) {
+      hash.update(chunk)
+      batch.push(chunk)
+      batchBytes += chunk.length
+      bytes += chunk.length
+      if (batchBytes >= WRITE_BATCH) await flush()
+      onChunk?.(bytes)
+    }
+    await flush()
+    await inflight
+    if (failed !== undefined) throw outputError(`cannot write ${this.tempPath}`, failed)
+    return { bytes, sha256: hash.digest('hex') }
+  }
+
+  /** Flushes to disk and renames onto the final path; the caller has verified the content. */
+  async commit(): Promise<void> {
+    const handle = this.handle
+    if (handle === undefined) throw new Error('AtomicFile.commit after commit or discard')
+    try {
+      await handle.sync()
+      this.handle = undefined
+      await handle.close()
+      await rename(this.tempPath, this.path)
+    } catch (err) {
+      await this.discard()
+      throw outputError(`cannot save ${this.path}`, err)
+    }
+    this.settled = true
+    // The rename is durable only once the directory is synced; not every file system allows it.
+    const dir = await open(dirname(this.path), 'r').catch(() => undefined)
+    await dir?.sync().catch(() => {})
+    await dir?.close().catch(() => {})
+  }
+
+  /** Closes and removes the temporary file; safe to call more than once, and after commit. */
+  async discard(): Promise<void> {
+    if (this.settled) return
+    this.settled = true
+    const handle = this.handle
+    this.handle = undefined
+    await handle?.close().catch(() => {})
+    await unlink(this.tempPath).catch(() => {})
+  }
+}
+
+/** writev until every byte is on its way to disk; a short write resumes where it stopped. */
+async function writeAll(handle: FileHandle, buffers: Uint8Array[], total: number): Promise<void> {
+  let { bytesWritten } = await handle.writev(buffers)
+  if (bytesWritten === total) return
+  const rest = Buffer.concat(buffers)
+  while (bytesWritten < total) {
+    const r = await handle.write(rest, bytesWritten, total - bytesWritten)
+    bytesWritten += r.bytesWritten
+  }
+}

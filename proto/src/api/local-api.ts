@@ -1,0 +1,22 @@
+// The contract of the daemon's local API (dfdaemon serves it, dfget and nydus-fs call it).
+
+/** Body of POST /api/v1/downloads. */
+export interface DownloadRequestBody {
+  url: string
+  headers?: Record<string, string>
+  /** `sha256:<hex>` of the whole content. */
+  digest?: string
+  /** Inclusive byte range `START-END`. */
+  range?: string
+  /** Query parameters left out of the task ID. */
+  filter?: string[]
+  /** How long this caller waits; the download itself goes on. */
+  timeoutMs?: number
+}
+
+/** One NDJSON line of the answer to POST /api/v1/downloads; the last is `done` or `error`. */
+export type DownloadEvent =
+  | { event: 'started'; taskId: string }
+  | { event: 'progress'; taskId: string; completedBytes: number; totalBytes: number; fromPeers: number; fromOrigin: number }
+  | { event: 'done'; taskId: string; contentLength: number; sha256: string; fromPeers: number; fromOrigin: number; cached: boolean }
+  | { event: 'error'; code: string; message: string }

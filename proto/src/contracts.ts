@@ -1,0 +1,13 @@
+/**
+ * @naiad/proto/contracts — the parts of proto that need no libp2p: error codes, option
+ * parsing, units, task IDs and the local API types. Command-line tools that only talk
+ * HTTP import this entry and start in a fraction of the time.
+ */
+
+export * from './errors.ts'
+export * from './cli.ts'
+export * from './config/units.ts'
+export * from './config/options.ts'
+export * from './task/task-id.ts'
+export * from './task/bitmap.ts'
+export * from './api/local-api.ts'
