@@ -144,7 +144,6 @@ export class Daemon {
 
   private async announce(): Promise<void> {
     const wasDown = !this.scheduler.available
-    if (this.scheduler instanceof FabricSchedulerClient) this.scheduler.probe()
     try {
       await this.scheduler.announceHost({
         id: this.peerId,

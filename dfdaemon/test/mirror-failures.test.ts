@@ -1,42 +1,29 @@
 // Upstream failures reach the client as clean errors, nothing corrupt is cached or served
 // afterwards, and with the supernode gone pulls go straight to the registry.
 
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  CountingProxy, pushImage, sha256Hex, startDaemon, startRegistry, startSupernode,
-  type DaemonHandle, type PushedImage, type RegistryHandle, type SupernodeHandle
+  pushImage, sha256Hex, startMirrorCluster,
+  type CountingProxy, type DaemonHandle, type MirrorCluster, type PushedImage, type SupernodeHandle
 } from '@naiad/testkit'
 
 const MiB = 1024 * 1024
 
 describe('registry mirror under upstream failures', () => {
-  let dir: string
-  let registry: RegistryHandle
+  let cluster: MirrorCluster
   let proxy: CountingProxy
   let sn: SupernodeHandle
   let daemons: DaemonHandle[]
   let image: PushedImage
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'naiad-mirror-fail-'))
-    registry = await startRegistry(join(dir, 'registry'))
-    proxy = await new CountingProxy(registry.url).start()
-    image = await pushImage(registry.url, 'naiad/faulty', 'v1', [3 * MiB, 3 * MiB, 3 * MiB, 1 * MiB, 1 * MiB, 1 * MiB])
-    sn = await startSupernode(join(dir, 'sn'))
-    const args = ['--insecure-registry', proxy.host, '--default-registry', proxy.url]
-    daemons = await Promise.all([1, 2].map((i) => startDaemon(join(dir, `d${i}`), sn.url, { args })))
+    cluster = await startMirrorCluster('mirror-fail', { daemons: 2 })
+    ;({ proxy, supernode: sn, daemons } = cluster)
+    image = await pushImage(cluster.registry.url, 'naiad/faulty', 'v1', [3 * MiB, 3 * MiB, 3 * MiB, 1 * MiB, 1 * MiB, 1 * MiB])
   })
 
   afterAll(async () => {
-    await Promise.all(daemons.map((d) => d.process.stop()))
-    await sn?.process.stop()
-    await proxy?.stop()
-    await registry?.stop()
-    await rm(dir, { recursive: true, force: true })
+    await cluster?.stop()
   })
 
   const blobUrl = (d: DaemonHandle, digest: string): string => `${d.proxyUrl}/v2/naiad/faulty/blobs/${digest}?ns=${proxy.host}`

@@ -2,14 +2,13 @@
 // real registry (docker-registry), with a counting proxy between them that also injects
 // failures.
 
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  CountingProxy, metric, pushImage, runTool, sha256Hex, startContainerd, startDaemon, startRegistry, startSupernode,
-  type DaemonHandle, type PushedImage, type RegistryHandle, type SupernodeHandle
+  metric, pushImage, runTool, sha256Hex, startContainerd, startMirrorCluster,
+  type CountingProxy, type DaemonHandle, type MirrorCluster, type PushedImage
 } from '@naiad/testkit'
 
 const MiB = 1024 * 1024
@@ -33,29 +32,20 @@ async function digestsIn(layout: string): Promise<string[]> {
 }
 
 describe('registry mirror', () => {
+  let cluster: MirrorCluster
   let dir: string
-  let registry: RegistryHandle
   let proxy: CountingProxy
-  let sn: SupernodeHandle
   let daemons: DaemonHandle[]
   let image: PushedImage
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'naiad-mirror-'))
-    registry = await startRegistry(join(dir, 'registry'))
-    proxy = await new CountingProxy(registry.url).start()
-    image = await pushImage(registry.url, 'naiad/multi', 'v1', [6 * MiB, 3 * MiB, 2 * MiB])
-    sn = await startSupernode(join(dir, 'sn'))
-    const args = ['--insecure-registry', proxy.host, '--default-registry', proxy.url]
-    daemons = await Promise.all([1, 2, 3].map((i) => startDaemon(join(dir, `d${i}`), sn.url, { args })))
+    cluster = await startMirrorCluster('mirror', { daemons: 3 })
+    ;({ dir, proxy, daemons } = cluster)
+    image = await pushImage(cluster.registry.url, 'naiad/multi', 'v1', [6 * MiB, 3 * MiB, 2 * MiB])
   })
 
   afterAll(async () => {
-    await Promise.all(daemons.map((d) => d.process.stop()))
-    await sn?.process.stop()
-    await proxy?.stop()
-    await registry?.stop()
-    await rm(dir, { recursive: true, force: true })
+    await cluster?.stop()
   })
 
   it('lets three daemons pull one multi-layer image at once while the registry serves each blob about once', async () => {

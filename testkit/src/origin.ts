@@ -3,7 +3,7 @@
 
 import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
 export type Fault = { status: number } | { truncateAt: number } | { stallMs: number }
@@ -35,7 +35,7 @@ export class TestOrigin {
     return this.served.get(path) ?? 0
   }
 
-  private async handle(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): Promise<void> {
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://x').pathname
     this.requests.push({ path, range: req.headers.range, headers: req.headers })
     const fault = this.faults.get(path)

@@ -2,7 +2,7 @@
 // with the test's Node, on loopback, and is ready once it logs its ready line.
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
+import { createServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 
@@ -17,7 +17,7 @@ export const BINS = {
 export async function freePort(): Promise<number> {
   const srv = createServer()
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const port = (srv.address() as import('node:net').AddressInfo).port
+  const port = (srv.address() as AddressInfo).port
   await new Promise<void>((r) => srv.close(() => r()))
   return port
 }
@@ -103,10 +103,10 @@ export interface CommandResult {
   stderr: string
 }
 
-/** Runs a command to completion (never blocking the event loop) and collects its output. */
-export function run(bin: string, args: string[], options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<CommandResult> {
+/** Runs a program to completion (never blocking the event loop) and collects its output. */
+export function runTool(cmd: string, args: string[], options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<CommandResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(cmd, args, { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
@@ -114,4 +114,9 @@ export function run(bin: string, args: string[], options: { timeoutMs?: number; 
     const t = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000)
     child.on('exit', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }) })
   })
+}
+
+/** Runs one of Naiad's Node binaries (or any Node script) with the test's Node. */
+export function run(bin: string, args: string[], options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<CommandResult> {
+  return runTool(process.execPath, [bin, ...args], options)
 }

@@ -13,7 +13,7 @@ import { gzipSync } from 'node:zlib'
 import { pack } from 'tar-stream'
 
 import { makeBlob } from './blobs.ts'
-import { freePort } from './processes.ts'
+import { freePort, runTool, type CommandResult } from './processes.ts'
 
 export interface RegistryHandle {
   /** host:port */
@@ -221,7 +221,7 @@ export async function pushImage(registryUrl: string, repo: string, tag: string, 
 export interface ContainerdHandle {
   socket: string
   /** Runs `ctr -a SOCKET ...args`. */
-  ctr(args: string[], timeoutMs?: number): Promise<{ code: number | null; stdout: string; stderr: string }>
+  ctr(args: string[], timeoutMs?: number): Promise<CommandResult>
   stop(): Promise<void>
 }
 
@@ -242,15 +242,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   const proc = spawn('containerd', ['--config', join(dir, 'config.toml')], { stdio: ['ignore', 'ignore', 'pipe'] })
   let log = ''
   proc.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000) })
-  const ctr = (args: string[], timeoutMs = 120_000): Promise<{ code: number | null; stdout: string; stderr: string }> => new Promise((resolve) => {
-    const child = spawn('ctr', ['-a', socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.on('exit', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }) })
-  })
+  const ctr = (args: string[], timeoutMs = 120_000): Promise<CommandResult> => runTool('ctr', ['-a', socket, ...args], { timeoutMs })
   for (let i = 0; i < 100; i++) {
     if (proc.exitCode !== null) throw new Error(`containerd exited: ${log}`)
     if ((await ctr(['version'], 5000)).code === 0) break
@@ -265,17 +257,4 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
       await new Promise((r) => proc.once('exit', r))
     }
   }
-}
-
-/** Runs a command (not Node) to completion without blocking the event loop. */
-export function runTool(cmd: string, args: string[], timeoutMs = 120_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.on('exit', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }) })
-  })
 }

@@ -27,14 +27,14 @@ export interface FabricSchedulerClientOptions {
 }
 
 /**
- * A scheduler client over the fabric. After a failure it reports itself unavailable for a
- * backoff period (250 ms doubling to 10 s), so downloads go to the origin at once instead of
- * waiting on a dead supernode; the daemon's keep-alive announce brings it back.
+ * A scheduler client over the fabric. After a failure it reports itself unavailable, so
+ * downloads go to the origin at once instead of waiting on a dead supernode; only the
+ * daemon's keep-alive announcement (a probe) tries the supernode again and, when it
+ * answers, makes the client available.
  */
 export class FabricSchedulerClient implements SchedulerClient {
   private addrs: Multiaddr[] | undefined
-  private downUntil = 0
-  private backoffMs = 0
+  private down = false
 
   private readonly node: FabricNode
   private readonly options: FabricSchedulerClientOptions
@@ -44,7 +44,7 @@ export class FabricSchedulerClient implements SchedulerClient {
     this.options = options}
 
   get available(): boolean {
-    return Date.now() >= this.downUntil
+    return !this.down
   }
 
   private async resolve(signal?: AbortSignal): Promise<Multiaddr[]> {
@@ -62,36 +62,31 @@ export class FabricSchedulerClient implements SchedulerClient {
     return this.addrs
   }
 
-  private async rpc(req: Partial<SchedulerRequest>, signal?: AbortSignal): Promise<SchedulerResponse> {
-    if (!this.available) throw new NaiadError('PROTO_ERR_DIAL', 'supernode unavailable (backing off after a failure)')
+  private async rpc(req: Partial<SchedulerRequest>, signal?: AbortSignal, probe = false): Promise<SchedulerResponse> {
+    if (this.down && !probe) throw new NaiadError('PROTO_ERR_DIAL', 'supernode unavailable (waiting for the keep-alive to reach it again)')
     try {
       const addrs = await this.resolve(signal)
       const res = await call(this.node, addrs, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, {
         signal,
         timeoutMs: this.options.timeoutMs
       })
-      this.backoffMs = 0
+      this.down = false
       raiseRemote(res.error)
       return res
     } catch (err) {
       const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', String(err), { cause: err })
       if (e.code.startsWith('PROTO_ERR_') && e.code !== 'PROTO_ERR_ABORTED' && e.code !== 'PROTO_ERR_REMOTE') {
-        this.backoffMs = Math.min(10_000, this.backoffMs === 0 ? 250 : this.backoffMs * 2)
-        this.downUntil = Date.now() + this.backoffMs
+        if (!this.down) this.options.logger.warn({ err: e.message }, 'supernode unreachable; downloads go to peers and the origin')
+        this.down = true
         this.addrs = undefined
-        this.options.logger.warn({ err: e.message, backoffMs: this.backoffMs }, 'supernode call failed')
       }
       throw e
     }
   }
 
-  /** Forgets the backoff so the next call tries the supernode (used by the keep-alive). */
-  probe(): void {
-    this.downUntil = 0
-  }
-
+  /** Announces the host; also the one call that tries a supernode marked unavailable. */
   async announceHost(host: Host, signal?: AbortSignal): Promise<void> {
-    await this.rpc({ announceHost: host }, signal)
+    await this.rpc({ announceHost: host }, signal, true)
   }
 
   async registerTask(req: RegisterTaskRequest, signal?: AbortSignal): Promise<TaskInfo> {
