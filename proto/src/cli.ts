@@ -24,6 +24,7 @@ export async function runCli(cmd: CommandSpec, argv: string[], main: (loaded: Lo
   } catch (err) {
     const e = err instanceof NaiadError ? err : null
     process.stderr.write(`${cmd.name}: ${e !== null ? `${e.message} [${e.code}]` : (err as Error).stack ?? String(err)}\n`)
-    process.exitCode = e?.code === 'PROTO_ERR_USAGE' || e?.code === 'PROTO_ERR_BAD_CONFIG' ? 2 : 1
+    // A server that failed to start may hold sockets and timers open: exit rather than linger.
+    process.exit(e?.code === 'PROTO_ERR_USAGE' || e?.code === 'PROTO_ERR_BAD_CONFIG' ? 2 : 1)
   }
 }
