@@ -94,7 +94,7 @@ export class Daemon {
     this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks: this.tasks, store, logger: options.logger })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined
-      : new ProxyServer({ tasks: this.tasks, store, logger: options.logger.child({ module: 'mirror' }) }, options.mirror)
+      : new ProxyServer({ tasks: this.tasks, store, logger: options.logger.child({ module: 'mirror' }), swarmAvailable: () => scheduler.available }, options.mirror)
     if (this.api !== undefined) {
       const stats: Stats = {
         cache_bytes: { help: 'Bytes held by the piece store', read: () => store.usage() },

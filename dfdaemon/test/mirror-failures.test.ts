@@ -110,5 +110,16 @@ describe('registry mirror under upstream failures', () => {
       timings.push({ direct: t1 - t0, mirror: performance.now() - t1 })
     }
     for (const t of timings) expect(t.mirror - t.direct, JSON.stringify(timings)).toBeLessThan(100)
+
+    // Relayed bytes are still verified: a corrupted body is cut off before its end.
+    const corrupt = image.layers[4].digest
+    proxy.faults.set(corrupt, { corrupt: true })
+    try {
+      const res = await fetch(blobUrl(daemons[0], corrupt))
+      await expect(res.arrayBuffer()).rejects.toThrow()
+    } finally {
+      proxy.faults.delete(corrupt)
+    }
+    await expectGood(corrupt)
   })
 })

@@ -25,7 +25,7 @@ export async function freePort(): Promise<number> {
 export class NaiadProcess {
   readonly proc: ChildProcess
   readonly logs: string[] = []
-  /** The first log line with msg "... ready", parsed. */
+  /** The daemon's or supernode's ready log line, parsed. */
   readonly ready: Promise<Record<string, unknown>>
   readonly exited: Promise<number | null>
 
@@ -37,8 +37,11 @@ export class NaiadProcess {
       rl.on('line', (line) => {
         this.logs.push(line)
         if (this.logs.length > 5000) this.logs.shift()
-        if (line.includes('ready"')) {
-          try { resolve(JSON.parse(line) as Record<string, unknown>) } catch { /* not JSON */ }
+        if (line.includes(' ready"')) {
+          try {
+            const entry = JSON.parse(line) as Record<string, unknown>
+            if (entry.msg === 'dfdaemon ready' || entry.msg === 'supernode ready') resolve(entry)
+          } catch { /* not JSON */ }
         }
       })
       this.proc.stdout!.on('data', (d: Buffer) => this.logs.push(d.toString()))

@@ -20,6 +20,7 @@ export interface ProxyServerComponents {
   tasks: TaskManager
   store: PieceStore
   logger: Logger
+  swarmAvailable: () => boolean
 }
 
 export interface ProxyServerOptions extends UpstreamOptions {

@@ -2,6 +2,8 @@
 // task per blob; everything else is passed to the upstream registry unchanged, so auth
 // challenges, content negotiation and errors reach the client as the registry sent them.
 
+import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { pipeline } from 'node:stream/promises'
 
@@ -18,6 +20,8 @@ export interface RegistryMirrorComponents {
   tasks: TaskManager
   store: PieceStore
   logger: Logger
+  /** False while the scheduler is unreachable: then blobs are relayed, not swarmed. */
+  swarmAvailable: () => boolean
 }
 
 const BLOB = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/
@@ -150,6 +154,10 @@ export class RegistryMirror {
     const headers: Record<string, string> = {}
     const auth = this.authorization(req, base)
     if (auth !== undefined) headers.authorization = auth
+    if (!this.components.swarmAvailable() && req.headers.range === undefined) {
+      await this.relayVerified(res, target, headers, digest)
+      return
+    }
     const check = await this.upstream('HEAD', target, { ...headers, accept: '*/*' })
     discard(check.body)
     if (check.statusCode !== 200) {
@@ -183,6 +191,42 @@ export class RegistryMirror {
       res.writeHead(200, { ...common, 'content-length': size })
     }
     await pipeline(contentStream(store, result.taskId, start, end), res)
+  }
+
+  /**
+   * With the scheduler unreachable there is no swarm to join: the blob goes straight from
+   * the registry to the client, hashed on the way, and the body ends only when the hash
+   * matches the digest (otherwise the connection is cut before the last bytes). Whatever
+   * the registry answers instead (401 with its challenge, 404) reaches the client as is.
+   */
+  private async relayVerified(res: ServerResponse, target: string, headers: Record<string, string>, digest: string): Promise<void> {
+    const up = await this.upstream('GET', target, headers)
+    const out: Record<string, string | string[]> = {}
+    for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v
+    if (up.statusCode !== 200) {
+      res.writeHead(up.statusCode, out)
+      await pipeline(up.body, res)
+      return
+    }
+    res.writeHead(200, { ...out, 'docker-content-digest': digest })
+    const hash = createHash('sha256')
+    let held: Buffer | undefined
+    try {
+      for await (const chunk of up.body as AsyncIterable<Buffer>) {
+        hash.update(chunk)
+        if (held !== undefined && !res.write(held)) await once(res, 'drain')
+        held = chunk
+      }
+    } catch (err) {
+      res.destroy()
+      throw new NaiadError('DFD_ERR_ORIGIN_TRUNCATED', `registry body for ${digest} broke off: ${(err as Error).message}`, { cause: err })
+    }
+    const got = `sha256:${hash.digest('hex')}`
+    if (got !== digest) {
+      res.destroy()
+      throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `registry sent ${got} for ${digest}`)
+    }
+    res.end(held)
   }
 
   async close(): Promise<void> {
