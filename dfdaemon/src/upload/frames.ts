@@ -39,35 +39,38 @@ export async function readFrameAndBody(
   signal.addEventListener('abort', onAbort, { once: true })
   try {
     for await (const chunk of stream) {
-      const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
-      if (header === undefined) {
-        pending = pending.length === 0 ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : Buffer.concat([pending, bytes])
-        let len = 0
-        let shift = 0
-        let i = 0
-        for (; i < pending.length && i < 5; i++) {
-          len |= (pending[i] & 0x7f) << shift
-          shift += 7
-          if ((pending[i] & 0x80) === 0) break
+      // A Uint8ArrayList's subarray() concatenates (allocates and copies) when it holds
+      // several buffers, and yamux hands over lists: take the buffers one by one instead.
+      for (const bytes of chunk instanceof Uint8Array ? [chunk] : chunk) {
+        if (header === undefined) {
+          pending = pending.length === 0 ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : Buffer.concat([pending, bytes])
+          let len = 0
+          let shift = 0
+          let i = 0
+          for (; i < pending.length && i < 5; i++) {
+            len |= (pending[i] & 0x7f) << shift
+            shift += 7
+            if ((pending[i] & 0x80) === 0) break
+          }
+          if (i >= pending.length) continue
+          if (i >= 5 || len > maxHeader) throw new NaiadError('PROTO_ERR_MESSAGE_TOO_LARGE', `piece header of ${len} bytes exceeds ${maxHeader}`)
+          const start = i + 1
+          if (pending.length < start + len) continue
+          header = pending.subarray(start, start + len)
+          want = body(header)
+          const rest = pending.subarray(start + len)
+          if (want === 0) return { header, body: undefined }
+          out = Buffer.allocUnsafe(want)
+          if (rest.length > want) throw new NaiadError('PROTO_ERR_DECODE', 'peer sent more bytes than the piece length')
+          rest.copy(out, 0)
+          got = rest.length
+        } else {
+          if (got + bytes.length > want) throw new NaiadError('PROTO_ERR_DECODE', 'peer sent more bytes than the piece length')
+          out!.set(bytes, got)
+          got += bytes.length
         }
-        if (i >= pending.length) continue
-        if (i >= 5 || len > maxHeader) throw new NaiadError('PROTO_ERR_MESSAGE_TOO_LARGE', `piece header of ${len} bytes exceeds ${maxHeader}`)
-        const start = i + 1
-        if (pending.length < start + len) continue
-        header = pending.subarray(start, start + len)
-        want = body(header)
-        const rest = pending.subarray(start + len)
-        if (want === 0) return { header, body: undefined }
-        out = Buffer.allocUnsafe(want)
-        if (rest.length > want) throw new NaiadError('PROTO_ERR_DECODE', 'peer sent more bytes than the piece length')
-        rest.copy(out, 0)
-        got = rest.length
-      } else {
-        if (got + bytes.length > want) throw new NaiadError('PROTO_ERR_DECODE', 'peer sent more bytes than the piece length')
-        out!.set(bytes, got)
-        got += bytes.length
       }
-      if (out !== undefined && got === want) return { header, body: out }
+      if (out !== undefined && got === want) return { header: header!, body: out }
     }
   } finally {
     signal.removeEventListener('abort', onAbort)
