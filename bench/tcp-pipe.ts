@@ -7,8 +7,8 @@
 import { createHash } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
 import { once } from 'node:events'
-import { get } from 'node:http'
-import { connect, createServer } from 'node:net'
+import { get, type IncomingMessage } from 'node:http'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 
@@ -30,6 +30,12 @@ function print(obj: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(obj)}\n`)
 }
 
+/** CPU seconds (user + system) since `since`. */
+function cpuS(since: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(since)
+  return Math.round((u.user + u.system) / 1e4) / 100
+}
+
 async function receive(): Promise<void> {
   const sink = values.sink
   if (sink !== 'count' && sink !== 'file') throw new Error(`--sink must be count or file, not ${sink}`)
@@ -37,10 +43,11 @@ async function receive(): Promise<void> {
   const server = createServer()
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
-  print({ port: (server.address() as import('node:net').AddressInfo).port })
-  const [socket] = await once(server, 'connection') as [import('node:net').Socket]
+  print({ port: (server.address() as AddressInfo).port })
+  const [socket] = await once(server, 'connection') as [Socket]
   server.close()
   const t0 = performance.now()
+  const cpu0 = process.cpuUsage()
   let bytes = 0
   if (sink === 'count') {
     for await (const chunk of socket) bytes += (chunk as Buffer).length
@@ -56,24 +63,27 @@ async function receive(): Promise<void> {
     }, createWriteStream(values.out!))
     print({ sha256: hash.digest('hex') })
   }
-  print({ bytes, ms: performance.now() - t0 })
+  print({ bytes, ms: performance.now() - t0, cpuS: cpuS(cpu0) })
 }
 
 async function send(): Promise<void> {
   const socket = connect(Number(values.port), '127.0.0.1')
   await once(socket, 'connect')
+  const cpu0 = process.cpuUsage()
   await pipeline(createReadStream(values.file!, { highWaterMark: CHUNK }), socket)
+  print({ cpuS: cpuS(cpu0) })
 }
 
 async function httpGet(): Promise<void> {
   const t0 = performance.now()
-  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+  const cpu0 = process.cpuUsage()
+  const res = await new Promise<IncomingMessage>((resolve, reject) => {
     get(values.url!, resolve).once('error', reject)
   })
   if (res.statusCode !== 200) throw new Error(`GET ${values.url} answered ${res.statusCode}`)
   let bytes = 0
   for await (const chunk of res) bytes += (chunk as Buffer).length
-  print({ bytes, ms: performance.now() - t0 })
+  print({ bytes, ms: performance.now() - t0, cpuS: cpuS(cpu0) })
 }
 
 const roles: Record<string, () => Promise<void>> = { receive, send, 'http-get': httpGet }
