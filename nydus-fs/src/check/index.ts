@@ -1,0 +1,1 @@
+export { checkImage, chunkOwners, type CheckOptions, type CheckResult } from './check.ts'

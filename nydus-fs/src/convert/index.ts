@@ -1,0 +1,5 @@
+export { convertImage, formatBytes, type ConvertOptions, type ConvertResult } from './convert.ts'
+export { MergeTree, safeComponents, type MergeNode } from './merge-tree.ts'
+export { ChunkStore, type ChunkStats, type DictChunk } from './chunk-store.ts'
+export { readLayer, detectCompression, isTarLayer, type Compression, type TarEntry } from './layer-reader.ts'
+export { prefetchTable, entrypointProgram, PREFETCH_MAX } from './prefetch.ts'

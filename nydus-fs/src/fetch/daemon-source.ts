@@ -1,0 +1,200 @@
+// Chunk bytes through the local dfdaemon, so that lazy reads are P2P.
+//
+// The blob's address space is cut into aligned windows (1 MiB by default). For each window a
+// read touches, the daemon is asked to download exactly that window
+// (POST /api/v1/downloads {url, headers, range: "START-END"}); every node reading the same
+// chunks therefore asks for the same ranges, which share one task ID across the swarm, so a
+// window fetched once from the registry is served by peers everywhere else. The bytes the
+// read needs are then taken from the daemon's verified copy
+// (GET /api/v1/tasks/:id/content with a Range header).
+
+import { Agent, type Dispatcher } from 'undici'
+import { NaiadError, type BlobRef } from '@naiad/proto/contracts'
+
+import type { RegistryClient } from '../registry/client.ts'
+import type { BlobSource } from './blob-source.ts'
+
+export interface DaemonSourceOptions {
+  /** The daemon's local API, e.g. http://127.0.0.1:65003. */
+  daemonUrl: string
+  client: RegistryClient
+  repository: string
+  /** Window size in bytes; a power of two. */
+  windowBytes: number
+  /** How long to leave the daemon alone after it refused a connection. */
+  restMs?: number
+  /** Connect and header timeout towards the daemon. */
+  timeoutMs?: number
+}
+
+export interface DaemonSourceStats {
+  /** Windows the daemon was asked for (each a task in the swarm). */
+  windows: number
+  /** Bytes of those windows: what the swarm moved to this node. */
+  windowBytes: number
+  /** Times the daemon could not be reached or answered an error. */
+  failures: number
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } }
+  return e.cause?.code ?? e.code ?? e.cause?.message ?? e.message ?? String(err)
+}
+
+export class DaemonSource implements BlobSource {
+  readonly name = 'daemon' as const
+  readonly stats: DaemonSourceStats = { windows: 0, windowBytes: 0, failures: 0 }
+  private readonly daemonUrl: URL
+  private readonly client: RegistryClient
+  private readonly repository: string
+  private readonly windowBytes: number
+  private readonly restMs: number
+  private readonly agent: Agent
+  /** Task ID of each window the daemon holds, by `digest:index`. */
+  private readonly tasks = new Map<string, string>()
+  /** Window downloads in flight, shared by every read that needs them. */
+  private readonly pending = new Map<string, Promise<string>>()
+  private restUntil = 0
+
+  constructor(options: DaemonSourceOptions) {
+    this.daemonUrl = new URL(options.daemonUrl)
+    this.client = options.client
+    this.repository = options.repository
+    this.windowBytes = options.windowBytes
+    this.restMs = options.restMs ?? 5_000
+    const timeout = options.timeoutMs ?? 10_000
+    this.agent = new Agent({ connect: { timeout }, headersTimeout: timeout, bodyTimeout: timeout })
+  }
+
+  available(): boolean {
+    return Date.now() >= this.restUntil
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close()
+  }
+
+  async read(blob: BlobRef, start: number, end: number, signal: AbortSignal): Promise<Buffer> {
+    const first = Math.floor(start / this.windowBytes)
+    const last = Math.floor(end / this.windowBytes)
+    const parts: Promise<Buffer>[] = []
+    for (let w = first; w <= last; w++) {
+      const ws = w * this.windowBytes
+      parts.push(this.readWindow(blob, w, Math.max(start, ws) - ws, Math.min(end, ws + this.windowBytes - 1) - ws, signal))
+    }
+    const out = Buffer.concat(await Promise.all(parts))
+    if (out.length !== end - start + 1) {
+      throw new NaiadError('NFS_ERR_FETCH', `daemon returned ${out.length} bytes for ${blob.digest} ${start}-${end}`)
+    }
+    return out
+  }
+
+  /** Bytes `from`..`to` (relative to the window) of window `w`. */
+  private async readWindow(blob: BlobRef, w: number, from: number, to: number, signal: AbortSignal): Promise<Buffer> {
+    const key = `${blob.digest}:${w}`
+    for (let tries = 0; ; tries++) {
+      const taskId = this.tasks.get(key) ?? await this.download(blob, w, key, signal)
+      const got = await this.content(taskId, from, to, signal)
+      if (got !== undefined) return got
+      // The daemon evicted the window since: download it again, once.
+      this.tasks.delete(key)
+      if (tries > 0) throw new NaiadError('NFS_ERR_FETCH', `daemon lost task ${taskId} twice`)
+    }
+  }
+
+  private download(blob: BlobRef, w: number, key: string, signal: AbortSignal): Promise<string> {
+    let p = this.pending.get(key)
+    if (p === undefined) {
+      p = this.startDownload(blob, w, signal).then((taskId) => {
+        this.tasks.set(key, taskId)
+        return taskId
+      }).finally(() => this.pending.delete(key))
+      this.pending.set(key, p)
+    }
+    return p
+  }
+
+  private async startDownload(blob: BlobRef, w: number, signal: AbortSignal): Promise<string> {
+    const start = w * this.windowBytes
+    const end = Math.min(blob.size, start + this.windowBytes) - 1
+    const headers: Record<string, string> = {}
+    const auth = await this.client.authorizationFor(this.repository, signal)
+    if (auth !== undefined) headers.authorization = auth
+    const body = JSON.stringify({ url: this.client.blobUrl(this.repository, blob.digest), headers, range: `${start}-${end}` })
+    let res: Dispatcher.ResponseData
+    try {
+      res = await this.agent.request({
+        origin: this.daemonUrl.origin, path: '/api/v1/downloads', method: 'POST',
+        headers: { 'content-type': 'application/json' }, body, signal
+      })
+    } catch (err) {
+      this.stats.failures++
+      if (!signal.aborted) this.restUntil = Date.now() + this.restMs
+      throw new NaiadError('NFS_ERR_FETCH', `cannot reach dfdaemon at ${this.daemonUrl.origin}: ${describe(err)}`, { cause: err })
+    }
+    if (res.statusCode !== 200) {
+      this.stats.failures++
+      const text = await res.body.text().catch(() => '')
+      throw new NaiadError('NFS_ERR_FETCH', `dfdaemon refused the download of ${blob.digest} ${start}-${end}: HTTP ${res.statusCode} ${text.slice(0, 300)}`)
+    }
+    this.stats.windows++
+    let buf = ''
+    let result: { event: string; taskId?: string; code?: string; message?: string } | undefined
+    try {
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        buf += chunk.toString('utf8')
+        let i: number
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i)
+          buf = buf.slice(i + 1)
+          if (line.trim() === '') continue
+          const e = JSON.parse(line) as { event: string; taskId?: string; code?: string; message?: string }
+          if (e.event === 'done' || e.event === 'error') result = e
+        }
+      }
+    } catch (err) {
+      this.stats.failures++
+      throw new NaiadError('NFS_ERR_FETCH', `dfdaemon download of ${blob.digest} ${start}-${end} broke off: ${describe(err)}`, { cause: err })
+    }
+    if (result?.event === 'done' && typeof result.taskId === 'string') {
+      this.stats.windowBytes += end - start + 1
+      return result.taskId
+    }
+    this.stats.failures++
+    throw new NaiadError('NFS_ERR_FETCH', `dfdaemon could not download ${blob.digest} ${start}-${end}: ${result === undefined ? 'no result' : `${result.code ?? ''} ${result.message ?? ''}`}`)
+  }
+
+  /** The bytes, or undefined when the daemon no longer holds the task. */
+  private async content(taskId: string, from: number, to: number, signal: AbortSignal): Promise<Buffer | undefined> {
+    let res: Dispatcher.ResponseData
+    try {
+      res = await this.agent.request({
+        origin: this.daemonUrl.origin, path: `/api/v1/tasks/${taskId}/content`, method: 'GET',
+        headers: { range: `bytes=${from}-${to}` }, signal
+      })
+    } catch (err) {
+      this.stats.failures++
+      if (!signal.aborted) this.restUntil = Date.now() + this.restMs
+      throw new NaiadError('NFS_ERR_FETCH', `cannot reach dfdaemon at ${this.daemonUrl.origin}: ${describe(err)}`, { cause: err })
+    }
+    if (res.statusCode === 404) {
+      await res.body.dump().catch(() => {})
+      return undefined
+    }
+    if (res.statusCode !== 206 && res.statusCode !== 200) {
+      this.stats.failures++
+      await res.body.dump().catch(() => {})
+      throw new NaiadError('NFS_ERR_FETCH', `dfdaemon content of task ${taskId}: HTTP ${res.statusCode}`)
+    }
+    let data: Buffer
+    try {
+      data = Buffer.from(await res.body.arrayBuffer())
+    } catch (err) {
+      this.stats.failures++
+      throw new NaiadError('NFS_ERR_FETCH', `dfdaemon content of task ${taskId} broke off: ${describe(err)}`, { cause: err })
+    }
+    // A daemon that ignored the Range header sent the whole window.
+    if (res.statusCode === 200 && data.length > to - from + 1) data = data.subarray(from, to + 1)
+    return data
+  }
+}
