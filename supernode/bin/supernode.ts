@@ -3,6 +3,7 @@ import { loadPlugins } from '@naiad/dfdaemon'
 import { createLogger, runCli } from '@naiad/proto'
 
 import { createSupernode, SUPERNODE_COMMAND } from '../src/index.ts'
+import { SUPERNODE_PLUGINS } from '../src/plugins/catalog.ts'
 
 await runCli(SUPERNODE_COMMAND, process.argv.slice(2), async ({ values: v }) => {
   const logger = createLogger('supernode', v['log-level'] as string)
@@ -18,7 +19,7 @@ await runCli(SUPERNODE_COMMAND, process.argv.slice(2), async ({ values: v }) => 
       caFile: v['origin.ca-file'] as string
     },
     hostTtlMs: v['scheduler.host-ttl'] as number,
-    plugins: await loadPlugins(v.plugins as string[]),
+    plugins: await loadPlugins(v.plugins as string[], SUPERNODE_PLUGINS),
     pluginSettings: v['plugin-config'] as Record<string, Record<string, unknown>>
   })
   await sn.start()

@@ -48,7 +48,7 @@ export class Supernode {
       scheduler_hosts: { help: 'Hosts that announced themselves and did not leave', read: () => [...scheduler.hosts.values()].filter((h) => !h.gone).length },
       scheduler_peers: { help: 'Peers over all tasks', read: () => { let n = 0; for (const t of scheduler.tasks.values()) n += t.peers.size; return n } }
     }
-    this.plugins = new PluginHost({ host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, scheduler } })
+    this.plugins = new PluginHost({ host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, scheduler, seed, database: state.database } })
   }
 
   get url(): string {

@@ -12,16 +12,17 @@ const BUILTIN: Record<string, () => Promise<NaiadPlugin>> = {
 
 export const BUILTIN_PLUGIN_NAMES = Object.keys(BUILTIN)
 
-export async function loadPlugins(names: string[]): Promise<NaiadPlugin[]> {
+/** Loads plugins by name; a host binary adds its own built-ins (the supernode's preheat, say) in `extra`. */
+export async function loadPlugins(names: string[], extra: Record<string, () => Promise<NaiadPlugin>> = {}): Promise<NaiadPlugin[]> {
   const out: NaiadPlugin[] = []
   for (const name of names) {
-    const builtin = BUILTIN[name]
+    const builtin = extra[name] ?? BUILTIN[name]
     if (builtin !== undefined) {
       out.push(await builtin())
       continue
     }
     if (!name.startsWith('.') && !name.startsWith('/')) {
-      throw new NaiadError('PROTO_ERR_PLUGIN', `unknown plugin "${name}" (built in: ${BUILTIN_PLUGIN_NAMES.join(', ')}; or give a module path)`)
+      throw new NaiadError('PROTO_ERR_PLUGIN', `unknown plugin "${name}" (built in: ${[...BUILTIN_PLUGIN_NAMES, ...Object.keys(extra)].join(', ')}; or give a module path)`)
     }
     try {
       const mod = await import(pathToFileURL(resolve(name)).href) as { default?: NaiadPlugin }

@@ -49,6 +49,11 @@ export class StateStore implements SchedulerPersistence {
     `)
   }
 
+  /** The database, for plugins that keep their own tables (each under its own name prefix). */
+  get database(): Database.Database {
+    return this.db
+  }
+
   /** Loads everything into a fresh scheduler. Downloads in flight at shutdown start over. */
   load(scheduler: Scheduler): void {
     for (const r of this.db.prepare<[], { id: string; info: Buffer; last_seen: number; bandwidth: number; good_pieces: number; bad_pieces: number; failed_pieces: number; gone: number }>('SELECT * FROM hosts').all()) {

@@ -1,0 +1,5 @@
+// The supernode's own built-in plugins, loaded by name like the shared ones.
+
+import type { NaiadPlugin } from '@naiad/proto'
+
+export const SUPERNODE_PLUGINS: Record<string, () => Promise<NaiadPlugin>> = {}
