@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { createLogger, runCli } from '@naiad/proto'
+import { createLogger, runCli, untilSignal } from '@naiad/proto'
 
 import { createDaemon, daemonOptionsFromConfig, DFDAEMON_COMMAND, INIT_CONFIG_COMMAND, runtimeConfig, writeRuntimeConfig } from '../src/index.ts'
 
@@ -20,13 +20,6 @@ if (argv[0] === 'init-config') {
     const logger = createLogger('dfdaemon', values['log-level'] as string)
     const daemon = await createDaemon(await daemonOptionsFromConfig(values, logger))
     await daemon.start()
-    await new Promise<void>((resolve) => {
-      const stop = (): void => {
-        logger.info('shutting down')
-        daemon.stop().catch((err: unknown) => logger.error({ err }, 'shutdown failed')).finally(resolve)
-      }
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-    })
+    await untilSignal(logger, () => daemon.stop())
   })
 }

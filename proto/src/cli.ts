@@ -28,3 +28,15 @@ export async function runCli(cmd: CommandSpec, argv: string[], main: (loaded: Lo
     process.exit(e?.code === 'PROTO_ERR_USAGE' || e?.code === 'PROTO_ERR_BAD_CONFIG' ? 2 : 1)
   }
 }
+
+/** Keeps a server running until SIGINT or SIGTERM, then runs its shutdown once. */
+export function untilSignal(logger: { info(msg: string): void; error(obj: object, msg: string): void }, shutdown: () => Promise<void>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (): void => {
+      logger.info('shutting down')
+      shutdown().catch((err: unknown) => logger.error({ err }, 'shutdown failed')).finally(resolve)
+    }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+}

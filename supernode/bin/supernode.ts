@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { loadPlugins } from '@naiad/dfdaemon'
-import { createLogger, runCli } from '@naiad/proto'
+import { createLogger, runCli, untilSignal } from '@naiad/proto'
 
 import { createSupernode, SUPERNODE_COMMAND } from '../src/index.ts'
 import { SUPERNODE_PLUGINS } from '../src/plugins/catalog.ts'
@@ -23,12 +23,5 @@ await runCli(SUPERNODE_COMMAND, process.argv.slice(2), async ({ values: v }) => 
     pluginSettings: v['plugin-config'] as Record<string, Record<string, unknown>>
   })
   await sn.start()
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      logger.info('shutting down')
-      sn.stop().catch((err: unknown) => logger.error({ err }, 'shutdown failed')).finally(resolve)
-    }
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
-  })
+  await untilSignal(logger, () => sn.stop())
 })
