@@ -10,6 +10,8 @@ export interface ChunkCacheOptions {
   memoryBytes: number
   /** Directory of the disk tier; undefined for memory only. */
   diskDir?: string
+  /** Disk tier bound in bytes (default 10 GiB). */
+  diskBytes?: number
 }
 
 export interface ChunkCacheStats {
@@ -34,7 +36,7 @@ export class ChunkCache {
 
   constructor(options: ChunkCacheOptions) {
     this.memory = new MemoryChunkCache(options.memoryBytes)
-    this.disk = options.diskDir === undefined ? undefined : new DiskChunkCache(options.diskDir)
+    this.disk = options.diskDir === undefined ? undefined : new DiskChunkCache(options.diskDir, { maxBytes: options.diskBytes })
   }
 
   /** Memory only, synchronous: the fast path of a read. Counts a hit, never a miss. */

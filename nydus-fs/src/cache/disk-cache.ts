@@ -1,15 +1,18 @@
 // The on-disk tier of the chunk cache: one file per chunk, uncompressed, at
 // `<dir>/<first two hex digits>/<sha256 hex>`. Files appear by rename, so a reader never
 // sees half a chunk; every read is hashed again before it is trusted, so a damaged or
-// tampered file is dropped and fetched anew rather than served.
+// tampered file is dropped and fetched anew rather than served. The cache holds at most
+// `maxBytes`: past it, the least recently used chunk files go first.
 
 import { createHash } from 'node:crypto'
-import { access, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 export interface DiskCacheOptions {
   /** Bytes of chunk writes queued at once; beyond it new chunks are not written (still served). */
   maxPendingBytes?: number
+  /** Bytes of chunk files kept; the least recently used go when a write would pass it. */
+  maxBytes?: number
 }
 
 export class DiskChunkCache {
@@ -20,13 +23,63 @@ export class DiskChunkCache {
   private seq = 0
   /** Chunks this process wrote or read successfully: skips rewriting them. */
   private readonly known = new Set<string>()
+  /** Sizes of the chunk files, least recently used first (a Map keeps insertion order). */
+  private readonly lru = new Map<string, number>()
+  private bytes = 0
+  private readonly maxBytes: number
+  private readonly indexed: Promise<void>
   writes = 0
   writeErrors = 0
   corrupt = 0
+  evictions = 0
 
   constructor(dir: string, options: DiskCacheOptions = {}) {
     this.dir = dir
     this.maxPendingBytes = options.maxPendingBytes ?? 64 * 1024 * 1024
+    this.maxBytes = options.maxBytes ?? 10 * 1024 * 1024 * 1024
+    this.indexed = this.index().catch(() => {})
+  }
+
+  /** Learns what earlier mounts left in the directory, oldest modification first. */
+  private async index(): Promise<void> {
+    const found: Array<{ hex: string; size: number; mtime: number }> = []
+    for (const sub of await readdir(this.dir).catch(() => [] as string[])) {
+      if (!/^[0-9a-f]{2}$/.test(sub)) continue
+      for (const name of await readdir(join(this.dir, sub)).catch(() => [] as string[])) {
+        if (!/^[0-9a-f]{64}$/.test(name)) continue
+        const st = await stat(join(this.dir, sub, name)).catch(() => undefined)
+        if (st !== undefined) found.push({ hex: name, size: st.size, mtime: st.mtimeMs })
+      }
+    }
+    found.sort((a, b) => a.mtime - b.mtime)
+    for (const f of found) if (!this.lru.has(f.hex)) this.account(f.hex, f.size)
+    await this.evict()
+  }
+
+  private account(hex: string, size: number): void {
+    const old = this.lru.get(hex)
+    if (old !== undefined) {
+      this.lru.delete(hex)
+      this.bytes -= old
+    }
+    this.lru.set(hex, size)
+    this.bytes += size
+  }
+
+  private async evict(): Promise<void> {
+    for (const [hex, size] of this.lru) {
+      if (this.bytes <= this.maxBytes) return
+      this.lru.delete(hex)
+      this.known.delete(hex)
+      this.bytes -= size
+      this.evictions++
+      await rm(this.pathOf(hex), { force: true }).catch(() => {})
+    }
+  }
+
+  /** Bytes of chunk files the cache accounts for. */
+  get size(): number {
+    return this.bytes
   }
 
   private pathOf(hex: string): string {
@@ -48,6 +101,7 @@ export class DiskChunkCache {
       return undefined
     }
     this.known.add(hex)
+    this.account(hex, data.length)
     return data
   }
 
@@ -70,6 +124,9 @@ export class DiskChunkCache {
         await writeFile(tmp, data)
         await rename(tmp, file)
         this.writes++
+        await this.indexed
+        this.account(hex, data.length)
+        await this.evict()
       } catch {
         this.writeErrors++
         this.known.delete(hex)
@@ -84,6 +141,7 @@ export class DiskChunkCache {
 
   /** Waits for queued writes (on unmount). */
   async flush(): Promise<void> {
+    await this.indexed
     await Promise.all([...this.pending])
   }
 }

@@ -26,6 +26,7 @@ export const MOUNT_DEFAULTS = {
   windowSize: '1MiB',
   /** Verified chunks kept in memory. */
   memoryCache: '256MiB',
+  diskCache: '10GiB',
   /** Range requests in flight at once, and of those for prefetch. */
   concurrency: 8,
   prefetchConcurrency: 2,
@@ -56,6 +57,7 @@ export const MOUNT_COMMAND: CommandSpec = {
     { key: 'foreground', flag: 'foreground', type: 'bool', default: false, help: 'stay in the foreground; unmount on SIGINT/SIGTERM' },
     { key: 'read-timeout', flag: 'read-timeout', type: 'duration', default: MOUNT_DEFAULTS.readTimeout, meta: 'DURATION', help: 'a read that cannot get its data within this fails with EIO' },
     { key: 'memory-cache', flag: 'memory-cache', type: 'size', default: MOUNT_DEFAULTS.memoryCache, meta: 'SIZE', help: 'verified chunks kept in memory' },
+    { key: 'disk-cache', flag: 'disk-cache', type: 'size', default: MOUNT_DEFAULTS.diskCache, meta: 'SIZE', help: 'verified chunks kept under --cache-dir; least recently used go first' },
     { key: 'window-size', flag: 'window-size', type: 'size', default: MOUNT_DEFAULTS.windowSize, meta: 'SIZE', help: 'aligned blob window asked of the dfdaemon (a power of two, 64KiB-64MiB)' },
     { key: 'log-level', flag: 'log-level', type: 'level', default: 'info', meta: 'LEVEL', help: 'fatal, error, warn, info, debug, trace or silent' },
     { key: 'attempt-timeout', type: 'duration', default: MOUNT_DEFAULTS.attemptTimeout, help: 'one range request' },
@@ -91,6 +93,7 @@ export interface MountCliOptions {
   attemptTimeoutMs: number
   retries: number
   memoryCacheBytes: number
+  diskCacheBytes: number
   windowBytes: number
   concurrency: number
   prefetchConcurrency: number
@@ -145,6 +148,7 @@ export function mountOptionsFrom(loaded: Loaded): MountCliOptions {
     attemptTimeoutMs: Math.min(readTimeoutMs, v['attempt-timeout'] as number),
     retries: v.retries as number,
     memoryCacheBytes: v['memory-cache'] as number,
+    diskCacheBytes: v['disk-cache'] as number,
     windowBytes,
     concurrency: positive('concurrency'),
     prefetchConcurrency: positive('prefetch-concurrency'),

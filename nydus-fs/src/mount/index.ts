@@ -69,6 +69,7 @@ export interface MountOptions {
   attemptTimeoutMs?: number
   retries?: number
   memoryCacheBytes?: number
+  diskCacheBytes?: number
   windowBytes?: number
   concurrency?: number
   prefetchConcurrency?: number
@@ -126,7 +127,11 @@ export async function mountImage(options: MountOptions): Promise<MountHandle> {
     const dataBytes = image.blobs.reduce((n, x) => n + x.size, 0)
     log.info({ ref: options.ref, digest: image.digest, inodes: b.inodes.length, chunks: b.chunks.length, dataBytes }, 'bootstrap verified')
 
-    const cache = new ChunkCache({ memoryBytes: positiveOr(options.memoryCacheBytes, 256 * 1024 * 1024), diskDir: join(cacheDir, 'chunks') })
+    const cache = new ChunkCache({
+      memoryBytes: positiveOr(options.memoryCacheBytes, 256 * 1024 * 1024),
+      diskDir: join(cacheDir, 'chunks'),
+      diskBytes: positiveOr(options.diskCacheBytes, 10 * 1024 * 1024 * 1024)
+    })
     const sources: BlobSource[] = []
     let daemon: DaemonSource | undefined
     if (options.daemon !== undefined && options.daemon !== '') {
