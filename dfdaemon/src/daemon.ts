@@ -54,7 +54,8 @@ export const DOWNLOAD_DEFAULTS: PeerTaskOptions = {
   pieceTimeoutMs: 30_000,
   schedulerTimeoutMs: 2_000,
   stallTimeoutMs: 10_000,
-  refreshMs: 250
+  refreshMs: 250,
+  slowPieceMinMs: 2_000
 }
 
 export class Daemon {

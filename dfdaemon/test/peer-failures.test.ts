@@ -1,5 +1,6 @@
-// Peers that die or lie: a daemon killed mid-swarm, and a daemon that serves corrupted
-// piece bytes. The other downloads finish with the right bytes either way.
+// Peers that die, lie or crawl: a daemon killed mid-swarm, one that serves corrupted piece
+// bytes, one that serves them very slowly. The other downloads finish with the right bytes
+// and in good time either way.
 
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -12,7 +13,7 @@ import {
   type DaemonHandle, type DoneEvent, type SupernodeHandle
 } from '@naiad/testkit'
 
-const CORRUPTING_DAEMON = fileURLToPath(new URL('./fixtures/corrupting-daemon.ts', import.meta.url))
+const MISBEHAVING_DAEMON = fileURLToPath(new URL('./fixtures/misbehaving-daemon.ts', import.meta.url))
 const SIZE = 128 * 1024 * 1024
 
 describe('peer failures', () => {
@@ -60,7 +61,7 @@ describe('peer failures', () => {
   })
 
   it('blocks a daemon that serves corrupted pieces after its first bad piece', async () => {
-    const liar = await startDaemon(join(dir, 'liar'), sn.url, { bin: CORRUPTING_DAEMON })
+    const liar = await startDaemon(join(dir, 'liar'), sn.url, { bin: MISBEHAVING_DAEMON, env: { MISBEHAVE: 'corrupt' } })
     daemons.push(liar)
     const warm = await downloadVia(liar.apiUrl, { url })
     expect(warm.event).toBe('done')
@@ -90,5 +91,26 @@ describe('peer failures', () => {
     expect(blockers.length).toBeGreaterThan(0)
     const hosts = await getJson<Array<{ id: string; badPieces: number }>>(`${sn.url}/api/v1/peers`)
     expect(hosts.find((h) => h.id === liar.peerId)?.badPieces).toBeGreaterThan(0)
+  })
+
+  it('abandons pieces a slow parent serves and fetches them elsewhere', async () => {
+    // Every read of the crawler takes 20 s: a 4 MiB piece would take minutes from it.
+    const crawler = await startDaemon(join(dir, 'crawler'), sn.url, { bin: MISBEHAVING_DAEMON, env: { MISBEHAVE: 'slow', SLOW_MS: '20000' } })
+    daemons.push(crawler)
+    expect((await downloadVia(crawler.apiUrl, { url })).event).toBe('done')
+
+    const honest = await startDaemon(join(dir, 'h1'), sn.url)
+    daemons.push(honest)
+    const started = Date.now()
+    const r = await downloadVia(honest.apiUrl, { url })
+    expect(r.event, JSON.stringify(r)).toBe('done')
+    expect((r as DoneEvent).sha256).toBe(expected)
+    expect((r as DoneEvent).fromOrigin).toBe(0)
+    // Without abandoning slow pieces this would wait for the piece timeout (30 s) or longer.
+    expect(Date.now() - started).toBeLessThan(20_000)
+    const hosts = await getJson<Array<{ id: string; failedPieces: number }>>(`${sn.url}/api/v1/peers`)
+    // The crawler holds every piece and was asked for some: the daemon gave up on them and told the scheduler.
+    expect(await metric(honest.apiUrl, 'naiad_piece_failures_total', { code: 'DFD_ERR_PIECE_SLOW' })).toBeGreaterThan(0)
+    expect(hosts.find((h) => h.id === crawler.peerId)?.failedPieces).toBeGreaterThan(0)
   })
 })

@@ -23,6 +23,7 @@ export const ERROR_CODES = {
   DFD_ERR_ORIGIN_CHANGED: { status: 502, summary: 'the origin served bytes that differ from the published piece digests' },
   DFD_ERR_DIGEST_MISMATCH: { status: 422, summary: 'the downloaded content does not match the expected digest' },
   DFD_ERR_PIECE_DIGEST: { status: 502, summary: 'a peer sent a piece whose SHA-256 does not match the seed digest' },
+  DFD_ERR_PIECE_SLOW: { status: 504, summary: 'a parent served a piece far slower than the others; the piece was fetched elsewhere' },
   DFD_ERR_PIECE_UNAVAILABLE: { status: 404, summary: 'a peer does not hold the requested piece' },
   DFD_ERR_UPLOAD_BUSY: { status: 503, summary: 'a peer has no free upload slot' },
   DFD_ERR_CACHE_FULL: { status: 507, summary: 'the cache quota cannot fit the task, even after eviction' },

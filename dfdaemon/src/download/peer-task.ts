@@ -67,6 +67,8 @@ export interface PeerTaskOptions {
   stallTimeoutMs: number
   /** How often to ask the scheduler for fresh parents while waiting. */
   refreshMs: number
+  /** A piece is abandoned as slow only after this long (and 4× the recent median). */
+  slowPieceMinMs: number
 }
 
 interface ParentState {
@@ -91,7 +93,9 @@ export class PeerTask {
   private readonly digests = new Map<number, { length: number; sha256: Uint8Array }>()
   private readonly parents = new Map<string, ParentState>()
   private readonly blocked = new Set<string>()
-  private readonly inflight = new Map<number, string>()
+  private readonly inflight = new Map<number, { parent: ParentState; started: number; abort: AbortController }>()
+  /** Durations of the last pieces fetched from parents, to tell a slow parent from a slow network. */
+  private readonly recentCosts: number[] = []
   private readonly pendingReports: PieceResult[] = []
   private contentLength = -1
   private pieceSize = 0
@@ -263,6 +267,7 @@ export class PeerTask {
         published = this.digests.size
         lastProgress = Date.now()
       }
+      this.abortSlowFetches()
       const started = this.scheduleMore(signal)
       if (this.inflight.size === 0 && started === 0) {
         if (this.taskState === 'failed') {
@@ -355,17 +360,38 @@ export class PeerTask {
     return started
   }
 
+  /**
+   * A piece taking four times as long as the recent median (and at least two seconds)
+   * while another parent holds it is abandoned: the slow parent cools down, loses score
+   * with the scheduler, and the piece goes elsewhere.
+   */
+  private abortSlowFetches(): void {
+    if (this.recentCosts.length < 2) return
+    const sorted = [...this.recentCosts].sort((a, b) => a - b)
+    const limit = Math.max(this.options.slowPieceMinMs, 4 * sorted[Math.floor(sorted.length / 2)])
+    const now = Date.now()
+    for (const [num, f] of this.inflight) {
+      if (now - f.started < limit || f.abort.signal.aborted) continue
+      const elsewhere = [...this.parents.values()].some((p) => p !== f.parent && !this.blocked.has(p.id) && p.bitmap.has(num))
+      if (!elsewhere) continue
+      f.abort.abort(new NaiadError('DFD_ERR_PIECE_SLOW', `piece ${num} from ${f.parent.id} took over ${limit} ms (recent median ${sorted[Math.floor(sorted.length / 2)]} ms)`))
+    }
+  }
+
   private startFetch(num: number, parent: ParentState, signal: AbortSignal): void {
     const expected = this.digests.get(num)!
-    this.inflight.set(num, parent.id)
-    parent.inflight++
+    const abort = new AbortController()
     const t0 = Date.now()
+    this.inflight.set(num, { parent, started: t0, abort })
+    parent.inflight++
     fetchPiece(this.components.node, parent.peerId, { taskId: this.id, num, length: expected.length, sha256: expected.sha256 }, {
-      signal,
+      signal: AbortSignal.any([signal, abort.signal]),
       timeoutMs: this.options.pieceTimeoutMs
     }).then(async (data) => {
       await this.components.store.writePiece(this.id, { num, offset: num * this.pieceSize, length: data.length, sha256: Buffer.from(expected.sha256) }, data)
       const costMs = Date.now() - t0
+      this.recentCosts.push(costMs)
+      if (this.recentCosts.length > 16) this.recentCosts.shift()
       parent.failures = 0
       this.fromPeers += data.length
       this.completedBytes += data.length
@@ -373,7 +399,7 @@ export class PeerTask {
       this.queueReport({ num, parentId: parent.id, length: data.length, costMs, sha256: new Uint8Array(0), errorCode: '' })
       this.emit()
     }, (err: unknown) => {
-      const e = toNaiadError(err, 'DFD_ERR_PIECE_UNAVAILABLE')
+      const e = abort.signal.aborted && abort.signal.reason instanceof NaiadError ? abort.signal.reason : toNaiadError(err, 'DFD_ERR_PIECE_UNAVAILABLE')
       failed.publish({ taskId: this.id, num, parentId: parent.id, code: e.code })
       if (e.code === 'DFD_ERR_PIECE_DIGEST') {
         // A parent that sends one bad piece is never asked again, by any task of this daemon.
