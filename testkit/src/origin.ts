@@ -60,6 +60,10 @@ export class TestOrigin {
     } else {
       res.writeHead(200, { 'content-length': size, 'accept-ranges': 'bytes' })
     }
+    if (req.method === 'HEAD') {
+      res.end()
+      return
+    }
     let limit = end
     if (fault !== undefined && 'truncateAt' in fault) limit = Math.min(end, start + fault.truncateAt - 1)
     const body = file.data !== undefined ? [file.data.subarray(start, limit + 1)] : createReadStream(file.path!, { start, end: limit })
