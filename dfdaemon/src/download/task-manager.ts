@@ -13,7 +13,8 @@ export class TaskManager {
 
   constructor(components: PeerTaskComponents, options: PeerTaskOptions) {
     this.components = components
-    this.options = options}
+    this.options = options
+  }
 
   /** Validates a request and returns its task ID; throws DFD_ERR_BAD_REQUEST. */
   static validate(req: DownloadRequest): string {

@@ -23,7 +23,8 @@ export class PluginHost {
   private readonly options: PluginHostOptions
 
   constructor(options: PluginHostOptions) {
-    this.options = options}
+    this.options = options
+  }
 
   async setup(plugins: NaiadPlugin[]): Promise<void> {
     let ordered: NaiadPlugin[]

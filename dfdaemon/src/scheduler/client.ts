@@ -41,7 +41,8 @@ export class FabricSchedulerClient implements SchedulerClient {
 
   constructor(node: FabricNode, options: FabricSchedulerClientOptions) {
     this.node = node
-    this.options = options}
+    this.options = options
+  }
 
   get available(): boolean {
     return !this.down

@@ -32,7 +32,8 @@ export class UploadServer {
 
   constructor(components: UploadServerComponents, options: UploadServerOptions) {
     this.components = components
-    this.options = options}
+    this.options = options
+  }
 
   get activeUploads(): number {
     return this.active

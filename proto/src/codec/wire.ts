@@ -136,7 +136,8 @@ class Reader {
 
   constructor(buf: Uint8Array, name: string) {
     this.buf = buf
-    this.name = name}
+    this.name = name
+  }
 
   get done(): boolean { return this.pos >= this.buf.length }
 
