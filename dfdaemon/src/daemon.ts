@@ -187,6 +187,12 @@ export function advertisedAddrs(addrs: string[]): string[] {
   return remote.length > 0 ? remote : addrs
 }
 
+/** The IP address of a listen multiaddr (`/ip4/0.0.0.0/tcp/65002` → `0.0.0.0`), else all IPv4. */
+export function listenHost(addr: string | undefined): string {
+  const m = /^\/ip[46]\/([^/]+)\//.exec(addr ?? '')
+  return m === null ? '0.0.0.0' : m[1]
+}
+
 export function splitHostPort(hp: string): [string, string] {
   const i = hp.lastIndexOf(':')
   return [hp.slice(0, i).replace(/^\[|\]$/g, ''), hp.slice(i + 1)]
@@ -200,7 +206,8 @@ export async function createDaemon(options: DaemonOptions, components: DaemonCom
     if (options.supernodeUrl === undefined) throw new Error('createDaemon needs supernodeUrl or a scheduler component')
     scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger: options.logger.child({ module: 'scheduler-client' }) })
   }
-  const upload = new UploadServer({ node, store, logger: options.logger.child({ module: 'upload' }) }, { slots: options.uploadSlots })
+  const dataChannel = options.download.dataChannel === true ? { host: listenHost(options.p2pListen[0]), port: 0 } : undefined
+  const upload = new UploadServer({ node, store, logger: options.logger.child({ module: 'upload' }) }, { slots: options.uploadSlots, dataChannel })
   const origin = new OriginClient(options.origin ?? ORIGIN_DEFAULTS)
   return new Daemon(node, store, scheduler, upload, origin, options, components.node === undefined)
 }

@@ -16,7 +16,8 @@ await runCli(SUPERNODE_COMMAND, process.argv.slice(2), async ({ values: v }) => 
       enabled: v['seed.enabled'] as boolean,
       cacheQuota: v['seed.cache-quota'] as number,
       uploadSlots: v['seed.upload-slots'] as number,
-      caFile: v['origin.ca-file'] as string
+      caFile: v['origin.ca-file'] as string,
+      dataChannel: v['piece.data-channel'] as boolean
     },
     hostTtlMs: v['scheduler.host-ttl'] as number,
     plugins: await loadPlugins(v.plugins as string[], SUPERNODE_PLUGINS),

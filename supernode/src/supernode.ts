@@ -19,7 +19,7 @@ export interface SupernodeOptions {
   logger: Logger
   listen: string
   p2pListen: string[]
-  seed: { enabled: boolean; cacheQuota: number; uploadSlots: number; caFile?: string }
+  seed: { enabled: boolean; cacheQuota: number; uploadSlots: number; caFile?: string; dataChannel?: boolean }
   hostTtlMs: number
   plugins?: NaiadPlugin[]
   pluginSettings?: Record<string, Record<string, unknown>>
@@ -97,6 +97,8 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
       cacheQuota: options.seed.cacheQuota,
       uploadSlots: options.seed.uploadSlots,
       caFile: options.seed.caFile,
+      dataChannel: options.seed.dataChannel,
+      p2pListen: options.p2pListen,
       logger: options.logger.child({ module: 'seed' })
     })
   }

@@ -42,7 +42,8 @@ export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger
       perParent: positive('download.per-parent'),
       pieceTimeoutMs: positive('download.piece-timeout'),
       stallTimeoutMs: positive('download.stall-timeout'),
-      schedulerTimeoutMs: positive('scheduler.timeout')
+      schedulerTimeoutMs: positive('scheduler.timeout'),
+      dataChannel: v['piece.data-channel'] as boolean
     },
     origin: {
       connectTimeoutMs: positive('origin.connect-timeout'),

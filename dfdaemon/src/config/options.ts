@@ -24,6 +24,7 @@ export const DFDAEMON_COMMAND: CommandSpec = {
     { key: 'registry.ca-file', type: 'string', default: '', help: 'PEM CA certificates trusted for HTTPS registries and origins, besides the system store' },
     { key: 'proxy.rules', type: 'list', default: [], help: 'regular expressions: forward-proxied plain-HTTP URLs that match go through the swarm' },
     { key: 'upload.slots', type: 'int', default: 16, help: 'pieces served to other peers at once' },
+    { key: 'piece.data-channel', type: 'bool', default: false, help: 'move piece bytes over plain TCP (requests, digests and tokens stay on the encrypted fabric): much less CPU per byte, no confidentiality on the wire' },
     { key: 'download.concurrency', type: 'int', default: 8, help: 'pieces in flight at once per download' },
     { key: 'download.per-parent', type: 'int', default: 3, help: 'pieces in flight at once from one parent' },
     { key: 'download.piece-timeout', type: 'duration', default: '30s', help: 'longest transfer of one piece from a parent' },

@@ -69,6 +69,8 @@ export interface PeerTaskOptions {
   refreshMs: number
   /** A piece is abandoned as slow only after this long (and 4× the recent median). */
   slowPieceMinMs: number
+  /** Ask parents for piece bytes on their plain-TCP data channel (see UploadServerOptions). */
+  dataChannel?: boolean
 }
 
 interface ParentState {
@@ -386,7 +388,8 @@ export class PeerTask {
     parent.inflight++
     fetchPiece(this.components.node, parent.peerId, { taskId: this.id, num, length: expected.length, sha256: expected.sha256 }, {
       signal: AbortSignal.any([signal, abort.signal]),
-      timeoutMs: this.options.pieceTimeoutMs
+      timeoutMs: this.options.pieceTimeoutMs,
+      dataChannel: this.options.dataChannel
     }).then(async (data) => {
       await this.components.store.writePiece(this.id, { num, offset: num * this.pieceSize, length: data.length, sha256: Buffer.from(expected.sha256) }, data)
       const costMs = Date.now() - t0

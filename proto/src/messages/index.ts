@@ -115,16 +115,24 @@ export const SchedulerResponse = message('SchedulerResponse', {
 export const PieceRequest = message('PieceRequest', {
   taskId: f.string(1),
   num: f.uint32(2),
-  bitmapOnly: f.bool(3)
+  bitmapOnly: f.bool(3),
+  /** Ask for the bytes over the uploader's plain-TCP data channel, if it offers one. */
+  dataChannel: f.bool(4)
 })
 
-/** Sent before the raw piece bytes; `length` raw bytes follow when error is unset. */
+/**
+ * Sent before the raw piece bytes; `length` raw bytes follow when error is unset, unless
+ * dataPort is set: then the requester connects to that TCP port on the uploader's address,
+ * sends the 16-byte token, and reads the `length` bytes there.
+ */
 export const PieceResponse = message('PieceResponse', {
   error: f.message(1, RpcError),
   num: f.uint32(2),
   length: f.uint32(3),
   sha256: f.bytes(4),
-  bitmap: f.bytes(5)
+  bitmap: f.bytes(5),
+  dataPort: f.uint32(6),
+  token: f.bytes(7)
 })
 
 export type RpcError = MessageOf<typeof RpcError>

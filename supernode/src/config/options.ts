@@ -17,6 +17,7 @@ export const SUPERNODE_COMMAND: CommandSpec = {
     { key: 'seed.enabled', flag: 'seed', type: 'bool', default: true, help: 'run the embedded seed peer (--no-seed: the first peer of each task fetches from the origin)' },
     { key: 'seed.cache-quota', type: 'size', default: '100GiB', help: 'bytes the seed cache may hold' },
     { key: 'seed.upload-slots', type: 'int', default: 64, help: 'pieces the seed serves at once' },
+    { key: 'piece.data-channel', type: 'bool', default: false, help: "serve the seed's piece bytes over plain TCP to daemons that ask (see the dfdaemon option)" },
     { key: 'origin.ca-file', type: 'string', default: '', help: "PEM CA certificates the seed trusts for HTTPS origins and registries, besides the system store" },
     { key: 'scheduler.host-ttl', type: 'duration', default: '30s', help: 'hosts silent for longer are not offered as parents' },
     { key: 'log-level', flag: 'log-level', type: 'level', default: 'info', meta: 'LEVEL', help: 'fatal, error, warn, info, debug, trace or silent' },

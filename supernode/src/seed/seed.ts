@@ -52,6 +52,9 @@ export interface SeedOptions {
   cacheQuota: number
   uploadSlots: number
   caFile?: string
+  dataChannel?: boolean
+  /** The supernode's fabric listen addresses: the data channel listens on the same host. */
+  p2pListen: string[]
   logger: Logger
 }
 
@@ -69,10 +72,10 @@ export class Seed {
     const daemon = await createDaemon({
       dataDir: options.dataDir,
       logger: options.logger,
-      p2pListen: [],
       cacheQuota: options.cacheQuota,
       uploadSlots: options.uploadSlots,
-      download: DOWNLOAD_DEFAULTS,
+      download: { ...DOWNLOAD_DEFAULTS, dataChannel: options.dataChannel },
+      p2pListen: options.p2pListen,
       origin: { ...ORIGIN_DEFAULTS, caFile: options.caFile },
       keepaliveMs: 60_000,
       host: { idc: '', location: '' },
