@@ -34,7 +34,9 @@ export const ERROR_CODES = {
 
   // supernode
   SN_ERR_TASK_NOT_FOUND: { status: 404, summary: 'no task with this ID is known to the scheduler' },
-  SN_ERR_BAD_REQUEST: { status: 400, summary: 'a scheduler request is malformed' },
+  SN_ERR_BAD_REQUEST: { status: 400, summary: 'a request to the supernode (scheduler call or API body) is malformed' },
+  SN_ERR_JOB_NOT_FOUND: { status: 404, summary: 'no job with this ID is known to the supernode' },
+  SN_ERR_SCOPE_UNSUPPORTED: { status: 400, summary: 'a job names a scope (peers, label selector) the supernode cannot reach yet' },
 
   // nydus-fs
   NFS_ERR_BAD_REF: { status: 400, summary: 'an image reference is malformed' },

@@ -2,4 +2,6 @@
 
 import type { NaiadPlugin } from '@naiad/proto'
 
-export const SUPERNODE_PLUGINS: Record<string, () => Promise<NaiadPlugin>> = {}
+export const SUPERNODE_PLUGINS: Record<string, () => Promise<NaiadPlugin>> = {
+  preheat: async () => (await import('./preheat/index.ts')).preheatPlugin
+}
