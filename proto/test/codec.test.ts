@@ -77,8 +77,8 @@ const FULL: Array<[MessageSchema<Fields>, Record<string, unknown>]> = [
     announceHost: host, registerTask, reportPieces, getParents, leaveTask, leaveHost: true
   }],
   [SchedulerResponse, { error: rpcError, task: taskInfo, parents: getParentsResponse }],
-  [PieceRequest, { taskId: '0'.repeat(64), num: 99, bitmapOnly: true }],
-  [PieceResponse, { error: rpcError, num: 99, length: 65_536, sha256: sha(6), bitmap: new Uint8Array([1, 2, 3]) }]
+  [PieceRequest, { taskId: '0'.repeat(64), num: 99, bitmapOnly: true, dataChannel: true }],
+  [PieceResponse, { error: rpcError, num: 99, length: 65_536, sha256: sha(6), bitmap: new Uint8Array([1, 2, 3]), dataPort: 40_123, token: new Uint8Array(16).fill(7) }]
 ] as unknown as Array<[MessageSchema<Fields>, Record<string, unknown>]>
 
 describe('wire codec: round trips', () => {
