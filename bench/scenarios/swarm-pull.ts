@@ -1,0 +1,362 @@
+// Scenario 1 of the benchmark issue, for a blob: N hosts pull the same blob at once, each
+// over its own shaped link, directly from the origin (curl in the host's namespace) against
+// through Naiad (a dfdaemon per host, the supernode in its own namespace, dfget on each host).
+//
+//   node bench/scenarios/swarm-pull.ts [--quick] [--hosts 1,4,8,16] [--size 256MiB]
+//        [--host-bandwidth 200] [--registry-bandwidth 400] [--rtt 2]
+//
+// Per N it reports completion time (median and max over the hosts, from the common start to
+// each client's exit), origin egress (TestOrigin's own count), and the ratio to the physical
+// limit, size / host bandwidth. Goal (issue 5): Naiad at the largest N within 1.3× the
+// physical limit with origin egress at most 1.1× the blob.
+
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { cpus, loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+
+import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
+import { BINS, writeBlob } from '@naiad/testkit'
+
+import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
+import { linePlot } from '../report/svg-plot.ts'
+import { Testbed, type Node } from '../testbed/netns.ts'
+import { NodeProcess, runIn } from '../testbed/processes.ts'
+
+const ORIGIN_SERVER = fileURLToPath(new URL('../testbed/origin-server.ts', import.meta.url))
+const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
+
+const USAGE = `usage: node bench/scenarios/swarm-pull.ts [options]
+  --quick                   N = 1,4,8 and a 64 MiB blob (unless given)
+  --hosts LIST              numbers of hosts, comma-separated (default 1,4,8,16)
+  --size SIZE               blob size (default 256MiB)
+  --host-bandwidth MBIT     each host's link, Mbit/s in each direction (default 200)
+  --registry-bandwidth MBIT the origin's uplink, Mbit/s (default 400)
+  --supernode-bandwidth MBIT the supernode's link (default: the host bandwidth)
+  --rtt MS                  round trip between two nodes added by the links (default 2; needs sch_netem)
+  --timeout DURATION        bound on the whole scenario (default 30m)
+  --dir DIR                 work directory, kept afterwards (default: a temp dir, removed)
+  --out PREFIX              results: PREFIX.json, PREFIX.md, PREFIX.svg (default bench/results/swarm-pull)`
+
+function usageError(message: string): never {
+  process.stderr.write(`swarm-pull: ${message}\n${USAGE}\n`)
+  process.exit(2)
+}
+
+const args = (() => {
+  try {
+    return parseArgs({
+      options: {
+        quick: { type: 'boolean', default: false },
+        hosts: { type: 'string' },
+        size: { type: 'string' },
+        'host-bandwidth': { type: 'string', default: '200' },
+        'registry-bandwidth': { type: 'string', default: '400' },
+        'supernode-bandwidth': { type: 'string' },
+        rtt: { type: 'string', default: '2' },
+        timeout: { type: 'string', default: '30m' },
+        dir: { type: 'string' },
+        out: { type: 'string', default: join(RESULTS, 'swarm-pull') },
+        help: { type: 'boolean', short: 'h', default: false }
+      }
+    }).values
+  } catch (err) {
+    return usageError((err as Error).message)
+  }
+})()
+if (args.help) {
+  process.stdout.write(`${USAGE}\n`)
+  process.exit(0)
+}
+
+const positive = (v: string, flag: string): number => {
+  const n = Number(v)
+  if (!Number.isFinite(n) || n <= 0) usageError(`${flag} must be a positive number, not ${v}`)
+  return n
+}
+const hostCounts = (args.hosts ?? (args.quick ? '1,4,8' : '1,4,8,16')).split(',').map((s) => positive(s, '--hosts'))
+if (hostCounts.some((n) => !Number.isInteger(n) || n > 200)) usageError('--hosts takes whole numbers up to 200')
+let size = 0
+let timeoutMs = 0
+try {
+  size = parseSize(args.size ?? (args.quick ? '64MiB' : '256MiB'), '--size')
+  timeoutMs = parseDuration(args.timeout, '--timeout')
+} catch (err) {
+  usageError((err as Error).message)
+}
+const hostMbit = positive(args['host-bandwidth'], '--host-bandwidth')
+const registryMbit = positive(args['registry-bandwidth'], '--registry-bandwidth')
+const supernodeMbit = positive(args['supernode-bandwidth'] ?? args['host-bandwidth'], '--supernode-bandwidth')
+const rttMs = Number(args.rtt)
+if (!(rttMs >= 0)) usageError(`--rtt must be a number of ms, not ${args.rtt}`)
+
+const interrupted = new AbortController()
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupted.abort(new Error(`interrupted by ${sig}`)))
+const overall = AbortSignal.any([interrupted.signal, AbortSignal.timeout(timeoutMs)])
+const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
+
+/** Seconds the blob takes over one host link at its nominal rate: the physical limit. */
+const physicalS = (size * 8) / (hostMbit * 1e6)
+// A trial may take as long as the direct case at the registry's rate, with a wide margin.
+const trialMs = (n: number): number => Math.max(120_000, 10 * 1000 * (n * size * 8) / (registryMbit * 1e6))
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+async function withSignal<T>(p: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
+  signal.throwIfAborted()
+  let onAbort: (() => void) | undefined
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => {
+      onAbort = () => reject(new Error(`${what}: ${(signal.reason as Error)?.message ?? 'aborted'}`))
+      signal.addEventListener('abort', onAbort, { once: true })
+    })])
+  } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
+  }
+}
+
+// ---------------------------------------------------------------- the origin
+
+class Origin {
+  private readonly child: ReturnType<Testbed['spawn']>
+  private readonly pending: Array<(v: Record<string, unknown>) => void> = []
+  readonly url: Promise<string>
+
+  constructor(bed: Testbed, node: Node, blobPath: string, paths: string[]) {
+    const child = bed.spawn(node, process.execPath, [ORIGIN_SERVER, '--listen', `${node.ip}:8080`, '--file', blobPath, ...paths.flatMap((p) => ['--path', p])], { stdio: ['pipe', 'pipe', 'pipe'] })
+    this.child = child
+    let stderr = ''
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
+    this.url = new Promise((resolve, reject) => {
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const msg = JSON.parse(line) as Record<string, unknown>
+        if (msg.ready === true) resolve(msg.url as string)
+        else this.pending.shift()?.(msg)
+      })
+      child.once('exit', (code) => reject(new Error(`origin server exited with ${code}: ${stderr.trim()}`)))
+    })
+    this.url.catch(() => {})
+  }
+
+  /** Body bytes the origin has served for `path` so far. */
+  served(path: string): Promise<number> {
+    const answer = new Promise<number>((resolve) => {
+      this.pending.push((msg) => resolve(((msg.served as Record<string, number>)[path]) ?? 0))
+      this.child.stdin!.write('served\n')
+    })
+    return withSignal(answer, AbortSignal.any([overall, AbortSignal.timeout(10_000)]), 'asking the origin for its byte count')
+  }
+
+  stop(): void {
+    this.child.stdin?.end()
+  }
+}
+
+// ---------------------------------------------------------------- trials
+
+interface Trial {
+  method: 'direct' | 'naiad'
+  hosts: number
+  /** Completion time of each host, s, from the common start to its client's exit. */
+  times: number[]
+  medianS: number
+  maxS: number
+  /** The same as the client itself measured it (curl's time_total, dfget's elapsedMs): without process start-up. */
+  clientTimes: number[]
+  /** Naiad: bytes each host got from peers (the supernode's seed included) and from the origin, per dfget. */
+  fromPeers?: number[]
+  fromOrigin?: number[]
+  originEgress: number
+  /** CPU seconds of the Naiad processes during the trial (daemons summed, supernode). */
+  cpu?: { daemons: number; supernode: number }
+  otherCpuS: number
+  stealS: number
+}
+
+const work = args.dir ?? await mkdtemp(join(tmpdir(), 'naiad-swarm-'))
+await mkdir(work, { recursive: true })
+const blobPath = join(work, 'blob')
+
+async function direct(bed: Testbed, hosts: Node[], origin: Origin, url: string, path: string): Promise<Omit<Trial, 'otherCpuS' | 'stealS'>> {
+  const signal = AbortSignal.any([overall, AbortSignal.timeout(trialMs(hosts.length))])
+  const runs = await Promise.all(hosts.map((h) => runIn(bed, h, 'curl', ['-sS', '-f', '-o', join(work, `${h.name}.direct`), '-w', '%{size_download} %{time_total}', url], signal)))
+  runs.forEach((r, i) => {
+    if (r.code !== 0 || Number(r.stdout.split(' ')[0]) !== size) throw new Error(`direct: curl on ${hosts[i].name} exited with ${r.code}, ${r.stdout} bytes: ${r.stderr.trim()}`)
+  })
+  await Promise.all(hosts.map((h) => rm(join(work, `${h.name}.direct`), { force: true })))
+  const times = runs.map((r) => r.ms / 1000)
+  const clientTimes = runs.map((r) => Number(r.stdout.split(' ')[1]))
+  return { method: 'direct', hosts: hosts.length, times, medianS: median(times), maxS: Math.max(...times), clientTimes, originEgress: await origin.served(path) }
+}
+
+async function naiad(bed: Testbed, sn: Node, hosts: Node[], origin: Origin, url: string, path: string, sha: string): Promise<Omit<Trial, 'otherCpuS' | 'stealS'>> {
+  const started: NodeProcess[] = []
+  const dir = join(work, `naiad-${hosts.length}`)
+  try {
+    const supernode = new NodeProcess(bed, sn, BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', `${sn.ip}:8002`, '--p2p-listen', `/ip4/${sn.ip}/tcp/8003`, '--log-level', 'info'])
+    started.push(supernode)
+    await withSignal(supernode.ready, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the supernode')
+    const daemons = hosts.map((h) => new NodeProcess(bed, h, BINS.dfdaemon, [
+      '--supernode', `http://${sn.ip}:8002`, '--data-dir', join(dir, h.name), '--api-listen', '127.0.0.1:65003', '--proxy-listen', '127.0.0.1:65001',
+      '--p2p-listen', `/ip4/${h.ip}/tcp/65002`, '--log-level', 'info'
+    ]))
+    started.push(...daemons)
+    await withSignal(Promise.all(daemons.map((d) => d.ready)), AbortSignal.any([overall, AbortSignal.timeout(60_000)]), 'starting the daemons')
+    const cpu0 = await Promise.all(started.map((p) => cpuSeconds(p.pid)))
+    const signal = AbortSignal.any([overall, AbortSignal.timeout(trialMs(hosts.length))])
+    const runs = await Promise.all(hosts.map((h) => runIn(bed, h, process.execPath, [
+      BINS.dfget, url, '-O', join(dir, `${h.name}.out`), '--daemon', 'http://127.0.0.1:65003', '--digest', `sha256:${sha}`, '--no-progress', '--json'
+    ], signal)))
+    const cpu1 = await Promise.all(started.map((p) => cpuSeconds(p.pid)))
+    runs.forEach((r, i) => {
+      if (r.code !== 0) throw new Error(`naiad: dfget on ${hosts[i].name} exited with ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}\n${daemons[i].logs.slice(-10).join('\n')}`)
+    })
+    const times = runs.map((r) => r.ms / 1000)
+    const results = runs.map((r) => JSON.parse(r.stdout.trim().split('\n').pop()!) as { elapsedMs: number; fromPeers: number; fromOrigin: number })
+    const used = cpu1.map((c, i) => c - cpu0[i])
+    return {
+      method: 'naiad',
+      hosts: hosts.length,
+      times,
+      medianS: median(times),
+      maxS: Math.max(...times),
+      clientTimes: results.map((r) => r.elapsedMs / 1000),
+      fromPeers: results.map((r) => r.fromPeers),
+      fromOrigin: results.map((r) => r.fromOrigin),
+      originEgress: await origin.served(path),
+      cpu: { supernode: Math.round(used[0] * 100) / 100, daemons: Math.round(used.slice(1).reduce((a, b) => a + b, 0) * 100) / 100 }
+    }
+  } finally {
+    await Promise.all(started.map((p) => p.stop()))
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+// ---------------------------------------------------------------- report
+
+const fmtS = (s: number): string => s.toFixed(2)
+
+function goal(trials: Trial[]): { met: boolean; text: string; hosts: number; timeRatio: number; egressRatio: number } {
+  const n = Math.max(...hostCounts)
+  const t = trials.find((x) => x.method === 'naiad' && x.hosts === n)!
+  const timeRatio = t.maxS / physicalS
+  const egressRatio = t.originEgress / size
+  const met = timeRatio <= 1.3 && egressRatio <= 1.1
+  const misses = [
+    ...(timeRatio > 1.3 ? [`time ${timeRatio.toFixed(2)}× the limit, ${((timeRatio / 1.3 - 1) * 100).toFixed(0)} % over the 1.3× goal (${fmtS(t.maxS)} s against ${fmtS(1.3 * physicalS)} s)`] : []),
+    ...(egressRatio > 1.1 ? [`origin egress ${egressRatio.toFixed(2)}× the blob, ${((egressRatio / 1.1 - 1) * 100).toFixed(0)} % over the 1.1× goal`] : [])
+  ]
+  const text = `Goal: Naiad at N = ${n} within 1.3× the physical limit (${fmtS(physicalS)} s) with origin egress ≤ 1.1× the blob. ` +
+    `Measured: ${timeRatio.toFixed(2)}× the limit (max ${fmtS(t.maxS)} s), egress ${egressRatio.toFixed(2)}× the blob → **${met ? 'met' : 'not met'}**` +
+    (met ? '.' : `: ${misses.join('; ')}.`)
+  return { met, text, hosts: n, timeRatio, egressRatio }
+}
+
+function markdown(trials: Trial[], delayNote: string | undefined): string {
+  const directMax = (n: number): number => trials.find((t) => t.method === 'direct' && t.hosts === n)!.maxS
+  const rows = [...trials].sort((a, b) => b.maxS - a.maxS)
+  const other = trials.reduce((a, t) => a + t.otherCpuS + t.stealS, 0)
+  const wall = trials.reduce((a, t) => a + t.maxS, 0)
+  const share = other / (wall * cpus().length)
+  return [
+    `## Swarm pull, ${formatBytes(size)} blob, hosts at ${hostMbit} Mbit/s, registry uplink ${registryMbit} Mbit/s, supernode ${supernodeMbit} Mbit/s, RTT ${delayNote === undefined ? `${rttMs} ms` : 'not emulated'}`,
+    '',
+    `Physical limit (size / host bandwidth): ${fmtS(physicalS)} s. Slowest first.`,
+    '',
+    '| method | hosts | median s | max s | max / limit | max as the client timed it | origin egress | egress / blob | max vs direct, same N | Naiad CPU-s (daemons + supernode) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((t) => `| ${t.method} | ${t.hosts} | ${fmtS(t.medianS)} | ${fmtS(t.maxS)} | ${(t.maxS / physicalS).toFixed(2)} | ${fmtS(Math.max(...t.clientTimes))} | ${formatBytes(t.originEgress)} | ${(t.originEgress / size).toFixed(2)} | ${(t.maxS / directMax(t.hosts)).toFixed(2)} | ${t.cpu === undefined ? '' : `${t.cpu.daemons.toFixed(1)} + ${t.cpu.supernode.toFixed(1)}`} |`),
+    '',
+    goal(trials).text,
+    '',
+    ...(delayNote === undefined ? [] : [`Note: ${delayNote}; the --rtt flag had no effect on this machine.`, '']),
+    `Completion time runs from the common start to each client's exit: curl for direct, dfget (a Node process, so including its start-up) for Naiad; daemons and the supernode are started before the clock starts. "As the client timed it" leaves out process start-up (curl's time_total, dfget's elapsedMs).`,
+    '',
+    `${share > 0.1 ? '**Warning:** ' : ''}Other processes (and the hypervisor) took ${other.toFixed(1)} CPU-s during the trials (${(share * 100).toFixed(0)} % of ${cpus().length} cores)${share > 0.1 ? '; the machine was not idle and the times are noisy' : ''} (this count includes the kernel's softirq time, where the veth, bridge and HTB work of the testbed itself is done). Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`,
+    ''
+  ].join('\n')
+}
+
+function plot(trials: Trial[]): string {
+  const series = (method: Trial['method']): Array<[number, number]> => trials.filter((t) => t.method === method).map((t) => [t.hosts, t.maxS])
+  return linePlot([
+    { label: 'direct (max)', color: '#d62728', points: series('direct') },
+    { label: 'Naiad (max)', color: '#1f77b4', points: series('naiad') },
+    { label: 'physical limit', color: '#555', dashed: true, points: hostCounts.map((n) => [n, physicalS]) }
+  ], { title: `Swarm pull of a ${formatBytes(size)} blob, ${hostMbit} Mbit/s hosts`, xLabel: 'hosts pulling at once', yLabel: 'completion time, s (slowest host)' })
+}
+
+// ---------------------------------------------------------------- main
+
+let bed: Testbed | undefined
+let origin: Origin | undefined
+let failed = false
+try {
+  log(`writing a ${formatBytes(size)} blob to ${blobPath}`)
+  const sha = await writeBlob(blobPath, size, 'swarm-pull')
+  bed = await Testbed.create({ signal: overall, log, exitOnSignal: false })
+  const originNode = await bed.addNode('origin', { rateMbit: registryMbit, rttMs })
+  const snNode = await bed.addNode('supernode', { rateMbit: supernodeMbit, rttMs })
+  const hosts: Node[] = []
+  for (let i = 0; i < Math.max(...hostCounts); i++) hosts.push(await bed.addNode(`h${i}`, { rateMbit: hostMbit, rttMs }))
+  // One path per trial: the origin counts per path, and no trial can hit a cache of another.
+  const pathOf = (method: string, n: number): string => `/${method}-${n}/blob`
+  origin = new Origin(bed, originNode, blobPath, hostCounts.flatMap((n) => [pathOf('direct', n), pathOf('naiad', n)]))
+  const base = await withSignal(origin.url, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the origin')
+
+  const trials: Trial[] = []
+  for (const [k, n] of hostCounts.entries()) {
+    const hs = hosts.slice(0, n)
+    // Alternate which goes first, so neither always meets a warmer page cache.
+    const order: Array<Trial['method']> = k % 2 === 0 ? ['direct', 'naiad'] : ['naiad', 'direct']
+    for (const method of order) {
+      const url = `${base}${pathOf(method, n)}`
+      const { value, otherCpuS, stealS } = await foreignCpu(() => method === 'direct' ? direct(bed!, hs, origin!, url, pathOf(method, n)) : naiad(bed!, snNode, hs, origin!, url, pathOf(method, n), sha))
+      const t: Trial = { ...value, otherCpuS, stealS }
+      trials.push(t)
+      log(`N=${n} ${method}: median ${fmtS(t.medianS)} s, max ${fmtS(t.maxS)} s (${(t.maxS / physicalS).toFixed(2)}× the limit), origin egress ${formatBytes(t.originEgress)}${t.cpu === undefined ? '' : `, cpu-s daemons ${t.cpu.daemons} supernode ${t.cpu.supernode}`}; other processes ${otherCpuS} cpu-s, stolen ${stealS}`)
+    }
+  }
+
+  const md = markdown(trials, bed.delayUnsupported)
+  process.stdout.write(`${md}\n`)
+  const g = goal(trials)
+  await mkdir(join(args.out, '..'), { recursive: true })
+  await writeFile(`${args.out}.json`, `${JSON.stringify({
+    benchmark: 'swarm-pull',
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    loadavg: loadavg(),
+    size,
+    hostCounts,
+    hostMbit,
+    registryMbit,
+    supernodeMbit,
+    rttMs,
+    rttEmulated: bed.delayUnsupported === undefined,
+    rttNote: bed.delayUnsupported,
+    physicalLimitS: physicalS,
+    goal: g,
+    trials
+  }, null, 2)}\n`)
+  await writeFile(`${args.out}.md`, md)
+  await writeFile(`${args.out}.svg`, plot(trials))
+  log(`wrote ${args.out}.json, .md, .svg`)
+} catch (err) {
+  failed = true
+  log(`swarm-pull: ${overall.aborted ? (overall.reason as Error).message : (err as Error).stack ?? String(err)}`)
+} finally {
+  origin?.stop()
+  await bed?.destroy()
+  await killDescendants()
+  if (args.dir === undefined) await rm(work, { recursive: true, force: true })
+}
+process.exit(failed ? 1 : 0)
