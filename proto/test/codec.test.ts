@@ -55,7 +55,7 @@ const reportPieces: ReportPiecesRequest = {
   taskId: 'd'.repeat(64), results: [pieceResult, { ...pieceResult, num: 4, errorCode: '' }], contentLength: 10_000_000,
   pieceSize: 4 * 1024 * 1024, pieceCount: 3, sha256: sha(5), state: 'succeeded', error: rpcError
 }
-const parent: Parent = { id: '12D3KooWP', multiaddrs: ['/ip4/1.2.3.4/tcp/1'], bitmap: new Uint8Array([0xff, 0x01]), score: 0.734_5 }
+const parent: Parent = { id: '12D3KooWP', multiaddrs: ['/ip4/1.2.3.4/tcp/1'], bitmap: new Uint8Array([0xff, 0x01]), score: 0.734_5, isSeed: true }
 const getParents: GetParentsRequest = { taskId: 'e'.repeat(64), limit: 4 }
 const getParentsResponse: GetParentsResponse = { task: taskInfo, parents: [parent, { ...parent, id: 'other', score: -1.5 }] }
 const leaveTask: MessageOf<typeof LeaveTaskRequest> = { taskId: 'f'.repeat(64) }

@@ -78,6 +78,7 @@ interface ParentState {
   peerId: PeerId
   bitmap: Bitmap
   score: number
+  isSeed: boolean
   inflight: number
   failures: number
   coolUntil: number
@@ -321,7 +322,7 @@ export class PeerTask {
         if (st === undefined) {
           const peerId = peerIdFromString(p.id)
           await this.components.node.peerStore.merge(peerId, { multiaddrs: p.multiaddrs.map((a) => multiaddr(a)) }).catch(() => {})
-          st = { id: p.id, peerId, bitmap: Bitmap.from(p.bitmap), score: p.score, inflight: 0, failures: 0, coolUntil: 0 }
+          st = { id: p.id, peerId, bitmap: Bitmap.from(p.bitmap), score: p.score, isSeed: p.isSeed, inflight: 0, failures: 0, coolUntil: 0 }
           this.parents.set(p.id, st)
         } else {
           st.bitmap = Bitmap.from(p.bitmap)
@@ -350,12 +351,17 @@ export class PeerTask {
     // Rarest first keeps rare pieces from vanishing with the one peer that holds them;
     // among equally rare pieces a random order spreads children over different pieces.
     candidates.sort((a, b) => a.holders.length - b.holders.length || Math.random() - 0.5)
+    // The seed's uplink is shared by every daemon of the task: while other peers hold pieces,
+    // take one piece at a time from the seed and the rest from peers, so that the swarm
+    // multiplies the seed's bandwidth instead of queueing on it.
+    const peersServe = usable.some((p) => !p.isSeed && p.bitmap.count() > 0)
+    const limitOf = (p: ParentState): number => (p.isSeed && peersServe ? 1 : this.options.perParent)
     let started = 0
     for (const { num, holders } of candidates) {
       if (this.inflight.size >= this.options.concurrency) break
-      const free = holders.filter((p) => p.inflight < this.options.perParent)
+      const free = holders.filter((p) => p.inflight < limitOf(p))
       if (free.length === 0) continue
-      free.sort((a, b) => a.inflight - b.inflight || b.score - a.score)
+      free.sort((a, b) => Number(a.isSeed) - Number(b.isSeed) || a.inflight - b.inflight || b.score - a.score)
       this.startFetch(num, free[0], signal)
       started++
     }

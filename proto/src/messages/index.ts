@@ -78,7 +78,8 @@ export const Parent = message('Parent', {
   id: f.string(1),
   multiaddrs: f.repeated(f.string(2)),
   bitmap: f.bytes(3),
-  score: f.double(4)
+  score: f.double(4),
+  isSeed: f.bool(5)
 })
 
 export const GetParentsRequest = message('GetParentsRequest', {

@@ -289,7 +289,7 @@ export class Scheduler {
       })
       .sort((a, b) => b.score - a.score)
       .slice(0, Math.max(1, Math.min(limit === 0 ? 8 : limit, 32)))
-      .map(({ c, score }) => ({ id: c.peer.hostId, multiaddrs: c.host.info.multiaddrs, bitmap: c.peer.bitmap.toBytes(), score }))
+      .map(({ c, score }) => ({ id: c.peer.hostId, multiaddrs: c.host.info.multiaddrs, bitmap: c.peer.bitmap.toBytes(), score, isSeed: c.host.info.isSeed }))
     scheduled.publish({ taskId, peerId: hostId, parents: parents.length, durationMs: performance.now() - started })
     return { task: this.taskInfo(task), parents }
   }
