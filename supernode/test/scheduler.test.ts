@@ -551,7 +551,7 @@ describe('scoring', () => {
   })
 
   it('scoreCandidate weighs the terms, each in [0, 1]', () => {
-    const peer: PeerState = { hostId: 'x', state: 'running', bitmap: undefined as never, parents: new Set(), blocked: new Set(), updatedAt: 0 }
+    const peer: PeerState = { hostId: 'x', state: 'running', bitmap: undefined as never, parents: new Map(), blocked: new Set(), updatedAt: 0 }
     const best = scoreCandidate({ peer, host: state({ bandwidth: 100, info: h({ idc: 'a', location: 'l' }) }), useful: 10, children: 0 },
       { requester: h({ idc: 'a', location: 'l' }), maxBandwidth: 100, missing: 10 })
     expect(best).toBeCloseTo(1)

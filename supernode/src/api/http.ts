@@ -70,7 +70,7 @@ export function buildHttpApi(components: { scheduler: Scheduler; node: FabricNod
         hostId: p.hostId,
         state: p.state,
         pieces: p.bitmap.count(),
-        parents: [...p.parents],
+        parents: [...p.parents.keys()],
         blocked: [...p.blocked],
         updatedAt: new Date(p.updatedAt).toISOString()
       }))

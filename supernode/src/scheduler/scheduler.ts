@@ -27,8 +27,12 @@ export interface PeerState {
   hostId: string
   state: 'running' | 'succeeded' | 'failed'
   bitmap: Bitmap
-  /** Parents this peer fetched pieces from while running: the edges of the task's DAG. */
-  parents: Set<string>
+  /**
+   * Parents this peer fetched pieces from while running, with when it last did: the edges
+   * of the task's DAG. Only recent edges count, so that a peer that took a few pieces from
+   * another early on is not hidden from it for the rest of the download.
+   */
+  parents: Map<string, number>
   /** Parents that sent this peer a corrupt piece. */
   blocked: Set<string>
   updatedAt: number
@@ -77,6 +81,8 @@ const scheduled = channel(EVENTS.parentsScheduled)
 const reported = channel(EVENTS.piecesReported)
 const TASK_ID = /^[0-9a-f]{64}$/
 const MAX_FAILURES = 3
+/** How long a parent edge stays part of the DAG after the child last fetched over it. */
+const EDGE_WINDOW_MS = 2_000
 
 export class Scheduler {
   readonly hosts = new Map<string, HostState>()
@@ -128,7 +134,7 @@ export class Scheduler {
     this.touchHost(hostId)
     const peer = task.peers.get(hostId)
     if (peer === undefined || peer.state === 'failed') {
-      task.peers.set(hostId, { hostId, state: 'running', bitmap: peer?.bitmap ?? new Bitmap(), parents: new Set(), blocked: peer?.blocked ?? new Set(), updatedAt: now })
+      task.peers.set(hostId, { hostId, state: 'running', bitmap: peer?.bitmap ?? new Bitmap(), parents: new Map(), blocked: peer?.blocked ?? new Set(), updatedAt: now })
     }
     this.persist.markPeer(task.id, task.peers.get(hostId)!)
 
@@ -163,7 +169,7 @@ export class Scheduler {
       if (this.options.triggerSeed !== undefined && this.options.seedHostId !== undefined) {
         task.backSourcePeer = this.options.seedHostId
         task.state = 'running'
-        const seedPeer: PeerState = { hostId: this.options.seedHostId, state: 'running', bitmap: task.peers.get(this.options.seedHostId)?.bitmap ?? new Bitmap(), parents: new Set(), blocked: new Set(), updatedAt: now }
+        const seedPeer: PeerState = { hostId: this.options.seedHostId, state: 'running', bitmap: task.peers.get(this.options.seedHostId)?.bitmap ?? new Bitmap(), parents: new Map(), blocked: new Set(), updatedAt: now }
         task.peers.set(this.options.seedHostId, seedPeer)
         this.persist.markPeer(task.id, seedPeer)
         this.options.triggerSeed(task)
@@ -185,7 +191,7 @@ export class Scheduler {
     this.touchHost(hostId)
     let peer = task.peers.get(hostId)
     if (peer === undefined) {
-      peer = { hostId, state: 'running', bitmap: new Bitmap(), parents: new Set(), blocked: new Set(), updatedAt: now }
+      peer = { hostId, state: 'running', bitmap: new Bitmap(), parents: new Map(), blocked: new Set(), updatedAt: now }
       task.peers.set(hostId, peer)
     }
     const trusted = hostId === task.backSourcePeer
@@ -205,7 +211,7 @@ export class Scheduler {
           newPieces.push(r.num)
         }
         if (parent !== undefined) {
-          peer.parents.add(r.parentId)
+          peer.parents.set(r.parentId, now)
           parent.goodPieces++
           parent.consecutiveFailures = 0
           if (r.costMs > 0) {
@@ -259,7 +265,9 @@ export class Scheduler {
     const holders = new Map<number, number>()
     for (const p of task.peers.values()) for (const n of p.bitmap.pieces()) holders.set(n, (holders.get(n) ?? 0) + 1)
     const children = new Map<string, number>()
-    for (const p of task.peers.values()) for (const parent of p.parents) children.set(parent, (children.get(parent) ?? 0) + 1)
+    for (const p of task.peers.values()) {
+      for (const [parent, at] of p.parents) if (now - at < EDGE_WINDOW_MS) children.set(parent, (children.get(parent) ?? 0) + 1)
+    }
 
     const candidates: Candidate[] = []
     let maxBandwidth = 0
@@ -301,6 +309,7 @@ export class Scheduler {
 
   /** Would `from` (through its parents, recursively) reach `target`? Then `target` must not pick it. */
   private reaches(task: TaskState, from: string, target: string): boolean {
+    const now = Date.now()
     const seen = new Set<string>()
     const stack = [from]
     while (stack.length > 0) {
@@ -309,7 +318,8 @@ export class Scheduler {
       if (seen.has(id)) continue
       seen.add(id)
       const p = task.peers.get(id)
-      if (p?.state === 'running') for (const parent of p.parents) stack.push(parent)
+      if (p?.state !== 'running') continue
+      for (const [parent, at] of p.parents) if (now - at < EDGE_WINDOW_MS) stack.push(parent)
     }
     return false
   }

@@ -77,7 +77,7 @@ export class StateStore implements SchedulerPersistence {
         task.peers.set(p.host_id, {
           hostId: p.host_id,
           state: p.state === 'running' ? 'failed' : p.state as PeerState['state'],
-          bitmap: Bitmap.from(p.bitmap), parents: new Set(), blocked: new Set(JSON.parse(p.blocked) as string[]), updatedAt: p.updated_at
+          bitmap: Bitmap.from(p.bitmap), parents: new Map(), blocked: new Set(JSON.parse(p.blocked) as string[]), updatedAt: p.updated_at
         })
       }
       if (task.state === 'running' || task.state === 'pending') {
