@@ -22,6 +22,7 @@ import { startDaemon, startSupernode, TestOrigin, writeBlob, type DaemonHandle, 
 
 import { formatSummary, summarizeFile, type ProfileSummary } from './cpuprofile-summary.ts'
 import { cpuDuring, foreignCpu, killDescendants } from './proc-stats.ts'
+import { median, withSignal } from './report/helpers.ts'
 
 const TCP_PIPE = fileURLToPath(new URL('./tcp-pipe.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url))
@@ -109,27 +110,10 @@ const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
 
 const mbps = (bytes: number, ms: number): number => bytes / 1e6 / (ms / 1000)
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
-}
 
 /** Microseconds of the monotonic clock, the one V8 stamps .cpuprofile samples with. */
 const nowUs = (): number => Number(process.hrtime.bigint() / 1000n)
 
-async function withSignal<T>(p: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
-  signal.throwIfAborted()
-  let onAbort: (() => void) | undefined
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => {
-      onAbort = () => reject(new Error(`${what}: ${(signal.reason as Error)?.message ?? 'aborted'}`))
-      signal.addEventListener('abort', onAbort, { once: true })
-    })])
-  } finally {
-    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
-  }
-}
 
 /** A tcp-pipe.ts role in a child process; `next` yields the JSON lines it prints. */
 function role(roleArgs: string[], signal: AbortSignal): { next: () => Promise<Record<string, unknown>>; exited: Promise<void> } {

@@ -24,6 +24,7 @@ import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { linePlot } from '../report/svg-plot.ts'
 import { Testbed, type Node } from '../testbed/netns.ts'
 import { NodeProcess, runIn } from '../testbed/processes.ts'
+import { median, withSignal } from '../report/helpers.ts'
 
 const ORIGIN_SERVER = fileURLToPath(new URL('../testbed/origin-server.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
@@ -102,24 +103,7 @@ const physicalS = (size * 8) / (hostMbit * 1e6)
 // A trial may take as long as the direct case at the registry's rate, with a wide margin.
 const trialMs = (n: number): number => Math.max(120_000, 10 * 1000 * (n * size * 8) / (registryMbit * 1e6))
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
-}
 
-async function withSignal<T>(p: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
-  signal.throwIfAborted()
-  let onAbort: (() => void) | undefined
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => {
-      onAbort = () => reject(new Error(`${what}: ${(signal.reason as Error)?.message ?? 'aborted'}`))
-      signal.addEventListener('abort', onAbort, { once: true })
-    })])
-  } finally {
-    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
-  }
-}
 
 // ---------------------------------------------------------------- the origin
 
