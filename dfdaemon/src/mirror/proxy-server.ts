@@ -13,6 +13,7 @@ import { toNaiadError } from '@naiad/proto'
 
 import type { TaskManager } from '../download/task-manager.ts'
 import { contentStream, type PieceStore } from '../storage/piece-store.ts'
+import { requestHeaders, responseHeaders } from './headers.ts'
 import { RegistryMirror, sendRegistryError } from './registry-mirror.ts'
 import type { UpstreamOptions } from './upstream.ts'
 
@@ -28,7 +29,6 @@ export interface ProxyServerOptions extends UpstreamOptions {
   rules: RegExp[]
 }
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host'])
 
 export class ProxyServer {
   private readonly server: Server
@@ -54,8 +54,7 @@ export class ProxyServer {
 
   /** A plain-HTTP request through the proxy: the swarm when a rule matches, else relayed as is. */
   private async forward(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
-    const headers: Record<string, string> = {}
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = Array.isArray(v) ? v.join(', ') : v
+    const headers = requestHeaders(req.headers)
     if (req.method === 'GET' && req.headers.range === undefined && this.options.rules.some((r) => r.test(url))) {
       const result = await this.components.tasks.download({ url, headers })
       const { store } = this.components
@@ -70,9 +69,7 @@ export class ProxyServer {
     } catch (err) {
       throw toNaiadError(err, 'DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach ${u.host}`)
     }
-    const out: Record<string, string | string[]> = {}
-    for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v
-    res.writeHead(up.statusCode, out)
+    res.writeHead(up.statusCode, responseHeaders(up.headers))
     await pipeline(up.body, res)
   }
 

@@ -14,6 +14,7 @@ import { NaiadError, toNaiadError } from '@naiad/proto'
 import type { TaskManager } from '../download/task-manager.ts'
 import { contentStream, type PieceStore } from '../storage/piece-store.ts'
 import { discard, trustedCAs } from '../source/origin.ts'
+import { requestHeaders, responseHeaders } from './headers.ts'
 import { upstreamBase, type UpstreamOptions } from './upstream.ts'
 
 export interface RegistryMirrorComponents {
@@ -26,16 +27,6 @@ export interface RegistryMirrorComponents {
 
 const BLOB = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/
 const MANIFEST = /^\/v2\/(.+)\/manifests\/([^/]+)$/
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host'])
-
-function forwardHeaders(headers: IncomingMessage['headers']): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const [k, v] of Object.entries(headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k)) continue
-    out[k] = Array.isArray(v) ? v.join(', ') : v
-  }
-  return out
-}
 
 /** Writes an error in the registry's own JSON shape, with our code alongside. */
 export function sendRegistryError(res: ServerResponse, err: unknown): void {
@@ -127,12 +118,11 @@ export class RegistryMirror {
 
   /** Relays a request to the registry and its answer to the client, headers and all. */
   private async passThrough(req: IncomingMessage, res: ServerResponse, target: string): Promise<void> {
-    const headers = forwardHeaders(req.headers)
+    const headers = requestHeaders(req.headers)
     const auth = this.authorization(req, target)
     if (auth !== undefined) headers.authorization = auth
     const up = await this.upstream(req.method as 'GET' | 'HEAD', target, headers)
-    const out: Record<string, string | string[]> = {}
-    for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v
+    const out = responseHeaders(up.headers)
     res.writeHead(up.statusCode, out)
     if (req.method === 'HEAD') {
       discard(up.body)
@@ -162,8 +152,7 @@ export class RegistryMirror {
     discard(check.body)
     if (check.statusCode !== 200) {
       // 401 with its challenge, 403, 404: the client learns exactly what the registry said.
-      const out: Record<string, string | string[]> = {}
-      for (const [k, v] of Object.entries(check.headers)) if (v !== undefined && !HOP_BY_HOP.has(k) && k !== 'content-length') out[k] = v
+      const out = responseHeaders(check.headers, ['content-length'])
       const body = check.statusCode === 401
         ? JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] })
         : JSON.stringify({ errors: [{ code: 'BLOB_UNKNOWN', message: `registry answered ${check.statusCode}` }] })
@@ -201,8 +190,7 @@ export class RegistryMirror {
    */
   private async relayVerified(res: ServerResponse, target: string, headers: Record<string, string>, digest: string): Promise<void> {
     const up = await this.upstream('GET', target, headers)
-    const out: Record<string, string | string[]> = {}
-    for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v
+    const out = responseHeaders(up.headers)
     if (up.statusCode !== 200) {
       res.writeHead(up.statusCode, out)
       await pipeline(up.body, res)
