@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { createLogger, runCli, untilSignal } from '@naiad/proto'
 
-import { createDaemon, daemonOptionsFromConfig, DFDAEMON_COMMAND, INIT_CONFIG_COMMAND, runtimeConfig, writeRuntimeConfig } from '../src/index.ts'
+import { createDaemon, daemonOptionsFromConfig, DFDAEMON_COMMAND, DOCTOR_COMMAND, doctorMain, INIT_CONFIG_COMMAND, runtimeConfig, writeRuntimeConfig } from '../src/index.ts'
 
 const argv = process.argv.slice(2)
 
@@ -15,6 +15,8 @@ if (argv[0] === 'init-config') {
     await writeRuntimeConfig(cfg)
     process.stdout.write(`wrote ${cfg.path}\n`)
   })
+} else if (argv[0] === 'doctor') {
+  await runCli(DOCTOR_COMMAND, argv.slice(1), async ({ values }) => doctorMain(values))
 } else {
   await runCli(DFDAEMON_COMMAND, argv, async ({ values }) => {
     const logger = createLogger('dfdaemon', values['log-level'] as string)

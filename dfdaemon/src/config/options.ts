@@ -7,7 +7,7 @@ import type { CommandSpec } from '@naiad/proto'
 
 export const DFDAEMON_COMMAND: CommandSpec = {
   name: 'dfdaemon',
-  usage: 'dfdaemon --supernode URL [--config FILE] [--data-dir DIR] [--proxy-listen HOST:PORT] [--api-listen HOST:PORT] [--p2p-listen MULTIADDR] [--default-registry URL] [--insecure-registry HOST[:PORT]]... [--cache-quota SIZE] [--log-level LEVEL]\n       dfdaemon init-config --runtime containerd|docker|podman --registry HOST [--dry-run]',
+  usage: 'dfdaemon --supernode URL [--config FILE] [--data-dir DIR] [--proxy-listen HOST:PORT] [--api-listen HOST:PORT] [--p2p-listen MULTIADDR] [--default-registry URL] [--insecure-registry HOST[:PORT]]... [--cache-quota SIZE] [--log-level LEVEL]\n       dfdaemon init-config --runtime containerd|docker|podman --registry HOST [--dry-run]\n       dfdaemon doctor [--config FILE] [--json] [--rules FILE]',
   summary: 'The per-node Naiad daemon: downloads tasks in verified pieces from its peers (falling back to the origin), serves pieces to them, and offers a local API to dfget and nydus-fs.',
   configFile: true,
   options: [
