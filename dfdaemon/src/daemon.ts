@@ -48,6 +48,15 @@ export interface DaemonComponents {
   store?: PieceStore
 }
 
+/** The `daemon` plugin extension: the daemon's own settings and, once listening, its addresses (base URLs, multiaddrs). */
+export interface DaemonInfo {
+  dataDir: string
+  supernodeUrl: string
+  cacheQuota: number
+  proxyListen: string
+  addresses(): { proxy: string | undefined; api: string | undefined; p2p: string[] }
+}
+
 export const DOWNLOAD_DEFAULTS: PeerTaskOptions = {
   concurrency: 8,
   perParent: 3,
@@ -102,7 +111,15 @@ export class Daemon {
         active_uploads: { help: 'Pieces being served right now', read: () => upload.activeUploads },
         active_downloads: { help: 'Downloads running right now', read: () => this.tasks.active }
       }
-      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats } })
+      // What plugins may know of the daemon itself; addresses are read once listening.
+      const daemon: DaemonInfo = {
+        dataDir: options.dataDir,
+        supernodeUrl: options.supernodeUrl ?? '',
+        cacheQuota: options.cacheQuota,
+        proxyListen: options.proxyListen ?? '',
+        addresses: () => ({ proxy: this.proxyAddress, api: this.apiAddress, p2p: node.getMultiaddrs().map(String) })
+      }
+      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, daemon } })
     }
   }
 

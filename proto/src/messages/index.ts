@@ -152,3 +152,16 @@ export type SchedulerRequest = MessageOf<typeof SchedulerRequest>
 export type SchedulerResponse = MessageOf<typeof SchedulerResponse>
 export type PieceRequest = MessageOf<typeof PieceRequest>
 export type PieceResponse = MessageOf<typeof PieceResponse>
+
+/** Daemon → supernode on /naiad/doctor/1.0.0: the node's latest doctor report (docs/doctor.md). */
+export const DoctorReportRequest = message('DoctorReportRequest', {
+  hostname: f.string(1),
+  report: f.string(2) // the report as JSON: { version, generatedAt, node, summary, results }
+})
+
+export const DoctorReportResponse = message('DoctorReportResponse', {
+  error: f.message(1, RpcError)
+})
+
+export type DoctorReportRequest = MessageOf<typeof DoctorReportRequest>
+export type DoctorReportResponse = MessageOf<typeof DoctorReportResponse>
