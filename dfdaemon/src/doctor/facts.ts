@@ -3,7 +3,7 @@
 // plain JSON. Collectors never throw; a failure to look is itself a fact. Every path comes
 // from DoctorSettings so tests can point them at temporary directories.
 
-import { constants } from 'node:fs'
+import { constants, type Dirent } from 'node:fs'
 import { access, open, readdir, readFile, stat, statfs } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { hostname } from 'node:os'
@@ -212,7 +212,7 @@ async function podmanFacts(paths: string[], registries: string[]): Promise<Recor
 /** Bytes under a directory, bounded so a huge cache cannot stall the doctor. */
 async function du(dir: string, budget = { entries: 200_000 }): Promise<number> {
   let total = 0
-  let names: Array<import('node:fs').Dirent>
+  let names: Dirent[]
   try {
     names = await readdir(dir, { withFileTypes: true })
   } catch {

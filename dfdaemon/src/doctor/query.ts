@@ -284,7 +284,7 @@ class Parser {
     let end = t.pos + t.text.length
     for (;;) {
       const p = this.peek()
-      if (this.isOp(p, '.') ) {
+      if (this.isOp(p, '.')) {
         this.next()
         const name = this.next()
         if (name.kind !== 'ident') this.fail(name, 'a field name after "."')
