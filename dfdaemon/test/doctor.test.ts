@@ -9,6 +9,8 @@ import { access, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
+import { multiaddr } from '@multiformats/multiaddr'
+import { call, createFabricNode, DoctorReportRequest, DoctorReportResponse, PROTOCOLS } from '@naiad/proto'
 import { stringify } from 'yaml'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
@@ -264,6 +266,21 @@ describe('dfdaemon doctor', () => {
       // The daemon serves its own latest report too.
       const local = await getJson<DoctorReport>(`${other.apiUrl}/api/v1/doctor`)
       expect(local.node.peerId).toBe(other.peerId)
+
+      // A malformed report is refused with a typed error and stored nowhere.
+      const info = await getJson<{ peerId: string; multiaddrs: string[] }>(`${sn.url}/api/v1/info`)
+      const node = await createFabricNode({ dataDir: join(dir, 'rogue'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+      try {
+        const addrs = info.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${info.peerId}`))
+        for (const report of ['not json', JSON.stringify({ version: 1, generatedAt: 'yesterday', results: [] }), JSON.stringify({ version: 1, generatedAt: new Date().toISOString(), results: [{ rule: 'x' }] })]) {
+          const res = await call(node, addrs, PROTOCOLS.doctor, DoctorReportRequest, DoctorReportResponse, { hostname: 'rogue', report }, { timeoutMs: 10_000 })
+          expect(res.error?.code).toBe('SN_ERR_BAD_REQUEST')
+        }
+      } finally {
+        await node.stop()
+      }
+      const after = await getJson<{ nodes: NodeView[] }>(`${sn.url}/api/v1/doctor`)
+      expect(after.nodes.map((n) => n.peerId).sort()).toEqual([daemon.peerId, other.peerId].sort())
     } finally {
       await other.process.stop()
     }

@@ -37,6 +37,7 @@ export const doctorPlugin: NaiadPlugin = {
     let latest: DoctorReport | undefined
     let supernodeAddrs: Multiaddr[] | undefined
     let running = false
+    let pushFailing = false
     let closed = false
 
     const resolveSupernode = async (): Promise<Multiaddr[]> => {
@@ -53,9 +54,13 @@ export const doctorPlugin: NaiadPlugin = {
         const res = await call(ctx.fabric, await resolveSupernode(), PROTOCOLS.doctor, DoctorReportRequest, DoctorReportResponse,
           { hostname: report.node.hostname, report: JSON.stringify(report) }, { timeoutMs: settings.supernodeTimeoutMs })
         raiseRemote(res.error)
+        if (pushFailing) ctx.logger.info('doctor reports reach the supernode again')
+        pushFailing = false
       } catch (err) {
         supernodeAddrs = undefined
-        ctx.logger.warn({ err: (err as Error).message }, 'cannot send the doctor report to the supernode')
+        // Once per outage: a supernode without the doctor plugin would otherwise log every interval.
+        ctx.logger[pushFailing ? 'debug' : 'warn']({ err: (err as Error).message }, 'cannot send the doctor report to the supernode')
+        pushFailing = true
       }
     }
 
