@@ -106,15 +106,19 @@ function daemonSection(d: DaemonFacts): Record<string, Value> {
 // ---- container runtimes ---------------------------------------------------------------
 
 async function containerdHosts(certsDir: string, registry: string): Promise<Record<string, Value>> {
-  // containerd looks up `<certs.d>/<host[:port]>/hosts.toml`; docker.io also as `_default`-less name.
+  // containerd reads `<certs.d>/<host[:port]>/hosts.toml`, else `<certs.d>/_default/hosts.toml`.
   const file = join(certsDir, registry, 'hosts.toml')
-  const out: Record<string, Value> = { registry, file, present: false, error: null, server: null, mirrors: [], pullMirrors: [], firstMirror: null }
+  const out: Record<string, Value> = { registry, file, present: false, viaDefault: false, error: null, server: null, mirrors: [], pullMirrors: [], firstMirror: null }
   let text: string
   try {
     text = await readFile(file, 'utf8')
   } catch (err) {
     out.error = errText(err)
-    return out
+    const fallback = join(certsDir, '_default', 'hosts.toml')
+    const t = await readFile(fallback, 'utf8').catch(() => undefined)
+    if (t === undefined) return out
+    text = t
+    Object.assign(out, { file: fallback, viaDefault: true, error: null })
   }
   out.present = true
   let doc: TomlTable
