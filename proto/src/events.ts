@@ -19,7 +19,11 @@ export const EVENTS = {
   /** scheduler: { taskId, peerId, parents: number, durationMs } */
   parentsScheduled: 'naiad:scheduler:parents',
   /** scheduler: { taskId, peerId, count } */
-  piecesReported: 'naiad:scheduler:reported'
+  piecesReported: 'naiad:scheduler:reported',
+  /** { taskId, url }: a download that did not hit the cache begins. (pieceStored also carries `seed: boolean` for pieces from a parent; taskFailed also carries `durationMs`.) */
+  taskStarted: 'naiad:task:started',
+  /** { taskId, scheduled: boolean, backToSource: boolean }: the scheduler answered the registration (scheduled) or could not be reached */
+  taskRegistered: 'naiad:task:registered'
 } as const
 
 export type EventName = (typeof EVENTS)[keyof typeof EVENTS]

@@ -89,6 +89,8 @@ const failed = channel(EVENTS.pieceFailed)
 const backToSourceEvents = channel(EVENTS.backToSource)
 const succeeded = channel(EVENTS.taskSucceeded)
 const taskFailed = channel(EVENTS.taskFailed)
+const taskStarted = channel(EVENTS.taskStarted)
+const taskRegistered = channel(EVENTS.taskRegistered)
 
 export class PeerTask {
   readonly id: string
@@ -166,6 +168,7 @@ export class PeerTask {
         this.announceCached(existing.pieceSize, existing.contentLength, existing.pieceCount, existing.sha256).catch(() => {})
         return { taskId: this.id, contentLength: existing.contentLength, sha256: existing.sha256.toString('hex'), fromPeers: 0, fromOrigin: 0, cached: true }
       }
+      taskStarted.publish({ taskId: this.id, url: this.req.url })
       let info: TaskInfo | undefined
       if (scheduler.available) {
         try {
@@ -174,6 +177,7 @@ export class PeerTask {
           this.log.warn({ err: (err as Error).message }, 'scheduler unavailable, going to the origin')
         }
       }
+      taskRegistered.publish({ taskId: this.id, scheduled: info !== undefined, backToSource: info?.backToSource ?? false })
       if (info === undefined) {
         await this.backToSource('scheduler unavailable', signal)
       } else {
@@ -191,7 +195,7 @@ export class PeerTask {
       return { taskId: this.id, contentLength: this.contentLength, sha256: sha.toString('hex'), fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, cached: false }
     } catch (err) {
       const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
-      taskFailed.publish({ taskId: this.id, code: e.code, message: e.message })
+      taskFailed.publish({ taskId: this.id, code: e.code, message: e.message, durationMs: Date.now() - started })
       await this.flushReports({ state: 'failed', error: { code: e.code, message: e.message } }).catch(() => {})
       throw e
     } finally {
@@ -404,7 +408,7 @@ export class PeerTask {
       parent.failures = 0
       this.fromPeers += data.length
       this.completedBytes += data.length
-      stored.publish({ taskId: this.id, num, length: data.length, source: 'peer', parentId: parent.id, costMs })
+      stored.publish({ taskId: this.id, num, length: data.length, source: 'peer', parentId: parent.id, costMs, seed: parent.isSeed })
       this.queueReport({ num, parentId: parent.id, length: data.length, costMs, sha256: new Uint8Array(0), errorCode: '' })
       this.emit()
     }, (err: unknown) => {

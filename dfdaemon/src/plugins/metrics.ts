@@ -11,7 +11,10 @@ export const metricsPlugin: NaiadPlugin = {
   name: 'metrics',
   version: '1.0.0',
   setup(ctx) {
-    const registry = new Registry()
+    // One registry per binary, shared through `extensions.promRegistry` with plugins that add
+    // their own metrics (slo), whichever of them is set up first.
+    const registry = (ctx.extensions.promRegistry as Registry | undefined) ?? new Registry()
+    ctx.extensions.promRegistry = registry
     const prefix = 'naiad_'
     if (ctx.settings.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix })
 

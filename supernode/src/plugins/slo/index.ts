@@ -1,0 +1,145 @@
+// The supernode half of the slo plugin: receives pull traces from the daemons over
+// /naiad/trace/1.0.0, keeps them in SQLite for the retention period, and turns them into
+// SLIs (success rate, pull seconds per GiB, back-to-source ratio), objectives with error
+// budgets and burn rates, an API and Prometheus metrics. The daemon half builds the traces
+// (dfdaemon/src/plugins/slo/).
+//
+// @example
+// # supernode.yaml
+// plugins: [metrics, slo]
+// plugin-config:
+//   slo:
+//     retention: 7d
+//     objectives:
+//       - { name: pull-speed, sli: seconds-per-gib, threshold: 30, target: 0.99, window: 1h }
+//       - { name: success, sli: success-rate, target: 0.999, window: 1h }
+//
+// curl localhost:8002/api/v1/slo
+// curl 'localhost:8002/api/v1/traces?task=<task id>'
+//
+// See docs/slo.md.
+
+import type Database from 'better-sqlite3'
+import { Registry } from 'prom-client'
+import { NaiadError, serve, SLO_TRACE_PROTOCOL, TraceAck, TraceBatch, type NaiadPlugin, type PullTrace } from '@naiad/proto'
+
+import { evaluate, indicators, formatMs, parseSloDuration, readSloSettings } from './objectives.ts'
+import { SloMetrics } from './slo-metrics.ts'
+import { TraceStore, type TraceRow } from './trace-store.ts'
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
+
+/** A trace as the API shows it: the stored fields and its timeline in time order. */
+export function traceView(t: TraceRow): Record<string, unknown> {
+  const total = t.bytesPeer + t.bytesSeed + t.bytesOrigin
+  const at = (ms: number): { at: string; offsetMs: number } => ({ at: new Date(ms).toISOString(), offsetMs: ms - t.startedAt })
+  const timeline: Array<Record<string, unknown> & { offsetMs: number }> = [{ event: 'started', ...at(t.startedAt) }]
+  if (t.registeredAt !== null) timeline.push({ event: 'registered', ...at(t.registeredAt), scheduled: t.scheduled })
+  if (t.firstPieceAt !== null) timeline.push({ event: 'first-piece', ...at(t.firstPieceAt) })
+  for (const b of t.backToSource) timeline.push({ event: 'back-to-source', ...at(b.atMs), reason: b.reason })
+  timeline.push(t.result === 'succeeded'
+    ? { event: 'succeeded', ...at(t.finishedAt) }
+    : { event: 'failed', ...at(t.finishedAt), code: t.errorCode })
+  timeline.sort((a, b) => a.offsetMs - b.offsetMs)
+  return {
+    id: t.traceId,
+    taskId: t.taskId,
+    peerId: t.peerId,
+    url: t.url,
+    result: t.result,
+    error: t.errorCode === null ? null : { code: t.errorCode, message: t.errorMessage ?? '' },
+    startedAt: iso(t.startedAt),
+    finishedAt: iso(t.finishedAt),
+    receivedAt: iso(t.receivedAt),
+    durationMs: t.durationMs,
+    contentLength: t.contentLength,
+    secondsPerGiB: t.result === 'succeeded' && t.contentLength > 0 ? (t.durationMs / 1000) / (t.contentLength / 1024 ** 3) : null,
+    bytes: { peer: t.bytesPeer, seed: t.bytesSeed, origin: t.bytesOrigin },
+    backToSourceRatio: total === 0 ? null : t.bytesOrigin / total,
+    scheduled: t.scheduled,
+    pieces: t.pieces,
+    pieceFailures: t.pieceFailures,
+    parents: t.parents,
+    backToSource: t.backToSource.map((b) => ({ at: iso(b.atMs), reason: b.reason })),
+    timeline
+  }
+}
+
+const MAX_ID = 256
+
+/** Rejects what a daemon could not have produced; such a trace is skipped, not stored. */
+function validTrace(t: PullTrace): boolean {
+  const nonneg = [t.durationMs, t.bytesPeer, t.bytesSeed, t.bytesOrigin, t.pieces, t.pieceFailures, t.startedAtMs, t.finishedAtMs]
+  return t.traceId !== '' && t.traceId.length <= MAX_ID && t.taskId !== '' && t.taskId.length <= MAX_ID && t.url.length <= 8192 &&
+    (t.result === 'succeeded' || t.result === 'failed') && t.errorCode.length <= MAX_ID && t.errorMessage.length <= 4096 &&
+    nonneg.every((n) => Number.isSafeInteger(n) && n >= 0) && t.finishedAtMs >= t.startedAtMs &&
+    t.backToSource.length <= 64 && t.parents.length <= 1024
+}
+
+export const sloSupernodePlugin: NaiadPlugin = {
+  name: 'slo',
+  version: '1.0.0',
+  async setup(ctx) {
+    if (ctx.host !== 'supernode') throw new NaiadError('PROTO_ERR_PLUGIN', 'this is the supernode half of the slo plugin')
+    const settings = readSloSettings(ctx.settings)
+    const database = ctx.extensions.database as Database.Database | undefined
+    if (database === undefined) throw new NaiadError('PROTO_ERR_PLUGIN', 'the slo plugin needs the supernode database')
+    const store = new TraceStore(database)
+    // The registry the metrics plugin serves at /metrics, whichever of the two is set up first.
+    const registry = (ctx.extensions.promRegistry as Registry | undefined) ?? new Registry()
+    ctx.extensions.promRegistry = registry
+    const metrics = new SloMetrics(registry, () => settings.objectives.map((o) => evaluate(store, o, Date.now())))
+
+    await serve(ctx.fabric, SLO_TRACE_PROTOCOL, TraceBatch, TraceAck, async (req, { remotePeer }) => {
+      // The sender is the connection's authenticated peer, whatever the trace says.
+      const peerId = remotePeer.toString()
+      const now = Date.now()
+      let accepted = 0
+      let skipped = 0
+      for (const t of req.traces) {
+        if (!validTrace(t)) { skipped++; continue }
+        if (store.insert(peerId, t, now)) metrics.observe(t)
+        accepted++
+      }
+      if (skipped > 0) ctx.logger.warn({ peer: peerId, skipped }, 'skipped malformed traces')
+      return { accepted }
+    })
+    ctx.onClose(() => ctx.fabric.unhandle(SLO_TRACE_PROTOCOL))
+
+    ctx.route('GET', '/api/v1/slo', (req) => {
+      let windowMs = settings.windowMs
+      let window = settings.window
+      if (req.query.window !== undefined) {
+        try {
+          windowMs = parseSloDuration(req.query.window, 'window')
+        } catch (err) {
+          throw new NaiadError('SN_ERR_BAD_REQUEST', (err as Error).message, { cause: err })
+        }
+        window = formatMs(windowMs)
+      }
+      const now = Date.now()
+      return {
+        body: {
+          generatedAt: new Date(now).toISOString(),
+          retention: formatMs(settings.retentionMs),
+          sli: indicators(store, windowMs, window, now),
+          objectives: settings.objectives.map((o) => evaluate(store, o, now))
+        }
+      }
+    })
+
+    ctx.route('GET', '/api/v1/traces', (req) => {
+      const limit = req.query.limit === undefined ? 100 : Number(req.query.limit)
+      if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new NaiadError('SN_ERR_BAD_REQUEST', `bad limit "${req.query.limit}": expected an integer from 1 to 10000`)
+      const rows = store.list({ taskId: req.query.task, peerId: req.query.peer, limit })
+      return { body: rows.map(traceView) }
+    })
+
+    const prune = (): void => {
+      const n = store.prune(Date.now() - settings.retentionMs)
+      if (n > 0) ctx.logger.info({ deleted: n }, 'pruned traces past their retention')
+    }
+    prune()
+    ctx.every(settings.pruneIntervalMs, prune)
+  }
+}
