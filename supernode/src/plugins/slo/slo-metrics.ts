@@ -41,13 +41,9 @@ export class SloMetrics {
     for (const source of ['peer', 'seed', 'origin']) this.bytes.inc({ source }, 0)
     for (const result of ['succeeded', 'failed']) this.pulls.inc({ result }, 0)
 
-    // Objectives are computed from the stored traces at scrape time, so they survive a restart.
-    let cached: { at: number; reports: ObjectiveReport[] } | undefined
-    const reports = (): ObjectiveReport[] => {
-      // One evaluation serves the four gauges of one scrape.
-      if (cached === undefined || Date.now() - cached.at > 500) cached = { at: Date.now(), reports: objectives() }
-      return cached.reports
-    }
+    // Objectives are computed from the stored traces at scrape time (two indexed queries per
+    // objective and gauge), so they survive a restart and are never older than the scrape.
+    const reports = objectives
     new Gauge({
       name: 'naiad_slo_objective_compliance', help: 'Share of eligible pulls that were good over the objective window (NaN with no eligible pull)', labelNames: ['objective', 'sli'], registers,
       collect() { this.reset(); for (const r of reports()) this.set({ objective: r.name, sli: r.sli }, r.compliance ?? Number.NaN) }
