@@ -15,7 +15,8 @@ import {
   downloadVia, getJson, makeBlob, metric, startDaemon, startSupernode, TestOrigin, waitFor,
   type DaemonHandle, type DoneEvent, type ErrorEvent, type SupernodeHandle
 } from '@naiad/testkit'
-import { NaiadError } from '@naiad/proto'
+import { multiaddr } from '@multiformats/multiaddr'
+import { call, createFabricNode, NaiadError, SLO_TRACE_PROTOCOL, TraceAck, TraceBatch, type PullTrace } from '@naiad/proto'
 
 import { readSloSettings } from '../src/plugins/slo/objectives.ts'
 
@@ -288,6 +289,35 @@ describe('slo plugin', () => {
     const sloFamilies = [...families.keys()].filter((n) => n.startsWith('naiad_slo_'))
     expect(sloFamilies.length).toBeGreaterThanOrEqual(9)
     for (const name of sloFamilies) expect(used.has(name), `${name} is on the dashboard`).toBe(true)
+  })
+
+  it('stores a batch sent twice once, under the sender\'s authenticated peer ID, and skips malformed and expired traces', async () => {
+    const node = await createFabricNode({ dataDir: join(dir, 'client'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    try {
+      const info = await getJson<{ peerId: string; multiaddrs: string[] }>(`${sn.url}/api/v1/info`)
+      const addrs = info.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${info.peerId}`))
+      const now = Date.now()
+      const trace = (id: string, over: Partial<PullTrace> = {}): PullTrace => ({
+        traceId: id, taskId: 'f'.repeat(64), url: 'http://origin.test/x', startedAtMs: now - 2000, registeredAtMs: now - 1990, scheduled: true,
+        firstPieceAtMs: now - 1500, finishedAtMs: now, durationMs: 2000, result: 'succeeded', errorCode: '', errorMessage: '', contentLength: 4 * MiB,
+        bytesPeer: 4 * MiB, bytesSeed: 0, bytesOrigin: 0, backToSource: [], parents: [{ peerId: daemons[0].peerId, isSeed: false, bytes: 4 * MiB, pieces: 1 }],
+        pieces: 1, pieceFailures: 0, ...over
+      })
+      const before = await metric(sn.url, 'naiad_slo_pull_duration_seconds_count')
+      const batch = [trace('direct-1'), trace('', {}), trace('direct-2', { result: 'maybe' }), trace('direct-3', { finishedAtMs: now - 3 * 86_400_000, startedAtMs: now - 3 * 86_400_000 - 10 })]
+      for (let i = 0; i < 2; i++) {
+        const ack = await call(node, addrs, SLO_TRACE_PROTOCOL, TraceBatch, TraceAck, { traces: batch }, { timeoutMs: 10_000 })
+        expect(ack.error).toBeUndefined()
+        expect(ack.accepted).toBe(2) // direct-1, and direct-3 acknowledged but past the 1d retention
+      }
+      const mine = await getJson<TraceView[]>(`${sn.url}/api/v1/traces?peer=${node.peerId.toString()}`)
+      expect(mine.map((t) => t.id)).toEqual(['direct-1'])
+      expect(mine[0]).toMatchObject({ peerId: node.peerId.toString(), durationMs: 2000, bytes: { peer: 4 * MiB, seed: 0, origin: 0 } })
+      expect(mine[0].timeline.map((e) => e.event)).toEqual(['started', 'registered', 'first-piece', 'succeeded'])
+      expect(await metric(sn.url, 'naiad_slo_pull_duration_seconds_count')).toBe(before + 1)
+    } finally {
+      await node.stop()
+    }
   })
 
   it('rejects bad objectives naming the key', () => {

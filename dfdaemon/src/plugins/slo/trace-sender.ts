@@ -33,6 +33,7 @@ export class TraceSender {
   private dropped = 0
   private failures = 0
   private lastError: TraceSenderStatus['lastError'] = null
+  private closing = false
   private closed = false
 
   private readonly node: FabricNode
@@ -62,21 +63,24 @@ export class TraceSender {
 
   /** Starts a delivery unless one runs or the last one failed less than retryMs ago. */
   kick(): void {
-    if (this.closed || this.flushing !== undefined || this.buffer.length === 0 || Date.now() < this.retryAfter) return
+    if (this.closing || this.flushing !== undefined || this.buffer.length === 0 || Date.now() < this.retryAfter) return
     this.flushing = this.flush().finally(() => { this.flushing = undefined })
   }
 
+  /** Waits for a running delivery, then makes one last short attempt so that a daemon stopping right after a pull still reports it. */
   async close(): Promise<void> {
-    this.closed = true
+    this.closing = true
     await this.flushing
+    if (this.buffer.length > 0 && Date.now() >= this.retryAfter) await this.flush(Math.min(this.options.timeoutMs, 2000))
+    this.closed = true
   }
 
-  private async flush(): Promise<void> {
+  private async flush(timeoutMs = this.options.timeoutMs): Promise<void> {
     while (!this.closed && this.buffer.length > 0) {
       const batch = this.buffer.slice(0, this.options.batchSize)
       try {
-        const addrs = this.addrs ?? await this.resolve()
-        const ack = await call(this.node, addrs, SLO_TRACE_PROTOCOL, TraceBatch, TraceAck, { traces: batch }, { timeoutMs: this.options.timeoutMs })
+        const addrs = this.addrs ?? await this.resolve(timeoutMs)
+        const ack = await call(this.node, addrs, SLO_TRACE_PROTOCOL, TraceBatch, TraceAck, { traces: batch }, { timeoutMs })
         raiseRemote(ack.error)
       } catch (err) {
         const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', (err as Error).message, { cause: err })
@@ -101,11 +105,11 @@ export class TraceSender {
     }
   }
 
-  private async resolve(): Promise<Multiaddr[]> {
+  private async resolve(timeoutMs: number): Promise<Multiaddr[]> {
     const url = `${this.options.supernodeUrl.replace(/\/+$/, '')}/api/v1/info`
     let info: { peerId: string; multiaddrs: string[] }
     try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(this.options.timeoutMs) })
+      const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
       if (!res.ok) throw new Error(`HTTP ${res.status}`)
       info = await res.json() as { peerId: string; multiaddrs: string[] }
     } catch (err) {

@@ -98,8 +98,10 @@ export const sloSupernodePlugin: NaiadPlugin = {
       let skipped = 0
       for (const t of req.traces) {
         if (!validTrace(t)) { skipped++; continue }
-        if (store.insert(peerId, t, now)) metrics.observe(t)
         accepted++
+        // A trace that waited on its daemon past the retention would be pruned at once.
+        if (t.finishedAtMs < now - settings.retentionMs) continue
+        if (store.insert(peerId, t, now)) metrics.observe(t)
       }
       if (skipped > 0) ctx.logger.warn({ peer: peerId, skipped }, 'skipped malformed traces')
       return { accepted }
