@@ -194,6 +194,13 @@ describe('slo plugin', () => {
     expect(tm1.error?.code).toBe(failCode)
     expect(tm1.bytes).toEqual({ peer: 0, seed: 0, origin: 0 })
     expect(tm1.timeline.at(-1)).toMatchObject({ event: 'failed', code: failCode })
+    // The seed failed on the 404 first; the daemon then tried the origin itself, as its trace says.
+    expect(tm1.backToSource.length).toBeGreaterThanOrEqual(1)
+    expect(origin.requests.filter((r) => r.path === '/missing').length).toBeGreaterThanOrEqual(2)
+
+    for (const [name, t, r] of [['c@d3', tc, c], ['a@d1', ta1, a1], ['a@d2', ta2, a2], ['b@d3', tb3, b3], ['missing@d1', tm1, m1]] as const) {
+      console.log(`${name}: ${t.result} ${t.error?.code ?? ''} trace ${t.durationMs} ms, wall ${r.wallMs} ms, bytes ${JSON.stringify(t.bytes)}, back-to-source ${JSON.stringify(t.backToSource.map((b) => b.reason))}`)
+    }
 
     // Durations fit in the wall-clock the test measured; timelines are in order.
     const walls = new Map([[tc, c.wallMs], [ta1, a1.wallMs], [ta2, a2.wallMs], [tb3, b3.wallMs], [tm1, m1.wallMs]])
@@ -219,6 +226,7 @@ describe('slo plugin', () => {
 
     // The SLO report equals what the traces say.
     const slo = await getJson<SloView>(`${sn.url}/api/v1/slo`)
+    console.log(`slo: ${JSON.stringify(slo.sli)} ${JSON.stringify(slo.objectives.map((o) => [o.name, o.eligible, o.good, o.burnRate]))}`)
     const ok = traces.filter((t) => t.result === 'succeeded')
     const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
     const bytes = { peer: sum(traces.map((t) => t.bytes.peer)), seed: sum(traces.map((t) => t.bytes.seed)), origin: sum(traces.map((t) => t.bytes.origin)) }
