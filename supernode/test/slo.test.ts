@@ -226,6 +226,11 @@ describe('slo plugin', () => {
 
     // The SLO report equals what the traces say.
     const slo = await getJson<SloView>(`${sn.url}/api/v1/slo`)
+    const badWindow = await fetch(`${sn.url}/api/v1/slo?window=soon`)
+    expect(badWindow.status).toBe(400)
+    expect(await badWindow.json()).toMatchObject({ code: 'SN_ERR_BAD_REQUEST' })
+    const lastMinute = await getJson<SloView>(`${sn.url}/api/v1/slo?window=1m`)
+    expect(lastMinute.sli.pulls).toBe(traces.filter((t) => Date.parse(t.finishedAt) >= Date.parse(lastMinute.generatedAt) - 60_000).length)
     console.log(`slo: ${JSON.stringify(slo.sli)} ${JSON.stringify(slo.objectives.map((o) => [o.name, o.eligible, o.good, o.burnRate]))}`)
     const ok = traces.filter((t) => t.result === 'succeeded')
     const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)

@@ -115,7 +115,7 @@ export const sloSupernodePlugin: NaiadPlugin = {
         try {
           windowMs = parseSloDuration(req.query.window, 'window')
         } catch (err) {
-          throw new NaiadError('SN_ERR_BAD_REQUEST', (err as Error).message, { cause: err })
+          throw new NaiadError('SN_ERR_BAD_REQUEST', `bad window "${req.query.window}": expected a duration such as 30m, 1h or 7d`, { cause: err })
         }
         window = formatMs(windowMs)
       }

@@ -41,7 +41,7 @@ export const DEFAULT_OBJECTIVES = [
 const bad = (key: string, want: string): NaiadError => new NaiadError('PROTO_ERR_BAD_CONFIG', `plugin-config.slo.${key}: expected ${want}`)
 
 /** `30s`, `1h`, and days as `7d`. */
-function duration(raw: unknown, key: string): number {
+export function parseSloDuration(raw: unknown, key: string): number {
   if (typeof raw !== 'string') throw bad(key, 'a duration such as 1h or 7d')
   const days = /^(\d+)d$/.exec(raw.trim())
   if (days !== null) return Number(days[1]) * 86_400_000
@@ -52,7 +52,7 @@ function duration(raw: unknown, key: string): number {
   }
 }
 
-const formatMs = (ms: number): string => (ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`)
+export const formatMs = (ms: number): string => (ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`)
 
 function readObjective(raw: unknown, i: number): Objective {
   const key = `objectives[${i}]`
@@ -70,8 +70,8 @@ function readObjective(raw: unknown, i: number): Objective {
     }
     threshold = o.threshold
   }
-  const windowMs = duration(o.window ?? '1h', `${key}.window`)
-  const shortWindowMs = o.shortWindow === undefined ? Math.max(1000, Math.round(windowMs / 12)) : duration(o.shortWindow, `${key}.shortWindow`)
+  const windowMs = parseSloDuration(o.window ?? '1h', `${key}.window`)
+  const shortWindowMs = o.shortWindow === undefined ? Math.max(1000, Math.round(windowMs / 12)) : parseSloDuration(o.shortWindow, `${key}.shortWindow`)
   if (windowMs < 1000 || shortWindowMs > windowMs) throw bad(`${key}.window`, 'at least 1s, and no shorter than shortWindow')
   return { name: o.name, sli, threshold, target: o.target, windowMs, shortWindowMs, window: formatMs(windowMs), shortWindow: formatMs(shortWindowMs) }
 }
@@ -85,11 +85,11 @@ export function readSloSettings(raw: Record<string, unknown>): SloSettings {
     if (names.has(o.name)) throw bad('objectives', `unique names ("${o.name}" appears twice)`)
     names.add(o.name)
   }
-  const windowMs = duration(raw.window ?? '1h', 'window')
-  const retentionMs = duration(raw.retention ?? '7d', 'retention')
+  const windowMs = parseSloDuration(raw.window ?? '1h', 'window')
+  const retentionMs = parseSloDuration(raw.retention ?? '7d', 'retention')
   const longest = Math.max(windowMs, ...objectives.map((o) => o.windowMs))
   if (retentionMs < longest) throw bad('retention', `at least the longest window (${formatMs(longest)})`)
-  return { objectives, retentionMs, windowMs, window: formatMs(windowMs), pruneIntervalMs: duration(raw.pruneInterval ?? '1m', 'pruneInterval') }
+  return { objectives, retentionMs, windowMs, window: formatMs(windowMs), pruneIntervalMs: parseSloDuration(raw.pruneInterval ?? '1m', 'pruneInterval') }
 }
 
 /** Which pulls count for an SLI and which of them are good, as SQL over one `slo_traces` row. */
@@ -173,4 +173,3 @@ export function indicators(store: TraceStore, windowMs: number, window: string, 
   }
 }
 
-export { formatMs, duration as parseSloDuration }

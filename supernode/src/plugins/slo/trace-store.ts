@@ -29,7 +29,7 @@ export interface TraceRow {
   pieceFailures: number
 }
 
-interface Record_ {
+interface TraceRecord {
   trace_id: string
   task_id: string
   peer_id: string
@@ -115,7 +115,7 @@ export class TraceStore {
   /** Stores a trace sent by `peerId`; false when a trace with its ID is already stored (a retried batch). */
   insert(peerId: string, t: PullTrace, receivedAt: number): boolean {
     const orNull = (n: number): number | null => (n < 0 ? null : n)
-    const r: Record_ = {
+    const r: TraceRecord = {
       trace_id: t.traceId,
       task_id: t.taskId,
       peer_id: peerId,
@@ -150,7 +150,7 @@ export class TraceStore {
     if (filter.peerId !== undefined) { where.push('peer_id = ?'); args.push(filter.peerId) }
     if (filter.since !== undefined) { where.push('finished_at >= ?'); args.push(filter.since) }
     const sql = `SELECT * FROM slo_traces ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`} ORDER BY finished_at DESC, trace_id LIMIT ?`
-    return (this.db.prepare(sql).all(...args, filter.limit) as Record_[]).map(toRow)
+    return (this.db.prepare(sql).all(...args, filter.limit) as TraceRecord[]).map(toRow)
   }
 
   totals(since: number): WindowTotals {
@@ -183,7 +183,7 @@ export class TraceStore {
   }
 }
 
-function toRow(r: Record_): TraceRow {
+function toRow(r: TraceRecord): TraceRow {
   return {
     traceId: r.trace_id,
     taskId: r.task_id,
