@@ -38,6 +38,7 @@ interface TraceView {
   contentLength: number
   bytes: { peer: number; seed: number; origin: number }
   scheduled: boolean
+  pieceFailures: number
   parents: Array<{ peerId: string; isSeed: boolean; bytes: number; pieces: number }>
   backToSource: Array<{ at: string; reason: string }>
   timeline: Array<{ event: string; at: string; offsetMs: number; code?: string; reason?: string }>
@@ -179,7 +180,16 @@ describe('slo plugin', () => {
     expect(ta1.backToSource).toEqual([])
     expect(ta1.scheduled).toBe(true)
 
-    expect(ta2.bytes).toEqual({ peer: d1u1 - d1u0, seed: s2 - s1, origin: 0 })
+    if (ta2.pieceFailures === 0) {
+      expect(ta2.bytes).toEqual({ peer: d1u1 - d1u0, seed: s2 - s1, origin: 0 })
+    } else {
+      // A piece abandoned as slow on a loaded machine may have been sent by its parent
+      // all the same; the trace counts only the bytes d2 stored.
+      console.log(`a@d2 abandoned ${ta2.pieceFailures} piece(s): d1 sent ${d1u1 - d1u0}, the seed ${s2 - s1}`)
+      expect(ta2.bytes.peer).toBeLessThanOrEqual(d1u1 - d1u0)
+      expect(ta2.bytes.seed).toBeLessThanOrEqual(s2 - s1)
+      expect(ta2.bytes.origin).toBe(0)
+    }
     expect(ta2.bytes.peer).toBeGreaterThan(0)
     expect(ta2.bytes.peer + ta2.bytes.seed).toBe(SIZES['/a'])
     expect(ta2.parents.find((p) => p.peerId === d1.peerId)?.bytes).toBe(ta2.bytes.peer)
