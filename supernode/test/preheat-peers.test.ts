@@ -20,6 +20,7 @@ interface NodeView { node: string; peerId: string; hostname: string; labels?: Re
 interface JobView {
   id: number
   state: string
+  args: Record<string, unknown>
   error: { code: string; message: string } | null
   progress: { blobs: number; succeeded: number; nodes: { total: number; succeeded: number; failed: number } }
   nodes: NodeView[]
@@ -44,6 +45,7 @@ describe('preheat to peers', () => {
   let sn: SupernodeHandle
   let daemons: DaemonHandle[] = []
   let api: string
+  let configFile: string
 
   const untilDone = async (base: string, id: number, timeoutMs = 120_000): Promise<JobView> => {
     let last: JobView | undefined
@@ -63,6 +65,7 @@ describe('preheat to peers', () => {
     origin = await new TestOrigin().start()
     const config = join(dir, 'supernode.yaml')
     await writeFile(config, ['plugins: [metrics, preheat]', 'plugin-config:', '  preheat:', `    insecureRegistries: ["${proxy.host}"]`, '    checkInterval: 200ms', ''].join('\n'))
+    configFile = config
     sn = await startSupernode(join(dir, 'sn'), { args: ['--config', config] })
     api = `${sn.url}/api/v1`
     const args = ['--insecure-registry', proxy.host, '--default-registry', proxy.url]
@@ -178,5 +181,25 @@ describe('preheat to peers', () => {
     const harbor = await getJson<JobView>(`${sn.url}/oapi/v1/jobs/${done.id}`)
     expect(harbor.state).toBe('FAILURE')
     expect(harbor.result.job_states[0].results[0].failure_tasks).toEqual([expect.objectContaining({ url: `${origin.url}/to-all` })])
+  })
+
+  it('resumes a peer-scope job that was running when the supernode stopped, and still reaches its daemons', async () => {
+    const data = makeBlob(2 * MiB, 'resume-peers')
+    origin.files.set('/resume-peers', { data })
+    origin.faults.set('/resume-peers', { stallMs: 30_000 })
+    const created = await post(`${api}/jobs`, { type: 'preheat', args: { type: 'file', url: `${origin.url}/resume-peers`, scope: { labels: { zone: 'b' } } } })
+    const id = (created.json as JobView).id
+    await waitFor(async () => (await getJson<JobView>(`${api}/jobs/${id}`)).state === 'RUNNING', 10_000, 'the job to run')
+    await sn.process.stop()
+    origin.faults.delete('/resume-peers')
+    sn = await startSupernode(join(dir, 'sn'), { port: sn.port, args: ['--config', configFile] })
+    const done = await untilDone(api, id)
+    expect(done.state, JSON.stringify(done.error)).toBe('SUCCESS')
+    expect(done.args).toMatchObject({ scope: 'labels', labels: { zone: 'b' } })
+    expect(done.nodes.filter((n) => n.node === 'peer').map((n) => [n.peerId, n.state])).toEqual([[daemons[2].peerId, 'SUCCESS']])
+    expect(sn.process.logs.some((l) => l.includes('resuming preheat job'))).toBe(true)
+    const tasks = await tasksOf(daemons[2])
+    expect(tasks.find((t) => t.url === `${origin.url}/resume-peers`)?.complete).toBe(true)
+    for (const d of [daemons[0], daemons[1]]) expect((await tasksOf(d)).some((t) => t.url === `${origin.url}/resume-peers`)).toBe(false)
   })
 })
