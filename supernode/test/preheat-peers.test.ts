@@ -9,7 +9,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
+import { multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { call, createFabricNode, PROTOCOLS, SchedulerRequest, SchedulerResponse, type FabricNode } from '@naiad/proto'
 import {
   CountingProxy, getJson, makeBlob, metric, pushImage, startDaemon, startRegistry, startSupernode, TestOrigin, waitFor,
   type DaemonHandle, type PushedImage, type RegistryHandle, type SupernodeHandle
@@ -46,6 +48,7 @@ describe('preheat to peers', () => {
   let daemons: DaemonHandle[] = []
   let api: string
   let configFile: string
+  let slow: FabricNode | undefined
 
   const untilDone = async (base: string, id: number, timeoutMs = 120_000): Promise<JobView> => {
     let last: JobView | undefined
@@ -77,6 +80,7 @@ describe('preheat to peers', () => {
   })
 
   afterAll(async () => {
+    await slow?.stop()
     await Promise.all(daemons.map((d) => d.process.stop()))
     await sn?.process.stop()
     await origin?.stop()
@@ -181,6 +185,45 @@ describe('preheat to peers', () => {
     const harbor = await getJson<JobView>(`${sn.url}/oapi/v1/jobs/${done.id}`)
     expect(harbor.state).toBe('FAILURE')
     expect(harbor.result.job_states[0].results[0].failure_tasks).toEqual([expect.objectContaining({ url: `${origin.url}/to-all` })])
+  })
+
+  it('cancels a peer-scope job stuck on a daemon that never answers, and fails one that passes its deadline', async () => {
+    // A libp2p node that announces itself like a daemon but never answers a control command.
+    slow = await createFabricNode({ dataDir: join(dir, 'slow'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    let commands = 0
+    let closed = 0
+    await slow.handle(PROTOCOLS.control, (stream) => {
+      commands++
+      stream.addEventListener('close', () => { closed++ }, { once: true })
+    })
+    const info = await getJson<{ peerId: string; multiaddrs: string[] }>(`${api}/info`)
+    const snAddrs = info.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${info.peerId}`))
+    const res = await call(slow, snAddrs, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, {
+      announceHost: { id: slow.peerId.toString(), hostname: 'slow-node', ip: '', idc: '', location: '', multiaddrs: slow.getMultiaddrs().map(String), uploadSlots: 1, isSeed: false, labels: ['zone=slow'] }
+    }, { timeoutMs: 10_000 })
+    expect(res.error).toBeUndefined()
+
+    origin.files.set('/to-slow', { data: makeBlob(MiB, 'to-slow') })
+    const created = await post(`${api}/jobs`, { type: 'preheat', args: { type: 'file', url: `${origin.url}/to-slow`, scope: { labels: { zone: 'slow' } } } })
+    const id = (created.json as JobView).id
+    await waitFor(async () => (await getJson<JobView>(`${api}/jobs/${id}`)).nodes.find((n) => n.node === 'peer')?.state === 'RUNNING', 30_000, 'the slow node to be sent its blob')
+    await waitFor(() => commands === 1, 10_000, 'the command to reach the slow node')
+    const del = await fetch(`${api}/jobs/${id}`, { method: 'DELETE' })
+    expect(del.status).toBe(200)
+    const canceled = await getJson<JobView>(`${api}/jobs/${id}`)
+    expect(canceled.state).toBe('CANCELED')
+    const node = canceled.nodes.find((n) => n.node === 'peer')!
+    expect(node.peerId).toBe(slow.peerId.toString())
+    expect(node.blobs.map((b) => b.state)).toEqual(['SKIPPED'])
+    expect((await getJson<JobView>(`${sn.url}/oapi/v1/jobs/${id}`)).state).toBe('FAILURE')
+    // The supernode hung up on the node: its wait ended with the job.
+    await waitFor(() => closed === 1, 10_000, 'the control stream to close')
+
+    const late = await post(`${api}/jobs`, { type: 'preheat', args: { type: 'file', url: `${origin.url}/to-slow`, scope: { labels: { zone: 'slow' } }, deadline: '3s' } })
+    const failed = await untilDone(api, (late.json as JobView).id, 30_000)
+    expect(failed.state).toBe('FAILURE')
+    expect(failed.error?.code).toBe('DFD_ERR_TIMEOUT')
+    expect(commands).toBe(2)
   })
 
   it('resumes a peer-scope job that was running when the supernode stopped, and still reaches its daemons', async () => {
