@@ -195,15 +195,18 @@ export class PreheatRunner {
       return
     }
     const blobs = store.blobs(job.id)
+    const ready = blobs.filter((b) => b.state === 'SUCCESS').map((b) => b.idx)
     let nodes = store.nodes(job.id)
     if (nodes.length === 0) {
+      // Nothing reached the seed (the job fails on the seed's errors): no daemon to bother.
+      if (ready.length === 0) return
       const targets = control.hosts(job.args.scope === 'labels' ? job.args.labels ?? {} : {})
       if (targets.length === 0) {
         const which = job.args.scope === 'labels' ? `carries the labels ${JSON.stringify(job.args.labels)}` : 'is attached to the supernode'
         entry.failure = new NaiadError('SN_ERR_HOST_NOT_FOUND', `no live daemon ${which}; the seed holds the blobs`)
         return
       }
-      store.addNodes(job.id, targets.map((t) => ({ hostId: t.id, hostname: t.hostname, labels: t.labels })), blobs.filter((b) => b.state === 'SUCCESS').map((b) => b.idx))
+      store.addNodes(job.id, targets.map((t) => ({ hostId: t.id, hostname: t.hostname, labels: t.labels })), ready)
       nodes = store.nodes(job.id)
       logger.info({ job: job.id, nodes: nodes.length }, 'preheating daemons')
     }
