@@ -9,6 +9,8 @@ import type { Logger } from 'pino'
 import { createFabricNode, type FabricNode, type NaiadPlugin } from '@naiad/proto'
 
 import { buildLocalApi } from './api/local-api.ts'
+import { DAEMON_VERSION, registerBuiltinCommands, type InfoCommandResult } from './control/commands.ts'
+import { ControlServer } from './control/control-server.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './download/peer-task.ts'
 import { TaskManager } from './download/task-manager.ts'
 import { ProxyServer, type ProxyServerOptions } from './mirror/proxy-server.ts'
@@ -35,7 +37,7 @@ export interface DaemonOptions {
   download: PeerTaskOptions
   origin?: OriginOptions
   keepaliveMs: number
-  host: { idc: string; location: string }
+  host: { idc: string; location: string; labels?: Record<string, string> }
   isSeed?: boolean
   plugins?: NaiadPlugin[]
   pluginSettings?: Record<string, Record<string, unknown>>
@@ -69,6 +71,8 @@ export const DOWNLOAD_DEFAULTS: PeerTaskOptions = {
 
 export class Daemon {
   readonly tasks: TaskManager
+  /** Control commands from the supernode; plugins add theirs through `ctx.extensions.control`. */
+  readonly control: ControlServer
   readonly api: FastifyInstance | undefined
   readonly proxy: ProxyServer | undefined
   private proxyAddress: string | undefined
@@ -101,6 +105,8 @@ export class Daemon {
     this.options = options
     this.ownsNode = ownsNode
     this.tasks = new TaskManager({ node, store, scheduler, origin, logger: options.logger, badPeers: new Set() }, options.download)
+    this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
+    registerBuiltinCommands(this.control, { tasks: this.tasks, info: () => this.info() })
     this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks: this.tasks, store, logger: options.logger })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined
@@ -119,7 +125,7 @@ export class Daemon {
         proxyListen: options.proxyListen ?? '',
         addresses: () => ({ proxy: this.proxyAddress, api: this.apiAddress, p2p: node.getMultiaddrs().map(String) })
       }
-      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, daemon } })
+      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, daemon, control: this.control } })
     }
   }
 
@@ -137,12 +143,19 @@ export class Daemon {
     return this.apiAddress
   }
 
+  /** Who this host is, as the `info` control command answers. */
+  info(): InfoCommandResult {
+    return { hostId: this.peerId, hostname: hostname(), labels: { ...this.options.host.labels }, version: DAEMON_VERSION }
+  }
+
   download(req: DownloadRequest, options: { signal?: AbortSignal; onProgress?: (p: DownloadProgress) => void } = {}): Promise<DownloadResult> {
     return this.tasks.download(req, options)
   }
 
   async start(): Promise<void> {
     await this.upload.start()
+    // The embedded seed shares the supernode's fabric node: it takes no commands.
+    if (!this.options.isSeed) await this.control.start()
     if (this.api !== undefined && this.options.apiListen !== undefined) {
       await this.plugins?.setup(this.options.plugins ?? [])
       const [host, port] = splitHostPort(this.options.apiListen)
@@ -171,7 +184,8 @@ export class Daemon {
         location: this.options.host.location,
         multiaddrs: advertisedAddrs(this.node.getMultiaddrs().map(String)),
         uploadSlots: this.options.uploadSlots,
-        isSeed: this.options.isSeed === true
+        isSeed: this.options.isSeed === true,
+        labels: Object.entries(this.options.host.labels ?? {}).map(([k, v]) => `${k}=${v}`)
       }, AbortSignal.timeout(this.options.download.schedulerTimeoutMs))
       if (wasDown) this.options.logger.info('reconnected to the supernode')
     } catch (err) {
@@ -181,6 +195,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     if (this.keepalive !== undefined) clearInterval(this.keepalive)
+    await this.control.stop()
     if (!this.options.isSeed && this.scheduler.available) {
       await this.scheduler.leaveHost(AbortSignal.timeout(1000)).catch(() => {})
     }

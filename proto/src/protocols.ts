@@ -5,7 +5,8 @@ export const PROTOCOLS = {
   scheduler: '/naiad/scheduler/1.0.0',
   piece: '/naiad/piece/1.0.0',
   /** Daemon → supernode: the doctor plugin's latest report of the node. */
-  doctor: '/naiad/doctor/1.0.0'
+  doctor: '/naiad/doctor/1.0.0',
+  control: '/naiad/control/1.0.0'
 } as const
 
 export const LIMITS = {

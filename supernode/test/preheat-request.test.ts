@@ -49,7 +49,20 @@ describe('preheat job requests', () => {
       throw new Error('accepted')
     }
     expect(fail({ type: 'image', url: 'a:1', scope: 'all_peers' }, 'preheat', 'SN_ERR_SCOPE_UNSUPPORTED')).toContain('control service')
-    expect(fail({ type: 'image', url: 'a:1', scope: { labels: { zone: 'a' } } }, 'preheat', 'SN_ERR_SCOPE_UNSUPPORTED')).toContain('label-selector')
+    expect(fail({ type: 'image', url: 'a:1', scope: { labels: { zone: 'a' } } }, 'preheat', 'SN_ERR_SCOPE_UNSUPPORTED')).toContain('control service')
+    const peers = { ...opts, peerScopes: true }
+    expect(parseJobRequest({ type: 'preheat', args: { url: 'a:1', scope: 'all_peers' } }, peers)).toMatchObject({ scope: 'all_peers' })
+    expect(parseJobRequest({ type: 'preheat', args: { url: 'a:1', scope: { labels: { zone: 'a', 'node.kubernetes.io/pool': 'gpu' } } } }, peers))
+      .toMatchObject({ scope: 'labels', labels: { zone: 'a', 'node.kubernetes.io/pool': 'gpu' } })
+    const failPeers = (scope: unknown, code: string): void => {
+      expect(() => parseJobRequest({ type: 'preheat', args: { url: 'a:1', scope } }, peers)).toThrow(expect.objectContaining({ code }))
+    }
+    failPeers('some_peers', 'SN_ERR_SCOPE_UNSUPPORTED')
+    failPeers({ labels: {} }, 'SN_ERR_BAD_REQUEST')
+    failPeers({ labels: { zone: 1 } }, 'SN_ERR_BAD_REQUEST')
+    failPeers({ labels: { 'bad key': 'a' } }, 'SN_ERR_BAD_REQUEST')
+    failPeers({ ips: ['10.0.0.1'] }, 'SN_ERR_BAD_REQUEST')
+    failPeers(['a'], 'SN_ERR_BAD_REQUEST')
     expect(fail({ type: 'image', url: 'a:1' }, 'sync_peers')).toContain('only "preheat"')
     expect(fail({ type: 'file' })).toContain('url')
     expect(fail({ type: 'file', url: 'ftp://x/y' })).toContain('scheme')

@@ -9,6 +9,9 @@
 //
 // curl -XPOST localhost:8002/api/v1/jobs -d '{"type":"preheat","args":{"type":"image","url":"registry.local:5000/app:v1"}}'
 //
+// Scopes: "seed" (the seed's cache), "all_peers" and {labels: {...}} (the seed, then every
+// matching daemon through the control service, ctx.extensions.control).
+//
 // Routes: /api/v1/jobs (Naiad) and /oapi/v1/jobs + /healthy (Dragonfly's open API, which
 // Harbor's Dragonfly preheat provider calls). See docs/preheat.md.
 
@@ -16,8 +19,8 @@ import type Database from 'better-sqlite3'
 import { NaiadError, type NaiadPlugin } from '@naiad/proto'
 
 import { parseDurationMs, parseJobRequest } from './job-request.ts'
-import { JobStore, type BlobRow, type JobRow, type JobState } from './job-store.ts'
-import { PreheatRunner, type SeedDownloader } from './runner.ts'
+import { JobStore, type BlobRow, type JobRow, type JobState, type NodeBlobRow } from './job-store.ts'
+import { PreheatRunner, type PeerControl, type SeedDownloader } from './runner.ts'
 
 export interface PreheatSettings {
   insecureRegistries: string[]
@@ -26,6 +29,10 @@ export interface PreheatSettings {
   ttlAfterFinishedMs: number
   /** How often deadlines and TTLs are checked. */
   checkIntervalMs: number
+  /** Peer scopes: daemons preheated at once per job. */
+  nodeParallelism: number
+  /** Peer scopes: how long a daemon may take for one blob when the job has no deadline. */
+  nodeTimeoutMs: number
 }
 
 function readSettings(raw: Record<string, unknown>): PreheatSettings {
@@ -34,15 +41,20 @@ function readSettings(raw: Record<string, unknown>): PreheatSettings {
   if (!Array.isArray(insecure) || insecure.some((h) => typeof h !== 'string')) throw bad('insecureRegistries', 'a list of HOST[:PORT]')
   const parallelism = raw.parallelism ?? 4
   if (typeof parallelism !== 'number' || !Number.isInteger(parallelism) || parallelism < 1 || parallelism > 64) throw bad('parallelism', 'an integer from 1 to 64')
+  const nodeParallelism = raw.nodeParallelism ?? 16
+  if (typeof nodeParallelism !== 'number' || !Number.isInteger(nodeParallelism) || nodeParallelism < 1 || nodeParallelism > 1024) throw bad('nodeParallelism', 'an integer from 1 to 1024')
   let ttl = 0
   let check = 1000
+  let nodeTimeout = 30 * 60_000
   try {
     ttl = parseDurationMs(raw.ttlAfterFinished, 'ttlAfterFinished', 1000)
     check = raw.checkInterval === undefined ? 1000 : parseDurationMs(raw.checkInterval, 'checkInterval', 1000)
+    if (raw.nodeTimeout !== undefined) nodeTimeout = parseDurationMs(raw.nodeTimeout, 'nodeTimeout', 1000)
   } catch (err) {
     throw new NaiadError('PROTO_ERR_BAD_CONFIG', `plugin-config.preheat: ${(err as Error).message}`, { cause: err })
   }
-  return { insecureRegistries: insecure as string[], parallelism, ttlAfterFinishedMs: ttl, checkIntervalMs: check }
+  if (nodeTimeout <= 0) throw bad('nodeTimeout', 'a duration above zero')
+  return { insecureRegistries: insecure as string[], parallelism, ttlAfterFinishedMs: ttl, checkIntervalMs: check, nodeParallelism, nodeTimeoutMs: nodeTimeout }
 }
 
 const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
@@ -66,13 +78,17 @@ export const preheatPlugin: NaiadPlugin = {
     if (ctx.host !== 'supernode') throw new NaiadError('PROTO_ERR_PLUGIN', 'the preheat plugin runs on the supernode only')
     const settings = readSettings(ctx.settings)
     const seed = ctx.extensions.seed as { daemon: SeedDownloader } | undefined
+    const control = ctx.extensions.control as PeerControl | undefined
     const database = ctx.extensions.database as Database.Database | undefined
     if (database === undefined) throw new NaiadError('PROTO_ERR_PLUGIN', 'the preheat plugin needs the supernode database')
     const store = new JobStore(database)
     const seedNode = { hostname: 'supernode-seed', peerId: ctx.fabric.peerId.toString() }
     const runner = seed === undefined
       ? undefined
-      : new PreheatRunner({ store, seed: seed.daemon, logger: ctx.logger, insecureRegistries: settings.insecureRegistries })
+      : new PreheatRunner({
+        store, seed: seed.daemon, logger: ctx.logger, insecureRegistries: settings.insecureRegistries,
+        control, nodeParallelism: settings.nodeParallelism, nodeTimeoutMs: settings.nodeTimeoutMs
+      })
 
     const blobView = (job: JobRow, b: BlobRow): Record<string, unknown> => ({
       kind: b.kind, url: b.url, digest: b.digest, size: b.size, state: b.state,
@@ -82,12 +98,49 @@ export const preheatPlugin: NaiadPlugin = {
       started_at: iso(b.startedAt), finished_at: iso(b.finishedAt)
     })
 
+    const nodeBlobView = (blob: BlobRow | undefined, b: NodeBlobRow): Record<string, unknown> => ({
+      kind: blob?.kind, url: blob?.url, digest: blob?.digest ?? null, size: blob?.size ?? -1, state: b.state, bytes: b.bytes,
+      cached: b.cached, from_peers: b.fromPeers, from_origin: b.fromOrigin, task_id: b.taskId,
+      error: b.error === null ? null : { code: b.errorCode, message: b.error },
+      started_at: iso(b.startedAt), finished_at: iso(b.finishedAt)
+    })
+
+    /** A node's state from its blobs: RUNNING while any runs, then FAILURE if any failed, SUCCESS when all did. */
+    const nodeState = (blobs: Array<{ state: BlobRow['state'] }>, failed: boolean): string => {
+      const has = (s: BlobRow['state']): boolean => blobs.some((b) => b.state === s)
+      if (has('RUNNING')) return 'RUNNING'
+      if (has('PENDING')) return failed ? 'FAILURE' : 'PENDING'
+      if (failed || has('FAILURE')) return 'FAILURE'
+      if (has('SKIPPED')) return 'SKIPPED'
+      return 'SUCCESS'
+    }
+
     const jobView = (job: JobRow, openApi: boolean): Record<string, unknown> => {
       const blobs = store.blobs(job.id)
       const count = (s: BlobRow['state']): number => blobs.filter((b) => b.state === s).length
       const views = blobs.map((b) => blobView(job, b))
       const finished = job.state === 'SUCCESS' || job.state === 'FAILURE' || job.state === 'CANCELED'
       const host = { hostname: seedNode.hostname, ip: '' }
+      const byIdx = new Map(blobs.map((b) => [b.idx, b]))
+      const nodeBlobs = store.nodeBlobs(job.id)
+      const peers = store.nodes(job.id).map((n) => {
+        const mine = nodeBlobs.filter((b) => b.hostId === n.hostId)
+        return {
+          node: 'peer', hostname: n.hostname, peerId: n.hostId, labels: n.labels,
+          state: nodeState(mine, n.error !== null),
+          error: n.error === null ? null : { code: n.errorCode, message: n.error },
+          progress: {
+            blobs: mine.length, succeeded: mine.filter((b) => b.state === 'SUCCESS').length, failed: mine.filter((b) => b.state === 'FAILURE').length,
+            bytes: mine.reduce((sum, b) => sum + b.bytes, 0)
+          },
+          blobs: mine.map((b) => nodeBlobView(byIdx.get(b.idx), b))
+        }
+      })
+      const peerTasks = (state: BlobRow['state']): Array<Record<string, unknown>> => nodeBlobs.filter((b) => b.state === state).map((b) => ({
+        url: byIdx.get(b.idx)?.url ?? '', task_id: b.taskId, hostname: peers.find((p) => p.peerId === b.hostId)?.hostname ?? b.hostId, ip: '',
+        ...(state === 'FAILURE' ? { description: b.error ?? '' } : {})
+      }))
+      const peerCount = (s: string): number => peers.filter((p) => p.state === s).length
       return {
         id: job.id,
         type: job.type,
@@ -101,10 +154,15 @@ export const preheatPlugin: NaiadPlugin = {
         progress: {
           blobs: blobs.length, succeeded: count('SUCCESS'), failed: count('FAILURE'), running: count('RUNNING'), pending: count('PENDING'), skipped: count('SKIPPED'),
           bytes: views.reduce((n, v) => n + (v.bytes as number), 0),
-          total_bytes: blobs.every((b) => b.size >= 0) ? blobs.reduce((n, b) => n + b.size, 0) : -1
+          total_bytes: blobs.every((b) => b.size >= 0) ? blobs.reduce((n, b) => n + b.size, 0) : -1,
+          // Peer scopes: the daemons chosen so far (none until the seed holds the blobs).
+          nodes: {
+            total: peers.length, succeeded: peerCount('SUCCESS'), failed: peerCount('FAILURE'), running: peerCount('RUNNING'),
+            pending: peerCount('PENDING'), skipped: peerCount('SKIPPED')
+          }
         },
-        // Per node; with scope "seed" the only node is the supernode's seed.
-        nodes: [{ node: 'seed', ...seedNode, blobs: views }],
+        // Per node: the seed first, then with a peer scope every target daemon.
+        nodes: [{ node: 'seed', ...seedNode, state: nodeState(blobs, false), blobs: views }, ...peers],
         // Dragonfly's result shape, which Harbor renders.
         result: {
           job_states: [{
@@ -113,8 +171,8 @@ export const preheatPlugin: NaiadPlugin = {
             ttl: job.args.ttlMs,
             results: [{
               scheduler_cluster_id: 1,
-              success_tasks: finished ? blobs.filter((b) => b.state === 'SUCCESS').map((b) => ({ url: b.url, task_id: b.taskId, ...host })) : [],
-              failure_tasks: blobs.filter((b) => b.state === 'FAILURE').map((b) => ({ url: b.url, task_id: b.taskId, ...host, description: b.error ?? '' }))
+              success_tasks: finished ? [...blobs.filter((b) => b.state === 'SUCCESS').map((b) => ({ url: b.url, task_id: b.taskId, ...host })), ...peerTasks('SUCCESS')] : [],
+              failure_tasks: [...blobs.filter((b) => b.state === 'FAILURE').map((b) => ({ url: b.url, task_id: b.taskId, ...host, description: b.error ?? '' })), ...peerTasks('FAILURE')]
             }]
           }]
         }
@@ -133,10 +191,12 @@ export const preheatPlugin: NaiadPlugin = {
     }
 
     const create = (body: unknown, openApi: boolean): { status: number; body: object } => {
-      const args = parseJobRequest(body, { insecureRegistries: settings.insecureRegistries, defaultParallelism: settings.parallelism, defaultTtlMs: settings.ttlAfterFinishedMs })
+      const args = parseJobRequest(body, {
+        insecureRegistries: settings.insecureRegistries, defaultParallelism: settings.parallelism, defaultTtlMs: settings.ttlAfterFinishedMs, peerScopes: control !== undefined
+      })
       if (runner === undefined) throw new NaiadError('SN_ERR_BAD_REQUEST', 'this supernode runs without a seed (--no-seed): there is nowhere to preheat to')
       const job = store.create('preheat', args, Date.now())
-      ctx.logger.info({ job: job.id, type: args.type, url: args.url, urls: args.urls?.length }, 'preheat job created')
+      ctx.logger.info({ job: job.id, type: args.type, url: args.url, urls: args.urls?.length, scope: args.scope, labels: args.labels }, 'preheat job created')
       runner.start(job)
       return { status: openApi ? 200 : 201, body: jobView(store.get(job.id)!, openApi) }
     }

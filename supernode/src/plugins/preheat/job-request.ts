@@ -7,7 +7,7 @@ import { parseImageRef } from './image-ref.ts'
 import type { JobArgs } from './job-store.ts'
 import { checkPlatform } from './manifest-resolver.ts'
 
-/** Scopes served by the seed. Dragonfly names it single_seed_peer; Harbor single_peer. */
+/** Scopes served by the seed alone. Dragonfly names it single_seed_peer; Harbor single_peer. */
 const SEED_SCOPES = new Set(['', 'seed', 'single_seed_peer', 'all_seed_peers', 'single_peer'])
 const DURATION_UNITS: Record<string, number> = { ns: 1e-6, us: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
 
@@ -49,7 +49,41 @@ function checkUrl(raw: string): void {
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw badRequest(`unsupported URL scheme "${u.protocol}" in "${raw}" (only http and https)`)
 }
 
-export function parseJobRequest(body: unknown, options: { insecureRegistries: readonly string[]; defaultParallelism: number; defaultTtlMs: number }): JobArgs {
+/** Label keys and values as host.labels allows them. */
+const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$/
+
+/**
+ * `"seed"` and its Dragonfly/Harbor spellings → the seed; `"all_peers"` → every live daemon;
+ * `{labels: {zone: "a"}}` → the live daemons carrying all those labels.
+ */
+export function parseScope(raw: unknown): { scope: string; labels?: Record<string, string> } {
+  if (typeof raw === 'string') {
+    if (SEED_SCOPES.has(raw)) return { scope: raw === '' ? 'seed' : raw }
+    if (raw === 'all_peers') return { scope: 'all_peers' }
+    throw new NaiadError('SN_ERR_SCOPE_UNSUPPORTED', `unknown scope "${raw}": use "seed", "all_peers" or {"labels": {"KEY": "VALUE"}}`)
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw badRequest('args.scope must be a string or {"labels": {...}}')
+  const keys = Object.keys(raw)
+  const selector = (raw as { labels?: unknown }).labels
+  if (keys.some((k) => k !== 'labels') || typeof selector !== 'object' || selector === null || Array.isArray(selector)) {
+    throw badRequest('a label-selector scope is {"labels": {"KEY": "VALUE", ...}}')
+  }
+  const labels: Record<string, string> = {}
+  for (const [k, v] of Object.entries(selector as Record<string, unknown>)) {
+    if (!LABEL_KEY.test(k)) throw badRequest(`args.scope.labels: bad label "${k}"`)
+    if (typeof v !== 'string') throw badRequest(`args.scope.labels.${k} must be a string`)
+    labels[k] = v
+  }
+  if (Object.keys(labels).length === 0) throw badRequest('args.scope.labels must name at least one label (use scope "all_peers" for every daemon)')
+  return { scope: 'labels', labels }
+}
+
+/** Scopes that preheat daemons (after the seed), through the control service. */
+export function isPeerScope(scope: string): boolean {
+  return scope === 'all_peers' || scope === 'labels'
+}
+
+export function parseJobRequest(body: unknown, options: { insecureRegistries: readonly string[]; defaultParallelism: number; defaultTtlMs: number; peerScopes?: boolean }): JobArgs {
   if (typeof body !== 'object' || body === null) throw badRequest('the body must be a JSON object {type: "preheat", args: {...}}')
   const b = body as { type?: unknown; args?: unknown }
   if (b.type !== 'preheat') throw badRequest(`unsupported job type ${JSON.stringify(b.type)}: only "preheat" jobs exist`)
@@ -59,12 +93,9 @@ export function parseJobRequest(body: unknown, options: { insecureRegistries: re
   const type = a.type ?? 'image'
   if (type !== 'image' && type !== 'file') throw badRequest(`args.type must be "image" or "file", not ${JSON.stringify(type)}`)
 
-  const scope = a.scope ?? ''
-  if (typeof scope !== 'string') {
-    throw new NaiadError('SN_ERR_SCOPE_UNSUPPORTED', 'label-selector scopes are not supported yet: preheating to chosen peers needs the supernode→daemon control service, which is not built; use scope "seed"')
-  }
-  if (!SEED_SCOPES.has(scope)) {
-    throw new NaiadError('SN_ERR_SCOPE_UNSUPPORTED', `scope "${scope}" is not supported yet: only the seed can be preheated (scope "seed"); preheating to every peer or to a label selection needs the supernode→daemon control service, which is not built`)
+  const { scope, labels } = parseScope(a.scope ?? '')
+  if (isPeerScope(scope) && options.peerScopes !== true) {
+    throw new NaiadError('SN_ERR_SCOPE_UNSUPPORTED', `scope ${JSON.stringify(a.scope)} needs the supernode's control service, which this supernode does not offer; use scope "seed"`)
   }
 
   const headers: Record<string, string> = {}
@@ -112,7 +143,7 @@ export function parseJobRequest(body: unknown, options: { insecureRegistries: re
   const ttlMs = ttlRaw === undefined ? options.defaultTtlMs : parseDurationMs(ttlRaw, 'args.ttlAfterFinished', 1000)
 
   return {
-    type, url: type === 'image' ? url : undefined, urls: type === 'file' ? urls : undefined, platform, scope: scope === '' ? 'seed' : scope, headers,
+    type, url: type === 'image' ? url : undefined, urls: type === 'file' ? urls : undefined, platform, scope, ...(labels === undefined ? {} : { labels }), headers,
     username: stringField(a, 'username'), password: stringField(a, 'password'), parallelism, deadlineMs, ttlMs
   }
 }

@@ -13,7 +13,10 @@ export interface JobArgs {
   url?: string
   urls?: string[]
   platform: string
+  /** `seed` (or a Dragonfly/Harbor name of it), `all_peers`, or `labels` with `labels` set. */
   scope: string
+  /** The label selector of scope `labels`: daemons carrying all of them. */
+  labels?: Record<string, string>
   headers: Record<string, string>
   username?: string
   password?: string
@@ -57,6 +60,40 @@ export interface BlobRow {
   finishedAt: number | null
 }
 
+/** A daemon a peer-scope job preheats; chosen once, when the seed has the blobs. */
+export interface NodeRow {
+  jobId: number
+  hostId: string
+  hostname: string
+  labels: Record<string, string>
+  /** Set when the node could not be reached or refused; its remaining blobs were not sent. */
+  errorCode: string | null
+  error: string | null
+}
+
+/** One blob on one daemon. */
+export interface NodeBlobRow {
+  jobId: number
+  hostId: string
+  idx: number
+  state: BlobState
+  bytes: number
+  cached: boolean
+  fromPeers: number
+  fromOrigin: number
+  taskId: string | null
+  errorCode: string | null
+  error: string | null
+  startedAt: number | null
+  finishedAt: number | null
+}
+
+interface NodeRecord { job_id: number; host_id: string; hostname: string; labels: string; error_code: string | null; error: string | null }
+interface NodeBlobRecord {
+  job_id: number; host_id: string; idx: number; state: string; bytes: number; cached: number; from_peers: number; from_origin: number
+  task_id: string | null; error_code: string | null; error: string | null; started_at: number | null; finished_at: number | null
+}
+
 interface JobRecord {
   id: number; type: string; args: string; state: string; error_code: string | null; error: string | null; authorization: string | null
   resolved: number; created_at: number; updated_at: number; started_at: number | null; finished_at: number | null
@@ -94,6 +131,13 @@ export class JobStore {
         job_id INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, url TEXT NOT NULL, digest TEXT, size INTEGER NOT NULL,
         state TEXT NOT NULL, bytes INTEGER NOT NULL DEFAULT 0, cached INTEGER NOT NULL DEFAULT 0, task_id TEXT,
         error_code TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, PRIMARY KEY (job_id, idx)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS preheat_nodes (
+        job_id INTEGER NOT NULL, host_id TEXT NOT NULL, hostname TEXT NOT NULL, labels TEXT NOT NULL,
+        error_code TEXT, error TEXT, PRIMARY KEY (job_id, host_id)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS preheat_node_blobs (
+        job_id INTEGER NOT NULL, host_id TEXT NOT NULL, idx INTEGER NOT NULL, state TEXT NOT NULL, bytes INTEGER NOT NULL DEFAULT 0,
+        cached INTEGER NOT NULL DEFAULT 0, from_peers INTEGER NOT NULL DEFAULT 0, from_origin INTEGER NOT NULL DEFAULT 0, task_id TEXT,
+        error_code TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, PRIMARY KEY (job_id, host_id, idx)) WITHOUT ROWID;
     `)
   }
 
@@ -133,6 +177,8 @@ export class JobStore {
 
   delete(id: number): void {
     this.db.transaction(() => {
+      this.db.prepare('DELETE FROM preheat_node_blobs WHERE job_id = ?').run(id)
+      this.db.prepare('DELETE FROM preheat_nodes WHERE job_id = ?').run(id)
       this.db.prepare('DELETE FROM preheat_blobs WHERE job_id = ?').run(id)
       this.db.prepare('DELETE FROM preheat_jobs WHERE id = ?').run(id)
     })()
@@ -166,6 +212,58 @@ export class JobStore {
   /** Blobs left RUNNING by a stopped supernode start over (the seed's cache makes finished work instant). */
   resetRunningBlobs(jobId: number): void {
     this.db.prepare("UPDATE preheat_blobs SET state = 'PENDING', started_at = NULL WHERE job_id = ? AND state = 'RUNNING'").run(jobId)
+  }
+
+  /** Records the target daemons of a job, each with the blobs (by index) it is to get. */
+  addNodes(jobId: number, nodes: Array<Pick<NodeRow, 'hostId' | 'hostname' | 'labels'>>, idxs: number[]): void {
+    const node = this.db.prepare('INSERT OR IGNORE INTO preheat_nodes (job_id, host_id, hostname, labels) VALUES (?, ?, ?, ?)')
+    const blob = this.db.prepare("INSERT OR IGNORE INTO preheat_node_blobs (job_id, host_id, idx, state) VALUES (?, ?, ?, 'PENDING')")
+    this.db.transaction(() => {
+      for (const n of nodes) {
+        node.run(jobId, n.hostId, n.hostname, JSON.stringify(n.labels))
+        for (const idx of idxs) blob.run(jobId, n.hostId, idx)
+      }
+    })()
+  }
+
+  nodes(jobId: number): NodeRow[] {
+    return this.db.prepare<[number], NodeRecord>('SELECT * FROM preheat_nodes WHERE job_id = ? ORDER BY hostname, host_id').all(jobId).map((r) => ({
+      jobId: r.job_id, hostId: r.host_id, hostname: r.hostname, labels: JSON.parse(r.labels) as Record<string, string>, errorCode: r.error_code, error: r.error
+    }))
+  }
+
+  updateNode(jobId: number, hostId: string, fields: { errorCode: string | null; error: string | null }): void {
+    this.db.prepare('UPDATE preheat_nodes SET error_code = ?, error = ? WHERE job_id = ? AND host_id = ?').run(fields.errorCode, fields.error, jobId, hostId)
+  }
+
+  nodeBlobs(jobId: number, hostId?: string): NodeBlobRow[] {
+    const rows = hostId === undefined
+      ? this.db.prepare<[number], NodeBlobRecord>('SELECT * FROM preheat_node_blobs WHERE job_id = ? ORDER BY host_id, idx').all(jobId)
+      : this.db.prepare<[number, string], NodeBlobRecord>('SELECT * FROM preheat_node_blobs WHERE job_id = ? AND host_id = ? ORDER BY idx').all(jobId, hostId)
+    return rows.map((r) => ({
+      jobId: r.job_id, hostId: r.host_id, idx: r.idx, state: r.state as BlobState, bytes: r.bytes, cached: r.cached === 1, fromPeers: r.from_peers,
+      fromOrigin: r.from_origin, taskId: r.task_id, errorCode: r.error_code, error: r.error, startedAt: r.started_at, finishedAt: r.finished_at
+    }))
+  }
+
+  updateNodeBlob(jobId: number, hostId: string, idx: number, fields: Partial<Pick<NodeBlobRow, 'state' | 'bytes' | 'cached' | 'fromPeers' | 'fromOrigin' | 'taskId' | 'errorCode' | 'error' | 'startedAt' | 'finishedAt'>>): void {
+    const columns: Record<string, string> = {
+      state: 'state', bytes: 'bytes', cached: 'cached', fromPeers: 'from_peers', fromOrigin: 'from_origin', taskId: 'task_id',
+      errorCode: 'error_code', error: 'error', startedAt: 'started_at', finishedAt: 'finished_at'
+    }
+    const cols: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(fields)) {
+      if (v !== undefined) cols[columns[k]] = typeof v === 'boolean' ? (v ? 1 : 0) : v
+    }
+    const names = Object.keys(cols)
+    if (names.length === 0) return
+    this.db.prepare(`UPDATE preheat_node_blobs SET ${names.map((n) => `${n} = @${n}`).join(', ')} WHERE job_id = @jobId AND host_id = @hostId AND idx = @idx`)
+      .run({ ...cols, jobId, hostId, idx })
+  }
+
+  /** Node blobs left RUNNING by a stopped supernode start over (the daemons' caches make finished work instant). */
+  resetRunningNodeBlobs(jobId: number): void {
+    this.db.prepare("UPDATE preheat_node_blobs SET state = 'PENDING', started_at = NULL WHERE job_id = ? AND state = 'RUNNING'").run(jobId)
   }
 
   /** Finished jobs whose time to live has run out. */

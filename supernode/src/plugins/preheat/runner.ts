@@ -1,14 +1,19 @@
 // Runs preheat jobs: resolves an image to its blobs (once; the list is stored), then fetches
-// the blobs through the seed, `parallelism` at a time. A job stops starting blobs when it is
+// the blobs through the seed, `parallelism` at a time. With a peer scope (`all_peers`, a label
+// selector) the target daemons are then chosen (once; stored) and each gets a control
+// `download` per blob, `parallelism` blobs at a time per daemon, `nodeParallelism` daemons at
+// a time; they fetch from the seed and from each other. A job stops starting blobs when it is
 // canceled, passes its deadline or the supernode shuts down; on shutdown nothing is marked,
-// so the job resumes at the next start and finds finished blobs in the seed's cache.
+// so the job resumes at the next start and finds finished blobs in the seed's and the
+// daemons' caches.
 
 import type { Logger } from 'pino'
 import type { DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/dfdaemon'
-import { toNaiadError } from '@naiad/proto'
+import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import { blobUrl, parseImageRef } from './image-ref.ts'
-import type { BlobRow, JobRow, JobStore } from './job-store.ts'
+import { isPeerScope } from './job-request.ts'
+import type { BlobRow, JobRow, JobStore, NodeBlobRow, NodeRow } from './job-store.ts'
 import { resolveImage } from './manifest-resolver.ts'
 
 /** The part of the seed a preheat needs. */
@@ -16,12 +21,23 @@ export interface SeedDownloader {
   download(req: DownloadRequest, options: { signal?: AbortSignal; onProgress?: (p: DownloadProgress) => void }): Promise<DownloadResult>
 }
 
+/** The part of the supernode's control client a preheat needs (`ctx.extensions.control`). */
+export interface PeerControl {
+  send(hostId: string, command: string, args: unknown, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>
+  hosts(labels?: Record<string, string>): Array<{ id: string; hostname: string; labels: Record<string, string> }>
+}
+
 export type StopReason = 'canceled' | 'deadline' | 'shutdown'
+
+/** Codes after which a daemon is not sent its remaining blobs: it cannot be reached or will not listen. */
+const NODE_FATAL = new Set(['PROTO_ERR_DIAL', 'SN_ERR_HOST_NOT_FOUND', 'DFD_ERR_CONTROL_FORBIDDEN', 'DFD_ERR_CONTROL_UNKNOWN'])
 
 interface ActiveJob {
   controller: AbortController
   /** Bytes so far per blob index, for blobs in flight. */
   progress: Map<number, number>
+  /** Why the job failed before its blobs could (e.g. no daemon matched its scope). */
+  failure?: NaiadError
   done: Promise<void>
 }
 
@@ -30,6 +46,12 @@ export interface RunnerComponents {
   seed: SeedDownloader
   logger: Logger
   insecureRegistries: readonly string[]
+  /** Needed for peer scopes. */
+  control?: PeerControl
+  /** Daemons preheated at once by one job. */
+  nodeParallelism?: number
+  /** How long one daemon may take for one blob when the job has no deadline. */
+  nodeTimeoutMs?: number
   now?: () => number
 }
 
@@ -124,20 +146,124 @@ export class PreheatRunner {
     await Promise.all(Array.from({ length: Math.max(1, Math.min(args.parallelism, queue.length)) }, worker))
 
     if (signal.aborted) return this.finishStopped(job.id, signal.reason as StopReason)
-    const blobs = store.blobs(job.id)
+    if (isPeerScope(args.scope)) {
+      await this.distribute(job, blobHeaders, entry)
+      if (signal.aborted) return this.finishStopped(job.id, signal.reason as StopReason)
+    }
+    this.finish(job.id, entry)
+  }
+
+  private finish(jobId: number, entry: ActiveJob): void {
+    const { store, logger } = this.c
+    const blobs = store.blobs(jobId)
     const failed = blobs.filter((b) => b.state === 'FAILURE')
+    const nodes = store.nodes(jobId)
+    const nodeBlobs = store.nodeBlobs(jobId)
+    const failedNodes = nodes.filter((n) => n.error !== null || nodeBlobs.some((b) => b.hostId === n.hostId && b.state === 'FAILURE'))
     const now = this.now()
-    if (failed.length === 0) {
-      store.update(job.id, { state: 'SUCCESS', finishedAt: now }, now)
-      logger.info({ job: job.id, blobs: blobs.length, cached: blobs.filter((b) => b.cached).length }, 'preheat job succeeded')
-    } else {
+    if (entry.failure !== undefined) {
+      store.update(jobId, { state: 'FAILURE', errorCode: entry.failure.code, error: entry.failure.message, finishedAt: now }, now)
+      logger.warn({ job: jobId, code: entry.failure.code, err: entry.failure.message }, 'preheat job failed')
+    } else if (failed.length > 0) {
       const first = failed[0]
-      store.update(job.id, {
+      store.update(jobId, {
         state: 'FAILURE', errorCode: first.errorCode, finishedAt: now,
         error: `${failed.length} of ${blobs.length} blobs failed; first: ${first.url}: ${first.error ?? 'unknown error'}`
       }, now)
-      logger.warn({ job: job.id, failed: failed.length, blobs: blobs.length }, 'preheat job failed')
+      logger.warn({ job: jobId, failed: failed.length, blobs: blobs.length }, 'preheat job failed')
+    } else if (failedNodes.length > 0) {
+      const node = failedNodes[0]
+      const blob = nodeBlobs.find((b) => b.hostId === node.hostId && b.state === 'FAILURE')
+      const url = blob === undefined ? undefined : blobs.find((b) => b.idx === blob.idx)?.url
+      store.update(jobId, {
+        state: 'FAILURE', errorCode: node.errorCode ?? blob?.errorCode ?? null, finishedAt: now,
+        error: `${failedNodes.length} of ${nodes.length} nodes failed; first: ${node.hostname || node.hostId}: ${node.error ?? `${url ?? ''}: ${blob?.error ?? 'unknown error'}`}`
+      }, now)
+      logger.warn({ job: jobId, failedNodes: failedNodes.length, nodes: nodes.length }, 'preheat job failed on some nodes')
+    } else {
+      store.update(jobId, { state: 'SUCCESS', finishedAt: now }, now)
+      logger.info({ job: jobId, blobs: blobs.length, cached: blobs.filter((b) => b.cached).length, nodes: nodes.length }, 'preheat job succeeded')
     }
+  }
+
+  /** Peer scopes: choose the daemons (once), then have each fetch every blob the seed holds. */
+  private async distribute(job: JobRow, headers: Record<string, string>, entry: ActiveJob): Promise<void> {
+    const { store, logger } = this.c
+    const control = this.c.control
+    if (control === undefined) {
+      entry.failure = new NaiadError('SN_ERR_SCOPE_UNSUPPORTED', `scope "${job.args.scope}" needs the control service, which this supernode does not offer`)
+      return
+    }
+    const blobs = store.blobs(job.id)
+    const ready = blobs.filter((b) => b.state === 'SUCCESS').map((b) => b.idx)
+    let nodes = store.nodes(job.id)
+    if (nodes.length === 0) {
+      // Nothing reached the seed (the job fails on the seed's errors): no daemon to bother.
+      if (ready.length === 0) return
+      const targets = control.hosts(job.args.scope === 'labels' ? job.args.labels ?? {} : {})
+      if (targets.length === 0) {
+        const which = job.args.scope === 'labels' ? `carries the labels ${JSON.stringify(job.args.labels)}` : 'is attached to the supernode'
+        entry.failure = new NaiadError('SN_ERR_HOST_NOT_FOUND', `no live daemon ${which}; the seed holds the blobs`)
+        return
+      }
+      store.addNodes(job.id, targets.map((t) => ({ hostId: t.id, hostname: t.hostname, labels: t.labels })), ready)
+      nodes = store.nodes(job.id)
+      logger.info({ job: job.id, nodes: nodes.length }, 'preheating daemons')
+    }
+    store.resetRunningNodeBlobs(job.id)
+    const byIdx = new Map(blobs.map((b) => [b.idx, b]))
+    const queue = nodes.filter((n) => n.error === null)
+    const worker = async (): Promise<void> => {
+      for (let n = queue.shift(); n !== undefined && !entry.controller.signal.aborted; n = queue.shift()) await this.preheatNode(job, n, byIdx, headers, entry)
+    }
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(this.c.nodeParallelism ?? 16, queue.length)) }, worker))
+  }
+
+  private async preheatNode(job: JobRow, node: NodeRow, blobs: Map<number, BlobRow>, headers: Record<string, string>, entry: ActiveJob): Promise<void> {
+    const { store } = this.c
+    const control = this.c.control!
+    const signal = entry.controller.signal
+    const queue = store.nodeBlobs(job.id, node.hostId).filter((b) => b.state !== 'SUCCESS')
+    let fatal: NaiadError | undefined
+    const send = async (nb: NodeBlobRow): Promise<void> => {
+      const blob = blobs.get(nb.idx)
+      if (blob === undefined) return
+      if (fatal !== undefined) {
+        store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'FAILURE', errorCode: fatal.code, error: `not sent: ${fatal.message}`, finishedAt: this.now() })
+        return
+      }
+      store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'RUNNING', startedAt: this.now(), errorCode: null, error: null })
+      try {
+        const r = await control.send(node.hostId, 'download', {
+          url: blob.url, headers, digest: blob.digest ?? undefined, priority: 'preheat'
+        }, { signal, timeoutMs: this.blobTimeoutMs(job) }) as { taskId: string; contentLength: number; fromPeers: number; fromOrigin: number; cached?: boolean }
+        store.updateNodeBlob(job.id, node.hostId, nb.idx, {
+          state: 'SUCCESS', bytes: r.contentLength, cached: r.cached === true, fromPeers: r.fromPeers, fromOrigin: r.fromOrigin, taskId: r.taskId, finishedAt: this.now()
+        })
+      } catch (err) {
+        if (signal.aborted) {
+          if (signal.reason !== 'shutdown') store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'PENDING', startedAt: null })
+          return
+        }
+        const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
+        store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'FAILURE', errorCode: e.code, error: e.message, finishedAt: this.now() })
+        if (NODE_FATAL.has(e.code) && fatal === undefined) {
+          fatal = e
+          store.updateNode(job.id, node.hostId, { errorCode: e.code, error: e.message })
+          this.c.logger.warn({ job: job.id, node: node.hostname || node.hostId, code: e.code, err: e.message }, 'preheat cannot reach a node; its remaining blobs are not sent')
+        }
+      }
+    }
+    const worker = async (): Promise<void> => {
+      for (let b = queue.shift(); b !== undefined && !signal.aborted; b = queue.shift()) await send(b)
+    }
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(job.args.parallelism, queue.length)) }, worker))
+  }
+
+  /** A daemon may take until the job's deadline, or nodeTimeoutMs without one. */
+  private blobTimeoutMs(job: JobRow): number {
+    if (job.args.deadlineMs > 0) return Math.max(1000, job.createdAt + job.args.deadlineMs - this.now())
+    return this.c.nodeTimeoutMs ?? 30 * 60_000
   }
 
   private async fetchBlob(jobId: number, b: BlobRow, headers: Record<string, string>, entry: ActiveJob): Promise<void> {
@@ -169,6 +295,7 @@ export class PreheatRunner {
     const now = this.now()
     const { store } = this.c
     for (const b of store.blobs(jobId)) if (b.state === 'PENDING') store.updateBlob(jobId, b.idx, { state: 'SKIPPED' })
+    for (const b of store.nodeBlobs(jobId)) if (b.state === 'PENDING') store.updateNodeBlob(jobId, b.hostId, b.idx, { state: 'SKIPPED' })
     if (reason === 'canceled') {
       store.update(jobId, { state: 'CANCELED', error: 'canceled by DELETE before all blobs were preheated', finishedAt: now }, now)
     } else {
