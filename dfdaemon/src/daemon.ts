@@ -102,7 +102,9 @@ export class Daemon {
         active_uploads: { help: 'Pieces being served right now', read: () => upload.activeUploads },
         active_downloads: { help: 'Downloads running right now', read: () => this.tasks.active }
       }
-      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats } })
+      // What the health plugin needs to measure the node and heal its cache.
+      const local = { dataDir: options.dataDir, supernodeUrl: options.supernodeUrl, store, scheduler, announce: () => this.announce() }
+      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, ...local } })
     }
   }
 

@@ -19,7 +19,9 @@ export const EVENTS = {
   /** scheduler: { taskId, peerId, parents: number, durationMs } */
   parentsScheduled: 'naiad:scheduler:parents',
   /** scheduler: { taskId, peerId, count } */
-  piecesReported: 'naiad:scheduler:reported'
+  piecesReported: 'naiad:scheduler:reported',
+  /** { taskId, num, peerId, code }: a piece this daemon was asked for could not be served */
+  pieceUploadFailed: 'naiad:piece:upload-failed'
 } as const
 
 export type EventName = (typeof EVENTS)[keyof typeof EVENTS]

@@ -3,5 +3,6 @@
 import type { NaiadPlugin } from '@naiad/proto'
 
 export const SUPERNODE_PLUGINS: Record<string, () => Promise<NaiadPlugin>> = {
-  preheat: async () => (await import('./preheat/index.ts')).preheatPlugin
+  preheat: async () => (await import('./preheat/index.ts')).preheatPlugin,
+  health: async () => (await import('./health/index.ts')).healthPlugin
 }
