@@ -9,6 +9,8 @@ import type { Logger } from 'pino'
 import { createFabricNode, type FabricNode, type NaiadPlugin } from '@naiad/proto'
 
 import { buildLocalApi } from './api/local-api.ts'
+import { DAEMON_VERSION, registerBuiltinCommands, type InfoCommandResult } from './control/commands.ts'
+import { ControlServer } from './control/control-server.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './download/peer-task.ts'
 import { TaskManager } from './download/task-manager.ts'
 import { ProxyServer, type ProxyServerOptions } from './mirror/proxy-server.ts'
@@ -35,7 +37,7 @@ export interface DaemonOptions {
   download: PeerTaskOptions
   origin?: OriginOptions
   keepaliveMs: number
-  host: { idc: string; location: string }
+  host: { idc: string; location: string; labels?: Record<string, string> }
   isSeed?: boolean
   plugins?: NaiadPlugin[]
   pluginSettings?: Record<string, Record<string, unknown>>
@@ -60,6 +62,8 @@ export const DOWNLOAD_DEFAULTS: PeerTaskOptions = {
 
 export class Daemon {
   readonly tasks: TaskManager
+  /** Control commands from the supernode; plugins add theirs through `ctx.extensions.control`. */
+  readonly control: ControlServer
   readonly api: FastifyInstance | undefined
   readonly proxy: ProxyServer | undefined
   private proxyAddress: string | undefined
@@ -92,6 +96,8 @@ export class Daemon {
     this.options = options
     this.ownsNode = ownsNode
     this.tasks = new TaskManager({ node, store, scheduler, origin, logger: options.logger, badPeers: new Set() }, options.download)
+    this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
+    registerBuiltinCommands(this.control, { tasks: this.tasks, info: () => this.info() })
     this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks: this.tasks, store, logger: options.logger })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined
@@ -102,9 +108,9 @@ export class Daemon {
         active_uploads: { help: 'Pieces being served right now', read: () => upload.activeUploads },
         active_downloads: { help: 'Downloads running right now', read: () => this.tasks.active }
       }
-      // What the health plugin needs to measure the node and heal its cache.
+      // What plugins may use of the node: the health plugin measures the data dir and heals the cache.
       const local = { dataDir: options.dataDir, supernodeUrl: options.supernodeUrl, store, scheduler, announce: () => this.announce() }
-      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, ...local } })
+      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, control: this.control, ...local } })
     }
   }
 
@@ -122,12 +128,19 @@ export class Daemon {
     return this.apiAddress
   }
 
+  /** Who this host is, as the `info` control command answers. */
+  info(): InfoCommandResult {
+    return { hostId: this.peerId, hostname: hostname(), labels: { ...this.options.host.labels }, version: DAEMON_VERSION }
+  }
+
   download(req: DownloadRequest, options: { signal?: AbortSignal; onProgress?: (p: DownloadProgress) => void } = {}): Promise<DownloadResult> {
     return this.tasks.download(req, options)
   }
 
   async start(): Promise<void> {
     await this.upload.start()
+    // The embedded seed shares the supernode's fabric node: it takes no commands.
+    if (!this.options.isSeed) await this.control.start()
     if (this.api !== undefined && this.options.apiListen !== undefined) {
       await this.plugins?.setup(this.options.plugins ?? [])
       const [host, port] = splitHostPort(this.options.apiListen)
@@ -156,7 +169,8 @@ export class Daemon {
         location: this.options.host.location,
         multiaddrs: advertisedAddrs(this.node.getMultiaddrs().map(String)),
         uploadSlots: this.options.uploadSlots,
-        isSeed: this.options.isSeed === true
+        isSeed: this.options.isSeed === true,
+        labels: Object.entries(this.options.host.labels ?? {}).map(([k, v]) => `${k}=${v}`)
       }, AbortSignal.timeout(this.options.download.schedulerTimeoutMs))
       if (wasDown) this.options.logger.info('reconnected to the supernode')
     } catch (err) {
@@ -166,6 +180,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     if (this.keepalive !== undefined) clearInterval(this.keepalive)
+    await this.control.stop()
     if (!this.options.isSeed && this.scheduler.available) {
       await this.scheduler.leaveHost(AbortSignal.timeout(1000)).catch(() => {})
     }

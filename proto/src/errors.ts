@@ -31,12 +31,15 @@ export const ERROR_CODES = {
   DFD_ERR_TASK_FAILED: { status: 502, summary: 'the download failed; the cause names the reason' },
   DFD_ERR_TIMEOUT: { status: 504, summary: 'the download did not finish within its timeout' },
   DFD_ERR_STORE: { status: 500, summary: 'the piece store could not read or write its files' },
+  DFD_ERR_CONTROL_FORBIDDEN: { status: 403, summary: 'a control command came from a peer that is not the supernode this daemon is attached to' },
+  DFD_ERR_CONTROL_UNKNOWN: { status: 404, summary: 'a control command names a command the daemon does not know' },
 
   // supernode
   SN_ERR_TASK_NOT_FOUND: { status: 404, summary: 'no task with this ID is known to the scheduler' },
   SN_ERR_BAD_REQUEST: { status: 400, summary: 'a request to the supernode (scheduler call or API body) is malformed' },
   SN_ERR_JOB_NOT_FOUND: { status: 404, summary: 'no job with this ID is known to the supernode' },
   SN_ERR_SCOPE_UNSUPPORTED: { status: 400, summary: 'a job names a scope (peers, label selector) the supernode cannot reach yet' },
+  SN_ERR_HOST_NOT_FOUND: { status: 404, summary: 'a control command names a host that is unknown, gone or a seed' },
 
   // nydus-fs
   NFS_ERR_BAD_REF: { status: 400, summary: 'an image reference is malformed' },

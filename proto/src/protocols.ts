@@ -3,7 +3,8 @@
 
 export const PROTOCOLS = {
   scheduler: '/naiad/scheduler/1.0.0',
-  piece: '/naiad/piece/1.0.0'
+  piece: '/naiad/piece/1.0.0',
+  control: '/naiad/control/1.0.0'
 } as const
 
 export const LIMITS = {

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest'
 import {
   f, GetParentsRequest, GetParentsResponse, Header, Host, LeaveTaskRequest, message, NaiadError, Parent, PieceDigest,
   PieceRequest, PieceResponse, PieceResult, RegisterTaskRequest, ReportPiecesRequest, RpcError, SchedulerRequest,
-  SchedulerResponse, TaskInfo, type Fields, type MessageOf, type MessageSchema
+  SchedulerResponse, TaskInfo, ControlRequest, ControlResponse, type Fields, type MessageOf, type MessageSchema
 } from '../src/index.ts'
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex')
@@ -38,7 +38,8 @@ function expectDecodeError(fn: () => unknown): void {
 const rpcError: RpcError = { code: 'DFD_ERR_TIMEOUT', message: 'took too long ⏱' }
 const host: Host = {
   id: '12D3KooWQ', hostname: 'node-7', ip: '10.1.2.3', idc: 'eu-west-1a', location: 'eu|west|1a',
-  multiaddrs: ['/ip4/10.1.2.3/tcp/65002', '/ip6/::1/tcp/65002'], uploadSlots: 12, isSeed: true
+  multiaddrs: ['/ip4/10.1.2.3/tcp/65002', '/ip6/::1/tcp/65002'], uploadSlots: 12, isSeed: true,
+  labels: ['zone=eu-west-1a', 'gpu=true']
 }
 const pieceDigest: PieceDigest = { num: 7, length: 4 * 1024 * 1024, sha256: sha(1) }
 const taskInfo: TaskInfo = {
@@ -78,7 +79,9 @@ const FULL: Array<[MessageSchema<Fields>, Record<string, unknown>]> = [
   }],
   [SchedulerResponse, { error: rpcError, task: taskInfo, parents: getParentsResponse }],
   [PieceRequest, { taskId: '0'.repeat(64), num: 99, bitmapOnly: true, dataChannel: true }],
-  [PieceResponse, { error: rpcError, num: 99, length: 65_536, sha256: sha(6), bitmap: new Uint8Array([1, 2, 3]), dataPort: 40_123, token: new Uint8Array(16).fill(7) }]
+  [PieceResponse, { error: rpcError, num: 99, length: 65_536, sha256: sha(6), bitmap: new Uint8Array([1, 2, 3]), dataPort: 40_123, token: new Uint8Array(16).fill(7) }],
+  [ControlRequest, { command: 'download', argsJson: '{"url":"https://example.com/f","priority":"preheat"}', timeoutMs: 600_000 }],
+  [ControlResponse, { ok: true, code: 'DFD_ERR_TIMEOUT', message: 'late ⏱', resultJson: '{"taskId":"ab"}' }]
 ] as unknown as Array<[MessageSchema<Fields>, Record<string, unknown>]>
 
 describe('wire codec: round trips', () => {
@@ -262,7 +265,7 @@ describe('wire codec: byte compatibility with protobuf', () => {
     syntax = "proto3";
     message RpcError { string code = 1; string message = 2; }
     message Host { string id = 1; string hostname = 2; string ip = 3; string idc = 4; string location = 5;
-      repeated string multiaddrs = 6; uint32 upload_slots = 7; bool is_seed = 8; }
+      repeated string multiaddrs = 6; uint32 upload_slots = 7; bool is_seed = 8; repeated string labels = 9; }
     message PieceDigest { uint32 num = 1; uint32 length = 2; bytes sha256 = 3; }
     message TaskInfo { string id = 1; string url = 2; string state = 3; int64 content_length = 4; uint32 piece_size = 5;
       int64 piece_count = 6; repeated PieceDigest pieces = 7; bytes sha256 = 8; RpcError error = 9; bool back_to_source = 10; }

@@ -12,3 +12,4 @@ export { createSupernode, Supernode, type SupernodeOptions } from './supernode.t
 export { SUPERNODE_COMMAND } from './config/options.ts'
 export { Scheduler, type TaskState, type PeerState, type HostState, type SchedulerPersistence } from './scheduler/scheduler.ts'
 export { scoreCandidate, WEIGHTS, type Candidate, type ParentFilter, type ParentScorer } from './scheduler/scoring.ts'
+export { ControlClient, labelsOf, type ControlHost, type ControlSendOptions } from './control/control-client.ts'

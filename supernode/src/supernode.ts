@@ -9,6 +9,7 @@ import { PluginHost, splitHostPort, type Stats } from '@naiad/dfdaemon'
 import { createFabricNode, type FabricNode, type NaiadPlugin } from '@naiad/proto'
 
 import { buildHttpApi } from './api/http.ts'
+import { ControlClient } from './control/control-client.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
 import { serveScheduler } from './scheduler/service.ts'
 import { Seed } from './seed/seed.ts'
@@ -30,6 +31,8 @@ export class Supernode {
   readonly scheduler: Scheduler
   readonly http: FastifyInstance
   readonly seed: Seed | undefined
+  /** Commands to daemons; plugins reach it as `ctx.extensions.control`. */
+  readonly control: ControlClient
   private readonly state: StateStore
   private readonly plugins: PluginHost
   private readonly options: SupernodeOptions
@@ -42,13 +45,14 @@ export class Supernode {
     this.state = state
     this.seed = seed
     this.options = options
+    this.control = new ControlClient({ node, hosts: scheduler.hosts }, { hostTtlMs: options.hostTtlMs, defaultTimeoutMs: 10 * 60_000 })
     this.http = buildHttpApi({ scheduler, node, ready: () => this.ready, seed: seed !== undefined })
     const stats: Stats = {
       scheduler_tasks: { help: 'Tasks the scheduler knows', read: () => scheduler.tasks.size },
       scheduler_hosts: { help: 'Hosts that announced themselves and did not leave', read: () => [...scheduler.hosts.values()].filter((h) => !h.gone).length },
       scheduler_peers: { help: 'Peers over all tasks', read: () => { let n = 0; for (const t of scheduler.tasks.values()) n += t.peers.size; return n } }
     }
-    this.plugins = new PluginHost({ host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, scheduler, seed, database: state.database } })
+    this.plugins = new PluginHost({ host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, scheduler, seed, database: state.database, control: this.control } })
   }
 
   get url(): string {
@@ -61,7 +65,7 @@ export class Supernode {
       await this.seed.daemon.start()
       this.scheduler.announceHost(this.node.peerId.toString(), {
         id: this.node.peerId.toString(), hostname: 'supernode-seed', ip: '', idc: '', location: '',
-        multiaddrs: this.node.getMultiaddrs().map(String), uploadSlots: this.options.seed.uploadSlots, isSeed: true
+        multiaddrs: this.node.getMultiaddrs().map(String), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: []
       })
     }
     await this.plugins.setup(this.options.plugins ?? [])

@@ -6,6 +6,24 @@ import { DOWNLOAD_DEFAULTS } from '../daemon.ts'
 import { loadDockerCredentials } from '../mirror/upstream.ts'
 import { loadPlugins } from '../plugins/catalog.ts'
 
+const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$/
+
+/** `host.labels`: a mapping of label → value, announced as `key=value` (keys hold no `=`; values no line breaks). */
+export function hostLabels(raw: unknown): Record<string, string> {
+  const bad = (why: string): NaiadError => new NaiadError('PROTO_ERR_BAD_CONFIG', `host.labels: ${why}`)
+  if (raw === null || raw === undefined) return {}
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw bad('expected a mapping of label to value, e.g. {zone: a}')
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+    if (!LABEL_KEY.test(k)) throw bad(`bad label "${k}": letters, digits, . _ / -, at most 64 characters`)
+    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw bad(`label "${k}" must have a string value`)
+    const value = String(v)
+    if (value.length > 256 || /[\r\n]/.test(value)) throw bad(`label "${k}": value too long or has a line break`)
+    out[k] = value
+  }
+  return out
+}
+
 /** Turns validated option values (see options.ts) into DaemonOptions. */
 export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger: Logger): Promise<DaemonOptions> {
   if (v.supernode === undefined) throw new NaiadError('PROTO_ERR_USAGE', 'missing --supernode URL (or supernode: in the config file, or NAIAD_SUPERNODE)')
@@ -53,7 +71,7 @@ export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger
       maxRedirections: 5
     },
     keepaliveMs: positive('scheduler.keepalive'),
-    host: { idc: v['host.idc'] as string, location: v['host.location'] as string },
+    host: { idc: v['host.idc'] as string, location: v['host.location'] as string, labels: hostLabels(v['host.labels']) },
     plugins: await loadPlugins(v.plugins as string[]),
     pluginSettings: v['plugin-config'] as Record<string, Record<string, unknown>>
   }

@@ -36,6 +36,7 @@ export const DFDAEMON_COMMAND: CommandSpec = {
     { key: 'scheduler.keepalive', type: 'duration', default: '5s', help: 'interval of host announcements (and reconnection attempts)' },
     { key: 'host.idc', type: 'string', default: '', help: 'locality label: data centre' },
     { key: 'host.location', type: 'string', default: '', help: 'locality label: location path such as region|zone|rack' },
+    { key: 'host.labels', type: 'object', default: {}, help: 'labels of this host (key: value), announced to the supernode, which selects hosts by them (preheat scopes)' },
     { key: 'plugins', type: 'list', default: ['metrics'], help: 'plugins to load, by built-in name or module path' },
     { key: 'plugin-config', type: 'object', default: {}, help: 'settings per plugin name' }
   ]

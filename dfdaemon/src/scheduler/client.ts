@@ -11,6 +11,8 @@ import {
 export interface SchedulerClient {
   /** False while the scheduler is known to be unreachable; callers skip it instead of waiting. */
   readonly available: boolean
+  /** The supernode's peer ID once known (from its /api/v1/info); the one peer allowed to send control commands. */
+  readonly supernodeId?: string
   announceHost(host: Host, signal?: AbortSignal): Promise<void>
   registerTask(req: RegisterTaskRequest, signal?: AbortSignal): Promise<TaskInfo>
   reportPieces(req: Partial<ReportPiecesRequest> & { taskId: string }, signal?: AbortSignal): Promise<void>
@@ -35,6 +37,7 @@ export interface FabricSchedulerClientOptions {
 export class FabricSchedulerClient implements SchedulerClient {
   private addrs: Multiaddr[] | undefined
   private down = false
+  private peerId: string | undefined
 
   private readonly node: FabricNode
   private readonly options: FabricSchedulerClientOptions
@@ -48,6 +51,10 @@ export class FabricSchedulerClient implements SchedulerClient {
     return !this.down
   }
 
+  get supernodeId(): string | undefined {
+    return this.peerId
+  }
+
   private async resolve(signal?: AbortSignal): Promise<Multiaddr[]> {
     if (this.addrs !== undefined) return this.addrs
     const url = `${this.options.supernodeUrl}/api/v1/info`
@@ -59,6 +66,7 @@ export class FabricSchedulerClient implements SchedulerClient {
     } catch (err) {
       throw new NaiadError('PROTO_ERR_DIAL', `cannot reach supernode at ${url}: ${(err as Error).message}`, { cause: err })
     }
+    this.peerId = info.peerId
     this.addrs = info.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${info.peerId}`))
     return this.addrs
   }

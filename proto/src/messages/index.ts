@@ -21,7 +21,8 @@ export const Host = message('Host', {
   location: f.string(5),
   multiaddrs: f.repeated(f.string(6)),
   uploadSlots: f.uint32(7),
-  isSeed: f.bool(8)
+  isSeed: f.bool(8),
+  labels: f.repeated(f.string(9)) // `key=value`, from the daemon's host.labels
 })
 
 export const PieceDigest = message('PieceDigest', {
@@ -136,6 +137,24 @@ export const PieceResponse = message('PieceResponse', {
   token: f.bytes(7)
 })
 
+/**
+ * Supernode to daemon: run a named command. Arguments and result are JSON so that plugins
+ * can add commands without new schemas; the daemon accepts calls only from its supernode.
+ */
+export const ControlRequest = message('ControlRequest', {
+  command: f.string(1),
+  argsJson: f.string(2),
+  /** How long the caller waits; the daemon stops waiting on the command after it. 0 = the daemon's default. */
+  timeoutMs: f.uint32(3)
+})
+
+export const ControlResponse = message('ControlResponse', {
+  ok: f.bool(1),
+  code: f.string(2), // error code when not ok
+  message: f.string(3),
+  resultJson: f.string(4)
+})
+
 export type RpcError = MessageOf<typeof RpcError>
 export type Header = MessageOf<typeof Header>
 export type Host = MessageOf<typeof Host>
@@ -152,3 +171,5 @@ export type SchedulerRequest = MessageOf<typeof SchedulerRequest>
 export type SchedulerResponse = MessageOf<typeof SchedulerResponse>
 export type PieceRequest = MessageOf<typeof PieceRequest>
 export type PieceResponse = MessageOf<typeof PieceResponse>
+export type ControlRequest = MessageOf<typeof ControlRequest>
+export type ControlResponse = MessageOf<typeof ControlResponse>

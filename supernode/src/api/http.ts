@@ -3,6 +3,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { NaiadError, toNaiadError, type FabricNode } from '@naiad/proto'
 
+import { labelsOf } from '../control/control-client.ts'
 import type { Scheduler, TaskState } from '../scheduler/scheduler.ts'
 
 function taskSummary(t: TaskState): Record<string, unknown> {
@@ -48,6 +49,7 @@ export function buildHttpApi(components: { scheduler: Scheduler; node: FabricNod
     hostname: h.info.hostname,
     idc: h.info.idc,
     location: h.info.location,
+    labels: labelsOf(h.info),
     multiaddrs: h.info.multiaddrs,
     isSeed: h.info.isSeed,
     uploadSlots: h.info.uploadSlots,
