@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
-  downloadVia, getJson, metric, startDaemon, startSupernode, TestOrigin, waitFor, writeBlob,
+  downloadVia, getJson, startDaemon, startSupernode, TestOrigin, waitFor, writeBlob,
   type DaemonHandle, type DoneEvent, type SupernodeHandle
 } from '@naiad/testkit'
 
@@ -48,6 +48,8 @@ describe('health plugin', () => {
   let origin: TestOrigin | undefined
 
   const hosts = (): Promise<HostsView> => getJson<HostsView>(`${sn!.url}/api/v1/health/hosts`)
+  const servedFailures = async (id: string): Promise<number> =>
+    (await getJson<Array<{ id: string; failedPieces: number }>>(`${sn!.url}/api/v1/peers`)).find((h) => h.id === id)?.failedPieces ?? -1
   const events = (): Promise<HealthEvent[]> => getJson<HealthEvent[]>(`${sn!.url}/api/v1/health/events`)
   const daemonConfig = (): Promise<string> => writeConfig(join(dir, 'dfdaemon.yaml'), {
     plugins: ['metrics', 'health'],
@@ -142,14 +144,66 @@ describe('health plugin', () => {
     expect(own.facts.uploadErrorRate).toBe(1)
 
     // Isolated means never a parent: a newcomer, after the sick host announced itself again
-    // (which clears the scheduler's own failure count), downloads without a failed piece.
+    // (which clears the scheduler's own failure count), never asks it for a piece.
     await new Promise((r) => setTimeout(r, 6000))
+    const failedBefore = await servedFailures(sick.peerId)
+    // The honest daemons' failed fetches from it are on the scheduler's record.
+    expect(failedBefore).toBeGreaterThan(0)
     const late = await startDaemon(join(dir, 'late'), sn.url, { args: ['--config', dconf] })
     daemons.push(late)
     const r = await downloadVia(late.apiUrl, { url })
     expect(r.event, JSON.stringify(r)).toBe('done')
-    expect(await metric(late.apiUrl, 'naiad_piece_failures_total')).toBe(0)
+    expect(await servedFailures(sick.peerId)).toBe(failedBefore)
     mark('late daemon downloaded')
+  })
+
+  it('heals a daemon that serves corrupt pieces: it re-verifies its cache and drops what is bad', async () => {
+    const config = await writeConfig(join(dir, 'supernode.yaml'), {
+      plugins: ['metrics', 'health'],
+      'plugin-config': {
+        health: {
+          // The liar cannot see its own corruption; the peers that caught it told the scheduler.
+          rules: [{ name: 'serves-corrupt-pieces', when: 'servedBadPieces >= 1', action: 'heal' }],
+          evaluateInterval: '500ms',
+          escalateAfter: '10m',
+          breaker: { maxUnhealthyPercent: 60, minHosts: 3 }
+        }
+      }
+    })
+    sn = await startSupernode(join(dir, 'sn'), { args: ['--config', config] })
+    const expected = await writeBlob(join(dir, 'blob'), 16 * MiB, 'heal')
+    origin = await new TestOrigin().start()
+    origin.files.set('/blob', { path: join(dir, 'blob') })
+    const url = `${origin.url}/blob`
+    const dconf = await daemonConfig()
+
+    const liar = await startDaemon(join(dir, 'liar'), sn.url, { bin: MISBEHAVING_DAEMON, env: { MISBEHAVE: 'corrupt' }, args: ['--config', dconf] })
+    daemons.push(liar)
+    const warm = await downloadVia(liar.apiUrl, { url })
+    expect(warm.event).toBe('done')
+    const taskId = (warm as DoneEvent).taskId
+    const honest = await Promise.all([1, 2].map((i) => startDaemon(join(dir, `h${i}`), sn!.url, { args: ['--config', dconf] })))
+    daemons.push(...honest)
+    for (const r of await Promise.all(honest.map((d) => downloadVia(d.apiUrl, { url })))) {
+      expect(r.event, JSON.stringify(r)).toBe('done')
+      expect((r as DoneEvent).sha256).toBe(expected)
+    }
+
+    await waitFor(async () => (await events()).some((e) => e.host === liar.peerId && e.decision === 'heal-done'), 60_000, 'the heal to finish')
+    const mine = (await events()).filter((e) => e.host === liar.peerId)
+    expect(mine.map((e) => `${e.decision}:${e.action}`)).toEqual(['applied:heal', 'heal-done:heal'])
+    expect(mine[0].reason).toContain('servedBadPieces >= 1')
+    const result = (mine[1].facts as { result: { tasks: number; pieces: number; badPieces: number; dropped: string[] } }).result
+    // Every piece reads back corrupt, so every one fails its digest and the task goes.
+    expect(result).toMatchObject({ tasks: 1, pieces: 4, badPieces: 4, dropped: [taskId] })
+    const own = await getJson<{ lastHeal: { dropped: string[] } }>(`${liar.apiUrl}/api/v1/health`)
+    expect(own.lastHeal.dropped).toEqual([taskId])
+    // The scheduler no longer offers the liar for the task, and the liar's cache no longer has it.
+    const task = await getJson<{ peers: Array<{ hostId: string }> }>(`${sn.url}/api/v1/tasks/${taskId}`)
+    expect(task.peers.map((p) => p.hostId)).not.toContain(liar.peerId)
+    const again = await downloadVia(liar.apiUrl, { url })
+    expect(again.event).toBe('done')
+    expect((again as DoneEvent).cached).toBe(false)
   })
 
   it('opens the breaker when half the daemons turn unhealthy at once, and holds remedies back', async () => {
