@@ -38,7 +38,7 @@ describe('health engine', () => {
     const healed: string[] = []
     const { engine, tick, decisions, events } = setup({
       rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'heal' }],
-      escalateAfter: '10s', recoverAfter: '30s', staleAfter: '1h', remedies: { max: 10, window: '1m' }, breaker: { minHosts: 10 }
+      escalateAfter: '10s', recoverAfter: '30s', staleAfter: '1h', forgetAfter: '2h', remedies: { max: 10, window: '1m' }, breaker: { minHosts: 10 }
     }, async (id) => { healed.push(id); return { dropped: [] } })
     engine.report('a', failing)
     tick(1000)
@@ -82,6 +82,22 @@ describe('health engine', () => {
     engine.report('a', failing)
     tick(1000)
     expect(decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate', ':breaker-close:', 'a:applied:isolate'])
+  })
+
+  it('forgets hosts silent past forgetAfter, so dead nodes do not hold the breaker open', () => {
+    const { engine, tick, decisions } = setup({
+      rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'isolate' }],
+      staleAfter: '5s', forgetAfter: '30s', breaker: { maxUnhealthyPercent: 40, minHosts: 3 }
+    })
+    for (const id of ['a', 'b', 'c', 'd', 'e']) engine.report(id, healthy)
+    // d and e die: 2 of 5 silent is 40 %, not over the limit; a then fails too (3 of 5).
+    for (let i = 0; i < 40; i++) {
+      for (const id of ['b', 'c']) engine.report(id, healthy)
+      engine.report('a', i < 10 ? healthy : failing)
+      tick(1000)
+    }
+    expect(decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate', ':breaker-close:', 'a:applied:isolate'])
+    expect([...engine.hosts.keys()].sort()).toEqual(['a', 'b', 'c'])
   })
 
   it('passes over heal without a control service, so escalation goes on', () => {

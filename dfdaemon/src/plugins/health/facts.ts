@@ -30,6 +30,11 @@ export class SlidingWindow {
     if (this.samples.length > this.maxSamples) this.samples.splice(0, this.samples.length - this.maxSamples)
   }
 
+  /** Forgets every sample: after a heal, what came before describes a cache that is gone. */
+  clear(): void {
+    this.samples.length = 0
+  }
+
   /** Count, failure rate and mean cost of the successes, over the window ending now. */
   summary(now = Date.now()): { samples: number; failureRate: number; meanCostMs: number } {
     let drop = 0

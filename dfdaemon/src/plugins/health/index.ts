@@ -78,7 +78,7 @@ export const daemonHealthPlugin: NaiadPlugin = {
     if (ext.dataDir === undefined || ext.store === undefined || ext.scheduler === undefined || ext.announce === undefined) {
       throw new NaiadError('PROTO_ERR_PLUGIN', 'the health plugin needs the daemon\'s data dir, piece store and scheduler client')
     }
-    const supernodeUrl = typeof ctx.settings.supernode === 'string' ? ctx.settings.supernode : ext.supernodeUrl
+    const supernodeUrl = ext.supernodeUrl
     const pieces = new SlidingWindow(settings.windowMs)
     const uploads = new SlidingWindow(settings.windowMs)
     ctx.subscribe<{ costMs: number }>(EVENTS.pieceStored, (m) => pieces.add(true, m.costMs))
@@ -122,13 +122,15 @@ export const daemonHealthPlugin: NaiadPlugin = {
 
     ctx.every(settings.intervalMs, report)
     // The first report goes out soon after start rather than one interval later.
-    const first = setTimeout(() => { report().catch((err: unknown) => ctx.logger.debug({ err: (err as Error).message }, 'first health report failed')) }, 200)
+    const first = setTimeout(() => { report().catch((err: unknown) => ctx.logger.debug({ err: (err as Error).message }, 'first health report failed')) }, Math.min(1000, settings.intervalMs))
     first.unref()
     ctx.onClose(() => clearTimeout(first))
 
     const heal = async (_args: unknown, signal: AbortSignal): Promise<HealResult> => {
       ctx.logger.warn('heal requested by the supernode: re-verifying the cache')
       lastHeal = await healCache({ store: ext.store!, scheduler: ext.scheduler!, announce: ext.announce!, logger: ctx.logger }, signal)
+      pieces.clear()
+      uploads.clear()
       ctx.logger.info({ ...lastHeal, dropped: lastHeal.dropped.length }, 'heal finished')
       return lastHeal
     }

@@ -99,6 +99,11 @@ export class HealthEngine {
     let unhealthy = 0
     for (const h of this.hosts.values()) {
       if (this.c.isGone(h.id)) continue
+      if (now - h.reportedAt > settings.forgetAfterMs) {
+        // Long silent: a dead or removed node, no longer part of "at once". Its events stay.
+        this.hosts.delete(h.id)
+        continue
+      }
       live.push(h)
       if (this.isStale(h, now)) {
         // Facts too old to judge: keep what was decided, count the silence against the cluster.

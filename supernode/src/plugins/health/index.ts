@@ -66,8 +66,12 @@ export const healthPlugin: NaiadPlugin = {
     await serve(ctx.fabric, HEALTH_PROTOCOL, HealthReport, HealthReply, async (req, { remotePeer }) => {
       const receivedAtMs = Date.now()
       if (req.facts === undefined) throw new NaiadError('SN_ERR_BAD_REQUEST', 'a health report without facts')
-      // The host is whoever the Noise handshake proved the caller to be: no one reports for another.
-      const host = engine.report(remotePeer.toString(), req.facts)
+      // The host is whoever the Noise handshake proved the caller to be: no one reports for
+      // another. Only hosts the scheduler knows count, so strangers cannot sway the breaker.
+      const id = remotePeer.toString()
+      const known = scheduler.hosts.get(id)
+      if (known === undefined || known.gone || known.info.isSeed) throw new NaiadError('SN_ERR_HOST_NOT_FOUND', `health report from ${id}, which has not announced itself to the scheduler`)
+      const host = engine.report(id, req.facts)
       return { receivedAtMs, repliedAtMs: Date.now(), state: host.level }
     }, { maxRequestBytes: 64 * 1024 })
     ctx.onClose(() => ctx.fabric.unhandle(HEALTH_PROTOCOL))

@@ -25,6 +25,8 @@ export interface HealthSettings {
   recoverAfterMs: number
   /** A host that has not reported for this long is unknown: no remedy, counted unhealthy by the breaker. */
   staleAfterMs: number
+  /** A host silent this long is forgotten: a dead node must not hold the breaker open for ever. */
+  forgetAfterMs: number
   /** Subtracted from a degraded host's parent score (scores are about 0..1). */
   penalty: number
   /** At most `max` remedies in any `windowMs`, cluster-wide. */
@@ -118,6 +120,7 @@ export function readHealthSettings(raw: Record<string, unknown>): HealthSettings
     escalateAfterMs: duration(raw, 'escalateAfter', 120_000),
     recoverAfterMs: duration(raw, 'recoverAfter', 300_000),
     staleAfterMs: duration(raw, 'staleAfter', 60_000),
+    forgetAfterMs: duration(raw, 'forgetAfter', 600_000),
     penalty: number(raw, 'penalty', 0.5, 0, 10),
     remedies: {
       max: number(remedies, 'max', 5, 0, 1e6, 'remedies.max'),
@@ -130,6 +133,7 @@ export function readHealthSettings(raw: Record<string, unknown>): HealthSettings
     healTimeoutMs: duration(raw, 'healTimeout', 300_000)
   }
   if (settings.evaluateIntervalMs <= 0) throw bad('evaluateInterval', 'a duration above zero')
+  if (settings.forgetAfterMs <= settings.staleAfterMs) throw bad('forgetAfter', 'a duration longer than staleAfter')
   if (settings.remedies.windowMs <= 0) throw bad('remedies.window', 'a duration above zero')
   return settings
 }
