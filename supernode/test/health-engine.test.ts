@@ -65,7 +65,7 @@ describe('health engine', () => {
   it('counts silent hosts against the breaker and never remedies them', () => {
     const { engine, tick, decisions } = setup({
       rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'isolate', for: '10s' }],
-      staleAfter: '5s', breaker: { maxUnhealthyPercent: 40, minHosts: 3 }
+      staleAfter: '5s', breaker: { maxUnhealthyPercent: 40, minHosts: 3, closeAfter: '2s' }
     })
     for (const id of ['a', 'b', 'c', 'd']) engine.report(id, healthy)
     tick(1000)
@@ -77,17 +77,20 @@ describe('health engine', () => {
     }
     expect(decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate'])
     expect(engine.levelOf('c')).toBe('healthy')
-    // They come back: the breaker closes and only a is isolated.
-    for (const id of ['b', 'c', 'd']) engine.report(id, healthy)
-    engine.report('a', failing)
-    tick(1000)
+    // They come back: the breaker closes once the count stayed under the limit for 2 s, and only a is isolated.
+    for (let i = 0; i < 3; i++) {
+      for (const id of ['b', 'c', 'd']) engine.report(id, healthy)
+      engine.report('a', failing)
+      tick(1000)
+      if (i < 2) expect(engine.breakerState.open).toBe(true)
+    }
     expect(decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate', ':breaker-close:', 'a:applied:isolate'])
   })
 
   it('forgets hosts silent past forgetAfter, so dead nodes do not hold the breaker open', () => {
     const { engine, tick, decisions } = setup({
       rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'isolate' }],
-      staleAfter: '5s', forgetAfter: '30s', breaker: { maxUnhealthyPercent: 40, minHosts: 3 }
+      staleAfter: '5s', forgetAfter: '30s', breaker: { maxUnhealthyPercent: 40, minHosts: 3, closeAfter: '0s' }
     })
     for (const id of ['a', 'b', 'c', 'd', 'e']) engine.report(id, healthy)
     // d and e die: 2 of 5 silent is 40 %, not over the limit; a then fails too (3 of 5).

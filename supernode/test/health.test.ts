@@ -218,7 +218,7 @@ describe('health plugin', () => {
           rules: [{ name: 'no-fusermount', when: 'not fusermount', action: 'isolate', for: '8s' }],
           evaluateInterval: '500ms',
           remedies: { max: 10, window: '1m' },
-          breaker: { maxUnhealthyPercent: 40, minHosts: 3 }
+          breaker: { maxUnhealthyPercent: 40, minHosts: 3, closeAfter: '2s' }
         }
       }
     })
@@ -263,8 +263,8 @@ describe('health plugin', () => {
     expect(view.hosts.every((h) => h.state === 'healthy')).toBe(true)
     expect(view.hosts.filter((h) => h.firing.length > 0).map((h) => h.id).sort()).toEqual([...sick].sort())
 
-    // One daemon gets fusermount back: 1 of 4 is below the limit, the breaker closes and the
-    // remaining unhealthy daemon gets its remedy.
+    // One daemon gets fusermount back: 1 of 4 is below the limit, the breaker closes (after
+    // 2 s under it) and the remaining unhealthy daemon gets its remedy.
     await symlink(fusermount, join(bins[1], 'fusermount'))
     await waitFor(async () => (await events()).some((e) => e.decision === 'applied'), 90_000, 'a remedy after the breaker closed')
     mark('remedy after the breaker closed')

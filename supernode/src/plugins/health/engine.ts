@@ -51,6 +51,8 @@ export class HealthEngine {
   readonly hosts = new Map<string, HostHealth>()
   private readonly applied: number[] = []
   private breaker = { open: false, since: 0, unhealthy: 0, population: 0 }
+  /** Since when an open breaker's count has been under the limit. */
+  private calmSince = 0
   private readonly c: EngineComponents
   private readonly now: () => number
 
@@ -149,16 +151,24 @@ export class HealthEngine {
   }
 
   private updateBreaker(unhealthy: number, population: number, now: number): void {
-    const { maxUnhealthyPercent, minHosts } = this.c.settings.breaker
+    const { maxUnhealthyPercent, minHosts, closeAfterMs } = this.c.settings.breaker
     const percent = population === 0 ? 0 : (100 * unhealthy) / population
     const trip = population >= minHosts && percent > maxUnhealthyPercent
     this.breaker.unhealthy = unhealthy
     this.breaker.population = population
-    if (trip === this.breaker.open) return
+    if (trip) {
+      this.calmSince = 0
+      if (this.breaker.open) return
+    } else {
+      if (!this.breaker.open) return
+      if (this.calmSince === 0) this.calmSince = now
+      if (now - this.calmSince < closeAfterMs) return
+      this.calmSince = 0
+    }
     this.breaker.open = trip
     this.breaker.since = now
     const reason = `${unhealthy} of ${population} hosts unhealthy or silent (${percent.toFixed(0)} % ${trip ? '>' : '<='} ${maxUnhealthyPercent} %)` +
-      (trip ? ': automatic remedies stop until it closes' : ': automatic remedies resume')
+      (trip ? ': automatic remedies stop until it closes' : `, for ${seconds(closeAfterMs)}: automatic remedies resume`)
     this.record({ host: '', rule: '', action: '', decision: trip ? 'breaker-open' : 'breaker-close', reason, facts: null }, now)
   }
 

@@ -31,8 +31,12 @@ export interface HealthSettings {
   penalty: number
   /** At most `max` remedies in any `windowMs`, cluster-wide. */
   remedies: { max: number; windowMs: number }
-  /** No automatic remedy while more than `maxUnhealthyPercent` of at least `minHosts` hosts are unhealthy. */
-  breaker: { maxUnhealthyPercent: number; minHosts: number }
+  /**
+   * No automatic remedy while more than `maxUnhealthyPercent` of at least `minHosts` hosts are
+   * unhealthy; once open, the breaker closes only after staying under the limit `closeAfterMs`,
+   * so a count hovering at the limit does not flap it.
+   */
+  breaker: { maxUnhealthyPercent: number; minHosts: number; closeAfterMs: number }
   healTimeoutMs: number
 }
 
@@ -128,7 +132,8 @@ export function readHealthSettings(raw: Record<string, unknown>): HealthSettings
     },
     breaker: {
       maxUnhealthyPercent: number(breaker, 'maxUnhealthyPercent', 30, 0, 100, 'breaker.maxUnhealthyPercent'),
-      minHosts: number(breaker, 'minHosts', 3, 1, 1e6, 'breaker.minHosts')
+      minHosts: number(breaker, 'minHosts', 3, 1, 1e6, 'breaker.minHosts'),
+      closeAfterMs: duration(breaker, 'closeAfter', 30_000, 'breaker.closeAfter')
     },
     healTimeoutMs: duration(raw, 'healTimeout', 300_000)
   }
