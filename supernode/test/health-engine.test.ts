@@ -16,9 +16,9 @@ const healthy: HealthFacts = {
 }
 const failing: HealthFacts = { ...healthy, pieceFailureRate: 0.8 }
 
-function setup(raw: Record<string, unknown>, heal?: (id: string) => Promise<unknown>) {
-  let now = 1_000_000
-  const events = new HealthEventStore(new Database(':memory:'))
+function setup(raw: Record<string, unknown>, heal?: (id: string) => Promise<unknown>, db = new Database(':memory:'), start = 1_000_000) {
+  let now = start
+  const events = new HealthEventStore(db)
   const engine = new HealthEngine({
     settings: readHealthSettings(raw),
     events,
@@ -30,7 +30,7 @@ function setup(raw: Record<string, unknown>, heal?: (id: string) => Promise<unkn
   })
   const tick = (ms: number): void => { now += ms; engine.evaluate() }
   const decisions = (): string[] => events.list().map((e) => `${e.host}:${e.decision}:${e.action}`)
-  return { engine, tick, decisions, events }
+  return { engine, tick, decisions, events, now: () => now }
 }
 
 describe('health engine', () => {
@@ -101,6 +101,26 @@ describe('health engine', () => {
     }
     expect(decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate', ':breaker-close:', 'a:applied:isolate'])
     expect([...engine.hosts.keys()].sort()).toEqual(['a', 'b', 'c'])
+  })
+
+  it('keeps remedies in force and the budget they used across a restart', () => {
+    const db = new Database(':memory:')
+    const raw = {
+      rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'isolate' }],
+      remedies: { max: 2, window: '1m' }, breaker: { minHosts: 10 }, recoverAfter: '1h'
+    }
+    const first = setup(raw, undefined, db)
+    first.engine.report('a', failing)
+    first.tick(1000)
+    expect(first.engine.levelOf('a')).toBe('isolated')
+    // A new supernode process on the same database, 10 s later.
+    const second = setup(raw, undefined, db, first.now() + 10_000)
+    expect(second.engine.levelOf('a')).toBe('isolated')
+    for (const id of ['b', 'c']) second.engine.report(id, failing)
+    second.tick(1000)
+    // One slot of two was used before the restart: b gets it, c waits.
+    expect(['b', 'c'].map((id) => second.engine.levelOf(id))).toEqual(['isolated', 'healthy'])
+    expect(second.decisions().slice(-1)[0]).toBe('c:suppressed:isolate')
   })
 
   it('passes over heal without a control service, so escalation goes on', () => {

@@ -59,6 +59,17 @@ export class HealthEngine {
   constructor(components: EngineComponents) {
     this.c = components
     this.now = components.now ?? Date.now
+    // What was decided before a restart stands: remedies in force and the budget they used.
+    // Restored hosts count as just heard from, and are judged again on their next reports.
+    const now = this.now()
+    this.applied.push(...components.events.appliedSince(now - components.settings.remedies.windowMs))
+    for (const row of components.events.hosts()) {
+      if (!['healthy', 'degraded', 'isolated'].includes(row.level) || !['none', ...LADDER].includes(row.step)) continue
+      this.hosts.set(row.id, {
+        id: row.id, facts: {}, reportedAt: now, level: row.level as HostLevel, step: row.step as Step, stepAt: row.stepAt,
+        firing: new Map(), clearSince: 0, suppressed: ''
+      })
+    }
   }
 
   get breakerState(): { open: boolean; since: number; unhealthy: number; population: number } {
@@ -104,6 +115,7 @@ export class HealthEngine {
       if (now - h.reportedAt > settings.forgetAfterMs) {
         // Long silent: a dead or removed node, no longer part of "at once". Its events stay.
         this.hosts.delete(h.id)
+        this.c.events.saveHost({ id: h.id, level: 'healthy', step: 'none', stepAt: 0 })
         continue
       }
       live.push(h)
@@ -191,6 +203,7 @@ export class HealthEngine {
       // Without a way to reach the daemon the heal step is passed over, so escalation goes on.
       h.step = 'heal'
       h.stepAt = now
+      this.c.events.saveHost(h)
       this.record({ host: h.id, rule: rule.name, action, decision: 'suppressed', reason: `${why}; suppressed: no control service to send heal with`, facts }, now)
       return
     }
@@ -200,6 +213,7 @@ export class HealthEngine {
     h.suppressed = ''
     if (action === 'degrade') h.level = h.level === 'isolated' ? 'isolated' : 'degraded'
     if (action === 'isolate') h.level = 'isolated'
+    this.c.events.saveHost(h)
     this.record({ host: h.id, rule: rule.name, action, decision: 'applied', reason: why, facts }, now)
     this.c.logger.warn({ host: h.id, rule: rule.name, action }, 'health remedy applied')
     if (action === 'heal') this.sendHeal(h.id, rule.name)
@@ -225,6 +239,7 @@ export class HealthEngine {
     h.step = 'none'
     h.stepAt = 0
     h.clearSince = 0
+    this.c.events.saveHost(h)
     this.record({ host: h.id, rule: '', action: 'recover', decision: 'recovered', reason: `no rule held for ${seconds(this.c.settings.recoverAfterMs)} (was ${was})`, facts: this.factsOf(h) }, now)
     this.c.logger.info({ host: h.id }, 'host recovered')
   }
