@@ -23,7 +23,9 @@ export const EVENTS = {
   /** { taskId, url }: a download that did not hit the cache begins. (pieceStored also carries `seed: boolean` for pieces from a parent; taskFailed also carries `durationMs`.) */
   taskStarted: 'naiad:task:started',
   /** { taskId, scheduled: boolean, backToSource: boolean }: the scheduler answered the registration (scheduled) or could not be reached */
-  taskRegistered: 'naiad:task:registered'
+  taskRegistered: 'naiad:task:registered',
+  /** { taskId, num, peerId, code }: a piece this daemon was asked for could not be served */
+  pieceUploadFailed: 'naiad:piece:upload-failed'
 } as const
 
 export type EventName = (typeof EVENTS)[keyof typeof EVENTS]

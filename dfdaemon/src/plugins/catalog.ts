@@ -9,7 +9,8 @@ import { NaiadError, type NaiadPlugin } from '@naiad/proto'
 const BUILTIN: Record<string, () => Promise<NaiadPlugin>> = {
   metrics: async () => (await import('./metrics.ts')).metricsPlugin,
   doctor: async () => (await import('./doctor.ts')).doctorPlugin,
-  slo: async () => (await import('./slo/index.ts')).sloDaemonPlugin
+  slo: async () => (await import('./slo/index.ts')).sloDaemonPlugin,
+  health: async () => (await import('./health/index.ts')).daemonHealthPlugin
 }
 
 export const BUILTIN_PLUGIN_NAMES = Object.keys(BUILTIN)

@@ -44,6 +44,7 @@ const TOKEN_BYTES = 16
 const TICKET_TTL_MS = 10_000
 
 const uploaded = channel(EVENTS.pieceUploaded)
+const uploadFailed = channel(EVENTS.pieceUploadFailed)
 
 export class UploadServer {
   private active = 0
@@ -119,6 +120,7 @@ export class UploadServer {
         socket.end()
         uploaded.publish({ taskId: t.taskId, num: t.piece.num, length: t.piece.length, peerId: t.peer })
       })().catch((err: unknown) => {
+        uploadFailed.publish({ taskId: t.taskId, num: t.piece.num, peerId: t.peer, code: toNaiadError(err, 'DFD_ERR_STORE').code })
         logger.debug({ err: (err as Error).message }, 'data-channel upload failed')
         socket.destroy()
       }).finally(() => t.release())
@@ -181,7 +183,9 @@ export class UploadServer {
       await stream.close({ signal })
       uploaded.publish({ taskId: req.taskId, num: piece.num, length: piece.length, peerId: peer })
     } catch (err) {
-      throw toNaiadError(err, 'DFD_ERR_STORE', 'upload')
+      const e = toNaiadError(err, 'DFD_ERR_STORE', 'upload')
+      uploadFailed.publish({ taskId: req.taskId, num: req.num, peerId: peer, code: e.code })
+      throw e
     } finally {
       if (!handedOver) {
         unpin()
