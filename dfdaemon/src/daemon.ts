@@ -125,8 +125,8 @@ export class Daemon {
         proxyListen: options.proxyListen ?? '',
         addresses: () => ({ proxy: this.proxyAddress, api: this.apiAddress, p2p: node.getMultiaddrs().map(String) })
       }
-      // What plugins may use of the node: the health plugin measures the data dir and heals the cache.
-      const local = { dataDir: options.dataDir, supernodeUrl: options.supernodeUrl, store, scheduler, announce: () => this.announce() }
+      // What plugins may use of the node: the health plugin re-verifies the cache and re-announces.
+      const local = { store, scheduler, announce: () => this.announce() }
       this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, daemon, control: this.control, ...local } })
     }
   }

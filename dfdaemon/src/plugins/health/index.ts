@@ -19,6 +19,7 @@ import {
   type HealthFacts, type NaiadPlugin
 } from '@naiad/proto'
 
+import type { DaemonInfo } from '../../daemon.ts'
 import type { SchedulerClient } from '../../scheduler/client.ts'
 import type { PieceStore } from '../../storage/piece-store.ts'
 import { clockOffset, measure, SlidingWindow } from './facts.ts'
@@ -68,17 +69,17 @@ export const daemonHealthPlugin: NaiadPlugin = {
     if (ctx.host !== 'dfdaemon') throw new NaiadError('PROTO_ERR_PLUGIN', 'this is the daemon half of the health plugin')
     const settings = readDaemonSettings(ctx.settings)
     const ext = ctx.extensions as {
-      dataDir?: string
-      supernodeUrl?: string
+      daemon?: DaemonInfo
       store?: PieceStore
       scheduler?: SchedulerClient
       announce?: () => Promise<void>
       control?: ControlHandlers
     }
-    if (ext.dataDir === undefined || ext.store === undefined || ext.scheduler === undefined || ext.announce === undefined) {
+    const dataDir = ext.daemon?.dataDir
+    if (dataDir === undefined || ext.store === undefined || ext.scheduler === undefined || ext.announce === undefined) {
       throw new NaiadError('PROTO_ERR_PLUGIN', 'the health plugin needs the daemon\'s data dir, piece store and scheduler client')
     }
-    const supernodeUrl = ext.supernodeUrl
+    const supernodeUrl = ext.daemon?.supernodeUrl || undefined
     const pieces = new SlidingWindow(settings.windowMs)
     const uploads = new SlidingWindow(settings.windowMs)
     ctx.subscribe<{ costMs: number }>(EVENTS.pieceStored, (m) => pieces.add(true, m.costMs))
@@ -102,7 +103,7 @@ export const daemonHealthPlugin: NaiadPlugin = {
     }
 
     const report = async (): Promise<void> => {
-      const facts = await measure({ dataDir: ext.dataDir!, fuseDevice: settings.fuseDevice, windowMs: settings.windowMs, pieces, uploads, clock })
+      const facts = await measure({ dataDir, fuseDevice: settings.fuseDevice, windowMs: settings.windowMs, pieces, uploads, clock })
       const signal = AbortSignal.timeout(settings.timeoutMs)
       try {
         const target = await resolve(signal)
