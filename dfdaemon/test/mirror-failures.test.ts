@@ -19,7 +19,7 @@ describe('registry mirror under upstream failures', () => {
   beforeAll(async () => {
     cluster = await startMirrorCluster('mirror-fail', { daemons: 2 })
     ;({ proxy, supernode: sn, daemons } = cluster)
-    image = await pushImage(cluster.registry.url, 'naiad/faulty', 'v1', [3 * MiB, 3 * MiB, 3 * MiB, 1 * MiB, 1 * MiB, 1 * MiB])
+    image = await pushImage(cluster.registry.url, 'naiad/faulty', 'v1', [3 * MiB, 3 * MiB, 3 * MiB, 1 * MiB, 1 * MiB, 1 * MiB, 1 * MiB])
   })
 
   afterAll(async () => {
@@ -92,7 +92,7 @@ describe('registry mirror under upstream failures', () => {
     await expectGood(digest)
   })
 
-  it('goes straight to the registry when the supernode is gone, within 100 ms of extra latency', async () => {
+  it('goes straight to the registry when the supernode is gone, within 100 ms of extra latency, except for blobs it has cached', async () => {
     await sn.process.kill('SIGKILL')
     // One request to notice the supernode is gone, as a daemon would at its next pull.
     await expectGood(image.layers[4].digest)
@@ -111,8 +111,14 @@ describe('registry mirror under upstream failures', () => {
     }
     for (const t of timings) expect(t.mirror - t.direct, JSON.stringify(timings)).toBeLessThan(100)
 
+    // A blob already in a daemon's cache is served from it, not relayed again.
+    const cached = image.layers[0].digest
+    const servedBefore = proxy.bytesServed(cached)
+    await expectGood(cached)
+    expect(proxy.bytesServed(cached)).toBe(servedBefore)
+
     // Relayed bytes are still verified: a corrupted body is cut off before its end.
-    const corrupt = image.layers[4].digest
+    const corrupt = image.layers[6].digest
     proxy.faults.set(corrupt, { corrupt: true })
     try {
       const res = await fetch(blobUrl(daemons[0], corrupt))

@@ -11,7 +11,7 @@ import { Agent, interceptors, type Dispatcher } from 'undici'
 import type { Logger } from 'pino'
 import { NaiadError, toNaiadError } from '@naiad/proto'
 
-import type { TaskManager } from '../download/task-manager.ts'
+import { TaskManager } from '../download/task-manager.ts'
 import { contentStream, type PieceStore } from '../storage/piece-store.ts'
 import { discard, trustedCAs } from '../source/origin.ts'
 import { requestHeaders, responseHeaders } from './headers.ts'
@@ -144,7 +144,10 @@ export class RegistryMirror {
     const headers: Record<string, string> = {}
     const auth = this.authorization(req, base)
     if (auth !== undefined) headers.authorization = auth
-    if (!this.components.swarmAvailable() && req.headers.range === undefined) {
+    // Without a scheduler there is no swarm to join, but a blob already in the cache is
+    // still served from it (after the same permission check): relaying it again would cost
+    // the registry the bytes the cache exists to save.
+    if (!this.components.swarmAvailable() && req.headers.range === undefined && !this.cached(target, digest)) {
       await this.relayVerified(res, target, headers, digest)
       return
     }
@@ -180,6 +183,11 @@ export class RegistryMirror {
       res.writeHead(200, { ...common, 'content-length': size })
     }
     await pipeline(contentStream(store, result.taskId, start, end), res)
+  }
+
+  private cached(url: string, digest: string): boolean {
+    const task = this.components.store.getTask(TaskManager.validate({ url, headers: {}, digest }))
+    return task?.complete === true
   }
 
   /**
