@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   DFD_ERR_TASK_FAILED: { status: 502, summary: 'the download failed; the cause names the reason' },
   DFD_ERR_TIMEOUT: { status: 504, summary: 'the download did not finish within its timeout' },
   DFD_ERR_STORE: { status: 500, summary: 'the piece store could not read or write its files' },
+  DFD_ERR_TOO_MANY_REQUESTS: { status: 429, summary: 'a tenant is over its request-rate or concurrency limit (QoS plugin)' },
 
   // supernode
   SN_ERR_TASK_NOT_FOUND: { status: 404, summary: 'no task with this ID is known to the scheduler' },

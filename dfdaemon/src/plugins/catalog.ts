@@ -7,7 +7,8 @@ import { pathToFileURL } from 'node:url'
 import { NaiadError, type NaiadPlugin } from '@naiad/proto'
 
 const BUILTIN: Record<string, () => Promise<NaiadPlugin>> = {
-  metrics: async () => (await import('./metrics.ts')).metricsPlugin
+  metrics: async () => (await import('./metrics.ts')).metricsPlugin,
+  qos: async () => (await import('./qos/index.ts')).qosPlugin
 }
 
 export const BUILTIN_PLUGIN_NAMES = Object.keys(BUILTIN)
