@@ -498,7 +498,7 @@ export class PeerTask {
     let lastErr: unknown
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        await this.readOrigin(signal)
+        await this.withOriginSlot(signal, () => this.readOrigin(signal))
         return
       } catch (err) {
         lastErr = err
@@ -511,20 +511,20 @@ export class PeerTask {
     throw lastErr
   }
 
-  private async readOrigin(signal: AbortSignal): Promise<void> {
-    const { origin, store } = this.components
-    const qos = this.components.qos?.active === true ? this.components.qos : undefined
-    // One slot for the whole stream: pausing an origin body for long would break its connection.
-    const releaseSlot = qos === undefined ? undefined : await qos.slot(this.traffic(), signal)
+  /** One QoS slot for a whole origin stream: pausing an origin body for long would break its connection. */
+  private async withOriginSlot(signal: AbortSignal, read: () => Promise<void>): Promise<void> {
+    const qos = this.components.qos
+    const release = qos?.active === true ? await qos.slot(this.traffic(), signal) : undefined
     try {
-      await this.streamOrigin(signal, qos)
+      await read()
     } finally {
-      releaseSlot?.()
+      release?.()
     }
   }
 
-  private async streamOrigin(signal: AbortSignal, qos: QosHooks | undefined): Promise<void> {
+  private async readOrigin(signal: AbortSignal): Promise<void> {
     const { origin, store } = this.components
+    const qos = this.components.qos?.active === true ? this.components.qos : undefined
     const range = this.req.range === undefined ? undefined : parseRange(this.req.range)
     const res = await origin.open({ url: this.req.url, headers: this.req.headers, range, signal })
     const length = res.contentLength
