@@ -31,7 +31,7 @@ export type Admission =
 export interface QosLimiter {
   /** One incoming request (mirror, local API): admitted (call `release` when it ends) or refused. */
   admit(request: { tenantKey: string; priority: Priority }): Admission
-  /** Waits for a transfer slot (one piece, or one origin stream); resolves to its release. */
+  /** Waits for a slot for one piece transfer from a peer; resolves to its release. */
   slot(traffic: Traffic, signal: AbortSignal): Promise<() => void>
   /** Waits until `bytes` may move. */
   acquire(bytes: number, traffic: Traffic, signal: AbortSignal): Promise<void>

@@ -214,14 +214,18 @@ describe('qos plugin (test 5)', () => {
   })
 })
 
-describe('qos plugin: tenant upload limit between peers', () => {
+describe('qos plugin between peers', () => {
   let dir: string
   let origin: TestOrigin
   let sn: SupernodeHandle
   let uploader: DaemonHandle
   let downloader: DaemonHandle
-  const teamA = makeBlob(12 * MiB, 'qos-up-team-a')
+  /** One piece slot: a waiting on-demand piece must take it before any preheat piece. */
+  let preempting: DaemonHandle
+  const teamA = makeBlob(16 * MiB, 'qos-up-team-a')
   const teamB = makeBlob(48 * MiB, 'qos-up-team-b')
+  const background = makeBlob(64 * MiB, 'qos-preempt-preheat')
+  const urgent = makeBlob(24 * MiB, 'qos-preempt-on-demand')
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'naiad-qos-up-'))
@@ -229,6 +233,8 @@ describe('qos plugin: tenant upload limit between peers', () => {
     const host = new URL(origin.url).host
     origin.files.set('/v2/team-a/blob', { data: teamA })
     origin.files.set('/v2/team-b/blob', { data: teamB })
+    origin.files.set('/files/background.bin', { data: background })
+    origin.files.set('/files/urgent.bin', { data: urgent })
     // No seed: the first daemon fetches from the origin (the QoS origin path) and is then the only parent.
     sn = await startSupernode(join(dir, 'sn'), { args: ['--no-seed'] })
     await writeFile(join(dir, 'up.yaml'), [
@@ -244,9 +250,12 @@ describe('qos plugin: tenant upload limit between peers', () => {
     // The downloader runs the plugin without limits: its piece fetches go through the hooks.
     await writeFile(join(dir, 'down.yaml'), 'plugins: [metrics, qos]\n')
     downloader = await startDaemon(join(dir, 'down'), sn.url, { args: ['--config', join(dir, 'down.yaml')] })
+    await writeFile(join(dir, 'preempt.yaml'), 'plugins: [metrics, qos]\nplugin-config:\n  qos:\n    slots: 1\n')
+    preempting = await startDaemon(join(dir, 'preempt'), sn.url, { args: ['--config', join(dir, 'preempt.yaml')] })
   })
 
   afterAll(async () => {
+    await preempting?.process.stop()
     await downloader?.process.stop()
     await uploader?.process.stop()
     await sn?.process.stop()
@@ -266,10 +275,49 @@ describe('qos plugin: tenant upload limit between peers', () => {
     const rateA = teamA.length / ((a.doneAt - a.startedAt) / 1000)
     const rateB = teamB.length / ((b.doneAt - b.startedAt) / 1000)
     console.log(`qos upload: team-a from a peer with a ${UPLOAD_RATE / MiB} MiB/s upload limit ${(rateA / MiB).toFixed(1)} MiB/s, team-b (no limit) ${(rateB / MiB).toFixed(1)} MiB/s`)
-    expect(rateA).toBeLessThan(UPLOAD_RATE * 1.3)
+    // Pieces are admitted whole: the first goes out at once (the bucket lends it), every
+    // later one waits for the bytes before it, so the download takes at least
+    // (size - one piece) / limit.
+    const minSecs = (teamA.length - 4 * MiB) / UPLOAD_RATE
+    expect((a.doneAt - a.startedAt) / 1000).toBeGreaterThan(minSecs * 0.85)
     expect(rateA).toBeGreaterThan(UPLOAD_RATE * 0.3)
     expect(rateB).toBeGreaterThan(rateA * 2)
     // Every byte came from the origin once, through the uploader.
     expect(origin.bytesServed('/v2/team-a/blob')).toBe(teamA.length)
   })
+
+  it('stops starting preheat pieces while on-demand pieces wait for the slot', async () => {
+    for (const path of ['/files/background.bin', '/files/urgent.bin']) {
+      expect(await startDownload(uploader.apiUrl, { url: `${origin.url}${path}` }).done).toMatchObject({ event: 'done' })
+    }
+    const progressOf = async (taskId: string): Promise<number> => {
+      const t = await (await fetch(`${preempting.apiUrl}/api/v1/tasks/${taskId}`)).json() as { running: boolean; progress?: { completedBytes: number }; complete?: boolean; contentLength?: number }
+      return t.running ? t.progress?.completedBytes ?? 0 : t.complete === true ? t.contentLength ?? 0 : 0
+    }
+    const pre = startDownload(preempting.apiUrl, { url: `${origin.url}/files/background.bin`, priority: 'preheat' })
+    const preId = await pre.taskId
+    await waitUntil(async () => await progressOf(preId) > 0, 30_000)
+    const od = startDownload(preempting.apiUrl, { url: `${origin.url}/files/urgent.bin` })
+    const odId = await od.taskId
+    // From on-demand's first stored piece until only its last is missing, on-demand always has
+    // pieces waiting for the slot: preheat may finish only a piece that already held it.
+    await waitUntil(async () => await progressOf(odId) > 0, 30_000)
+    const [p0, o0] = [await progressOf(preId), await progressOf(odId)]
+    await waitUntil(async () => await progressOf(odId) >= urgent.length - 4 * MiB, 60_000)
+    const [p1, o1] = [await progressOf(preId), await progressOf(odId)]
+    const [odResult, preResult] = await Promise.all([od.done, pre.done])
+    console.log(`qos preemption (1 slot): preheat moved ${((p1 - p0) / MiB).toFixed(0)} MiB while on-demand moved ${((o1 - o0) / MiB).toFixed(0)} MiB`)
+    expect(odResult).toMatchObject({ event: 'done', sha256: sha256Hex(urgent) })
+    expect(preResult).toMatchObject({ event: 'done', sha256: sha256Hex(background) })
+    expect(o1 - o0).toBeGreaterThanOrEqual(12 * MiB)
+    expect(p1 - p0).toBeLessThanOrEqual(4 * MiB)
+  })
 })
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}

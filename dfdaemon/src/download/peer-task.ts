@@ -151,17 +151,14 @@ export class PeerTask {
     return { priority: this.priority, tenantKey: this.req.url, direction: 'download' }
   }
 
-  /** A transfer slot and `bytes` of bandwidth from QoS; resolves to the slot's release. */
+  /**
+   * `bytes` of bandwidth, then a transfer slot, from QoS; resolves to the slot's release.
+   * The slot is taken last so that a piece never sits on one while it waits for bandwidth.
+   */
   private async throttle(bytes: number, signal: AbortSignal): Promise<() => void> {
     const qos = this.components.qos!
-    const release = await qos.slot(this.traffic(), signal)
-    try {
-      await qos.acquire(bytes, this.traffic(), signal)
-    } catch (err) {
-      release()
-      throw err
-    }
-    return release
+    await qos.acquire(bytes, this.traffic(), signal)
+    return await qos.slot(this.traffic(), signal)
   }
 
   onProgress(listener: (p: DownloadProgress) => void): () => void {
@@ -498,7 +495,7 @@ export class PeerTask {
     let lastErr: unknown
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        await this.withOriginSlot(signal, () => this.readOrigin(signal))
+        await this.readOrigin(signal)
         return
       } catch (err) {
         lastErr = err
@@ -511,19 +508,10 @@ export class PeerTask {
     throw lastErr
   }
 
-  /** One QoS slot for a whole origin stream: pausing an origin body for long would break its connection. */
-  private async withOriginSlot(signal: AbortSignal, read: () => Promise<void>): Promise<void> {
-    const qos = this.components.qos
-    const release = qos?.active === true ? await qos.slot(this.traffic(), signal) : undefined
-    try {
-      await read()
-    } finally {
-      release?.()
-    }
-  }
-
   private async readOrigin(signal: AbortSignal): Promise<void> {
     const { origin, store } = this.components
+    // Origin bytes are shaped as they are read; an origin stream takes no slot, since
+    // pausing its body for long would break the connection.
     const qos = this.components.qos?.active === true ? this.components.qos : undefined
     const range = this.req.range === undefined ? undefined : parseRange(this.req.range)
     const res = await origin.open({ url: this.req.url, headers: this.req.headers, range, signal })

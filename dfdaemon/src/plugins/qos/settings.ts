@@ -25,7 +25,7 @@ export interface QosSettings {
   /** The daemon's upload bandwidth in bytes a second; 0: unlimited. */
   uploadRate: number
   weights: Record<Priority, number>
-  /** Piece transfers (and origin streams) in flight at once, over every download. */
+  /** Piece transfers from peers in flight at once, over every download. */
   slots: number
   tenants: TenantSettings[]
 }
