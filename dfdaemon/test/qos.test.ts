@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { makeBlob, sha256Hex, startDaemon, startSupernode, TestOrigin, type DaemonHandle, type SupernodeHandle } from '@naiad/testkit'
+import { BINS, makeBlob, run, sha256Hex, startDaemon, startSupernode, TestOrigin, type DaemonHandle, type SupernodeHandle } from '@naiad/testkit'
 
 const MiB = 1024 * 1024
 // Low enough that the shaper, not the CPU of a machine shared with other test runs, is what
@@ -205,6 +205,14 @@ describe('qos plugin (test 5)', () => {
     // The plugin's own view agrees.
     const qos = await (await fetch(`${tenants.apiUrl}/api/v1/qos`)).json() as { tenants: Array<{ match: string; rejected: number }> }
     expect(qos.tenants[0].rejected).toBeGreaterThanOrEqual(limited.length + refused.length)
+  })
+
+  it('refuses to start with a bad qos setting, naming its key', async () => {
+    await writeFile(join(dir, 'bad.yaml'), 'plugins: [qos]\nplugin-config:\n  qos:\n    download-rate: fast\n')
+    const r = await run(BINS.dfdaemon, ['--supernode', sn.url, '--config', join(dir, 'bad.yaml'), '--data-dir', join(dir, 'bad'),
+      '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0'], { timeoutMs: 60_000 })
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toContain('plugin-config.qos.download-rate')
   })
 
   it('rejects an unknown priority', async () => {
