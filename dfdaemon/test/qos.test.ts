@@ -308,7 +308,10 @@ describe('qos plugin between peers', () => {
     const od = startDownload(preempting.apiUrl, { url: `${origin.url}/files/urgent.bin` })
     const odId = await od.taskId
     // From on-demand's first stored piece until only its last is missing, on-demand always has
-    // pieces waiting for the slot: preheat may finish only a piece that already held it.
+    // pieces waiting for the slot. Preheat may finish only a piece that held the slot before
+    // on-demand asked (counted once stored, which may be late on a busy disk) and, at the
+    // end, one that got the slot between two polls: two pieces, against about half of
+    // on-demand's bytes if the two shared the slot.
     await waitUntil(async () => await progressOf(odId) > 0, 30_000)
     const [p0, o0] = [await progressOf(preId), await progressOf(odId)]
     await waitUntil(async () => await progressOf(odId) >= urgent.length - 4 * MiB, 60_000)
@@ -318,7 +321,7 @@ describe('qos plugin between peers', () => {
     expect(odResult).toMatchObject({ event: 'done', sha256: sha256Hex(urgent) })
     expect(preResult).toMatchObject({ event: 'done', sha256: sha256Hex(background) })
     expect(o1 - o0).toBeGreaterThanOrEqual(16 * MiB)
-    expect(p1 - p0).toBeLessThanOrEqual(4 * MiB)
+    expect(p1 - p0).toBeLessThanOrEqual(8 * MiB)
   })
 })
 
