@@ -15,6 +15,7 @@ import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions
 import { TaskManager } from './download/task-manager.ts'
 import { ProxyServer, type ProxyServerOptions } from './mirror/proxy-server.ts'
 import { PluginHost } from './plugins/host.ts'
+import { QosHooks } from './qos-hooks.ts'
 import type { Stats } from './plugins/metrics.ts'
 import { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
 import { OriginClient, ORIGIN_DEFAULTS, type OriginOptions } from './source/origin.ts'
@@ -85,6 +86,8 @@ export class Daemon {
   readonly scheduler: SchedulerClient
   readonly upload: UploadServer
   readonly origin: OriginClient
+  /** Where a QoS plugin installs its limits (`ctx.extensions.qos`). */
+  readonly qos: QosHooks
   private readonly options: DaemonOptions
   private readonly ownsNode: boolean
 
@@ -95,8 +98,10 @@ export class Daemon {
     upload: UploadServer,
     origin: OriginClient,
     options: DaemonOptions,
-    ownsNode: boolean
+    ownsNode: boolean,
+    qos: QosHooks = new QosHooks()
   ) {
+    this.qos = qos
     this.node = node
     this.store = store
     this.scheduler = scheduler
@@ -104,13 +109,13 @@ export class Daemon {
     this.origin = origin
     this.options = options
     this.ownsNode = ownsNode
-    this.tasks = new TaskManager({ node, store, scheduler, origin, logger: options.logger, badPeers: new Set() }, options.download)
+    this.tasks = new TaskManager({ node, store, scheduler, origin, logger: options.logger, badPeers: new Set(), qos }, options.download)
     this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
     registerBuiltinCommands(this.control, { tasks: this.tasks, info: () => this.info() })
-    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks: this.tasks, store, logger: options.logger })
+    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks: this.tasks, store, logger: options.logger, qos })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined
-      : new ProxyServer({ tasks: this.tasks, store, logger: options.logger.child({ module: 'mirror' }), swarmAvailable: () => scheduler.available }, options.mirror)
+      : new ProxyServer({ tasks: this.tasks, store, logger: options.logger.child({ module: 'mirror' }), swarmAvailable: () => scheduler.available, qos }, options.mirror)
     if (this.api !== undefined) {
       const stats: Stats = {
         cache_bytes: { help: 'Bytes held by the piece store', read: () => store.usage() },
@@ -127,7 +132,7 @@ export class Daemon {
       }
       // What plugins may use of the node: the health plugin re-verifies the cache and re-announces.
       const local = { store, scheduler, announce: () => this.announce() }
-      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, daemon, control: this.control, ...local } })
+      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, qos, daemon, control: this.control, ...local } })
     }
   }
 
@@ -241,7 +246,8 @@ export async function createDaemon(options: DaemonOptions, components: DaemonCom
     scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger: options.logger.child({ module: 'scheduler-client' }) })
   }
   const dataChannel = options.download.dataChannel === true ? { host: listenHost(options.p2pListen[0]), port: 0 } : undefined
-  const upload = new UploadServer({ node, store, logger: options.logger.child({ module: 'upload' }) }, { slots: options.uploadSlots, dataChannel })
+  const qos = new QosHooks()
+  const upload = new UploadServer({ node, store, logger: options.logger.child({ module: 'upload' }), qos }, { slots: options.uploadSlots, dataChannel })
   const origin = new OriginClient(options.origin ?? ORIGIN_DEFAULTS)
-  return new Daemon(node, store, scheduler, upload, origin, options, components.node === undefined)
+  return new Daemon(node, store, scheduler, upload, origin, options, components.node === undefined, qos)
 }

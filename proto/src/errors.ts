@@ -34,6 +34,7 @@ export const ERROR_CODES = {
   DFD_ERR_DOCTOR_RULE: { status: 400, summary: 'a doctor rule or rules file is invalid (YAML, keys, or a query that does not parse)' },
   DFD_ERR_CONTROL_FORBIDDEN: { status: 403, summary: 'a control command came from a peer that is not the supernode this daemon is attached to' },
   DFD_ERR_CONTROL_UNKNOWN: { status: 404, summary: 'a control command names a command the daemon does not know' },
+  DFD_ERR_TOO_MANY_REQUESTS: { status: 429, summary: 'a tenant is over its request-rate or concurrency limit (QoS plugin)' },
 
   // supernode
   SN_ERR_TASK_NOT_FOUND: { status: 404, summary: 'no task with this ID is known to the scheduler' },

@@ -1,5 +1,6 @@
 // The daemon's local API (default 127.0.0.1:65003), used by dfget and nydus-fs:
 //   POST /api/v1/downloads          start or join a download; answers NDJSON progress events
+//                                   (QoS class: `priority` field, ?priority= or X-Naiad-Priority)
 //   GET  /api/v1/tasks              tasks in the piece store
 //   GET  /api/v1/tasks/:id          one task, with live progress while it runs
 //   GET  /api/v1/tasks/:id/content  the verified content of a complete task (Range supported)
@@ -13,12 +14,14 @@ import { NaiadError, toNaiadError, type DownloadEvent } from '@naiad/proto'
 
 import type { DownloadRequest } from '../download/peer-task.ts'
 import { TaskManager } from '../download/task-manager.ts'
+import { isPriority, PRIORITIES, type Priority, type QosHooks } from '../qos-hooks.ts'
 import { contentStream, type PieceStore } from '../storage/piece-store.ts'
 
 export interface LocalApiComponents {
   tasks: TaskManager
   store: PieceStore
   logger: Logger
+  qos?: QosHooks
 }
 
 const downloadSchema = {
@@ -31,6 +34,7 @@ const downloadSchema = {
     digest: { type: 'string' },
     range: { type: 'string' },
     filter: { type: 'array', items: { type: 'string' } },
+    priority: { type: 'string', enum: PRIORITIES },
     timeoutMs: { type: 'integer', minimum: 1 }
   }
 } as const
@@ -38,6 +42,16 @@ const downloadSchema = {
 export function errorReply(err: unknown): { status: number; body: { code: string; message: string } } {
   const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
   return { status: e.status, body: { code: e.code, message: e.message } }
+}
+
+/** The QoS class of a download request: body field, else query, else header; on-demand by default. */
+function priorityOf(...candidates: unknown[]): Priority {
+  for (const c of candidates) {
+    if (c === undefined) continue
+    if (!isPriority(c)) throw new NaiadError('DFD_ERR_BAD_REQUEST', `bad priority "${String(c)}": expected one of ${PRIORITIES.join(', ')}`)
+    return c
+  }
+  return 'on-demand'
 }
 
 export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
@@ -57,8 +71,14 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
 
   app.post('/api/v1/downloads', { schema: { body: downloadSchema } }, async (request, reply) => {
     const body = request.body as DownloadRequest & { timeoutMs?: number }
-    const req: DownloadRequest = { url: body.url, headers: body.headers ?? {}, digest: body.digest, range: body.range, filter: body.filter }
+    const priority = priorityOf(body.priority, (request.query as Record<string, unknown>).priority, request.headers['x-naiad-priority'])
+    const req: DownloadRequest = { url: body.url, headers: body.headers ?? {}, digest: body.digest, range: body.range, filter: body.filter, priority }
     const taskId = TaskManager.validate(req)
+    const admission = components.qos?.active === true ? components.qos.admit({ tenantKey: req.url, priority }) : undefined
+    if (admission?.admitted === false) {
+      return reply.code(429).header('retry-after', String(admission.retryAfterSec))
+        .send(new NaiadError('DFD_ERR_TOO_MANY_REQUESTS', admission.reason).toJSON())
+    }
     const out = new PassThrough()
     const write = (e: DownloadEvent): void => { out.write(`${JSON.stringify(e)}\n`) }
     write({ event: 'started', taskId })
@@ -77,7 +97,10 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
     }, (err: unknown) => {
       const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
       write({ event: 'error', code: e.code, message: e.message })
-    }).finally(() => out.end())
+    }).finally(() => {
+      if (admission?.admitted === true) admission.release()
+      out.end()
+    })
     return reply.type('application/x-ndjson').send(out)
   })
 

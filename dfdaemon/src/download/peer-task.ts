@@ -14,6 +14,7 @@ import {
   type FabricNode, type PieceResult, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
 } from '@naiad/proto'
 
+import { higherPriority, type Priority, type QosHooks, type Traffic } from '../qos-hooks.ts'
 import type { SchedulerClient } from '../scheduler/client.ts'
 import type { OriginClient } from '../source/origin.ts'
 import type { PieceStore } from '../storage/piece-store.ts'
@@ -27,6 +28,8 @@ export interface DownloadRequest {
   /** Inclusive byte range `START-END`. */
   range?: string
   filter?: string[]
+  /** Traffic class for QoS; on-demand when absent. */
+  priority?: 'on-demand' | 'preheat' | 'prefetch'
 }
 
 export interface DownloadProgress {
@@ -54,6 +57,8 @@ export interface PeerTaskComponents {
   logger: Logger
   /** Peers that sent a bad piece, for every task of this daemon. */
   badPeers: Set<string>
+  /** Bandwidth, slot and tenant limits (a no-op unless a QoS plugin installed one). */
+  qos?: QosHooks
 }
 
 export interface PeerTaskOptions {
@@ -119,6 +124,7 @@ export class PeerTask {
   /** Fetches that failed because a parent could not be dialled or timed out. */
   private unreachableParents = 0
   private readonly log: Logger
+  private priority: Priority
 
   private readonly req: DownloadRequest
   private readonly components: PeerTaskComponents
@@ -135,6 +141,26 @@ export class PeerTask {
     this.options = options
     this.id = id
     this.log = components.logger.child({ task: id.slice(0, 12) })
+    this.priority = req.priority ?? 'on-demand'
+  }
+
+  /** A caller of a more urgent class joined: the rest of the download runs in that class. */
+  raisePriority(priority: Priority): void {
+    this.priority = higherPriority(this.priority, priority)
+  }
+
+  private traffic(): Traffic {
+    return { priority: this.priority, tenantKey: this.req.url, direction: 'download' }
+  }
+
+  /**
+   * `bytes` of bandwidth, then a transfer slot, from QoS; resolves to the slot's release.
+   * The slot is taken last so that a piece never sits on one while it waits for bandwidth.
+   */
+  private async throttle(bytes: number, signal: AbortSignal): Promise<() => void> {
+    const qos = this.components.qos!
+    await qos.acquire(bytes, this.traffic(), signal)
+    return await qos.slot(this.traffic(), signal)
   }
 
   onProgress(listener: (p: DownloadProgress) => void): () => void {
@@ -393,13 +419,22 @@ export class PeerTask {
   private startFetch(num: number, parent: ParentState, signal: AbortSignal): void {
     const expected = this.digests.get(num)!
     const abort = new AbortController()
-    const t0 = Date.now()
-    this.inflight.set(num, { parent, started: t0, abort })
+    let t0 = Date.now()
+    const entry = { parent, started: t0, abort }
+    this.inflight.set(num, entry)
     parent.inflight++
-    fetchPiece(this.components.node, parent.peerId, { taskId: this.id, num, length: expected.length, sha256: expected.sha256 }, {
-      signal: AbortSignal.any([signal, abort.signal]),
-      timeoutMs: this.options.pieceTimeoutMs,
-      dataChannel: this.options.dataChannel
+    const fetchSignal = AbortSignal.any([signal, abort.signal])
+    // While QoS holds the piece back it is not slow: its clock starts once it may move.
+    if (this.components.qos?.active === true) entry.started = Number.POSITIVE_INFINITY
+    const admitted = this.components.qos?.active === true ? this.throttle(expected.length, fetchSignal) : Promise.resolve(() => {})
+    admitted.then((release) => {
+      t0 = Date.now()
+      entry.started = t0
+      return fetchPiece(this.components.node, parent.peerId, { taskId: this.id, num, length: expected.length, sha256: expected.sha256 }, {
+        signal: fetchSignal,
+        timeoutMs: this.options.pieceTimeoutMs,
+        dataChannel: this.options.dataChannel
+      }).finally(release)
     }).then(async (data) => {
       await this.components.store.writePiece(this.id, { num, offset: num * this.pieceSize, length: data.length, sha256: Buffer.from(expected.sha256) }, data)
       const costMs = Date.now() - t0
@@ -479,6 +514,9 @@ export class PeerTask {
 
   private async readOrigin(signal: AbortSignal): Promise<void> {
     const { origin, store } = this.components
+    // Origin bytes are shaped as they are read; an origin stream takes no slot, since
+    // pausing its body for long would break the connection.
+    const qos = this.components.qos?.active === true ? this.components.qos : undefined
     const range = this.req.range === undefined ? undefined : parseRange(this.req.range)
     const res = await origin.open({ url: this.req.url, headers: this.req.headers, range, signal })
     const length = res.contentLength
@@ -526,6 +564,7 @@ export class PeerTask {
     }
     try {
       for await (const chunk of res.body) {
+        if (qos !== undefined) await qos.acquire(chunk.length, this.traffic(), signal)
         whole.update(chunk)
         total += chunk.length
         if (length >= 0 && total > length) throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `origin sent more than its announced ${length} bytes`)

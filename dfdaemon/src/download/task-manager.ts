@@ -41,6 +41,8 @@ export class TaskManager {
       const done = task.run(this.shutdown.signal).finally(() => this.running.delete(id))
       entry = { task, done }
       this.running.set(id, entry)
+    } else if (req.priority !== undefined) {
+      entry.task.raisePriority(req.priority)
     }
     const off = options.onProgress === undefined ? () => {} : entry.task.onProgress(options.onProgress)
     try {

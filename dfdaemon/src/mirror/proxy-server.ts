@@ -12,9 +12,10 @@ import { Agent, type Dispatcher } from 'undici'
 import { toNaiadError } from '@naiad/proto'
 
 import type { TaskManager } from '../download/task-manager.ts'
+import type { QosHooks } from '../qos-hooks.ts'
 import { contentStream, type PieceStore } from '../storage/piece-store.ts'
 import { requestHeaders, responseHeaders } from './headers.ts'
-import { RegistryMirror, sendRegistryError } from './registry-mirror.ts'
+import { RegistryMirror, sendRegistryError, sendTooManyRequests } from './registry-mirror.ts'
 import type { UpstreamOptions } from './upstream.ts'
 
 export interface ProxyServerComponents {
@@ -22,6 +23,7 @@ export interface ProxyServerComponents {
   store: PieceStore
   logger: Logger
   swarmAvailable: () => boolean
+  qos?: QosHooks
 }
 
 export interface ProxyServerOptions extends UpstreamOptions {
@@ -56,10 +58,20 @@ export class ProxyServer {
   private async forward(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
     const headers = requestHeaders(req.headers)
     if (req.method === 'GET' && req.headers.range === undefined && this.options.rules.some((r) => r.test(url))) {
-      const result = await this.components.tasks.download({ url, headers })
-      const { store } = this.components
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': result.contentLength, 'x-naiad-sha256': result.sha256 })
-      await pipeline(contentStream(store, result.taskId, 0, result.contentLength - 1), res)
+      const qos = this.components.qos
+      const admission = qos?.active === true ? qos.admit({ tenantKey: url, priority: 'on-demand' }) : undefined
+      if (admission?.admitted === false) {
+        sendTooManyRequests(res, admission.retryAfterSec, admission.reason)
+        return
+      }
+      try {
+        const result = await this.components.tasks.download({ url, headers })
+        const { store } = this.components
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': result.contentLength, 'x-naiad-sha256': result.sha256 })
+        await pipeline(contentStream(store, result.taskId, 0, result.contentLength - 1), res)
+      } finally {
+        if (admission?.admitted === true) admission.release()
+      }
       return
     }
     const u = new URL(url)

@@ -12,6 +12,7 @@ import type { Logger } from 'pino'
 import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import { TaskManager } from '../download/task-manager.ts'
+import type { QosHooks } from '../qos-hooks.ts'
 import { contentStream, type PieceStore } from '../storage/piece-store.ts'
 import { discard, trustedCAs } from '../source/origin.ts'
 import { requestHeaders, responseHeaders } from './headers.ts'
@@ -23,6 +24,8 @@ export interface RegistryMirrorComponents {
   logger: Logger
   /** False while the scheduler is unreachable: then blobs are relayed, not swarmed. */
   swarmAvailable: () => boolean
+  /** Tenant request limits (a no-op unless a QoS plugin installed one). */
+  qos?: QosHooks
 }
 
 const BLOB = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/
@@ -40,6 +43,13 @@ export function sendRegistryError(res: ServerResponse, err: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
 }
 
+/** 429 in the registry's error shape (what registries send when rate-limited), with Retry-After. */
+export function sendTooManyRequests(res: ServerResponse, retryAfterSec: number, reason: string): void {
+  const e = new NaiadError('DFD_ERR_TOO_MANY_REQUESTS', reason)
+  const body = JSON.stringify({ errors: [{ code: 'TOOMANYREQUESTS', message: e.message, detail: { naiad: e.code } }] })
+  res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(retryAfterSec), 'content-length': Buffer.byteLength(body) }).end(body)
+}
+
 export class RegistryMirror {
   private readonly components: RegistryMirrorComponents
   private readonly options: UpstreamOptions
@@ -55,6 +65,7 @@ export class RegistryMirror {
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://mirror')
+    let release: (() => void) | undefined
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'application/json' })
@@ -68,6 +79,16 @@ export class RegistryMirror {
       if (prefixed !== null) url.pathname = `/v2${prefixed[3]}`
       const ns = prefixed === null ? url.searchParams.get('ns') : `${prefixed[1]}${prefixed[2] === undefined ? '' : `:${prefixed[2]}`}`
       const base = upstreamBase(ns, this.options)
+      const qos = this.components.qos
+      if (qos?.active === true) {
+        // The mirror serves pulls that a container start waits for: always on-demand.
+        const admission = qos.admit({ tenantKey: `${base}${url.pathname}`, priority: 'on-demand' })
+        if (!admission.admitted) {
+          sendTooManyRequests(res, admission.retryAfterSec, admission.reason)
+          return
+        }
+        release = admission.release
+      }
       const blob = BLOB.exec(url.pathname)
       if (blob !== null && req.method === 'GET') {
         await this.blob(req, res, base, blob[1], blob[2])
@@ -86,6 +107,8 @@ export class RegistryMirror {
     } catch (err) {
       this.components.logger.warn({ path: url.pathname, err: (err as Error).message }, 'mirror request failed')
       sendRegistryError(res, err)
+    } finally {
+      release?.()
     }
   }
 
@@ -162,7 +185,7 @@ export class RegistryMirror {
       res.writeHead(check.statusCode, { ...out, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
       return
     }
-    const result = await this.components.tasks.download({ url: target, headers, digest })
+    const result = await this.components.tasks.download({ url: target, headers, digest, priority: 'on-demand' })
     const { store } = this.components
     const task = store.getTask(result.taskId)
     if (task === undefined || !task.complete) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `blob ${digest} vanished from the cache`)

@@ -10,7 +10,8 @@ const BUILTIN: Record<string, () => Promise<NaiadPlugin>> = {
   metrics: async () => (await import('./metrics.ts')).metricsPlugin,
   doctor: async () => (await import('./doctor.ts')).doctorPlugin,
   slo: async () => (await import('./slo/index.ts')).sloDaemonPlugin,
-  health: async () => (await import('./health/index.ts')).daemonHealthPlugin
+  health: async () => (await import('./health/index.ts')).daemonHealthPlugin,
+  qos: async () => (await import('./qos/index.ts')).qosPlugin
 }
 
 export const BUILTIN_PLUGIN_NAMES = Object.keys(BUILTIN)

@@ -11,6 +11,7 @@ import { lpStream } from '@libp2p/utils'
 import type { Logger } from 'pino'
 import { EVENTS, LIMITS, PieceRequest, PieceResponse, PROTOCOLS, toNaiadError, type FabricNode } from '@naiad/proto'
 
+import type { QosHooks } from '../qos-hooks.ts'
 import type { PieceStore, StoredPiece } from '../storage/piece-store.ts'
 import { frame, sendAll } from './frames.ts'
 
@@ -18,6 +19,8 @@ export interface UploadServerComponents {
   node: FabricNode
   store: PieceStore
   logger: Logger
+  /** Upload bandwidth limits of the task's tenant (a no-op unless a QoS plugin installed one). */
+  qos?: QosHooks
 }
 
 export interface UploadServerOptions {
@@ -155,6 +158,11 @@ export class UploadServer {
         await reply({ error: { code: 'DFD_ERR_PIECE_UNAVAILABLE', message: `piece ${req.num} of task ${req.taskId} is not here` } })
         await stream.close({ signal })
         return
+      }
+      const qos = this.components.qos
+      if (qos?.active === true) {
+        // The peer does not say its class; the tenant's upload share is what is limited here.
+        await qos.acquire(piece.length, { priority: 'on-demand', tenantKey: store.getTask(req.taskId)?.url ?? '', direction: 'upload' }, signal)
       }
       if (req.dataChannel && this.dataServer !== undefined) {
         // The slot and the pin stay taken until the bytes went out on the data channel.

@@ -13,8 +13,11 @@ export interface BlobSource {
   readonly name: SourceName
   /** Whether it is worth asking now (a daemon that refused connections rests a while). */
   available(): boolean
-  /** Stored bytes `start`..`end` (inclusive) of a data blob, exactly that many. */
-  read(blob: BlobRef, start: number, end: number, signal: AbortSignal): Promise<Buffer>
+  /**
+   * Stored bytes `start`..`end` (inclusive) of a data blob, exactly that many. `priority`
+   * tells a source that can rank requests (the daemon's QoS) whether a read waits on it.
+   */
+  read(blob: BlobRef, start: number, end: number, signal: AbortSignal, priority?: 'read' | 'prefetch'): Promise<Buffer>
 }
 
 /** Ranged GETs straight to the registry. */

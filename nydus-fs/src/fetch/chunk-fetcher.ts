@@ -379,7 +379,7 @@ export class ChunkFetcher {
       let stored: Buffer
       try {
         // The attempt's clock starts once it leaves the queue; the wait there counts against the deadline only.
-        stored = await this.queue.run(ticket, signal, () => source.read(blob, start, end, AbortSignal.any([signal, AbortSignal.timeout(this.options.attemptTimeoutMs)])))
+        stored = await this.queue.run(ticket, signal, () => source.read(blob, start, end, AbortSignal.any([signal, AbortSignal.timeout(this.options.attemptTimeoutMs)]), ticket.priority))
         if (stored.length !== end - start + 1) throw new NaiadError('NFS_ERR_FETCH', `${source.name} returned ${stored.length} bytes for ${end - start + 1}`)
       } catch (err) {
         lastErr = err

@@ -7,6 +7,10 @@
 // window fetched once from the registry is served by peers everywhere else. The bytes the
 // read needs are then taken from the daemon's verified copy
 // (GET /api/v1/tasks/:id/content with a Range header).
+//
+// Background prefetch asks with `priority: "prefetch"`, so the daemon's QoS (when enabled)
+// serves it after on-demand reads and preheat; a read that needs a window prefetch already
+// asked for asks again as on-demand, and the daemon raises the running task's class.
 
 import { Agent, type Dispatcher } from 'undici'
 import { NaiadError, type BlobRef } from '@naiad/proto/contracts'
@@ -74,13 +78,13 @@ export class DaemonSource implements BlobSource {
     await this.agent.close()
   }
 
-  async read(blob: BlobRef, start: number, end: number, signal: AbortSignal): Promise<Buffer> {
+  async read(blob: BlobRef, start: number, end: number, signal: AbortSignal, priority: 'read' | 'prefetch' = 'read'): Promise<Buffer> {
     const first = Math.floor(start / this.windowBytes)
     const last = Math.floor(end / this.windowBytes)
     const parts: Promise<Buffer>[] = []
     for (let w = first; w <= last; w++) {
       const ws = w * this.windowBytes
-      parts.push(this.readWindow(blob, w, Math.max(start, ws) - ws, Math.min(end, ws + this.windowBytes - 1) - ws, signal))
+      parts.push(this.readWindow(blob, w, Math.max(start, ws) - ws, Math.min(end, ws + this.windowBytes - 1) - ws, signal, priority))
     }
     const out = Buffer.concat(await Promise.all(parts))
     if (out.length !== end - start + 1) {
@@ -90,10 +94,10 @@ export class DaemonSource implements BlobSource {
   }
 
   /** Bytes `from`..`to` (relative to the window) of window `w`. */
-  private async readWindow(blob: BlobRef, w: number, from: number, to: number, signal: AbortSignal): Promise<Buffer> {
+  private async readWindow(blob: BlobRef, w: number, from: number, to: number, signal: AbortSignal, priority: 'read' | 'prefetch'): Promise<Buffer> {
     const key = `${blob.digest}:${w}`
     for (let tries = 0; ; tries++) {
-      const taskId = this.tasks.get(key) ?? await this.download(blob, w, key, signal)
+      const taskId = this.tasks.get(key) ?? await this.download(blob, w, key, signal, priority)
       const got = await this.content(taskId, from, to, signal)
       if (got !== undefined) return got
       // The daemon evicted the window since: download it again, once.
@@ -102,25 +106,30 @@ export class DaemonSource implements BlobSource {
     }
   }
 
-  private download(blob: BlobRef, w: number, key: string, signal: AbortSignal): Promise<string> {
-    let p = this.pending.get(key)
+  private download(blob: BlobRef, w: number, key: string, signal: AbortSignal, priority: 'read' | 'prefetch'): Promise<string> {
+    // Pending per class: a read does not wait behind a prefetch request of the same window.
+    const pendingKey = `${key}:${priority}`
+    let p = this.pending.get(pendingKey)
     if (p === undefined) {
-      p = this.startDownload(blob, w, signal).then((taskId) => {
+      p = this.startDownload(blob, w, signal, priority).then((taskId) => {
         this.tasks.set(key, taskId)
         return taskId
-      }).finally(() => this.pending.delete(key))
-      this.pending.set(key, p)
+      }).finally(() => this.pending.delete(pendingKey))
+      this.pending.set(pendingKey, p)
     }
     return p
   }
 
-  private async startDownload(blob: BlobRef, w: number, signal: AbortSignal): Promise<string> {
+  private async startDownload(blob: BlobRef, w: number, signal: AbortSignal, priority: 'read' | 'prefetch'): Promise<string> {
     const start = w * this.windowBytes
     const end = Math.min(blob.size, start + this.windowBytes) - 1
     const headers: Record<string, string> = {}
     const auth = await this.client.authorizationFor(this.repository, signal)
     if (auth !== undefined) headers.authorization = auth
-    const body = JSON.stringify({ url: this.client.blobUrl(this.repository, blob.digest), headers, range: `${start}-${end}` })
+    const body = JSON.stringify({
+      url: this.client.blobUrl(this.repository, blob.digest), headers, range: `${start}-${end}`,
+      ...(priority === 'prefetch' ? { priority: 'prefetch' } : {})
+    })
     let res: Dispatcher.ResponseData
     try {
       res = await this.agent.request({

@@ -12,6 +12,8 @@ export interface DownloadRequestBody {
   filter?: string[]
   /** How long this caller waits; the download itself goes on. */
   timeoutMs?: number
+  /** QoS class (the `qos` plugin): on-demand (default) before preheat before prefetch. */
+  priority?: 'on-demand' | 'preheat' | 'prefetch'
 }
 
 /** One NDJSON line of the answer to POST /api/v1/downloads; the last is `done` or `error`. */
