@@ -27,10 +27,10 @@ const BENCHMARKS: Benchmark[] = [
   { name: 'swarm-pull-image', missing: 'a multi-layer image through containerd or skopeo is not built yet', what: 'issue 5 scenario 1, image part' },
   { name: 'proxy-overhead', missing: 'not built yet', what: 'issue 5 scenario 2: 1 GiB through dfdaemon cold and warm vs direct' },
   { name: 'peer-transfer', missing: 'not built yet as a scenario with its goal check (piece-throughput measures the transfer)', what: 'issue 5 scenario 3: two daemons vs raw TCP' },
-  { name: 'lazy-start', missing: 'not built yet', what: 'issue 5 scenario 4: nydus-fs lazy start vs skopeo copy + umoci unpack' },
+  { name: 'lazy-start', file: 'scenarios/lazy-start.ts', quick: ['--quick'], what: 'issue 5 scenario 4: nydus-fs lazy start vs skopeo copy + umoci unpack, registry behind a 100 Mbit/s link (needs root, debootstrap, umoci, skopeo, docker-registry)' },
   { name: 'fuse-read', missing: 'not built yet', what: 'issue 5 scenario 5: nydus-fs reads vs a bare passthrough FUSE' },
   { name: 'conversion', missing: 'not built yet', what: 'issue 5 scenario 6: nydus-fs convert vs mkfs.erofs and ctr-remote' },
-  { name: 'scheduler-scale', missing: 'not built yet', what: 'issue 5 scenario 7: 10,000 synthetic peers against one supernode' }
+  { name: 'scheduler-scale', file: 'scenarios/scheduler-scale.ts', quick: ['--quick'], what: 'issue 5 scenario 7: 10,000 synthetic peers against one supernode (quick: 1,000)' }
 ]
 
 const argv = process.argv.slice(2)
