@@ -11,10 +11,8 @@
 // conversion is redone when nydus-fs's sources change. Goal (issue 5): the lazy start takes at
 // most 20 % of the full pull's time and at most 15 % of the image's bytes.
 
-import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync } from 'node:fs'
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,6 +22,7 @@ import { formatBytes, parseDuration } from '@naiad/proto'
 
 import { foreignCpu, killDescendants } from '../proc-stats.ts'
 import { median, withSignal } from '../report/helpers.ts'
+import { debianPythonRootfs, imageBytes, ociImage, registryConfig, run } from '../testbed/images.ts'
 import { Testbed, type Node } from '../testbed/netns.ts'
 import { runIn } from '../testbed/processes.ts'
 
@@ -95,75 +94,12 @@ const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
 
 // ---------------------------------------------------------------- the image (cached)
 
-/** Runs a command in a node, or on the machine itself without one; fails on a non-zero exit. */
+/** Runs a command in a node (or, without one, on the machine); fails on a non-zero exit. */
 async function sh(bed: Testbed | undefined, node: Node | undefined, cmd: string, argv: string[], what: string): Promise<string> {
-  const signal = AbortSignal.any([overall, AbortSignal.timeout(STEP_MS)])
-  if (bed !== undefined && node !== undefined) {
-    const r = await runIn(bed, node, cmd, argv, signal)
-    if (r.code !== 0) throw new Error(`${what}: ${cmd} exited with ${r.code}: ${r.stderr.trim().slice(-2000)}`)
-    return r.stdout
-  }
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], signal })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-    child.stderr.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000) })
-    child.once('error', (e) => reject(new Error(`${what}: ${e.message}`)))
-    child.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${what}: ${cmd} exited with ${code}: ${err.trim()}`))))
-  })
-}
-
-async function aptMirror(): Promise<string> {
-  if (args.mirror !== undefined) return args.mirror
-  for (const dir of ['/etc/apt/sources.list.d']) {
-    for (const f of await readdir(dir).catch(() => [] as string[])) {
-      const m = /^URIs:\s*(\S+)/m.exec(await readFile(join(dir, f), 'utf8').catch(() => ''))
-      if (m !== null) return m[1]
-    }
-  }
-  const m = /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)/m.exec(await readFile('/etc/apt/sources.list', 'utf8').catch(() => ''))
-  if (m !== null) return m[1]
-  throw new Error('no Debian mirror found in /etc/apt; pass --mirror URL')
-}
-
-/** debootstrap (minbase + python3-minimal) into the cache, once. */
-async function rootfs(): Promise<string> {
-  const dir = join(CACHE, 'rootfs')
-  if (!args.rebuild && existsSync(join(dir, 'usr/bin/python3'))) return dir
-  await rm(dir, { recursive: true, force: true })
-  const tmp = `${dir}.tmp`
-  await rm(tmp, { recursive: true, force: true })
-  log('lazy-start: debootstrap bookworm (minbase + python3-minimal) into the cache (about a minute)')
-  await sh(undefined, undefined, 'debootstrap', ['--variant=minbase', '--include=python3-minimal', 'bookworm', tmp, await aptMirror()], 'debootstrap')
-  await rename(tmp, dir)
-  return dir
-}
-
-/** The rootfs as a one-layer OCI image (umoci), once. */
-async function ociLayout(root: string): Promise<string> {
-  const layout = join(CACHE, 'oci')
-  if (!args.rebuild && existsSync(join(layout, 'index.json'))) return layout
-  const tmp = `${layout}.tmp`
-  await rm(tmp, { recursive: true, force: true })
-  log('lazy-start: packing the rootfs as an OCI image (umoci)')
-  await sh(undefined, undefined, 'umoci', ['init', '--layout', tmp], 'umoci init')
-  await sh(undefined, undefined, 'umoci', ['new', '--image', `${tmp}:base`], 'umoci new')
-  await sh(undefined, undefined, 'umoci', ['insert', '--image', `${tmp}:base`, root, '/'], 'umoci insert')
-  await sh(undefined, undefined, 'umoci', ['config', '--image', `${tmp}:base`, '--config.cmd', '/usr/bin/python3', '--config.env', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], 'umoci config')
-  await rm(layout, { recursive: true, force: true })
-  await rename(tmp, layout)
-  return layout
-}
-
-/** Bytes of the image as a registry serves it: manifest, config and layers (compressed). */
-async function imageBytes(layout: string): Promise<{ total: number; layers: number[]; unpacked: number }> {
-  const blob = (digest: string): string => join(layout, 'blobs', ...digest.split(':'))
-  const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string; size: number }> }
-  const m = index.manifests[0]
-  const manifest = JSON.parse(await readFile(blob(m.digest), 'utf8')) as { config: { size: number }; layers: Array<{ size: number }> }
-  const du = await sh(undefined, undefined, 'du', ['-sb', join(CACHE, 'rootfs')], 'du')
-  return { total: m.size + manifest.config.size + manifest.layers.reduce((a, l) => a + l.size, 0), layers: manifest.layers.map((l) => l.size), unpacked: Number(du.split('\t')[0]) }
+  if (bed === undefined || node === undefined) return run(cmd, argv, what, overall)
+  const r = await runIn(bed, node, cmd, argv, AbortSignal.any([overall, AbortSignal.timeout(STEP_MS)]))
+  if (r.code !== 0) throw new Error(`${what}: ${cmd} exited with ${r.code}: ${r.stderr.trim().slice(-2000)}`)
+  return r.stdout
 }
 
 /** Fingerprint of the nydus-fs image format code: a change means converting again. */
@@ -182,19 +118,6 @@ async function nydusFingerprint(): Promise<string> {
 }
 
 // ---------------------------------------------------------------- the testbed
-
-function registryConfig(ip: string, storage: string): string {
-  return [
-    'version: 0.1',
-    'log: {level: warn}',
-    'storage:',
-    '  cache: {blobdescriptor: inmemory}',
-    `  filesystem: {rootdirectory: ${storage}}`,
-    'http:',
-    `  addr: ${ip}:5000`,
-    ''
-  ].join('\n')
-}
 
 /** Bytes the node's interface has sent so far (its egress, packet headers included). */
 async function txBytes(node: Node): Promise<number> {
@@ -343,9 +266,10 @@ let failed = false
 const work = join(CACHE, `run-${process.pid}`)
 try {
   await mkdir(CACHE, { recursive: true })
-  const root = await rootfs()
-  const layout = await ociLayout(root)
-  const image = await imageBytes(layout)
+  const build = { rebuild: args.rebuild, mirror: args.mirror, log, signal: overall }
+  const root = await debianPythonRootfs(build)
+  const layout = await ociImage('debian-python/oci', 'base', root, [], build)
+  const image = { ...await imageBytes(layout), unpacked: Number((await run('du', ['-sb', root], 'du')).split('\t')[0]) }
   log(`lazy-start: image ${formatBytes(image.total)} compressed (${image.layers.map((l) => formatBytes(l)).join(' + ')}), ${formatBytes(image.unpacked)} unpacked`)
 
   bed = await Testbed.create({ signal: overall, log, exitOnSignal: false })
@@ -359,7 +283,7 @@ try {
   const fresh = args.rebuild || (await readFile(stamp, 'utf8').catch(() => '')) !== fingerprint
   if (fresh) await rm(storage, { recursive: true, force: true })
   await mkdir(work, { recursive: true })
-  await writeFile(join(work, 'registry.yml'), registryConfig(registry.ip, storage))
+  await writeFile(join(work, 'registry.yml'), registryConfig(`${registry.ip}:5000`, storage))
   const reg = bed.spawn(registry, 'docker-registry', ['serve', join(work, 'registry.yml')])
   let regLog = ''
   reg.stderr!.on('data', (d: Buffer) => { regLog = (regLog + d.toString()).slice(-4000) })

@@ -202,6 +202,8 @@ interface Result {
   rssPeakBytes: number
   rssAfterRegisterBytes: number
   supernodeCpuS: number
+  /** Piece reports per CPU-second the supernode used in the window (getParents included): what one free core would sustain. */
+  reportsPerSupernodeCpuS: number
   generatorsCpuS: number
   otherCpuS: number
   stealS: number
@@ -281,6 +283,7 @@ try {
       rssPeakBytes: Math.max(peak.peak, rssPeakSampled),
       rssAfterRegisterBytes: afterRegister.now,
       supernodeCpuS: Math.round((sn1 - sn0) * 100) / 100,
+      reportsPerSupernodeCpuS: Math.round(sum((d) => d.pieceReports) / Math.max(0.01, sn1 - sn0)),
       generatorsCpuS: Math.round(sum((d) => d.cpuS) * 100) / 100,
       otherCpuS,
       stealS
@@ -346,7 +349,9 @@ function markdown(r: Result): string {
     '',
     `Goal (≥ 20,000 reports/s, p99 ≤ 50 ms, RSS ≤ 1 GiB): **${g.met ? 'met' : 'not met'}**${g.met ? '' : ` (${g.misses.join('; ')})`}.`,
     '',
-    `Also: ${r.reportCallsPerS} reportPieces calls/s, ${r.parentsCallsPerS} getParents calls/s (${r.parentsSamples} timed, max ${r.parentsMaxMs.toFixed(0)} ms); connection set-up p50 ${r.connectP50Ms} ms (${r.sessions} sessions, ${r.dialRetries} refused dials retried); ${r.errors} failed calls${r.errors > 0 ? ` (${Object.entries(r.errorCodes).map(([c, n]) => `${c} ${n}`).join(', ')})` : ''}; ${r.registerErrors} peers failed to register. RSS after registration ${formatBytes(r.rssAfterRegisterBytes)}.`,
+    `Also: ${r.reportCallsPerS} reportPieces calls/s, ${r.parentsCallsPerS} getParents calls/s (${r.parentsSamples} timed, max ${r.parentsMaxMs.toFixed(0)} ms); connection set-up p50 ${r.connectP50Ms} ms (including the wait for one of 3 set-up slots per process) (${r.sessions} sessions, ${r.dialRetries} refused dials retried); ${r.errors} failed calls${r.errors > 0 ? ` (${Object.entries(r.errorCodes).map(([c, n]) => `${c} ${n}`).join(', ')})` : ''}; ${r.registerErrors} peers failed to register. RSS after registration ${formatBytes(r.rssAfterRegisterBytes)}.`,
+    '',
+    `Per CPU-second of the supernode: ${r.reportsPerSupernodeCpuS} piece reports (with the getParents calls that came with them), i.e. what one free core would sustain at this mix.`,
     '',
     `CPU during the window: supernode ${r.supernodeCpuS.toFixed(1)} s (${((r.supernodeCpuS / r.windowS) * 100).toFixed(0)} % of one core), load generators ${r.generatorsCpuS.toFixed(1)} s, other processes ${r.otherCpuS.toFixed(1)} s${share > 0.1 ? ' (**the machine was not idle: the rates are noisy**)' : ''}, stolen ${r.stealS.toFixed(1)} s; ${cpus().length} cores. Load generators and supernode share the machine, so the rates are a lower bound of what the supernode alone sustains. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`,
     ''
