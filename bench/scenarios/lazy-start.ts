@@ -243,7 +243,7 @@ function markdown(trials: Trial[], image: { total: number; layers: number[]; unp
   return [
     `## Lazy start, Debian bookworm minbase + python3 (${formatBytes(image.total)} compressed in ${image.layers.length} layer${image.layers.length === 1 ? '' : 's'}, ${formatBytes(image.unpacked)} unpacked), registry link ${registryMbit} Mbit/s`,
     '',
-    `Command: \`${COMMAND.join(' ')}\` in a chroot of the image. Time from the first command's start to \`hi\` on stdout; registry egress counted on the registry namespace's interface (packet headers included) until then. Slowest first.`,
+    `Command: \`${COMMAND[0]} ${COMMAND[1]} "${COMMAND[2]}"\` in a chroot of the image. Time from the first command's start to \`hi\` on stdout; registry egress counted on the registry namespace's interface (packet headers included) until then. Slowest first.`,
     '',
     '| method | run | time to output, s | steps, s | registry egress to output | egress by the end | egress / image |',
     '|---|---:|---:|---|---:|---:|---:|',

@@ -102,6 +102,8 @@ interface Trial {
   medianS: number
   maxS: number
   registryEgress: number
+  /** Naiad: downloads (blobs) a daemon fetched from the registry itself, by the reason it logged. */
+  backToSource?: Record<string, number>
   otherCpuS: number
 }
 
@@ -121,7 +123,7 @@ async function direct(bed: Testbed, hosts: Node[], ref: string): Promise<number[
   return pullAll(bed, hosts, (h) => ['copy', '--quiet', '--src-tls-verify=false', `docker://${ref}`, `oci:${join(work, `${h.name}.oci`)}:v1`])
 }
 
-async function naiad(bed: Testbed, sn: Node, hosts: Node[], registryHost: string, ref: string): Promise<number[]> {
+async function naiad(bed: Testbed, sn: Node, hosts: Node[], registryHost: string, ref: string): Promise<{ times: number[]; backToSource: Record<string, number> }> {
   const started: NodeProcess[] = []
   const dir = join(work, `naiad-${hosts.length}`)
   try {
@@ -139,7 +141,19 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], registryHost: string
     await run(process.execPath, [BINS.dfdaemon, 'init-config', '--runtime', 'podman', '--registry', registryHost, '--mirror', `http://${MIRROR}`, '--file', conf], 'dfdaemon init-config', overall)
     // The registry itself is not listed as insecure: if the mirror failed, skopeo's fallback
     // to it would fail too, rather than quietly pulling direct.
-    return await pullAll(bed, hosts, (h) => ['--registries-conf', conf, 'copy', '--quiet', `docker://${ref}`, `oci:${join(work, `${h.name}.oci`)}:v1`])
+    const times = await pullAll(bed, hosts, (h) => ['--registries-conf', conf, 'copy', '--quiet', `docker://${ref}`, `oci:${join(work, `${h.name}.oci`)}:v1`])
+    // Why daemons went to the registry themselves (their `back to source` log lines).
+    const backToSource: Record<string, number> = {}
+    for (const d of daemons) {
+      for (const line of d.logs) {
+        if (!line.includes('"back to source"')) continue
+        try {
+          const reason = String((JSON.parse(line) as { reason?: string }).reason)
+          backToSource[reason] = (backToSource[reason] ?? 0) + 1
+        } catch { /* not JSON */ }
+      }
+    }
+    return { times, backToSource }
   } finally {
     await Promise.all(started.map((p) => p.stop()))
     await rm(dir, { recursive: true, force: true })
@@ -192,10 +206,11 @@ try {
     const order: Array<Trial['method']> = k % 2 === 0 ? ['direct', 'naiad'] : ['naiad', 'direct']
     for (const method of order) {
       const tx0 = await txBytes(registry)
-      const { value: times, otherCpuS } = await foreignCpu(() => method === 'direct' ? direct(bed!, hs, ref) : naiad(bed!, sn, hs, registryHost, ref))
-      const t: Trial = { method, hosts: n, times, medianS: median(times), maxS: Math.max(...times), registryEgress: (await txBytes(registry)) - tx0, otherCpuS }
+      const { value, otherCpuS } = await foreignCpu(async () => method === 'direct' ? { times: await direct(bed!, hs, ref), backToSource: undefined } : naiad(bed!, sn, hs, registryHost, ref))
+      const { times, backToSource } = value
+      const t: Trial = { method, hosts: n, times, medianS: median(times), maxS: Math.max(...times), registryEgress: (await txBytes(registry)) - tx0, backToSource, otherCpuS }
       trials.push(t)
-      log(`N=${n} ${method}: median ${fmtS(t.medianS)} s, max ${fmtS(t.maxS)} s (${(t.maxS / physicalS).toFixed(2)}× the limit), registry egress ${formatBytes(t.registryEgress)} (${(t.registryEgress / image.total).toFixed(2)}× the image)`)
+      log(`N=${n} ${method}: median ${fmtS(t.medianS)} s, max ${fmtS(t.maxS)} s (${(t.maxS / physicalS).toFixed(2)}× the limit), registry egress ${formatBytes(t.registryEgress)} (${(t.registryEgress / image.total).toFixed(2)}× the image)${t.backToSource === undefined ? '' : `; daemons back to source: ${JSON.stringify(t.backToSource)}`}`)
     }
   }
 
@@ -218,9 +233,9 @@ try {
     '',
     `skopeo copy docker://… oci:DIR on every host at once: directly from the registry, or through the host's dfdaemon mirror (registries.conf written by \`dfdaemon init-config --runtime podman\`). Physical limit (image / host bandwidth): ${fmtS(physicalS)} s. Slowest first.`,
     '',
-    '| method | hosts | median s | max s | max / limit | registry egress | egress / image | max vs direct, same N |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
-    ...[...trials].sort((a, b) => b.maxS - a.maxS).map((t) => `| ${t.method} | ${t.hosts} | ${fmtS(t.medianS)} | ${fmtS(t.maxS)} | ${(t.maxS / physicalS).toFixed(2)} | ${formatBytes(t.registryEgress)} | ${(t.registryEgress / image.total).toFixed(2)} | ${(t.maxS / directMax(t.hosts)).toFixed(2)} |`),
+    '| method | hosts | median s | max s | max / limit | registry egress | egress / image | max vs direct, same N | fetches the daemons made from the registry themselves, by reason |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---|',
+    ...[...trials].sort((a, b) => b.maxS - a.maxS).map((t) => `| ${t.method} | ${t.hosts} | ${fmtS(t.medianS)} | ${fmtS(t.maxS)} | ${(t.maxS / physicalS).toFixed(2)} | ${formatBytes(t.registryEgress)} | ${(t.registryEgress / image.total).toFixed(2)} | ${(t.maxS / directMax(t.hosts)).toFixed(2)} | ${t.backToSource === undefined ? '' : Object.entries(t.backToSource).map(([r, c]) => `${c}× ${r}`).join('; ') || 'none'} |`),
     '',
     goalText,
     '',
