@@ -192,6 +192,15 @@ describe('Bitmap', () => {
     expect(bm.has(1_000_000)).toBe(false)
   })
 
+  it('view shows the same bits as toBytes without copying them', () => {
+    const bm = new Bitmap()
+    for (const n of [1, 9, 30]) bm.set(n)
+    const view = bm.view()
+    expect([...view.subarray(0, bm.toBytes().length)]).toEqual([...bm.toBytes()])
+    expect(view.subarray(bm.toBytes().length).every((b) => b === 0)).toBe(true)
+    expect(bm.view()).toBe(view)
+  })
+
   it('trims trailing zero bytes from its wire form', () => {
     const bm = new Bitmap(new Uint8Array([0x05, 0x00, 0x00, 0x00]))
     expect([...bm.toBytes()]).toEqual([0x05])

@@ -429,6 +429,38 @@ describe('Scheduler', () => {
       expect(parentIds(s, 'me').indexOf('rare')).toBeLessThan(parentIds(s, 'me').indexOf('common1'))
     })
 
+    it('counts pieces past the first bitmap byte, and what the requester holds there', () => {
+      const s = noSeed()
+      for (const p of ['src', 'a', 'b', 'me']) register(s, p)
+      publish(s, 'src', 40)
+      s.reportPieces('src', report(T, [], { state: 'succeeded' }))
+      // a and b each hold one piece in a later byte; the requester already has b's.
+      s.reportPieces('a', report(T, [ok(33, 'src')]))
+      s.reportPieces('b', report(T, [ok(17, 'src')]))
+      s.reportPieces('me', report(T, [ok(17, 'src')]))
+      for (const p of s.tasks.get(T)!.peers.values()) p.parents.clear()
+      expect(parentIds(s, 'me')).toContain('a')
+      expect(parentIds(s, 'me')).not.toContain('b')
+    })
+
+    it('never offers a peer that reaches the requester over several running hops', () => {
+      const s = swarm(8, 'me', 'x', 'y', 'z')
+      // z fetched from y, y from x, x from me: all of them sit below me.
+      s.reportPieces('me', report(T, [ok(0, SEED)]))
+      s.reportPieces('x', report(T, [ok(0, 'me'), ok(5, SEED)]))
+      s.reportPieces('y', report(T, [ok(0, 'x'), ok(6, SEED)]))
+      s.reportPieces('z', report(T, [ok(0, 'y'), ok(7, SEED)]))
+      const offered = parentIds(s, 'me')
+      expect(offered).toContain(SEED)
+      for (const p of ['x', 'y', 'z']) expect(offered).not.toContain(p)
+      // Once y finished, the chain is cut there: y and z may serve me, x still may not.
+      s.reportPieces('y', report(T, [], { state: 'succeeded' }))
+      const after = parentIds(s, 'me')
+      expect(after).toContain('y')
+      expect(after).toContain('z')
+      expect(after).not.toContain('x')
+    })
+
     it('scores a parent in the requester\'s data centre higher', () => {
       const s = swarm(2, 'near', 'far', 'me')
       s.announceHost('me', hostInfo('me', { idc: 'dc1', location: 'eu|fr|par' }))

@@ -44,6 +44,11 @@ export class Bitmap {
     }
   }
 
+  /** The bits themselves, without a copy (may have trailing zero bytes); for hot loops that must not allocate. Do not modify. */
+  view(): Uint8Array {
+    return this.bits
+  }
+
   toBytes(): Uint8Array {
     let end = this.bits.length
     while (end > 0 && this.bits[end - 1] === 0) end--

@@ -261,14 +261,44 @@ export class Scheduler {
     const me = task.peers.get(hostId)
     const mine = me?.bitmap ?? new Bitmap()
     const now = Date.now()
-    // How many peers hold each piece: rare pieces make a candidate more valuable.
-    const holders = new Map<number, number>()
-    for (const p of task.peers.values()) for (const n of p.bitmap.pieces()) holders.set(n, (holders.get(n) ?? 0) + 1)
-    const children = new Map<string, number>()
+    // How many peers hold each piece: rare pieces make a candidate more valuable. The
+    // bitmaps are read byte by byte: this runs over every peer of the task on every call.
+    let width = 0
+    for (const p of task.peers.values()) width = Math.max(width, p.bitmap.view().length)
+    const holders = new Uint32Array(width * 8)
     for (const p of task.peers.values()) {
-      for (const [parent, at] of p.parents) if (now - at < EDGE_WINDOW_MS) children.set(parent, (children.get(parent) ?? 0) + 1)
+      const bits = p.bitmap.view()
+      for (let i = 0; i < bits.length; i++) {
+        const b = bits[i]
+        if (b === 0) continue
+        for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) holders[i * 8 + j]++
+      }
+    }
+    // Recent parent edges, counted per parent and reversed (parent -> its running children).
+    const children = new Map<string, number>()
+    const childrenOf = new Map<string, string[]>()
+    for (const p of task.peers.values()) {
+      for (const [parent, at] of p.parents) {
+        if (now - at >= EDGE_WINDOW_MS) continue
+        children.set(parent, (children.get(parent) ?? 0) + 1)
+        if (p.state !== 'running') continue
+        const list = childrenOf.get(parent)
+        if (list === undefined) childrenOf.set(parent, [p.hostId])
+        else list.push(p.hostId)
+      }
+    }
+    // Running peers that reach the requester through their parents: offering one of them
+    // would close a cycle. One walk down from the requester instead of one walk up per candidate.
+    const below = new Set<string>()
+    for (const stack = [hostId]; stack.length > 0;) {
+      for (const child of childrenOf.get(stack.pop()!) ?? []) {
+        if (below.has(child)) continue
+        below.add(child)
+        stack.push(child)
+      }
     }
 
+    const mineBits = mine.view()
     const candidates: Candidate[] = []
     let maxBandwidth = 0
     for (const p of task.peers.values()) {
@@ -278,9 +308,14 @@ export class Scheduler {
       if (host === undefined || host.gone) continue
       if (!host.info.isSeed && now - host.lastSeen > this.options.hostTtlMs) continue
       if (host.consecutiveFailures >= MAX_FAILURES) continue
-      if (p.state === 'running' && this.reaches(task, p.hostId, hostId)) continue
+      if (p.state === 'running' && below.has(p.hostId)) continue
       let useful = 0
-      for (const n of p.bitmap.pieces()) if (!mine.has(n)) useful += 1 / (holders.get(n) ?? 1)
+      const bits = p.bitmap.view()
+      for (let i = 0; i < bits.length; i++) {
+        const b = bits[i] & ~(i < mineBits.length ? mineBits[i] : 0)
+        if (b === 0) continue
+        for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) useful += 1 / holders[i * 8 + j]
+      }
       if (useful === 0) continue
       const c: Candidate = { peer: p, host, useful, children: children.get(p.hostId) ?? 0 }
       if (this.filters.some((f) => !f(c, task))) continue
@@ -305,23 +340,6 @@ export class Scheduler {
   leaveTask(hostId: string, taskId: string): void {
     const task = this.tasks.get(taskId)
     if (task?.peers.delete(hostId) === true) this.persist.deletePeer(taskId, hostId)
-  }
-
-  /** Would `from` (through its parents, recursively) reach `target`? Then `target` must not pick it. */
-  private reaches(task: TaskState, from: string, target: string): boolean {
-    const now = Date.now()
-    const seen = new Set<string>()
-    const stack = [from]
-    while (stack.length > 0) {
-      const id = stack.pop()!
-      if (id === target) return true
-      if (seen.has(id)) continue
-      seen.add(id)
-      const p = task.peers.get(id)
-      if (p?.state !== 'running') continue
-      for (const [parent, at] of p.parents) if (now - at < EDGE_WINDOW_MS) stack.push(parent)
-    }
-    return false
   }
 
   private touchHost(hostId: string): void {

@@ -1,0 +1,282 @@
+// Load generator for the scheduler-scale scenario: one process simulating many peers, each
+// with its own Ed25519 identity (the scheduler knows a peer by the Noise-authenticated key of
+// its connection, never by a message field), speaking the real scheduler protocol over the
+// fabric (libp2p: TCP + Noise + yamux) to one supernode.
+//
+//   node bench/load/scheduler-peers.ts --supernode MULTIADDR/p2p/ID --first 0 --count 250
+//        --tasks 5 --pieces 128 --keys DIR --live 32 --duration 20s --batch 4 --parents-every 2
+//
+// Peer i belongs to task i % tasks. The supernode runs without a seed, so the first peer to
+// register a task is its back-to-source peer; it publishes the piece digests and succeeds.
+//
+// Phase 1 (register, on start): every peer of the range connects, announces its host,
+// registers its task, reports a random half of the pieces (from random peers of its task)
+// and disconnects; `--live` peers at a time. Prints {"registered":N,"ms":…}.
+// Phase 2 (load, on a line `go` on stdin, so that all generators start together): `--live`
+// sessions at a time, for `--duration`. A session takes the next peer of the range,
+// connects and runs rounds: one reportPieces of `--batch` piece results, and every
+// `--parents-every` rounds a getParents (timed), until `--rounds` rounds are done; then it
+// disconnects and the next peer takes its place. Prints one summary line at the end.
+// Everything is bounded: the duration, a call timeout of 5 s, and stdin closing stops it.
+
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { parseArgs } from 'node:util'
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import {
+  PROTOCOLS, SchedulerRequest, SchedulerResponse, call, loadIdentity, parseDuration, raiseRemote,
+  type FabricNode, type PieceResult
+} from '@naiad/proto'
+
+const { values } = parseArgs({
+  options: {
+    supernode: { type: 'string' },
+    first: { type: 'string', default: '0' },
+    count: { type: 'string', default: '100' },
+    tasks: { type: 'string', default: '5' },
+    pieces: { type: 'string', default: '128' },
+    keys: { type: 'string' },
+    live: { type: 'string', default: '32' },
+    duration: { type: 'string', default: '20s' },
+    batch: { type: 'string', default: '4' },
+    'parents-every': { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '50' },
+    warmup: { type: 'string', default: '2s' }
+  }
+})
+if (values.supernode === undefined || values.keys === undefined) {
+  process.stderr.write('usage: scheduler-peers.ts --supernode MULTIADDR --keys DIR [--first N --count N --tasks N --pieces N --live N --duration D --batch N --parents-every N --rounds N]\n')
+  process.exit(2)
+}
+const target = multiaddr(values.supernode)
+const first = Number(values.first)
+const count = Number(values.count)
+const tasks = Number(values.tasks)
+const pieceCount = Number(values.pieces)
+const live = Number(values.live)
+const durationMs = parseDuration(values.duration, '--duration')
+const warmupMs = parseDuration(values.warmup, '--warmup')
+const batch = Number(values.batch)
+const parentsEvery = Number(values['parents-every'])
+const rounds = Number(values.rounds)
+const PIECE_SIZE = 4 * 1024 * 1024
+const CALL_TIMEOUT_MS = 5_000
+
+const stop = new AbortController()
+let go: () => void = () => {}
+const started = new Promise<void>((resolve) => { go = resolve })
+const stdin = createInterface({ input: process.stdin })
+stdin.on('line', (line) => { if (line.trim() === 'go') go() })
+stdin.on('close', () => { stop.abort(new Error('stdin closed')); go() })
+
+const out = (msg: Record<string, unknown>): void => { process.stdout.write(`${JSON.stringify(msg)}\n`) }
+
+/** Task IDs are 64 hex digits; these are fixed per task number so every generator agrees. */
+const taskId = (t: number): string => `${t.toString(16).padStart(8, '0')}${'ab'.repeat(28)}`
+const taskUrl = (t: number): string => `http://origin.invalid/scheduler-scale/task-${t}`
+const peerIds = new Map<number, string>()
+const random = (n: number): number => Math.floor(Math.random() * n)
+
+interface Stats {
+  reportCalls: number
+  pieceReports: number
+  parentsCalls: number
+  parentsMs: number[]
+  errors: number
+  errorCodes: Record<string, number>
+  sessions: number
+  connectMs: number[]
+}
+const fresh = (): Stats => ({ reportCalls: 0, pieceReports: 0, parentsCalls: 0, parentsMs: [], errors: 0, errorCodes: {}, sessions: 0, connectMs: [] })
+
+async function rpc(node: FabricNode, req: Partial<SchedulerRequest>): Promise<SchedulerResponse> {
+  const res = await call(node, target, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, { signal: stop.signal, timeoutMs: CALL_TIMEOUT_MS })
+  raiseRemote(res.error)
+  return res
+}
+
+/**
+ * Peer i's own loopback source address (127.1.0.0/16 and up): the supernode sees every
+ * synthetic peer come from its own host, as real peers would, so libp2p's per-host inbound
+ * rate limit (5 connections/s) applies per peer, not to the whole load generator.
+ */
+const sourceIp = (i: number): string => `127.${1 + (i >> 16)}.${(i >> 8) & 255}.${(i & 255)}`
+
+/** Connection set-ups in flight in this process (libp2p refuses more than 10 unfinished inbound handshakes). */
+let opening = 0
+const OPEN_AT_ONCE = 3
+
+/** Peer i's fabric node: the same stack as a dfdaemon's (createFabricNode), dialling from its own address. */
+async function open(i: number): Promise<FabricNode> {
+  while (opening >= OPEN_AT_ONCE) await new Promise((r) => setTimeout(r, 2))
+  opening++
+  try {
+    const node = await createLibp2p({
+      privateKey: await loadIdentity(join(values.keys!, `peer-${i}`)),
+      addresses: { listen: [] },
+      // localAddress is handed on to net.connect, though TCPSocketOptions does not list it.
+      transports: [tcp({ dialOpts: { localAddress: sourceIp(i) } as TCPSocketOptions })],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionMonitor: { enabled: false }
+    })
+    peerIds.set(i, node.peerId.toString())
+    // Connect now, retrying refusals (the supernode's pending-handshake limit), so that the
+    // scheduler calls after this measure the scheduler rather than connection set-up.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await node.dial(target, { signal: AbortSignal.any([stop.signal, AbortSignal.timeout(CALL_TIMEOUT_MS)]) })
+        break
+      } catch (err) {
+        dialRetries++
+        if (attempt >= 8 || stop.signal.aborted) {
+          await node.stop()
+          throw err
+        }
+        await new Promise((r) => setTimeout(r, 20 * 2 ** attempt))
+      }
+    }
+    return node
+  } finally {
+    opening--
+  }
+}
+let dialRetries = 0
+
+/** A parent for piece results: another peer of the same task whose ID this process knows. */
+function parentFor(i: number): string {
+  for (let k = 0; k < 4; k++) {
+    const j = first + random(count)
+    if (j !== i && j % tasks === i % tasks && peerIds.has(j)) return peerIds.get(j)!
+  }
+  return ''
+}
+
+const pieces = (nums: number[], i: number): PieceResult[] =>
+  nums.map((num) => ({ num, parentId: parentFor(i), length: PIECE_SIZE, costMs: 20 + random(80), sha256: new Uint8Array(0), errorCode: '' }))
+
+async function register(i: number): Promise<void> {
+  const node = await open(i)
+  try {
+    const t = i % tasks
+    await rpc(node, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false } })
+    const res = await rpc(node, { registerTask: { taskId: taskId(t), url: taskUrl(t), headers: [], digest: '', range: '', filter: [] } })
+    if (res.task?.backToSource === true) {
+      // The trusted peer: publishes the task's metadata and every piece digest, then succeeds.
+      const all = Array.from({ length: pieceCount }, (_, n) => ({ num: n, parentId: '', length: PIECE_SIZE, costMs: 0, sha256: new Uint8Array(32).fill(n & 0xff), errorCode: '' }))
+      await rpc(node, { reportPieces: { taskId: taskId(t), results: all, contentLength: pieceCount * PIECE_SIZE, pieceSize: PIECE_SIZE, pieceCount, sha256: new Uint8Array(32).fill(7), state: 'succeeded', error: undefined } })
+    } else {
+      const nums = Array.from({ length: pieceCount }, (_, n) => n).filter(() => Math.random() < 0.5)
+      await rpc(node, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } })
+    }
+  } finally {
+    await node.stop()
+  }
+}
+
+/** Runs `worker` over items with at most `n` at once, until the items run out or `until` says stop. */
+async function pool(n: number, next: () => number | undefined, worker: (i: number) => Promise<void>): Promise<void> {
+  await Promise.all(Array.from({ length: n }, async () => {
+    for (let i = next(); i !== undefined && !stop.signal.aborted; i = next()) await worker(i)
+  }))
+}
+
+function countError(s: Stats, err: unknown): void {
+  s.errors++
+  const code = (err as { code?: string }).code ?? (err as Error).name ?? 'Error'
+  s.errorCodes[code] = (s.errorCodes[code] ?? 0) + 1
+  if (s.errors <= 3) process.stderr.write(`scheduler-peers: ${(err as Error).message} ${String((err as Error).cause ?? '')}\n`)
+}
+
+// ---------------------------------------------------------------- phase 1
+
+const reg = fresh()
+const t0 = performance.now()
+await mkdir(values.keys, { recursive: true })
+let nextReg = first
+await pool(live, () => (nextReg < first + count ? nextReg++ : undefined), async (i) => {
+  try {
+    await register(i)
+  } catch (err) {
+    countError(reg, err)
+  }
+})
+out({ registered: count - reg.errors, errors: reg.errors, errorCodes: reg.errorCodes, ms: Math.round(performance.now() - t0) })
+
+// ---------------------------------------------------------------- phase 2
+
+await started
+
+const load = fresh()
+const cpu0 = process.cpuUsage()
+const start = performance.now()
+const measureFrom = start + warmupMs
+const end = start + durationMs
+const deadline = setTimeout(() => stop.abort(new Error('duration over')), durationMs + CALL_TIMEOUT_MS + 2000)
+/** Where each peer got to in its pieces: a session continues where the peer's last one stopped. */
+const progress = new Map<number, number>()
+let nextPeer = first
+
+async function session(i: number): Promise<void> {
+  const c0 = performance.now()
+  let node: FabricNode | undefined
+  try {
+    node = await open(i)
+    const t = i % tasks
+    // The first call dials: connection set-up is timed apart from the scheduler's work.
+    await rpc(node, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false } })
+    if (load.connectMs.length < 100_000) load.connectMs.push(Math.round((performance.now() - c0) * 10) / 10)
+    load.sessions++
+    for (let r = 0; r < rounds && performance.now() < end && !stop.signal.aborted; r++) {
+      const p = progress.get(i) ?? random(pieceCount)
+      const nums = Array.from({ length: batch }, (_, k) => (p + k) % pieceCount)
+      progress.set(i, (p + batch) % pieceCount)
+      try {
+        await rpc(node, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } })
+        if (performance.now() >= measureFrom && performance.now() <= end) {
+          load.reportCalls++
+          load.pieceReports += batch
+        }
+      } catch (err) {
+        countError(load, err)
+      }
+      if ((r + 1) % parentsEvery !== 0 || performance.now() >= end) continue
+      const q0 = performance.now()
+      try {
+        await rpc(node, { getParents: { taskId: taskId(t), limit: 8 } })
+        const q1 = performance.now()
+        if (q0 >= measureFrom && q1 <= end) {
+          load.parentsCalls++
+          if (load.parentsMs.length < 500_000) load.parentsMs.push(Math.round((q1 - q0) * 100) / 100)
+        }
+      } catch (err) {
+        countError(load, err)
+      }
+    }
+  } catch (err) {
+    countError(load, err)
+  } finally {
+    try {
+      await node?.stop()
+    } catch { /* already closed */ }
+  }
+}
+
+await pool(live, () => {
+  if (performance.now() >= end) return undefined
+  const i = nextPeer
+  nextPeer = nextPeer + 1 >= first + count ? first : nextPeer + 1
+  return i
+}, session)
+clearTimeout(deadline)
+const cpu = process.cpuUsage(cpu0)
+out({ done: true, windowMs: Math.round(end - measureFrom), dialRetries, cpuS: (cpu.user + cpu.system) / 1e6, ...load })
+// Stay until told (stdin closes), so the caller's CPU accounting still finds this process.
+await Promise.race([new Promise((r) => stop.signal.addEventListener('abort', r, { once: true })), new Promise((r) => setTimeout(r, 30_000))])
+process.exit(0)
