@@ -29,6 +29,14 @@ export interface FabricSchedulerClientOptions {
 }
 
 /**
+ * Consecutive call timeouts after which a supernode counts as unreachable. A busy
+ * supernode answering one call late is not an outage: marking it down would send every
+ * download of this node to the origin until the next keep-alive. A refused or failed
+ * dial marks it down at once.
+ */
+const TIMEOUTS_BEFORE_DOWN = 3
+
+/**
  * A scheduler client over the fabric. After a failure it reports itself unavailable, so
  * downloads go to the origin at once instead of waiting on a dead supernode; only the
  * daemon's keep-alive announcement (a probe) tries the supernode again and, when it
@@ -37,6 +45,7 @@ export interface FabricSchedulerClientOptions {
 export class FabricSchedulerClient implements SchedulerClient {
   private addrs: Multiaddr[] | undefined
   private down = false
+  private timeouts = 0
   private peerId: string | undefined
 
   private readonly node: FabricNode
@@ -80,10 +89,12 @@ export class FabricSchedulerClient implements SchedulerClient {
         timeoutMs: this.options.timeoutMs
       })
       this.down = false
+      this.timeouts = 0
       raiseRemote(res.error)
       return res
     } catch (err) {
       const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', String(err), { cause: err })
+      if (e.code === 'PROTO_ERR_TIMEOUT' && !probe && ++this.timeouts < TIMEOUTS_BEFORE_DOWN) throw e
       if (e.code.startsWith('PROTO_ERR_') && e.code !== 'PROTO_ERR_ABORTED' && e.code !== 'PROTO_ERR_REMOTE') {
         if (!this.down) this.options.logger.warn({ err: e.message }, 'supernode unreachable; downloads go to peers and the origin')
         this.down = true
