@@ -89,7 +89,7 @@ const interrupted = new AbortController()
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupted.abort(new Error(`interrupted by ${sig}`)))
 const overall = AbortSignal.any([interrupted.signal, AbortSignal.timeout(timeoutMs)])
 // One pass over the file at no less than 5 MB/s, with a floor.
-const step = (): AbortSignal => AbortSignal.any([overall, AbortSignal.timeout(Math.max(120_000, (size / 5e6) * 1000))])
+const step = (): AbortSignal => AbortSignal.any([overall, AbortSignal.timeout(Math.round(Math.max(120_000, (size / 5e6) * 1000)))])
 const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
 
 type Fs = 'nydus-fs' | 'passthrough'

@@ -77,7 +77,7 @@ const interrupted = new AbortController()
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupted.abort(new Error(`interrupted by ${sig}`)))
 const overall = AbortSignal.any([interrupted.signal, AbortSignal.timeout(timeoutMs)])
 // One transfer at no less than 10 MB/s, with a floor for start-up.
-const step = (): AbortSignal => AbortSignal.any([overall, AbortSignal.timeout(Math.max(90_000, (size / 10e6) * 1000))])
+const step = (): AbortSignal => AbortSignal.any([overall, AbortSignal.timeout(Math.round(Math.max(90_000, (size / 10e6) * 1000)))])
 const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
 
 type Row = 'direct' | 'naiad-cold' | 'naiad-warm' | 'raw-tcp'
