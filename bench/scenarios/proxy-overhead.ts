@@ -9,14 +9,16 @@
 // Goals (issue 5): cold time at most 1.15× the direct time; warm throughput at least 60 % of
 // raw loopback TCP. See bench/README.md for exactly what "cold" includes.
 
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
-import { metric, pushBlobFile, startDaemon, startRegistry, startSupernode, writeBlob, type DaemonHandle, type RegistryHandle, type SupernodeHandle } from '@naiad/testkit'
+import { BINS, freePort, metric, NaiadProcess, pushBlobFile, startDaemon, startRegistry, writeBlob, type DaemonHandle, type RegistryHandle } from '@naiad/testkit'
+
+import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile-summary.ts'
 
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { checkGoal, goalLine, machineNote, mbps, table } from '../report/goals.ts'
@@ -31,6 +33,8 @@ const USAGE = `usage: node bench/scenarios/proxy-overhead.ts [options]
   --quick              a 256 MiB blob and 2 runs (unless given)
   --size SIZE          blob size (default 1GiB)
   --runs N             measurements of each row, interleaved (default 3)
+  --profile            after the measured runs, one more cold + warm pair with the daemon and the
+                       supernode under --cpu-prof; prints their top self-time functions per phase
   --timeout DURATION   bound on the whole scenario (default 20m)
   --dir DIR            work directory, kept afterwards (default: a temp dir, removed)
   --out PREFIX         results: PREFIX.json, PREFIX.md (default bench/results/proxy-overhead)`
@@ -47,6 +51,7 @@ const args = (() => {
         quick: { type: 'boolean', default: false },
         size: { type: 'string' },
         runs: { type: 'string' },
+        profile: { type: 'boolean', default: false },
         timeout: { type: 'string', default: '20m' },
         dir: { type: 'string' },
         out: { type: 'string', default: join(RESULTS, 'proxy-overhead') },
@@ -124,23 +129,39 @@ async function rawTcp(): Promise<{ ms: number; cpu: Record<string, number> }> {
   return { ms: r.ms as number, cpu: { receiver: r.cpuS as number, sender: sent.cpuS as number } }
 }
 
-/** A fresh supernode (seed peer on, as installed) and daemon; cold GET, then warm GET. */
-async function naiad(registry: RegistryHandle, blobUrlPath: string, run: number): Promise<Array<Omit<Sample, 'otherCpuS' | 'stealS'>>> {
+/** Microseconds of the monotonic clock, the one V8 stamps .cpuprofile samples with. */
+const nowUs = (): number => Number(process.hrtime.bigint() / 1000n)
+
+interface Windows { coldUs: [number, number]; warmUs: [number, number] }
+
+/**
+ * A fresh supernode (seed peer on, as installed) and daemon; cold GET, then warm GET. With
+ * `profileDir` both run under --cpu-prof (profiles land there when they exit).
+ */
+async function naiad(registry: RegistryHandle, blobUrlPath: string, run: number, profileDir?: string, windows?: Windows): Promise<Array<Omit<Sample, 'otherCpuS' | 'stealS'>>> {
   const dir = join(work, `naiad-${run}`)
-  let sn: SupernodeHandle | undefined
+  const env = (name: string): Record<string, string> => profileDir === undefined ? {} : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${join(profileDir, name)}`.trim() }
+  let sn: NaiadProcess | undefined
   let d: DaemonHandle | undefined
   try {
-    sn = await withSignal(startSupernode(join(dir, 'sn')), overall, 'starting the supernode')
-    d = await withSignal(startDaemon(join(dir, 'daemon'), sn.url, { args: ['--insecure-registry', registry.host, '--default-registry', registry.url] }), overall, 'starting the daemon')
-    const pids = { daemon: d.process.pid, supernode: sn.process.pid, registry: registry.process.pid! }
+    // As testkit's startSupernode, with the environment for the profiler.
+    const port = await freePort()
+    sn = new NaiadProcess(BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', `127.0.0.1:${port}`, '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info'], env('supernode'))
+    await withSignal(sn.ready, overall, 'starting the supernode')
+    d = await withSignal(startDaemon(join(dir, 'daemon'), `http://127.0.0.1:${port}`, { args: ['--insecure-registry', registry.host, '--default-registry', registry.url], env: env('daemon') }), overall, 'starting the daemon')
+    const pids = { daemon: d.process.pid, supernode: sn.pid, registry: registry.process.pid! }
     const url = `${d.proxyUrl}${blobUrlPath}`
+    const c0 = nowUs()
     const cold = await httpGet(url, pids)
+    if (windows !== undefined) windows.coldUs = [c0, nowUs()]
     const daemonBytes = {
       origin: await metric(d.apiUrl, 'naiad_download_bytes_total', { source: 'origin' }),
       peer: await metric(d.apiUrl, 'naiad_download_bytes_total', { source: 'peer' })
     }
     if (daemonBytes.origin + daemonBytes.peer !== size) throw new Error(`the cold daemon stored ${daemonBytes.origin + daemonBytes.peer} bytes, expected ${size}: was the blob cached?`)
+    const w0 = nowUs()
     const warm = await httpGet(url, pids)
+    if (windows !== undefined) windows.warmUs = [w0, nowUs()]
     const after = await metric(d.apiUrl, 'naiad_download_bytes_total')
     if (after !== size) throw new Error(`the warm GET made the daemon fetch ${after - size} more bytes: it was not served from its cache`)
     return [
@@ -149,7 +170,7 @@ async function naiad(registry: RegistryHandle, blobUrlPath: string, run: number)
     ]
   } finally {
     await d?.process.stop()
-    await sn?.process.stop()
+    await sn?.stop()
     await rm(dir, { recursive: true, force: true })
   }
 }
@@ -252,7 +273,25 @@ try {
     }
   }
 
-  const md = markdown(samples)
+  let profile: Record<string, ProfileSummary> | undefined
+  let md = markdown(samples)
+  if (args.profile) {
+    const dir = join(work, 'prof')
+    const windows: Windows = { coldUs: [0, 0], warmUs: [0, 0] }
+    const [cold, warm] = await naiad(registry, blobUrlPath, runs, dir, windows)
+    log(`profiled: cold ${(cold.ms / 1000).toFixed(2)} s, warm ${(warm.ms / 1000).toFixed(2)} s`)
+    const find = async (name: string): Promise<string> => {
+      const f = (await readdir(join(dir, name))).find((n) => n.endsWith('.cpuprofile'))
+      if (f === undefined) throw new Error(`no .cpuprofile of the ${name}: did it exit cleanly?`)
+      return join(dir, name, f)
+    }
+    profile = {
+      'daemon, cold': await summarizeFile(await find('daemon'), { from: windows.coldUs[0], to: windows.coldUs[1], top: 20 }),
+      'supernode, cold': await summarizeFile(await find('supernode'), { from: windows.coldUs[0], to: windows.coldUs[1], top: 20 }),
+      'daemon, warm': await summarizeFile(await find('daemon'), { from: windows.warmUs[0], to: windows.warmUs[1], top: 20 })
+    }
+    md += `\n### Profile (one more cold + warm pair: cold ${(cold.ms / 1000).toFixed(2)} s, warm ${(warm.ms / 1000).toFixed(2)} s under the profiler)\n\n\`\`\`\n${Object.entries(profile).map(([k, v]) => formatSummary(v, k)).join('\n')}\n\`\`\`\n`
+  }
   process.stdout.write(`${md}\n`)
   await mkdir(join(args.out, '..'), { recursive: true })
   await writeFile(`${args.out}.json`, `${JSON.stringify({
@@ -266,7 +305,8 @@ try {
     runs,
     summary: summarize(samples),
     goals: goals(samples),
-    samples
+    samples,
+    profile
   }, null, 2)}\n`)
   await writeFile(`${args.out}.md`, md)
   log(`wrote ${args.out}.json, .md`)
