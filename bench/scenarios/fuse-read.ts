@@ -23,6 +23,7 @@ import { parseArgs } from 'node:util'
 import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
 import { LAYER_MEDIA_TYPES, pushBlobFile, pushOciImage, startRegistry, writeBlob, writeLargeTarLayer, type RegistryHandle } from '@naiad/testkit'
 
+import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile-summary.ts'
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { checkGoal, goalLine, machineNote, table } from '../report/goals.ts'
 import { median, withSignal } from '../report/helpers.ts'
@@ -40,6 +41,8 @@ const USAGE = `usage: node bench/scenarios/fuse-read.ts [options]   (root: mount
   --size SIZE          file size (default 1GiB)
   --runs N             measurements of each pattern and file system, interleaved (default 3)
   --random-reads N     4 KiB reads per random measurement (default 20000)
+  --profile            afterwards, remount nydus-fs (same warm disk cache) under --cpu-prof, read once
+                       sequentially and once at random, and print its top self-time functions in each
   --timeout DURATION   bound on the whole scenario (default 20m)
   --dir DIR            work directory, kept afterwards (default: a temp dir, removed)
   --out PREFIX         results: PREFIX.json, PREFIX.md (default bench/results/fuse-read)`
@@ -57,6 +60,7 @@ const args = (() => {
         size: { type: 'string' },
         runs: { type: 'string' },
         'random-reads': { type: 'string' },
+        profile: { type: 'boolean', default: false },
         timeout: { type: 'string', default: '20m' },
         dir: { type: 'string' },
         out: { type: 'string', default: join(RESULTS, 'fuse-read') },
@@ -302,7 +306,33 @@ try {
   const digests = new Set([...randomDigests].map((d) => d.split(':')[1]))
   if (digests.size !== 1) throw new Error(`the random reads returned different bytes: ${[...randomDigests].join(', ')}`)
 
-  const md = markdown(samples, { convertMs: conv.ms, warmMs })
+  let md = markdown(samples, { convertMs: conv.ms, warmMs })
+  let profile: Record<string, ProfileSummary> | undefined
+  if (args.profile) {
+    // A fresh nydus-fs process on the same disk cache: its memory cache starts empty, so reads
+    // come from the disk cache as they mostly do for a file larger than the memory cache.
+    await servers['nydus-fs'].stop()
+    const profDir = join(work, 'prof')
+    servers['nydus-fs'] = new MountProcess('nydus-fs mount', [NYDUS_FS, 'mount', `${registry.host}/fuse:lazy`, mounts['nydus-fs'], '--plain-http', '--cache-dir', cacheDir, '--daemon', 'none', '--no-prefetch', '--foreground'],
+      { NAIAD_RUN_DIR: runDir, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}`.trim() }, (l) => l.includes('"nydus-fs mount ready"'))
+    await withSignal(servers['nydus-fs'].ready, AbortSignal.any([overall, AbortSignal.timeout(60_000)]), 'remounting under the profiler')
+    const windows: Record<string, [number, number, Omit<Sample, 'otherCpuS' | 'stealS' | 'windowS'>]> = {}
+    for (const pattern of ['seq', 'random'] as Pattern[]) {
+      await resetCaches()
+      const t0 = Number(process.hrtime.bigint() / 1000n)
+      const r = await measure('nydus-fs', pattern, servers['nydus-fs'], runs)
+      windows[pattern] = [t0, Number(process.hrtime.bigint() / 1000n), r]
+    }
+    await servers['nydus-fs'].stop()
+    const f = (await readdir(profDir)).find((n) => n.endsWith('.cpuprofile'))
+    if (f === undefined) throw new Error('no .cpuprofile of the nydus-fs mount: did it exit cleanly?')
+    profile = {}
+    for (const [pattern, [from, to, r]] of Object.entries(windows)) {
+      const title = `nydus-fs mount, ${pattern} (${r.rate.toFixed(0)} ${pattern === 'seq' ? 'MB/s' : 'reads/s'} under the profiler, server ${r.serverCpuS} CPU-s)`
+      profile[title] = await summarizeFile(join(profDir, f), { from, to, top: 20 })
+    }
+    md += `\n### Profile of the nydus-fs mount process\n\n\`\`\`\n${Object.entries(profile).map(([k, v]) => formatSummary(v, k)).join('\n')}\n\`\`\`\n`
+  }
   process.stdout.write(`${md}\n`)
   await mkdir(join(args.out, '..'), { recursive: true })
   await writeFile(`${args.out}.json`, `${JSON.stringify({
@@ -320,7 +350,8 @@ try {
     warmMs,
     summary: summarize(samples),
     goals: goals(samples),
-    samples
+    samples,
+    profile
   }, null, 2)}\n`)
   await writeFile(`${args.out}.md`, md)
   log(`wrote ${args.out}.json, .md`)
