@@ -30,7 +30,7 @@ const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
 const REPO = 'bench/proxy-overhead'
 
 const USAGE = `usage: node bench/scenarios/proxy-overhead.ts [options]
-  --quick              a 256 MiB blob and 2 runs (unless given)
+  --quick              a 256 MiB blob and 1 run (unless given)
   --size SIZE          blob size (default 1GiB)
   --runs N             measurements of each row, interleaved (default 3)
   --profile            after the measured runs, one more cold + warm pair with the daemon and the
@@ -75,7 +75,7 @@ try {
 } catch (err) {
   usageError((err as Error).message)
 }
-const runs = Number(args.runs ?? (args.quick ? '2' : '3'))
+const runs = Number(args.runs ?? (args.quick ? '1' : '3'))
 if (!Number.isInteger(runs) || runs < 1 || runs > 20) usageError(`--runs must be a whole number from 1 to 20, not ${args.runs}`)
 
 const interrupted = new AbortController()

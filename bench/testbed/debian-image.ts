@@ -39,7 +39,7 @@ export function timedRun(cmd: string, args: string[], signal: AbortSignal, env: 
 /** The same, failing unless the command exits 0. */
 export async function must(cmd: string, args: string[], signal: AbortSignal, env: Record<string, string> = {}): Promise<Timed> {
   const r = await timedRun(cmd, args, signal, env)
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.code}:\n${r.stderr.slice(-2000)}`)
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ').slice(0, 300)} exited with ${r.code}:\n${r.stderr.slice(-2000)}`)
   return r
 }
 
