@@ -84,7 +84,7 @@ type Tool = 'nydus-fs' | 'ctr-remote' | 'mkfs.erofs' | 'tar-to-erofs-lz4hc'
 
 const TOOLS: Record<Tool, { label: string; input: string; output: string; network: string }> = {
   'nydus-fs': { label: 'nydus-fs convert', input: 'image in the registry (gzip layer)', output: 'lazy image pushed to the registry (zstd chunks + bootstrap)', network: 'yes: pull and push on loopback included' },
-  'ctr-remote': { label: 'ctr-remote image convert --estargz --oci', input: 'image in the registry (gzip layer)', output: 'eStargz image pushed to the registry', network: 'yes: content fetch and push on loopback included (phases below)' },
+  'ctr-remote': { label: 'ctr-remote image convert --estargz --oci', input: 'image in the registry (gzip layer)', output: 'eStargz image pushed to the registry', network: 'yes: content fetch and push on loopback included (see phases)' },
   'mkfs.erofs': { label: 'mkfs.erofs (uncompressed)', input: 'unpacked rootfs directory', output: 'EROFS image file', network: 'no (and no unpacking)' },
   'tar-to-erofs-lz4hc': { label: 'tar -xzf layer, then mkfs.erofs -zlz4hc', input: 'the image\'s gzip layer (file)', output: 'EROFS image file, lz4hc', network: 'no' }
 }
@@ -201,7 +201,7 @@ function markdown(samples: Sample[]): string {
   const wall = samples.reduce((a, s) => a + s.ms / 1000, 0)
   const fmtPhases = (p: Record<string, number> | undefined): string => p === undefined ? '' : Object.entries(p).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)}`).join(' + ')
   return [
-    `## Conversion of a Debian bookworm minbase image${source.variant === 'small' ? ' (--quick: only its etc, usr/bin, usr/sbin, usr/lib)' : ''}, one ${formatBytes(source.layerBytes)} gzip layer, ${formatBytes(source.unpackedBytes)} unpacked; ${runs} run${runs === 1 ? '' : 's'} of each, interleaved`,
+    `## Conversion of a Debian bookworm minbase image${source.variant === 'small' ? ' (--quick: only its etc, usr/bin, usr/sbin, usr/lib, var/lib/dpkg)' : ''}, one ${formatBytes(source.layerBytes)} gzip layer, ${formatBytes(source.unpackedBytes)} unpacked; ${runs} run${runs === 1 ? '' : 's'} of each, interleaved`,
     '',
     'Slowest first.',
     '',
