@@ -25,11 +25,11 @@ const BENCHMARKS: Benchmark[] = [
   { name: 'swarm-pull', file: 'scenarios/swarm-pull.ts', quick: ['--quick'], what: 'issue 5 scenario 1: N hosts pull one blob at once, direct vs Naiad, on a netns testbed (needs root)' },
   { name: 'piece-throughput', file: 'piece-throughput.ts', quick: ['--size', '256MiB', '--runs', '1'], what: 'one daemon from another on loopback vs raw TCP and HTTP (close to scenario 3, without its goal check)' },
   { name: 'swarm-pull-image', file: 'scenarios/swarm-pull-image.ts', quick: ['--quick'], what: 'issue 5 scenario 1, image part: N hosts skopeo-pull a 4-layer image, direct vs through the dfdaemon mirror (needs root, skopeo, umoci, debootstrap, docker-registry)' },
-  { name: 'proxy-overhead', missing: 'not built yet', what: 'issue 5 scenario 2: 1 GiB through dfdaemon cold and warm vs direct' },
+  { name: 'proxy-overhead', file: 'scenarios/proxy-overhead.ts', quick: ['--quick'], what: 'issue 5 scenario 2: a blob from a registry through dfdaemon cold and warm vs direct and raw TCP' },
   { name: 'peer-transfer', missing: 'not built yet as a scenario with its goal check (piece-throughput measures the transfer)', what: 'issue 5 scenario 3: two daemons vs raw TCP' },
   { name: 'lazy-start', file: 'scenarios/lazy-start.ts', quick: ['--quick'], what: 'issue 5 scenario 4: nydus-fs lazy start vs skopeo copy + umoci unpack, registry behind a 100 Mbit/s link (needs root, debootstrap, umoci, skopeo, docker-registry)' },
-  { name: 'fuse-read', missing: 'not built yet', what: 'issue 5 scenario 5: nydus-fs reads vs a bare passthrough FUSE' },
-  { name: 'conversion', missing: 'not built yet', what: 'issue 5 scenario 6: nydus-fs convert vs mkfs.erofs and ctr-remote' },
+  { name: 'fuse-read', file: 'scenarios/fuse-read.ts', quick: ['--quick'], what: 'issue 5 scenario 5: nydus-fs reads vs a bare passthrough FUSE (needs root)' },
+  { name: 'convert', file: 'scenarios/convert.ts', quick: ['--quick'], what: 'issue 5 scenario 6: nydus-fs convert vs mkfs.erofs and ctr-remote on a Debian image (needs root)' },
   { name: 'scheduler-scale', file: 'scenarios/scheduler-scale.ts', quick: ['--quick'], what: 'issue 5 scenario 7: 10,000 synthetic peers against one supernode (quick: 1,000)' }
 ]
 
