@@ -23,6 +23,7 @@ import { startDaemon, startSupernode, TestOrigin, writeBlob, type DaemonHandle, 
 import { formatSummary, summarizeFile, type ProfileSummary } from './cpuprofile-summary.ts'
 import { cpuDuring, foreignCpu, killDescendants } from './proc-stats.ts'
 import { median, withSignal } from './report/helpers.ts'
+import { checkGoal, goalLine } from './report/goals.ts'
 
 const TCP_PIPE = fileURLToPath(new URL('./tcp-pipe.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url))
@@ -367,6 +368,7 @@ function report(samples: Record<string, Sample[]>, rows: Array<[string, string, 
     ...rows.map(([label, name, note]) => `| ${label} | ${med(name).toFixed(0)} | ${best(name).toFixed(0)} | ${samples[name].map((s) => s.mbps.toFixed(0)).join(', ')} | ${(med(name) / raw).toFixed(2)} | ${note} |`),
     '',
     ...naiadRows.map(([, name]) => `${name} / raw TCP = **${(med(name) / raw).toFixed(2)}** (best runs: ${(best(name) / best('raw-tcp')).toFixed(2)}); / (raw TCP + sha256 + file) = ${(med(name) / med('raw-tcp+sha256+file')).toFixed(2)}; / HTTP = ${(med(name) / med('http-origin')).toFixed(2)}`),
+    ...naiadRows.map(([label, name]) => `${label}: ${goalLine(checkGoal('throughput / raw TCP (issue 5 scenario 3)', med(name) / raw, 'at least', 0.5))}`),
     ...(naiadRows.length > 1 ? [`${naiadRows[1][1]} / naiad = **${(med(naiadRows[1][1]) / med('naiad')).toFixed(2)}** (best runs: ${(best(naiadRows[1][1]) / best('naiad')).toFixed(2)})`] : []),
     '',
     'CPU seconds per transfer (median):',
@@ -437,7 +439,8 @@ try {
       log(`run ${i + 1}/${runs} ${name}: ${s.mbps.toFixed(0)} MB/s (${(s.ms / 1000).toFixed(2)} s${tl}; cpu-s ${JSON.stringify(s.cpu)}, other processes ${otherCpuS}, stolen ${stealS})`)
     }
   }
-  process.stdout.write(`${report(samples, rows)}\n`)
+  const markdown = report(samples, rows)
+  process.stdout.write(`${markdown}\n`)
 
   let profile: Awaited<ReturnType<Cluster['profile']>> | undefined
   if (args.profile) {
@@ -473,6 +476,7 @@ try {
   }
   await mkdir(join(args.out, '..'), { recursive: true })
   await writeFile(args.out, `${JSON.stringify(result, null, 2)}\n`)
+  await writeFile(args.out.replace(/\.json$/, '') + '.md', `${markdown}\n`)
   log(`wrote ${args.out}`)
 } catch (err) {
   failed = true

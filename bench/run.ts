@@ -9,6 +9,9 @@
 // given a number. Exits non-zero if any benchmark that ran failed.
 
 import { spawnSync } from 'node:child_process'
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
+import { basename } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 interface Benchmark {
@@ -23,10 +26,9 @@ interface Benchmark {
 
 const BENCHMARKS: Benchmark[] = [
   { name: 'swarm-pull', file: 'scenarios/swarm-pull.ts', quick: ['--quick'], what: 'issue 5 scenario 1: N hosts pull one blob at once, direct vs Naiad, on a netns testbed (needs root)' },
-  { name: 'piece-throughput', file: 'piece-throughput.ts', quick: ['--size', '256MiB', '--runs', '1'], what: 'one daemon from another on loopback vs raw TCP and HTTP (close to scenario 3, without its goal check)' },
+  { name: 'peer-transfer', file: 'piece-throughput.ts', quick: ['--size', '256MiB', '--runs', '1'], what: 'issue 5 scenario 3: one daemon fetches a blob another holds, on loopback, vs raw TCP and HTTP in the same run (goal: half of raw TCP)' },
   { name: 'swarm-pull-image', file: 'scenarios/swarm-pull-image.ts', quick: ['--quick'], what: 'issue 5 scenario 1, image part: N hosts skopeo-pull a 4-layer image, direct vs through the dfdaemon mirror (needs root, skopeo, umoci, debootstrap, docker-registry)' },
   { name: 'proxy-overhead', file: 'scenarios/proxy-overhead.ts', quick: ['--quick'], what: 'issue 5 scenario 2: a blob from a registry through dfdaemon cold and warm vs direct and raw TCP' },
-  { name: 'peer-transfer', missing: 'not built yet as a scenario with its goal check (piece-throughput measures the transfer)', what: 'issue 5 scenario 3: two daemons vs raw TCP' },
   { name: 'lazy-start', file: 'scenarios/lazy-start.ts', quick: ['--quick'], what: 'issue 5 scenario 4: nydus-fs lazy start vs skopeo copy + umoci unpack, registry behind a 100 Mbit/s link (needs root, debootstrap, umoci, skopeo, docker-registry)' },
   { name: 'fuse-read', file: 'scenarios/fuse-read.ts', quick: ['--quick'], what: 'issue 5 scenario 5: nydus-fs reads vs a bare passthrough FUSE (needs root)' },
   { name: 'convert', file: 'scenarios/convert.ts', quick: ['--quick'], what: 'issue 5 scenario 6: nydus-fs convert vs mkfs.erofs and ctr-remote on a Debian image (needs root)' },
@@ -70,4 +72,33 @@ for (const b of selected) {
   summary.push([b.name, r.status === 0 ? `ok (${s} s)` : `failed with ${r.status ?? r.signal} (${s} s)`])
 }
 process.stderr.write(`\n# summary\n${summary.map(([n, s]) => `  ${n.padEnd(18)} ${s}`).join('\n')}\n`)
+
+// One page with every scenario's goal lines, from the Markdown each one wrote in this run.
+const started = Date.now() - performance.now()
+const goalRows: string[] = []
+for (const b of selected) {
+  if (b.file === undefined) {
+    goalRows.push(`| ${b.name} | not available: ${b.missing} |`)
+    continue
+  }
+  const md = fileURLToPath(new URL(`./results/${basename(b.file, '.ts')}.md`, import.meta.url))
+  if (!existsSync(md) || statSync(md).mtimeMs < started) {
+    goalRows.push(`| ${b.name} | no result from this run (${summary.find(([n]) => n === b.name)?.[1] ?? 'not run'}) |`)
+    continue
+  }
+  const goals = readFileSync(md, 'utf8').split('\n').filter((l) => /Goal/.test(l)).map((l) => l.replace(/^[-*\s]+/, '').replaceAll('|', '\\|'))
+  goalRows.push(`| ${b.name} | ${goals.length === 0 ? 'ran; it prints no goal line' : goals.join('<br>')} |`)
+}
+const summaryMd = fileURLToPath(new URL('./results/summary.md', import.meta.url))
+writeFileSync(summaryMd, [
+  `# Benchmark summary (${new Date().toISOString().slice(0, 16)} UTC, \`npm run bench -- ${argv.join(' ')}\`)`,
+  '',
+  `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version}, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' / ')}.`,
+  '',
+  '| scenario | goal and result |',
+  '|---|---|',
+  ...goalRows,
+  ''
+].join('\n'))
+process.stderr.write(`wrote ${summaryMd}\n`)
 process.exit(failed === 0 ? 0 : 1)
