@@ -79,6 +79,9 @@ describe('registry mirror streaming a cold blob', () => {
       proxy.faults.delete(layer.digest)
     }
     expect((await completeTasks()).filter((t) => t.url.endsWith(layer.digest))).toHaveLength(1)
+    // The whole-blob digest was fed piece by piece as pieces landed, not read back at the end.
+    const completions = daemon.process.logs.filter((l) => l.includes('"download complete"')).map((l) => JSON.parse(l) as { wholeDigest: string })
+    expect(completions.map((c) => c.wholeDigest)).toContain('in-order')
     // Served again, warm, from the cache: same bytes, nothing more from the registry.
     const before = proxy.bytesServed(layer.digest)
     const again = await fetch(blobUrl(layer.digest))
