@@ -120,7 +120,7 @@ export class PeerTask {
    */
   /** How finish() got the whole-content digest, for the log. */
   private wholeDigestBy = ''
-  private readonly prefix: { hash: Hash; next: number; broken: boolean; running: Promise<void> | undefined } = { hash: createHash('sha256'), next: 0, broken: false, running: undefined }
+  private readonly prefix: { hash: Hash; next: number; broken: boolean; running: Promise<void> | undefined; scratch?: Buffer } = { hash: createHash('sha256'), next: 0, broken: false, running: undefined }
   private taskState = 'pending'
   private taskError: { code: string; message: string } | undefined
   private fromPeers = 0
@@ -545,7 +545,7 @@ export class PeerTask {
     }
     const whole = createHash('sha256')
     const pieceSize = this.pieceSize
-    let buf = Buffer.allocUnsafe(pieceSize)
+    const buf = Buffer.allocUnsafe(pieceSize)
     let fill = 0
     let num = 0
     let total = 0
@@ -569,7 +569,8 @@ export class PeerTask {
       num++
       fill = 0
       t0 = Date.now()
-      buf = Buffer.allocUnsafe(pieceSize)
+      // The store has written the bytes and nothing else holds them: the buffer is reused,
+      // sparing the collector a piece-sized allocation per piece.
     }
     try {
       for await (const chunk of res.body) {
@@ -626,7 +627,10 @@ export class PeerTask {
         const piece = store.getPiece(this.id, p.next)
         if (piece === undefined) return
         if (piece.offset !== p.next * this.pieceSize) throw new Error(`piece ${p.next} is stored at ${piece.offset}`)
-        p.hash.update(await store.read(this.id, piece.offset, piece.length))
+        p.scratch ??= Buffer.allocUnsafe(this.pieceSize)
+        const bytes = p.scratch.subarray(0, piece.length)
+        await store.readInto(this.id, piece.offset, bytes)
+        p.hash.update(bytes)
         p.next++
       }
     })().catch((err: unknown) => {
