@@ -231,7 +231,7 @@ function markdown(samples: Sample[]): string {
     '"Cold" is a GET to the mirror of a dfdaemon and supernode started fresh for that run and ready before the clock starts, with the blob in no cache ' +
     '(neither the daemon\'s piece store nor the seed\'s): it includes the mirror\'s authorization HEAD to the registry, registering the task with the supernode, ' +
     'the swarm fetching the blob from the registry (the seed peer goes back to source, the daemon takes pieces from it or from the registry), ' +
-    'SHA-256 of every piece and of the whole blob, and then streaming it to the client from the piece store. "Warm" is the same GET again to the same daemon, ' +
+    'SHA-256 of every piece and of the whole blob, and streaming it to the client from the piece store (piece by piece as the swarm stores them, the last piece once the whole blob matched its digest). "Warm" is the same GET again to the same daemon, ' +
     'served from its piece store. Both sides read files the page cache holds (the blob was just written or read).',
     '',
     machineNote(other, wall),

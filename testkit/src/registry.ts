@@ -65,6 +65,8 @@ ${options.tls === undefined ? '' : `  tls:\n    certificate: ${options.tls.cert}
 }
 
 export type ProxyFault = { status: number } | { truncateAt: number } | { corrupt: true } | { down: true }
+  /** Sends a body up to `holdAt` bytes, then the rest once `until` resolves (optionally with its first byte flipped). */
+  | { holdAt: number; until: Promise<void>; corrupt?: true }
 
 /**
  * A reverse proxy in front of a registry that counts body bytes per path and can be told
@@ -98,6 +100,7 @@ export class CountingProxy {
       const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: { ...req.headers, host: t.host } }, (upRes) => {
         res.writeHead(upRes.statusCode ?? 502, upRes.headers)
         let sent = 0
+        let held = false
         upRes.on('data', (chunk: Buffer) => {
           if (fault !== undefined && 'truncateAt' in fault && sent + chunk.length > fault.truncateAt) {
             res.write(chunk.subarray(0, Math.max(0, fault.truncateAt - sent)))
@@ -109,6 +112,22 @@ export class CountingProxy {
           if (fault !== undefined && 'corrupt' in fault && sent === 0 && chunk.length > 0) {
             chunk = Buffer.from(chunk)
             chunk[0] ^= 0xff
+          }
+          if (fault !== undefined && 'holdAt' in fault && !held && sent + chunk.length > fault.holdAt) {
+            held = true
+            const head = chunk.subarray(0, Math.max(0, fault.holdAt - sent))
+            const rest = chunk.subarray(head.length)
+            sent += head.length
+            this.count(path, head.length)
+            res.write(head)
+            upRes.pause()
+            void fault.until.then(() => {
+              sent += rest.length
+              this.count(path, rest.length)
+              res.write(rest)
+              upRes.resume()
+            })
+            return
           }
           sent += chunk.length
           this.count(path, chunk.length)

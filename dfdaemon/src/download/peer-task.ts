@@ -2,7 +2,7 @@
 // parents at once (rarest first), verify each against the seed's digest, and fall back to
 // the origin when no parent can serve or the scheduler is gone.
 
-import { createHash } from 'node:crypto'
+import { createHash, type Hash } from 'node:crypto'
 import { channel } from 'node:diagnostics_channel'
 
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -113,6 +113,14 @@ export class PeerTask {
   private seedSha256: Uint8Array | undefined
   /** SHA-256 of the whole content when it was hashed while streaming from the origin. */
   private contentSha256: Buffer | undefined
+  /**
+   * SHA-256 of the content's stored prefix, fed piece by piece in order as pieces land (from
+   * memory when the next piece is the one that just arrived, else read back), so that a
+   * whole-content check at the end need not read everything back after the last piece.
+   */
+  /** How finish() got the whole-content digest, for the log. */
+  private wholeDigestBy = ''
+  private readonly prefix: { hash: Hash; next: number; broken: boolean; running: Promise<void> | undefined; scratch?: Buffer } = { hash: createHash('sha256'), next: 0, broken: false, running: undefined }
   private taskState = 'pending'
   private taskError: { code: string; message: string } | undefined
   private fromPeers = 0
@@ -216,7 +224,7 @@ export class PeerTask {
         }
       }
       const sha = await this.finish()
-      this.log.info({ ms: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin }, 'download complete')
+      this.log.info({ ms: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, wholeDigest: this.wholeDigestBy }, 'download complete')
       succeeded.publish({ taskId: this.id, contentLength: this.contentLength, durationMs: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin })
       return { taskId: this.id, contentLength: this.contentLength, sha256: sha.toString('hex'), fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, cached: false }
     } catch (err) {
@@ -437,6 +445,7 @@ export class PeerTask {
       }).finally(release)
     }).then(async (data) => {
       await this.components.store.writePiece(this.id, { num, offset: num * this.pieceSize, length: data.length, sha256: Buffer.from(expected.sha256) }, data)
+      this.extendPrefixHash(num, data)
       const costMs = Date.now() - t0
       this.recentCosts.push(costMs)
       if (this.recentCosts.length > 16) this.recentCosts.shift()
@@ -536,7 +545,7 @@ export class PeerTask {
     }
     const whole = createHash('sha256')
     const pieceSize = this.pieceSize
-    let buf = Buffer.allocUnsafe(pieceSize)
+    const buf = Buffer.allocUnsafe(pieceSize)
     let fill = 0
     let num = 0
     let total = 0
@@ -560,7 +569,8 @@ export class PeerTask {
       num++
       fill = 0
       t0 = Date.now()
-      buf = Buffer.allocUnsafe(pieceSize)
+      // The store has written the bytes and nothing else holds them: the buffer is reused,
+      // sparing the collector a piece-sized allocation per piece.
     }
     try {
       for await (const chunk of res.body) {
@@ -599,13 +609,64 @@ export class PeerTask {
     this.contentSha256 = sha
   }
 
+  /**
+   * Feeds the prefix hash with every stored piece from its cursor on, in order. One loop at
+   * a time: pieces that land while it runs are read back by it, so it never holds more than
+   * the one piece it was started with.
+   */
+  private extendPrefixHash(num: number, data: Buffer): void {
+    const p = this.prefix
+    if (p.broken || p.running !== undefined) return
+    const { store } = this.components
+    p.running = (async () => {
+      if (num === p.next) {
+        p.hash.update(data)
+        p.next++
+      }
+      for (;;) {
+        const piece = store.getPiece(this.id, p.next)
+        if (piece === undefined) return
+        if (piece.offset !== p.next * this.pieceSize) throw new Error(`piece ${p.next} is stored at ${piece.offset}`)
+        p.scratch ??= Buffer.allocUnsafe(this.pieceSize)
+        const bytes = p.scratch.subarray(0, piece.length)
+        await store.readInto(this.id, piece.offset, bytes)
+        p.hash.update(bytes)
+        p.next++
+      }
+    })().catch((err: unknown) => {
+      // Only a shortcut is lost: finish() then reads the content back.
+      p.broken = true
+      this.log.debug({ err: (err as Error).message }, 'prefix hash stopped')
+    }).finally(() => { p.running = undefined })
+  }
+
+  /** The prefix hash when it covers the whole content, else undefined. */
+  private async prefixDigest(): Promise<Buffer | undefined> {
+    const p = this.prefix
+    await p.running
+    if (p.broken || this.pieceCount < 0 || p.next !== this.pieceCount || this.pieceSize <= 0) return undefined
+    if (this.components.store.bitmap(this.id).count() !== this.pieceCount) return undefined
+    p.broken = true // a digest can be taken once
+    return p.hash.digest()
+  }
+
   /** Verifies the whole content, marks it complete and tells the scheduler. */
   private async finish(): Promise<Buffer> {
     const { store } = this.components
     // Every piece matching the digest the seed published makes the content the seed's, whose
     // SHA-256 the seed published too: no need to read it all back. A digest the user gave
     // still gets a full hash, as the one check that does not trust the seed's digests.
-    let sha = this.contentSha256 ?? (this.matchesSeedDigests() ? Buffer.from(this.seedSha256!) : undefined)
+    let sha: Buffer | undefined
+    if (this.contentSha256 !== undefined) {
+      sha = this.contentSha256
+      this.wholeDigestBy = 'origin-stream'
+    } else if (this.matchesSeedDigests()) {
+      sha = Buffer.from(this.seedSha256!)
+      this.wholeDigestBy = 'seed-digests'
+    } else {
+      sha = await this.prefixDigest()
+      this.wholeDigestBy = sha === undefined ? 'read-back' : 'in-order'
+    }
     if (sha === undefined) {
       const whole = createHash('sha256')
       const step = 8 * 1024 * 1024

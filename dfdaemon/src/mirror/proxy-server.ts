@@ -13,7 +13,7 @@ import { toNaiadError } from '@naiad/proto'
 
 import type { TaskManager } from '../download/task-manager.ts'
 import type { QosHooks } from '../qos-hooks.ts'
-import { contentStream, type PieceStore } from '../storage/piece-store.ts'
+import { sendContent, type PieceStore } from '../storage/piece-store.ts'
 import { requestHeaders, responseHeaders } from './headers.ts'
 import { RegistryMirror, sendRegistryError, sendTooManyRequests } from './registry-mirror.ts'
 import type { UpstreamOptions } from './upstream.ts'
@@ -68,7 +68,8 @@ export class ProxyServer {
         const result = await this.components.tasks.download({ url, headers })
         const { store } = this.components
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': result.contentLength, 'x-naiad-sha256': result.sha256 })
-        await pipeline(contentStream(store, result.taskId, 0, result.contentLength - 1), res)
+        await sendContent(store, result.taskId, 0, result.contentLength - 1, res)
+        res.end()
       } finally {
         if (admission?.admitted === true) admission.release()
       }

@@ -11,9 +11,10 @@ import { Agent, interceptors, type Dispatcher } from 'undici'
 import type { Logger } from 'pino'
 import { NaiadError, toNaiadError } from '@naiad/proto'
 
+import type { DownloadRequest } from '../download/peer-task.ts'
 import { TaskManager } from '../download/task-manager.ts'
 import type { QosHooks } from '../qos-hooks.ts'
-import { contentStream, type PieceStore } from '../storage/piece-store.ts'
+import { sendContent, type PieceStore } from '../storage/piece-store.ts'
 import { discard, trustedCAs } from '../source/origin.ts'
 import { requestHeaders, responseHeaders } from './headers.ts'
 import { upstreamBase, type UpstreamOptions } from './upstream.ts'
@@ -30,6 +31,10 @@ export interface RegistryMirrorComponents {
 
 const BLOB = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/
 const MANIFEST = /^\/v2\/(.+)\/manifests\/([^/]+)$/
+
+function blobHeaders(digest: string): Record<string, string> {
+  return { 'content-type': 'application/octet-stream', 'docker-content-digest': digest, 'accept-ranges': 'bytes', etag: `"${digest}"` }
+}
 
 /** Writes an error in the registry's own JSON shape, with our code alongside. */
 export function sendRegistryError(res: ServerResponse, err: unknown): void {
@@ -159,8 +164,9 @@ export class RegistryMirror {
    * A blob through the swarm. The registry is asked first (HEAD, with the client's own
    * credentials) whether this client may read the blob: only then does the node join the
    * task, so no node gets a private blob's bytes from its peers that it could not have
-   * pulled itself. The body is served from the piece store after the whole blob matched
-   * its digest.
+   * pulled itself. A cold blob is streamed while the swarm downloads it (see
+   * streamWhileDownloading); a cached one, and any Range request, is served from the piece
+   * store once the whole blob matched its digest.
    */
   private async blob(req: IncomingMessage, res: ServerResponse, base: string, repo: string, digest: string): Promise<void> {
     const target = `${base}/v2/${repo}/blobs/${digest}`
@@ -185,7 +191,13 @@ export class RegistryMirror {
       res.writeHead(check.statusCode, { ...out, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
       return
     }
-    const result = await this.components.tasks.download({ url: target, headers, digest, priority: 'on-demand' })
+    const request: DownloadRequest = { url: target, headers, digest, priority: 'on-demand' }
+    const announced = Number(check.headers['content-length'])
+    if (req.headers.range === undefined && Number.isSafeInteger(announced) && announced > 0 && !this.cached(target, digest)) {
+      await this.streamWhileDownloading(res, request, digest, announced)
+      return
+    }
+    const result = await this.components.tasks.download(request)
     const { store } = this.components
     const task = store.getTask(result.taskId)
     if (task === undefined || !task.complete) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `blob ${digest} vanished from the cache`)
@@ -193,7 +205,6 @@ export class RegistryMirror {
     let start = 0
     let end = size - 1
     const range = req.headers.range === undefined ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range)
-    const common = { 'content-type': 'application/octet-stream', 'docker-content-digest': digest, 'accept-ranges': 'bytes', etag: `"${digest}"` }
     if (range !== null) {
       start = Number(range[1])
       if (range[2] !== '') end = Math.min(end, Number(range[2]))
@@ -201,11 +212,95 @@ export class RegistryMirror {
         res.writeHead(416, { 'content-range': `bytes */${size}` }).end()
         return
       }
-      res.writeHead(206, { ...common, 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}` })
+      res.writeHead(206, { ...blobHeaders(digest), 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}` })
     } else {
-      res.writeHead(200, { ...common, 'content-length': size })
+      res.writeHead(200, { ...blobHeaders(digest), 'content-length': size })
     }
-    await pipeline(contentStream(store, result.taskId, start, end), res)
+    await sendContent(store, result.taskId, start, end, res)
+    res.end()
+  }
+
+  /**
+   * A cold blob, sent while the swarm downloads it: each piece goes to the client, in order,
+   * as soon as it is stored (that is, verified against the seed's piece digest), so the
+   * client's transfer overlaps the download. The whole-blob digest is known only at the
+   * end, so the last piece is held back until the task has matched it: a failed task cuts
+   * the connection before the last byte, and no client ever gets a complete wrong blob
+   * (the rule relayVerified follows too). The status line waits for the first piece, so a
+   * task that fails before any byte was ready still gets a clean registry error.
+   */
+  private async streamWhileDownloading(res: ServerResponse, request: DownloadRequest, digest: string, size: number): Promise<void> {
+    const { store, tasks } = this.components
+    const id = TaskManager.validate(request)
+    let changed = true
+    let wake: (() => void) | undefined
+    const poke = (): void => {
+      changed = true
+      wake?.()
+    }
+    let outcome: { ok: true } | { ok: false; err: unknown } | undefined
+    // The download runs on whatever the client does: it fills the cache for the next pull.
+    tasks.download(request, { onProgress: poke }).then(() => { outcome = { ok: true } }, (err: unknown) => { outcome = { ok: false, err } }).finally(poke)
+    const unpin = store.pin(id)
+    res.once('close', poke)
+    let sent = 0
+    try {
+      for (;;) {
+        changed = false
+        if (outcome?.ok === false) throw outcome.err
+        if (res.destroyed) throw new NaiadError('PROTO_ERR_ABORTED', 'the client closed the connection')
+        let ready = 0
+        if (outcome?.ok === true) {
+          const task = store.getTask(id)
+          if (task === undefined || !task.complete) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `blob ${digest} vanished from the cache`)
+          if (task.contentLength !== size) throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `registry announced ${size} bytes for ${digest}, the swarm delivered ${task.contentLength}`)
+          ready = size
+        } else {
+          ready = this.verifiedPrefix(id, sent, size)
+        }
+        if (ready > sent) {
+          if (!res.headersSent) res.writeHead(200, { ...blobHeaders(digest), 'content-length': size })
+          await sendContent(store, id, sent, ready - 1, res)
+          sent = ready
+          if (sent === size) {
+            res.end()
+            return
+          }
+          continue
+        }
+        if (changed) continue
+        // Pieces and the outcome wake us; the timer only bounds a missed wake-up.
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 1000)
+          wake = () => { clearTimeout(t); resolve() }
+        })
+        wake = undefined
+      }
+    } catch (err) {
+      if (res.headersSent) res.destroy()
+      throw err
+    } finally {
+      res.off('close', poke)
+      unpin()
+    }
+  }
+
+  /**
+   * The end of the stored run of pieces that starts at `from` (a piece boundary), stopping
+   * before the last piece, which waits for the whole-blob digest.
+   */
+  private verifiedPrefix(id: string, from: number, size: number): number {
+    const { store } = this.components
+    const task = store.getTask(id)
+    if (task === undefined || task.pieceSize <= 0) return from
+    if (task.contentLength >= 0 && task.contentLength !== size) {
+      throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `registry announced ${size} bytes, the swarm has ${task.contentLength}`)
+    }
+    const bitmap = store.bitmap(id)
+    const last = Math.ceil(size / task.pieceSize) - 1
+    let num = Math.floor(from / task.pieceSize)
+    while (num < last && bitmap.has(num)) num++
+    return Math.max(from, num * task.pieceSize)
   }
 
   private cached(url: string, digest: string): boolean {

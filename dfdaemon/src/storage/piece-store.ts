@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs'
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { channel } from 'node:diagnostics_channel'
-import { Readable } from 'node:stream'
+import { Readable, type Writable } from 'node:stream'
 
 import Database from 'better-sqlite3'
 import { Bitmap, EVENTS, NaiadError } from '@naiad/proto'
@@ -42,6 +42,8 @@ export interface PieceStore {
   readPiece(id: string, num: number): Promise<{ piece: StoredPiece; data: Buffer } | undefined>
   /** Reads [start, end) of a task's content; the caller must hold a pin. */
   read(id: string, start: number, length: number): Promise<Buffer>
+  /** Reads `buf.length` bytes of a task's content from `start` into `buf`; the caller must hold a pin. */
+  readInto(id: string, start: number, buf: Buffer): Promise<void>
   complete(id: string, sha256: Buffer): void
   /** Keeps a task from eviction until the returned function is called. */
   pin(id: string): () => void
@@ -221,16 +223,21 @@ export class DiskPieceStore implements PieceStore {
   }
 
   async read(id: string, start: number, length: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length)
+    await this.readInto(id, start, buf)
+    return buf
+  }
+
+  async readInto(id: string, start: number, buf: Buffer): Promise<void> {
     try {
       const fh = await this.file(id)
-      const buf = Buffer.allocUnsafe(length)
+      const length = buf.length
       let got = 0
       while (got < length) {
         const r = await fh.read(buf, got, length - got, start + got)
         if (r.bytesRead === 0) throw new Error(`unexpected end of data at ${start + got}`)
         got += r.bytesRead
       }
-      return buf
     } catch (err) {
       throw new NaiadError('DFD_ERR_STORE', `cannot read task ${id}: ${(err as Error).message}`, { cause: err })
     }
@@ -334,4 +341,71 @@ export function contentStream(store: PieceStore, id: string, start: number, end:
   const stream = Readable.from(chunks(), { objectMode: false })
   stream.once('close', unpin)
   return stream
+}
+
+/** Bytes read from disk at once when sending content, and buffers in flight (read ahead). */
+const SEND_CHUNK = 1024 * 1024
+const SEND_BUFFERS = 4
+
+/**
+ * Writes bytes [start, end] (inclusive) of a task's stored content to `out`, without
+ * ending it. Reads run ahead of the socket into a few buffers that are reused once the
+ * socket has taken their bytes (a write's callback), so disk reads overlap socket writes
+ * and a transfer allocates no buffers per chunk. Back-pressure: at most SEND_BUFFERS
+ * chunks are in flight. Rejects if `out` is closed or errors before the last write landed.
+ * Only bytes the store lists as verified may be asked for. Holds a pin while it runs.
+ */
+export async function sendContent(store: PieceStore, id: string, start: number, end: number, out: Writable): Promise<void> {
+  if (end < start) return
+  const free: Buffer[] = []
+  let allocated = 0
+  let pending = 0
+  let failure: Error | undefined
+  let wake: (() => void) | undefined
+  const onClose = (): void => {
+    failure ??= new NaiadError('PROTO_ERR_ABORTED', 'the client closed the connection')
+    wake?.()
+  }
+  const onError = (err: Error): void => {
+    failure ??= err
+    wake?.()
+  }
+  out.once('close', onClose)
+  out.once('error', onError)
+  const unpin = store.pin(id)
+  const wait = (): Promise<void> => new Promise<void>((resolve) => { wake = resolve })
+  try {
+    if (out.destroyed) onClose()
+    let pos = start
+    while (pos <= end && failure === undefined) {
+      let buf = free.pop()
+      if (buf === undefined && allocated < SEND_BUFFERS) {
+        buf = Buffer.allocUnsafeSlow(SEND_CHUNK)
+        allocated++
+      }
+      if (buf === undefined) {
+        await wait()
+        continue
+      }
+      const n = Math.min(SEND_CHUNK, end + 1 - pos)
+      const chunk = buf.subarray(0, n)
+      await store.readInto(id, pos, chunk)
+      if (failure !== undefined) break
+      pos += n
+      pending++
+      const owned = buf
+      out.write(chunk, (err) => {
+        pending--
+        if (err !== undefined && err !== null) failure ??= err
+        else free.push(owned)
+        wake?.()
+      })
+    }
+    while (pending > 0 && failure === undefined) await wait()
+    if (failure !== undefined) throw failure
+  } finally {
+    out.off('close', onClose)
+    out.off('error', onError)
+    unpin()
+  }
 }
