@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto'
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { NaiadError, type Host, type PieceResult, type ReportPiecesRequest } from '@naiad/proto'
+import { Bitmap, NaiadError, type Host, type PieceResult, type ReportPiecesRequest } from '@naiad/proto'
 
 import { Scheduler, type HostState, type PeerState, type SchedulerOptions, type SchedulerPersistence, type TaskState } from '../src/scheduler/scheduler.ts'
 import { health, locality, scoreCandidate, WEIGHTS } from '../src/scheduler/scoring.ts'
@@ -379,20 +379,80 @@ describe('Scheduler', () => {
       expect(parentIds(s, 'b')).toContain('a')
     })
 
-    it('never offers a child to its own running parent (no cycles)', () => {
+    it('lets running peers swap pieces both ways (a cycle is harmless: every piece is verified)', () => {
       const s = swarm(4, 'a', 'b', 'c')
       // a fetched piece 0 from b; a also holds piece 3, which b lacks.
       s.reportPieces('b', report(T, [ok(0, SEED), ok(1, SEED)]))
       s.reportPieces('a', report(T, [ok(0, 'b'), ok(3, SEED)]))
-      expect(parentIds(s, 'b')).not.toContain('a')
-      expect(parentIds(s, 'a')).toContain('b')
-      // Longer cycles too: c fetched from a, so b must not get c either.
-      s.reportPieces('c', report(T, [ok(3, 'a'), ok(2, SEED)]))
-      expect(parentIds(s, 'b')).not.toContain('c')
-      // Once a finished, its edges are gone and it may serve b.
-      s.reportPieces('a', report(T, [ok(1, SEED), ok(2, SEED)], { state: 'succeeded' }))
       expect(parentIds(s, 'b')).toContain('a')
+      expect(parentIds(s, 'a')).toContain('b')
+      // Longer cycles too: c fetched from a, which fetched from b; b may still fetch from c.
+      s.reportPieces('c', report(T, [ok(3, 'a'), ok(2, SEED)]))
       expect(parentIds(s, 'b')).toContain('c')
+    })
+
+    describe('the seed sends each piece about once', () => {
+      const seedPieces = (s: Scheduler, host: string): number[] => {
+        const seed = s.getParents(host, T, 32).parents.find((p) => p.isSeed)
+        return seed === undefined ? [] : [...Bitmap.from(seed.bitmap).pieces()]
+      }
+
+      it('hands each seed-only piece to one child, two at a time per child', () => {
+        const s = swarm(8, 'a', 'b', 'c', 'd', 'e')
+        const a = seedPieces(s, 'a')
+        const b = seedPieces(s, 'b')
+        const c = seedPieces(s, 'c')
+        const d = seedPieces(s, 'd')
+        expect([a, b, c, d].map((x) => x.length)).toEqual([2, 2, 2, 2])
+        expect(new Set([...a, ...b, ...c, ...d]).size).toBe(8)
+        // Every piece is granted: e gets none from the seed, and asking again changes nothing.
+        expect(seedPieces(s, 'e')).toEqual([])
+        expect(seedPieces(s, 'a')).toEqual(a)
+      })
+
+      it('offers a piece another child holds from that child, not from the seed', () => {
+        const s = swarm(8, 'a', 'b', 'c')
+        const a = seedPieces(s, 'a')
+        s.reportPieces('a', report(T, [ok(a[0], SEED)]))
+        const parents = s.getParents('c', T, 32).parents
+        expect(parents.map((p) => p.id)).toContain('a')
+        expect(seedPieces(s, 'c')).not.toContain(a[0])
+        // a holds it now, so its grant is spent and a gets a fresh one.
+        const again = seedPieces(s, 'a')
+        expect(again).toHaveLength(2)
+        expect(again).toContain(a[1])
+        expect(again).not.toContain(a[0])
+      })
+
+      it('passes a grant on when it lapses or its child fails', () => {
+        const s = swarm(4, 'a', 'b', 'c')
+        const a = seedPieces(s, 'a')
+        const b = seedPieces(s, 'b')
+        expect(seedPieces(s, 'c')).toEqual([])
+        s.reportPieces('b', report(T, [], { state: 'failed' }))
+        expect(seedPieces(s, 'c').sort()).toEqual(b.sort())
+        advance(2_000)
+        register(s, 'e')
+        expect(seedPieces(s, 'e').sort()).toEqual(a.sort())
+      })
+
+      it('offers everything once the seed is done and every piece is out', () => {
+        const s = swarm(2, 'a', 'b')
+        s.reportPieces('a', report(T, [ok(0, SEED)]))
+        // The seed has finished, but piece 1 is still on the seed alone: granted, one child.
+        s.reportPieces(SEED, report(T, [], { state: 'succeeded', sha256: digest(99) }))
+        expect(seedPieces(s, 'b')).toEqual([1])
+        s.reportPieces('a', report(T, [ok(1, SEED)], { state: 'succeeded' }))
+        // Now a slow holder can be bypassed: the seed offers both pieces (b still prefers a).
+        expect(seedPieces(s, 'b')).toEqual([0, 1])
+      })
+
+      it('a lone child gets the seed pieces two at a time', () => {
+        const s = swarm(4, 'a')
+        expect(seedPieces(s, 'a')).toHaveLength(2)
+        s.reportPieces('a', report(T, [ok(0, SEED), ok(1, SEED), ok(2, SEED)]))
+        expect(seedPieces(s, 'a')).toEqual([3])
+      })
     })
 
     it('respects the limit (8 by default, at most 32)', () => {
@@ -441,24 +501,6 @@ describe('Scheduler', () => {
       for (const p of s.tasks.get(T)!.peers.values()) p.parents.clear()
       expect(parentIds(s, 'me')).toContain('a')
       expect(parentIds(s, 'me')).not.toContain('b')
-    })
-
-    it('never offers a peer that reaches the requester over several running hops', () => {
-      const s = swarm(8, 'me', 'x', 'y', 'z')
-      // z fetched from y, y from x, x from me: all of them sit below me.
-      s.reportPieces('me', report(T, [ok(0, SEED)]))
-      s.reportPieces('x', report(T, [ok(0, 'me'), ok(5, SEED)]))
-      s.reportPieces('y', report(T, [ok(0, 'x'), ok(6, SEED)]))
-      s.reportPieces('z', report(T, [ok(0, 'y'), ok(7, SEED)]))
-      const offered = parentIds(s, 'me')
-      expect(offered).toContain(SEED)
-      for (const p of ['x', 'y', 'z']) expect(offered).not.toContain(p)
-      // Once y finished, the chain is cut there: y and z may serve me, x still may not.
-      s.reportPieces('y', report(T, [], { state: 'succeeded' }))
-      const after = parentIds(s, 'me')
-      expect(after).toContain('y')
-      expect(after).toContain('z')
-      expect(after).not.toContain('x')
     })
 
     it('scores a parent in the requester\'s data centre higher', () => {

@@ -28,9 +28,11 @@ export interface PeerState {
   state: 'running' | 'succeeded' | 'failed'
   bitmap: Bitmap
   /**
-   * Parents this peer fetched pieces from while running, with when it last did: the edges
-   * of the task's DAG. Only recent edges count, so that a peer that took a few pieces from
-   * another early on is not hidden from it for the rest of the download.
+   * Parents this peer fetched pieces from while running, with when it last did. Recent
+   * edges count as the parent's busy upload slots. They do not forbid the reverse edge:
+   * pieces are verified one by one, so two peers swapping pieces (a cycle) is harmless and
+   * is how a swarm multiplies the seed's bandwidth; a cycle rule starved whichever peer
+   * served first of every parent but the seed.
    */
   parents: Map<string, number>
   /** Parents that sent this peer a corrupt piece. */
@@ -81,8 +83,18 @@ const scheduled = channel(EVENTS.parentsScheduled)
 const reported = channel(EVENTS.piecesReported)
 const TASK_ID = /^[0-9a-f]{64}$/
 const MAX_FAILURES = 3
-/** How long a parent edge stays part of the DAG after the child last fetched over it. */
+/** How long a parent edge counts towards its parent's children (its busy upload slots). */
 const EDGE_WINDOW_MS = 2_000
+/** Pieces only the seed holds that one child may be handed at a time: one in flight, one queued. */
+const SEED_GRANTS_PER_CHILD = 2
+/** A grant lapses (and the piece goes to another child) after this long, or 4× the seed's measured piece time. */
+const SEED_GRANT_MIN_MS = 2_000
+
+/** A piece only the seed holds, handed to one child to fetch and then pass on. */
+interface SeedGrant {
+  hostId: string
+  at: number
+}
 
 export class Scheduler {
   readonly hosts = new Map<string, HostState>()
@@ -91,6 +103,8 @@ export class Scheduler {
   readonly scorers: ParentScorer[] = []
   private readonly options: SchedulerOptions
   private readonly persist: SchedulerPersistence
+  /** Per task, which child may take which seed-only piece from the seed (see sharedSeedBitmap). */
+  private readonly seedGrants = new WeakMap<TaskState, Map<number, SeedGrant>>()
 
   constructor(options: SchedulerOptions, persist: SchedulerPersistence) {
     this.options = options
@@ -151,6 +165,7 @@ export class Scheduler {
       task.pieceSize = 0
       task.pieceCount = -1
       task.sha256 = new Uint8Array(0)
+      this.seedGrants.delete(task)
       for (const [id, p] of task.peers) {
         if (id !== hostId && p.state !== 'succeeded') {
           task.peers.delete(id)
@@ -274,30 +289,15 @@ export class Scheduler {
         for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) holders[i * 8 + j]++
       }
     }
-    // Recent parent edges, counted per parent and reversed (parent -> its running children).
+    // Recent parent edges, counted per parent: how busy each one's upload is. (Cycles are
+    // allowed: every piece is verified on its own, so two peers may swap pieces.)
     const children = new Map<string, number>()
-    const childrenOf = new Map<string, string[]>()
     for (const p of task.peers.values()) {
       for (const [parent, at] of p.parents) {
         if (now - at >= EDGE_WINDOW_MS) continue
         children.set(parent, (children.get(parent) ?? 0) + 1)
-        if (p.state !== 'running') continue
-        const list = childrenOf.get(parent)
-        if (list === undefined) childrenOf.set(parent, [p.hostId])
-        else list.push(p.hostId)
       }
     }
-    // Running peers that reach the requester through their parents: offering one of them
-    // would close a cycle. One walk down from the requester instead of one walk up per candidate.
-    const below = new Set<string>()
-    for (const stack = [hostId]; stack.length > 0;) {
-      for (const child of childrenOf.get(stack.pop()!) ?? []) {
-        if (below.has(child)) continue
-        below.add(child)
-        stack.push(child)
-      }
-    }
-
     const mineBits = mine.view()
     const candidates: Candidate[] = []
     let maxBandwidth = 0
@@ -308,7 +308,6 @@ export class Scheduler {
       if (host === undefined || host.gone) continue
       if (!host.info.isSeed && now - host.lastSeen > this.options.hostTtlMs) continue
       if (host.consecutiveFailures >= MAX_FAILURES) continue
-      if (p.state === 'running' && below.has(p.hostId)) continue
       let useful = 0
       const bits = p.bitmap.view()
       for (let i = 0; i < bits.length; i++) {
@@ -324,7 +323,7 @@ export class Scheduler {
     }
     const requester = this.hosts.get(hostId)
     const missing = Math.max(1, (task.pieceCount >= 0 ? task.pieceCount : task.pieces.size) - mine.count())
-    const parents: Parent[] = candidates
+    const parents = candidates
       .map((c) => {
         let score = scoreCandidate(c, { requester: requester?.info, maxBandwidth, missing })
         for (const s of this.scorers) score += s(c, task)
@@ -332,9 +331,71 @@ export class Scheduler {
       })
       .sort((a, b) => b.score - a.score)
       .slice(0, Math.max(1, Math.min(limit === 0 ? 8 : limit, 32)))
-      .map(({ c, score }) => ({ id: c.peer.hostId, multiaddrs: c.host.info.multiaddrs, bitmap: c.peer.bitmap.toBytes(), score, isSeed: c.host.info.isSeed }))
-    scheduled.publish({ taskId, peerId: hostId, parents: parents.length, durationMs: performance.now() - started })
-    return { task: this.taskInfo(task), parents }
+    const offered = parents.map(({ c }) => c)
+    const out: Parent[] = parents
+      .map(({ c, score }) => ({
+        id: c.peer.hostId,
+        multiaddrs: c.host.info.multiaddrs,
+        bitmap: (c.host.info.isSeed && this.seedNeeded(task, c, holders) ? this.sharedSeedBitmap(task, c, hostId, mine, offered, now) : c.peer.bitmap).toBytes(),
+        score,
+        isSeed: c.host.info.isSeed
+      }))
+    scheduled.publish({ taskId, peerId: hostId, parents: out.length, durationMs: performance.now() - started })
+    return { task: this.taskInfo(task), parents: out }
+  }
+
+  /**
+   * Is the seed's uplink still on the swarm's critical path: is it still fetching, or does it
+   * hold a piece no peer has yet? Once every piece is out, its spare uplink is offered in full,
+   * as a fallback for pieces whose holders are slow (daemons still prefer peers).
+   */
+  private seedNeeded(task: TaskState, seed: Candidate, holders: Uint32Array): boolean {
+    if (task.state !== 'succeeded' || seed.peer.state !== 'succeeded') return true
+    for (const n of seed.peer.bitmap.pieces()) if ((holders[n] ?? 0) <= 1) return true
+    return false
+  }
+
+  /**
+   * The seed's pieces as offered to one child, while the seed is needed (seedNeeded). The seed's uplink is one link shared by every
+   * child of the task, so it should send each piece about once and let the children pass it
+   * on (BitTorrent's super-seeding). Offered in full, every child rushes for the same newest
+   * piece, the only one nobody else has: with 8 hosts the seed sent 4× the blob. So a child
+   * sees only the seed-only pieces granted to it (at most SEED_GRANTS_PER_CHILD at a time,
+   * each to one child until that child reports it or the grant lapses); pieces another
+   * offered parent holds it gets from that parent.
+   */
+  private sharedSeedBitmap(task: TaskState, seed: Candidate, hostId: string, mine: Bitmap, offered: Candidate[], now: number): Bitmap {
+    let grants = this.seedGrants.get(task)
+    if (grants === undefined) {
+      grants = new Map()
+      this.seedGrants.set(task, grants)
+    }
+    const pieceMs = seed.host.bandwidth > 0 && task.pieceSize > 0 ? (task.pieceSize / seed.host.bandwidth) * 1000 : 0
+    const lapseMs = Math.max(SEED_GRANT_MIN_MS, 4 * pieceMs)
+    const live = (g: SeedGrant, num: number): boolean => {
+      const holder = task.peers.get(g.hostId)
+      return now - g.at < lapseMs && holder?.state === 'running' && !holder.bitmap.has(num)
+    }
+    let held = 0
+    for (const [num, g] of grants) {
+      if (!live(g, num)) grants.delete(num)
+      else if (g.hostId === hostId) held++
+    }
+    const others = offered.filter((c) => c !== seed)
+    const shown = new Bitmap()
+    for (const num of seed.peer.bitmap.pieces()) {
+      if (mine.has(num) || others.some((c) => c.peer.bitmap.has(num))) continue
+      const g = grants.get(num)
+      if (g === undefined) {
+        if (held >= SEED_GRANTS_PER_CHILD) continue
+        grants.set(num, { hostId, at: now })
+        held++
+      } else if (g.hostId !== hostId) {
+        continue
+      }
+      shown.set(num)
+    }
+    return shown
   }
 
   leaveTask(hostId: string, taskId: string): void {
