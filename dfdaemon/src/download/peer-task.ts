@@ -301,6 +301,9 @@ export class PeerTask {
       if (now - lastRefresh >= this.options.refreshMs || (this.inflight.size === 0 && now - lastRefresh >= 50)) {
         lastRefresh = now
         await this.refreshParents(signal)
+        // Reports held back while the scheduler was unreachable go out once it is back,
+        // not only when the next piece lands: other peers schedule from our bitmap.
+        if (this.pendingReports.length > 0 && this.reportTimer === undefined) this.flushReports({}).catch(() => {})
       }
       // Progress is ours or the seed's: a slow origin is not a stalled swarm.
       if (this.completedBytes !== done || this.digests.size !== published) {
