@@ -54,6 +54,7 @@ function unsupported(err: unknown): boolean {
  */
 export class FabricSchedulerClient implements SchedulerClient {
   private addrs: Multiaddr[] | undefined
+  private resolving: Promise<Multiaddr[]> | undefined
   private down = false
   private timeouts = 0
   private peerId: string | undefined
@@ -83,12 +84,23 @@ export class FabricSchedulerClient implements SchedulerClient {
     return this.peerId
   }
 
-  private async resolve(signal?: AbortSignal): Promise<Multiaddr[]> {
-    if (this.addrs !== undefined) return this.addrs
+  private resolve(signal?: AbortSignal): Promise<Multiaddr[]> {
+    if (this.addrs !== undefined) return Promise.resolve(this.addrs)
+    // Calls starting together share one look-up (bounded by the client's timeout, not by
+    // the signal of whichever call started it).
+    this.resolving ??= this.lookUp().finally(() => { this.resolving = undefined })
+    if (signal === undefined) return this.resolving
+    return Promise.race([this.resolving, new Promise<never>((_resolve, reject) => {
+      if (signal.aborted) reject(new NaiadError('PROTO_ERR_ABORTED', 'supernode look-up was aborted'))
+      signal.addEventListener('abort', () => reject(new NaiadError('PROTO_ERR_ABORTED', 'supernode look-up was aborted')), { once: true })
+    })])
+  }
+
+  private async lookUp(): Promise<Multiaddr[]> {
     const url = `${this.options.supernodeUrl}/api/v1/info`
     let info: { peerId: string; multiaddrs: string[] }
     try {
-      const res = await fetch(url, { signal: AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), ...(signal ? [signal] : [])]) })
+      const res = await fetch(url, { signal: AbortSignal.timeout(this.options.timeoutMs) })
       if (!res.ok) throw new Error(`HTTP ${res.status}`)
       info = await res.json() as typeof info
     } catch (err) {

@@ -6,7 +6,7 @@
 
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { LengthPrefixedDecoder } from '@libp2p/utils'
-import type { Uint8ArrayList } from 'uint8arraylist'
+import { Uint8ArrayList } from 'uint8arraylist'
 
 import { f, message, type Fields, type Infer, type MessageSchema } from '../codec/wire.ts'
 import { NaiadError, toNaiadError } from '../errors.ts'
@@ -39,6 +39,37 @@ function sessionFrame(id: number, body: Uint8Array): Uint8Array {
   return lengthPrefixed(SessionFrame.encode({ id, body }))
 }
 
+/**
+ * Frames written in the same turn of the event loop go out as one stream message: one
+ * yamux frame, one Noise message, instead of one each.
+ */
+class Outbox {
+  private frames: Uint8Array[] = []
+  private readonly stream: Stream
+  private readonly onError: (err: unknown) => void
+
+  constructor(stream: Stream, onError: (err: unknown) => void) {
+    this.stream = stream
+    this.onError = onError
+  }
+
+  push(frame: Uint8Array): void {
+    if (this.frames.push(frame) === 1) queueMicrotask(() => this.flush())
+  }
+
+  private flush(): void {
+    const frames = this.frames
+    this.frames = []
+    if (this.stream.writeStatus !== 'writable') return
+    try {
+      // send() buffers past the high-water mark too; the calls in flight bound the buffer.
+      this.stream.send(frames.length === 1 ? frames[0] : new Uint8ArrayList(...frames))
+    } catch (err) {
+      this.onError(err)
+    }
+  }
+}
+
 interface Pending {
   resolve(body: Uint8Array): void
   reject(err: NaiadError): void
@@ -58,6 +89,7 @@ export interface SessionOptions {
  */
 export class RpcSession<Q extends Fields, R extends Fields> {
   private stream: Stream | undefined
+  private outbox: Outbox | undefined
   private opening: Promise<Stream> | undefined
   private nextId = 1
   private readonly pending = new Map<number, Pending>()
@@ -98,13 +130,14 @@ export class RpcSession<Q extends Fields, R extends Fields> {
   async call(value: Partial<Infer<Q>>, options: CallOptions = {}): Promise<Infer<R>> {
     const timeoutMs = options.timeoutMs ?? LIMITS.callTimeoutMs
     const signal = deadline(options.signal, timeoutMs)
-    let stream: Stream
     try {
-      stream = this.stream ?? await this.openStream(signal, timeoutMs)
+      if (this.stream === undefined) await this.openStream(signal, timeoutMs)
     } catch (err) {
       throw fabricError(err, signal, `${this.protocol} session`)
     }
     if (signal.aborted) throw fabricError(signal.reason, signal, `${this.protocol} call`)
+    const outbox = this.outbox
+    if (outbox === undefined) throw new NaiadError('PROTO_ERR_DIAL', `${this.protocol} session lost while opening`)
     const id = this.nextId
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1
     const body = await new Promise<Uint8Array>((resolve, reject) => {
@@ -117,12 +150,7 @@ export class RpcSession<Q extends Fields, R extends Fields> {
         resolve: (b) => { signal.removeEventListener('abort', onAbort); resolve(b) },
         reject: (e) => { signal.removeEventListener('abort', onAbort); reject(e) }
       })
-      try {
-        // send() buffers past the high-water mark too; the calls in flight bound the buffer.
-        stream.send(sessionFrame(id, this.request.encode(value)))
-      } catch (err) {
-        this.fail(stream, err)
-      }
+      outbox.push(sessionFrame(id, this.request.encode(value)))
     })
     try {
       return this.response.decode(body)
@@ -140,6 +168,7 @@ export class RpcSession<Q extends Fields, R extends Fields> {
   async close(): Promise<void> {
     const stream = this.stream
     this.stream = undefined
+    this.outbox = undefined
     for (const p of this.pending.values()) p.reject(new NaiadError('PROTO_ERR_ABORTED', `${this.protocol} session closed`))
     this.pending.clear()
     await stream?.close().catch(() => stream.abort(new Error('session closed')))
@@ -165,6 +194,7 @@ export class RpcSession<Q extends Fields, R extends Fields> {
     stream.addEventListener('close', (evt) => this.fail(stream, evt.error ?? new Error('stream closed')))
     stream.addEventListener('remoteCloseWrite', () => this.fail(stream, new Error('remote closed the session')))
     this.stream = stream
+    this.outbox = new Outbox(stream, (err) => this.fail(stream, err))
     return stream
   }
 
@@ -179,6 +209,7 @@ export class RpcSession<Q extends Fields, R extends Fields> {
   private fail(stream: Stream, err: unknown): void {
     if (this.stream !== stream) return
     this.stream = undefined
+    this.outbox = undefined
     const e = fabricError(err, new AbortController().signal, `${this.protocol} session`)
     const lost = e.code === 'PROTO_ERR_MESSAGE_TOO_LARGE'
       ? e
@@ -236,12 +267,10 @@ export async function serveSession<Q extends Fields, R extends Fields>(
     const decoder = new LengthPrefixedDecoder({ maxDataLength: options.maxRequestBytes ?? LIMITS.maxMessageBytes })
     let inFlight = 0
     let paused = false
+    const outbox = new Outbox(stream, () => { /* the stream closed meanwhile */ })
 
     const reply = (id: number, value: Partial<Infer<R>>): void => {
-      if (stream.writeStatus !== 'writable') return
-      try {
-        stream.send(sessionFrame(id, response.encode(value)))
-      } catch { /* the stream closed meanwhile */ }
+      outbox.push(sessionFrame(id, response.encode(value)))
     }
     const errorReply = (err: unknown): Partial<Infer<R>> => {
       const e = toNaiadError(err, 'PROTO_ERR_REMOTE')
