@@ -34,8 +34,19 @@ describe.each([
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'naiad-sched-client-'))
-    supernode = await createFabricNode({ dataDir: join(dir, 'sn'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     daemon = await createFabricNode({ dataDir: join(dir, 'd'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    await startSupernode()
+    info = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ peerId: supernode.peerId.toString(), multiaddrs: supernode.getMultiaddrs().map(String) }))
+    })
+    await new Promise<void>((resolve) => info.listen(0, '127.0.0.1', resolve))
+    infoUrl = `http://127.0.0.1:${(info.address() as AddressInfo).port}`
+  })
+
+  /** The fake supernode: same identity each time, a new port. */
+  const startSupernode = async (): Promise<void> => {
+    supernode = await createFabricNode({ dataDir: join(dir, 'sn'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     const handler = async (req: SchedulerRequest, ctx: { signal: AbortSignal; remotePeer: { toString(): string } }): Promise<Partial<SchedulerResponse>> => {
       streams.add(ctx.signal)
       callers.add(ctx.remotePeer.toString())
@@ -51,13 +62,7 @@ describe.each([
     }
     await serve(supernode, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, handler)
     if (session) await serveSession(supernode, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse, handler)
-    info = createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' })
-      res.end(JSON.stringify({ peerId: supernode.peerId.toString(), multiaddrs: supernode.getMultiaddrs().map(String) }))
-    })
-    await new Promise<void>((resolve) => info.listen(0, '127.0.0.1', resolve))
-    infoUrl = `http://127.0.0.1:${(info.address() as AddressInfo).port}`
-  })
+  }
 
   afterAll(async () => {
     info?.close()
@@ -66,11 +71,12 @@ describe.each([
     if (dir !== undefined) await rm(dir, { recursive: true, force: true })
   })
 
-  const client = (): FabricSchedulerClient => new FabricSchedulerClient(daemon, { supernodeUrl: infoUrl, timeoutMs: 400, logger: pino({ level: 'silent' }) })
+  /** A short timeout where the test waits for timeouts; a generous one elsewhere (the machine is shared). */
+  const client = (timeoutMs = 400): FabricSchedulerClient => new FabricSchedulerClient(daemon, { supernodeUrl: infoUrl, timeoutMs, logger: pino({ level: 'silent' }) })
   const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (err: unknown) => (err as NaiadError).code)
 
   it('stays available after a late answer and goes down after three in a row', async () => {
-    const c = client()
+    const c = client(1000)
     expect(await code(c.getParents('t', 4))).toBe('ok')
     stall = 1
     expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_TIMEOUT')
@@ -91,7 +97,7 @@ describe.each([
   })
 
   it('answers concurrent calls each with its own answer, over one stream when the supernode has sessions', async () => {
-    const c = client()
+    const c = client(10_000)
     streams.clear()
     const n = 64
     const answers = await Promise.all(Array.from({ length: n }, (_, i) => c.getParents(`task-${i}`, 4)))
@@ -105,6 +111,26 @@ describe.each([
     expect(await aborted).toBe('PROTO_ERR_ABORTED')
     expect(c.available).toBe(true)
     expect(await code(c.getParents('t', 4))).toBe('ok')
+    await c.close()
+  })
+
+  it('goes down when the supernode stops, and the probe reaches it again after a restart', async () => {
+    const c = client(10_000)
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    const slow = code(c.getParents('t', 4)) // in flight while the supernode stops (answered or lost)
+    await supernode.stop()
+    expect(['ok', 'PROTO_ERR_DIAL']).toContain(await slow)
+    expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_DIAL')
+    expect(c.available).toBe(false)
+    expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_DIAL') // down: no dial until the probe
+
+    await startSupernode()
+    streams.clear()
+    await c.announceHost({ id: '', hostname: 'h', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 1, isSeed: false, labels: [] })
+    expect(c.available).toBe(true)
+    const answers = await Promise.all(Array.from({ length: 16 }, (_, i) => c.getParents(`after-${i}`, 4)))
+    expect(answers.map((a) => a.parents[0]?.id)).toEqual(Array.from({ length: 16 }, (_, i) => `after-${i}`))
+    expect(streams.size).toBe(session ? 1 : 17)
     await c.close()
   })
 

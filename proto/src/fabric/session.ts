@@ -182,7 +182,13 @@ export class RpcSession<Q extends Fields, R extends Fields> {
   }
 
   private async dial(signal: AbortSignal): Promise<Stream> {
-    const stream = await this.node.dialProtocol(await this.target(), this.protocol, { signal })
+    let stream: Stream
+    try {
+      stream = await this.node.dialProtocol(await this.target(), this.protocol, { signal })
+    } catch (err) {
+      // A dial that ran out of time is a timeout, like a call's, not a refusal.
+      throw fabricError(err, signal, `opening ${this.protocol}`)
+    }
     const decoder = new LengthPrefixedDecoder({ maxDataLength: this.options.maxResponseBytes ?? LIMITS.maxMessageBytes })
     stream.addEventListener('message', (evt) => {
       try {
