@@ -17,6 +17,9 @@
 // connects and runs rounds: one reportPieces of `--batch` piece results, and every
 // `--parents-every` rounds a getParents (timed), until `--rounds` rounds are done; then it
 // disconnects and the next peer takes its place. Prints one summary line at the end.
+// Calls go over one scheduler session per peer (/naiad/scheduler/1.1.0, as a dfdaemon's
+// do); `--protocol stream` uses a stream per call (1.0.0, daemons before sessions) instead,
+// to compare the two side by side.
 // Everything is bounded: the duration, a call timeout of 5 s, and stdin closing stops it.
 
 import { mkdir } from 'node:fs/promises'
@@ -30,7 +33,7 @@ import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import {
-  PROTOCOLS, SchedulerRequest, SchedulerResponse, call, loadIdentity, parseDuration, raiseRemote,
+  PROTOCOLS, RpcSession, SchedulerRequest, SchedulerResponse, call, loadIdentity, parseDuration, raiseRemote,
   type FabricNode, type PieceResult
 } from '@naiad/proto'
 
@@ -47,11 +50,12 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '4' },
     'parents-every': { type: 'string', default: '2' },
     rounds: { type: 'string', default: '50' },
-    warmup: { type: 'string', default: '2s' }
+    warmup: { type: 'string', default: '2s' },
+    protocol: { type: 'string', default: 'session' }
   }
 })
 if (values.supernode === undefined || values.keys === undefined) {
-  process.stderr.write('usage: scheduler-peers.ts --supernode MULTIADDR --keys DIR [--first N --count N --tasks N --pieces N --live N --duration D --batch N --parents-every N --rounds N]\n')
+  process.stderr.write('usage: scheduler-peers.ts --supernode MULTIADDR --keys DIR [--first N --count N --tasks N --pieces N --live N --duration D --batch N --parents-every N --rounds N --protocol session|stream]\n')
   process.exit(2)
 }
 const target = multiaddr(values.supernode)
@@ -65,6 +69,11 @@ const warmupMs = parseDuration(values.warmup, '--warmup')
 const batch = Number(values.batch)
 const parentsEvery = Number(values['parents-every'])
 const rounds = Number(values.rounds)
+if (values.protocol !== 'session' && values.protocol !== 'stream') {
+  process.stderr.write(`--protocol is session or stream, not ${values.protocol}\n`)
+  process.exit(2)
+}
+const perCall = values.protocol === 'stream'
 const PIECE_SIZE = 4 * 1024 * 1024
 const CALL_TIMEOUT_MS = 5_000
 
@@ -95,8 +104,17 @@ interface Stats {
 }
 const fresh = (): Stats => ({ reportCalls: 0, pieceReports: 0, parentsCalls: 0, parentsMs: [], errors: 0, errorCodes: {}, sessions: 0, connectMs: [] })
 
-async function rpc(node: FabricNode, req: Partial<SchedulerRequest>): Promise<SchedulerResponse> {
-  const res = await call(node, target, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, { signal: stop.signal, timeoutMs: CALL_TIMEOUT_MS })
+/** A peer's way to the scheduler: its fabric node and, unless --protocol stream, its session. */
+interface Peer {
+  node: FabricNode
+  session: RpcSession<typeof SchedulerRequest.fields, typeof SchedulerResponse.fields>
+}
+
+async function rpc(peer: Peer, req: Partial<SchedulerRequest>): Promise<SchedulerResponse> {
+  const options = { signal: stop.signal, timeoutMs: CALL_TIMEOUT_MS }
+  const res = perCall
+    ? await call(peer.node, target, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, options)
+    : await peer.session.call(req, options)
   raiseRemote(res.error)
   return res
 }
@@ -113,7 +131,7 @@ let opening = 0
 const OPEN_AT_ONCE = 3
 
 /** Peer i's fabric node: the same stack as a dfdaemon's (createFabricNode), dialling from its own address. */
-async function open(i: number): Promise<FabricNode> {
+async function open(i: number): Promise<Peer> {
   while (opening >= OPEN_AT_ONCE) await new Promise((r) => setTimeout(r, 2))
   opening++
   try {
@@ -142,7 +160,7 @@ async function open(i: number): Promise<FabricNode> {
         await new Promise((r) => setTimeout(r, 20 * 2 ** attempt))
       }
     }
-    return node
+    return { node, session: new RpcSession(node, () => target, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse) }
   } finally {
     opening--
   }
@@ -162,21 +180,21 @@ const pieces = (nums: number[], i: number): PieceResult[] =>
   nums.map((num) => ({ num, parentId: parentFor(i), length: PIECE_SIZE, costMs: 20 + random(80), sha256: new Uint8Array(0), errorCode: '' }))
 
 async function register(i: number): Promise<void> {
-  const node = await open(i)
+  const peer = await open(i)
   try {
     const t = i % tasks
-    await rpc(node, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [] } })
-    const res = await rpc(node, { registerTask: { taskId: taskId(t), url: taskUrl(t), headers: [], digest: '', range: '', filter: [] } })
+    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [] } })
+    const res = await rpc(peer, { registerTask: { taskId: taskId(t), url: taskUrl(t), headers: [], digest: '', range: '', filter: [] } })
     if (res.task?.backToSource === true) {
       // The trusted peer: publishes the task's metadata and every piece digest, then succeeds.
       const all = Array.from({ length: pieceCount }, (_, n) => ({ num: n, parentId: '', length: PIECE_SIZE, costMs: 0, sha256: new Uint8Array(32).fill(n & 0xff), errorCode: '' }))
-      await rpc(node, { reportPieces: { taskId: taskId(t), results: all, contentLength: pieceCount * PIECE_SIZE, pieceSize: PIECE_SIZE, pieceCount, sha256: new Uint8Array(32).fill(7), state: 'succeeded', error: undefined } })
+      await rpc(peer, { reportPieces: { taskId: taskId(t), results: all, contentLength: pieceCount * PIECE_SIZE, pieceSize: PIECE_SIZE, pieceCount, sha256: new Uint8Array(32).fill(7), state: 'succeeded', error: undefined } })
     } else {
       const nums = Array.from({ length: pieceCount }, (_, n) => n).filter(() => Math.random() < 0.5)
-      await rpc(node, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } })
+      await rpc(peer, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } })
     }
   } finally {
-    await node.stop()
+    await peer.node.stop()
   }
 }
 
@@ -225,12 +243,12 @@ let nextPeer = first
 
 async function session(i: number): Promise<void> {
   const c0 = performance.now()
-  let node: FabricNode | undefined
+  let peer: Peer | undefined
   try {
-    node = await open(i)
+    peer = await open(i)
     const t = i % tasks
     // The first call dials: connection set-up is timed apart from the scheduler's work.
-    await rpc(node, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [] } })
+    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [] } })
     if (load.connectMs.length < 100_000) load.connectMs.push(Math.round((performance.now() - c0) * 10) / 10)
     load.sessions++
     for (let r = 0; r < rounds && performance.now() < end && !stop.signal.aborted; r++) {
@@ -238,7 +256,7 @@ async function session(i: number): Promise<void> {
       const nums = Array.from({ length: batch }, (_, k) => (p + k) % pieceCount)
       progress.set(i, (p + batch) % pieceCount)
       try {
-        await rpc(node, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } })
+        await rpc(peer, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } })
         if (performance.now() >= measureFrom && performance.now() <= end) {
           load.reportCalls++
           load.pieceReports += batch
@@ -249,7 +267,7 @@ async function session(i: number): Promise<void> {
       if ((r + 1) % parentsEvery !== 0 || performance.now() >= end) continue
       const q0 = performance.now()
       try {
-        await rpc(node, { getParents: { taskId: taskId(t), limit: 8 } })
+        await rpc(peer, { getParents: { taskId: taskId(t), limit: 8 } })
         const q1 = performance.now()
         if (q0 >= measureFrom && q1 <= end) {
           load.parentsCalls++
@@ -263,7 +281,7 @@ async function session(i: number): Promise<void> {
     countError(load, err)
   } finally {
     try {
-      await node?.stop()
+      await peer?.node.stop()
     } catch { /* already closed */ }
   }
 }

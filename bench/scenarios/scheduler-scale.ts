@@ -37,6 +37,8 @@ const USAGE = `usage: node bench/scenarios/scheduler-scale.ts [options]
   --live N                peers connected at once per process (default 32)
   --batch N               piece results per reportPieces call (default 4; a dfdaemon flushes every 100 ms)
   --parents-every N       one getParents per N reports (default 2)
+  --protocol P            session: one scheduler session per peer, pipelined (1.1.0, what dfdaemon speaks; default);
+                          stream: a stream per call (1.0.0, daemons before sessions), for comparison
   --duration DURATION     load window (default 30s; quick 15s), the first 2 s not counted
   --profile               run the supernode under --cpu-prof and summarise the load window
   --timeout DURATION      bound on the whole scenario (default 20m)
@@ -59,6 +61,7 @@ const args = (() => {
         live: { type: 'string', default: '32' },
         batch: { type: 'string', default: '4' },
         'parents-every': { type: 'string', default: '2' },
+        protocol: { type: 'string', default: 'session' },
         duration: { type: 'string' },
         profile: { type: 'boolean', default: false },
         timeout: { type: 'string', default: '20m' },
@@ -85,6 +88,8 @@ const pieces = whole(args.pieces, '--pieces')
 const processes = Math.min(whole(args.processes, '--processes'), peers)
 const live = whole(args.live, '--live')
 const batch = whole(args.batch, '--batch')
+const protocol = args.protocol
+if (protocol !== 'session' && protocol !== 'stream') usageError(`--protocol is session or stream, not ${protocol}`)
 const parentsEvery = whole(args['parents-every'], '--parents-every')
 let durationMs = 0
 let timeoutMs = 0
@@ -184,6 +189,7 @@ interface Result {
   concurrency: number
   batch: number
   parentsEvery: number
+  protocol: string
   registerS: number
   registerErrors: number
   windowS: number
@@ -233,7 +239,7 @@ try {
     workers.push(new Worker([
       '--supernode', target, '--keys', join(work, 'keys'), '--first', String(first), '--count', String(count), '--tasks', String(tasks),
       '--pieces', String(pieces), '--live', String(live), '--duration', `${durationMs}ms`, '--warmup', `${WARMUP_MS}ms`, '--batch', String(batch),
-      '--parents-every', String(parentsEvery)
+      '--parents-every', String(parentsEvery), '--protocol', protocol
     ]))
   }
   const onAbort = (): void => { for (const w of workers) w.stop() }
@@ -264,7 +270,7 @@ try {
     for (const d of dones) for (const [c, n] of Object.entries(d.errorCodes)) errorCodes[c] = (errorCodes[c] ?? 0) + n
     const peak = await rss(snPid)
     const result: Result = {
-      peers, tasks, pieces, processes: workers.length, concurrency: workers.length * live, batch, parentsEvery,
+      peers, tasks, pieces, processes: workers.length, concurrency: workers.length * live, batch, parentsEvery, protocol,
       registerS: Math.round(registerS * 10) / 10,
       registerErrors,
       windowS,
@@ -338,7 +344,7 @@ function markdown(r: Result): string {
   const lines = [
     `## Scheduler scale, ${r.peers} synthetic peers, ${r.tasks} tasks of ${r.pieces} pieces`,
     '',
-    `${r.processes} load-generator processes, ${r.concurrency} peers connected at once (each peer connects, runs up to 50 rounds, disconnects; the next takes its place), ${r.batch} piece results per reportPieces, one getParents per ${r.parentsEvery} reports. Load window ${r.windowS.toFixed(0)} s after 2 s of warm-up; all peers registered first (${r.registerS} s).`,
+    `${r.processes} load-generator processes, ${r.concurrency} peers connected at once (each peer connects, runs up to 50 rounds, disconnects; the next takes its place), ${r.batch} piece results per reportPieces, one getParents per ${r.parentsEvery} reports, ${r.protocol === 'stream' ? 'a stream per call (/naiad/scheduler/1.0.0)' : 'one scheduler session per peer (/naiad/scheduler/1.1.0)'}. Load window ${r.windowS.toFixed(0)} s after 2 s of warm-up; all peers registered first (${r.registerS} s).`,
     '',
     '| figure | measured | goal | |',
     '|---|---:|---:|---|',

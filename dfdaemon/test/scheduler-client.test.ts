@@ -1,6 +1,8 @@
 // The scheduler client tells a slow supernode from a dead one: single late answers leave
 // it available (a busy supernode is not an outage), repeated ones or a refused dial mark
-// it down, and the keep-alive probe brings it back.
+// it down, and the keep-alive probe brings it back. The same holds over a session
+// (/naiad/scheduler/1.1.0, one stream for all calls) and against a supernode that only
+// speaks 1.0.0 (a stream per call).
 
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
@@ -10,12 +12,15 @@ import { join } from 'node:path'
 
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { NaiadError} from '@naiad/proto';
-import { createFabricNode, PROTOCOLS, SchedulerRequest, SchedulerResponse, serve, type FabricNode } from '@naiad/proto'
+import type { NaiadError } from '@naiad/proto'
+import { createFabricNode, PROTOCOLS, SchedulerRequest, SchedulerResponse, serve, serveSession, type FabricNode } from '@naiad/proto'
 
 import { FabricSchedulerClient } from '../src/scheduler/client.ts'
 
-describe('scheduler client availability', () => {
+describe.each([
+  { kind: 'session (1.1.0)', session: true },
+  { kind: 'stream per call (1.0.0 only)', session: false }
+])('scheduler client availability, $kind', ({ session }) => {
   let dir: string
   let supernode: FabricNode
   let daemon: FabricNode
@@ -23,18 +28,14 @@ describe('scheduler client availability', () => {
   let infoUrl: string
   /** Calls the fake supernode leaves unanswered before it answers again. */
   let stall = 0
+  /** Streams the supernode's handlers have seen (by their signal), and the callers. */
+  const streams = new Set<AbortSignal>()
+  const callers = new Set<string>()
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'naiad-sched-client-'))
-    supernode = await createFabricNode({ dataDir: join(dir, 'sn'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     daemon = await createFabricNode({ dataDir: join(dir, 'd'), listen: ['/ip4/127.0.0.1/tcp/0'] })
-    await serve(supernode, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, async (_req, ctx) => {
-      if (stall > 0) {
-        stall--
-        await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
-      }
-      return { parents: { task: undefined, parents: [] } }
-    })
+    await startSupernode()
     info = createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ peerId: supernode.peerId.toString(), multiaddrs: supernode.getMultiaddrs().map(String) }))
@@ -43,6 +44,26 @@ describe('scheduler client availability', () => {
     infoUrl = `http://127.0.0.1:${(info.address() as AddressInfo).port}`
   })
 
+  /** The fake supernode: same identity each time, a new port. */
+  const startSupernode = async (): Promise<void> => {
+    supernode = await createFabricNode({ dataDir: join(dir, 'sn'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const handler = async (req: SchedulerRequest, ctx: { signal: AbortSignal; remotePeer: { toString(): string } }): Promise<Partial<SchedulerResponse>> => {
+      streams.add(ctx.signal)
+      callers.add(ctx.remotePeer.toString())
+      if (stall > 0) {
+        stall--
+        // Never answers within the client's timeout (a session's signal lasts as long as its stream).
+        await new Promise((resolve) => {
+          const t = setTimeout(resolve, 3000)
+          ctx.signal.addEventListener('abort', () => { clearTimeout(t); resolve(undefined) }, { once: true })
+        })
+      }
+      return { parents: { task: undefined, parents: [{ id: req.getParents?.taskId ?? '', multiaddrs: [], bitmap: new Uint8Array(), score: 0, isSeed: false }] } }
+    }
+    await serve(supernode, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, handler)
+    if (session) await serveSession(supernode, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse, handler)
+  }
+
   afterAll(async () => {
     info?.close()
     await daemon?.stop()
@@ -50,11 +71,12 @@ describe('scheduler client availability', () => {
     if (dir !== undefined) await rm(dir, { recursive: true, force: true })
   })
 
-  const client = (): FabricSchedulerClient => new FabricSchedulerClient(daemon, { supernodeUrl: infoUrl, timeoutMs: 400, logger: pino({ level: 'silent' }) })
+  /** A short timeout where the test waits for timeouts; a generous one elsewhere (the machine is shared). */
+  const client = (timeoutMs = 400): FabricSchedulerClient => new FabricSchedulerClient(daemon, { supernodeUrl: infoUrl, timeoutMs, logger: pino({ level: 'silent' }) })
   const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (err: unknown) => (err as NaiadError).code)
 
   it('stays available after a late answer and goes down after three in a row', async () => {
-    const c = client()
+    const c = client(1000)
     expect(await code(c.getParents('t', 4))).toBe('ok')
     stall = 1
     expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_TIMEOUT')
@@ -71,6 +93,45 @@ describe('scheduler client availability', () => {
     expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_DIAL')
     await c.announceHost({ id: '', hostname: 'h', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 1, isSeed: false, labels: [] })
     expect(c.available).toBe(true)
+    await c.close()
+  })
+
+  it('answers concurrent calls each with its own answer, over one stream when the supernode has sessions', async () => {
+    const c = client(10_000)
+    streams.clear()
+    const n = 64
+    const answers = await Promise.all(Array.from({ length: n }, (_, i) => c.getParents(`task-${i}`, 4)))
+    expect(answers.map((a) => a.parents[0]?.id)).toEqual(Array.from({ length: n }, (_, i) => `task-${i}`))
+    expect(streams.size).toBe(session ? 1 : n)
+    expect(callers).toEqual(new Set([daemon.peerId.toString()]))
+    // An aborted call fails alone, as PROTO_ERR_ABORTED, and does not count towards "down".
+    const ac = new AbortController()
+    const aborted = code(c.getParents('x', 4, ac.signal))
+    ac.abort()
+    expect(await aborted).toBe('PROTO_ERR_ABORTED')
+    expect(c.available).toBe(true)
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    await c.close()
+  })
+
+  it('goes down when the supernode stops, and the probe reaches it again after a restart', async () => {
+    const c = client(10_000)
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    const slow = code(c.getParents('t', 4)) // in flight while the supernode stops (answered or lost)
+    await supernode.stop()
+    expect(['ok', 'PROTO_ERR_DIAL']).toContain(await slow)
+    expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_DIAL')
+    expect(c.available).toBe(false)
+    expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_DIAL') // down: no dial until the probe
+
+    await startSupernode()
+    streams.clear()
+    await c.announceHost({ id: '', hostname: 'h', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 1, isSeed: false, labels: [] })
+    expect(c.available).toBe(true)
+    const answers = await Promise.all(Array.from({ length: 16 }, (_, i) => c.getParents(`after-${i}`, 4)))
+    expect(answers.map((a) => a.parents[0]?.id)).toEqual(Array.from({ length: 16 }, (_, i) => `after-${i}`))
+    expect(streams.size).toBe(session ? 1 : 17)
+    await c.close()
   })
 
   it('goes down at once when the supernode cannot be reached', async () => {

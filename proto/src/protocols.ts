@@ -6,7 +6,9 @@ export const PROTOCOLS = {
   piece: '/naiad/piece/1.0.0',
   /** Daemon → supernode: the doctor plugin's latest report of the node. */
   doctor: '/naiad/doctor/1.0.0',
-  control: '/naiad/control/1.0.0'
+  control: '/naiad/control/1.0.0',
+  /** The scheduler calls of 1.0.0 as a session: one long-lived stream, pipelined calls matched by ID (docs/protocol.md). */
+  schedulerSession: '/naiad/scheduler/1.1.0'
 } as const
 
 export const LIMITS = {

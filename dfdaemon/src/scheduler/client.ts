@@ -4,7 +4,7 @@
 import type { Logger } from 'pino'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import {
-  call, NaiadError, PROTOCOLS, raiseRemote, SchedulerRequest, SchedulerResponse,
+  call, NaiadError, PROTOCOLS, raiseRemote, RpcSession, SchedulerRequest, SchedulerResponse,
   type FabricNode, type GetParentsResponse, type Host, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
 } from '@naiad/proto'
 
@@ -36,24 +36,44 @@ export interface FabricSchedulerClientOptions {
  */
 const TIMEOUTS_BEFORE_DOWN = 3
 
+/** Whether a failure says the supernode does not speak the protocol (one older than 1.1.0). */
+function unsupported(err: unknown): boolean {
+  for (let e = err as { name?: string; cause?: unknown } | undefined, depth = 0; e !== undefined && e !== null && depth < 4; e = e.cause as typeof e, depth++) {
+    if (e.name === 'UnsupportedProtocolError') return true
+  }
+  return false
+}
+
 /**
- * A scheduler client over the fabric. After a failure it reports itself unavailable, so
+ * A scheduler client over the fabric. Calls share one long-lived session stream
+ * (/naiad/scheduler/1.1.0, pipelined); a supernode that only speaks 1.0.0 gets a stream per
+ * call instead. After a failure it reports itself unavailable, so
  * downloads go to the origin at once instead of waiting on a dead supernode; only the
  * daemon's keep-alive announcement (a probe) tries the supernode again and, when it
  * answers, makes the client available.
  */
 export class FabricSchedulerClient implements SchedulerClient {
   private addrs: Multiaddr[] | undefined
+  private resolving: Promise<Multiaddr[]> | undefined
   private down = false
   private timeouts = 0
   private peerId: string | undefined
+  /** The supernode answered 1.1.0 with "unsupported": use 1.0.0, a stream per call. */
+  private legacy = false
 
   private readonly node: FabricNode
   private readonly options: FabricSchedulerClientOptions
+  private readonly session: RpcSession<typeof SchedulerRequest.fields, typeof SchedulerResponse.fields>
 
   constructor(node: FabricNode, options: FabricSchedulerClientOptions) {
     this.node = node
     this.options = options
+    this.session = new RpcSession(node, async () => this.resolve(), PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse)
+  }
+
+  /** Closes the session stream (on daemon shutdown). */
+  async close(): Promise<void> {
+    await this.session.close()
   }
 
   get available(): boolean {
@@ -64,12 +84,23 @@ export class FabricSchedulerClient implements SchedulerClient {
     return this.peerId
   }
 
-  private async resolve(signal?: AbortSignal): Promise<Multiaddr[]> {
-    if (this.addrs !== undefined) return this.addrs
+  private resolve(signal?: AbortSignal): Promise<Multiaddr[]> {
+    if (this.addrs !== undefined) return Promise.resolve(this.addrs)
+    // Calls starting together share one look-up (bounded by the client's timeout, not by
+    // the signal of whichever call started it).
+    this.resolving ??= this.lookUp().finally(() => { this.resolving = undefined })
+    if (signal === undefined) return this.resolving
+    return Promise.race([this.resolving, new Promise<never>((_resolve, reject) => {
+      if (signal.aborted) reject(new NaiadError('PROTO_ERR_ABORTED', 'supernode look-up was aborted'))
+      signal.addEventListener('abort', () => reject(new NaiadError('PROTO_ERR_ABORTED', 'supernode look-up was aborted')), { once: true })
+    })])
+  }
+
+  private async lookUp(): Promise<Multiaddr[]> {
     const url = `${this.options.supernodeUrl}/api/v1/info`
     let info: { peerId: string; multiaddrs: string[] }
     try {
-      const res = await fetch(url, { signal: AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), ...(signal ? [signal] : [])]) })
+      const res = await fetch(url, { signal: AbortSignal.timeout(this.options.timeoutMs) })
       if (!res.ok) throw new Error(`HTTP ${res.status}`)
       info = await res.json() as typeof info
     } catch (err) {
@@ -84,10 +115,7 @@ export class FabricSchedulerClient implements SchedulerClient {
     if (this.down && !probe) throw new NaiadError('PROTO_ERR_DIAL', 'supernode unavailable (waiting for the keep-alive to reach it again)')
     try {
       const addrs = await this.resolve(signal)
-      const res = await call(this.node, addrs, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, {
-        signal,
-        timeoutMs: this.options.timeoutMs
-      })
+      const res = await this.send(addrs, req, signal)
       this.down = false
       this.timeouts = 0
       raiseRemote(res.error)
@@ -99,9 +127,26 @@ export class FabricSchedulerClient implements SchedulerClient {
         if (!this.down) this.options.logger.warn({ err: e.message }, 'supernode unreachable; downloads go to peers and the origin')
         this.down = true
         this.addrs = undefined
+        // A half-open stream would swallow the probe too: the probe opens a fresh one.
+        this.session.reset('supernode marked unreachable')
+        this.legacy = false
       }
       throw e
     }
+  }
+
+  private async send(addrs: Multiaddr[], req: Partial<SchedulerRequest>, signal?: AbortSignal): Promise<SchedulerResponse> {
+    const options = { signal, timeoutMs: this.options.timeoutMs }
+    if (!this.legacy) {
+      try {
+        return await this.session.call(req, options)
+      } catch (err) {
+        if (!unsupported(err)) throw err
+        this.options.logger.info('supernode predates scheduler sessions (1.1.0); using a stream per call (1.0.0)')
+        this.legacy = true
+      }
+    }
+    return call(this.node, addrs, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, options)
   }
 
   /** Announces the host; also the one call that tries a supernode marked unavailable. */

@@ -1,11 +1,18 @@
 // The scheduler service on the fabric. The caller's identity is the authenticated peer
 // of the Noise session, never a field of the message.
 
-import { NaiadError, PROTOCOLS, SchedulerRequest, SchedulerResponse, serve, type FabricNode } from '@naiad/proto'
+import { NaiadError, PROTOCOLS, SchedulerRequest, SchedulerResponse, serve, serveSession, type FabricNode } from '@naiad/proto'
 
 import type { Scheduler } from './scheduler.ts'
 
+/**
+ * Serves 1.1.0 (a session per daemon: one stream, many pipelined calls) and, for daemons
+ * that predate it, 1.0.0 (a stream per call). Both reach the same scheduler.
+ */
 export async function serveScheduler(node: FabricNode, scheduler: Scheduler): Promise<void> {
+  await serveSession(node, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse, (req, ctx) => {
+    return handleSchedulerRequest(scheduler, ctx.remotePeer.toString(), req)
+  })
   await serve(node, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, async (req, ctx) => {
     return handleSchedulerRequest(scheduler, ctx.remotePeer.toString(), req)
   }, { maxInboundStreams: 1024 })

@@ -1,0 +1,326 @@
+// A long-lived request/response session over one fabric stream: many calls, pipelined,
+// each a length-prefixed SessionFrame carrying a call ID and the encoded message. Opening a
+// stream per call (yamux stream, multistream-select, a peer-store write on the receiving
+// side, close) cost several times the work of the call itself; a session pays it once.
+// See docs/protocol.md ("Sessions").
+
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import { LengthPrefixedDecoder } from '@libp2p/utils'
+import { Uint8ArrayList } from 'uint8arraylist'
+
+import { f, message, type Fields, type Infer, type MessageSchema } from '../codec/wire.ts'
+import { NaiadError, toNaiadError } from '../errors.ts'
+import { LIMITS } from '../protocols.ts'
+import type { FabricNode } from './node.ts'
+import { deadline, fabricError, type CallOptions, type DialTarget } from './rpc.ts'
+
+/** One message of a session, either way: `body` is the encoded request or response of call `id`. */
+export const SessionFrame = message('SessionFrame', {
+  id: f.uint32(1),
+  body: f.bytes(2)
+})
+
+/** Varint length prefix + bytes, as lpStream writes them. */
+export function lengthPrefixed(bytes: Uint8Array): Uint8Array {
+  let n = bytes.byteLength
+  const prefix: number[] = []
+  while (n >= 0x80) {
+    prefix.push((n & 0x7f) | 0x80)
+    n = Math.floor(n / 128)
+  }
+  prefix.push(n)
+  const out = new Uint8Array(prefix.length + bytes.byteLength)
+  out.set(prefix, 0)
+  out.set(bytes, prefix.length)
+  return out
+}
+
+function sessionFrame(id: number, body: Uint8Array): Uint8Array {
+  return lengthPrefixed(SessionFrame.encode({ id, body }))
+}
+
+/**
+ * Frames written in the same turn of the event loop go out as one stream message: one
+ * yamux frame, one Noise message, instead of one each.
+ */
+class Outbox {
+  private frames: Uint8Array[] = []
+  private readonly stream: Stream
+  private readonly onError: (err: unknown) => void
+
+  constructor(stream: Stream, onError: (err: unknown) => void) {
+    this.stream = stream
+    this.onError = onError
+  }
+
+  push(frame: Uint8Array): void {
+    if (this.frames.push(frame) === 1) queueMicrotask(() => this.flush())
+  }
+
+  private flush(): void {
+    const frames = this.frames
+    this.frames = []
+    if (this.stream.writeStatus !== 'writable') return
+    try {
+      // send() buffers past the high-water mark too; the calls in flight bound the buffer.
+      this.stream.send(frames.length === 1 ? frames[0] : new Uint8ArrayList(...frames))
+    } catch (err) {
+      this.onError(err)
+    }
+  }
+}
+
+interface Pending {
+  resolve(body: Uint8Array): void
+  reject(err: NaiadError): void
+}
+
+export interface SessionOptions {
+  /** Largest response frame accepted. */
+  maxResponseBytes?: number
+}
+
+/**
+ * The calling side of a session. The stream is opened by the first call and kept; calls
+ * after it are written at once and matched to their answers by ID, so several are in
+ * flight together. A call that times out or is aborted fails alone (its late answer is
+ * dropped); a stream that breaks fails the calls in flight on it with PROTO_ERR_DIAL, and
+ * the next call opens a new one.
+ */
+export class RpcSession<Q extends Fields, R extends Fields> {
+  private stream: Stream | undefined
+  private outbox: Outbox | undefined
+  private opening: Promise<Stream> | undefined
+  private nextId = 1
+  private readonly pending = new Map<number, Pending>()
+
+  private readonly node: FabricNode
+  private readonly target: () => DialTarget | Promise<DialTarget>
+  private readonly protocol: string
+  private readonly request: MessageSchema<Q>
+  private readonly response: MessageSchema<R>
+  private readonly options: SessionOptions
+
+  constructor(
+    node: FabricNode,
+    target: () => DialTarget | Promise<DialTarget>,
+    protocol: string,
+    request: MessageSchema<Q>,
+    response: MessageSchema<R>,
+    options: SessionOptions = {}
+  ) {
+    this.node = node
+    this.target = target
+    this.protocol = protocol
+    this.request = request
+    this.response = response
+    this.options = options
+  }
+
+  /** Calls in flight (written, not yet answered). */
+  get inFlight(): number {
+    return this.pending.size
+  }
+
+  /** True while a stream is open. */
+  get open(): boolean {
+    return this.stream !== undefined
+  }
+
+  async call(value: Partial<Infer<Q>>, options: CallOptions = {}): Promise<Infer<R>> {
+    const timeoutMs = options.timeoutMs ?? LIMITS.callTimeoutMs
+    const signal = deadline(options.signal, timeoutMs)
+    try {
+      if (this.stream === undefined) await this.openStream(signal, timeoutMs)
+    } catch (err) {
+      throw fabricError(err, signal, `${this.protocol} session`)
+    }
+    if (signal.aborted) throw fabricError(signal.reason, signal, `${this.protocol} call`)
+    const outbox = this.outbox
+    if (outbox === undefined) throw new NaiadError('PROTO_ERR_DIAL', `${this.protocol} session lost while opening`)
+    const id = this.nextId
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1
+    const body = await new Promise<Uint8Array>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.pending.delete(id)
+        reject(fabricError(signal.reason, signal, `${this.protocol} call`))
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      this.pending.set(id, {
+        resolve: (b) => { signal.removeEventListener('abort', onAbort); resolve(b) },
+        reject: (e) => { signal.removeEventListener('abort', onAbort); reject(e) }
+      })
+      outbox.push(sessionFrame(id, this.request.encode(value)))
+    })
+    try {
+      return this.response.decode(body)
+    } catch (err) {
+      throw toNaiadError(err, 'PROTO_ERR_DECODE', `${this.protocol} response`)
+    }
+  }
+
+  /** Drops the stream (failing the calls in flight); the next call opens a new one. */
+  reset(reason = 'session reset'): void {
+    if (this.stream !== undefined) this.fail(this.stream, new Error(reason))
+  }
+
+  /** Closes the stream for good: calls in flight fail with PROTO_ERR_ABORTED. */
+  async close(): Promise<void> {
+    const stream = this.stream
+    this.stream = undefined
+    this.outbox = undefined
+    for (const p of this.pending.values()) p.reject(new NaiadError('PROTO_ERR_ABORTED', `${this.protocol} session closed`))
+    this.pending.clear()
+    await stream?.close().catch(() => stream.abort(new Error('session closed')))
+  }
+
+  private openStream(signal: AbortSignal, timeoutMs: number): Promise<Stream> {
+    // Concurrent first calls share one opening, bounded by the timeout of the call that
+    // started it; each caller still stops waiting at its own deadline.
+    this.opening ??= this.dial(AbortSignal.timeout(timeoutMs)).finally(() => { this.opening = undefined })
+    return raceSignal(this.opening, signal)
+  }
+
+  private async dial(signal: AbortSignal): Promise<Stream> {
+    let stream: Stream
+    try {
+      stream = await this.node.dialProtocol(await this.target(), this.protocol, { signal })
+    } catch (err) {
+      // A dial that ran out of time is a timeout, like a call's, not a refusal.
+      throw fabricError(err, signal, `opening ${this.protocol}`)
+    }
+    const decoder = new LengthPrefixedDecoder({ maxDataLength: this.options.maxResponseBytes ?? LIMITS.maxMessageBytes })
+    stream.addEventListener('message', (evt) => {
+      try {
+        for (const buf of decoder.decode(evt.data)) this.answer(buf)
+      } catch (err) {
+        this.fail(stream, err)
+      }
+    })
+    stream.addEventListener('close', (evt) => this.fail(stream, evt.error ?? new Error('stream closed')))
+    stream.addEventListener('remoteCloseWrite', () => this.fail(stream, new Error('remote closed the session')))
+    this.stream = stream
+    this.outbox = new Outbox(stream, (err) => this.fail(stream, err))
+    return stream
+  }
+
+  private answer(buf: Uint8ArrayList): void {
+    const frame = SessionFrame.decode(buf.subarray())
+    const p = this.pending.get(frame.id)
+    if (p === undefined) return // the call gave up already
+    this.pending.delete(frame.id)
+    p.resolve(frame.body)
+  }
+
+  private fail(stream: Stream, err: unknown): void {
+    if (this.stream !== stream) return
+    this.stream = undefined
+    this.outbox = undefined
+    const e = fabricError(err, new AbortController().signal, `${this.protocol} session`)
+    const lost = e.code === 'PROTO_ERR_MESSAGE_TOO_LARGE'
+      ? e
+      : new NaiadError('PROTO_ERR_DIAL', `${this.protocol} session lost: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+    for (const p of this.pending.values()) p.reject(lost)
+    this.pending.clear()
+    if (stream.status === 'open' || stream.status === 'closing') stream.abort(lost)
+  }
+}
+
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(
+      (v) => { signal.removeEventListener('abort', onAbort); resolve(v) },
+      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e as Error) }
+    )
+  })
+}
+
+export interface SessionContext {
+  remotePeer: PeerId
+  connection: Connection
+  /** Aborted when the session's stream closes. */
+  signal: AbortSignal
+}
+
+export interface ServeSessionOptions {
+  maxRequestBytes?: number
+  maxInboundStreams?: number
+  /** Requests of one session being handled at once; reading pauses above it. */
+  maxInFlight?: number
+}
+
+/**
+ * Serves a session protocol: reads request frames until the caller closes the stream and
+ * answers each with a frame of the same ID. The handler's errors become the response's
+ * `error` field (the response schema must have one, of type RpcError), as with `serve`;
+ * an undecodable frame ends the session.
+ */
+export async function serveSession<Q extends Fields, R extends Fields>(
+  node: FabricNode,
+  protocol: string,
+  request: MessageSchema<Q>,
+  response: MessageSchema<R>,
+  handler: (req: Infer<Q>, ctx: SessionContext) => Partial<Infer<R>> | Promise<Partial<Infer<R>>>,
+  options: ServeSessionOptions = {}
+): Promise<void> {
+  const maxInFlight = options.maxInFlight ?? 256
+  await node.handle(protocol, (stream, connection) => {
+    const closed = new AbortController()
+    const ctx: SessionContext = { remotePeer: connection.remotePeer, connection, signal: closed.signal }
+    const decoder = new LengthPrefixedDecoder({ maxDataLength: options.maxRequestBytes ?? LIMITS.maxMessageBytes })
+    let inFlight = 0
+    let paused = false
+    const outbox = new Outbox(stream, () => { /* the stream closed meanwhile */ })
+
+    const reply = (id: number, value: Partial<Infer<R>>): void => {
+      outbox.push(sessionFrame(id, response.encode(value)))
+    }
+    const errorReply = (err: unknown): Partial<Infer<R>> => {
+      const e = toNaiadError(err, 'PROTO_ERR_REMOTE')
+      return { error: { code: e.code, message: e.message } } as unknown as Partial<Infer<R>>
+    }
+    const done = (): void => {
+      inFlight--
+      if (paused && inFlight < maxInFlight) {
+        paused = false
+        stream.resume()
+      }
+    }
+
+    const handle = (id: number, body: Uint8Array): void => {
+      let result: Partial<Infer<R>> | Promise<Partial<Infer<R>>>
+      try {
+        result = handler(request.decode(body), ctx)
+      } catch (err) {
+        reply(id, errorReply(err))
+        return
+      }
+      if (!(result instanceof Promise)) {
+        reply(id, result)
+        return
+      }
+      inFlight++
+      if (inFlight >= maxInFlight && !paused) {
+        paused = true
+        stream.pause()
+      }
+      result.then((v) => reply(id, v), (err: unknown) => reply(id, errorReply(err))).finally(done)
+    }
+
+    stream.addEventListener('message', (evt) => {
+      try {
+        for (const buf of decoder.decode(evt.data)) {
+          const frame = SessionFrame.decode(buf.subarray())
+          handle(frame.id, frame.body)
+        }
+      } catch (err) {
+        stream.abort(fabricError(err, closed.signal, `${protocol} session`, 'PROTO_ERR_DECODE'))
+      }
+    })
+    stream.addEventListener('remoteCloseWrite', () => { void stream.close().catch(() => {}) })
+    stream.addEventListener('close', () => closed.abort())
+  }, { maxInboundStreams: options.maxInboundStreams ?? 4 })
+}
