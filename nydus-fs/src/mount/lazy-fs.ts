@@ -1,6 +1,6 @@
 // The file system a mount serves: fuse-native's path-based operations over a verified
 // bootstrap. Metadata comes from memory; file contents from the chunk fetcher, which
-// returns only verified bytes. Read-only: every write operation answers EROFS.
+// hands out only verified bytes (from memory, a verified disk chunk, or the network). Read-only: every write operation answers EROFS.
 
 import { dirname } from 'node:path'
 
@@ -135,12 +135,27 @@ export class LazyFs {
     const offsets = this.chunkOffsets(ino, inode)
     const first = LazyFs.chunkAt(offsets, pos)
     const last = LazyFs.chunkAt(offsets, end - 1)
-    const data = await this.fetcher.getChunks(inode.chunks.slice(first, last + 1), { priority: 'read', timeoutMs: this.options.readTimeoutMs })
-    let written = 0
+    // Each chunk's part straight into the reply buffer: from memory, or one positional read
+    // of a disk chunk verified before. What neither has is fetched (or verified) together.
+    let missing: number[] | undefined
+    let disk: Array<Promise<void>> | undefined
     for (let k = first; k <= last; k++) {
       const from = Math.max(pos, offsets[k]) - offsets[k]
       const to = Math.min(end, offsets[k + 1]) - offsets[k]
-      written += data[k - first].copy(buf, written, from, to)
+      const r = this.fetcher.readLocal(inode.chunks[k], buf, offsets[k] + from - pos, from, to)
+      if (r === true) continue
+      if (r === false) (missing ??= []).push(k)
+      else (disk ??= []).push(r.then((ok) => { if (!ok) (missing ??= []).push(k) }))
+    }
+    if (disk !== undefined) await Promise.all(disk)
+    if (missing !== undefined) {
+      const data = await this.fetcher.getChunks(missing.map((k) => inode.chunks[k]), { priority: 'read', timeoutMs: this.options.readTimeoutMs })
+      for (let i = 0; i < missing.length; i++) {
+        const k = missing[i]
+        const from = Math.max(pos, offsets[k]) - offsets[k]
+        const to = Math.min(end, offsets[k + 1]) - offsets[k]
+        data[i].copy(buf, offsets[k] + from - pos, from, to)
+      }
     }
     if (sequential) {
       // One request per chunk ahead, so that they travel in parallel: a single stream from a
@@ -149,7 +164,7 @@ export class LazyFs {
         if (!this.fetcher.isCachedOrPending(c)) void this.fetcher.getChunks([c], { priority: 'read' }).catch(() => {})
       }
     }
-    return written
+    return end - pos
   }
 
   operations(): Fuse.Operations {
