@@ -138,16 +138,21 @@ export class LazyFs {
     // Each chunk's part straight into the reply buffer: from memory, or one positional read
     // of a disk chunk verified before. What neither has is fetched (or verified) together.
     let missing: number[] | undefined
-    let disk: Array<Promise<void>> | undefined
+    let disk: Array<Promise<boolean>> | undefined
+    let diskK: number[] | undefined
     for (let k = first; k <= last; k++) {
       const from = Math.max(pos, offsets[k]) - offsets[k]
       const to = Math.min(end, offsets[k + 1]) - offsets[k]
       const r = this.fetcher.readLocal(inode.chunks[k], buf, offsets[k] + from - pos, from, to)
       if (r === true) continue
       if (r === false) (missing ??= []).push(k)
-      else (disk ??= []).push(r.then((ok) => { if (!ok) (missing ??= []).push(k) }))
+      else { (disk ??= []).push(r); (diskK ??= []).push(k) }
     }
-    if (disk !== undefined) await Promise.all(disk)
+    if (disk !== undefined && diskK !== undefined) {
+      // Most reads lie in one chunk: no Promise.all for them.
+      const ok = disk.length === 1 ? [await disk[0]] : await Promise.all(disk)
+      for (let i = 0; i < ok.length; i++) if (!ok[i]) (missing ??= []).push(diskK[i])
+    }
     if (missing !== undefined) {
       const data = await this.fetcher.getChunks(missing.map((k) => inode.chunks[k]), { priority: 'read', timeoutMs: this.options.readTimeoutMs })
       for (let i = 0; i < missing.length; i++) {
