@@ -90,6 +90,15 @@ describe('disk chunk cache', () => {
     expect(await files(dir)).toBe(0)
   })
 
+  it('does not load a file larger than any chunk can be: it is damage', async () => {
+    const a = chunk('a')
+    await plant(dir, a.hex, Buffer.alloc(16 * 1024 * 1024 + 1))
+    const cache = new DiskChunkCache(dir)
+    expect(await cache.get(a.hex)).toBeUndefined()
+    expect(cache.corrupt).toBe(1)
+    expect(await files(dir)).toBe(0)
+  })
+
   it('hashes a chunk once, then serves ranges of it without hashing; a change sends it back to a full check', async () => {
     const a = chunk('a', 256 * 1024)
     const b = chunk('b', 256 * 1024)

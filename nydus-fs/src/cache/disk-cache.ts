@@ -18,6 +18,8 @@ import { close, fstat, fstatSync, open, read, type Stats } from 'node:fs'
 import { access, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
+import { CHUNK_SIZE } from '@naiad/proto/contracts'
+
 /** A file must have been unchanged this long before its identity stands in for its hash. */
 export const STAMP_SETTLE_MS = 1000
 
@@ -330,10 +332,11 @@ export class DiskChunkCache {
       // The identity is taken before the bytes are read: whatever changes after it moves ctime.
       const st = await fstatP(fd)
       if (!st.isFile()) return undefined
-      const data = Buffer.allocUnsafe(st.size)
-      const whole = await readExactly(fd, data, 0, st.size, 0)
+      // No chunk is larger: a bigger file under a chunk's name is damage, not something to load.
+      const data = st.size <= CHUNK_SIZE.max ? Buffer.allocUnsafe(st.size) : undefined
+      const whole = data !== undefined && await readExactly(fd, data, 0, st.size, 0)
       this.verifications++
-      if (!whole || createHash('sha256').update(data).digest('hex') !== hex) {
+      if (data === undefined || !whole || createHash('sha256').update(data).digest('hex') !== hex) {
         this.corrupt++
         this.known.delete(hex)
         await rm(this.pathOf(hex), { force: true }).catch(() => {})
