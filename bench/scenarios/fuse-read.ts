@@ -41,6 +41,7 @@ const USAGE = `usage: node bench/scenarios/fuse-read.ts [options]   (root: mount
   --size SIZE          file size (default 1GiB)
   --runs N             measurements of each pattern and file system, interleaved (default 3)
   --random-reads N     4 KiB reads per random measurement (default 20000)
+  --memory-cache SIZE  nydus-fs mount --memory-cache (default: the mount's own, 256MiB)
   --profile            afterwards, remount nydus-fs (same warm disk cache) under --cpu-prof, read once
                        sequentially and once at random, and print its top self-time functions in each
   --timeout DURATION   bound on the whole scenario (default 20m)
@@ -60,6 +61,7 @@ const args = (() => {
         size: { type: 'string' },
         runs: { type: 'string' },
         'random-reads': { type: 'string' },
+        'memory-cache': { type: 'string' },
         profile: { type: 'boolean', default: false },
         timeout: { type: 'string', default: '20m' },
         dir: { type: 'string' },
@@ -80,12 +82,14 @@ let timeoutMs = 0
 try {
   size = parseSize(args.size ?? (args.quick ? '256MiB' : '1GiB'), '--size')
   timeoutMs = parseDuration(args.timeout, '--timeout')
+  if (args['memory-cache'] !== undefined) parseSize(args['memory-cache'], '--memory-cache')
 } catch (err) {
   usageError((err as Error).message)
 }
 const runs = Number(args.runs ?? (args.quick ? '1' : '3'))
 if (!Number.isInteger(runs) || runs < 1 || runs > 20) usageError(`--runs must be a whole number from 1 to 20, not ${args.runs}`)
 const randomReads = Number(args['random-reads'] ?? (args.quick ? '5000' : '20000'))
+const MEMORY_CACHE = args['memory-cache'] === undefined ? [] : ['--memory-cache', args['memory-cache']]
 if (!Number.isInteger(randomReads) || randomReads < 1 || randomReads > 1_000_000) usageError(`--random-reads must be a whole number up to 1000000, not ${args['random-reads']}`)
 if (process.getuid?.() !== 0) usageError('needs root: it mounts FUSE file systems and drops the page cache')
 
@@ -248,7 +252,7 @@ function markdown(samples: Sample[], setup: { convertMs: number; warmMs: number 
     '',
     `Before every measurement the page cache is dropped (\`echo 3 > /proc/sys/vm/drop_caches\`: FUSE's cached pages of both mounts go) and the backing files of both file systems are read back into it from outside FUSE ` +
     `(the passthrough's source file and nydus-fs's disk cache), so each read goes through FUSE to a warm store; the mounts use the page cache (kernel_cache), not direct_io, as nydus-fs does. ` +
-    `nydus-fs also keeps its default 256 MiB of verified chunks in memory, which survives the drop. Reads are preads, one at a time, from a separate Node process; random offsets are 4 KiB aligned from a seeded generator, ` +
+    `nydus-fs also keeps ${args['memory-cache'] === undefined ? 'its default 256 MiB' : `up to ${args['memory-cache']} (--memory-cache)`} of verified chunks in memory, which survives the drop. Reads are preads, one at a time, from a separate Node process; random offsets are 4 KiB aligned from a seeded generator, ` +
     `the same for both (their SHA-256 matched). The nydus-fs mount is \`nydus-fs mount --daemon none --no-prefetch --foreground\` on an image converted from an uncompressed tar layer in a local docker-registry ` +
     `(convert ${(setup.convertMs / 1000).toFixed(1)} s), warmed by one full read through the mount (${(setup.warmMs / 1000).toFixed(1)} s, fetched from the registry).`,
     '',
@@ -276,7 +280,7 @@ try {
   const conv = await must(process.execPath, [NYDUS_FS, 'convert', `${registry.host}/fuse:src`, `${registry.host}/fuse:lazy`, '--plain-http'], step())
   log(`nydus-fs convert: ${(conv.ms / 1000).toFixed(1)} s`)
 
-  servers['nydus-fs'] = new MountProcess('nydus-fs mount', [NYDUS_FS, 'mount', `${registry.host}/fuse:lazy`, mounts['nydus-fs'], '--plain-http', '--cache-dir', cacheDir, '--daemon', 'none', '--no-prefetch', '--foreground'],
+  servers['nydus-fs'] = new MountProcess('nydus-fs mount', [NYDUS_FS, 'mount', `${registry.host}/fuse:lazy`, mounts['nydus-fs'], '--plain-http', '--cache-dir', cacheDir, '--daemon', 'none', '--no-prefetch', '--foreground', ...MEMORY_CACHE],
     { NAIAD_RUN_DIR: runDir }, (l) => l.includes('"nydus-fs mount ready"'))
   servers.passthrough = new MountProcess('passthrough', [PASSTHROUGH, srcDir, mounts.passthrough], {}, (l) => l.includes('"ready":true'))
   await withSignal(Promise.all([servers['nydus-fs'].ready, servers.passthrough.ready]), AbortSignal.any([overall, AbortSignal.timeout(60_000)]), 'mounting')
@@ -314,7 +318,7 @@ try {
     // come from the disk cache as they mostly do for a file larger than the memory cache.
     await servers['nydus-fs'].stop()
     const profDir = join(work, 'prof')
-    servers['nydus-fs'] = new MountProcess('nydus-fs mount', [NYDUS_FS, 'mount', `${registry.host}/fuse:lazy`, mounts['nydus-fs'], '--plain-http', '--cache-dir', cacheDir, '--daemon', 'none', '--no-prefetch', '--foreground'],
+    servers['nydus-fs'] = new MountProcess('nydus-fs mount', [NYDUS_FS, 'mount', `${registry.host}/fuse:lazy`, mounts['nydus-fs'], '--plain-http', '--cache-dir', cacheDir, '--daemon', 'none', '--no-prefetch', '--foreground', ...MEMORY_CACHE],
       { NAIAD_RUN_DIR: runDir, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}`.trim() }, (l) => l.includes('"nydus-fs mount ready"'))
     await withSignal(servers['nydus-fs'].ready, AbortSignal.any([overall, AbortSignal.timeout(60_000)]), 'remounting under the profiler')
     const windows: Record<string, [number, number, Omit<Sample, 'otherCpuS' | 'stealS' | 'windowS'>]> = {}
@@ -346,6 +350,7 @@ try {
     size,
     runs,
     randomReads,
+    memoryCache: args['memory-cache'] ?? 'default (256MiB)',
     cacheHandling: 'drop_caches before every measurement, then backing files re-read outside FUSE; kernel_cache mounts, no direct_io',
     convertMs: conv.ms,
     warmMs,

@@ -1,11 +1,12 @@
 // nydus-fs mount when things go wrong: a chunk corrupted in the registry (that file reads
 // EIO, every other file still reads, `check` names it), the registry going away mid-run
 // (uncached reads fail with EIO within the timeout, cached ones still work, reads recover
-// when it is back), a registry that stops answering (reads end by their timeout) and an
-// umount while reads are in flight.
+// when it is back), a registry that stops answering (reads end by their timeout), an
+// umount while reads are in flight, and a disk-cache chunk file damaged between two mounts
+// (refetched, never served; intact ones hashed once per mount, then read by range).
 
 import { createHash } from 'node:crypto'
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -127,6 +128,49 @@ describe('nydus-fs mount failures', () => {
       await fh.write(byte, 0, 1, at)
       await fh.close()
     }
+  })
+
+  it('a disk-cache chunk damaged between mounts is refetched, never served; intact ones are hashed once, then read by range', async () => {
+    const victim = FILES[3]
+    const ref = `${proxy.host}/src/fail:lazy`
+    // A memory tier too small for any chunk: every read of a cached chunk goes to the disk tier.
+    const args = ['--memory-cache', '64KiB']
+    const first = await mount(ref, 'disk', args)
+    const warm = await readFiles([first.path(victim.path), first.path('/data/big.bin')])
+    expect(warm.map((r) => r.sha256)).toEqual([sha(victim.data), sha(BIG)])
+    expect((await first.umount()).code).toBe(0)
+
+    // One byte of the victim's chunk file flipped in place, same size (a 200 KiB file is one chunk).
+    const file = join(first.cacheDir, 'chunks', sha(victim.data).slice(0, 2), sha(victim.data))
+    const bytes = await readFile(file)
+    bytes[1000] ^= 0xff
+    await writeFile(file, bytes)
+    // Chunk files are trusted by their identity only once they have been still for a second.
+    await new Promise((r) => setTimeout(r, 1_200))
+
+    const second = await TestMount.start(ref, first.mountpoint, { cacheDir: first.cacheDir, runDir: first.runDir, args: ['--daemon', 'none', '--no-prefetch', ...args] })
+    mounts.push(second)
+    const blobGets = (): number => proxy.requests.filter((r) => r.method === 'GET' && r.path.includes('/blobs/')).length
+    const before = blobGets()
+    expect((await readFiles([second.path(victim.path)]))[0]).toMatchObject({ ok: true, sha256: sha(victim.data) })
+    const s1 = await second.stats()
+    expect(s1.cache.diskCorrupt).toBe(1)
+    expect(s1.fetch.chunks).toBeGreaterThanOrEqual(1)
+    expect(blobGets()).toBeGreaterThan(before)
+
+    // BIG's three chunks come from the disk cache, hashed once each however often they are read.
+    const afterVictim = blobGets()
+    expect((await readFiles([second.path('/data/big.bin')]))[0].sha256).toBe(sha(BIG))
+    const s2 = await second.stats()
+    expect(s2.cache.diskVerifications - s1.cache.diskVerifications).toBe(3)
+    for (let i = 0; i < 2; i++) {
+      await writeFile('/proc/sys/vm/drop_caches', '3')
+      expect((await readFiles([second.path('/data/big.bin')]))[0].sha256).toBe(sha(BIG))
+    }
+    const s3 = await second.stats()
+    expect(s3.cache.diskVerifications).toBe(s2.cache.diskVerifications)
+    expect(s3.cache.diskRangeReads).toBeGreaterThan(s2.cache.diskRangeReads)
+    expect(blobGets()).toBe(afterVictim)
   })
 
   it('registry stopped mid-run: uncached reads fail with EIO within the timeout, cached ones work, reads recover', async () => {

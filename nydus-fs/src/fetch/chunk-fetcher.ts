@@ -168,10 +168,27 @@ export class ChunkFetcher {
     return this.hexes[index] ??= Buffer.from(this.bootstrap.chunks[index].digest).toString('hex')
   }
 
-  /** Whether the chunk is in memory or already being fetched (prefetch skips those). */
+  /** Whether the chunk is in memory, verified on disk or already being fetched (prefetch and readahead skip those). */
   isCachedOrPending(index: number): boolean {
     const hex = this.hexOf(index)
-    return this.cache.has(hex) || this.inflight.has(hex)
+    return this.cache.has(hex) || this.inflight.has(hex) || this.cache.isVerifiedOnDisk(hex)
+  }
+
+  /**
+   * Copies bytes [from, to) of a chunk into `buf` at `off` when it is at hand: true at once
+   * from memory, a promise from a disk chunk verified earlier (a read of just that range),
+   * false when it is neither; then getChunks() has it verified or fetched. Nothing is copied
+   * that is not verified.
+   */
+  readLocal(index: number, buf: Uint8Array, off: number, from: number, to: number): boolean | Promise<boolean> {
+    const hex = this.hexOf(index)
+    const hit = this.cache.peek(hex)
+    if (hit !== undefined) {
+      hit.copy(buf, off, from, to)
+      return true
+    }
+    if (!this.cache.isVerifiedOnDisk(hex)) return false
+    return this.cache.readFromDisk(hex, buf, off, from, to)
   }
 
   /** No fetch in flight or waiting. */

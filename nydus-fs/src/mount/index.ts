@@ -228,7 +228,7 @@ export async function mountImage(options: MountOptions): Promise<MountHandle> {
           clearInterval(statsTimer)
           await recorder?.flush()
           await prefetcher.done.catch(() => {})
-          await cache.flush()
+          await cache.close()
           await writeStatsFile(statsFile, snapshot()).catch(() => {})
           await cleanup()
           log.info({ mountpoint }, 'unmounted')

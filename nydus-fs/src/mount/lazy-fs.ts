@@ -1,6 +1,6 @@
 // The file system a mount serves: fuse-native's path-based operations over a verified
 // bootstrap. Metadata comes from memory; file contents from the chunk fetcher, which
-// returns only verified bytes. Read-only: every write operation answers EROFS.
+// hands out only verified bytes (from memory, a verified disk chunk, or the network). Read-only: every write operation answers EROFS.
 
 import { dirname } from 'node:path'
 
@@ -126,8 +126,12 @@ export class LazyFs {
     return lo
   }
 
-  /** Reads `len` bytes at `pos` of a file into `buf`; resolves the count (0 at the end). */
-  async readInto(ino: number, buf: Buffer, len: number, pos: number, sequential: boolean): Promise<number> {
+  /**
+   * Reads `len` bytes at `pos` of a file into `buf`; the count (0 at the end), at once when
+   * memory has the bytes. A read within one chunk that memory or a verified disk chunk has
+   * (most reads) takes no promise but the disk read's.
+   */
+  readInto(ino: number, buf: Buffer, len: number, pos: number, sequential: boolean): number | Promise<number> {
     const inode = this.b.inodes[ino]
     if (inode.type !== 'file') throw new NaiadError('NFS_ERR_MOUNT', `inode ${ino} is not a file`)
     if (pos >= inode.size || len === 0) return 0
@@ -135,21 +139,61 @@ export class LazyFs {
     const offsets = this.chunkOffsets(ino, inode)
     const first = LazyFs.chunkAt(offsets, pos)
     const last = LazyFs.chunkAt(offsets, end - 1)
-    const data = await this.fetcher.getChunks(inode.chunks.slice(first, last + 1), { priority: 'read', timeoutMs: this.options.readTimeoutMs })
-    let written = 0
+    if (first === last) {
+      const r = this.fetcher.readLocal(inode.chunks[first], buf, 0, pos - offsets[first], end - offsets[first])
+      if (r === true) return this.done(inode, last, sequential, end - pos)
+      if (r !== false) {
+        return r.then((ok) => ok
+          ? this.done(inode, last, sequential, end - pos)
+          : this.readChunks(inode, buf, pos, end, offsets, first, last, sequential))
+      }
+    }
+    return this.readChunks(inode, buf, pos, end, offsets, first, last, sequential)
+  }
+
+  /** Any read: each chunk's part straight into the reply buffer, the ones at hand first. */
+  private async readChunks(inode: Inode, buf: Buffer, pos: number, end: number, offsets: Float64Array, first: number, last: number, sequential: boolean): Promise<number> {
+    // From memory, or one positional read of a disk chunk verified before. What neither has
+    // is fetched (or verified) together.
+    let missing: number[] | undefined
+    let disk: Array<Promise<boolean>> | undefined
+    let diskK: number[] | undefined
     for (let k = first; k <= last; k++) {
       const from = Math.max(pos, offsets[k]) - offsets[k]
       const to = Math.min(end, offsets[k + 1]) - offsets[k]
-      written += data[k - first].copy(buf, written, from, to)
+      const r = this.fetcher.readLocal(inode.chunks[k], buf, offsets[k] + from - pos, from, to)
+      if (r === true) continue
+      if (r === false) (missing ??= []).push(k)
+      else { (disk ??= []).push(r); (diskK ??= []).push(k) }
     }
+    if (disk !== undefined && diskK !== undefined) {
+      const ok = await Promise.all(disk)
+      for (let i = 0; i < ok.length; i++) if (!ok[i]) (missing ??= []).push(diskK[i])
+    }
+    if (missing !== undefined) {
+      const data = await this.fetcher.getChunks(missing.map((k) => inode.chunks[k]), { priority: 'read', timeoutMs: this.options.readTimeoutMs })
+      for (let i = 0; i < missing.length; i++) {
+        const k = missing[i]
+        const from = Math.max(pos, offsets[k]) - offsets[k]
+        const to = Math.min(end, offsets[k + 1]) - offsets[k]
+        data[i].copy(buf, offsets[k] + from - pos, from, to)
+      }
+    }
+    return this.done(inode, last, sequential, end - pos)
+  }
+
+  /** After a read that ended in chunk `last`: readahead for a sequential reader; `n` back. */
+  private done(inode: Inode, last: number, sequential: boolean, n: number): number {
     if (sequential) {
       // One request per chunk ahead, so that they travel in parallel: a single stream from a
       // registry is slower than the disk behind it.
-      for (const c of inode.chunks.slice(last + 1, last + 1 + this.options.readaheadChunks)) {
+      const stop = Math.min(inode.chunks.length, last + 1 + this.options.readaheadChunks)
+      for (let k = last + 1; k < stop; k++) {
+        const c = inode.chunks[k]
         if (!this.fetcher.isCachedOrPending(c)) void this.fetcher.getChunks([c], { priority: 'read' }).catch(() => {})
       }
     }
-    return written
+    return n
   }
 
   operations(): Fuse.Operations {
@@ -208,20 +252,30 @@ export class LazyFs {
         this.recorder?.record(ino, path)
         const sequential = handle !== undefined && handle.next === pos && pos > 0
         const t0 = performance.now()
-        this.readInto(ino, buf, len, pos, sequential).then((n) => {
+        const ok = (n: number): void => {
           if (handle !== undefined) handle.next = pos + n
           this.reads.count++
           this.reads.bytes += n
           this.reads.latency.observe(performance.now() - t0)
           cb(n)
-        }, (err: unknown) => {
+        }
+        const failed = (err: unknown): void => {
           this.reads.count++
           this.reads.errors++
           this.reads.latency.observe(performance.now() - t0)
           const e = err as { code?: string; message?: string }
           if (!this.closing) this.logger.warn({ path, pos, len, code: e.code, err: e.message }, 'read failed: EIO')
           cb(Fuse.EIO)
-        })
+        }
+        let r: number | Promise<number>
+        try {
+          r = this.readInto(ino, buf, len, pos, sequential)
+        } catch (err) {
+          failed(err)
+          return
+        }
+        if (typeof r === 'number') ok(r)
+        else r.then(ok, failed)
       },
       getxattr: (path, name, _position, cb) => {
         const ino = this.lookup(path)
