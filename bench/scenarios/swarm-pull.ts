@@ -101,7 +101,7 @@ const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
 /** Seconds the blob takes over one host link at its nominal rate: the physical limit. */
 const physicalS = (size * 8) / (hostMbit * 1e6)
 // A trial may take as long as the direct case at the registry's rate, with a wide margin.
-const trialMs = (n: number): number => Math.max(120_000, 10 * 1000 * (n * size * 8) / (registryMbit * 1e6))
+const trialMs = (n: number): number => Math.ceil(Math.max(120_000, 10 * 1000 * (n * size * 8) / (registryMbit * 1e6)))
 
 
 
