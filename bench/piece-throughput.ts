@@ -22,6 +22,7 @@ import { startDaemon, startSupernode, TestOrigin, writeBlob, type DaemonHandle, 
 
 import { formatSummary, summarizeFile, type ProfileSummary } from './cpuprofile-summary.ts'
 import { cpuDuring, foreignCpu, killDescendants } from './proc-stats.ts'
+import { usageFailer } from './report/cli.ts'
 import { median, withSignal } from './report/helpers.ts'
 import { checkGoal, goalLine } from './report/goals.ts'
 
@@ -43,10 +44,7 @@ const USAGE = `usage: node bench/piece-throughput.ts [options]
   --dir DIR            work directory, kept afterwards (default: a new temp dir, removed after)
   --out FILE           JSON results (default bench/results/piece-throughput.json)`
 
-function usageError(message: string): never {
-  process.stderr.write(`piece-throughput: ${message}\n${USAGE}\n`)
-  process.exit(2)
-}
+const usageError = usageFailer('piece-throughput', USAGE)
 
 function parseOptions() {
   try {

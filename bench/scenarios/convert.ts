@@ -24,6 +24,7 @@ import { formatBytes, parseDuration } from '@naiad/proto'
 import { startContainerd, startRegistry, type RegistryHandle } from '@naiad/testkit'
 
 import { foreignCpu, killDescendants } from '../proc-stats.ts'
+import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { checkGoal, goalLine, machineNote, table } from '../report/goals.ts'
 import { median, withSignal } from '../report/helpers.ts'
 import { debianLayout, imageBytes, layerBlob, must, pushLayout, timedRun } from '../testbed/debian-image.ts'
@@ -40,31 +41,18 @@ const USAGE = `usage: node bench/scenarios/convert.ts [options]
   --out PREFIX         results: PREFIX.json, PREFIX.md (default bench/results/convert)
 The Debian rootfs and its OCI layout are cached in bench/.cache/ (delete it to rebuild).`
 
-function usageError(message: string): never {
-  process.stderr.write(`convert: ${message}\n${USAGE}\n`)
-  process.exit(2)
-}
+const usageError = usageFailer('convert', USAGE)
 
-const args = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        runs: { type: 'string' },
-        timeout: { type: 'string', default: '30m' },
-        dir: { type: 'string' },
-        out: { type: 'string', default: join(RESULTS, 'convert') },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    }).values
-  } catch (err) {
-    return usageError((err as Error).message)
+const args = parseCommandLine(USAGE, usageError, () => parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    runs: { type: 'string' },
+    timeout: { type: 'string', default: '30m' },
+    dir: { type: 'string' },
+    out: { type: 'string', default: join(RESULTS, 'convert') },
+    help: { type: 'boolean', short: 'h', default: false }
   }
-})()
-if (args.help) {
-  process.stdout.write(`${USAGE}\n`)
-  process.exit(0)
-}
+}).values)
 let timeoutMs = 0
 try {
   timeoutMs = parseDuration(args.timeout, '--timeout')

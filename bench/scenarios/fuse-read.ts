@@ -25,6 +25,7 @@ import { LAYER_MEDIA_TYPES, pushBlobFile, pushOciImage, startRegistry, writeBlob
 
 import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile-summary.ts'
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
+import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { checkGoal, goalLine, machineNote, table } from '../report/goals.ts'
 import { median, withSignal } from '../report/helpers.ts'
 import { childLines } from '../testbed/child-lines.ts'
@@ -48,35 +49,22 @@ const USAGE = `usage: node bench/scenarios/fuse-read.ts [options]   (root: mount
   --dir DIR            work directory, kept afterwards (default: a temp dir, removed)
   --out PREFIX         results: PREFIX.json, PREFIX.md (default bench/results/fuse-read)`
 
-function usageError(message: string): never {
-  process.stderr.write(`fuse-read: ${message}\n${USAGE}\n`)
-  process.exit(2)
-}
+const usageError = usageFailer('fuse-read', USAGE)
 
-const args = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        size: { type: 'string' },
-        runs: { type: 'string' },
-        'random-reads': { type: 'string' },
-        'memory-cache': { type: 'string' },
-        profile: { type: 'boolean', default: false },
-        timeout: { type: 'string', default: '20m' },
-        dir: { type: 'string' },
-        out: { type: 'string', default: join(RESULTS, 'fuse-read') },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    }).values
-  } catch (err) {
-    return usageError((err as Error).message)
+const args = parseCommandLine(USAGE, usageError, () => parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    size: { type: 'string' },
+    runs: { type: 'string' },
+    'random-reads': { type: 'string' },
+    'memory-cache': { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    timeout: { type: 'string', default: '20m' },
+    dir: { type: 'string' },
+    out: { type: 'string', default: join(RESULTS, 'fuse-read') },
+    help: { type: 'boolean', short: 'h', default: false }
   }
-})()
-if (args.help) {
-  process.stdout.write(`${USAGE}\n`)
-  process.exit(0)
-}
+}).values)
 let size = 0
 let timeoutMs = 0
 try {

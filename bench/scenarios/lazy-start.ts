@@ -21,6 +21,7 @@ import { parseArgs } from 'node:util'
 import { formatBytes, parseDuration } from '@naiad/proto'
 
 import { foreignCpu, killDescendants } from '../proc-stats.ts'
+import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { median, withSignal } from '../report/helpers.ts'
 import { debianPythonRootfs, imageBytes, ociImage, registryConfig, run } from '../testbed/images.ts'
 import { Testbed, type Node } from '../testbed/netns.ts'
@@ -41,34 +42,21 @@ const USAGE = `usage: node bench/scenarios/lazy-start.ts [options]
   --timeout DURATION          bound on the whole scenario (default 20m)
   --out PREFIX                results: PREFIX.json, PREFIX.md (default bench/results/lazy-start)`
 
-function usageError(message: string): never {
-  process.stderr.write(`lazy-start: ${message}\n${USAGE}\n`)
-  process.exit(2)
-}
+const usageError = usageFailer('lazy-start', USAGE)
 
-const args = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        runs: { type: 'string', default: '3' },
-        'registry-bandwidth': { type: 'string', default: '100' },
-        'client-bandwidth': { type: 'string', default: '1000' },
-        mirror: { type: 'string' },
-        rebuild: { type: 'boolean', default: false },
-        timeout: { type: 'string', default: '20m' },
-        out: { type: 'string', default: join(RESULTS, 'lazy-start') },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    }).values
-  } catch (err) {
-    return usageError((err as Error).message)
+const args = parseCommandLine(USAGE, usageError, () => parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    runs: { type: 'string', default: '3' },
+    'registry-bandwidth': { type: 'string', default: '100' },
+    'client-bandwidth': { type: 'string', default: '1000' },
+    mirror: { type: 'string' },
+    rebuild: { type: 'boolean', default: false },
+    timeout: { type: 'string', default: '20m' },
+    out: { type: 'string', default: join(RESULTS, 'lazy-start') },
+    help: { type: 'boolean', short: 'h', default: false }
   }
-})()
-if (args.help) {
-  process.stdout.write(`${USAGE}\n`)
-  process.exit(0)
-}
+}).values)
 const positive = (v: string, flag: string): number => {
   const n = Number(v)
   if (!Number.isFinite(n) || n <= 0) usageError(`${flag} must be a positive number, not ${v}`)

@@ -21,6 +21,7 @@ import { BINS, freePort, metric, NaiadProcess, pushBlobFile, startDaemon, startR
 import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile-summary.ts'
 
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
+import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { checkGoal, goalLine, machineNote, mbps, table } from '../report/goals.ts'
 import { median, withSignal } from '../report/helpers.ts'
 import { childLines } from '../testbed/child-lines.ts'
@@ -39,33 +40,20 @@ const USAGE = `usage: node bench/scenarios/proxy-overhead.ts [options]
   --dir DIR            work directory, kept afterwards (default: a temp dir, removed)
   --out PREFIX         results: PREFIX.json, PREFIX.md (default bench/results/proxy-overhead)`
 
-function usageError(message: string): never {
-  process.stderr.write(`proxy-overhead: ${message}\n${USAGE}\n`)
-  process.exit(2)
-}
+const usageError = usageFailer('proxy-overhead', USAGE)
 
-const args = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        size: { type: 'string' },
-        runs: { type: 'string' },
-        profile: { type: 'boolean', default: false },
-        timeout: { type: 'string', default: '20m' },
-        dir: { type: 'string' },
-        out: { type: 'string', default: join(RESULTS, 'proxy-overhead') },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    }).values
-  } catch (err) {
-    return usageError((err as Error).message)
+const args = parseCommandLine(USAGE, usageError, () => parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    size: { type: 'string' },
+    runs: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    timeout: { type: 'string', default: '20m' },
+    dir: { type: 'string' },
+    out: { type: 'string', default: join(RESULTS, 'proxy-overhead') },
+    help: { type: 'boolean', short: 'h', default: false }
   }
-})()
-if (args.help) {
-  process.stdout.write(`${USAGE}\n`)
-  process.exit(0)
-}
+}).values)
 
 let size = 0
 let timeoutMs = 0

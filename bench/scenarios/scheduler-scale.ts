@@ -23,6 +23,7 @@ import { BINS, NaiadProcess, freePort } from '@naiad/testkit'
 
 import { summarizeFile, formatSummary, type ProfileSummary } from '../cpuprofile-summary.ts'
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
+import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { median, withSignal } from '../report/helpers.ts'
 
 const WORKER = fileURLToPath(new URL('../load/scheduler-peers.ts', import.meta.url))
@@ -44,39 +45,26 @@ const USAGE = `usage: node bench/scenarios/scheduler-scale.ts [options]
   --timeout DURATION      bound on the whole scenario (default 20m)
   --out PREFIX            results: PREFIX.json, PREFIX.md (default bench/results/scheduler-scale)`
 
-function usageError(message: string): never {
-  process.stderr.write(`scheduler-scale: ${message}\n${USAGE}\n`)
-  process.exit(2)
-}
+const usageError = usageFailer('scheduler-scale', USAGE)
 
-const args = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        peers: { type: 'string' },
-        tasks: { type: 'string' },
-        pieces: { type: 'string', default: '128' },
-        processes: { type: 'string', default: '3' },
-        live: { type: 'string', default: '32' },
-        batch: { type: 'string', default: '4' },
-        'parents-every': { type: 'string', default: '2' },
-        protocol: { type: 'string', default: 'session' },
-        duration: { type: 'string' },
-        profile: { type: 'boolean', default: false },
-        timeout: { type: 'string', default: '20m' },
-        out: { type: 'string', default: join(RESULTS, 'scheduler-scale') },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    }).values
-  } catch (err) {
-    return usageError((err as Error).message)
+const args = parseCommandLine(USAGE, usageError, () => parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    peers: { type: 'string' },
+    tasks: { type: 'string' },
+    pieces: { type: 'string', default: '128' },
+    processes: { type: 'string', default: '3' },
+    live: { type: 'string', default: '32' },
+    batch: { type: 'string', default: '4' },
+    'parents-every': { type: 'string', default: '2' },
+    protocol: { type: 'string', default: 'session' },
+    duration: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    timeout: { type: 'string', default: '20m' },
+    out: { type: 'string', default: join(RESULTS, 'scheduler-scale') },
+    help: { type: 'boolean', short: 'h', default: false }
   }
-})()
-if (args.help) {
-  process.stdout.write(`${USAGE}\n`)
-  process.exit(0)
-}
+}).values)
 const whole = (v: string, flag: string): number => {
   const n = Number(v)
   if (!Number.isInteger(n) || n <= 0) usageError(`${flag} must be a positive whole number, not ${v}`)

@@ -21,6 +21,7 @@ import { formatBytes, parseDuration } from '@naiad/proto'
 import { BINS } from '@naiad/testkit'
 
 import { foreignCpu, killDescendants } from '../proc-stats.ts'
+import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { median, withSignal } from '../report/helpers.ts'
 import { linePlot } from '../report/svg-plot.ts'
 import { CACHE, debianPythonRootfs, imageBytes, ociImage, registryConfig, run } from '../testbed/images.ts'
@@ -39,34 +40,21 @@ const USAGE = `usage: node bench/scenarios/swarm-pull-image.ts [options]
   --timeout DURATION          bound on the whole scenario (default 30m)
   --out PREFIX                results: PREFIX.json, .md, .svg (default bench/results/swarm-pull-image)`
 
-function usageError(message: string): never {
-  process.stderr.write(`swarm-pull-image: ${message}\n${USAGE}\n`)
-  process.exit(2)
-}
+const usageError = usageFailer('swarm-pull-image', USAGE)
 
-const args = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        hosts: { type: 'string' },
-        'host-bandwidth': { type: 'string', default: '200' },
-        'registry-bandwidth': { type: 'string', default: '400' },
-        'supernode-bandwidth': { type: 'string' },
-        rebuild: { type: 'boolean', default: false },
-        timeout: { type: 'string', default: '30m' },
-        out: { type: 'string', default: join(RESULTS, 'swarm-pull-image') },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    }).values
-  } catch (err) {
-    return usageError((err as Error).message)
+const args = parseCommandLine(USAGE, usageError, () => parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    hosts: { type: 'string' },
+    'host-bandwidth': { type: 'string', default: '200' },
+    'registry-bandwidth': { type: 'string', default: '400' },
+    'supernode-bandwidth': { type: 'string' },
+    rebuild: { type: 'boolean', default: false },
+    timeout: { type: 'string', default: '30m' },
+    out: { type: 'string', default: join(RESULTS, 'swarm-pull-image') },
+    help: { type: 'boolean', short: 'h', default: false }
   }
-})()
-if (args.help) {
-  process.stdout.write(`${USAGE}\n`)
-  process.exit(0)
-}
+}).values)
 const positive = (v: string, flag: string): number => {
   const n = Number(v)
   if (!Number.isFinite(n) || n <= 0) usageError(`${flag} must be a positive number, not ${v}`)

@@ -21,6 +21,7 @@ import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
 import { BINS, writeBlob } from '@naiad/testkit'
 
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
+import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { linePlot } from '../report/svg-plot.ts'
 import { Testbed, type Node } from '../testbed/netns.ts'
 import { NodeProcess, runIn } from '../testbed/processes.ts'
@@ -41,36 +42,23 @@ const USAGE = `usage: node bench/scenarios/swarm-pull.ts [options]
   --dir DIR                 work directory, kept afterwards (default: a temp dir, removed)
   --out PREFIX              results: PREFIX.json, PREFIX.md, PREFIX.svg (default bench/results/swarm-pull)`
 
-function usageError(message: string): never {
-  process.stderr.write(`swarm-pull: ${message}\n${USAGE}\n`)
-  process.exit(2)
-}
+const usageError = usageFailer('swarm-pull', USAGE)
 
-const args = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        hosts: { type: 'string' },
-        size: { type: 'string' },
-        'host-bandwidth': { type: 'string', default: '200' },
-        'registry-bandwidth': { type: 'string', default: '400' },
-        'supernode-bandwidth': { type: 'string' },
-        rtt: { type: 'string', default: '2' },
-        timeout: { type: 'string', default: '30m' },
-        dir: { type: 'string' },
-        out: { type: 'string', default: join(RESULTS, 'swarm-pull') },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    }).values
-  } catch (err) {
-    return usageError((err as Error).message)
+const args = parseCommandLine(USAGE, usageError, () => parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    hosts: { type: 'string' },
+    size: { type: 'string' },
+    'host-bandwidth': { type: 'string', default: '200' },
+    'registry-bandwidth': { type: 'string', default: '400' },
+    'supernode-bandwidth': { type: 'string' },
+    rtt: { type: 'string', default: '2' },
+    timeout: { type: 'string', default: '30m' },
+    dir: { type: 'string' },
+    out: { type: 'string', default: join(RESULTS, 'swarm-pull') },
+    help: { type: 'boolean', short: 'h', default: false }
   }
-})()
-if (args.help) {
-  process.stdout.write(`${USAGE}\n`)
-  process.exit(0)
-}
+}).values)
 
 const positive = (v: string, flag: string): number => {
   const n = Number(v)
