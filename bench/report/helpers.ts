@@ -1,5 +1,9 @@
 // Small pieces every benchmark uses.
 
+import { mkdir, writeFile } from 'node:fs/promises'
+import { cpus, loadavg } from 'node:os'
+import { dirname } from 'node:path'
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
@@ -18,4 +22,15 @@ export async function withSignal<T>(p: Promise<T>, signal: AbortSignal, what: st
   } finally {
     if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
   }
+}
+
+/**
+ * Writes a scenario's results: PREFIX.json (the benchmark's name, the date and the machine,
+ * then `fields`) and PREFIX.md.
+ */
+export async function writeResults(prefix: string, benchmark: string, fields: Record<string, unknown>, markdown: string): Promise<void> {
+  await mkdir(dirname(prefix), { recursive: true })
+  const machine = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavg: loadavg() }
+  await writeFile(`${prefix}.json`, `${JSON.stringify({ benchmark, ...machine, ...fields }, null, 2)}\n`)
+  await writeFile(`${prefix}.md`, markdown)
 }

@@ -14,8 +14,8 @@
 //
 // Goal (issue 5): nydus-fs convert faster than both mkfs.erofs and ctr-remote.
 
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
-import { cpus, loadavg, tmpdir } from 'node:os'
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -26,7 +26,7 @@ import { startContainerd, startRegistry, type RegistryHandle } from '@naiad/test
 import { foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { checkGoal, goalLine, machineNote, table } from '../report/goals.ts'
-import { median, withSignal } from '../report/helpers.ts'
+import { median, withSignal, writeResults } from '../report/helpers.ts'
 import { debianLayout, imageBytes, layerBlob, must, pushLayout, timedRun } from '../testbed/debian-image.ts'
 
 const NYDUS_FS = fileURLToPath(new URL('../../nydus-fs/bin/nydus-fs.ts', import.meta.url))
@@ -241,14 +241,7 @@ try {
 
   const md = markdown(samples)
   process.stdout.write(`${md}\n`)
-  await mkdir(join(args.out, '..'), { recursive: true })
-  await writeFile(`${args.out}.json`, `${JSON.stringify({
-    benchmark: 'convert',
-    date: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model,
-    loadavg: loadavg(),
+  await writeResults(args.out, 'convert', {
     runs,
     source,
     tools: TOOLS,
@@ -256,8 +249,7 @@ try {
     summary: summarize(samples),
     goals: goals(samples),
     samples
-  }, null, 2)}\n`)
-  await writeFile(`${args.out}.md`, md)
+  }, md)
   log(`wrote ${args.out}.json, .md`)
 } catch (err) {
   failed = true

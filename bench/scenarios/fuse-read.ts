@@ -14,7 +14,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
-import { cpus, loadavg, tmpdir } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -27,7 +27,7 @@ import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { checkGoal, goalLine, machineNote, table } from '../report/goals.ts'
-import { median, withSignal } from '../report/helpers.ts'
+import { median, withSignal, writeResults } from '../report/helpers.ts'
 import { childLines } from '../testbed/child-lines.ts'
 import { must, timedRun } from '../testbed/debian-image.ts'
 
@@ -327,14 +327,7 @@ try {
     md += `\n### Profile of the nydus-fs mount process\n\n\`\`\`\n${Object.entries(profile).map(([k, v]) => formatSummary(v, k)).join('\n')}\n\`\`\`\n`
   }
   process.stdout.write(`${md}\n`)
-  await mkdir(join(args.out, '..'), { recursive: true })
-  await writeFile(`${args.out}.json`, `${JSON.stringify({
-    benchmark: 'fuse-read',
-    date: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model,
-    loadavg: loadavg(),
+  await writeResults(args.out, 'fuse-read', {
     size,
     runs,
     randomReads,
@@ -346,8 +339,7 @@ try {
     goals: goals(samples),
     samples,
     profile
-  }, null, 2)}\n`)
-  await writeFile(`${args.out}.md`, md)
+  }, md)
   log(`wrote ${args.out}.json, .md`)
 } catch (err) {
   failed = true

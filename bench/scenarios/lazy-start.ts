@@ -22,7 +22,7 @@ import { formatBytes, parseDuration } from '@naiad/proto'
 
 import { foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
-import { median, withSignal } from '../report/helpers.ts'
+import { median, withSignal, writeResults } from '../report/helpers.ts'
 import { debianPythonRootfs, imageBytes, ociImage, registryConfig, run } from '../testbed/images.ts'
 import { Testbed, type Node } from '../testbed/netns.ts'
 import { runIn } from '../testbed/processes.ts'
@@ -307,14 +307,11 @@ try {
   const md = markdown(trials, image, bed.delayUnsupported)
   process.stdout.write(`${md}\n`)
   const s = summarize(trials, image)
-  await mkdir(join(args.out, '..'), { recursive: true })
-  await writeFile(`${args.out}.json`, `${JSON.stringify({
-    benchmark: 'lazy-start', date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavg: loadavg(),
+  await writeResults(args.out, 'lazy-start', {
     registryMbit, clientMbit, command: COMMAND, image, goals: GOALS,
     goal: { met: s.met, timeRatio: s.timeRatio, bytesRatio: s.bytesRatio, bytesVsFullPull: s.bytesVsFullPull, text: s.text },
     trials
-  }, null, 2)}\n`)
-  await writeFile(`${args.out}.md`, md)
+  }, md)
   log(`wrote ${args.out}.json, .md`)
 } catch (err) {
   failed = true

@@ -9,8 +9,8 @@
 // Goals (issue 5): cold time at most 1.15× the direct time; warm throughput at least 60 % of
 // raw loopback TCP. See bench/README.md for exactly what "cold" includes.
 
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
-import { cpus, loadavg, tmpdir } from 'node:os'
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -23,7 +23,7 @@ import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { checkGoal, goalLine, machineNote, mbps, table } from '../report/goals.ts'
-import { median, withSignal } from '../report/helpers.ts'
+import { median, withSignal, writeResults } from '../report/helpers.ts'
 import { childLines } from '../testbed/child-lines.ts'
 
 const TCP_PIPE = fileURLToPath(new URL('../tcp-pipe.ts', import.meta.url))
@@ -281,22 +281,14 @@ try {
     md += `\n### Profile (one more cold + warm pair: cold ${(cold.ms / 1000).toFixed(2)} s, warm ${(warm.ms / 1000).toFixed(2)} s under the profiler)\n\n\`\`\`\n${Object.entries(profile).map(([k, v]) => formatSummary(v, k)).join('\n')}\n\`\`\`\n`
   }
   process.stdout.write(`${md}\n`)
-  await mkdir(join(args.out, '..'), { recursive: true })
-  await writeFile(`${args.out}.json`, `${JSON.stringify({
-    benchmark: 'proxy-overhead',
-    date: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model,
-    loadavg: loadavg(),
+  await writeResults(args.out, 'proxy-overhead', {
     size,
     runs,
     summary: summarize(samples),
     goals: goals(samples),
     samples,
     profile
-  }, null, 2)}\n`)
-  await writeFile(`${args.out}.md`, md)
+  }, md)
   log(`wrote ${args.out}.json, .md`)
 } catch (err) {
   failed = true

@@ -11,7 +11,7 @@
 // /proc). Goal (issue 5): at least 20,000 reports/s, p99 at most 50 ms, RSS at most 1 GiB.
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -24,7 +24,7 @@ import { BINS, NaiadProcess, freePort } from '@naiad/testkit'
 import { summarizeFile, formatSummary, type ProfileSummary } from '../cpuprofile-summary.ts'
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
-import { median, withSignal } from '../report/helpers.ts'
+import { median, withSignal, writeResults } from '../report/helpers.ts'
 
 const WORKER = fileURLToPath(new URL('../load/scheduler-peers.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
@@ -293,12 +293,9 @@ try {
     }
     const md = markdown(result)
     process.stdout.write(`${md}\n`)
-    await mkdir(join(args.out, '..'), { recursive: true })
-    await writeFile(`${args.out}.json`, `${JSON.stringify({
-      benchmark: 'scheduler-scale', date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model,
-      loadavg: loadavg(), goals: GOALS, goal: goal(result), result
-    }, null, 2)}\n`)
-    await writeFile(`${args.out}.md`, md)
+    await writeResults(args.out, 'scheduler-scale', {
+      goals: GOALS, goal: goal(result), result
+    }, md)
     log(`wrote ${args.out}.json, .md`)
   } finally {
     clearInterval(sampler)

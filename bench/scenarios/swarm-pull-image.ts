@@ -22,7 +22,7 @@ import { BINS } from '@naiad/testkit'
 
 import { foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
-import { median, withSignal } from '../report/helpers.ts'
+import { median, withSignal, writeResults } from '../report/helpers.ts'
 import { linePlot } from '../report/svg-plot.ts'
 import { CACHE, debianPythonRootfs, imageBytes, ociImage, registryConfig, run } from '../testbed/images.ts'
 import { Testbed, type Node } from '../testbed/netns.ts'
@@ -241,12 +241,9 @@ try {
     ''
   ].join('\n')
   process.stdout.write(`${md}\n`)
-  await mkdir(join(args.out, '..'), { recursive: true })
-  await writeFile(`${args.out}.json`, `${JSON.stringify({
-    benchmark: 'swarm-pull-image', date: new Date().toISOString(), node: process.version, cpus: cpus().length, loadavg: loadavg(),
+  await writeResults(args.out, 'swarm-pull-image', {
     image, hostCounts, hostMbit, registryMbit, supernodeMbit, physicalLimitS: physicalS, goal: { met, timeRatio, egressRatio, text: goalText }, trials
-  }, null, 2)}\n`)
-  await writeFile(`${args.out}.md`, md)
+  }, md)
   const series = (m: Trial['method']): Array<[number, number]> => trials.filter((t) => t.method === m).map((t) => [t.hosts, t.maxS])
   await writeFile(`${args.out}.svg`, linePlot([
     { label: 'direct (max)', color: '#d62728', points: series('direct') },

@@ -25,7 +25,7 @@ import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { linePlot } from '../report/svg-plot.ts'
 import { Testbed, type Node } from '../testbed/netns.ts'
 import { NodeProcess, runIn } from '../testbed/processes.ts'
-import { median, withSignal } from '../report/helpers.ts'
+import { median, withSignal, writeResults } from '../report/helpers.ts'
 
 const ORIGIN_SERVER = fileURLToPath(new URL('../testbed/origin-server.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
@@ -299,14 +299,7 @@ try {
   const md = markdown(trials, bed.delayUnsupported)
   process.stdout.write(`${md}\n`)
   const g = goal(trials)
-  await mkdir(join(args.out, '..'), { recursive: true })
-  await writeFile(`${args.out}.json`, `${JSON.stringify({
-    benchmark: 'swarm-pull',
-    date: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model,
-    loadavg: loadavg(),
+  await writeResults(args.out, 'swarm-pull', {
     size,
     hostCounts,
     hostMbit,
@@ -318,8 +311,7 @@ try {
     physicalLimitS: physicalS,
     goal: g,
     trials
-  }, null, 2)}\n`)
-  await writeFile(`${args.out}.md`, md)
+  }, md)
   await writeFile(`${args.out}.svg`, plot(trials))
   log(`wrote ${args.out}.json, .md, .svg`)
 } catch (err) {
