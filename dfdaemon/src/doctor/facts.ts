@@ -279,8 +279,10 @@ async function portFacts(d: DaemonFacts, timeoutMs: number): Promise<Value[]> {
   }))
 }
 
-async function findOnPath(names: string[]): Promise<string | null> {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+/** The first of `names` found executable in a directory of PATH, or null. */
+export async function findOnPath(names: string[], path = process.env.PATH ?? ''): Promise<string | null> {
+  for (const dir of path.split(delimiter)) {
+    if (dir === '') continue
     for (const n of names) {
       const p = join(dir, n)
       if (await access(p, constants.X_OK).then(() => true, () => false)) return p
@@ -289,14 +291,19 @@ async function findOnPath(names: string[]): Promise<string | null> {
   return null
 }
 
-async function fuseFacts(s: DoctorSettings): Promise<Record<string, Value>> {
-  let deviceError: string | null = null
+/** Why the FUSE device cannot be opened for reading and writing (which a mount needs), or null when it can. */
+export async function fuseDeviceError(device: string): Promise<string | null> {
   try {
-    const fh = await open(s.fuseDevice, constants.O_RDWR)
+    const fh = await open(device, constants.O_RDWR)
     await fh.close()
+    return null
   } catch (err) {
-    deviceError = errText(err)
+    return errText(err)
   }
+}
+
+async function fuseFacts(s: DoctorSettings): Promise<Record<string, Value>> {
+  const deviceError = await fuseDeviceError(s.fuseDevice)
   let fusermount: string | null
   if (s.fusermount !== '') fusermount = await access(s.fusermount, constants.X_OK).then(() => s.fusermount, () => null)
   else fusermount = await findOnPath(['fusermount3', 'fusermount'])

@@ -2,11 +2,11 @@
 // (fed from diagnostics_channel events), free disk under the data dir, FUSE availability,
 // and the clock offset the last report to the supernode measured.
 
-import { constants } from 'node:fs'
-import { access, open, statfs } from 'node:fs/promises'
-import { delimiter, join } from 'node:path'
+import { statfs } from 'node:fs/promises'
 
 import type { HealthFacts } from '@naiad/proto'
+
+import { findOnPath, fuseDeviceError } from '../../doctor/facts.ts'
 
 interface Sample {
   at: number
@@ -62,31 +62,6 @@ export async function diskFree(dir: string): Promise<{ bytes: number; ratio: num
   return { bytes: s.bavail * s.bsize, ratio: s.blocks === 0 ? 0 : s.bavail / s.blocks }
 }
 
-/** Whether the FUSE device can be opened for reading and writing, which a lazy mount needs. */
-export async function fuseDeviceOpenable(device: string): Promise<boolean> {
-  try {
-    const fh = await open(device, constants.O_RDWR)
-    await fh.close()
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** Whether `fusermount3` or `fusermount` is on this process's PATH, which unmounting needs. */
-export async function fusermountOnPath(path = process.env.PATH ?? ''): Promise<boolean> {
-  for (const dir of path.split(delimiter)) {
-    if (dir === '') continue
-    for (const name of ['fusermount3', 'fusermount']) {
-      try {
-        await access(join(dir, name), constants.X_OK)
-        return true
-      } catch { /* not here */ }
-    }
-  }
-  return false
-}
-
 /**
  * The clock offset from one report's round trip, as NTP computes it: the daemon sent at t0,
  * the supernode received at t1 and answered at t2, the daemon got the answer at t3. The
@@ -108,8 +83,8 @@ export interface MeasureInputs {
 export async function measure(m: MeasureInputs): Promise<HealthFacts> {
   const [disk, device, fusermount] = await Promise.all([
     diskFree(m.dataDir).catch(() => ({ bytes: 0, ratio: 0 })),
-    fuseDeviceOpenable(m.fuseDevice),
-    fusermountOnPath()
+    fuseDeviceError(m.fuseDevice).then((err) => err === null),
+    findOnPath(['fusermount3', 'fusermount']).then((found) => found !== null)
   ])
   const pieces = m.pieces.summary()
   const uploads = m.uploads.summary()
