@@ -9,11 +9,9 @@
 // raw TCP transfer of the same file between two processes, the same with the receiver
 // hashing and writing to disk, and one HTTP GET from the origin. See bench/README.md.
 
-import { spawn } from 'node:child_process'
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
@@ -25,6 +23,7 @@ import { cpuDuring, foreignCpu, killDescendants } from './proc-stats.ts'
 import { usageFailer } from './report/cli.ts'
 import { median, withSignal } from './report/helpers.ts'
 import { checkGoal, goalLine } from './report/goals.ts'
+import { childLines, type ChildLines } from './testbed/child-lines.ts'
 
 const TCP_PIPE = fileURLToPath(new URL('./tcp-pipe.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url))
@@ -115,41 +114,7 @@ const nowUs = (): number => Number(process.hrtime.bigint() / 1000n)
 
 
 /** A tcp-pipe.ts role in a child process; `next` yields the JSON lines it prints. */
-function role(roleArgs: string[], signal: AbortSignal): { next: () => Promise<Record<string, unknown>>; exited: Promise<void> } {
-  const child = spawn(process.execPath, [TCP_PIPE, ...roleArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const lines: Array<Record<string, unknown>> = []
-  const waiters: Array<(v: Record<string, unknown> | Error) => void> = []
-  let stderr = ''
-  let failure: Error | undefined
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    const obj = JSON.parse(line) as Record<string, unknown>
-    const w = waiters.shift()
-    if (w !== undefined) w(obj)
-    else lines.push(obj)
-  })
-  const kill = (): void => { child.kill('SIGKILL') }
-  signal.addEventListener('abort', kill, { once: true })
-  const exited = new Promise<void>((resolve, reject) => {
-    child.once('exit', (code, sig) => {
-      signal.removeEventListener('abort', kill)
-      if (code === 0) return resolve()
-      failure = new Error(`tcp-pipe ${roleArgs[0]} exited with ${code ?? sig}: ${stderr.trim()}`)
-      for (const w of waiters.splice(0)) w(failure)
-      reject(failure)
-    })
-  })
-  exited.catch(() => {})
-  return {
-    exited,
-    next: () => {
-      const ready = lines.shift()
-      if (ready !== undefined) return Promise.resolve(ready)
-      if (failure !== undefined) return Promise.reject(failure)
-      return new Promise((resolve, reject) => waiters.push((v) => (v instanceof Error ? reject(v) : resolve(v))))
-    }
-  }
-}
+const role = (roleArgs: string[], signal: AbortSignal): ChildLines => childLines(TCP_PIPE, roleArgs, signal)
 
 /** When pieces landed, seen from the progress lines of a download (at most one per 200 ms). */
 interface Timeline {
