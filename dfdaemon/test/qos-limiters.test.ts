@@ -10,7 +10,7 @@ import { parseQosSettings, QOS_DEFAULTS } from '../src/plugins/qos/settings.ts'
 import { namesOf, Tenants } from '../src/plugins/qos/tenants.ts'
 import { TokenBucket } from '../src/plugins/qos/token-bucket.ts'
 import { WeightedShaper } from '../src/plugins/qos/weighted-shaper.ts'
-import { QosHooks, type Traffic } from '../src/qos-hooks.ts'
+import { QosHooks, type Traffic } from '@naiad/peer'
 
 /** A clock that moves only when told to, firing due timers in order. */
 class FakeClock implements Clock {

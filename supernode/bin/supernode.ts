@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { loadPlugins } from '@naiad/dfdaemon'
+import { loadPlugins } from '@naiad/host'
 import { createLogger, runCli, untilSignal } from '@naiad/proto'
 
 import { createSupernode, SUPERNODE_COMMAND } from '../src/index.ts'

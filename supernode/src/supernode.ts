@@ -5,7 +5,7 @@ import { join } from 'node:path'
 
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { PluginHost, splitHostPort, type Stats } from '@naiad/dfdaemon'
+import { listenHost, PluginHost, splitHostPort, type Stats } from '@naiad/host'
 import { createFabricNode, type FabricNode, type NaiadPlugin } from '@naiad/proto'
 
 import { buildHttpApi } from './api/http.ts'
@@ -62,7 +62,7 @@ export class Supernode {
   async start(): Promise<void> {
     await serveScheduler(this.node, this.scheduler)
     if (this.seed !== undefined) {
-      await this.seed.daemon.start()
+      await this.seed.engine.start()
       this.scheduler.announceHost(this.node.peerId.toString(), {
         id: this.node.peerId.toString(), hostname: 'supernode-seed', ip: '', idc: '', location: '',
         multiaddrs: this.node.getMultiaddrs().map(String), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: []
@@ -79,7 +79,7 @@ export class Supernode {
     this.ready = false
     await this.http.close()
     await this.plugins.close()
-    await this.seed?.daemon.stop()
+    await this.seed?.engine.stop()
     await this.node.stop()
     this.state.close()
   }
@@ -103,6 +103,7 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
       caFile: options.seed.caFile,
       dataChannel: options.seed.dataChannel,
       p2pListen: options.p2pListen,
+      dataListen: { host: listenHost(options.p2pListen[0]), port: 0 },
       logger: options.logger.child({ module: 'seed' })
     })
   }

@@ -12,10 +12,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { NaiadError, toNaiadError, type DownloadEvent } from '@naiad/proto'
 
-import type { DownloadRequest } from '../download/peer-task.ts'
-import { TaskManager } from '../download/task-manager.ts'
-import { isPriority, PRIORITIES, type Priority, type QosHooks } from '../qos-hooks.ts'
-import { contentStream, type PieceStore } from '../storage/piece-store.ts'
+import { contentStream, isPriority, PRIORITIES, TaskManager, type DownloadRequest, type PieceStore, type Priority, type QosHooks } from '@naiad/peer'
 
 export interface LocalApiComponents {
   tasks: TaskManager

@@ -1,10 +1,12 @@
 import type { Logger } from 'pino'
 import { NaiadError } from '@naiad/proto'
 
+import { loadPlugins } from '@naiad/host'
+import { DOWNLOAD_DEFAULTS } from '@naiad/peer'
+
 import type { DaemonOptions } from '../daemon.ts'
-import { DOWNLOAD_DEFAULTS } from '../daemon.ts'
 import { loadDockerCredentials } from '../mirror/upstream.ts'
-import { loadPlugins } from '../plugins/catalog.ts'
+import { DAEMON_PLUGINS } from '../plugins/catalog.ts'
 
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$/
 
@@ -72,7 +74,7 @@ export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger
     },
     keepaliveMs: positive('scheduler.keepalive'),
     host: { idc: v['host.idc'] as string, location: v['host.location'] as string, labels: hostLabels(v['host.labels']) },
-    plugins: await loadPlugins(v.plugins as string[]),
+    plugins: await loadPlugins(v.plugins as string[], DAEMON_PLUGINS),
     pluginSettings: v['plugin-config'] as Record<string, Record<string, unknown>>
   }
 }

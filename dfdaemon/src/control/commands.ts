@@ -5,8 +5,7 @@ import { readFileSync } from 'node:fs'
 
 import { NaiadError } from '@naiad/proto'
 
-import type { DownloadRequest } from '../download/peer-task.ts'
-import type { TaskManager } from '../download/task-manager.ts'
+import type { DownloadRequest, TaskManager } from '@naiad/peer'
 import type { ControlRegistry } from './control-server.ts'
 
 export const DAEMON_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version

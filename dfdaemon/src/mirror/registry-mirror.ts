@@ -11,11 +11,7 @@ import { Agent, interceptors, type Dispatcher } from 'undici'
 import type { Logger } from 'pino'
 import { NaiadError, toNaiadError } from '@naiad/proto'
 
-import type { DownloadRequest } from '../download/peer-task.ts'
-import { TaskManager } from '../download/task-manager.ts'
-import type { QosHooks } from '../qos-hooks.ts'
-import { sendContent, type PieceStore } from '../storage/piece-store.ts'
-import { discard, trustedCAs } from '../source/origin.ts'
+import { discard, sendContent, TaskManager, trustedCAs, type DownloadRequest, type PieceStore, type QosHooks } from '@naiad/peer'
 import { requestHeaders, responseHeaders } from './headers.ts'
 import { upstreamBase, type UpstreamOptions } from './upstream.ts'
 

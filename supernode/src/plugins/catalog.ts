@@ -1,8 +1,9 @@
-// The supernode's own built-in plugins, loaded by name like the shared ones.
+// The supernode's built-in plugins, loaded by name when the config enables them.
 
-import type { NaiadPlugin } from '@naiad/proto'
+import { metricsPlugin, type PluginCatalog } from '@naiad/host'
 
-export const SUPERNODE_PLUGINS: Record<string, () => Promise<NaiadPlugin>> = {
+export const SUPERNODE_PLUGINS: PluginCatalog = {
+  metrics: async () => metricsPlugin,
   preheat: async () => (await import('./preheat/index.ts')).preheatPlugin,
   doctor: async () => (await import('./doctor/index.ts')).doctorAggregatorPlugin,
   slo: async () => (await import('./slo/index.ts')).sloSupernodePlugin,

@@ -1,9 +1,10 @@
-// The seed: an embedded dfdaemon in seed mode. It shares the supernode's fabric node (so
-// it serves pieces under the supernode's peer ID), talks to the scheduler in-process, and
-// is the one peer whose piece digests everyone else verifies against.
+// The seed: a piece engine (the peer package) inside the supernode. It shares the
+// supernode's fabric node (so it serves pieces under the supernode's peer ID), talks to the
+// scheduler in-process, and is the one peer whose piece digests everyone else verifies
+// against.
 
 import type { Logger } from 'pino'
-import { createDaemon, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type Daemon, type SchedulerClient } from '@naiad/dfdaemon'
+import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type PeerEngine, type SchedulerClient } from '@naiad/peer'
 import {
   raiseRemote, SchedulerRequest, SchedulerResponse, NaiadError,
   type FabricNode, type GetParentsResponse, type Host, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
@@ -53,41 +54,41 @@ export interface SeedOptions {
   uploadSlots: number
   caFile?: string
   dataChannel?: boolean
-  /** The supernode's fabric listen addresses: the data channel listens on the same host. */
+  /** The supernode's fabric listen addresses. */
   p2pListen: string[]
+  /** Where the data channel listens (the fabric's host). */
+  dataListen: { host: string; port: number }
   logger: Logger
 }
 
 export class Seed {
-  readonly daemon: Daemon
+  readonly engine: PeerEngine
   private readonly logger: Logger
 
-  private constructor(daemon: Daemon, logger: Logger) {
-    this.daemon = daemon
+  private constructor(engine: PeerEngine, logger: Logger) {
+    this.engine = engine
     this.logger = logger
   }
 
   static async create(node: FabricNode, scheduler: Scheduler, options: SeedOptions): Promise<Seed> {
     const client = new LocalSchedulerClient(scheduler, node.peerId.toString())
-    const daemon = await createDaemon({
+    const engine = await createPeerEngine({
       dataDir: options.dataDir,
       logger: options.logger,
       cacheQuota: options.cacheQuota,
       uploadSlots: options.uploadSlots,
       download: { ...DOWNLOAD_DEFAULTS, dataChannel: options.dataChannel },
       p2pListen: options.p2pListen,
-      origin: { ...ORIGIN_DEFAULTS, caFile: options.caFile },
-      keepaliveMs: 60_000,
-      host: { idc: '', location: '' },
-      isSeed: true
+      dataListen: options.dataListen,
+      origin: { ...ORIGIN_DEFAULTS, caFile: options.caFile }
     }, { node, scheduler: client })
-    return new Seed(daemon, options.logger)
+    return new Seed(engine, options.logger)
   }
 
   /** Fetches a task from its origin in the background; its progress reaches the scheduler as piece reports. */
   trigger(task: TaskState): void {
     const headers = Object.fromEntries(task.headers.map((h) => [h.name, h.value]))
-    this.daemon.download({
+    this.engine.tasks.download({
       url: task.url,
       headers,
       digest: task.digest === '' ? undefined : task.digest,

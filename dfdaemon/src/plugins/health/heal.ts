@@ -8,8 +8,7 @@ import { createHash } from 'node:crypto'
 import type { Logger } from 'pino'
 import { NaiadError } from '@naiad/proto'
 
-import type { SchedulerClient } from '../../scheduler/client.ts'
-import type { PieceStore } from '../../storage/piece-store.ts'
+import type { PieceStore, SchedulerClient } from '@naiad/peer'
 
 export interface HealComponents {
   store: PieceStore

@@ -18,10 +18,9 @@ import {
   call, EVENTS, HEALTH_PROTOCOL, HealthReply, HealthReport, NaiadError, parseDuration, raiseRemote,
   type HealthFacts, type NaiadPlugin
 } from '@naiad/proto'
+import type { PieceStore, SchedulerClient } from '@naiad/peer'
 
 import type { DaemonInfo } from '../../daemon.ts'
-import type { SchedulerClient } from '../../scheduler/client.ts'
-import type { PieceStore } from '../../storage/piece-store.ts'
 import { clockOffset, measure, SlidingWindow } from './facts.ts'
 import { healCache, type HealResult } from './heal.ts'
 

@@ -4,7 +4,7 @@
 
 import { NaiadError, type NaiadPlugin } from '@naiad/proto'
 
-import type { QosHooks } from '../../qos-hooks.ts'
+import type { QosHooks } from '@naiad/peer'
 import { realClock } from './clock.ts'
 import { QosPolicy } from './policy.ts'
 import { parseQosSettings } from './settings.ts'

@@ -3,7 +3,7 @@
 
 import { NaiadError } from '@naiad/proto'
 
-import { PRIORITIES, type Admission, type Priority, type QosLimiter, type Traffic } from '../../qos-hooks.ts'
+import { PRIORITIES, type Admission, type Priority, type QosLimiter, type Traffic } from '@naiad/peer'
 import type { Clock } from './clock.ts'
 import { PrioritySlots } from './priority-slots.ts'
 import type { QosSettings } from './settings.ts'

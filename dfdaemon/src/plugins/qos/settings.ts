@@ -2,7 +2,7 @@
 
 import { NaiadError, parseSize } from '@naiad/proto'
 
-import { PRIORITIES, type Priority } from '../../qos-hooks.ts'
+import { PRIORITIES, type Priority } from '@naiad/peer'
 
 export interface TenantSettings {
   /** Prefix of the tenant's URLs: `host[:port]/repo/prefix/` (registry paths without /v2/), or a full URL prefix. */

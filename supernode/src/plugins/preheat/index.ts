@@ -77,7 +77,7 @@ export const preheatPlugin: NaiadPlugin = {
   setup(ctx) {
     if (ctx.host !== 'supernode') throw new NaiadError('PROTO_ERR_PLUGIN', 'the preheat plugin runs on the supernode only')
     const settings = readSettings(ctx.settings)
-    const seed = ctx.extensions.seed as { daemon: SeedDownloader } | undefined
+    const seed = ctx.extensions.seed as { engine: { tasks: SeedDownloader } } | undefined
     const control = ctx.extensions.control as PeerControl | undefined
     const database = ctx.extensions.database as Database.Database | undefined
     if (database === undefined) throw new NaiadError('PROTO_ERR_PLUGIN', 'the preheat plugin needs the supernode database')
@@ -86,7 +86,7 @@ export const preheatPlugin: NaiadPlugin = {
     const runner = seed === undefined
       ? undefined
       : new PreheatRunner({
-        store, seed: seed.daemon, logger: ctx.logger, insecureRegistries: settings.insecureRegistries,
+        store, seed: seed.engine.tasks, logger: ctx.logger, insecureRegistries: settings.insecureRegistries,
         control, nodeParallelism: settings.nodeParallelism, nodeTimeoutMs: settings.nodeTimeoutMs
       })
 

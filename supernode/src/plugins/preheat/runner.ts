@@ -8,7 +8,7 @@
 // daemons' caches.
 
 import type { Logger } from 'pino'
-import type { DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/dfdaemon'
+import type { DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/peer'
 import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import { blobUrl, parseImageRef } from './image-ref.ts'

@@ -11,7 +11,7 @@ import { lpStream } from '@libp2p/utils'
 import type { Logger } from 'pino'
 import { EVENTS, LIMITS, PieceRequest, PieceResponse, PROTOCOLS, toNaiadError, type FabricNode } from '@naiad/proto'
 
-import type { QosHooks } from '../qos-hooks.ts'
+import type { QosHooks } from '../qos/hooks.ts'
 import type { PieceStore, StoredPiece } from '../storage/piece-store.ts'
 import { frame, sendAll } from './frames.ts'
 

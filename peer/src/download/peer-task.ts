@@ -14,7 +14,7 @@ import {
   type FabricNode, type PieceResult, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
 } from '@naiad/proto'
 
-import { higherPriority, type Priority, type QosHooks, type Traffic } from '../qos-hooks.ts'
+import { higherPriority, type Priority, type QosHooks, type Traffic } from '../qos/hooks.ts'
 import type { SchedulerClient } from '../scheduler/client.ts'
 import type { OriginClient } from '../source/origin.ts'
 import type { PieceStore } from '../storage/piece-store.ts'

@@ -1,0 +1,22 @@
+/**
+ * @naiad/peer — the piece engine every node runs: the piece store, downloads from parents
+ * and the origin, uploads to other peers, and the scheduler client. The daemon and the
+ * supernode's seed are both built on it.
+ *
+ * @example
+ * import { createPeerEngine, DOWNLOAD_DEFAULTS } from '@naiad/peer'
+ * const engine = await createPeerEngine({
+ *   dataDir: '/var/lib/naiad/dfdaemon', logger, supernodeUrl: 'http://10.0.0.1:8002',
+ *   p2pListen: ['/ip4/0.0.0.0/tcp/65002'], cacheQuota: 20 * 2 ** 30, uploadSlots: 16, download: DOWNLOAD_DEFAULTS
+ * })
+ * await engine.start()
+ * const result = await engine.tasks.download({ url: 'https://example.com/file', headers: {} })
+ */
+
+export { createPeerEngine, PeerEngine, DOWNLOAD_DEFAULTS, type PeerEngineOptions, type PeerEngineComponents } from './engine.ts'
+export type { DownloadRequest, DownloadResult, DownloadProgress, PeerTaskOptions } from './download/peer-task.ts'
+export { TaskManager } from './download/task-manager.ts'
+export { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
+export { DiskPieceStore, contentStream, sendContent, type PieceStore, type StoredPiece, type StoredTask } from './storage/piece-store.ts'
+export { OriginClient, ORIGIN_DEFAULTS, discard, redact, trustedCAs, type OriginOptions } from './source/origin.ts'
+export { QosHooks, PRIORITIES, isPriority, higherPriority, type Admission, type Priority, type QosLimiter, type Traffic } from './qos/hooks.ts'
