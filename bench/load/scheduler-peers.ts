@@ -183,7 +183,7 @@ async function register(i: number): Promise<void> {
   const peer = await open(i)
   try {
     const t = i % tasks
-    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [] } })
+    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' } })
     const res = await rpc(peer, { registerTask: { taskId: taskId(t), url: taskUrl(t), headers: [], digest: '', range: '', filter: [] } })
     if (res.task?.backToSource === true) {
       // The trusted peer: publishes the task's metadata and every piece digest, then succeeds.
@@ -248,7 +248,7 @@ async function session(i: number): Promise<void> {
     peer = await open(i)
     const t = i % tasks
     // The first call dials: connection set-up is timed apart from the scheduler's work.
-    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [] } })
+    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' } })
     if (load.connectMs.length < 100_000) load.connectMs.push(Math.round((performance.now() - c0) * 10) / 10)
     load.sessions++
     for (let r = 0; r < rounds && performance.now() < end && !stop.signal.aborted; r++) {

@@ -153,7 +153,9 @@ export class Daemon {
         multiaddrs: advertisedAddrs(this.node.getMultiaddrs().map(String)),
         uploadSlots: this.options.uploadSlots,
         isSeed: false,
-        labels: Object.entries(this.options.host.labels ?? {}).map(([k, v]) => `${k}=${v}`)
+        labels: Object.entries(this.options.host.labels ?? {}).map(([k, v]) => `${k}=${v}`),
+        dataPort: 0,
+        dataTransport: ''
       }, AbortSignal.timeout(this.options.download.schedulerTimeoutMs))
       if (wasDown) this.options.logger.info('reconnected to the supernode')
     } catch (err) {

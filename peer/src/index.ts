@@ -20,3 +20,4 @@ export { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.
 export { DiskPieceStore, contentStream, sendContent, type PieceStore, type StoredPiece, type StoredTask } from './storage/piece-store.ts'
 export { OriginClient, ORIGIN_DEFAULTS, discard, redact, trustedCAs, type OriginOptions } from './source/origin.ts'
 export { QosHooks, PRIORITIES, isPriority, higherPriority, type Admission, type Priority, type QosLimiter, type Traffic } from './qos/hooks.ts'
+export { OPEN_ACCESS, type PeerAccess } from './access/access.ts'

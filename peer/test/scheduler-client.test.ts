@@ -58,7 +58,7 @@ describe.each([
           ctx.signal.addEventListener('abort', () => { clearTimeout(t); resolve(undefined) }, { once: true })
         })
       }
-      return { parents: { task: undefined, parents: [{ id: req.getParents?.taskId ?? '', multiaddrs: [], bitmap: new Uint8Array(), score: 0, isSeed: false }] } }
+      return { parents: { task: undefined, parents: [{ id: req.getParents?.taskId ?? '', multiaddrs: [], bitmap: new Uint8Array(), score: 0, isSeed: false, dataPort: 0, dataTransport: '' }], grant: new Uint8Array(0) } }
     }
     await serve(supernode, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, handler)
     if (session) await serveSession(supernode, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse, handler)
@@ -91,7 +91,7 @@ describe.each([
     expect(c.available).toBe(false)
     // Down: calls fail at once until the keep-alive probe gets an answer.
     expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_DIAL')
-    await c.announceHost({ id: '', hostname: 'h', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 1, isSeed: false, labels: [] })
+    await c.announceHost({ id: '', hostname: 'h', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 1, isSeed: false, labels: [], dataPort: 0, dataTransport: '' })
     expect(c.available).toBe(true)
     await c.close()
   })
@@ -126,7 +126,7 @@ describe.each([
 
     await startSupernode()
     streams.clear()
-    await c.announceHost({ id: '', hostname: 'h', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 1, isSeed: false, labels: [] })
+    await c.announceHost({ id: '', hostname: 'h', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 1, isSeed: false, labels: [], dataPort: 0, dataTransport: '' })
     expect(c.available).toBe(true)
     const answers = await Promise.all(Array.from({ length: 16 }, (_, i) => c.getParents(`after-${i}`, 4)))
     expect(answers.map((a) => a.parents[0]?.id)).toEqual(Array.from({ length: 16 }, (_, i) => `after-${i}`))

@@ -26,6 +26,7 @@ export const ERROR_CODES = {
   DFD_ERR_PIECE_SLOW: { status: 504, summary: 'a parent served a piece far slower than the others; the piece was fetched elsewhere' },
   DFD_ERR_PIECE_UNAVAILABLE: { status: 404, summary: 'a peer does not hold the requested piece' },
   DFD_ERR_UPLOAD_BUSY: { status: 503, summary: 'a peer has no free upload slot' },
+  DFD_ERR_PIECE_FORBIDDEN: { status: 403, summary: 'a peer refused to send a piece: the requester is not admitted to the cluster or holds no valid grant for the task' },
   DFD_ERR_CACHE_FULL: { status: 507, summary: 'the cache quota cannot fit the task, even after eviction' },
   DFD_ERR_TASK_NOT_FOUND: { status: 404, summary: 'no task with this ID is known to the daemon' },
   DFD_ERR_TASK_FAILED: { status: 502, summary: 'the download failed; the cause names the reason' },

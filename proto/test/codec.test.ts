@@ -39,13 +39,14 @@ const rpcError: RpcError = { code: 'DFD_ERR_TIMEOUT', message: 'took too long ‚è
 const host: Host = {
   id: '12D3KooWQ', hostname: 'node-7', ip: '10.1.2.3', idc: 'eu-west-1a', location: 'eu|west|1a',
   multiaddrs: ['/ip4/10.1.2.3/tcp/65002', '/ip6/::1/tcp/65002'], uploadSlots: 12, isSeed: true,
-  labels: ['zone=eu-west-1a', 'gpu=true']
+  labels: ['zone=eu-west-1a', 'gpu=true'], dataPort: 65004, dataTransport: 'tls'
 }
 const pieceDigest: PieceDigest = { num: 7, length: 4 * 1024 * 1024, sha256: sha(1) }
 const taskInfo: TaskInfo = {
   id: 'a'.repeat(64), url: 'https://registry.example/v2/x/blobs/sha256:00', state: 'running',
   contentLength: 123_456_789_012, pieceSize: 8 * 1024 * 1024, pieceCount: 14_718,
-  pieces: [pieceDigest, { num: 8, length: 1, sha256: sha(2) }], sha256: sha(3), error: rpcError, backToSource: true
+  pieces: [pieceDigest, { num: 8, length: 1, sha256: sha(2) }], sha256: sha(3), error: rpcError, backToSource: true,
+  grant: sha(6), sourcePeer: '12D3KooWS'
 }
 const registerTask: RegisterTaskRequest = {
   taskId: 'b'.repeat(64), url: 'http://origin/file?sig=1', headers: [{ name: 'Authorization', value: 'Bearer t' }, { name: 'X-A', value: '' }],
@@ -56,9 +57,9 @@ const reportPieces: ReportPiecesRequest = {
   taskId: 'd'.repeat(64), results: [pieceResult, { ...pieceResult, num: 4, errorCode: '' }], contentLength: 10_000_000,
   pieceSize: 4 * 1024 * 1024, pieceCount: 3, sha256: sha(5), state: 'succeeded', error: rpcError
 }
-const parent: Parent = { id: '12D3KooWP', multiaddrs: ['/ip4/1.2.3.4/tcp/1'], bitmap: new Uint8Array([0xff, 0x01]), score: 0.734_5, isSeed: true }
+const parent: Parent = { id: '12D3KooWP', multiaddrs: ['/ip4/1.2.3.4/tcp/1'], bitmap: new Uint8Array([0xff, 0x01]), score: 0.734_5, isSeed: true, dataPort: 65004, dataTransport: 'tcp' }
 const getParents: GetParentsRequest = { taskId: 'e'.repeat(64), limit: 4 }
-const getParentsResponse: GetParentsResponse = { task: taskInfo, parents: [parent, { ...parent, id: 'other', score: -1.5 }] }
+const getParentsResponse: GetParentsResponse = { task: taskInfo, parents: [parent, { ...parent, id: 'other', score: -1.5 }], grant: sha(7) }
 const leaveTask: MessageOf<typeof LeaveTaskRequest> = { taskId: 'f'.repeat(64) }
 
 const FULL: Array<[MessageSchema<Fields>, Record<string, unknown>]> = [
@@ -265,12 +266,15 @@ describe('wire codec: byte compatibility with protobuf', () => {
     syntax = "proto3";
     message RpcError { string code = 1; string message = 2; }
     message Host { string id = 1; string hostname = 2; string ip = 3; string idc = 4; string location = 5;
-      repeated string multiaddrs = 6; uint32 upload_slots = 7; bool is_seed = 8; repeated string labels = 9; }
+      repeated string multiaddrs = 6; uint32 upload_slots = 7; bool is_seed = 8; repeated string labels = 9;
+      uint32 data_port = 10; string data_transport = 11; }
     message PieceDigest { uint32 num = 1; uint32 length = 2; bytes sha256 = 3; }
     message TaskInfo { string id = 1; string url = 2; string state = 3; int64 content_length = 4; uint32 piece_size = 5;
-      int64 piece_count = 6; repeated PieceDigest pieces = 7; bytes sha256 = 8; RpcError error = 9; bool back_to_source = 10; }
-    message Parent { string id = 1; repeated string multiaddrs = 2; bytes bitmap = 3; double score = 4; }
-    message GetParentsResponse { TaskInfo task = 1; repeated Parent parents = 2; }
+      int64 piece_count = 6; repeated PieceDigest pieces = 7; bytes sha256 = 8; RpcError error = 9; bool back_to_source = 10;
+      bytes grant = 11; string source_peer = 12; }
+    message Parent { string id = 1; repeated string multiaddrs = 2; bytes bitmap = 3; double score = 4; bool is_seed = 5;
+      uint32 data_port = 6; string data_transport = 7; }
+    message GetParentsResponse { TaskInfo task = 1; repeated Parent parents = 2; bytes grant = 3; }
     message Packed { repeated uint32 nums = 1; }
   `, { keepCase: false }).root.resolveAll()
   const type = (name: string): protobuf.Type => root.lookupType(name)

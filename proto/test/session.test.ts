@@ -53,7 +53,7 @@ describe('rpc session', () => {
       } finally {
         handling--
       }
-      return { task: { id: taskId, url: `u-${req.getParents?.limit ?? 0}`, state: 'running', contentLength: -1, pieceSize: 4, pieceCount: -1, pieces: [], sha256: new Uint8Array(), backToSource: false, error: undefined } }
+      return { task: { id: taskId, url: `u-${req.getParents?.limit ?? 0}`, state: 'running', contentLength: -1, pieceSize: 4, pieceCount: -1, pieces: [], sha256: new Uint8Array(), backToSource: false, error: undefined, grant: new Uint8Array(), sourcePeer: '' } }
     })
   }
 

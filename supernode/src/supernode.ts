@@ -65,7 +65,7 @@ export class Supernode {
       await this.seed.engine.start()
       this.scheduler.announceHost(this.node.peerId.toString(), {
         id: this.node.peerId.toString(), hostname: 'supernode-seed', ip: '', idc: '', location: '',
-        multiaddrs: this.node.getMultiaddrs().map(String), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: []
+        multiaddrs: this.node.getMultiaddrs().map(String), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: [], dataPort: 0, dataTransport: ''
       })
     }
     await this.plugins.setup(this.options.plugins ?? [])

@@ -199,7 +199,7 @@ describe('preheat to peers', () => {
     const info = await getJson<{ peerId: string; multiaddrs: string[] }>(`${api}/info`)
     const snAddrs = info.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${info.peerId}`))
     const res = await call(slow, snAddrs, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, {
-      announceHost: { id: slow.peerId.toString(), hostname: 'slow-node', ip: '', idc: '', location: '', multiaddrs: slow.getMultiaddrs().map(String), uploadSlots: 1, isSeed: false, labels: ['zone=slow'] }
+      announceHost: { id: slow.peerId.toString(), hostname: 'slow-node', ip: '', idc: '', location: '', multiaddrs: slow.getMultiaddrs().map(String), uploadSlots: 1, isSeed: false, labels: ['zone=slow'], dataPort: 0, dataTransport: '' }
     }, { timeoutMs: 10_000 })
     expect(res.error).toBeUndefined()
 

@@ -31,7 +31,7 @@ class RecordingPersistence implements SchedulerPersistence {
 }
 
 function hostInfo(id: string, extra: Partial<Host> = {}): Host {
-  return { id, hostname: id, ip: '10.0.0.1', idc: '', location: '', multiaddrs: [`/dns4/${id}/tcp/65002`], uploadSlots: 4, isSeed: false, labels: [], ...extra }
+  return { id, hostname: id, ip: '10.0.0.1', idc: '', location: '', multiaddrs: [`/dns4/${id}/tcp/65002`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '', ...extra }
 }
 
 const ok = (num: number, parentId = '', extra: Partial<PieceResult> = {}): PieceResult =>

@@ -21,7 +21,7 @@ const digest = (num: number): Buffer => createHash('sha256').update(`piece ${num
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 
 function hostInfo(id: string, extra: Partial<Host> = {}): Host {
-  return { id, hostname: `${id}.example`, ip: '10.0.0.1', idc: 'dc1', location: 'eu|fr', multiaddrs: [`/dns4/${id}/tcp/65002`, `/ip4/10.0.0.1/tcp/65002`], uploadSlots: 6, isSeed: false, labels: ['zone=a'], ...extra }
+  return { id, hostname: `${id}.example`, ip: '10.0.0.1', idc: 'dc1', location: 'eu|fr', multiaddrs: [`/dns4/${id}/tcp/65002`, `/ip4/10.0.0.1/tcp/65002`], uploadSlots: 6, isSeed: false, labels: ['zone=a'], dataPort: 0, dataTransport: '', ...extra }
 }
 const ok = (num: number, parentId = '', sha256: Uint8Array = new Uint8Array(0)): PieceResult =>
   ({ num, parentId, length: PIECE, costMs: 40, sha256, errorCode: '' })

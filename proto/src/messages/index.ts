@@ -22,7 +22,9 @@ export const Host = message('Host', {
   multiaddrs: f.repeated(f.string(6)),
   uploadSlots: f.uint32(7),
   isSeed: f.bool(8),
-  labels: f.repeated(f.string(9)) // `key=value`, from the daemon's host.labels
+  labels: f.repeated(f.string(9)), // `key=value`, from the daemon's host.labels
+  dataPort: f.uint32(10), // the data channel's TCP port, on the host of the fabric addresses; 0: none
+  dataTransport: f.string(11) // 'tls' (default) | 'tcp' (plaintext, the operator's choice)
 })
 
 export const PieceDigest = message('PieceDigest', {
@@ -42,7 +44,9 @@ export const TaskInfo = message('TaskInfo', {
   pieces: f.repeated(f.message(7, PieceDigest)),
   sha256: f.bytes(8), // whole-content digest, once the seed has it
   error: f.message(9, RpcError),
-  backToSource: f.bool(10) // the scheduler tells this peer to fetch from the origin itself
+  backToSource: f.bool(10), // the scheduler tells this peer to fetch from the origin itself
+  grant: f.bytes(11), // the supernode's permission for this peer to fetch this task's pieces (admission); empty without
+  sourcePeer: f.string(12) // peer ID of the back-to-source peer whose digests are the reference (the seed, usually)
 })
 
 export const RegisterTaskRequest = message('RegisterTaskRequest', {
@@ -80,7 +84,9 @@ export const Parent = message('Parent', {
   multiaddrs: f.repeated(f.string(2)),
   bitmap: f.bytes(3),
   score: f.double(4),
-  isSeed: f.bool(5)
+  isSeed: f.bool(5),
+  dataPort: f.uint32(6), // as Host.dataPort
+  dataTransport: f.string(7) // as Host.dataTransport
 })
 
 export const GetParentsRequest = message('GetParentsRequest', {
@@ -90,7 +96,8 @@ export const GetParentsRequest = message('GetParentsRequest', {
 
 export const GetParentsResponse = message('GetParentsResponse', {
   task: f.message(1, TaskInfo),
-  parents: f.repeated(f.message(2, Parent))
+  parents: f.repeated(f.message(2, Parent)),
+  grant: f.bytes(3) // a fresh grant, as TaskInfo.grant
 })
 
 export const LeaveTaskRequest = message('LeaveTaskRequest', {

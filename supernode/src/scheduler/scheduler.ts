@@ -338,10 +338,12 @@ export class Scheduler {
         multiaddrs: c.host.info.multiaddrs,
         bitmap: (c.host.info.isSeed && this.seedNeeded(task, c, holders) ? this.sharedSeedBitmap(task, c, hostId, mine, offered, now) : c.peer.bitmap).toBytes(),
         score,
-        isSeed: c.host.info.isSeed
+        isSeed: c.host.info.isSeed,
+        dataPort: c.host.info.dataPort,
+        dataTransport: c.host.info.dataTransport
       }))
     scheduled.publish({ taskId, peerId: hostId, parents: out.length, durationMs: performance.now() - started })
-    return { task: this.taskInfo(task), parents: out }
+    return { task: this.taskInfo(task), parents: out, grant: new Uint8Array(0) }
   }
 
   /**
@@ -421,7 +423,9 @@ export class Scheduler {
       pieces: [...task.pieces].map(([num, p]) => ({ num, length: p.length, sha256: p.sha256 })),
       sha256: task.sha256,
       error: task.error,
-      backToSource: false
+      backToSource: false,
+      grant: new Uint8Array(0),
+      sourcePeer: task.backSourcePeer
     }
   }
 }
