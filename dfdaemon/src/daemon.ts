@@ -6,10 +6,10 @@ import { hostname } from 'node:os'
 
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { advertisedAddrs, listenHost, PluginHost, splitHostPort, type Stats } from '@naiad/host'
+import { advertisedAddrs, PluginHost, splitHostPort, type Stats } from '@naiad/host'
 import {
   createPeerEngine, type DownloadProgress, type DownloadRequest, type DownloadResult, type OriginOptions,
-  type PeerEngine, type PeerEngineComponents, type PeerTaskOptions, type PieceStore, type QosHooks, type SchedulerClient, type TaskManager
+  type DataTransport, type PeerEngine, type PeerEngineComponents, type PeerTaskOptions, type PieceStore, type QosHooks, type SchedulerClient, type TaskManager
 } from '@naiad/peer'
 import type { FabricNode, NaiadPlugin } from '@naiad/proto'
 
@@ -33,6 +33,8 @@ export interface DaemonOptions {
   uploadSlots: number
   download: PeerTaskOptions
   origin?: OriginOptions
+  /** The data channel (piece bytes to and from peers): where it listens, TLS or plain TCP. */
+  data: { host: string; port: number; transport: DataTransport }
   keepaliveMs: number
   host: { idc: string; location: string; labels?: Record<string, string> }
   plugins?: NaiadPlugin[]
@@ -67,7 +69,7 @@ export class Daemon {
   constructor(engine: PeerEngine, options: DaemonOptions) {
     this.engine = engine
     this.options = options
-    const { node, store, scheduler, upload, qos, tasks } = engine
+    const { node, store, scheduler, qos, tasks } = engine
     this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
     registerBuiltinCommands(this.control, { tasks, info: () => this.info() })
     this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos })
@@ -77,7 +79,7 @@ export class Daemon {
     if (this.api !== undefined) {
       const stats: Stats = {
         cache_bytes: { help: 'Bytes held by the piece store', read: () => store.usage() },
-        active_uploads: { help: 'Pieces being served right now', read: () => upload.activeUploads },
+        active_uploads: { help: 'Pieces being served right now', read: () => engine.activeUploads },
         active_downloads: { help: 'Downloads running right now', read: () => tasks.active }
       }
       // What plugins may know of the daemon itself; addresses are read once listening.
@@ -138,7 +140,7 @@ export class Daemon {
     await this.announce()
     this.keepalive = setInterval(() => { this.announce().catch(() => {}) }, this.options.keepaliveMs)
     this.keepalive.unref()
-    this.options.logger.info({ peerId: this.peerId, api: this.apiAddress, proxy: this.proxyAddress, p2p: this.node.getMultiaddrs().map(String) }, 'dfdaemon ready')
+    this.options.logger.info({ peerId: this.peerId, api: this.apiAddress, proxy: this.proxyAddress, p2p: this.node.getMultiaddrs().map(String), data: `${this.options.data.transport}:${this.engine.dataChannel.port}` }, 'dfdaemon ready')
   }
 
   private async announce(): Promise<void> {
@@ -154,8 +156,8 @@ export class Daemon {
         uploadSlots: this.options.uploadSlots,
         isSeed: false,
         labels: Object.entries(this.options.host.labels ?? {}).map(([k, v]) => `${k}=${v}`),
-        dataPort: 0,
-        dataTransport: ''
+        dataPort: this.engine.dataChannel.port,
+        dataTransport: this.engine.dataChannel.transport
       }, AbortSignal.timeout(this.options.download.schedulerTimeoutMs))
       if (wasDown) this.options.logger.info('reconnected to the supernode')
     } catch (err) {
@@ -187,7 +189,7 @@ export async function createDaemon(options: DaemonOptions, components: DaemonCom
     uploadSlots: options.uploadSlots,
     download: options.download,
     origin: options.origin,
-    dataListen: { host: listenHost(options.p2pListen[0]), port: 0 }
+    data: options.data
   }, components)
   return new Daemon(engine, options)
 }

@@ -79,9 +79,11 @@ describe('registry mirror streaming a cold blob', () => {
       proxy.faults.delete(layer.digest)
     }
     expect((await completeTasks()).filter((t) => t.url.endsWith(layer.digest))).toHaveLength(1)
-    // The whole-blob digest was fed piece by piece as pieces landed, not read back at the end.
+    // The whole-blob digest was not read back at the end: every piece matched the seed's
+    // digest and the seed had checked the whole blob against its registry digest.
     const completions = daemon.process.logs.filter((l) => l.includes('"download complete"')).map((l) => JSON.parse(l) as { wholeDigest: string })
-    expect(completions.map((c) => c.wholeDigest)).toContain('in-order')
+    expect(completions.map((c) => c.wholeDigest)).toContain('source-digests')
+    expect(completions.map((c) => c.wholeDigest)).not.toContain('read-back')
     // Served again, warm, from the cache: same bytes, nothing more from the registry.
     const before = proxy.bytesServed(layer.digest)
     const again = await fetch(blobUrl(layer.digest))

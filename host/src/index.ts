@@ -11,4 +11,4 @@
 export { PluginHost, type PluginHostOptions } from './plugin-host.ts'
 export { loadPlugins, type PluginCatalog } from './plugin-loader.ts'
 export { metricsPlugin, type Stats } from './metrics-plugin.ts'
-export { advertisedAddrs, listenHost, splitHostPort } from './listen.ts'
+export { advertisedAddrs, dataListen, dataTransport, listenHost, splitHostPort } from './listen.ts'

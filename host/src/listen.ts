@@ -1,4 +1,6 @@
-// Listen-address helpers both binaries use for their HTTP and fabric addresses.
+// Listen-address helpers both binaries use for their HTTP, fabric and data-channel addresses.
+
+import { NaiadError } from '@naiad/proto'
 
 /** `HOST:PORT` (IPv6 in brackets or not) → [host, port]. */
 export function splitHostPort(hp: string): [string, string] {
@@ -19,4 +21,28 @@ export function listenHost(addr: string | undefined): string {
 export function advertisedAddrs(addrs: string[]): string[] {
   const remote = addrs.filter((a) => !a.startsWith('/ip4/127.') && !a.startsWith('/ip6/::1/'))
   return remote.length > 0 ? remote : addrs
+}
+
+/**
+ * Where a data channel listens: `HOST:PORT` as configured, else the fabric's host with
+ * `defaultPort` — or an ephemeral port when the fabric's own port is 0 (tests, several
+ * nodes on one host).
+ */
+export function dataListen(configured: string, p2pListen: string, defaultPort: number): { host: string; port: number } {
+  if (configured !== '') {
+    const [host, port] = splitHostPort(configured)
+    const n = Number(port)
+    if (host === '' || !/^\d+$/.test(port) || n > 65535) {
+      throw new NaiadError('PROTO_ERR_BAD_CONFIG', `piece.listen: expected HOST:PORT, got "${configured}"`)
+    }
+    return { host, port: n }
+  }
+  const fabricPort = /\/tcp\/(\d+)/.exec(p2pListen)?.[1]
+  return { host: listenHost(p2pListen), port: fabricPort === '0' ? 0 : defaultPort }
+}
+
+/** `piece.transport`: tls (default) or tcp. */
+export function dataTransport(raw: string): 'tls' | 'tcp' {
+  if (raw === 'tls' || raw === 'tcp') return raw
+  throw new NaiadError('PROTO_ERR_BAD_CONFIG', `piece.transport: expected tls or tcp, got "${raw}"`)
 }

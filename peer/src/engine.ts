@@ -1,19 +1,24 @@
 // createPeerEngine: the piece engine one node runs, whether it is a daemon or the
 // supernode's seed — the piece store, the scheduler client, downloads (parents and the
-// origin), the upload side and the QoS seam.
+// origin), the data channel both ways, and the QoS and admission seams.
 
 import { join } from 'node:path'
 
 import type { Logger } from 'pino'
-import { createFabricNode, type FabricNode } from '@naiad/proto'
+import { createFabricNode, identityOf, type FabricNode } from '@naiad/proto'
 
-import type { PeerTaskOptions } from './download/peer-task.ts'
+import { OPEN_ACCESS, type PeerAccess } from './access/access.ts'
+import type { DataTransport } from './channel/connection.ts'
+import { DataClient } from './channel/data-client.ts'
+import { DataServer } from './channel/data-server.ts'
+import { nodeIdentity } from './channel/identity.ts'
 import { TaskManager } from './download/task-manager.ts'
+import type { PeerTaskOptions } from './download/types.ts'
 import { QosHooks } from './qos/hooks.ts'
 import { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
 import { OriginClient, ORIGIN_DEFAULTS, type OriginOptions } from './source/origin.ts'
+import { LivePieces } from './storage/live-pieces.ts'
 import { DiskPieceStore, type PieceStore } from './storage/piece-store.ts'
-import { UploadServer } from './upload/upload-server.ts'
 
 export interface PeerEngineOptions {
   /** The store lives in `<dataDir>/cache`; the fabric identity in `<dataDir>` unless a node is given. */
@@ -23,18 +28,20 @@ export interface PeerEngineOptions {
   supernodeUrl?: string
   p2pListen: string[]
   cacheQuota: number
+  /** Pieces served to other peers at once. */
   uploadSlots: number
   download: PeerTaskOptions
   origin?: OriginOptions
-  /** Where the plain-TCP data channel listens, when `download.dataChannel` is on (port 0: any). */
-  dataListen?: { host: string; port: number }
+  /** The data channel: where it listens (port 0: any) and whether it is TLS (default) or plain TCP. */
+  data: { host: string; port: number; transport: DataTransport }
 }
 
-/** Parts a caller may supply instead of the defaults: a shared fabric node, an in-process scheduler, a wrapped store. */
+/** Parts a caller may supply instead of the defaults: a shared fabric node, an in-process scheduler, a wrapped store, cluster admission. */
 export interface PeerEngineComponents {
   node?: FabricNode
   scheduler?: SchedulerClient
   store?: PieceStore
+  access?: PeerAccess
 }
 
 export const DOWNLOAD_DEFAULTS: PeerTaskOptions = {
@@ -51,36 +58,53 @@ export class PeerEngine {
   readonly node: FabricNode
   readonly store: PieceStore
   readonly scheduler: SchedulerClient
-  readonly upload: UploadServer
   readonly origin: OriginClient
   readonly tasks: TaskManager
+  /** Serves this node's pieces to other peers. */
+  readonly dataServer: DataServer
+  /** Fetches pieces from other peers. */
+  readonly dataClient: DataClient
   /** Where a QoS plugin installs its limits. */
   readonly qos: QosHooks
   private readonly ownsNode: boolean
 
-  constructor(parts: { node: FabricNode; store: PieceStore; scheduler: SchedulerClient; upload: UploadServer; origin: OriginClient; qos: QosHooks; ownsNode: boolean }, logger: Logger, download: PeerTaskOptions) {
+  constructor(parts: {
+    node: FabricNode; store: PieceStore; scheduler: SchedulerClient; origin: OriginClient; qos: QosHooks
+    dataServer: DataServer; dataClient: DataClient; tasks: TaskManager; ownsNode: boolean
+  }) {
     this.node = parts.node
     this.store = parts.store
     this.scheduler = parts.scheduler
-    this.upload = parts.upload
     this.origin = parts.origin
     this.qos = parts.qos
+    this.dataServer = parts.dataServer
+    this.dataClient = parts.dataClient
+    this.tasks = parts.tasks
     this.ownsNode = parts.ownsNode
-    this.tasks = new TaskManager({ node: parts.node, store: parts.store, scheduler: parts.scheduler, origin: parts.origin, logger, badPeers: new Set(), qos: parts.qos }, download)
   }
 
   get peerId(): string {
     return this.node.peerId.toString()
   }
 
+  /** What a host announces of its data channel: its port and transport. */
+  get dataChannel(): { port: number; transport: DataTransport } {
+    return { port: this.dataServer.port, transport: this.dataServer.transport }
+  }
+
+  get activeUploads(): number {
+    return this.dataServer.activeUploads
+  }
+
   async start(): Promise<void> {
-    await this.upload.start()
+    await this.dataServer.start()
   }
 
   /** Stops downloads and uploads and closes the store (and the fabric node when the engine made it). */
   async stop(): Promise<void> {
     await this.tasks.close()
-    await this.upload.stop().catch(() => {})
+    this.dataClient.close()
+    await this.dataServer.stop().catch(() => {})
     if (this.ownsNode) await this.node.stop()
     await this.origin.close()
     await this.store.close()
@@ -95,9 +119,27 @@ export async function createPeerEngine(options: PeerEngineOptions, components: P
     if (options.supernodeUrl === undefined) throw new Error('createPeerEngine needs supernodeUrl or a scheduler component')
     scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger: options.logger.child({ module: 'scheduler-client' }) })
   }
-  const dataChannel = options.download.dataChannel === true ? options.dataListen ?? { host: '0.0.0.0', port: 0 } : undefined
+  const access = components.access ?? OPEN_ACCESS
+  const identity = nodeIdentity(identityOf(node))
   const qos = new QosHooks()
-  const upload = new UploadServer({ node, store, logger: options.logger.child({ module: 'upload' }), qos }, { slots: options.uploadSlots, dataChannel })
+  const live = new LivePieces()
+  const sources = new Set<string>()
+  const dataServer = new DataServer({
+    store, live, isSource: (taskId) => sources.has(taskId), identity, access, qos, logger: options.logger.child({ module: 'upload' })
+  }, {
+    host: options.data.host,
+    port: options.data.port,
+    transport: options.data.transport,
+    slots: options.uploadSlots,
+    pieceTimeoutMs: options.download.pieceTimeoutMs
+  })
+  const dataClient = new DataClient({ identity, access, logger: options.logger.child({ module: 'download' }) }, {
+    connectTimeoutMs: Math.min(10_000, options.download.pieceTimeoutMs),
+    idleMs: 60_000
+  })
   const origin = new OriginClient(options.origin ?? ORIGIN_DEFAULTS)
-  return new PeerEngine({ node, store, scheduler, upload, origin, qos, ownsNode: components.node === undefined }, options.logger, options.download)
+  const tasks = new TaskManager({
+    store, scheduler, origin, data: dataClient, live, sources, logger: options.logger, badPeers: new Set(), qos
+  }, options.download)
+  return new PeerEngine({ node, store, scheduler, origin, qos, dataServer, dataClient, tasks, ownsNode: components.node === undefined })
 }

@@ -14,10 +14,11 @@
  */
 
 export { createPeerEngine, PeerEngine, DOWNLOAD_DEFAULTS, type PeerEngineOptions, type PeerEngineComponents } from './engine.ts'
-export type { DownloadRequest, DownloadResult, DownloadProgress, PeerTaskOptions } from './download/peer-task.ts'
-export { TaskManager } from './download/task-manager.ts'
+export type { DownloadRequest, DownloadResult, DownloadProgress, PeerTaskOptions } from './download/types.ts'
+export { TaskManager, TaskHandle } from './download/task-manager.ts'
+export type { DataTransport } from './channel/connection.ts'
 export { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
-export { DiskPieceStore, contentStream, sendContent, type PieceStore, type StoredPiece, type StoredTask } from './storage/piece-store.ts'
+export { DiskPieceStore, contentStream, sendContent, type PieceStore, type Reservation, type StoredPiece, type StoredTask } from './storage/piece-store.ts'
 export { OriginClient, ORIGIN_DEFAULTS, discard, redact, trustedCAs, type OriginOptions } from './source/origin.ts'
 export { QosHooks, PRIORITIES, isPriority, higherPriority, type Admission, type Priority, type QosLimiter, type Traffic } from './qos/hooks.ts'
 export { OPEN_ACCESS, type PeerAccess } from './access/access.ts'

@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   PROTO_ERR_TIMEOUT: { status: 504, summary: 'a fabric call did not finish within its timeout' },
   PROTO_ERR_ABORTED: { status: 499, summary: 'a fabric call was aborted by its caller' },
   PROTO_ERR_DIAL: { status: 502, summary: 'a peer could not be dialled' },
+  PROTO_ERR_IDENTITY: { status: 502, summary: 'a peer proved an identity other than the peer ID it was dialled as, or none' },
   PROTO_ERR_REMOTE: { status: 502, summary: 'the remote side answered with an error' },
   PROTO_ERR_BAD_CONFIG: { status: 500, summary: 'a configuration value is invalid' },
   PROTO_ERR_USAGE: { status: 400, summary: 'a command was called with an unknown flag or a bad value' },

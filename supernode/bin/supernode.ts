@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { loadPlugins } from '@naiad/host'
+import { dataListen, dataTransport, loadPlugins } from '@naiad/host'
 import { createLogger, runCli, untilSignal } from '@naiad/proto'
 
 import { createSupernode, SUPERNODE_COMMAND } from '../src/index.ts'
@@ -17,7 +17,7 @@ await runCli(SUPERNODE_COMMAND, process.argv.slice(2), async ({ values: v }) => 
       cacheQuota: v['seed.cache-quota'] as number,
       uploadSlots: v['seed.upload-slots'] as number,
       caFile: v['origin.ca-file'] as string,
-      dataChannel: v['piece.data-channel'] as boolean
+      data: { ...dataListen(v['piece.listen'] as string, v['p2p.listen'] as string, 8004), transport: dataTransport(v['piece.transport'] as string) }
     },
     hostTtlMs: v['scheduler.host-ttl'] as number,
     plugins: await loadPlugins(v.plugins as string[], SUPERNODE_PLUGINS),

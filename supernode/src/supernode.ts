@@ -5,7 +5,8 @@ import { join } from 'node:path'
 
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { listenHost, PluginHost, splitHostPort, type Stats } from '@naiad/host'
+import { PluginHost, splitHostPort, type Stats } from '@naiad/host'
+import type { DataTransport } from '@naiad/peer'
 import { createFabricNode, type FabricNode, type NaiadPlugin } from '@naiad/proto'
 
 import { buildHttpApi } from './api/http.ts'
@@ -20,7 +21,7 @@ export interface SupernodeOptions {
   logger: Logger
   listen: string
   p2pListen: string[]
-  seed: { enabled: boolean; cacheQuota: number; uploadSlots: number; caFile?: string; dataChannel?: boolean }
+  seed: { enabled: boolean; cacheQuota: number; uploadSlots: number; caFile?: string; data: { host: string; port: number; transport: DataTransport } }
   hostTtlMs: number
   plugins?: NaiadPlugin[]
   pluginSettings?: Record<string, Record<string, unknown>>
@@ -65,7 +66,7 @@ export class Supernode {
       await this.seed.engine.start()
       this.scheduler.announceHost(this.node.peerId.toString(), {
         id: this.node.peerId.toString(), hostname: 'supernode-seed', ip: '', idc: '', location: '',
-        multiaddrs: this.node.getMultiaddrs().map(String), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: [], dataPort: 0, dataTransport: ''
+        multiaddrs: this.node.getMultiaddrs().map(String), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: [], dataPort: this.seed.engine.dataChannel.port, dataTransport: this.seed.engine.dataChannel.transport
       })
     }
     await this.plugins.setup(this.options.plugins ?? [])
@@ -101,9 +102,8 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
       cacheQuota: options.seed.cacheQuota,
       uploadSlots: options.seed.uploadSlots,
       caFile: options.seed.caFile,
-      dataChannel: options.seed.dataChannel,
       p2pListen: options.p2pListen,
-      dataListen: { host: listenHost(options.p2pListen[0]), port: 0 },
+      data: options.seed.data,
       logger: options.logger.child({ module: 'seed' })
     })
   }

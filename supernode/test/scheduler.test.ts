@@ -397,17 +397,18 @@ describe('Scheduler', () => {
         return seed === undefined ? [] : [...Bitmap.from(seed.bitmap).pieces()]
       }
 
-      it('hands each seed-only piece to one child, two at a time per child', () => {
-        const s = swarm(8, 'a', 'b', 'c', 'd', 'e')
-        const a = seedPieces(s, 'a')
-        const b = seedPieces(s, 'b')
-        const c = seedPieces(s, 'c')
-        const d = seedPieces(s, 'd')
-        expect([a, b, c, d].map((x) => x.length)).toEqual([2, 2, 2, 2])
-        expect(new Set([...a, ...b, ...c, ...d]).size).toBe(8)
-        // Every piece is granted: e gets none from the seed, and asking again changes nothing.
-        expect(seedPieces(s, 'e')).toEqual([])
-        expect(seedPieces(s, 'a')).toEqual(a)
+      it('hands each seed-only piece to one child, the window of 16 shared by the children, two each at least', () => {
+        const children = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']
+        const s = swarm(18, ...children)
+        const granted = children.slice(0, 8).map((c) => seedPieces(s, c))
+        // Nine children: 16 / 9 rounds down to one, but each child gets two.
+        expect(granted.map((x) => x.length)).toEqual([2, 2, 2, 2, 2, 2, 2, 2])
+        expect(new Set(granted.flat()).size).toBe(16)
+        // Granted pieces go in ascending order, the order the seed reads the origin in.
+        expect(granted[0]).toEqual([0, 1])
+        expect(seedPieces(s, 'i')).toEqual([16, 17])
+        // Every piece is granted: asking again changes nothing.
+        expect(seedPieces(s, 'a')).toEqual(granted[0])
       })
 
       it('offers a piece another child holds from that child, not from the seed', () => {
@@ -417,15 +418,16 @@ describe('Scheduler', () => {
         const parents = s.getParents('c', T, 32).parents
         expect(parents.map((p) => p.id)).toContain('a')
         expect(seedPieces(s, 'c')).not.toContain(a[0])
-        // a holds it now, so its grant is spent and a gets a fresh one.
+        // a holds it now, so its grant is spent and a gets a fresh one (three children: five each).
+        expect(a).toHaveLength(5)
         const again = seedPieces(s, 'a')
-        expect(again).toHaveLength(2)
         expect(again).toContain(a[1])
         expect(again).not.toContain(a[0])
+        expect(again.length).toBeLessThanOrEqual(5)
       })
 
       it('passes a grant on when it lapses or its child fails', () => {
-        const s = swarm(4, 'a', 'b', 'c')
+        const s = swarm(4, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h')
         const a = seedPieces(s, 'a')
         const b = seedPieces(s, 'b')
         expect(seedPieces(s, 'c')).toEqual([])
@@ -447,11 +449,28 @@ describe('Scheduler', () => {
         expect(seedPieces(s, 'b')).toEqual([0, 1])
       })
 
-      it('a lone child gets the seed pieces two at a time', () => {
-        const s = swarm(4, 'a')
-        expect(seedPieces(s, 'a')).toHaveLength(2)
+      it('a lone child gets a window of 16 of the seed pieces', () => {
+        const s = swarm(20, 'a')
+        expect(seedPieces(s, 'a')).toEqual([...Array(16).keys()])
         s.reportPieces('a', report(T, [ok(0, SEED), ok(1, SEED), ok(2, SEED)]))
-        expect(seedPieces(s, 'a')).toEqual([3])
+        expect(seedPieces(s, 'a')).toEqual([...Array(16).keys()].map((n) => n + 3))
+      })
+
+      it('offers the pieces the seed is still fetching, so that a child streams them as they arrive', () => {
+        const s = withSeed()
+        register(s, 'a')
+        register(s, 'b')
+        // The seed knows the layout (the origin's headers) but holds no piece yet.
+        s.reportPieces(SEED, report(T, [], { contentLength: 40 * PIECE, pieceSize: PIECE, pieceCount: 40 }))
+        const seen = s.getParents('a', T, 32).parents.find((p) => p.isSeed)
+        expect(seen).toBeDefined()
+        expect([...Bitmap.from(seen!.bitmap).pieces()]).toEqual([...Array(8).keys()])
+        expect(seedPieces(s, 'b')).toEqual([...Array(8).keys()].map((n) => n + 8))
+        // Pieces granted while coming stay granted while the origin is slow.
+        advance(60_000)
+        s.announceHost('a', hostInfo('a'))
+        s.announceHost('b', hostInfo('b'))
+        expect(seedPieces(s, 'a')).toEqual([...Array(8).keys()])
       })
     })
 

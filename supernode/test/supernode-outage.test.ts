@@ -68,6 +68,7 @@ describe('supernode outage', () => {
       const again = await downloadVia(other.apiUrl, { url: `${origin.url}/one` }) as DoneEvent
       expect(again.event, JSON.stringify(again)).toBe('done')
       expect(again.sha256).toBe(sha256Hex(blobs['/one']))
+      if (again.fromOrigin !== 0) console.log(other.process.logs.join('\n'))
       expect(again.fromOrigin).toBe(0)
       expect(origin.bytesServed('/one')).toBe(servedBefore)
     } finally {

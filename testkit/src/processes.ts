@@ -89,6 +89,8 @@ export interface DaemonHandle {
   /** The registry mirror / forward proxy. */
   proxyUrl: string
   peerId: string
+  /** The data channel's port (piece bytes to other peers). */
+  dataPort: number
 }
 
 export async function startDaemon(dataDir: string, supernodeUrl: string, options: { args?: string[]; bin?: string; env?: Record<string, string> } = {}): Promise<DaemonHandle> {
@@ -97,7 +99,7 @@ export async function startDaemon(dataDir: string, supernodeUrl: string, options
     '--log-level', 'info', ...(options.args ?? [])
   ], options.env)
   const ready = await p.ready
-  return { process: p, apiUrl: ready.api as string, proxyUrl: ready.proxy as string, peerId: ready.peerId as string }
+  return { process: p, apiUrl: ready.api as string, proxyUrl: ready.proxy as string, peerId: ready.peerId as string, dataPort: Number(String(ready.data).split(':').at(-1)) }
 }
 
 export interface CommandResult {

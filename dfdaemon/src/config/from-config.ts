@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { NaiadError } from '@naiad/proto'
 
-import { loadPlugins } from '@naiad/host'
+import { dataListen, dataTransport, loadPlugins } from '@naiad/host'
 import { DOWNLOAD_DEFAULTS } from '@naiad/peer'
 
 import type { DaemonOptions } from '../daemon.ts'
@@ -62,9 +62,9 @@ export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger
       perParent: positive('download.per-parent'),
       pieceTimeoutMs: positive('download.piece-timeout'),
       stallTimeoutMs: positive('download.stall-timeout'),
-      schedulerTimeoutMs: positive('scheduler.timeout'),
-      dataChannel: v['piece.data-channel'] as boolean
+      schedulerTimeoutMs: positive('scheduler.timeout')
     },
+    data: { ...dataListen(v['piece.listen'] as string, v['p2p.listen'] as string, 65004), transport: dataTransport(v['piece.transport'] as string) },
     origin: {
       connectTimeoutMs: positive('origin.connect-timeout'),
       idleTimeoutMs: positive('origin.idle-timeout'),

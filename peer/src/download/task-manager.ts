@@ -1,13 +1,70 @@
-// Runs downloads, one PeerTask per task ID however many callers ask for it at once.
+// Runs downloads: one PeerTask per task ID however many callers ask for it at once. Each
+// caller gets a TaskHandle — the task's ID, its progress, the bytes that may be served so
+// far, its completion — and lets go of it when done. A download nobody waits for any more
+// stops, unless one of its callers asked to keep it running (the mirror fills the cache for
+// the next pull whatever its client does).
 
 import { NaiadError, parseDigest, parseDownloadUrl, parseRange, taskIdOf } from '@naiad/proto'
 
-import { PeerTask, type DownloadProgress, type DownloadRequest, type DownloadResult, type PeerTaskComponents, type PeerTaskOptions } from './peer-task.ts'
+import type { Priority } from '../qos/hooks.ts'
+import { PeerTask, type PeerTaskComponents } from './peer-task.ts'
+import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './types.ts'
+
+interface Running {
+  task: PeerTask
+  done: Promise<DownloadResult>
+  abort: AbortController
+  holders: number
+  keepRunning: boolean
+}
+
+/** One caller's view of a download. */
+export class TaskHandle {
+  readonly id: string
+  readonly done: Promise<DownloadResult>
+  private readonly task: PeerTask
+  private readonly onRelease: (cancel: boolean) => void
+  private released = false
+
+  constructor(id: string, task: PeerTask, done: Promise<DownloadResult>, onRelease: (cancel: boolean) => void) {
+    this.id = id
+    this.task = task
+    this.done = done
+    this.onRelease = onRelease
+  }
+
+  progress(): DownloadProgress {
+    return this.task.progress()
+  }
+
+  onProgress(listener: (p: DownloadProgress) => void): () => void {
+    return this.task.onProgress(listener)
+  }
+
+  /** Bytes from the start that are verified and may be served now (see PeerTask.servable). */
+  servable(): number {
+    return this.task.servable()
+  }
+
+  /** Resolves at the task's next change (a piece stored, the end), or when `signal` fires. */
+  changed(signal?: AbortSignal): Promise<void> {
+    return this.task.changed(signal)
+  }
+
+  /**
+   * This caller is done with the download. With `cancel`, a download that nobody else waits
+   * for (and that no caller asked to keep) stops.
+   */
+  release(options: { cancel?: boolean } = {}): void {
+    if (this.released) return
+    this.released = true
+    this.onRelease(options.cancel === true)
+  }
+}
 
 export class TaskManager {
-  private readonly running = new Map<string, { task: PeerTask; done: Promise<DownloadResult> }>()
+  private readonly running = new Map<string, Running>()
   private readonly shutdown = new AbortController()
-
   private readonly components: PeerTaskComponents
   private readonly options: PeerTaskOptions
 
@@ -30,23 +87,45 @@ export class TaskManager {
   }
 
   /**
-   * Downloads (or joins the running download of) a task. The caller's signal stops the
-   * caller's wait, not the download, which others may share and which fills the cache.
+   * Starts (or joins) the download of a task. `keepRunning`: the download goes on to the end
+   * even when every caller lets go (it fills the cache).
    */
-  async download(req: DownloadRequest, options: { signal?: AbortSignal; onProgress?: (p: DownloadProgress) => void } = {}): Promise<DownloadResult> {
+  open(req: DownloadRequest, options: { keepRunning?: boolean } = {}): TaskHandle {
     const id = TaskManager.validate(req)
+    if (this.shutdown.signal.aborted) throw new NaiadError('PROTO_ERR_ABORTED', 'the node is shutting down')
     let entry = this.running.get(id)
     if (entry === undefined) {
+      const abort = new AbortController()
       const task = new PeerTask(id, req, this.components, this.options)
-      const done = task.run(this.shutdown.signal).finally(() => this.running.delete(id))
-      entry = { task, done }
-      this.running.set(id, entry)
+      const done = task.run(AbortSignal.any([this.shutdown.signal, abort.signal]))
+      done.catch(() => {})
+      const e: Running = { task, done, abort, holders: 0, keepRunning: false }
+      done.finally(() => { if (this.running.get(id) === e) this.running.delete(id) }).catch(() => {})
+      this.running.set(id, e)
+      entry = e
     } else if (req.priority !== undefined) {
-      entry.task.raisePriority(req.priority)
+      entry.task.raisePriority(req.priority as Priority)
     }
-    const off = options.onProgress === undefined ? () => {} : entry.task.onProgress(options.onProgress)
+    const running = entry
+    running.holders++
+    if (options.keepRunning === true) running.keepRunning = true
+    return new TaskHandle(id, running.task, running.done, (cancel) => {
+      running.holders--
+      if (cancel && running.holders === 0 && !running.keepRunning && this.running.get(id) === running) {
+        running.abort.abort(new NaiadError('PROTO_ERR_ABORTED', 'every client of the download went away'))
+      }
+    })
+  }
+
+  /**
+   * Downloads (or joins the download of) a task and waits for it. The caller's signal stops
+   * the caller's wait, not the download, which others may share and which fills the cache.
+   */
+  async download(req: DownloadRequest, options: { signal?: AbortSignal; onProgress?: (p: DownloadProgress) => void } = {}): Promise<DownloadResult> {
+    const handle = this.open(req, { keepRunning: true })
+    const off = options.onProgress === undefined ? () => {} : handle.onProgress(options.onProgress)
     try {
-      if (options.signal === undefined) return await entry.done
+      if (options.signal === undefined) return await handle.done
       const signal = options.signal
       return await new Promise<DownloadResult>((resolve, reject) => {
         const onAbort = (): void => reject(signal.reason?.name === 'TimeoutError'
@@ -54,10 +133,11 @@ export class TaskManager {
           : new NaiadError('PROTO_ERR_ABORTED', 'download wait was aborted'))
         if (signal.aborted) return onAbort()
         signal.addEventListener('abort', onAbort, { once: true })
-        entry.done.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+        handle.done.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
       })
     } finally {
       off()
+      handle.release()
     }
   }
 

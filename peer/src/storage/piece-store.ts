@@ -30,6 +30,13 @@ export interface StoredPiece {
   sha256: Buffer
 }
 
+/** Room in the quota held for bytes about to be written; see PieceStore.reserve. */
+export interface Reservation {
+  readonly bytes: number
+  /** Gives the room back (a no-op once commitPiece consumed it, or after a first call). */
+  release(): void
+}
+
 /** The interface download and upload code depends on; tests may wrap it. */
 export interface PieceStore {
   ensureTask(id: string, url: string, pieceSize: number): StoredTask
@@ -38,7 +45,23 @@ export interface PieceStore {
   hasPiece(id: string, num: number): boolean
   getPiece(id: string, num: number): StoredPiece | undefined
   bitmap(id: string): Bitmap
+  /** Reserves, writes and commits a whole piece held in memory. */
   writePiece(id: string, piece: StoredPiece, data: Uint8Array): Promise<void>
+  /**
+   * Holds `bytes` of the quota for a piece about to be written, evicting least recently
+   * used tasks nobody uses. When tasks in use hold the room, waits up to `waitMs` for it to
+   * free up, then fails with DFD_ERR_CACHE_FULL.
+   */
+  reserve(id: string, bytes: number, options?: { waitMs?: number; signal?: AbortSignal }): Promise<Reservation>
+  /**
+   * Writes bytes (one buffer, or several in order: one positional writev) at `offset` of a
+   * task's data file. They are not served until commitPiece lists their piece.
+   */
+  writeAt(id: string, offset: number, data: Uint8Array | readonly Uint8Array[]): Promise<void>
+  /** Lists a piece whose bytes were written and verified; consumes its reservation. */
+  commitPiece(id: string, piece: StoredPiece, reservation: Reservation): void
+  /** The task's data file, for same-host exports (a complete task's file is never written again). */
+  dataPath(id: string): string
   readPiece(id: string, num: number): Promise<{ piece: StoredPiece; data: Buffer } | undefined>
   /** Reads [start, end) of a task's content; the caller must hold a pin. */
   read(id: string, start: number, length: number): Promise<Buffer>
@@ -97,6 +120,8 @@ export class DiskPieceStore implements PieceStore {
   private used: number
   /** Bytes of writes in flight: counted against the quota before they land. */
   private reserved = 0
+  /** Reservations waiting for room, woken whenever room may have freed up. */
+  private readonly roomWaiters = new Set<() => void>()
   private readonly stmt
 
   constructor(options: DiskPieceStoreOptions) {
@@ -135,7 +160,7 @@ export class DiskPieceStore implements PieceStore {
     this.used = this.stmt.usage.get()?.total ?? 0
   }
 
-  private dataPath(id: string): string {
+  dataPath(id: string): string {
     return join(this.dir, 'data', id.slice(0, 2), id)
   }
 
@@ -189,30 +214,104 @@ export class DiskPieceStore implements PieceStore {
   async writePiece(id: string, piece: StoredPiece, data: Uint8Array): Promise<void> {
     if (this.hasPiece(id, piece.num)) return
     const unpin = this.pin(id)
-    let reserved = 0
+    let reservation: Reservation | undefined
     try {
-      await this.makeRoom(data.length, id)
-      reserved = data.length
-      const fh = await this.file(id)
-      let written = 0
-      while (written < data.length) {
-        const r = await fh.write(data, written, data.length - written, piece.offset + written)
-        written += r.bytesWritten
-      }
-      if (this.hasPiece(id, piece.num)) return
-      this.db.transaction(() => {
-        this.stmt.insertPiece.run(id, piece.num, piece.offset, piece.length, piece.sha256)
-        this.stmt.addBytes.run(piece.length, id)
-      })()
-      this.used += piece.length
-      this.bitmap(id).set(piece.num)
-    } catch (err) {
-      if (err instanceof NaiadError) throw err
-      throw new NaiadError('DFD_ERR_STORE', `cannot write piece ${piece.num} of task ${id}: ${(err as Error).message}`, { cause: err })
+      reservation = await this.reserve(id, data.length)
+      await this.writeAt(id, piece.offset, data)
+      this.commitPiece(id, piece, reservation)
     } finally {
-      this.reserved -= reserved
+      reservation?.release()
       unpin()
     }
+  }
+
+  async reserve(id: string, bytes: number, options: { waitMs?: number; signal?: AbortSignal } = {}): Promise<Reservation> {
+    const until = Date.now() + (options.waitMs ?? 0)
+    for (;;) {
+      options.signal?.throwIfAborted()
+      try {
+        await this.makeRoom(bytes, id)
+        break
+      } catch (err) {
+        const left = until - Date.now()
+        if ((err as NaiadError).code !== 'DFD_ERR_CACHE_FULL' || left <= 0) throw err
+        await this.roomFreed(Math.min(left, 1000), options.signal)
+      }
+    }
+    let held = true
+    return {
+      bytes,
+      release: () => {
+        if (!held) return
+        held = false
+        this.reserved -= bytes
+        this.wakeRoomWaiters()
+      }
+    }
+  }
+
+  /** Resolves when room may have freed up (a release, an unpin, a deletion), or after `ms`. */
+  private roomFreed(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.roomWaiters.delete(done)
+        signal?.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      this.roomWaiters.add(done)
+      signal?.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  private wakeRoomWaiters(): void {
+    for (const w of [...this.roomWaiters]) w()
+  }
+
+  async writeAt(id: string, offset: number, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    try {
+      const fh = await this.file(id)
+      if (data instanceof Uint8Array) {
+        let written = 0
+        while (written < data.length) {
+          const r = await fh.write(data, written, data.length - written, offset + written)
+          written += r.bytesWritten
+        }
+        return
+      }
+      let total = 0
+      for (const d of data) total += d.length
+      const r = await fh.writev(data as Uint8Array[], offset)
+      if (r.bytesWritten === total) return
+      // A short writev (rare for a regular file): write what is left buffer by buffer.
+      let pos = 0
+      for (const d of data) {
+        const skip = Math.max(0, Math.min(d.length, r.bytesWritten - pos))
+        if (skip < d.length) await this.writeAt(id, offset + pos + skip, d.subarray(skip))
+        pos += d.length
+      }
+    } catch (err) {
+      if (err instanceof NaiadError) throw err
+      throw new NaiadError('DFD_ERR_STORE', `cannot write task ${id} at ${offset}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  commitPiece(id: string, piece: StoredPiece, reservation: Reservation): void {
+    if (this.hasPiece(id, piece.num)) {
+      // Stored meanwhile by another writer of the same bytes: this room is not needed.
+      reservation.release()
+      return
+    }
+    if (reservation.bytes < piece.length) throw new NaiadError('DFD_ERR_STORE', `piece ${piece.num} of task ${id} has ${piece.length} bytes, ${reservation.bytes} were reserved`)
+    this.db.transaction(() => {
+      this.stmt.insertPiece.run(id, piece.num, piece.offset, piece.length, piece.sha256)
+      this.stmt.addBytes.run(piece.length, id)
+    })()
+    // The reservation becomes use: the bytes stay counted, now as held by the task.
+    this.used += piece.length
+    reservation.release()
+    this.bitmap(id).set(piece.num)
   }
 
   async readPiece(id: string, num: number): Promise<{ piece: StoredPiece; data: Buffer } | undefined> {
@@ -222,6 +321,7 @@ export class DiskPieceStore implements PieceStore {
     return { piece, data }
   }
 
+  /** Reads [start, start + length) of a task's content into a new buffer; see readInto. */
   async read(id: string, start: number, length: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(length)
     await this.readInto(id, start, buf)
@@ -261,6 +361,7 @@ export class DiskPieceStore implements PieceStore {
       }
       // Nothing uses the task any more: give its file descriptor back.
       this.pins.delete(id)
+      this.wakeRoomWaiters()
       const fh = this.files.get(id)
       this.files.delete(id)
       fh?.then((h) => h.close()).catch(() => {})
@@ -303,6 +404,7 @@ export class DiskPieceStore implements PieceStore {
     })()
     this.used -= task.bytes
     this.bitmaps.delete(id)
+    this.wakeRoomWaiters()
     const fh = this.files.get(id)
     this.files.delete(id)
     if (fh !== undefined) await (await fh.catch(() => undefined))?.close().catch(() => {})

@@ -41,10 +41,21 @@ export async function loadIdentity(dataDir: string): Promise<PrivateKey> {
   return key
 }
 
+/** Each node's identity key, for the parts that prove the node's peer ID off the fabric (the data channel's TLS). */
+const identities = new WeakMap<FabricNode, PrivateKey>()
+
+/** The identity key of a node made by createFabricNode. */
+export function identityOf(node: FabricNode): PrivateKey {
+  const key = identities.get(node)
+  if (key === undefined) throw new NaiadError('PROTO_ERR_BAD_CONFIG', 'this fabric node was not made by createFabricNode: its identity key is unknown')
+  return key
+}
+
 export async function createFabricNode(options: FabricNodeOptions): Promise<FabricNode> {
   const privateKey = await loadIdentity(options.dataDir)
+  let node: FabricNode
   try {
-    return await createLibp2p({
+    node = await createLibp2p({
       privateKey,
       addresses: { listen: options.listen },
       transports: [tcp()],
@@ -65,4 +76,6 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
   } catch (err) {
     throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot start the fabric on ${options.listen.join(', ')}: ${(err as Error).message}`, { cause: err })
   }
+  identities.set(node, privateKey)
+  return node
 }

@@ -85,8 +85,13 @@ const TASK_ID = /^[0-9a-f]{64}$/
 const MAX_FAILURES = 3
 /** How long a parent edge counts towards its parent's children (its busy upload slots). */
 const EDGE_WINDOW_MS = 2_000
-/** Pieces only the seed holds that one child may be handed at a time: one in flight, one queued. */
+/** Pieces only the seed holds (or is still fetching) that one child may be handed at a time, at least. */
 const SEED_GRANTS_PER_CHILD = 2
+/**
+ * Seed-only pieces handed out at once over all children of a task: a lone child streams a
+ * window this deep from the seed (live, while the origin sends it), many children share it.
+ */
+const SEED_WINDOW = 16
 /** A grant lapses (and the piece goes to another child) after this long, or 4× the seed's measured piece time. */
 const SEED_GRANT_MIN_MS = 2_000
 
@@ -94,6 +99,8 @@ const SEED_GRANT_MIN_MS = 2_000
 interface SeedGrant {
   hostId: string
   at: number
+  /** When the seed came to hold the piece (for a piece granted while it was still coming). */
+  availableAt?: number
 }
 
 export class Scheduler {
@@ -315,7 +322,9 @@ export class Scheduler {
         if (b === 0) continue
         for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) useful += 1 / holders[i * 8 + j]
       }
-      if (useful === 0) continue
+      // The seed still fetching from the origin has pieces coming that a child can stream
+      // from it as they arrive (see sharedSeedBitmap), before it has any to show.
+      if (useful === 0 && !(host.info.isSeed && p.state === 'running' && task.state === 'running' && task.pieceCount > p.bitmap.count())) continue
       const c: Candidate = { peer: p, host, useful, children: children.get(p.hostId) ?? 0 }
       if (this.filters.some((f) => !f(c, task))) continue
       maxBandwidth = Math.max(maxBandwidth, host.bandwidth)
@@ -374,28 +383,46 @@ export class Scheduler {
     }
     const pieceMs = seed.host.bandwidth > 0 && task.pieceSize > 0 ? (task.pieceSize / seed.host.bandwidth) * 1000 : 0
     const lapseMs = Math.max(SEED_GRANT_MIN_MS, 4 * pieceMs)
+    const seedHas = seed.peer.bitmap
     const live = (g: SeedGrant, num: number): boolean => {
       const holder = task.peers.get(g.hostId)
-      return now - g.at < lapseMs && holder?.state === 'running' && !holder.bitmap.has(num)
+      if (holder?.state !== 'running' || holder.bitmap.has(num)) return false
+      // A piece the seed is still fetching is on its way to the child (streamed live): its
+      // clock starts when the seed has it.
+      if (!seedHas.has(num)) return true
+      g.at = Math.max(g.at, g.availableAt ??= now)
+      return now - g.at < lapseMs
     }
     let held = 0
     for (const [num, g] of grants) {
       if (!live(g, num)) grants.delete(num)
       else if (g.hostId === hostId) held++
     }
+    let children = 0
+    for (const p of task.peers.values()) if (p.state === 'running' && p.hostId !== seed.peer.hostId) children++
+    const perChild = Math.max(SEED_GRANTS_PER_CHILD, Math.floor(SEED_WINDOW / Math.max(1, children)))
     const others = offered.filter((c) => c !== seed)
+    // Pieces the seed holds, then (while it still fetches from the origin) the ones it will
+    // have: both in ascending order, the order the seed reads the origin in.
+    const coming = task.state === 'running' && seed.peer.state === 'running' && task.pieceCount > 0
     const shown = new Bitmap()
-    for (const num of seed.peer.bitmap.pieces()) {
-      if (mine.has(num) || others.some((c) => c.peer.bitmap.has(num))) continue
+    const consider = (num: number): void => {
+      if (mine.has(num) || others.some((c) => c.peer.bitmap.has(num))) return
       const g = grants.get(num)
       if (g === undefined) {
-        if (held >= SEED_GRANTS_PER_CHILD) continue
+        if (held >= perChild) return
         grants.set(num, { hostId, at: now })
         held++
       } else if (g.hostId !== hostId) {
-        continue
+        return
       }
       shown.set(num)
+    }
+    for (const num of seedHas.pieces()) consider(num)
+    if (coming) {
+      for (let num = 0; num < task.pieceCount && held < perChild; num++) if (!seedHas.has(num)) consider(num)
+      // Grants already held on coming pieces are shown again even when the window is full.
+      for (const [num, g] of grants) if (g.hostId === hostId && !seedHas.has(num)) shown.set(num)
     }
     return shown
   }

@@ -4,7 +4,7 @@
 // against.
 
 import type { Logger } from 'pino'
-import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type PeerEngine, type SchedulerClient } from '@naiad/peer'
+import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type DataTransport, type PeerEngine, type SchedulerClient } from '@naiad/peer'
 import {
   raiseRemote, SchedulerRequest, SchedulerResponse, NaiadError,
   type FabricNode, type GetParentsResponse, type Host, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
@@ -53,11 +53,10 @@ export interface SeedOptions {
   cacheQuota: number
   uploadSlots: number
   caFile?: string
-  dataChannel?: boolean
   /** The supernode's fabric listen addresses. */
   p2pListen: string[]
-  /** Where the data channel listens (the fabric's host). */
-  dataListen: { host: string; port: number }
+  /** The seed's data channel. */
+  data: { host: string; port: number; transport: DataTransport }
   logger: Logger
 }
 
@@ -77,9 +76,9 @@ export class Seed {
       logger: options.logger,
       cacheQuota: options.cacheQuota,
       uploadSlots: options.uploadSlots,
-      download: { ...DOWNLOAD_DEFAULTS, dataChannel: options.dataChannel },
+      download: DOWNLOAD_DEFAULTS,
       p2pListen: options.p2pListen,
-      dataListen: options.dataListen,
+      data: options.data,
       origin: { ...ORIGIN_DEFAULTS, caFile: options.caFile }
     }, { node, scheduler: client })
     return new Seed(engine, options.logger)
