@@ -52,10 +52,11 @@ describe('forward proxy', () => {
     const res = await viaProxy(daemon.proxyUrl, `${origin.url}/models/big.bin`)
     expect(res.status).toBe(200)
     expect(sha256Hex(res.body)).toBe(sha256Hex(model))
-    expect(res.headers['x-naiad-sha256']).toBe(sha256Hex(model))
-    // Fetched once by the seed, not by the proxy on the client's behalf.
+    // Fetched once by the seed, not by the proxy on the client's behalf; the second time from
+    // the cache, with the content's digest known up front.
     const again = await viaProxy(daemon.proxyUrl, `${origin.url}/models/big.bin`)
     expect(again.body.equals(model)).toBe(true)
+    expect(again.headers['x-naiad-sha256']).toBe(sha256Hex(model))
     expect(origin.bytesServed('/models/big.bin')).toBe(model.length)
   })
 

@@ -59,9 +59,9 @@ export class Dfget {
     try {
       file = await AtomicFile.create(this.options.output)
       for (let attempt = 1; ; attempt++) {
-        const done = await this.runTask(signal, started)
+        const { done, path } = await this.runTask(signal, started)
         try {
-          const written = await this.save(file, done, signal)
+          const written = (path !== undefined ? await this.copyFromDaemonFile(file, done, path) : undefined) ?? await this.save(file, done, signal)
           await file.commit()
           progress.done(`saved ${this.options.output} (${formatBytes(written)}, sha256:${done.sha256}) in ${formatElapsed(now() - started)}` +
             `${done.cached ? ', from the daemon cache' : ''}`)
@@ -98,8 +98,12 @@ export class Dfget {
     await this.components.daemon.close()
   }
 
-  /** POSTs the request and follows its events to `done`; an `error` event throws the daemon's code. */
-  private async runTask(signal: AbortSignal, started: number): Promise<DoneEvent> {
+  /**
+   * POSTs the request and follows its events to `done` (and the task's data file, when the
+   * daemon named one); an `error` event throws the daemon's code.
+   */
+  private async runTask(signal: AbortSignal, started: number): Promise<{ done: DoneEvent; path: string | undefined }> {
+    let path: string | undefined
     const o = this.options
     const remaining = o.timeoutMs > 0 ? Math.max(1, o.timeoutMs - (this.components.now() - started)) : undefined
     const events = this.components.daemon.download({
@@ -115,9 +119,14 @@ export class Dfget {
         case 'progress':
           this.components.progress.update({ phase: 'download', completedBytes: e.completedBytes, totalBytes: e.totalBytes, fromPeers: e.fromPeers, fromOrigin: e.fromOrigin })
           break
+        case 'started':
+          path = e.path
+          break
         case 'done':
-          return e
+          return { done: e, path }
         case 'error':
+          // The daemon stopping under us (shutting down) is the daemon going away, not an interrupt.
+          if (e.code === 'PROTO_ERR_ABORTED') throw new NaiadError('DFGET_ERR_DAEMON_UNREACHABLE', `the daemon stopped the download: ${e.message}`)
           throw daemonError(e.code, e.message)
         default:
           break
@@ -126,16 +135,39 @@ export class Dfget {
     throw new NaiadError('DFGET_ERR_DAEMON_UNREACHABLE', 'the daemon closed the event stream before the download finished')
   }
 
-  /** Copies the task's content into the temporary file and verifies it; returns the byte count. */
-  private async save(file: AtomicFile, done: DoneEvent, signal: AbortSignal): Promise<number> {
+  /**
+   * On the daemon's own host, the content is copied from the task's data file by the kernel
+   * (copy_file_range), not streamed over HTTP: the daemon verified every byte before it
+   * listed the task complete, and a complete task's file is never written again. Returns
+   * undefined (the caller falls back to the HTTP copy) when the daemon is not on this host
+   * or its file cannot be read here (another user's data directory).
+   */
+  private async copyFromDaemonFile(file: AtomicFile, done: DoneEvent, path: string): Promise<number | undefined> {
+    if (!isLoopback(this.options.daemonUrl)) return undefined
+    this.checkAnnounced(done)
+    const copied = await file.copyFrom(path, done.contentLength)
+    if (copied === undefined) return undefined
+    this.components.progress.update({ phase: 'download', completedBytes: copied, totalBytes: done.contentLength, fromPeers: done.fromPeers, fromOrigin: done.fromOrigin })
+    return copied
+  }
+
+  /** The daemon's digest must be well-formed and agree with the user's before a byte is copied. */
+  private checkAnnounced(done: DoneEvent): string {
     const verify = (message: string): NaiadError => new NaiadError('DFGET_ERR_VERIFY', message)
     const announced = done.sha256.toLowerCase()
     if (!/^[0-9a-f]{64}$/.test(announced)) throw verify(`the daemon announced a malformed SHA-256 "${done.sha256}"`)
     const expected = this.options.digest === undefined ? undefined : parseDigest(this.options.digest).hex
-    // Fail before copying a byte when the daemon's own digest already disagrees with the user's.
     if (expected !== undefined && expected !== announced) {
       throw verify(`content has sha256:${announced}, expected ${this.options.digest}`)
     }
+    return announced
+  }
+
+  /** Copies the task's content into the temporary file and verifies it; returns the byte count. */
+  private async save(file: AtomicFile, done: DoneEvent, signal: AbortSignal): Promise<number> {
+    const verify = (message: string): NaiadError => new NaiadError('DFGET_ERR_VERIFY', message)
+    // Fail before copying a byte when the daemon's own digest already disagrees with the user's.
+    const announced = this.checkAnnounced(done)
     const content = await this.components.daemon.content(done.taskId, { signal })
     if (content.sha256 !== '' && content.sha256 !== announced) {
       throw verify(`the daemon serves content with sha256:${content.sha256}, but announced sha256:${announced}`)
@@ -152,6 +184,17 @@ export class Dfget {
     if (sha256 !== announced) throw verify(`received bytes have sha256:${sha256}, the daemon announced sha256:${announced}`)
     return bytes
   }
+}
+
+/** Whether a daemon URL names this host (the only case where its file paths mean anything here). */
+export function isLoopback(url: string): boolean {
+  let host: string
+  try {
+    host = new URL(url).hostname.replace(/^\[|\]$/g, '')
+  } catch {
+    return false
+  }
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)
 }
 
 export function formatElapsed(ms: number): string {

@@ -29,8 +29,15 @@ export async function runCli(cmd: CommandSpec, argv: string[], main: (loaded: Lo
   }
 }
 
-/** Keeps a server running until SIGINT or SIGTERM, then runs its shutdown once. */
+/**
+ * Keeps a server running until SIGINT or SIGTERM, then runs its shutdown once. A promise
+ * rejected with no handler is a bug, but one request's bug must not end a server that
+ * serves a whole node: it is logged as an error (with its stack) and the server goes on.
+ */
 export function untilSignal(logger: { info(msg: string): void; error(obj: object, msg: string): void }, shutdown: () => Promise<void>): Promise<void> {
+  process.on('unhandledRejection', (reason: unknown) => {
+    logger.error({ err: reason }, 'unhandled promise rejection (a bug; the server keeps running)')
+  })
   return new Promise<void>((resolve) => {
     const stop = (): void => {
       logger.info('shutting down')

@@ -3,7 +3,6 @@
 
 export const PROTOCOLS = {
   scheduler: '/naiad/scheduler/1.0.0',
-  piece: '/naiad/piece/1.0.0',
   /** Daemon → supernode: the doctor plugin's latest report of the node. */
   doctor: '/naiad/doctor/1.0.0',
   control: '/naiad/control/1.0.0',
@@ -18,6 +17,6 @@ export const LIMITS = {
   maxPieceBytes: 64 * 1024 * 1024,
   /** Default timeout of a control call (scheduler, bitmap). */
   callTimeoutMs: 5_000,
-  /** Default timeout of one piece transfer. */
-  pieceTimeoutMs: 60_000
+  /** Default time a piece transfer may go without progress. */
+  pieceTimeoutMs: 30_000
 } as const

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest'
 
 import {
   f, GetParentsRequest, GetParentsResponse, Header, Host, LeaveTaskRequest, message, NaiadError, Parent, PieceDigest,
-  PieceRequest, PieceResponse, PieceResult, RegisterTaskRequest, ReportPiecesRequest, RpcError, SchedulerRequest,
+  DataEnd, DataHello, DataRequest, DataResponse, PieceResult, RegisterTaskRequest, ReportPiecesRequest, RpcError, SchedulerRequest,
   SchedulerResponse, TaskInfo, ControlRequest, ControlResponse, type Fields, type MessageOf, type MessageSchema
 } from '../src/index.ts'
 
@@ -79,8 +79,10 @@ const FULL: Array<[MessageSchema<Fields>, Record<string, unknown>]> = [
     announceHost: host, registerTask, reportPieces, getParents, leaveTask, leaveHost: true
   }],
   [SchedulerResponse, { error: rpcError, task: taskInfo, parents: getParentsResponse }],
-  [PieceRequest, { taskId: '0'.repeat(64), num: 99, bitmapOnly: true, dataChannel: true }],
-  [PieceResponse, { error: rpcError, num: 99, length: 65_536, sha256: sha(6), bitmap: new Uint8Array([1, 2, 3]), dataPort: 40_123, token: new Uint8Array(16).fill(7) }],
+  [DataHello, { protocol: 'naiad-data/1', peerId: '12D3KooWQ', nonce: sha(8), credential: new Uint8Array([1, 2, 3]) }],
+  [DataRequest, { taskId: '0'.repeat(64), num: 99, grant: sha(6), live: true }],
+  [DataResponse, { error: rpcError, num: 99, length: 65_536, sha256: sha(6) }],
+  [DataEnd, { error: rpcError, sha256: sha(7), contentSha256: sha(9) }],
   [ControlRequest, { command: 'download', argsJson: '{"url":"https://example.com/f","priority":"preheat"}', timeoutMs: 600_000 }],
   [ControlResponse, { ok: true, code: 'DFD_ERR_TIMEOUT', message: 'late ⏱', resultJson: '{"taskId":"ab"}' }]
 ] as unknown as Array<[MessageSchema<Fields>, Record<string, unknown>]>
@@ -142,11 +144,11 @@ describe('wire codec: round trips', () => {
   })
 
   it('decodes from a view into a larger buffer and does not alias it', () => {
-    const inner = PieceResponse.encode({ num: 5, sha256: sha(9) })
+    const inner = DataResponse.encode({ num: 5, sha256: sha(9) })
     const big = new Uint8Array(inner.length + 20)
     big.set(inner, 10)
     const view = big.subarray(10, 10 + inner.length)
-    const decoded = PieceResponse.decode(view)
+    const decoded = DataResponse.decode(view)
     expect(decoded.num).toBe(5)
     expect(hex(decoded.sha256)).toBe(hex(sha(9)))
     big.fill(0)

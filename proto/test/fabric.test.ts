@@ -6,7 +6,7 @@ import { lpStream } from '@libp2p/utils'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import {
-  call, createFabricNode, LIMITS, NaiadError, PieceRequest, PieceResponse, SchedulerRequest, SchedulerResponse, serve,
+  call, createFabricNode, DataResponse, LeaveTaskRequest, LIMITS, NaiadError, SchedulerRequest, SchedulerResponse, serve,
   type FabricNode
 } from '../src/index.ts'
 
@@ -55,17 +55,17 @@ describe('fabric', () => {
     await b.handle('/naiad/test-big/1.0.0', async (stream) => {
       const lp = lpStream(stream, { maxDataLength: 64 * 1024 * 1024 })
       await lp.read()
-      await lp.write(PieceResponse.encode({ bitmap: new Uint8Array(LIMITS.maxMessageBytes + 10) }))
+      await lp.write(DataResponse.encode({ sha256: new Uint8Array(LIMITS.maxMessageBytes + 10) }))
       await stream.close()
     })
-    const err = await call(a, b.getMultiaddrs(), '/naiad/test-big/1.0.0', PieceRequest, PieceResponse, { taskId: 't' }).catch((e: unknown) => e)
+    const err = await call(a, b.getMultiaddrs(), '/naiad/test-big/1.0.0', LeaveTaskRequest, DataResponse, { taskId: 't' }).catch((e: unknown) => e)
     expect((err as NaiadError).code).toBe('PROTO_ERR_MESSAGE_TOO_LARGE')
   })
 
   it('times out a call whose peer never answers', async () => {
     await b.handle('/naiad/test-silent/1.0.0', async () => { /* never answers */ })
     const started = Date.now()
-    const err = await call(a, b.getMultiaddrs(), '/naiad/test-silent/1.0.0', PieceRequest, PieceResponse, { taskId: 't' }, { timeoutMs: 300 }).catch((e: unknown) => e)
+    const err = await call(a, b.getMultiaddrs(), '/naiad/test-silent/1.0.0', LeaveTaskRequest, DataResponse, { taskId: 't' }, { timeoutMs: 300 }).catch((e: unknown) => e)
     expect((err as NaiadError).code).toBe('PROTO_ERR_TIMEOUT')
     expect(Date.now() - started).toBeLessThan(2000)
   })
@@ -73,7 +73,7 @@ describe('fabric', () => {
   it('honours the caller\'s AbortSignal', async () => {
     const ac = new AbortController()
     setTimeout(() => ac.abort(), 100)
-    const err = await call(a, b.getMultiaddrs(), '/naiad/test-silent/1.0.0', PieceRequest, PieceResponse, { taskId: 't' }, { signal: ac.signal }).catch((e: unknown) => e)
+    const err = await call(a, b.getMultiaddrs(), '/naiad/test-silent/1.0.0', LeaveTaskRequest, DataResponse, { taskId: 't' }, { signal: ac.signal }).catch((e: unknown) => e)
     expect((err as NaiadError).code).toBe('PROTO_ERR_ABORTED')
   })
 })

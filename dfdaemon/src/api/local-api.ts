@@ -10,7 +10,7 @@ import { PassThrough } from 'node:stream'
 
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { NaiadError, toNaiadError, type DownloadEvent } from '@naiad/proto'
+import { contentRange, NaiadError, parseRangeHeader, toNaiadError, type DownloadEvent } from '@naiad/proto'
 
 import { contentStream, isPriority, PRIORITIES, TaskManager, type DownloadRequest, type PieceStore, type Priority, type QosHooks } from '@naiad/peer'
 
@@ -70,32 +70,49 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
     const body = request.body as DownloadRequest & { timeoutMs?: number }
     const priority = priorityOf(body.priority, (request.query as Record<string, unknown>).priority, request.headers['x-naiad-priority'])
     const req: DownloadRequest = { url: body.url, headers: body.headers ?? {}, digest: body.digest, range: body.range, filter: body.filter, priority }
-    const taskId = TaskManager.validate(req)
+    TaskManager.validate(req)
     const admission = components.qos?.active === true ? components.qos.admit({ tenantKey: req.url, priority }) : undefined
     if (admission?.admitted === false) {
       return reply.code(429).header('retry-after', String(admission.retryAfterSec))
         .send(new NaiadError('DFD_ERR_TOO_MANY_REQUESTS', admission.reason).toJSON())
     }
+    const handle = tasks.open(req)
     const out = new PassThrough()
     const write = (e: DownloadEvent): void => { out.write(`${JSON.stringify(e)}\n`) }
-    write({ event: 'started', taskId })
+    // The data file, for a client on this host that may read it (dfget copies it in the kernel).
+    write({ event: 'started', taskId: handle.id, path: store.dataPath(handle.id) })
     let last = 0
-    const signal = body.timeoutMs === undefined ? undefined : AbortSignal.timeout(body.timeoutMs)
-    tasks.download(req, {
-      signal,
-      onProgress: (p) => {
-        const now = Date.now()
-        if (now - last < 200) return
-        last = now
-        write({ event: 'progress', ...p })
-      }
-    }).then((r) => {
-      write({ event: 'done', ...r })
+    const off = handle.onProgress((p) => {
+      const now = Date.now()
+      if (now - last < 200) return
+      last = now
+      write({ event: 'progress', ...p })
+    })
+    let settled = false
+    // A client that goes away before the end takes its interest with it: the download stops
+    // unless another client (or the mirror) still waits for it.
+    reply.raw.once('close', () => {
+      if (!settled) handle.release({ cancel: true })
+    })
+    const timeout = body.timeoutMs === undefined ? undefined : setTimeout(() => {
+      if (settled) return
+      settled = true
+      write({ event: 'error', code: 'DFD_ERR_TIMEOUT', message: 'download did not finish within its timeout' })
+      handle.release({ cancel: true })
+      out.end()
+    }, body.timeoutMs)
+    handle.done.then((r) => {
+      if (!settled) write({ event: 'done', ...r })
     }, (err: unknown) => {
       const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
-      write({ event: 'error', code: e.code, message: e.message })
+      if (!settled) write({ event: 'error', code: e.code, message: e.message })
     }).finally(() => {
+      off()
+      clearTimeout(timeout)
       if (admission?.admitted === true) admission.release()
+      if (settled) return
+      settled = true
+      handle.release()
       out.end()
     })
     return reply.type('application/x-ndjson').send(out)
@@ -114,21 +131,10 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
     const id = request.params.id
     const t = store.getTask(id)
     if (t === undefined || !t.complete || t.sha256 === null) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `task ${id} is not complete in this daemon`)
-    let start = 0
-    let end = t.contentLength - 1
-    const range = request.headers.range
-    if (range !== undefined) {
-      const m = /^bytes=(\d*)-(\d*)$/.exec(range)
-      if (m === null || (m[1] === '' && m[2] === '')) return reply.code(416).header('content-range', `bytes */${t.contentLength}`).send()
-      if (m[1] === '') {
-        start = Math.max(0, t.contentLength - Number(m[2]))
-      } else {
-        start = Number(m[1])
-        if (m[2] !== '') end = Math.min(end, Number(m[2]))
-      }
-      if (start > end || start >= t.contentLength) return reply.code(416).header('content-range', `bytes */${t.contentLength}`).send()
-      reply.code(206).header('content-range', `bytes ${start}-${end}/${t.contentLength}`)
-    }
+    const range = parseRangeHeader(request.headers.range, t.contentLength)
+    if (range.kind === 'unsatisfiable') return reply.code(416).header('content-range', contentRange(range, t.contentLength)).send()
+    const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, t.contentLength - 1]
+    if (range.kind === 'partial') reply.code(206).header('content-range', contentRange(range, t.contentLength))
     return reply
       .type('application/octet-stream')
       .header('content-length', String(end + 1 - start))

@@ -9,9 +9,9 @@ import { pipeline } from 'node:stream/promises'
 
 import type { Logger } from 'pino'
 import { Agent, type Dispatcher } from 'undici'
-import { toNaiadError } from '@naiad/proto'
+import { NaiadError, toNaiadError } from '@naiad/proto'
 
-import { sendContent, type PieceStore, type QosHooks, type TaskManager } from '@naiad/peer'
+import { sendServable, waitServable, type PieceStore, type QosHooks, type TaskManager } from '@naiad/peer'
 import { requestHeaders, responseHeaders } from './headers.ts'
 import { RegistryMirror, sendRegistryError, sendTooManyRequests } from './registry-mirror.ts'
 import type { UpstreamOptions } from './upstream.ts'
@@ -63,11 +63,7 @@ export class ProxyServer {
         return
       }
       try {
-        const result = await this.components.tasks.download({ url, headers })
-        const { store } = this.components
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': result.contentLength, 'x-naiad-sha256': result.sha256 })
-        await sendContent(store, result.taskId, 0, result.contentLength - 1, res)
-        res.end()
+        await this.viaSwarm(res, url, headers)
       } finally {
         if (admission?.admitted === true) admission.release()
       }
@@ -82,6 +78,36 @@ export class ProxyServer {
     }
     res.writeHead(up.statusCode, responseHeaders(up.headers))
     await pipeline(up.body, res)
+  }
+
+  /**
+   * A forward-proxied URL through the swarm, streamed to the client as its pieces are
+   * verified (the last one once the whole content matched). The content's SHA-256 goes in
+   * `x-naiad-sha256` when it is known before the first byte (a cached task).
+   */
+  private async viaSwarm(res: ServerResponse, url: string, headers: Record<string, string>): Promise<void> {
+    const { store, tasks } = this.components
+    const handle = tasks.open({ url, headers }, { keepRunning: true })
+    const closed = new AbortController()
+    const onClose = (): void => closed.abort(new NaiadError('PROTO_ERR_ABORTED', 'the client closed the connection'))
+    res.once('close', onClose)
+    try {
+      await waitServable(handle, 0, closed.signal)
+      let size = handle.progress().totalBytes
+      // Without a length from the origin, the length is known only at the end.
+      if (size < 0) size = (await handle.done).contentLength
+      const task = store.getTask(handle.id)
+      const sha = task?.complete === true && task.sha256 !== null ? { 'x-naiad-sha256': task.sha256.toString('hex') } : {}
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size, ...sha })
+      if (size > 0) await sendServable(store, handle, 0, size - 1, res, closed.signal)
+      res.end()
+    } catch (err) {
+      if (res.headersSent) res.destroy()
+      throw err
+    } finally {
+      res.off('close', onClose)
+      handle.release()
+    }
   }
 
   /** CONNECT host:port: a raw TCP tunnel; the proxy never sees inside. */

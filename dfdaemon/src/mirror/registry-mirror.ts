@@ -9,9 +9,9 @@ import { pipeline } from 'node:stream/promises'
 
 import { Agent, interceptors, type Dispatcher } from 'undici'
 import type { Logger } from 'pino'
-import { NaiadError, toNaiadError } from '@naiad/proto'
+import { contentRange, NaiadError, parseRangeHeader, toNaiadError } from '@naiad/proto'
 
-import { discard, sendContent, TaskManager, trustedCAs, type DownloadRequest, type PieceStore, type QosHooks } from '@naiad/peer'
+import { discard, sendServable, TaskManager, waitServable, trustedCAs, type DownloadRequest, type PieceStore, type QosHooks } from '@naiad/peer'
 import { requestHeaders, responseHeaders } from './headers.ts'
 import { upstreamBase, type UpstreamOptions } from './upstream.ts'
 
@@ -160,9 +160,11 @@ export class RegistryMirror {
    * A blob through the swarm. The registry is asked first (HEAD, with the client's own
    * credentials) whether this client may read the blob: only then does the node join the
    * task, so no node gets a private blob's bytes from its peers that it could not have
-   * pulled itself. A cold blob is streamed while the swarm downloads it (see
-   * streamWhileDownloading); a cached one, and any Range request, is served from the piece
-   * store once the whole blob matched its digest.
+   * pulled itself. The bytes go to the client as they become servable: each piece once it
+   * is verified against the seed's digest, the last one only once the whole blob matched
+   * its registry digest — a failed download cuts the connection before the last byte, so no
+   * client ever gets a complete wrong blob. The status line waits for the first servable
+   * byte, so a download that fails before any gets a clean registry error.
    */
   private async blob(req: IncomingMessage, res: ServerResponse, base: string, repo: string, digest: string): Promise<void> {
     const target = `${base}/v2/${repo}/blobs/${digest}`
@@ -188,115 +190,39 @@ export class RegistryMirror {
       return
     }
     const request: DownloadRequest = { url: target, headers, digest, priority: 'on-demand' }
-    const announced = Number(check.headers['content-length'])
-    if (req.headers.range === undefined && Number.isSafeInteger(announced) && announced > 0 && !this.cached(target, digest)) {
-      await this.streamWhileDownloading(res, request, digest, announced)
-      return
-    }
-    const result = await this.components.tasks.download(request)
-    const { store } = this.components
-    const task = store.getTask(result.taskId)
-    if (task === undefined || !task.complete) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `blob ${digest} vanished from the cache`)
-    const size = task.contentLength
-    let start = 0
-    let end = size - 1
-    const range = req.headers.range === undefined ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range)
-    if (range !== null) {
-      start = Number(range[1])
-      if (range[2] !== '') end = Math.min(end, Number(range[2]))
-      if (start > end) {
-        res.writeHead(416, { 'content-range': `bytes */${size}` }).end()
+    const { store, tasks } = this.components
+    // The download runs to the end whatever the client does: it fills the cache for the next pull.
+    const handle = tasks.open(request, { keepRunning: true })
+    const closed = new AbortController()
+    const onClose = (): void => closed.abort(new NaiadError('PROTO_ERR_ABORTED', 'the client closed the connection'))
+    res.once('close', onClose)
+    try {
+      let size = Number(check.headers['content-length'])
+      if (!Number.isSafeInteger(size) || size < 0) size = (await handle.done).contentLength
+      const range = parseRangeHeader(req.headers.range, size)
+      if (range.kind === 'unsatisfiable') {
+        res.writeHead(416, { 'content-range': contentRange(range, size) }).end()
         return
       }
-      res.writeHead(206, { ...blobHeaders(digest), 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}` })
-    } else {
-      res.writeHead(200, { ...blobHeaders(digest), 'content-length': size })
-    }
-    await sendContent(store, result.taskId, start, end, res)
-    res.end()
-  }
-
-  /**
-   * A cold blob, sent while the swarm downloads it: each piece goes to the client, in order,
-   * as soon as it is stored (that is, verified against the seed's piece digest), so the
-   * client's transfer overlaps the download. The whole-blob digest is known only at the
-   * end, so the last piece is held back until the task has matched it: a failed task cuts
-   * the connection before the last byte, and no client ever gets a complete wrong blob
-   * (the rule relayVerified follows too). The status line waits for the first piece, so a
-   * task that fails before any byte was ready still gets a clean registry error.
-   */
-  private async streamWhileDownloading(res: ServerResponse, request: DownloadRequest, digest: string, size: number): Promise<void> {
-    const { store, tasks } = this.components
-    const id = TaskManager.validate(request)
-    let changed = true
-    let wake: (() => void) | undefined
-    const poke = (): void => {
-      changed = true
-      wake?.()
-    }
-    let outcome: { ok: true } | { ok: false; err: unknown } | undefined
-    // The download runs on whatever the client does: it fills the cache for the next pull.
-    tasks.download(request, { onProgress: poke }).then(() => { outcome = { ok: true } }, (err: unknown) => { outcome = { ok: false, err } }).finally(poke)
-    const unpin = store.pin(id)
-    res.once('close', poke)
-    let sent = 0
-    try {
-      for (;;) {
-        changed = false
-        if (outcome?.ok === false) throw outcome.err
-        if (res.destroyed) throw new NaiadError('PROTO_ERR_ABORTED', 'the client closed the connection')
-        let ready = 0
-        if (outcome?.ok === true) {
-          const task = store.getTask(id)
-          if (task === undefined || !task.complete) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `blob ${digest} vanished from the cache`)
-          if (task.contentLength !== size) throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `registry announced ${size} bytes for ${digest}, the swarm delivered ${task.contentLength}`)
-          ready = size
-        } else {
-          ready = this.verifiedPrefix(id, sent, size)
-        }
-        if (ready > sent) {
-          if (!res.headersSent) res.writeHead(200, { ...blobHeaders(digest), 'content-length': size })
-          await sendContent(store, id, sent, ready - 1, res)
-          sent = ready
-          if (sent === size) {
-            res.end()
-            return
-          }
-          continue
-        }
-        if (changed) continue
-        // Pieces and the outcome wake us; the timer only bounds a missed wake-up.
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, 1000)
-          wake = () => { clearTimeout(t); resolve() }
-        })
-        wake = undefined
+      const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1]
+      // The status line goes out with the first byte that may be sent (or at the end).
+      await waitServable(handle, start, closed.signal)
+      const length = handle.progress().totalBytes
+      if (length >= 0 && length !== size) throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `registry announced ${size} bytes for ${digest}, the swarm has ${length}`)
+      if (range.kind === 'partial') {
+        res.writeHead(206, { ...blobHeaders(digest), 'content-length': end - start + 1, 'content-range': contentRange(range, size) })
+      } else {
+        res.writeHead(200, { ...blobHeaders(digest), 'content-length': size })
       }
+      if (end >= start) await sendServable(store, handle, start, end, res, closed.signal)
+      res.end()
     } catch (err) {
       if (res.headersSent) res.destroy()
       throw err
     } finally {
-      res.off('close', poke)
-      unpin()
+      res.off('close', onClose)
+      handle.release()
     }
-  }
-
-  /**
-   * The end of the stored run of pieces that starts at `from` (a piece boundary), stopping
-   * before the last piece, which waits for the whole-blob digest.
-   */
-  private verifiedPrefix(id: string, from: number, size: number): number {
-    const { store } = this.components
-    const task = store.getTask(id)
-    if (task === undefined || task.pieceSize <= 0) return from
-    if (task.contentLength >= 0 && task.contentLength !== size) {
-      throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `registry announced ${size} bytes, the swarm has ${task.contentLength}`)
-    }
-    const bitmap = store.bitmap(id)
-    const last = Math.ceil(size / task.pieceSize) - 1
-    let num = Math.floor(from / task.pieceSize)
-    while (num < last && bitmap.has(num)) num++
-    return Math.max(from, num * task.pieceSize)
   }
 
   private cached(url: string, digest: string): boolean {

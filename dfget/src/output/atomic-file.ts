@@ -3,7 +3,8 @@
 // therefore sees either no FILE, the old FILE, or the complete new one — never a part.
 
 import { createHash, randomBytes } from 'node:crypto'
-import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { copyFile, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 
 import { NaiadError } from '@naiad/proto/contracts'
@@ -93,6 +94,38 @@ export class AtomicFile {
     await inflight
     if (failed !== undefined) throw outputError(`cannot write ${this.tempPath}`, failed)
     return { bytes, sha256: hash.digest('hex') }
+  }
+
+  /**
+   * Fills the temporary file with a copy of `source` made by the kernel (copy_file_range,
+   * or a reflink where the file system has them). Returns the bytes copied, or undefined
+   * when `source` cannot be opened here (missing, or not readable by this user) — nothing is
+   * written then. A source whose size is not `expectedLength` is refused (DFD_ERR_TASK_NOT_FOUND:
+   * it is no longer the task's file).
+   */
+  async copyFrom(source: string, expectedLength: number): Promise<number | undefined> {
+    if (this.handle === undefined) throw new Error('AtomicFile.copyFrom after commit or discard')
+    let src: FileHandle
+    try {
+      src = await open(source, 'r')
+    } catch {
+      return undefined
+    }
+    try {
+      const size = (await src.stat()).size
+      if (size !== expectedLength) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `the task's file has ${size} bytes, the daemon announced ${expectedLength}`)
+      // The copy takes the source's mode: keep the one this file was created with.
+      const { mode } = await this.handle.stat()
+      // The open descriptor keeps the file alive if the daemon evicts it meanwhile.
+      await copyFile(`/proc/self/fd/${src.fd}`, this.tempPath, constants.COPYFILE_FICLONE)
+      await this.handle.chmod(mode & 0o7777)
+    } catch (err) {
+      if (err instanceof NaiadError) throw err
+      throw outputError(`cannot copy ${source} to ${this.tempPath}`, err)
+    } finally {
+      await src.close().catch(() => {})
+    }
+    return expectedLength
   }
 
   /** Flushes to disk and renames onto the final path; the caller has verified the content. */

@@ -85,7 +85,12 @@ export class OriginReader {
     const pieceCount = length >= 0 ? Math.ceil(length / pieceSize) : -1
     store.ensureTask(task.id, task.url, pieceSize)
     if (length >= 0) store.setTaskLength(task.id, length, pieceCount)
-    hooks.layout(length, pieceSize, pieceCount)
+    try {
+      hooks.layout(length, pieceSize, pieceCount)
+    } catch (err) {
+      res.cancel()
+      throw err
+    }
 
     const whole = createHash('sha256')
     let total = 0

@@ -264,7 +264,16 @@ export class PeerTask {
     }
   }
 
+  /** A content larger than the whole cache can never be stored: fail now, not after hoarding room. */
+  private checkFits(contentLength: number): void {
+    const capacity = this.c.store.capacity()
+    if (contentLength > capacity) {
+      this.fatal ??= new NaiadError('DFD_ERR_CACHE_FULL', `the content has ${contentLength} bytes, more than the whole cache quota of ${capacity} bytes`)
+    }
+  }
+
   private applyInfo(info: TaskInfo): void {
+    if (info.contentLength >= 0) this.checkFits(info.contentLength)
     if (info.contentLength >= 0) this.contentLength = info.contentLength
     if (info.pieceSize > 0) this.pieceSize = info.pieceSize
     if (info.pieceCount >= 0) this.pieceCount = info.pieceCount
@@ -542,6 +551,8 @@ export class PeerTask {
       digest: (n) => this.trusted ? undefined : this.digests.get(n)
     }, {
       layout: (contentLength, pieceSize, pieceCount) => {
+        this.checkFits(contentLength)
+        if (this.fatal !== undefined) throw this.fatal
         this.pieceSize = pieceSize
         if (contentLength >= 0) {
           this.contentLength = contentLength

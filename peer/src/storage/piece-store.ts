@@ -6,7 +6,6 @@ import { mkdirSync } from 'node:fs'
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { channel } from 'node:diagnostics_channel'
-import { Readable, type Writable } from 'node:stream'
 
 import Database from 'better-sqlite3'
 import { Bitmap, EVENTS, NaiadError } from '@naiad/proto'
@@ -72,6 +71,8 @@ export interface PieceStore {
   pin(id: string): () => void
   deleteTask(id: string): Promise<void>
   usage(): number
+  /** The quota: bytes the store may hold. */
+  capacity(): number
   listTasks(): StoredTask[]
   close(): Promise<void>
 }
@@ -415,6 +416,10 @@ export class DiskPieceStore implements PieceStore {
     return this.used
   }
 
+  capacity(): number {
+    return this.quota
+  }
+
   listTasks(): StoredTask[] {
     return this.stmt.all.all().map(rowToTask)
   }
@@ -423,91 +428,5 @@ export class DiskPieceStore implements PieceStore {
     for (const fh of this.files.values()) await (await fh.catch(() => undefined))?.close().catch(() => {})
     this.files.clear()
     this.db.close()
-  }
-}
-
-/**
- * Streams bytes [start, end] (inclusive) of a complete task, holding a pin until the
- * stream ends or is destroyed.
- */
-export function contentStream(store: PieceStore, id: string, start: number, end: number): Readable {
-  const unpin = store.pin(id)
-  const step = 1024 * 1024
-  async function* chunks(): AsyncGenerator<Buffer> {
-    try {
-      for (let pos = start; pos <= end; pos += step) yield await store.read(id, pos, Math.min(step, end + 1 - pos))
-    } finally {
-      unpin()
-    }
-  }
-  const stream = Readable.from(chunks(), { objectMode: false })
-  stream.once('close', unpin)
-  return stream
-}
-
-/** Bytes read from disk at once when sending content, and buffers in flight (read ahead). */
-const SEND_CHUNK = 1024 * 1024
-const SEND_BUFFERS = 4
-
-/**
- * Writes bytes [start, end] (inclusive) of a task's stored content to `out`, without
- * ending it. Reads run ahead of the socket into a few buffers that are reused once the
- * socket has taken their bytes (a write's callback), so disk reads overlap socket writes
- * and a transfer allocates no buffers per chunk. Back-pressure: at most SEND_BUFFERS
- * chunks are in flight. Rejects if `out` is closed or errors before the last write landed.
- * Only bytes the store lists as verified may be asked for. Holds a pin while it runs.
- */
-export async function sendContent(store: PieceStore, id: string, start: number, end: number, out: Writable): Promise<void> {
-  if (end < start) return
-  const free: Buffer[] = []
-  let allocated = 0
-  let pending = 0
-  let failure: Error | undefined
-  let wake: (() => void) | undefined
-  const onClose = (): void => {
-    failure ??= new NaiadError('PROTO_ERR_ABORTED', 'the client closed the connection')
-    wake?.()
-  }
-  const onError = (err: Error): void => {
-    failure ??= err
-    wake?.()
-  }
-  out.once('close', onClose)
-  out.once('error', onError)
-  const unpin = store.pin(id)
-  const wait = (): Promise<void> => new Promise<void>((resolve) => { wake = resolve })
-  try {
-    if (out.destroyed) onClose()
-    let pos = start
-    while (pos <= end && failure === undefined) {
-      let buf = free.pop()
-      if (buf === undefined && allocated < SEND_BUFFERS) {
-        buf = Buffer.allocUnsafeSlow(SEND_CHUNK)
-        allocated++
-      }
-      if (buf === undefined) {
-        await wait()
-        continue
-      }
-      const n = Math.min(SEND_CHUNK, end + 1 - pos)
-      const chunk = buf.subarray(0, n)
-      await store.readInto(id, pos, chunk)
-      if (failure !== undefined) break
-      pos += n
-      pending++
-      const owned = buf
-      out.write(chunk, (err) => {
-        pending--
-        if (err !== undefined && err !== null) failure ??= err
-        else free.push(owned)
-        wake?.()
-      })
-    }
-    while (pending > 0 && failure === undefined) await wait()
-    if (failure !== undefined) throw failure
-  } finally {
-    out.off('close', onClose)
-    out.off('error', onError)
-    unpin()
   }
 }

@@ -18,7 +18,9 @@ export interface DownloadRequestBody {
 
 /** One NDJSON line of the answer to POST /api/v1/downloads; the last is `done` or `error`. */
 export type DownloadEvent =
-  | { event: 'started'; taskId: string }
-  | { event: 'progress'; taskId: string; completedBytes: number; totalBytes: number; fromPeers: number; fromOrigin: number }
+  /** `path`: the task's data file on the daemon's host; a client there that may read it can copy the content from it once done. */
+  | { event: 'started'; taskId: string; path?: string }
+  /** `servableBytes`: bytes from the start that are verified and may be read now. */
+  | { event: 'progress'; taskId: string; completedBytes: number; totalBytes: number; fromPeers: number; fromOrigin: number; servableBytes?: number }
   | { event: 'done'; taskId: string; contentLength: number; sha256: string; fromPeers: number; fromOrigin: number; cached: boolean }
   | { event: 'error'; code: string; message: string }

@@ -120,30 +120,6 @@ export const SchedulerResponse = message('SchedulerResponse', {
   parents: f.message(3, GetParentsResponse)
 })
 
-/** Peer to peer: ask for a piece (or, with num unset and bitmap true, for the bitmap). */
-export const PieceRequest = message('PieceRequest', {
-  taskId: f.string(1),
-  num: f.uint32(2),
-  bitmapOnly: f.bool(3),
-  /** Ask for the bytes over the uploader's plain-TCP data channel, if it offers one. */
-  dataChannel: f.bool(4)
-})
-
-/**
- * Sent before the raw piece bytes; `length` raw bytes follow when error is unset, unless
- * dataPort is set: then the requester connects to that TCP port on the uploader's address,
- * sends the 16-byte token, and reads the `length` bytes there.
- */
-export const PieceResponse = message('PieceResponse', {
-  error: f.message(1, RpcError),
-  num: f.uint32(2),
-  length: f.uint32(3),
-  sha256: f.bytes(4),
-  bitmap: f.bytes(5),
-  dataPort: f.uint32(6),
-  token: f.bytes(7)
-})
-
 /**
  * Supernode to daemon: run a named command. Arguments and result are JSON so that plugins
  * can add commands without new schemas; the daemon accepts calls only from its supernode.
@@ -176,8 +152,6 @@ export type LeaveTaskRequest = MessageOf<typeof LeaveTaskRequest>
 export type GetParentsResponse = MessageOf<typeof GetParentsResponse>
 export type SchedulerRequest = MessageOf<typeof SchedulerRequest>
 export type SchedulerResponse = MessageOf<typeof SchedulerResponse>
-export type PieceRequest = MessageOf<typeof PieceRequest>
-export type PieceResponse = MessageOf<typeof PieceResponse>
 
 /** Daemon → supernode on /naiad/doctor/1.0.0: the node's latest doctor report (docs/doctor.md). */
 export const DoctorReportRequest = message('DoctorReportRequest', {
