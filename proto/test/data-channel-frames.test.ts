@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest'
 
 import {
-  CONTROL_FRAME_MAX, DATA_FRAME_MAX, DataRequest, encodeFrame, FRAME, frameHeader, FrameReader, NaiadError, type FrameType
+  CONTROL_FRAME_MAX, DATA_FRAME_MAX, DataRequest, encodeFrame, FRAME, frameHeader, FrameReader, type FrameType, type NaiadError
 } from '../src/index.ts'
 
 interface Seen { frames: Array<[FrameType, number, Buffer]>; data: Map<number, Buffer[]> }
