@@ -89,3 +89,23 @@ export async function killDescendants(): Promise<void> {
     try { process.kill(pid, 'SIGKILL') } catch { /* already gone */ }
   }
 }
+
+/** Resident set of a process, MiB (0 once it is gone). */
+export async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(status)
+  return m === null ? 0 : Number(m[1]) / 1024
+}
+
+/** The largest resident set of `pid` while `fn` ran, sampled every 100 ms. */
+export async function peakRss<T>(pid: number, fn: () => Promise<T>): Promise<{ value: T; peakMiB: number }> {
+  let peak = await rssMiB(pid)
+  const timer = setInterval(() => { rssMiB(pid).then((r) => { peak = Math.max(peak, r) }, () => {}) }, 100)
+  try {
+    const value = await fn()
+    peak = Math.max(peak, await rssMiB(pid))
+    return { value, peakMiB: Math.round(peak) }
+  } finally {
+    clearInterval(timer)
+  }
+}

@@ -26,7 +26,7 @@ interface Benchmark {
 
 const BENCHMARKS: Benchmark[] = [
   { name: 'swarm-pull', file: 'scenarios/swarm-pull.ts', quick: ['--quick'], what: 'issue 5 scenario 1: N hosts pull one blob at once, direct vs Naiad, on a netns testbed (needs root)' },
-  { name: 'peer-transfer', file: 'piece-throughput.ts', quick: ['--size', '256MiB', '--runs', '1'], what: 'issue 5 scenario 3: one daemon fetches a blob another holds, on loopback, vs raw TCP and HTTP in the same run (goal: half of raw TCP)' },
+  { name: 'peer-transfer', file: 'scenarios/piece-throughput.ts', quick: ['--size', '256MiB', '--runs', '1'], what: 'scenario 3: one daemon fetches a blob another holds, on loopback, over the TLS and the plain TCP data channel, vs raw TCP, a verified TLS copy and HTTP in the same run (goals: half of raw TCP, 0.9 of the verified TLS copy)' },
   { name: 'swarm-pull-image', file: 'scenarios/swarm-pull-image.ts', quick: ['--quick'], what: 'issue 5 scenario 1, image part: N hosts skopeo-pull a 4-layer image, direct vs through the dfdaemon mirror (needs root, skopeo, umoci, debootstrap, docker-registry)' },
   { name: 'proxy-overhead', file: 'scenarios/proxy-overhead.ts', quick: ['--quick'], what: 'issue 5 scenario 2: a blob from a registry through dfdaemon cold and warm vs direct and raw TCP' },
   { name: 'lazy-start', file: 'scenarios/lazy-start.ts', quick: ['--quick'], what: 'issue 5 scenario 4: nydus-fs lazy start vs skopeo copy + umoci unpack, registry behind a 100 Mbit/s link (needs root, debootstrap, umoci, skopeo, docker-registry)' },

@@ -26,7 +26,7 @@ import { checkGoal, goalLine, machineNote, mbps, table } from '../report/goals.t
 import { median, withSignal, writeResults } from '../report/helpers.ts'
 import { childLines } from '../testbed/child-lines.ts'
 
-const TCP_PIPE = fileURLToPath(new URL('../tcp-pipe.ts', import.meta.url))
+const TCP_PIPE = fileURLToPath(new URL('../testbed/tcp-pipe.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
 const REPO = 'bench/proxy-overhead'
 

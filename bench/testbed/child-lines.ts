@@ -1,24 +1,31 @@
-// A Node script (tcp-pipe.ts roles, read workers) as a child process whose JSON lines are
-// read one at a time: `next()` resolves the next line, or rejects when the child failed.
-// The child is SIGKILLed when `signal` aborts, so a bounded step never leaves it behind.
+// A Node script (tcp-pipe.ts roles, read workers, the origin server) as a child process whose
+// JSON lines are read one at a time: `next()` resolves the next line, or rejects when the
+// child failed. The child is SIGKILLed when `signal` aborts, so a bounded step never leaves
+// it behind.
 
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 
 export interface ChildLines {
   pid: number
   next: () => Promise<Record<string, unknown>>
   exited: Promise<void>
+  kill: () => void
 }
 
-export function childLines(script: string, args: string[], signal: AbortSignal, options: { nodeArgs?: string[] } = {}): ChildLines {
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+export function childLines(script: string, args: string[], signal: AbortSignal, options: { nodeArgs?: string[]; stdin?: 'pipe' | 'ignore' } = {}): ChildLines {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), script, ...args], { stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'] })
+  return linesOf(child, `${script} ${args[0] ?? ''}`, signal)
+}
+
+/** The same reader over a child spawned elsewhere (inside a network namespace, say). */
+export function linesOf(child: ChildProcess, label: string, signal: AbortSignal): ChildLines {
   const lines: Array<Record<string, unknown>> = []
   const waiters: Array<(v: Record<string, unknown> | Error) => void> = []
   let stderr = ''
   let failure: Error | undefined
-  child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
-  createInterface({ input: child.stdout }).on('line', (line) => {
+  child.stderr!.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
+  createInterface({ input: child.stdout! }).on('line', (line) => {
     let obj: Record<string, unknown>
     try { obj = JSON.parse(line) as Record<string, unknown> } catch { return }
     const w = waiters.shift()
@@ -31,11 +38,11 @@ export function childLines(script: string, args: string[], signal: AbortSignal, 
     child.once('close', (code, sig) => {
       signal.removeEventListener('abort', kill)
       if (code === 0) {
-        failure = new Error(`${script} ${args[0] ?? ''} exited before printing what was expected: ${stderr.trim()}`)
+        failure = new Error(`${label} exited before printing what was expected: ${stderr.trim()}`)
         for (const w of waiters.splice(0)) w(failure)
         return resolve()
       }
-      failure = new Error(`${script} ${args[0] ?? ''} exited with ${code ?? sig}: ${stderr.trim()}`)
+      failure = new Error(`${label} exited with ${code ?? sig}: ${stderr.trim()}`)
       for (const w of waiters.splice(0)) w(failure)
       reject(failure)
     })
@@ -44,6 +51,7 @@ export function childLines(script: string, args: string[], signal: AbortSignal, 
   return {
     pid: child.pid!,
     exited,
+    kill,
     next: () => {
       const ready = lines.shift()
       if (ready !== undefined) return Promise.resolve(ready)

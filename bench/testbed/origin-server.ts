@@ -33,7 +33,9 @@ const relay = createServer((c) => {
   u.on('error', () => c.destroy())
 })
 await new Promise<void>((resolve) => relay.listen(port, host, resolve))
-process.stdout.write(`${JSON.stringify({ ready: true, url: `http://${host}:${port}` })}\n`)
+// Port 0: the port the relay got.
+const bound = (relay.address() as { port: number }).port
+process.stdout.write(`${JSON.stringify({ ready: true, url: `http://${host}:${bound}` })}\n`)
 
 const rl = createInterface({ input: process.stdin })
 rl.on('line', (line) => {

@@ -1,6 +1,8 @@
-// The baselines of piece-throughput.ts, each in its own process as the daemons are:
-//   receive [--sink count|file --out PATH]  listen on loopback, take one connection, print {"port"} then {"bytes","ms"}
-//   send --port N --file PATH              stream a file to 127.0.0.1:N
+// The baselines of the benchmarks, each in its own process as the daemons are:
+//   receive [--sink count|file --out PATH] [--tls]  listen on loopback, take one connection, print {"port"} then {"bytes","ms"}
+//   send --port N --file PATH [--tls]              stream a file to 127.0.0.1:N
+// With --tls both ends speak TLS 1.3 (the cipher OpenSSL picks first: AES-256-GCM), the
+// receiver with a self-signed Ed25519 certificate as a Naiad node has.
 //   http-get --url URL                     GET a URL, count the body bytes, print {"bytes","ms"}
 // Times are taken on the receiving side, from connection (or request) to the last byte.
 
@@ -9,6 +11,7 @@ import { createReadStream, createWriteStream } from 'node:fs'
 import { once } from 'node:events'
 import { get, type IncomingMessage } from 'node:http'
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
+import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 
@@ -22,7 +25,8 @@ const { positionals, values } = parseArgs({
     file: { type: 'string' },
     url: { type: 'string' },
     sink: { type: 'string', default: 'count' },
-    out: { type: 'string' }
+    out: { type: 'string' },
+    tls: { type: 'boolean', default: false }
   }
 })
 
@@ -40,11 +44,19 @@ async function receive(): Promise<void> {
   const sink = values.sink
   if (sink !== 'count' && sink !== 'file') throw new Error(`--sink must be count or file, not ${sink}`)
   if (sink === 'file' && values.out === undefined) throw new Error('--sink file needs --out PATH')
-  const server = createServer()
+  let server
+  if (values.tls) {
+    const { generateKeyPair } = await import('@libp2p/crypto/keys')
+    const { nodeIdentity } = await import('@naiad/peer')
+    const id = nodeIdentity(await generateKeyPair('Ed25519'))
+    server = createTlsServer({ key: id.keyPem, cert: id.cert, minVersion: 'TLSv1.3' })
+  } else {
+    server = createServer()
+  }
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   print({ port: (server.address() as AddressInfo).port })
-  const [socket] = await once(server, 'connection') as [Socket]
+  const [socket] = await once(server, values.tls ? 'secureConnection' : 'connection') as [Socket]
   server.close()
   const t0 = performance.now()
   const cpu0 = process.cpuUsage()
@@ -67,8 +79,10 @@ async function receive(): Promise<void> {
 }
 
 async function send(): Promise<void> {
-  const socket = connect(Number(values.port), '127.0.0.1')
-  await once(socket, 'connect')
+  const socket = values.tls
+    ? tlsConnect({ port: Number(values.port), host: '127.0.0.1', rejectUnauthorized: false, minVersion: 'TLSv1.3' })
+    : connect(Number(values.port), '127.0.0.1')
+  await once(socket, values.tls ? 'secureConnect' : 'connect')
   const cpu0 = process.cpuUsage()
   await pipeline(createReadStream(values.file!, { highWaterMark: CHUNK }), socket)
   print({ cpuS: cpuS(cpu0) })

@@ -1,13 +1,16 @@
-// Piece-transfer throughput between two dfdaemons on loopback, against what the same bytes
-// cost over plain TCP and plain HTTP in the same run.
+// Piece-transfer throughput between two dfdaemons on loopback (scenario 3), against what the
+// same bytes cost over plain TCP, a verified TLS copy and plain HTTP in the same run.
 //
-//   node bench/piece-throughput.ts [--size 1GiB] [--runs 3] [--timeout 20m] [--profile] [--alt-bin FILE]
+//   node bench/scenarios/piece-throughput.ts [--size 512MiB] [--runs 3] [--timeout 20m] [--profile] [--alt-bin FILE]
 //
-// Setup: a TestOrigin serving a blob from a temp file, a supernode with --no-seed, daemon A
-// warmed from the origin, then per run a fresh daemon B that can only fetch from A. Each
-// run times, interleaved: B's download (POST to its local API until the "done" line), one
-// raw TCP transfer of the same file between two processes, the same with the receiver
-// hashing and writing to disk, and one HTTP GET from the origin. See bench/README.md.
+// Setup: a TestOrigin serving a blob from a temp file; two clusters, each a supernode with
+// --no-seed and a daemon A warmed from the origin — one with the data channel over TLS (the
+// default), one over plain TCP (piece.transport: tcp). Per run, each cluster starts a fresh
+// daemon B that can only fetch from its A. Each run times, interleaved: both B downloads
+// (POST to B's local API until the "done" line), one raw TCP transfer of the same file
+// between two processes, a TLS 1.3 transfer whose receiver hashes and writes to a file (the
+// verified TLS copy), the same over plain TCP, and one HTTP GET from the origin. B's peak
+// RSS is sampled during its download. See bench/README.md.
 
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
@@ -18,18 +21,18 @@ import { parseArgs } from 'node:util'
 import { formatBytes, parseDuration, parseSize, pieceSizeFor, type DownloadEvent } from '@naiad/proto'
 import { startDaemon, startSupernode, TestOrigin, writeBlob, type DaemonHandle, type SupernodeHandle } from '@naiad/testkit'
 
-import { formatSummary, summarizeFile, type ProfileSummary } from './cpuprofile-summary.ts'
-import { cpuDuring, foreignCpu, killDescendants } from './proc-stats.ts'
-import { usageFailer } from './report/cli.ts'
-import { median, withSignal } from './report/helpers.ts'
-import { checkGoal, goalLine } from './report/goals.ts'
-import { childLines, type ChildLines } from './testbed/child-lines.ts'
+import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile-summary.ts'
+import { cpuDuring, foreignCpu, killDescendants, peakRss } from '../proc-stats.ts'
+import { usageFailer } from '../report/cli.ts'
+import { median, withSignal } from '../report/helpers.ts'
+import { checkGoal, goalLine } from '../report/goals.ts'
+import { childLines, type ChildLines } from '../testbed/child-lines.ts'
 
-const TCP_PIPE = fileURLToPath(new URL('./tcp-pipe.ts', import.meta.url))
-const RESULTS = fileURLToPath(new URL('./results/', import.meta.url))
+const TCP_PIPE = fileURLToPath(new URL('../testbed/tcp-pipe.ts', import.meta.url))
+const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
 
-const USAGE = `usage: node bench/piece-throughput.ts [options]
-  --size SIZE          blob size (default 1GiB; 256MiB for a quick run)
+const USAGE = `usage: node bench/scenarios/piece-throughput.ts [options]
+  --size SIZE          blob size (default 512MiB; 256MiB for a quick run; 4GiB to watch B's RSS)
   --runs N             measurements of each transfer, interleaved (default 3)
   --timeout DURATION   bound on the whole benchmark (default 20m)
   --profile            after the measured runs, one more naiad transfer with daemons A and B
@@ -49,7 +52,7 @@ function parseOptions() {
   try {
     return parseArgs({
       options: {
-        size: { type: 'string', default: '1GiB' },
+        size: { type: 'string', default: '512MiB' },
         runs: { type: 'string', default: '3' },
         timeout: { type: 'string', default: '20m' },
         profile: { type: 'boolean', default: false },
@@ -169,6 +172,8 @@ interface Sample {
   /** CPU seconds the hypervisor stole meanwhile. */
   stealS?: number
   timeline?: Timeline
+  /** Daemon B's largest resident set during its download, MiB. */
+  rssMiB?: number
 }
 
 const work = resolve(args.dir ?? await mkdtemp(join(tmpdir(), 'naiad-bench-')))
@@ -178,12 +183,13 @@ const origin = new TestOrigin()
 let blobSha = ''
 let blobUrl = ''
 
-async function rawTcp(sink: 'count' | 'file'): Promise<Sample> {
+async function rawTcp(sink: 'count' | 'file', tls = false): Promise<Sample> {
   const signal = step()
   const out = join(work, 'tcp-out')
-  const recv = role(['receive', '--sink', sink, ...(sink === 'file' ? ['--out', out] : [])], signal)
+  const t = tls ? ['--tls'] : []
+  const recv = role(['receive', '--sink', sink, ...(sink === 'file' ? ['--out', out] : []), ...t], signal)
   const { port } = await recv.next()
-  const send = role(['send', '--port', String(port), '--file', blobPath], signal)
+  const send = role(['send', '--port', String(port), '--file', blobPath, ...t], signal)
   const sha = sink === 'file' ? (await recv.next()).sha256 : blobSha
   const r = await recv.next()
   const sent = await send.next()
@@ -250,18 +256,18 @@ class Cluster {
       const pids = { A: this.a!.process.pid, B: b.process.pid, supernode: this.supernode!.process.pid }
       let t0Us = 0
       let t1Us = 0
-      const { value: { ms, last, timeline }, cpu } = await cpuDuring(pids, async () => {
+      const { value: { value: { ms, last, timeline }, cpu }, peakMiB } = await peakRss(b.process.pid, () => cpuDuring(pids, async () => {
         t0Us = nowUs()
         const r = await apiDownload(b.apiUrl, blobUrl, step())
         t1Us = nowUs()
         return r
-      })
+      }))
       if (last.event !== 'done') throw new Error(`${this.name} daemon B failed: ${JSON.stringify(last)}`)
       // Anything from the origin means B did not (only) use A, and the number would mean nothing.
       if (last.fromPeers !== size || last.fromOrigin !== 0 || last.sha256 !== blobSha || last.cached) {
         throw new Error(`${this.name} daemon B did not get the whole blob from daemon A: ${JSON.stringify(last)}`)
       }
-      return { ms, mbps: mbps(size, ms), cpu, timeline, t0Us, t1Us }
+      return { ms, mbps: mbps(size, ms), cpu, timeline, t0Us, t1Us, rssMiB: peakMiB }
     } finally {
       // B leaves the scheduler on SIGTERM, so the next B has A as its only parent.
       await this.stopDaemon(b)
@@ -321,22 +327,29 @@ function report(samples: Record<string, Sample[]>, rows: Array<[string, string, 
   // On a busy machine the best run is the one least disturbed by other processes.
   const best = (name: string): number => Math.max(...samples[name].map((s) => s.mbps))
   const cpuMed = (name: string, k: string): string => median(samples[name].map((s) => s.cpu[k] ?? 0)).toFixed(2)
+  const perGiB = (name: string, k: string): string => (median(samples[name].map((s) => s.cpu[k] ?? 0)) / (size / 2 ** 30)).toFixed(2)
   const raw = med('raw-tcp')
+  const tls = med('tls+sha256+file')
   const naiadRows = rows.filter(([, name]) => name.startsWith('naiad'))
   return [
     `## Piece throughput, ${formatBytes(size)} blob (${formatBytes(pieceSizeFor(size))} pieces), median of ${runs}`,
     '',
-    '| transfer | median MB/s | best MB/s | runs MB/s | median vs raw TCP | note |',
-    '|---|---:|---:|---|---:|---|',
-    ...rows.map(([label, name, note]) => `| ${label} | ${med(name).toFixed(0)} | ${best(name).toFixed(0)} | ${samples[name].map((s) => s.mbps.toFixed(0)).join(', ')} | ${(med(name) / raw).toFixed(2)} | ${note} |`),
+    '| transfer | median MB/s | best MB/s | runs MB/s | median vs raw TCP | median vs verified TLS copy | note |',
+    '|---|---:|---:|---|---:|---:|---|',
+    ...rows.map(([label, name, note]) => `| ${label} | ${med(name).toFixed(0)} | ${best(name).toFixed(0)} | ${samples[name].map((s) => s.mbps.toFixed(0)).join(', ')} | ${(med(name) / raw).toFixed(2)} | ${(med(name) / tls).toFixed(2)} | ${note} |`),
     '',
-    ...naiadRows.map(([, name]) => `${name} / raw TCP = **${(med(name) / raw).toFixed(2)}** (best runs: ${(best(name) / best('raw-tcp')).toFixed(2)}); / (raw TCP + sha256 + file) = ${(med(name) / med('raw-tcp+sha256+file')).toFixed(2)}; / HTTP = ${(med(name) / med('http-origin')).toFixed(2)}`),
-    ...naiadRows.map(([label, name]) => `${label}: ${goalLine(checkGoal('throughput / raw TCP (issue 5 scenario 3)', med(name) / raw, 'at least', 0.5))}`),
-    ...(naiadRows.length > 1 ? [`${naiadRows[1][1]} / naiad = **${(med(naiadRows[1][1]) / med('naiad')).toFixed(2)}** (best runs: ${(best(naiadRows[1][1]) / best('naiad')).toFixed(2)})`] : []),
+    ...naiadRows.flatMap(([label, name]) => [
+      `${label}: ${goalLine(checkGoal('throughput / raw TCP (issue 10)', med(name) / raw, 'at least', 0.5))}`,
+      `${label}: ${goalLine(checkGoal('throughput / SHA-256-verified node:tls copy (issue 10)', med(name) / tls, 'at least', 0.9))}`
+    ]),
     '',
-    'CPU seconds per transfer (median):',
-    ...naiadRows.map(([, name]) => `- ${name}: A ${cpuMed(name, 'A')}, B ${cpuMed(name, 'B')}, supernode ${cpuMed(name, 'supernode')}`),
-    `- raw TCP: receiver ${cpuMed('raw-tcp', 'receiver')}, sender ${cpuMed('raw-tcp', 'sender')}; with sha256 + file: receiver ${cpuMed('raw-tcp+sha256+file', 'receiver')}`,
+    'Receiver CPU (median, seconds per transfer; per GiB in brackets):',
+    ...naiadRows.map(([, name]) => `- ${name}: B ${cpuMed(name, 'B')} (${perGiB(name, 'B')}/GiB), A ${cpuMed(name, 'A')} (${perGiB(name, 'A')}/GiB), supernode ${cpuMed(name, 'supernode')}`),
+    `- verified TLS copy: receiver ${cpuMed('tls+sha256+file', 'receiver')} (${perGiB('tls+sha256+file', 'receiver')}/GiB), sender ${cpuMed('tls+sha256+file', 'sender')}`,
+    `- raw TCP: receiver ${cpuMed('raw-tcp', 'receiver')} (${perGiB('raw-tcp', 'receiver')}/GiB), sender ${cpuMed('raw-tcp', 'sender')}; with sha256 + file: receiver ${cpuMed('raw-tcp+sha256+file', 'receiver')}`,
+    '',
+    'Daemon B peak RSS during its download (MiB, max over runs): ' + naiadRows.map(([, name]) => `${name} ${Math.max(...samples[name].map((s) => s.rssMiB ?? 0)).toFixed(0)}`).join(', ') +
+      (size >= 4 * 2 ** 30 ? `; ${goalLine(checkGoal('daemon RSS while moving 4 GiB (issue 10)', Math.max(...naiadRows.flatMap(([, n]) => samples[n].map((s) => s.rssMiB ?? 0))), 'at most', 300))}` : ''),
     '',
     foreignLoadNote(samples),
     ''
@@ -368,19 +381,25 @@ try {
 
   const rows: Array<[string, string, string]> = [
     ['raw TCP, receiver counts bytes', 'raw-tcp', 'the transport ceiling'],
+    ['node:tls (TLS 1.3), receiver hashes + writes a file', 'tls+sha256+file', 'the verified TLS copy: same encryption, verification and disk write'],
     ['raw TCP, receiver hashes + writes a file', 'raw-tcp+sha256+file', 'plain copy with the same verification and disk write'],
     ['HTTP GET from the origin, receiver counts', 'http-origin', 'what a client of the origin gets'],
-    [`naiad: daemon B from daemon A${args.bin === undefined ? '' : ` (${args.bin})`}`, 'naiad', 'POST to B until "done" (includes B verifying the whole blob)']
+    [`naiad: daemon B from daemon A, TLS data channel${args.bin === undefined ? '' : ` (${args.bin})`}`, 'naiad', 'POST to B until "done" (pieces verified as they arrive)'],
+    ['naiad: the same, plain TCP data channel', 'naiad:tcp', 'piece.transport: tcp on both daemons']
   ]
   const order: Array<[string, (i: number) => Promise<Sample>]> = [
     ['raw-tcp', () => rawTcp('count')],
+    ['tls+sha256+file', () => rawTcp('file', true)],
     ['raw-tcp+sha256+file', () => rawTcp('file')],
     ['http-origin', httpOrigin]
   ]
   const main = new Cluster('naiad', args.bin === undefined ? undefined : resolve(args.bin), daemonEnv)
   clusters.push(main)
   await main.start()
-  order.unshift(['naiad', (i) => main.transfer(`b-${i}`)])
+  const plain = new Cluster('naiad:tcp', args.bin === undefined ? undefined : resolve(args.bin), { ...daemonEnv, NAIAD_PIECE_TRANSPORT: 'tcp' })
+  clusters.push(plain)
+  await plain.start()
+  order.unshift(['naiad', (i) => main.transfer(`b-${i}`)], ['naiad:tcp', (i) => plain.transfer(`b-${i}`)])
   if (args['alt-bin'] !== undefined) {
     const name = `naiad:${args['alt-label']}`
     const alt = new Cluster(name, resolve(args['alt-bin']), altEnv)
@@ -431,6 +450,7 @@ try {
     bestMBps: Object.fromEntries(Object.keys(samples).map((n) => [n, Math.round(Math.max(...samples[n].map((s) => s.mbps)))])),
     ratios: Object.fromEntries(Object.keys(samples).filter((n) => n.startsWith('naiad')).map((n) => [n, {
       vsRawTcp: med(n) / med('raw-tcp'),
+      vsVerifiedTls: med(n) / med('tls+sha256+file'),
       vsRawTcpSha256File: med(n) / med('raw-tcp+sha256+file'),
       vsHttp: med(n) / med('http-origin')
     }])),
