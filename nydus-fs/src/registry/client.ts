@@ -14,7 +14,7 @@ import { getCACertificates } from 'node:tls'
 import { Agent, interceptors, type Dispatcher } from 'undici'
 import { NaiadError } from '@naiad/proto/contracts'
 
-import { isIndex, MANIFEST_ACCEPT, parseIndex, parseManifest, selectPlatform, type OciManifest } from './oci.ts'
+import { isIndex, MANIFEST_ACCEPT, parseIndex, parseManifest, selectPlatform, type Descriptor, type OciManifest } from './oci.ts'
 import { refReference, type ImageRef } from './ref.ts'
 
 export { parseRef, formatRef, refReference, isDigest, type ImageRef } from './ref.ts'
@@ -179,10 +179,17 @@ export class RegistryClient {
     return { digest, mediaType, body }
   }
 
-  async resolveImage(ref: ImageRef, platform = 'linux/amd64', signal?: AbortSignal): Promise<{ digest: string; manifest: OciManifest; body: Buffer }> {
+  /**
+   * The image manifest `ref` names; from an index, the platform's entry (`prefer`red ones first),
+   * or the only entry `prefer` accepts.
+   */
+  async resolveImage(ref: ImageRef, platform = 'linux/amd64', signal?: AbortSignal, prefer?: (d: Descriptor) => boolean): Promise<{ digest: string; manifest: OciManifest; body: Buffer }> {
     let got = await this.getManifest(ref.repository, refReference(ref), MANIFEST_ACCEPT, signal)
     if (isIndex(got.mediaType, got.body)) {
-      const entry = selectPlatform(parseIndex(got.body), platform)
+      const index = parseIndex(got.body)
+      // One preferred entry (a converted image's index is single-platform) wins whatever the platform.
+      const preferred = prefer === undefined ? [] : index.manifests.filter(prefer)
+      const entry = preferred.length === 1 ? preferred[0] : selectPlatform(index, platform, prefer)
       got = await this.getManifest(ref.repository, entry.digest, MANIFEST_ACCEPT, signal)
       if (isIndex(got.mediaType, got.body)) throw new NaiadError('NFS_ERR_BAD_IMAGE', `index entry ${entry.digest} is itself an index`)
     }
