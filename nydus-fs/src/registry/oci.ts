@@ -17,6 +17,8 @@ export interface Descriptor {
   size: number
   annotations?: Record<string, string>
   platform?: { os: string; architecture: string; variant?: string }
+  /** Referrers (OCI 1.1): what kind of artifact the manifest is. */
+  artifactType?: string
 }
 
 export interface OciManifest {
