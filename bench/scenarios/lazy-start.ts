@@ -241,7 +241,8 @@ function containerdScript(method: 'ctr-overlayfs' | 'ctr-naiad', ref: string, di
   const snapshotter = lazy ? ['--snapshotter', 'naiad'] : []
   return [
     'set -euo pipefail',
-    'mark() { echo "step $1 $(date +%s%N)" >&2; }',
+    // ctr's progress lines end without a newline: start each mark on a line of its own.
+    'mark() { printf \'\\nstep %s %s\\n\' "$1" "$(date +%s%N)" >&2; }',
     'SNAP=; CTD=',
     `cleanup() { ${ctr} image rm --sync ${ref} >/dev/null 2>&1 || true; ` +
       '[ -n "$CTD" ] && kill "$CTD" 2>/dev/null; [ -n "$SNAP" ] && kill "$SNAP" 2>/dev/null; wait 2>/dev/null; ' +
@@ -249,6 +250,10 @@ function containerdScript(method: 'ctr-overlayfs' | 'ctr-naiad', ref: string, di
       `for i in 1 2 3 4 5; do rm -rf ${q(dir)} 2>/dev/null && break; sleep 0.5; done; true; }`,
     'trap cleanup EXIT',
     `mkdir -p ${q(dir)}`,
+    // `ip netns exec` mounted a fresh /sys, without the cgroup hierarchies runc needs: mount
+    // the host's again (as init sees them) in this script's mount namespace.
+    `awk '{ for (i = 1; i <= NF; i++) if ($i == "-") d = i; if ($5 == "/sys/fs/cgroup" || $5 ~ /^\\/sys\\/fs\\/cgroup\\//) print $5, $(d+1), $(d+3) }' /proc/1/mountinfo |`,
+    '  while read -r mp fstype opts; do mkdir -p "$mp" 2>/dev/null || true; mount -t "$fstype" -o "$opts" "$fstype" "$mp"; done',
     `cat > ${q(join(dir, 'config.toml'))} <<'EOF'`, config, 'EOF',
     ...(lazy
       ? [`${q(process.execPath)} ${q(NYDUS_FS)} snapshotter --socket ${q(snapSock)} --root ${q(snapRoot)} --daemon none --plain-http 2>${q(join(dir, 'snapshotter.log'))} & SNAP=$!`,
