@@ -5,7 +5,7 @@ import { resolve } from 'node:path'
 
 import { NaiadError, type CommandSpec, type Loaded } from '@naiad/proto/contracts'
 
-import { MOUNT_DEFAULTS } from '../mount/config.ts'
+import { daemonOption, MOUNT_DEFAULTS } from '../mount/config.ts'
 
 export const SNAPSHOTTER_DEFAULTS = {
   socket: '/run/naiad/snapshotter.sock',
@@ -79,15 +79,7 @@ function usage(message: string): NaiadError {
 
 export function snapshotterOptionsFrom(loaded: Loaded): SnapshotterOptions {
   const v = loaded.values
-  let daemon: string | undefined = String(v.daemon)
-  if (daemon === '' || daemon === 'none') {
-    daemon = undefined
-  } else {
-    let u: URL
-    try { u = new URL(daemon) } catch { throw usage(`flag --daemon: malformed URL "${daemon}"`) }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw usage(`flag --daemon: URL must be http or https, got "${daemon}"`)
-    daemon = daemon.replace(/\/+$/, '')
-  }
+  const daemon = daemonOption(String(v.daemon))
   for (const k of ['socket', 'root'] as const) if (String(v[k]) === '') throw usage(`flag --${k}: must not be empty`)
   const name = String(v['plugin-name'])
   if (!/^[a-z0-9][a-z0-9._-]*$/.test(name)) throw usage(`flag --plugin-name: "${name}" is not a plugin name (lowercase letters, digits, . _ -)`)
