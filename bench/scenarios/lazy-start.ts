@@ -262,7 +262,8 @@ function containerdScript(method: 'ctr-overlayfs' | 'ctr-naiad', ref: string, di
     `containerd --config ${q(join(dir, 'config.toml'))} 2>${q(join(dir, 'containerd.log'))} & CTD=$!`,
     `for i in $(seq 200); do ${ctr} version >/dev/null 2>&1 && break; sleep 0.05; done`,
     'mark start',
-    lazy ? `ctr-remote -a ${q(sock)} image rpull --plain-http --snapshotter naiad ${ref} >&2` : `${ctr} image pull --plain-http ${ref} >&2`,
+    // Their progress (on stdout) would crowd the marks out of the stderr the trial keeps.
+    lazy ? `ctr-remote -a ${q(sock)} image rpull --plain-http --snapshotter naiad ${ref} >/dev/null` : `${ctr} image pull --plain-http ${ref} >/dev/null`,
     lazy ? 'mark ctr-remote-rpull' : 'mark ctr-pull',
     `${ctr} run --rm ${snapshotter.join(' ')} ${ref} bench-1 ${cmd}`,
     'mark ctr-run',
