@@ -54,6 +54,9 @@ export const ERROR_CODES = {
   NFS_ERR_NOT_LAZY: { status: 422, summary: 'the image is not a Naiad lazy image (missing media types or annotations)' },
   NFS_ERR_MOUNT: { status: 500, summary: 'the FUSE mount could not be set up or torn down' },
   NFS_ERR_FETCH: { status: 502, summary: 'chunk data could not be fetched within the retries and timeout' },
+  NFS_ERR_SNAPSHOT_NOT_FOUND: { status: 404, summary: 'the snapshotter has no snapshot with this key or name' },
+  NFS_ERR_SNAPSHOT_EXISTS: { status: 409, summary: 'a snapshot with this key or name exists already (for a lazy layer: it is ready, nothing to unpack)' },
+  NFS_ERR_SNAPSHOT: { status: 412, summary: 'the snapshot operation does not fit the snapshot (wrong kind, still has children, an inner layer of a lazy image)' },
 
   // dfget
   DFGET_ERR_DAEMON_UNREACHABLE: { status: 503, summary: 'the local dfdaemon could not be reached' },

@@ -9,6 +9,7 @@ import { checkImage } from '../check/check.ts'
 import { convertImage, formatBytes } from '../convert/convert.ts'
 import { isValidChunkSize } from '../image/bootstrap.ts'
 import { MOUNT_COMMAND, mountOptionsFrom, UMOUNT_COMMAND, umountOptionsFrom } from '../mount/config.ts'
+import { SNAPSHOTTER_COMMAND, snapshotterOptionsFrom } from '../snapshotter/config.ts'
 
 const NAME = 'nydus-fs'
 
@@ -43,18 +44,21 @@ export const SUBCOMMANDS: Record<string, CommandSpec> = {
   convert: CONVERT_COMMAND,
   mount: MOUNT_COMMAND,
   umount: UMOUNT_COMMAND,
-  check: CHECK_COMMAND
+  check: CHECK_COMMAND,
+  snapshotter: SNAPSHOTTER_COMMAND
 }
 
 export const TOP_USAGE = `Usage: nydus-fs COMMAND [ARGS] [OPTIONS]
 
-Lazy container images: convert, mount, check.
+Lazy container images: convert, mount, check, and run them in containerd.
 
 Commands:
   convert SOURCE_REF TARGET_REF   convert an OCI image into a lazy image
   mount REF MOUNTPOINT            mount a lazy image over FUSE
   umount MOUNTPOINT               unmount it
   check REF                       verify every chunk, file and the Merkle root
+  snapshotter --socket PATH --root DIR
+                                  containerd proxy snapshotter: lazy images start without a pull
 
 Run 'nydus-fs COMMAND --help' for a command's options.`
 
@@ -92,11 +96,18 @@ async function umountMain(loaded: Loaded): Promise<number> {
   return runUmount(umountOptionsFrom(loaded))
 }
 
+// The snapshotter module loads gRPC and SQLite; the other commands do without them.
+async function snapshotterMain(loaded: Loaded): Promise<number> {
+  const { runSnapshotter } = await import('../snapshotter/index.ts')
+  return runSnapshotter(snapshotterOptionsFrom(loaded))
+}
+
 const HANDLERS: Record<string, (loaded: Loaded) => Promise<number>> = {
   convert: convertMain,
   mount: mountMain,
   umount: umountMain,
-  check: checkMain
+  check: checkMain,
+  snapshotter: snapshotterMain
 }
 
 /**

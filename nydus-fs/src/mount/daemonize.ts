@@ -26,6 +26,8 @@ export interface DaemonizeOptions {
   /** The command line to run again (without the node binary), e.g. [bin, 'mount', ref, mnt, ...]. */
   args: string[]
   readyTimeoutMs: number
+  /** Variables added to this process's environment for the mount process. */
+  env?: Record<string, string>
 }
 
 /** Starts the detached mount process; resolves its pid once the mount is ready. */
@@ -36,7 +38,7 @@ export async function daemonize(options: DaemonizeOptions): Promise<{ pid: numbe
   const child = spawn(process.execPath, [...process.execArgv, ...options.args, '--foreground'], {
     detached: true,
     stdio: ['ignore', log.fd, log.fd, 'pipe'],
-    env: { ...process.env, [READY_FD_ENV]: '3' }
+    env: { ...process.env, ...options.env, [READY_FD_ENV]: '3' }
   })
   await log.close()
   const pipe = child.stdio[3] as Readable
