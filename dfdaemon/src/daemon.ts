@@ -112,7 +112,7 @@ export class Daemon {
     this.tasks = new TaskManager({ node, store, scheduler, origin, logger: options.logger, badPeers: new Set(), qos }, options.download)
     this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
     registerBuiltinCommands(this.control, { tasks: this.tasks, info: () => this.info() })
-    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks: this.tasks, store, logger: options.logger, qos })
+    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks: this.tasks, store, logger: options.logger, qos, mirrorProblems: () => this.proxy?.upstreamProblems() ?? [] })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined
       : new ProxyServer({ tasks: this.tasks, store, logger: options.logger.child({ module: 'mirror' }), swarmAvailable: () => scheduler.available, qos }, options.mirror)

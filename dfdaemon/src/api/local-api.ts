@@ -4,6 +4,7 @@
 //   GET  /api/v1/tasks              tasks in the piece store
 //   GET  /api/v1/tasks/:id          one task, with live progress while it runs
 //   GET  /api/v1/tasks/:id/content  the verified content of a complete task (Range supported)
+//   GET  /api/v1/mirror/problems    registries the mirror could not talk to (for dfdaemon doctor)
 //   GET  /healthz
 
 import { PassThrough } from 'node:stream'
@@ -15,6 +16,7 @@ import { NaiadError, toNaiadError, type DownloadEvent } from '@naiad/proto'
 import type { DownloadRequest } from '../download/peer-task.ts'
 import { TaskManager } from '../download/task-manager.ts'
 import { isPriority, PRIORITIES, type Priority, type QosHooks } from '../qos-hooks.ts'
+import type { UpstreamProblem } from '../mirror/upstream.ts'
 import { contentStream, type PieceStore } from '../storage/piece-store.ts'
 
 export interface LocalApiComponents {
@@ -22,6 +24,8 @@ export interface LocalApiComponents {
   store: PieceStore
   logger: Logger
   qos?: QosHooks
+  /** The registry mirror's failures, when the daemon runs one. */
+  mirrorProblems?: () => UpstreamProblem[]
 }
 
 const downloadSchema = {
@@ -68,6 +72,7 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
   })
 
   app.get('/healthz', async () => ({ status: 'ok' }))
+  app.get('/api/v1/mirror/problems', async () => ({ problems: components.mirrorProblems?.() ?? [] }))
 
   app.post('/api/v1/downloads', { schema: { body: downloadSchema } }, async (request, reply) => {
     const body = request.body as DownloadRequest & { timeoutMs?: number }

@@ -16,7 +16,7 @@ import type { QosHooks } from '../qos-hooks.ts'
 import { sendContent, type PieceStore } from '../storage/piece-store.ts'
 import { requestHeaders, responseHeaders } from './headers.ts'
 import { RegistryMirror, sendRegistryError, sendTooManyRequests } from './registry-mirror.ts'
-import type { UpstreamOptions } from './upstream.ts'
+import type { UpstreamOptions, UpstreamProblem } from './upstream.ts'
 
 export interface ProxyServerComponents {
   tasks: TaskManager
@@ -46,6 +46,11 @@ export class ProxyServer {
     this.mirror = new RegistryMirror(components, options)
     this.server = createServer((req, res) => { this.route(req, res) })
     this.server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => this.tunnel(req, socket, head))
+  }
+
+  /** Registries the mirror could not talk to since it started (latest error of each). */
+  upstreamProblems(): UpstreamProblem[] {
+    return this.mirror.problems.list()
   }
 
   private route(req: IncomingMessage, res: ServerResponse): void {
