@@ -16,6 +16,9 @@ import { BINS, makeBlob, run, startDaemon, startSupernode, TestOrigin, type Daem
 
 import { buildConsole } from '../../scripts/build.ts'
 
+/** What the page's elements are read for (the tests' TypeScript has no DOM library). */
+interface Shown { innerText: string; textContent: string | null; dataset: Record<string, string | undefined> }
+
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const SHOTS = join(ROOT, '.ci-results', 'console')
 const CHROMIUM = process.env.NAIAD_CHROMIUM ?? '/usr/bin/chromium'
@@ -45,7 +48,7 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false>, 
   throw new Error(`timed out waiting for ${what}${last === undefined ? '' : `: ${(last as Error).message}`}`)
 }
 
-const text = (selector: string): Promise<string> => page.$eval(selector, (el) => (el as HTMLElement).innerText)
+const text = (selector: string): Promise<string> => page.$eval(selector, (el) => (el as unknown as Shown).innerText)
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'naiad-console-'))
@@ -105,7 +108,7 @@ describe('web console', () => {
 
   it('shows every peer with its labels, health state and measured bandwidth', async () => {
     for (const d of daemons) await page.waitForSelector(`#peers tr[data-peer="${d.peerId}"]`, { timeout: 20_000 })
-    const rows = await page.$$eval('#peers tbody tr', (trs) => trs.map((tr) => (tr as HTMLElement).innerText))
+    const rows = await page.$$eval('#peers tbody tr', (trs) => trs.map((tr) => (tr as unknown as Shown).innerText))
     expect(rows.some((r) => r.includes('zone=a'))).toBe(true)
     expect(rows.some((r) => r.includes('zone=b'))).toBe(true)
     expect(rows.some((r) => r.includes('seed'))).toBe(true)
@@ -132,7 +135,7 @@ describe('web console', () => {
       const cells = await page.$$eval(`${row} .cell`, (els) => els.map((e) => e.className))
       expect(cells.length).toBeGreaterThan(0)
       expect(cells.every((c) => c.includes('f4'))).toBe(true)
-      const sources = await page.$$eval(`${row} .src`, (els) => els.map((e) => Number((e as HTMLElement).dataset.bytes)))
+      const sources = await page.$$eval(`${row} .src`, (els) => els.map((e) => Number((e as unknown as Shown).dataset.bytes)))
       expect(sources.reduce((a, b) => a + b, 0)).toBe(SIZE)
     }
     // The seed holds the whole task too.
@@ -145,15 +148,15 @@ describe('web console', () => {
     await page.type('#jobs input[name=url]', `${origin.url}/preheat.bin`)
     await page.click('#jobs button[type=submit]')
     await until('the preheat job to succeed', async () => {
-      const states = await page.$$eval('#jobs tbody tr', (trs) => trs.map((tr) => (tr as HTMLElement).innerText))
+      const states = await page.$$eval('#jobs tbody tr', (trs) => trs.map((tr) => (tr as unknown as Shown).innerText))
       return states.some((s) => s.includes('preheat.bin') && s.includes('success')) || undefined
     })
     // A job whose origin stalls stays running until it is cancelled from the page.
     await page.type('#jobs input[name=url]', `${origin.url}/stalled.bin`)
     await page.click('#jobs button[type=submit]')
     const jobId = await until('the stalled job to run', async () => page.$$eval('#jobs tbody tr', (trs) => {
-      const tr = trs.find((t) => (t as HTMLElement).innerText.includes('stalled.bin') && /running|pending/.test((t as HTMLElement).innerText))
-      return tr === undefined ? undefined : (tr as HTMLElement).dataset.job
+      const tr = trs.find((t) => (t as unknown as Shown).innerText.includes('stalled.bin') && /running|pending/.test((t as unknown as Shown).innerText))
+      return tr === undefined ? undefined : (tr as unknown as Shown).dataset.job
     }))
     await page.click(`#jobs tr[data-job="${jobId}"] button`)
     await until('the job to be cancelled', async () => (await text(`#jobs tr[data-job="${jobId}"] .state`)) === 'canceled' || undefined)
@@ -176,9 +179,9 @@ describe('web console', () => {
     await until('the new task in the table', async () => (await page.$$eval('#tasks tbody tr[data-task-row]', (trs) => trs.length)) > before || undefined)
     expect(await page.$$eval('#tasks tbody td.url', (tds) => tds.map((td) => td.textContent))).toContain(`${origin.url}/later.bin`)
     // Back to the first download's swarm (three peers) for the screenshot.
-    const appRow = await page.$$eval('#tasks tbody tr[data-task-row]', (trs, url) => (trs.find((tr) => (tr as HTMLElement).innerText.includes(url)) as HTMLElement | undefined)?.dataset.taskRow, `${origin.url}/app.bin`)
+    const appRow = await page.$$eval('#tasks tbody tr[data-task-row]', (trs, url) => (trs.find((tr) => (tr as unknown as Shown).innerText.includes(url)) as unknown as Shown | undefined)?.dataset.taskRow, `${origin.url}/app.bin`)
     await page.click(`#tasks tr[data-task-row="${appRow}"]`)
-    await page.waitForFunction((url) => document.querySelector('#tasks .swarm .task-url')?.textContent === url, { timeout: 10_000 }, `${origin.url}/app.bin`)
+    await page.waitForFunction((url) => (globalThis as unknown as { document: { querySelector(s: string): Shown | null } }).document.querySelector('#tasks .swarm .task-url')?.textContent === url, { timeout: 10_000 }, `${origin.url}/app.bin`)
     await mkdir(SHOTS, { recursive: true })
     const file = join(SHOTS, 'console.png')
     await page.screenshot({ path: file as `${string}.png`, fullPage: true })
