@@ -51,11 +51,10 @@ function format(name: string, line: string): string {
 }
 
 function start(name: string, bin: string, plan: ChildPlan, extraArgs: string[] = []): Child {
-  const { args, env } = { args: [...plan.args, ...extraArgs], env: plan.env }
   const show = LEVEL_NUMBERS[plan.showLevel] ?? 0
   // Own process group: a Ctrl-C reaches only this script, which then stops the children in
   // order, instead of each child getting the terminal's SIGINT and npm's forwarded one.
-  const proc = spawn(process.execPath, [`${ROOT}${bin}`, ...args], { cwd: process.cwd(), env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const proc = spawn(process.execPath, [`${ROOT}${bin}`, ...plan.args, ...extraArgs], { cwd: process.cwd(), env: { ...process.env, ...plan.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   const child: Child = {
     name,
     proc,
