@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   DFD_ERR_BAD_REQUEST: { status: 400, summary: 'a download request is malformed (URL, range, digest, header)' },
   DFD_ERR_ORIGIN_STATUS: { status: 502, summary: 'the origin answered with an error status' },
   DFD_ERR_ORIGIN_UNREACHABLE: { status: 502, summary: 'the origin could not be reached' },
+  DFD_ERR_REGISTRY_PLAIN_HTTP: { status: 502, summary: 'the mirror spoke HTTPS to a registry that answers in plain HTTP; it needs --insecure-registry' },
   DFD_ERR_ORIGIN_TRUNCATED: { status: 502, summary: 'the origin closed the body before its announced length' },
   DFD_ERR_ORIGIN_CHANGED: { status: 502, summary: 'the origin served bytes that differ from the published piece digests' },
   DFD_ERR_DIGEST_MISMATCH: { status: 422, summary: 'the downloaded content does not match the expected digest' },

@@ -10,8 +10,9 @@ import { mkdir, open, readFile } from 'node:fs/promises'
 import type { Readable } from 'node:stream'
 import { createInterface } from 'node:readline'
 
-import { NaiadError, isErrorCode } from '@naiad/proto/contracts'
+import { NaiadError, isErrorCode, parseDuration } from '@naiad/proto/contracts'
 
+import { MOUNT_DEFAULTS, type MountCliOptions } from './config.ts'
 import { runPaths } from './runtime.ts'
 
 export const READY_FD_ENV = 'NAIAD_NYDUS_READY_FD'
@@ -78,6 +79,16 @@ export async function daemonize(options: DaemonizeOptions): Promise<{ pid: numbe
     lines.close()
     pipe.destroy()
   }
+}
+
+/**
+ * `mount` without --foreground: runs the same command line again, detached, and returns 0
+ * once that mount is ready. This module loads none of the mount itself, so the command's
+ * start-up (module loading, fuse-native) is paid once, by the child.
+ */
+export async function mountInBackground(options: MountCliOptions, args: string[] = process.argv.slice(1)): Promise<number> {
+  await daemonize({ mountpoint: options.mountpoint, runDir: options.runDir, args, readyTimeoutMs: parseDuration(MOUNT_DEFAULTS.readyTimeout) })
+  return 0
 }
 
 /** In the child: tells the waiting parent the outcome, once, then closes the pipe. */
