@@ -72,7 +72,7 @@ export class Daemon {
     const { node, store, scheduler, qos, tasks } = engine
     this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
     registerBuiltinCommands(this.control, { tasks, info: () => this.info() })
-    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos })
+    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos, mirrorProblems: () => this.proxy?.upstreamProblems() ?? [] })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined
       : new ProxyServer({ tasks, store, logger: options.logger.child({ module: 'mirror' }), swarmAvailable: () => scheduler.available, qos }, options.mirror)

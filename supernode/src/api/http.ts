@@ -3,6 +3,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { NaiadError, toNaiadError, type FabricNode } from '@naiad/proto'
 
+import { serveConsole } from '../console/serve.ts'
 import { labelsOf } from '../control/control-client.ts'
 import type { Scheduler, TaskState } from '../scheduler/scheduler.ts'
 
@@ -72,12 +73,16 @@ export function buildHttpApi(components: { scheduler: Scheduler; node: FabricNod
         hostId: p.hostId,
         state: p.state,
         pieces: p.bitmap.count(),
+        // Which pieces this peer holds (bit n: byte n >> 3, value 1 << (n & 7)), for the console's swarm view.
+        bitmap: Buffer.from(p.bitmap.toBytes()).toString('hex'),
         parents: [...p.parents.keys()],
         blocked: [...p.blocked],
         updatedAt: new Date(p.updatedAt).toISOString()
       }))
     }
   })
+
+  serveConsole(app)
 
   return app
 }
