@@ -23,3 +23,4 @@ export { contentStream, sendContent, sendServable, waitServable } from './storag
 export { OriginClient, ORIGIN_DEFAULTS, discard, redact, trustedCAs, type OriginOptions } from './source/origin.ts'
 export { QosHooks, PRIORITIES, isPriority, higherPriority, type Admission, type Priority, type QosLimiter, type Traffic } from './qos/hooks.ts'
 export { OPEN_ACCESS, type PeerAccess } from './access/access.ts'
+export { nodeIdentity, type NodeIdentity } from './channel/identity.ts'
