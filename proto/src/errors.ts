@@ -14,6 +14,9 @@ export const ERROR_CODES = {
   PROTO_ERR_BAD_CONFIG: { status: 500, summary: 'a configuration value is invalid' },
   PROTO_ERR_USAGE: { status: 400, summary: 'a command was called with an unknown flag or a bad value' },
   PROTO_ERR_PLUGIN: { status: 500, summary: 'a plugin could not be loaded or set up' },
+  PROTO_ERR_FORBIDDEN: { status: 403, summary: 'a peer is not a member of the cluster: no valid membership credential or grant, or it was revoked' },
+  PROTO_ERR_BAD_TOKEN: { status: 401, summary: 'a join or API token is malformed, expired, of the wrong scope or not issued by this cluster' },
+  PROTO_ERR_DESTINATION_DENIED: { status: 403, summary: 'a fetch was refused by the source policy: a destination that is not public and not in source.allow' },
 
   // dfdaemon
   DFD_ERR_BAD_REQUEST: { status: 400, summary: 'a download request is malformed (URL, range, digest, header)' },

@@ -1,6 +1,6 @@
 // A fabric node: libp2p with TCP, Noise and yamux, and a persistent Ed25519 identity.
 
-import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
+import { chmod, mkdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 
 import { noise } from '@chainsafe/libp2p-noise'
@@ -11,6 +11,7 @@ import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 
 import { NaiadError } from '../errors.ts'
+import { guardNode, type FabricGuard } from './membership.ts'
 
 export type FabricNode = Libp2p
 
@@ -19,9 +20,26 @@ export interface FabricNodeOptions {
   dataDir: string
   /** Multiaddrs to listen on, e.g. `/ip4/0.0.0.0/tcp/65002`. */
   listen: string[]
+  /**
+   * Who may use the fabric with this node (cluster membership, docs/security.md). Without a
+   * guard every peer that completes the Noise handshake may use every protocol.
+   */
+  guard?: FabricGuard
 }
 
 const IDENTITY_FILE = 'identity.key'
+
+/**
+ * Creates a data directory readable by its owner only (0700), and tightens one that exists:
+ * it holds keys, credentials and the cache of private blobs.
+ */
+export async function secureDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 })
+  await chmod(dir, 0o700).catch((err: NodeJS.ErrnoException) => {
+    // A directory someone else owns (a mounted volume) keeps its mode; everything in it is still 0600.
+    if (err.code !== 'EPERM') throw err
+  })
+}
 
 /** Loads the node's Ed25519 key from the data dir, creating it on first start. */
 export async function loadIdentity(dataDir: string): Promise<PrivateKey> {
@@ -33,7 +51,7 @@ export async function loadIdentity(dataDir: string): Promise<PrivateKey> {
       throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot read identity ${file}: ${(err as Error).message}`, { cause: err })
     }
   }
-  await mkdir(dataDir, { recursive: true })
+  await secureDir(dataDir)
   const key = await generateKeyPair('Ed25519')
   const tmp = `${file}.tmp-${process.pid}`
   await writeFile(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
@@ -43,8 +61,10 @@ export async function loadIdentity(dataDir: string): Promise<PrivateKey> {
 
 export async function createFabricNode(options: FabricNodeOptions): Promise<FabricNode> {
   const privateKey = await loadIdentity(options.dataDir)
+  const guard = options.guard
+  let node: FabricNode
   try {
-    return await createLibp2p({
+    node = await createLibp2p({
       privateKey,
       addresses: { listen: options.listen },
       transports: [tcp()],
@@ -60,9 +80,16 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
       } })],
       // Naiad's own calls carry timeouts; the monitor's pings would need an extra protocol.
       connectionMonitor: { enabled: false },
-      connectionManager: { maxConnections: 1024 }
+      connectionManager: { maxConnections: 1024 },
+      // Refused at the handshake: no stream, not even the membership protocol.
+      connectionGater: guard === undefined ? {} : {
+        denyInboundEncryptedConnection: (peer) => guard.denyPeer(peer.toString()),
+        denyOutboundEncryptedConnection: (peer) => guard.denyPeer(peer.toString())
+      }
     })
   } catch (err) {
     throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot start the fabric on ${options.listen.join(', ')}: ${(err as Error).message}`, { cause: err })
   }
+  if (guard !== undefined) await guardNode(node, guard)
+  return node
 }
