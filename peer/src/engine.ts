@@ -5,7 +5,9 @@
 import { join } from 'node:path'
 
 import type { Logger } from 'pino'
-import { createFabricNode, type FabricNode } from '@naiad/proto'
+import { createFabricNode, type FabricGuard, type FabricNode } from '@naiad/proto'
+
+import { OPEN_ACCESS, type PeerAccess } from './access/access.ts'
 
 import type { PeerTaskOptions } from './download/peer-task.ts'
 import { TaskManager } from './download/task-manager.ts'
@@ -28,6 +30,8 @@ export interface PeerEngineOptions {
   origin?: OriginOptions
   /** Where the plain-TCP data channel listens, when `download.dataChannel` is on (port 0: any). */
   dataListen?: { host: string; port: number }
+  /** Cluster membership on the fabric node the engine makes (see proto's FabricGuard). */
+  guard?: FabricGuard
 }
 
 /** Parts a caller may supply instead of the defaults: a shared fabric node, an in-process scheduler, a wrapped store. */
@@ -35,6 +39,8 @@ export interface PeerEngineComponents {
   node?: FabricNode
   scheduler?: SchedulerClient
   store?: PieceStore
+  /** Who may use this node's data channel and for which tasks (cluster admission); everyone by default. */
+  access?: PeerAccess
 }
 
 export const DOWNLOAD_DEFAULTS: PeerTaskOptions = {
@@ -56,15 +62,18 @@ export class PeerEngine {
   readonly tasks: TaskManager
   /** Where a QoS plugin installs its limits. */
   readonly qos: QosHooks
+  /** Admission of data-channel peers and per-task grants. */
+  readonly access: PeerAccess
   private readonly ownsNode: boolean
 
-  constructor(parts: { node: FabricNode; store: PieceStore; scheduler: SchedulerClient; upload: UploadServer; origin: OriginClient; qos: QosHooks; ownsNode: boolean }, logger: Logger, download: PeerTaskOptions) {
+  constructor(parts: { node: FabricNode; store: PieceStore; scheduler: SchedulerClient; upload: UploadServer; origin: OriginClient; qos: QosHooks; ownsNode: boolean; access?: PeerAccess }, logger: Logger, download: PeerTaskOptions) {
     this.node = parts.node
     this.store = parts.store
     this.scheduler = parts.scheduler
     this.upload = parts.upload
     this.origin = parts.origin
     this.qos = parts.qos
+    this.access = parts.access ?? OPEN_ACCESS
     this.ownsNode = parts.ownsNode
     this.tasks = new TaskManager({ node: parts.node, store: parts.store, scheduler: parts.scheduler, origin: parts.origin, logger, badPeers: new Set(), qos: parts.qos }, download)
   }
@@ -88,7 +97,7 @@ export class PeerEngine {
 }
 
 export async function createPeerEngine(options: PeerEngineOptions, components: PeerEngineComponents = {}): Promise<PeerEngine> {
-  const node = components.node ?? await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen })
+  const node = components.node ?? await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen, guard: options.guard })
   const store = components.store ?? new DiskPieceStore({ dir: join(options.dataDir, 'cache'), quota: options.cacheQuota })
   let scheduler = components.scheduler
   if (scheduler === undefined) {
@@ -99,5 +108,5 @@ export async function createPeerEngine(options: PeerEngineOptions, components: P
   const qos = new QosHooks()
   const upload = new UploadServer({ node, store, logger: options.logger.child({ module: 'upload' }), qos }, { slots: options.uploadSlots, dataChannel })
   const origin = new OriginClient(options.origin ?? ORIGIN_DEFAULTS)
-  return new PeerEngine({ node, store, scheduler, upload, origin, qos, ownsNode: components.node === undefined }, options.logger, options.download)
+  return new PeerEngine({ node, store, scheduler, upload, origin, qos, ownsNode: components.node === undefined, access: components.access }, options.logger, options.download)
 }

@@ -21,3 +21,5 @@ export { DiskPieceStore, contentStream, sendContent, type PieceStore, type Store
 export { OriginClient, ORIGIN_DEFAULTS, discard, redact, trustedCAs, type OriginOptions } from './source/origin.ts'
 export { QosHooks, PRIORITIES, isPriority, higherPriority, type Admission, type Priority, type QosLimiter, type Traffic } from './qos/hooks.ts'
 export { OPEN_ACCESS, type PeerAccess } from './access/access.ts'
+export { ClusterAccess, type ClusterAccessOptions } from './access/cluster-access.ts'
+export { DestinationPolicy, destinationDenied, ownAddresses, policyConnect, type DestinationPolicyOptions } from './source/destination-policy.ts'
