@@ -32,6 +32,8 @@ export interface PeerEngineOptions {
   dataListen?: { host: string; port: number }
   /** Cluster membership on the fabric node the engine makes (see proto's FabricGuard). */
   guard?: FabricGuard
+  /** Checks the supernode's identity before the scheduler client trusts it (see FabricSchedulerClientOptions). */
+  verifySupernode?: (peerId: string, credential: string | undefined) => boolean
 }
 
 /** Parts a caller may supply instead of the defaults: a shared fabric node, an in-process scheduler, a wrapped store. */
@@ -102,7 +104,7 @@ export async function createPeerEngine(options: PeerEngineOptions, components: P
   let scheduler = components.scheduler
   if (scheduler === undefined) {
     if (options.supernodeUrl === undefined) throw new Error('createPeerEngine needs supernodeUrl or a scheduler component')
-    scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger: options.logger.child({ module: 'scheduler-client' }) })
+    scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger: options.logger.child({ module: 'scheduler-client' }), verifySupernode: options.verifySupernode })
   }
   const dataChannel = options.download.dataChannel === true ? options.dataListen ?? { host: '0.0.0.0', port: 0 } : undefined
   const qos = new QosHooks()

@@ -20,6 +20,7 @@ import { NaiadError } from '../errors.ts'
 import { RpcError } from '../messages/index.ts'
 import { LIMITS, PROTOCOLS } from '../protocols.ts'
 import type { FabricNode } from './node.ts'
+import { call, raiseRemote, type DialTarget } from './rpc.ts'
 import { raceSignal } from './session.ts'
 
 /** renew false: "show me your credential"; renew true (to the supernode): "issue me a fresh one". */
@@ -192,4 +193,11 @@ export async function guardNode(node: FabricNode, guard: FabricGuard): Promise<v
     }
     return connection.newStream(protocols, options)
   }
+}
+
+/** A node asks its supernode for a fresh credential (and the list of revoked peers). */
+export async function renewMembership(node: FabricNode, supernode: DialTarget, signal?: AbortSignal): Promise<MembershipResponse> {
+  const res = await call(node, supernode, PROTOCOLS.membership, MembershipRequest, MembershipResponse, { renew: true }, { signal, maxResponseBytes: MAX_MEMBERSHIP_BYTES })
+  raiseRemote(res.error)
+  return res
 }

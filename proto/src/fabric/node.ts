@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 
@@ -59,6 +60,11 @@ export async function loadIdentity(dataDir: string): Promise<PrivateKey> {
   return key
 }
 
+/** The peer ID this data dir's identity gives (creating the identity when missing). */
+export async function loadPeerId(dataDir: string): Promise<string> {
+  return peerIdFromPrivateKey(await loadIdentity(dataDir)).toString()
+}
+
 export async function createFabricNode(options: FabricNodeOptions): Promise<FabricNode> {
   const privateKey = await loadIdentity(options.dataDir)
   const guard = options.guard
@@ -92,4 +98,24 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
   }
   if (guard !== undefined) await guardNode(node, guard)
   return node
+}
+
+/** A peer ID from its text form, to dial it by ID (the peer store knows its addresses once connected). */
+export function peerIdOf(peerId: string): PeerId {
+  try {
+    return peerIdFromString(peerId)
+  } catch (err) {
+    throw new NaiadError('PROTO_ERR_DECODE', `"${peerId.slice(0, 80)}" is not a peer ID`, { cause: err })
+  }
+}
+
+/** Closes every connection to `peerId` (a revoked node); unknown or malformed IDs are ignored. */
+export async function hangUpPeer(node: FabricNode, peerId: string): Promise<void> {
+  let id
+  try {
+    id = peerIdFromString(peerId)
+  } catch {
+    return
+  }
+  await node.hangUp(id).catch(() => {})
 }
