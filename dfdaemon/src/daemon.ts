@@ -11,7 +11,7 @@ import {
   createPeerEngine, DestinationPolicy, ORIGIN_DEFAULTS, type DownloadProgress, type DownloadRequest, type DownloadResult, type OriginOptions,
   type PeerEngine, type PeerEngineComponents, type PeerTaskOptions, type PieceStore, type QosHooks, type SchedulerClient, type TaskManager
 } from '@naiad/peer'
-import { loadPeerId, NaiadError, secureDir, type FabricNode, type NaiadPlugin } from '@naiad/proto'
+import { loadPeerId, secureDir, type FabricNode, type NaiadError, type NaiadPlugin } from '@naiad/proto'
 
 import { NodeMembership } from './admission/membership.ts'
 import { buildLocalApi } from './api/local-api.ts'

@@ -135,11 +135,11 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
   const node = await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen, guard: admission })
   const policy = new DestinationPolicy({ allow: options.sourceAllow ?? [] })
   let seed: Seed | undefined
-  let access: TaskAccess | undefined
+  const access: { current?: TaskAccess } = {}
   const scheduler = new Scheduler({
     hostTtlMs: options.hostTtlMs,
     seedHostId: options.seed.enabled ? node.peerId.toString() : undefined,
-    triggerSeed: options.seed.enabled ? (task) => seed?.trigger(task, access?.headersFor(task.id)) : undefined
+    triggerSeed: options.seed.enabled ? (task) => seed?.trigger(task, access.current?.headersFor(task.id)) : undefined
   }, state)
   state.load(scheduler)
   const verifier = new ClusterVerifier(signer.publicKey)
@@ -159,7 +159,7 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
   }
   // Access checks go through the seed's origin client (same policy, same CAs), or one of their own without a seed.
   const probes = seed === undefined ? new OriginClient({ ...ORIGIN_DEFAULTS, caFile: options.seed.caFile, policy }) : undefined
-  access = new TaskAccess(seed?.engine.origin ?? probes!)
-  const gate = new SchedulerGate({ admission, access, policy, knows: (id) => scheduler.tasks.has(id) }, { ...GATE_DEFAULTS, announceNetworks: options.announceNetworks ?? [] })
+  access.current = new TaskAccess(seed?.engine.origin ?? probes!)
+  const gate = new SchedulerGate({ admission, access: access.current, policy, knows: (id) => scheduler.tasks.has(id) }, { ...GATE_DEFAULTS, announceNetworks: options.announceNetworks ?? [] })
   return new Supernode({ node, scheduler, state, seed, admission, gate, policy, probes }, options)
 }

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  downloadVia, getJson, makeBlob, metric, startDaemon, startSupernode, TestOrigin, waitFor,
+  apiHeaders, downloadVia, getJson, makeBlob, metric, startDaemon, startSupernode, TestOrigin, waitFor,
   type DaemonHandle, type DoneEvent, type ErrorEvent, type SupernodeHandle
 } from '@naiad/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -236,7 +236,7 @@ describe('slo plugin', () => {
 
     // The SLO report equals what the traces say.
     const slo = await getJson<SloView>(`${sn.url}/api/v1/slo`)
-    const badWindow = await fetch(`${sn.url}/api/v1/slo?window=soon`)
+    const badWindow = await fetch(`${sn.url}/api/v1/slo?window=soon`, { headers: apiHeaders(sn.url) })
     expect(badWindow.status).toBe(400)
     expect(await badWindow.json()).toMatchObject({ code: 'SN_ERR_BAD_REQUEST' })
     const lastMinute = await getJson<SloView>(`${sn.url}/api/v1/slo?window=1m`)

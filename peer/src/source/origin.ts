@@ -129,26 +129,29 @@ export class OriginClient {
   }
 
   /**
-   * May `headers` read `url`? Asks the origin for its first byte (a GET with Range 0-0: a
-   * signed URL may be good for GET only, where a HEAD would fail) and answers its status,
-   * redirects followed, body discarded. Throws PROTO_ERR_DESTINATION_DENIED and
-   * DFD_ERR_ORIGIN_UNREACHABLE.
+   * May `headers` read `url`? Answers the origin's status to a HEAD (redirects followed, no
+   * body bytes). A signed URL may be good for GET only, and some origins refuse HEAD: when
+   * HEAD answers 403, 405 or 501 the question is asked again as a GET of the first byte.
+   * Throws PROTO_ERR_DESTINATION_DENIED and DFD_ERR_ORIGIN_UNREACHABLE.
    */
   async probe(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<number> {
     this.options.policy?.checkUrl(url)
     const h: Record<string, string> = {}
     for (const [k, v] of Object.entries(headers)) if (!HOP_BY_HOP.has(k.toLowerCase())) h[k] = v
-    h.range = 'bytes=0-0'
     const u = new URL(url)
-    try {
-      const res = await this.dispatcher.request({ origin: u.origin, path: u.pathname + u.search, method: 'GET', headers: h, signal })
-      discard(res.body)
-      return res.statusCode
-    } catch (err) {
-      const refused = destinationDenied(err)
-      if (refused !== undefined) throw refused
-      throw new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach origin ${u.host}: ${describe(err)}`, { cause: err })
+    const ask = async (method: 'HEAD' | 'GET'): Promise<number> => {
+      try {
+        const res = await this.dispatcher.request({ origin: u.origin, path: u.pathname + u.search, method, headers: method === 'GET' ? { ...h, range: 'bytes=0-0' } : h, signal })
+        discard(res.body)
+        return res.statusCode
+      } catch (err) {
+        const refused = destinationDenied(err)
+        if (refused !== undefined) throw refused
+        throw new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach origin ${u.host}: ${describe(err)}`, { cause: err })
+      }
     }
+    const status = await ask('HEAD')
+    return status === 403 || status === 405 || status === 501 ? ask('GET') : status
   }
 
   async close(): Promise<void> {
