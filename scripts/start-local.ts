@@ -1,10 +1,12 @@
 // `npm start`: a supernode and one dfdaemon on this machine, with embedded defaults (SQLite
 // and the local disk, data under ./.naiad). Both run as child processes of this script;
 // their logs come out here, prefixed. Ctrl-C stops both; if one dies, the other is stopped
-// and this script exits non-zero.
+// and this script exits non-zero. The daemon joins the supernode's cluster with a join token
+// this script creates (`supernode token create`) and hands over in a 0600 file, never on a
+// command line; an API token for the supernode's API is kept next to it.
 
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync } from 'node:fs'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { relative } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -152,9 +154,30 @@ async function checkPorts(): Promise<void> {
   }
 }
 
+/** Runs `supernode token create` on the supernode's data dir and keeps the token in a 0600 file. */
+function createToken(scope: 'join' | 'api', ttl: string, file: string): string {
+  let out: string
+  try {
+    out = execFileSync(process.execPath, [`${ROOT}supernode/bin/supernode.ts`, 'token', 'create', '--data-dir', `${DATA}/supernode`, '--scope', scope, '--ttl', ttl], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  } catch (err) {
+    process.stderr.write(`naiad: cannot create a ${scope} token: ${(err as Error).message}\n`)
+    process.exit(1)
+  }
+  const token = out.trim().split('\n').at(-1) ?? ''
+  writeFileSync(file, `${token}\n`, { mode: 0o600 })
+  chmodSync(file, 0o600)
+  return token
+}
+
 await checkPorts()
-mkdirSync(DATA, { recursive: true })
+mkdirSync(DATA, { recursive: true, mode: 0o700 })
+chmodSync(DATA, 0o700)
 const rel = (p: string): string => `./${relative(process.cwd(), p) || '.'}`
+const JOIN_TOKEN_FILE = `${DATA}/join-token`
+const API_TOKEN_FILE = `${DATA}/api-token`
+// The join token need only outlive the daemon's first join: it keeps the credential it earns.
+createToken('join', '1h', JOIN_TOKEN_FILE)
+createToken('api', '0', API_TOKEN_FILE)
 
 const supernode = start('supernode', 'supernode/bin/supernode.ts', [
   '--data-dir', `${DATA}/supernode`,
@@ -172,7 +195,8 @@ try {
 const daemon = start('dfdaemon', 'dfdaemon/bin/dfdaemon.ts', [
   '--supernode', SUPERNODE_URL,
   '--data-dir', `${DATA}/dfdaemon`,
-  '--p2p-listen', '/ip4/127.0.0.1/tcp/65002'
+  '--p2p-listen', '/ip4/127.0.0.1/tcp/65002',
+  '--join-token-file', JOIN_TOKEN_FILE
 ])
 watch(daemon)
 
@@ -196,12 +220,15 @@ process.stdout.write([
   '',
   'Fetch a file through the daemon (in another terminal):',
   '  npx dfget https://example.com/some/file -O /tmp/file',
-  'Look around:',
+  `Look around (the supernode's API wants the API token in ${rel(API_TOKEN_FILE)}):`,
+  `  TOKEN=$(cat ${rel(API_TOKEN_FILE)})`,
   ...[
-    [`${SUPERNODE_URL}/api/v1/tasks`, 'tasks the scheduler knows'],
-    [`${SUPERNODE_URL}/api/v1/peers`, 'daemons that announced themselves'],
+    [`-H "Authorization: Bearer $TOKEN" ${SUPERNODE_URL}/api/v1/tasks`, 'tasks the scheduler knows'],
+    [`-H "Authorization: Bearer $TOKEN" ${SUPERNODE_URL}/api/v1/peers`, 'daemons that announced themselves'],
     [`${DAEMON_API}/metrics`, 'Prometheus metrics (the supernode has them too)']
   ].map(([url, what]) => `  curl ${url.padEnd(36)} # ${what}`),
+  `More nodes: npx dfdaemon --supernode ${SUPERNODE_URL} --join-token-file ${rel(JOIN_TOKEN_FILE)} … (the token is good for an hour;`,
+  `  npx supernode token create --data-dir ${rel(`${DATA}/supernode`)} makes another)`,
   '',
   'Ctrl-C stops both.',
   ''
