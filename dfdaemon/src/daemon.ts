@@ -11,7 +11,7 @@ import {
   createPeerEngine, DestinationPolicy, ORIGIN_DEFAULTS, type DownloadProgress, type DownloadRequest, type DownloadResult, type OriginOptions,
   type PeerEngine, type PeerEngineComponents, type PeerTaskOptions, type PieceStore, type QosHooks, type SchedulerClient, type TaskManager
 } from '@naiad/peer'
-import { loadPeerId, secureDir, type FabricNode, type NaiadError, type NaiadPlugin } from '@naiad/proto'
+import { loadPeerId, NaiadError, secureDir, type FabricNode, type NaiadPlugin } from '@naiad/proto'
 
 import { NodeMembership } from './admission/membership.ts'
 import { buildLocalApi } from './api/local-api.ts'
@@ -96,6 +96,15 @@ export class Daemon {
     this.permission = new BlobPermission({ credentials: options.mirror?.credentials ?? new Map(), caFile: options.mirror?.caFile, policy, timeoutMs: 30_000 })
     this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
     registerBuiltinCommands(this.control, { tasks, info: () => this.info() })
+    if (membership !== undefined) {
+      // The supernode tells its daemons at once when it revokes a node (renewals carry the list too).
+      this.control.handle('membership.revoke', async (args) => {
+        const peers = (args as { peers?: unknown } | null)?.peers
+        if (!Array.isArray(peers) || peers.some((p) => typeof p !== 'string')) throw new NaiadError('DFD_ERR_BAD_REQUEST', 'membership.revoke: {peers: [peer ID, …]}')
+        membership.revoke(node, peers as string[])
+        return { revoked: peers.length }
+      })
+    }
     this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined

@@ -41,7 +41,7 @@ export const ERROR_CODES = {
   DFD_ERR_TOO_MANY_REQUESTS: { status: 429, summary: 'a tenant is over its request-rate or concurrency limit (QoS plugin)' },
   DFD_ERR_BLOB_DENIED: { status: 403, summary: 'the registry refused this client\'s credentials for a blob, so the daemon does not serve it from its cache or its peers' },
   DFD_ERR_BODY_TOO_LARGE: { status: 413, summary: 'a request body to the daemon exceeds its limit' },
-  DFD_ERR_CONNECT_FORBIDDEN: { status: 403, summary: 'the forward proxy refused a CONNECT tunnel: CONNECT is off, or the host or port is not in proxy.connect-allow' },
+  DFD_ERR_CONNECT_FORBIDDEN: { status: 403, summary: 'the forward proxy refused a CONNECT tunnel: CONNECT is off, or the host and port are not in proxy.connect-allow' },
   DFD_ERR_NOT_JOINED: { status: 503, summary: 'the daemon has no membership credential yet: it could not join its supernode' },
 
   // supernode

@@ -84,6 +84,13 @@ export class Supernode {
       scheduler.leaveHost(id)
       gate.forget(id)
       void hangUpPeer(node, id)
+      // Daemons learn it now rather than at their next renewal: they refuse the node too.
+      for (const h of this.control.hosts()) {
+        if (h.id === id) continue
+        this.control.send(h.id, 'membership.revoke', { peers: [id] }, { timeoutMs: 5_000 }).catch((err: unknown) => {
+          options.logger.debug({ host: h.id, err: (err as Error).message }, 'could not tell a daemon of a revocation; it learns it at its next renewal')
+        })
+      }
     })
   }
 

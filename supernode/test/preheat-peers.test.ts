@@ -13,7 +13,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { call, PROTOCOLS, SchedulerRequest, SchedulerResponse, type FabricNode } from '@naiad/proto'
 import {
-  apiHeaders, CountingProxy, startMemberNode, getJson, makeBlob, metric, pushImage, startDaemon, startRegistry, startSupernode, TestOrigin, waitFor,
+  apiHeaders, CountingProxy, getJson, makeBlob, metric, pushImage, startDaemon, startMemberNode, startRegistry, startSupernode, TestOrigin, waitFor,
   type DaemonHandle, type PushedImage, type RegistryHandle, type SupernodeHandle
 } from '@naiad/testkit'
 

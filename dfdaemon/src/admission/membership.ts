@@ -144,18 +144,25 @@ export class NodeMembership {
   /** Renews the credential over the fabric and takes the supernode's list of revoked peers; hangs up on them. */
   async renew(node: FabricNode, supernodeId: string, signal?: AbortSignal): Promise<void> {
     const res = await renewMembership(node, peerIdOf(supernodeId), signal)
+    this.revoke(node, res.revoked)
+    if (res.credential.length > 0 && this.expiresAt - Date.now() < RENEW_BEFORE_MS) {
+      this.adopt(res.credential)
+      await this.save()
+    }
+  }
+
+  /** Refuses `ids` from now on (the supernode revoked them) and hangs up on them. */
+  revoke(node: FabricNode, ids: string[]): void {
+    // A revoked peer's credential lasts an hour at most: refusing it that long is enough.
     const until = Date.now() + 60 * 60_000
-    for (const id of res.revoked.slice(0, MAX_REVOKED)) {
+    for (const id of ids.slice(0, MAX_REVOKED)) {
       if (!this.revoked.has(id)) {
         this.options.logger.warn({ peer: id }, 'peer revoked by the supernode: refused from now on')
         this.guard.forget(id)
         void hangUpPeer(node, id)
       }
+      if (this.revoked.size >= MAX_REVOKED) this.revoked.delete(this.revoked.keys().next().value!)
       this.revoked.set(id, until)
-    }
-    if (res.credential.length > 0 && this.expiresAt - Date.now() < RENEW_BEFORE_MS) {
-      this.adopt(res.credential)
-      await this.save()
     }
   }
 

@@ -25,7 +25,7 @@ export const DFDAEMON_COMMAND: CommandSpec = {
     { key: 'registry.auth-file', type: 'string', default: '', help: "registry credentials in Docker's config.json format, used when a client sends none" },
     { key: 'registry.ca-file', type: 'string', default: '', help: 'PEM CA certificates trusted for HTTPS registries and origins, besides the system store' },
     { key: 'proxy.rules', type: 'list', default: [], help: 'regular expressions: forward-proxied plain-HTTP URLs that match go through the swarm' },
-    { key: 'proxy.connect-allow', type: 'list', default: [], help: 'hosts the forward proxy may open CONNECT tunnels to, port 443 only (empty: CONNECT is refused)' },
+    { key: 'proxy.connect-allow', type: 'list', default: [], help: 'hosts the forward proxy may open CONNECT tunnels to: HOST (port 443) or HOST:PORT (empty: CONNECT is refused)' },
     { key: 'source.allow', type: 'list', default: [], help: 'hosts, HOST:PORT or CIDRs this daemon may fetch besides public addresses; its registries (--default-registry, --insecure-registry, registry.auth-file) count as listed' },
     { key: 'upload.slots', type: 'int', default: 16, help: 'pieces served to other peers at once' },
     { key: 'piece.data-channel', type: 'bool', default: false, help: 'move piece bytes over plain TCP (requests, digests and tokens stay on the encrypted fabric): much less CPU per byte, no confidentiality on the wire' },

@@ -33,7 +33,7 @@ export interface ProxyServerComponents {
 export interface ProxyServerOptions extends UpstreamOptions {
   /** Forward-proxied URLs matching one of these go through the swarm. */
   rules: RegExp[]
-  /** Hosts CONNECT may tunnel to (port 443 only); empty: CONNECT is refused. */
+  /** Hosts CONNECT may tunnel to: `HOST` (port 443) or `HOST:PORT`; empty: CONNECT is refused. */
   connectAllow?: string[]
   /** Where relayed requests may go (source.allow); without one, anywhere. */
   policy?: DestinationPolicy
@@ -124,9 +124,9 @@ export class ProxyServer {
   }
 
   /**
-   * CONNECT host:443 to a host in `proxy.connect-allow`: a raw TCP tunnel; the proxy never
-   * sees inside. Anything else is refused: an open CONNECT relay lets any local process
-   * reach (and port-scan) whatever this node can reach.
+   * CONNECT to a host in `proxy.connect-allow` (port 443, or the port the entry names): a raw
+   * TCP tunnel; the proxy never sees inside. Anything else is refused: an open CONNECT relay
+   * lets any local process reach (and port-scan) whatever this node can reach.
    */
   private tunnel(req: IncomingMessage, client: Socket, head: Buffer): void {
     const m = /^([^:]+|\[[^\]]+\]):(\d+)$/.exec(req.url ?? '')
@@ -136,8 +136,9 @@ export class ProxyServer {
     }
     const host = m[1].replace(/^\[|\]$/g, '').toLowerCase()
     const allow = this.options.connectAllow ?? []
-    if (m[2] !== '443' || !allow.some((h) => h.toLowerCase() === host)) {
-      const why = allow.length === 0 ? 'CONNECT is off (proxy.connect-allow is empty)' : `CONNECT goes only to port 443 of ${allow.join(', ')}`
+    const target = `${host}:${Number(m[2])}`
+    if (!allow.some((h) => (/:\d+$/.test(h) ? h.toLowerCase() : `${h.toLowerCase()}:443`) === target)) {
+      const why = allow.length === 0 ? 'CONNECT is off (proxy.connect-allow is empty)' : `CONNECT goes only to ${allow.join(', ')} (port 443 unless one is named)`
       const e = new NaiadError('DFD_ERR_CONNECT_FORBIDDEN', why)
       const body = JSON.stringify({ code: e.code, message: e.message })
       client.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)

@@ -86,7 +86,10 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
       } })],
       // Naiad's own calls carry timeouts; the monitor's pings would need an extra protocol.
       connectionMonitor: { enabled: false },
-      connectionManager: { maxConnections: 1024 },
+      // libp2p's default of 5 new connections per second per address is tight for many
+      // daemons behind one NAT address; a peer that is no member is refused at the
+      // handshake anyway (see the guard).
+      connectionManager: { maxConnections: 1024, inboundConnectionThreshold: 64, maxIncomingPendingConnections: 64 },
       // Refused at the handshake: no stream, not even the membership protocol.
       connectionGater: guard === undefined ? {} : {
         denyInboundEncryptedConnection: (peer) => guard.denyPeer(peer.toString()),

@@ -105,6 +105,16 @@ export class SchedulerGate {
     return { ...host, hostname: host.hostname.slice(0, GATE_LIMITS.maxHostnameChars), multiaddrs, ip: remote ?? host.ip }
   }
 
+  /**
+   * Throws unless `hostId` may take part in `taskId` (ask for parents, report pieces): the
+   * task ID alone is worth nothing, only a registration the gate accepted.
+   */
+  member(hostId: string, taskId: string): void {
+    if (!this.access.allowed(hostId, taskId)) {
+      throw new NaiadError('SN_ERR_FORBIDDEN', `node ${hostId} has no registration for task ${taskId.slice(0, 64)} that the supernode accepted (register it, with the credentials its origin wants)`)
+    }
+  }
+
   /** A grant for `hostId` to fetch `taskId`, or none when it may not (a private task it did not prove). */
   grant(hostId: string, taskId: string): Uint8Array {
     return this.access.allowed(hostId, taskId) ? this.admission.grant(hostId, taskId) : new Uint8Array(0)

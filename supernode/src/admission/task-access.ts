@@ -13,14 +13,16 @@ export interface AccessProbe {
 }
 
 export interface TaskAccessOptions {
-  /** How long an answer (public, or a node's proof) is trusted. */
+  /** How long the origin's answer to an anonymous request (public or not) is trusted. */
   ttlMs: number
+  /** How long a node's proof of access to a private task lasts (a long download must not lose it). */
+  proofTtlMs: number
   /** Tasks remembered at most (oldest dropped first). */
   maxTasks: number
   probeTimeoutMs: number
 }
 
-export const TASK_ACCESS_DEFAULTS: TaskAccessOptions = { ttlMs: 10 * 60_000, maxTasks: 100_000, probeTimeoutMs: 15_000 }
+export const TASK_ACCESS_DEFAULTS: TaskAccessOptions = { ttlMs: 10 * 60_000, proofTtlMs: 60 * 60_000, maxTasks: 100_000, probeTimeoutMs: 15_000 }
 
 interface Visibility {
   public: boolean
@@ -53,7 +55,7 @@ export class TaskAccess {
     const v = await this.visibility(task, signal)
     if (v.public) return
     const at = v.proven.get(hostId)
-    if (at !== undefined && now - at < this.options.ttlMs) return
+    if (at !== undefined && now - at < this.options.proofTtlMs) return
     if (Object.keys(task.headers).length === 0) throw forbidden(task.url, 'its origin refuses anonymous requests and the node forwarded no credentials')
     let status: number
     try {
@@ -72,7 +74,7 @@ export class TaskAccess {
     if (v === undefined) return false
     if (v.public) return true
     const at = v.proven.get(hostId)
-    return at !== undefined && Date.now() - at < this.options.ttlMs
+    return at !== undefined && Date.now() - at < this.options.proofTtlMs
   }
 
   /** Headers that opened a private task (the latest proof's), for the seed to fetch it with. */

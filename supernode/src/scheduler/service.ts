@@ -31,6 +31,8 @@ function handleRemoteRequest(scheduler: Scheduler, gate: SchedulerGate | undefin
   if (req.registerTask !== undefined) {
     return gate.register(hostId, req.registerTask, signal).then(() => handleSchedulerRequest(scheduler, hostId, req, grant))
   }
+  if (req.getParents !== undefined) gate.member(hostId, req.getParents.taskId)
+  if (req.reportPieces !== undefined) gate.member(hostId, req.reportPieces.taskId)
   return handleSchedulerRequest(scheduler, hostId, req, grant)
 }
 

@@ -135,7 +135,15 @@ export interface JobSecrets {
 export function splitSecrets(args: JobArgs): { stored: JobArgs; secrets: JobSecrets | undefined } {
   const headers: Record<string, string> = {}
   const secret: Record<string, string> = {}
-  for (const [k, v] of Object.entries(args.headers)) (PUBLIC_HEADERS.has(k.toLowerCase()) ? headers : secret)[k] = v
+  for (const [k, v] of Object.entries(args.headers)) {
+    if (PUBLIC_HEADERS.has(k.toLowerCase())) {
+      headers[k] = v
+    } else {
+      // The name is kept (views show it redacted); the value stays in memory.
+      headers[k] = '<redacted>'
+      secret[k] = v
+    }
+  }
   const { username, password, ...rest } = args
   const has = Object.keys(secret).length > 0 || (username !== undefined && username !== '') || password !== undefined
   return {
@@ -170,7 +178,9 @@ export class JobStore {
     db.prepare('UPDATE preheat_jobs SET authorization = NULL WHERE authorization IS NOT NULL').run()
     for (const r of db.prepare<[], { id: number; args: string }>('SELECT id, args FROM preheat_jobs').all()) {
       const args = JSON.parse(r.args) as JobArgs
-      if (splitSecrets(args).secrets !== undefined) db.prepare('UPDATE preheat_jobs SET args = ? WHERE id = ?').run(JSON.stringify(splitSecrets(args).stored), r.id)
+      const secrets = splitSecrets(args).secrets
+      const held = secrets !== undefined && (secrets.password !== undefined || secrets.username !== undefined || Object.values(secrets.headers).some((v) => v !== '<redacted>'))
+      if (held) db.prepare('UPDATE preheat_jobs SET args = ? WHERE id = ?').run(JSON.stringify(splitSecrets(args).stored), r.id)
     }
   }
 
