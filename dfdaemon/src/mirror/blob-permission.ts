@@ -6,6 +6,8 @@
 // uses them) with 200: nobody gets a private blob through the daemon that they could not
 // have pulled from the registry themselves. Other URLs are not registry blobs and pass.
 
+import { createHash } from 'node:crypto'
+
 import { Agent, interceptors, type Dispatcher } from 'undici'
 import { NaiadError } from '@naiad/proto'
 
@@ -28,7 +30,12 @@ export interface BlobPermissionOptions {
   caFile?: string
   policy?: DestinationPolicy
   timeoutMs: number
+  /** How long a registry's yes is remembered for the same URL and credentials (lazy reads ask per chunk). */
+  cacheMs?: number
 }
+
+/** Answers remembered at most. */
+const MAX_CACHED = 10_000
 
 function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
   for (const [k, v] of Object.entries(headers)) if (k.toLowerCase() === name) return Array.isArray(v) ? v[0] : v
@@ -39,6 +46,8 @@ export class BlobPermission {
   private readonly agent: Agent
   private readonly dispatcher: Dispatcher
   private readonly options: BlobPermissionOptions
+  /** hash(URL, credentials) → until when the registry's 200 counts. */
+  private readonly granted = new Map<string, number>()
 
   constructor(options: BlobPermissionOptions) {
     this.options = options
@@ -58,6 +67,8 @@ export class BlobPermission {
     if (!isRegistryBlobUrl(url)) return
     const u = new URL(url)
     const auth = header(headers, 'authorization') ?? this.options.credentials.get(u.host)
+    const key = createHash('sha256').update(`${url}\0${auth ?? ''}`).digest('hex')
+    if ((this.granted.get(key) ?? 0) > Date.now()) return
     let status: number
     try {
       const res = await this.dispatcher.request({
@@ -75,6 +86,9 @@ export class BlobPermission {
     if (status !== 200) {
       throw new NaiadError('DFD_ERR_BLOB_DENIED', `registry ${u.host} answered ${status} for ${u.pathname} with ${auth === undefined ? 'no credentials' : 'these credentials'}: the daemon does not serve it`)
     }
+    this.granted.delete(key)
+    if (this.granted.size >= MAX_CACHED) this.granted.delete(this.granted.keys().next().value!)
+    this.granted.set(key, Date.now() + (this.options.cacheMs ?? 60_000))
   }
 
   /** The content route: checks the stored task's URL with the request's headers. */

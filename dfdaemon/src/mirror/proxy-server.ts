@@ -14,7 +14,7 @@ import type { Logger } from 'pino'
 import { Agent, type Dispatcher } from 'undici'
 import { NaiadError, toNaiadError } from '@naiad/proto'
 
-import { destinationDenied, policyConnect, sendContent, type DestinationPolicy, type PieceStore, type QosHooks, type TaskManager } from '@naiad/peer'
+import { destinationDenied, policyConnect, sendContent, type PieceStore, type QosHooks, type TaskManager } from '@naiad/peer'
 import type { BlobPermission } from './blob-permission.ts'
 import { requestHeaders, responseHeaders } from './headers.ts'
 import { RegistryMirror, sendRegistryError, sendTooManyRequests } from './registry-mirror.ts'
@@ -35,8 +35,6 @@ export interface ProxyServerOptions extends UpstreamOptions {
   rules: RegExp[]
   /** Hosts CONNECT may tunnel to: `HOST` (port 443) or `HOST:PORT`; empty: CONNECT is refused. */
   connectAllow?: string[]
-  /** Where relayed requests may go (source.allow); without one, anywhere. */
-  policy?: DestinationPolicy
 }
 
 /** Largest request body relayed upstream; a mirror and a download proxy have no use for more. */
