@@ -285,7 +285,13 @@ describe('outsider suite', () => {
       }
     }
     for (const path of ['/healthz', '/readyz', '/healthy', '/metrics', '/api/v1/info']) expect((await fetch(`${sn.url}${path}`)).status, path).toBe(200)
-    expect((await getJson<unknown[]>(`${sn.url}/api/v1/nodes`)).length).toBeGreaterThanOrEqual(3)
+    // The operator's way to a token: the last line of `supernode token create`, while the supernode runs.
+    const created = await run(BINS.supernode, ['token', 'create', '--data-dir', sn.dataDir, '--scope', 'api', '--ttl', '10m'])
+    expect(created.code, created.stderr).toBe(0)
+    const token = created.stdout.trim().split('\n').at(-1)!
+    const nodes = await fetch(`${sn.url}/api/v1/nodes`, { headers: { authorization: `Bearer ${token}` } })
+    expect(nodes.status).toBe(200)
+    expect((await nodes.json() as unknown[]).length).toBeGreaterThanOrEqual(3)
     // Strict IDs and bounded bodies, with the token.
     for (const id of ['0x1', '1e3', '01', '+1', '1.0', `${2 ** 60}`]) {
       const res = await fetch(`${sn.url}/api/v1/jobs/${id}`, { headers: apiHeaders(sn.url) })
@@ -398,5 +404,20 @@ describe('outsider suite', () => {
     for (const d of ['d1', 'd2']) for (const f of ['identity.key', 'membership.json']) expect((await stat(join(dir, d, f))).mode & 0o077, `${d}/${f}`).toBe(0)
     // Nor in the logs.
     for (const p of [sn.process, d1.process, d2.process]) for (const n of needles) expect(p.logs.some((l) => l.includes(n))).toBe(false)
+  })
+
+  it('lets a daemon restart without its join token: it kept its credential', async () => {
+    await d2.process.stop()
+    d2 = await startDaemon(join(dir, 'd2'), sn.url, {
+      joinToken: null, args: ['--config', join(dir, 'd.yaml'), '--insecure-registry', registry.host],
+      env: { NAIAD_SOURCE_ALLOW: [registry.host, new URL(origin.url).host, redirector.host].join(','), NAIAD_HOST_LABELS: '{"zone":"b"}' }
+    })
+    expect(d2.process.logs.some((l) => l.includes('joined the cluster'))).toBe(false)
+    const done = await downloadVia(d2.apiUrl, { url: `${origin.url}/public` })
+    expect(done.event).toBe('done')
+    // Without a credential or a token, a daemon does not start.
+    const bare = await run(BINS.dfdaemon, ['--supernode', sn.url, '--data-dir', join(dir, 'bare')], { timeoutMs: 30_000 })
+    expect(bare.code).toBe(2)
+    expect(bare.stderr).toContain('--join-token')
   })
 })
