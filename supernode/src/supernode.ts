@@ -151,6 +151,7 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
   state.load(scheduler)
   const verifier = new ClusterVerifier(signer.publicKey)
   if (options.seed.enabled) {
+    await secureDir(join(options.dataDir, 'seed'))
     seed = await Seed.create(node, scheduler, {
       dataDir: join(options.dataDir, 'seed'),
       cacheQuota: options.seed.cacheQuota,
