@@ -2,7 +2,7 @@
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', 'bench/results/**'] },
+  { ignores: ['**/node_modules/**', 'bench/results/**', 'dist/**', 'docker/context/**', '.ci-results/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {

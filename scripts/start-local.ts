@@ -1,32 +1,37 @@
 // `npm start`: a supernode and one dfdaemon on this machine, with embedded defaults (SQLite
-// and the local disk, data under ./.naiad). Both run as child processes of this script;
-// their logs come out here, prefixed. Ctrl-C stops both; if one dies, the other is stopped
-// and this script exits non-zero. The daemon joins the supernode's cluster with a join token
-// this script creates (`supernode token create`) and hands over in a 0600 file, never on a
-// command line; an API token for the supernode's API is kept next to it.
+// and the local disk, data under ./.naiad, every built-in plugin of each). Both run as child
+// processes of this script; their logs come out here, prefixed. Arguments go through to them
+// (see scripts/start-args.ts and `npm start -- --help`). Ctrl-C stops both; if one dies, the
+// other is stopped and this script exits non-zero. The daemon joins the supernode's cluster
+// with a join token this script creates (`supernode token create`, on the data directory the
+// supernode reports) and hands over in a 0600 file, never on a command line; an API token for
+// the supernode's API and console is kept next to it.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { relative } from 'node:path'
+import { join, relative } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 
+import { DFDAEMON_COMMAND } from '../dfdaemon/src/config/options.ts'
+import { DAEMON_PLUGINS } from '../dfdaemon/src/plugins/catalog.ts'
+import { SUPERNODE_COMMAND } from '../supernode/src/config/options.ts'
+import { SUPERNODE_PLUGINS } from '../supernode/src/plugins/catalog.ts'
+import { buildConsole } from './build.ts'
+import { LEVEL_NUMBERS, planStart, START_USAGE, StartUsageError, type ChildPlan, type StartPlan } from './start-args.ts'
+
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const DATA = `${ROOT}.naiad`
-const SUPERNODE_URL = 'http://127.0.0.1:8002'
-const DAEMON_API = 'http://127.0.0.1:65003'
 const READY_TIMEOUT_MS = 60_000
 const STOP_GRACE_MS = 10_000
-/** supernode HTTP and fabric; dfdaemon registry mirror, fabric and local API. */
-const PORTS = [8002, 8003, 65001, 65002, 65003]
 
 interface Child {
   name: string
   proc: ChildProcess
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  /** Fields of the child's "… ready" log line, once seen. */
+  /** Fields of the child's "<name> ready" log line, once seen. */
   ready?: Record<string, unknown>
+  /** The last error it logged, for the message when it exits before it is ready. */
+  lastError?: string
 }
 
 const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' }
@@ -48,10 +53,11 @@ function format(name: string, line: string): string {
   return `${tag} ${(LEVELS[level as number] ?? String(level)).padEnd(5)} ${String(msg ?? '')}${extra === '' ? '' : ` ${extra}`}`
 }
 
-function start(name: string, bin: string, args: string[]): Child {
+function start(name: string, bin: string, plan: ChildPlan, extraArgs: string[] = []): Child {
+  const show = LEVEL_NUMBERS[plan.showLevel] ?? 0
   // Own process group: a Ctrl-C reaches only this script, which then stops the children in
   // order, instead of each child getting the terminal's SIGINT and npm's forwarded one.
-  const proc = spawn(process.execPath, [`${ROOT}${bin}`, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const proc = spawn(process.execPath, [`${ROOT}${bin}`, ...plan.args, ...extraArgs], { cwd: process.cwd(), env: { ...process.env, ...plan.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   const child: Child = {
     name,
     proc,
@@ -60,10 +66,13 @@ function start(name: string, bin: string, args: string[]): Child {
   proc.once('error', (err) => process.stderr.write(`${name}: cannot start: ${err.message}\n`))
   for (const stream of [proc.stdout!, proc.stderr!]) {
     createInterface({ input: stream }).on('line', (line) => {
-      if (child.ready === undefined && line.includes(' ready"')) {
+      // The supernode's embedded seed logs a "dfdaemon ready" line of its own first.
+      if (child.ready === undefined && line.includes(`"msg":"${name} ready"`)) {
         try { child.ready = JSON.parse(line) as Record<string, unknown> } catch { /* not a log line */ }
       }
-      process.stdout.write(`${format(name, line)}\n`)
+      if (/"level":(50|60)|EADDRINUSE|^\S+: .*\[[A-Z]+_ERR_[A-Z_]+\]$/.test(line)) child.lastError = line
+      const level = /^\{"level":(\d+)/.exec(line)
+      if (level === null || Number(level[1]) >= show) process.stdout.write(`${format(name, line)}\n`)
     })
   }
   return child
@@ -81,22 +90,28 @@ async function stop(c: Child): Promise<void> {
   clearTimeout(t)
 }
 
-/** Polls `url` until it answers 200; rejects when `child` exits first or time runs out. */
-async function waitHealthy(url: string, child: Child, signal: AbortSignal): Promise<void> {
+/** Waits for the child's ready line, then until `path` on the address it names answers 200. */
+async function waitReady(child: Child, address: (ready: Record<string, unknown>) => string, path: string, signal: AbortSignal): Promise<string> {
   const deadline = Date.now() + READY_TIMEOUT_MS
   while (Date.now() < deadline) {
     signal.throwIfAborted()
-    if (!alive(child)) throw new Error(`${child.name} exited before it was healthy`)
-    try {
-      const res = await fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]) })
-      await res.body?.cancel()
-      if (res.status === 200) return
-    } catch {
-      // not listening yet
+    if (!alive(child)) {
+      const busy = child.lastError?.includes('EADDRINUSE') === true ? ' (a port is taken: is another Naiad running? Stop it, or give other addresses)' : ''
+      throw new Error(`${child.name} exited before it was ready${busy}`)
+    }
+    if (child.ready !== undefined) {
+      const base = address(child.ready).replace('://0.0.0.0:', '://127.0.0.1:').replace('://[::]:', '://[::1]:')
+      try {
+        const res = await fetch(`${base}${path}`, { signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]) })
+        await res.body?.cancel()
+        if (res.status === 200) return base
+      } catch {
+        // not answering yet
+      }
     }
     await new Promise((r) => setTimeout(r, 250))
   }
-  throw new Error(`${child.name} was not healthy at ${url} within ${READY_TIMEOUT_MS / 1000}s`)
+  throw new Error(`${child.name} was not ready within ${READY_TIMEOUT_MS / 1000}s`)
 }
 
 const children: Child[] = []
@@ -139,96 +154,110 @@ function watch(c: Child): void {
   void c.exited.then(({ code, signal }) => shutdown(1, `naiad: ${c.name} exited (${signal ?? `code ${code}`}); stopping the rest`))
 }
 
-/** Fails fast on a busy port, with a hint, rather than waiting on a child that cannot listen. */
-async function checkPorts(): Promise<void> {
-  for (const port of PORTS) {
-    const busy = await new Promise<string | undefined>((resolve) => {
-      const srv = createServer()
-      srv.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
-      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(undefined)))
-    })
-    if (busy !== undefined) {
-      process.stderr.write(`naiad: port ${port} on 127.0.0.1 is not free (${busy}); is another Naiad running? Stop it and try again.\n`)
-      process.exit(1)
-    }
-  }
+// Each catalog names every built-in plugin of its binary, metrics included.
+const SUPERNODE_PLUGIN_NAMES = Object.keys(SUPERNODE_PLUGINS)
+let plan: StartPlan
+try {
+  plan = planStart(process.argv.slice(2), SUPERNODE_COMMAND, DFDAEMON_COMMAND, {
+    dataDir: join(ROOT, '.naiad'),
+    supernode: { listen: '127.0.0.1:8002', 'p2p.listen': '/ip4/127.0.0.1/tcp/8003' },
+    dfdaemon: { 'p2p.listen': '/ip4/127.0.0.1/tcp/65002' },
+    supernodePlugins: SUPERNODE_PLUGIN_NAMES,
+    dfdaemonPlugins: Object.keys(DAEMON_PLUGINS)
+  })
+} catch (err) {
+  if (!(err instanceof StartUsageError)) throw err
+  process.stderr.write(`naiad: ${err.message}\nTry 'npm start -- --help'.\n`)
+  process.exit(2)
+}
+if (plan.help) {
+  process.stdout.write(`${START_USAGE}\n`)
+  process.exit(0)
+}
+mkdirSync(plan.dataDir, { recursive: true, mode: 0o700 })
+chmodSync(plan.dataDir, 0o700)
+const rel = (p: string): string => { const r = relative(process.cwd(), p); return r.startsWith('..') || r === '' ? p : `./${r}` }
+
+// The console is served from the checkout's dist/console/; build it (well under a second) so
+// that it matches the sources this supernode runs.
+try {
+  await buildConsole()
+} catch (err) {
+  process.stderr.write(`naiad: the web console could not be built (${(err as Error).message.split('\n')[0]}); the API works without it\n`)
+}
+
+const supernode = start('supernode', 'supernode/bin/supernode.ts', plan.supernode)
+watch(supernode)
+
+let supernodeUrl = ''
+try {
+  supernodeUrl = await waitReady(supernode, (r) => String(r.http), '/readyz', failed.signal)
+} catch (err) {
+  await shutdown(1, `naiad: ${(err as Error).message}`)
 }
 
 /** Runs `supernode token create` on the supernode's data dir and keeps the token in a 0600 file. */
-function createToken(scope: 'join' | 'api', ttl: string, file: string): string {
-  let out: string
+function createToken(dataDir: string, scope: 'join' | 'api', ttl: string, file: string): void {
+  let out = ''
   try {
-    out = execFileSync(process.execPath, [`${ROOT}supernode/bin/supernode.ts`, 'token', 'create', '--data-dir', `${DATA}/supernode`, '--scope', scope, '--ttl', ttl], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+    out = execFileSync(process.execPath, [`${ROOT}supernode/bin/supernode.ts`, 'token', 'create', '--data-dir', dataDir, '--scope', scope, '--ttl', ttl], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
   } catch (err) {
-    process.stderr.write(`naiad: cannot create a ${scope} token: ${(err as Error).message}\n`)
-    process.exit(1)
+    void shutdown(1, `naiad: cannot create a ${scope} token: ${(err as Error).message.split('\n')[0]}`)
   }
-  const token = out.trim().split('\n').at(-1) ?? ''
-  writeFileSync(file, `${token}\n`, { mode: 0o600 })
+  writeFileSync(file, `${out.trim().split('\n').at(-1) ?? ''}\n`, { mode: 0o600 })
   chmodSync(file, 0o600)
-  return token
 }
+const joinTokenFile = join(plan.dataDir, 'join-token')
+const apiTokenFile = join(plan.dataDir, 'api-token')
+// The join token need only outlive the daemon's first join: the daemon keeps the credential it earns.
+createToken(String(supernode.ready?.dataDir), 'join', '1h', joinTokenFile)
+createToken(String(supernode.ready?.dataDir), 'api', '0', apiTokenFile)
 
-await checkPorts()
-mkdirSync(DATA, { recursive: true, mode: 0o700 })
-chmodSync(DATA, 0o700)
-const rel = (p: string): string => `./${relative(process.cwd(), p) || '.'}`
-const JOIN_TOKEN_FILE = `${DATA}/join-token`
-const API_TOKEN_FILE = `${DATA}/api-token`
-// The join token need only outlive the daemon's first join: it keeps the credential it earns.
-createToken('join', '1h', JOIN_TOKEN_FILE)
-createToken('api', '0', API_TOKEN_FILE)
-
-const supernode = start('supernode', 'supernode/bin/supernode.ts', [
-  '--data-dir', `${DATA}/supernode`,
-  '--listen', '127.0.0.1:8002',
-  '--p2p-listen', '/ip4/127.0.0.1/tcp/8003'
-])
-watch(supernode)
-
-try {
-  await waitHealthy(`${SUPERNODE_URL}/readyz`, supernode, failed.signal)
-} catch (err) {
-  await shutdown(1, `naiad: ${(err as Error).message}`)
-}
-
-const daemon = start('dfdaemon', 'dfdaemon/bin/dfdaemon.ts', [
-  '--supernode', SUPERNODE_URL,
-  '--data-dir', `${DATA}/dfdaemon`,
-  '--p2p-listen', '/ip4/127.0.0.1/tcp/65002',
-  '--join-token-file', JOIN_TOKEN_FILE
-])
+const daemon = start('dfdaemon', 'dfdaemon/bin/dfdaemon.ts', plan.dfdaemon, [`--supernode=${supernodeUrl}`, `--join-token-file=${joinTokenFile}`])
 watch(daemon)
 
+let apiUrl = ''
 try {
-  await waitHealthy(`${DAEMON_API}/healthz`, daemon, failed.signal)
+  apiUrl = await waitReady(daemon, (r) => String(r.api), '/healthz', failed.signal)
 } catch (err) {
   await shutdown(1, `naiad: ${(err as Error).message}`)
 }
 
-// /healthz answers a moment before the daemon logs its ready line (with its peer ID).
-for (let i = 0; i < 40 && daemon.ready === undefined && alive(daemon); i++) await new Promise((r) => setTimeout(r, 250))
-
-const peer = (c: Child): string => (typeof c.ready?.peerId === 'string' ? `, peer ${c.ready.peerId}` : '')
+const loopback = (u: unknown): string => String(u).replace('://0.0.0.0:', '://127.0.0.1:').replace('://[::]:', '://[::1]:')
+const mirrorUrl = loopback(daemon.ready?.proxy)
+const list = (v: unknown): string => (Array.isArray(v) ? v.join(' ') : String(v ?? ''))
+const plugins = (c: ChildPlan): string => c.env.NAIAD_PLUGINS?.split(',').join(', ') ?? 'as configured'
+const row = (label: string, value: string): string => `             ${label.padEnd(10)} ${value}`
+const daemonFlag = apiUrl === 'http://127.0.0.1:65003' ? '' : ` --daemon ${apiUrl}`
 process.stdout.write([
   '',
   'Naiad is running on this machine:',
-  `  supernode  HTTP API ${SUPERNODE_URL}, fabric /ip4/127.0.0.1/tcp/8003${peer(supernode)}`,
-  `             data in ${rel(`${DATA}/supernode`)}`,
-  `  dfdaemon   local API ${DAEMON_API}, fabric /ip4/127.0.0.1/tcp/65002${peer(daemon)}`,
-  `             data in ${rel(`${DATA}/dfdaemon`)}`,
+  `  supernode  ${'HTTP API'.padEnd(10)} ${supernodeUrl}`,
+  row('console', `${supernodeUrl}/`),
+  row('API token', `${rel(apiTokenFile)} (the API and the console ask for it)`),
+  row('fabric', list(supernode.ready?.p2p)),
+  row('plugins', plugins(plan.supernode)),
+  row('data', rel(join(plan.dataDir, 'supernode'))),
+  `  dfdaemon   ${'mirror'.padEnd(10)} ${mirrorUrl} (registry mirror and forward proxy)`,
+  row('local API', apiUrl),
+  row('fabric', list(daemon.ready?.p2p)),
+  row('plugins', plugins(plan.dfdaemon)),
+  row('data', rel(join(plan.dataDir, 'dfdaemon'))),
   '',
   'Fetch a file through the daemon (in another terminal):',
-  '  npx dfget https://example.com/some/file -O /tmp/file',
-  `Look around (the supernode's API wants the API token in ${rel(API_TOKEN_FILE)}):`,
-  `  TOKEN=$(cat ${rel(API_TOKEN_FILE)})`,
+  `  npx dfget https://example.com/some/file -O /tmp/file${daemonFlag}`,
+  'Pull images through the mirror (podman, skopeo and buildah; --runtime containerd for containerd):',
+  `  npx dfdaemon init-config --runtime podman --registry REGISTRY_HOST --mirror ${mirrorUrl}`,
+  '  (a registry that speaks plain HTTP also needs npm start -- --insecure-registry REGISTRY_HOST)',
+  'Look around (the supernode\'s API wants the API token):',
+  `  TOKEN=$(cat ${rel(apiTokenFile)})`,
   ...[
-    [`-H "Authorization: Bearer $TOKEN" ${SUPERNODE_URL}/api/v1/tasks`, 'tasks the scheduler knows'],
-    [`-H "Authorization: Bearer $TOKEN" ${SUPERNODE_URL}/api/v1/peers`, 'daemons that announced themselves'],
-    [`${DAEMON_API}/metrics`, 'Prometheus metrics (the supernode has them too)']
-  ].map(([url, what]) => `  curl ${url.padEnd(36)} # ${what}`),
-  `More nodes: npx dfdaemon --supernode ${SUPERNODE_URL} --join-token-file ${rel(JOIN_TOKEN_FILE)} … (the token is good for an hour;`,
-  `  npx supernode token create --data-dir ${rel(`${DATA}/supernode`)} makes another)`,
+    [`-H "Authorization: Bearer $TOKEN" ${supernodeUrl}/api/v1/peers`, 'daemons that announced themselves'],
+    [`-H "Authorization: Bearer $TOKEN" ${supernodeUrl}/api/v1/tasks`, 'tasks the scheduler knows'],
+    [`${apiUrl}/metrics`, 'Prometheus metrics (the supernode has them too)']
+  ].map(([url, what]) => `  curl ${url.padEnd(40)} # ${what}`),
+  `More nodes: dfdaemon --supernode ${supernodeUrl} --join-token-file ${rel(joinTokenFile)} … (good for an hour;`,
+  `  supernode token create --data-dir ${rel(String(supernode.ready?.dataDir))} makes another)`,
   '',
   'Ctrl-C stops both.',
   ''

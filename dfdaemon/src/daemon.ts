@@ -105,7 +105,7 @@ export class Daemon {
         return { revoked: peers.length }
       })
     }
-    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos })
+    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos, mirrorProblems: () => this.proxy?.upstreamProblems() ?? [] })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined
       : new ProxyServer({ tasks, store, logger: options.logger.child({ module: 'mirror' }), swarmAvailable: () => scheduler.available, qos, permission: this.permission }, { ...options.mirror, policy })

@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   DFD_ERR_BAD_REQUEST: { status: 400, summary: 'a download request is malformed (URL, range, digest, header)' },
   DFD_ERR_ORIGIN_STATUS: { status: 502, summary: 'the origin answered with an error status' },
   DFD_ERR_ORIGIN_UNREACHABLE: { status: 502, summary: 'the origin could not be reached' },
+  DFD_ERR_REGISTRY_PLAIN_HTTP: { status: 502, summary: 'the mirror spoke HTTPS to a registry that answers in plain HTTP; it needs --insecure-registry' },
   DFD_ERR_ORIGIN_TRUNCATED: { status: 502, summary: 'the origin closed the body before its announced length' },
   DFD_ERR_ORIGIN_CHANGED: { status: 502, summary: 'the origin served bytes that differ from the published piece digests' },
   DFD_ERR_DIGEST_MISMATCH: { status: 422, summary: 'the downloaded content does not match the expected digest' },
@@ -68,6 +69,9 @@ export const ERROR_CODES = {
   NFS_ERR_NOT_LAZY: { status: 422, summary: 'the image is not a Naiad lazy image (missing media types or annotations)' },
   NFS_ERR_MOUNT: { status: 500, summary: 'the FUSE mount could not be set up or torn down' },
   NFS_ERR_FETCH: { status: 502, summary: 'chunk data could not be fetched within the retries and timeout' },
+  NFS_ERR_SNAPSHOT_NOT_FOUND: { status: 404, summary: 'the snapshotter has no snapshot with this key or name' },
+  NFS_ERR_SNAPSHOT_EXISTS: { status: 409, summary: 'a snapshot with this key or name exists already (for a lazy layer: it is ready, nothing to unpack)' },
+  NFS_ERR_SNAPSHOT: { status: 412, summary: 'the snapshot operation does not fit the snapshot (wrong kind, still has children, an inner layer of a lazy image)' },
 
   // dfget
   DFGET_ERR_DAEMON_UNREACHABLE: { status: 503, summary: 'the local dfdaemon could not be reached' },

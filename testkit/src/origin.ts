@@ -23,9 +23,10 @@ export class TestOrigin {
   private server: Server | undefined
   url = ''
 
-  async start(port = 0): Promise<this> {
+  /** `host`: 127.0.0.1, or 0.0.0.0 inside a network namespace a test made (its containers' origin). */
+  async start(port = 0, host = '127.0.0.1'): Promise<this> {
     this.server = createServer((req, res) => { this.handle(req, res).catch(() => res.destroy()) })
-    this.server.listen(port, '127.0.0.1')
+    this.server.listen(port, host)
     await new Promise<void>((resolve) => this.server!.once('listening', resolve))
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`
     return this

@@ -244,8 +244,11 @@ export interface ContainerdHandle {
   stop(): Promise<void>
 }
 
-/** A containerd daemon with its own root, state and socket (no CRI plugin). */
-export async function startContainerd(dir: string): Promise<ContainerdHandle> {
+/**
+ * A containerd daemon with its own root, state and socket (no CRI plugin). `config` is
+ * appended to its config.toml (e.g. `[proxy_plugins]` tables).
+ */
+export async function startContainerd(dir: string, options: { config?: string } = {}): Promise<ContainerdHandle> {
   await mkdir(join(dir, 'root'), { recursive: true })
   await mkdir(join(dir, 'state'), { recursive: true })
   const socket = join(dir, 'containerd.sock')
@@ -257,7 +260,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "${socket}"
 [ttrpc]
   address = "${socket}.ttrpc"
-`)
+${options.config ?? ''}`)
   const proc = spawn('containerd', ['--config', join(dir, 'config.toml')], { stdio: ['ignore', 'ignore', 'pipe'] })
   let log = ''
   proc.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000) })

@@ -4,6 +4,7 @@
 //   GET  /api/v1/tasks              tasks in the piece store
 //   GET  /api/v1/tasks/:id          one task, with live progress while it runs
 //   GET  /api/v1/tasks/:id/content  the verified content of a complete task (Range supported)
+//   GET  /api/v1/mirror/problems    registries the mirror could not talk to (for dfdaemon doctor)
 //   GET  /healthz
 
 import { PassThrough } from 'node:stream'
@@ -13,12 +14,15 @@ import type { Logger } from 'pino'
 import { NaiadError, toNaiadError, type DownloadEvent } from '@naiad/proto'
 
 import { contentStream, isPriority, PRIORITIES, TaskManager, type DownloadRequest, type PieceStore, type Priority, type QosHooks } from '@naiad/peer'
+import type { UpstreamProblem } from '../mirror/upstream.ts'
 
 export interface LocalApiComponents {
   tasks: TaskManager
   store: PieceStore
   logger: Logger
   qos?: QosHooks
+  /** The registry mirror's failures, when the daemon runs one. */
+  mirrorProblems?: () => UpstreamProblem[]
 }
 
 const downloadSchema = {
@@ -65,6 +69,7 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
   })
 
   app.get('/healthz', async () => ({ status: 'ok' }))
+  app.get('/api/v1/mirror/problems', async () => ({ problems: components.mirrorProblems?.() ?? [] }))
 
   app.post('/api/v1/downloads', { schema: { body: downloadSchema } }, async (request, reply) => {
     const body = request.body as DownloadRequest & { timeoutMs?: number }

@@ -1,14 +1,15 @@
 // The daemon's built-in control commands: `download` (start or join a task and wait for it)
 // and `info` (who this host is).
 
-import { readFileSync } from 'node:fs'
-
 import { NaiadError } from '@naiad/proto'
+
+import daemonPackage from '../../package.json' with { type: 'json' }
 
 import type { DownloadRequest, TaskManager } from '@naiad/peer'
 import type { ControlRegistry } from './control-server.ts'
 
-export const DAEMON_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
+// Imported, not read from disk, so that the bundled binary (scripts/build.ts) carries it.
+export const DAEMON_VERSION: string = daemonPackage.version
 
 const PRIORITIES = new Set(['on-demand', 'preheat', 'prefetch'])
 

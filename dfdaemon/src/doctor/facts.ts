@@ -336,17 +336,41 @@ async function supernodeFacts(url: string, timeoutMs: number): Promise<{ superno
   }
 }
 
+/**
+ * What the running daemon's registry mirror could not reach (GET /api/v1/mirror/problems on
+ * its local API): a registry that answers in plain HTTP without --insecure-registry, say.
+ * Only the daemon sees those failures; a daemon that is not running has none to report.
+ */
+async function mirrorFacts(api: string, timeoutMs: number): Promise<Record<string, Value>> {
+  const { host, port } = splitHostPort(api)
+  const target = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '::1' : host
+  const url = `http://${bracket(target)}:${port}/api/v1/mirror/problems`
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+    if (!res.ok) {
+      await res.arrayBuffer().catch(() => undefined)
+      return { checked: false, error: `HTTP ${res.status} from ${url}`, problems: [] }
+    }
+    const body = await res.json() as { problems?: Value[] }
+    return { checked: true, error: null, problems: Array.isArray(body.problems) ? body.problems : [] }
+  } catch (err) {
+    const cause = (err as { cause?: unknown }).cause
+    return { checked: false, error: cause !== undefined ? errText(cause) : errText(err), problems: [] }
+  }
+}
+
 /** Collects every fact the rules may read. */
 export async function collectFacts(d: DaemonFacts, s: DoctorSettings): Promise<Value> {
   if (d.supernode === '') throw new NaiadError('PROTO_ERR_USAGE', 'missing --supernode URL (or supernode: in the config file, or NAIAD_SUPERNODE)')
-  const [hosts, docker, podman, disk, ports, fuse, sn] = await Promise.all([
+  const [hosts, docker, podman, disk, ports, fuse, sn, mirror] = await Promise.all([
     Promise.all(s.registries.map((r) => containerdHosts(s.containerdCertsDir, r))),
     dockerFacts(s.dockerDaemonJson),
     podmanFacts(s.podmanRegistriesConf, s.registries),
     diskFacts(d.dataDir, d.cacheQuota),
     portFacts(d, s.portTimeoutMs),
     fuseFacts(s),
-    supernodeFacts(d.supernode, s.supernodeTimeoutMs)
+    supernodeFacts(d.supernode, s.supernodeTimeoutMs),
+    mirrorFacts(d.api, s.portTimeoutMs)
   ])
   return {
     daemon: daemonSection(d),
@@ -358,6 +382,7 @@ export async function collectFacts(d: DaemonFacts, s: DoctorSettings): Promise<V
     ports,
     fuse,
     clock: sn.clock,
-    supernode: sn.supernode
+    supernode: sn.supernode,
+    mirror
   }
 }

@@ -18,7 +18,7 @@ import { destinationDenied, policyConnect, sendContent, type PieceStore, type Qo
 import type { BlobPermission } from './blob-permission.ts'
 import { requestHeaders, responseHeaders } from './headers.ts'
 import { RegistryMirror, sendRegistryError, sendTooManyRequests } from './registry-mirror.ts'
-import type { UpstreamOptions } from './upstream.ts'
+import type { UpstreamOptions, UpstreamProblem } from './upstream.ts'
 
 export interface ProxyServerComponents {
   tasks: TaskManager
@@ -71,6 +71,11 @@ export class ProxyServer {
     this.mirror = new RegistryMirror(components, options)
     this.server = createServer((req, res) => { this.route(req, res) })
     this.server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => this.tunnel(req, socket, head))
+  }
+
+  /** Registries the mirror could not talk to since it started (latest error of each). */
+  upstreamProblems(): UpstreamProblem[] {
+    return this.mirror.problems.list()
   }
 
   private route(req: IncomingMessage, res: ServerResponse): void {

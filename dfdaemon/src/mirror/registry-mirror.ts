@@ -13,7 +13,7 @@ import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import { discard, sendContent, TaskManager, trustedCAs, type DownloadRequest, type PieceStore, type QosHooks } from '@naiad/peer'
 import { requestHeaders, responseHeaders } from './headers.ts'
-import { upstreamBase, type UpstreamOptions } from './upstream.ts'
+import { upstreamBase, upstreamError, UpstreamProblems, type UpstreamOptions } from './upstream.ts'
 
 export interface RegistryMirrorComponents {
   tasks: TaskManager
@@ -56,6 +56,8 @@ export class RegistryMirror {
   private readonly options: UpstreamOptions
   private readonly agent: Agent
   private readonly dispatcher: Dispatcher
+  /** Registries that could not be reached, for `dfdaemon doctor`. */
+  readonly problems = new UpstreamProblems()
 
   constructor(components: RegistryMirrorComponents, options: UpstreamOptions) {
     this.components = components
@@ -106,7 +108,7 @@ export class RegistryMirror {
       res.writeHead(404, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ errors: [{ code: 'NAME_UNKNOWN', message: `the mirror serves only the pull API, not ${url.pathname}` }] }))
     } catch (err) {
-      this.components.logger.warn({ path: url.pathname, err: (err as Error).message }, 'mirror request failed')
+      this.components.logger.warn({ path: url.pathname, code: (err as { code?: unknown }).code, err: (err as Error).message }, 'mirror request failed')
       sendRegistryError(res, err)
     } finally {
       release?.()
@@ -134,9 +136,13 @@ export class RegistryMirror {
   private async upstream(method: 'GET' | 'HEAD', target: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
     const u = new URL(target)
     try {
-      return await this.dispatcher.request({ origin: u.origin, path: u.pathname + u.search, method, headers, signal })
+      const res = await this.dispatcher.request({ origin: u.origin, path: u.pathname + u.search, method, headers, signal })
+      this.problems.clear(u.host)
+      return res
     } catch (err) {
-      throw new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach registry ${u.host}: ${(err as { code?: string }).code ?? (err as Error).message}`, { cause: err })
+      const e = upstreamError(u, err)
+      this.problems.record(u.host, e)
+      throw e
     }
   }
 

@@ -5,10 +5,12 @@ import { readFileSync } from 'node:fs'
 
 import { CHUNK_SIZE, NaiadError, runCli, type CommandSpec, type Loaded } from '@naiad/proto/contracts'
 
-import { checkImage } from '../check/check.ts'
-import { convertImage, formatBytes } from '../convert/convert.ts'
-import { isValidChunkSize } from '../image/bootstrap.ts'
 import { MOUNT_COMMAND, mountOptionsFrom, UMOUNT_COMMAND, umountOptionsFrom } from '../mount/config.ts'
+import { SNAPSHOTTER_COMMAND, snapshotterOptionsFrom } from '../snapshotter/config.ts'
+
+// Each handler imports what its subcommand needs when it runs: `mount` without --foreground
+// only starts the real mount process and waits, so it must not load the converter, zstd or
+// fuse-native first (that was half the start-up of every background mount).
 
 const NAME = 'nydus-fs'
 
@@ -43,24 +45,29 @@ export const SUBCOMMANDS: Record<string, CommandSpec> = {
   convert: CONVERT_COMMAND,
   mount: MOUNT_COMMAND,
   umount: UMOUNT_COMMAND,
-  check: CHECK_COMMAND
+  check: CHECK_COMMAND,
+  snapshotter: SNAPSHOTTER_COMMAND
 }
 
 export const TOP_USAGE = `Usage: nydus-fs COMMAND [ARGS] [OPTIONS]
 
-Lazy container images: convert, mount, check.
+Lazy container images: convert, mount, check, and run them in containerd.
 
 Commands:
   convert SOURCE_REF TARGET_REF   convert an OCI image into a lazy image
   mount REF MOUNTPOINT            mount a lazy image over FUSE
   umount MOUNTPOINT               unmount it
   check REF                       verify every chunk, file and the Merkle root
+  snapshotter --socket PATH --root DIR
+                                  containerd proxy snapshotter: lazy images start without a pull
 
 Run 'nydus-fs COMMAND --help' for a command's options.`
 
 const stderrLine = (line: string): void => { process.stderr.write(`${NAME}: ${line}\n`) }
 
 async function convertMain({ values: v, positionals }: Loaded): Promise<number> {
+  const { convertImage, formatBytes } = await import('../convert/convert.ts')
+  const { isValidChunkSize } = await import('../image/bootstrap.ts')
   const chunkSize = v['chunk-size'] as number
   if (!isValidChunkSize(chunkSize)) {
     throw new NaiadError('PROTO_ERR_USAGE', `--chunk-size ${formatBytes(chunkSize)} must be a power of two from ${formatBytes(CHUNK_SIZE.min)} to ${formatBytes(CHUNK_SIZE.max)}`)
@@ -76,15 +83,23 @@ async function convertMain({ values: v, positionals }: Loaded): Promise<number> 
 }
 
 async function checkMain({ values: v, positionals }: Loaded): Promise<number> {
+  const { checkImage } = await import('../check/check.ts')
+  const { formatBytes } = await import('../convert/convert.ts')
   const r = await checkImage({ ref: positionals[0], plainHttp: v['plain-http'] as boolean, platform: v.platform as string, timeoutMs: v.timeout as number, log: stderrLine })
   process.stdout.write(`ok: ${r.chunks} chunks (${formatBytes(r.bytes)}) in ${r.blobs} blobs, ${r.files} files, ${r.directories} directories verified; root ${r.rootDigest}\n`)
   return 0
 }
 
-// The mount module loads fuse-native; convert and check do without it.
+// The mount module loads fuse-native; convert and check do without it, and so does a
+// background mount's parent, which hands the work to its detached child.
 async function mountMain(loaded: Loaded): Promise<number> {
+  const options = mountOptionsFrom(loaded)
+  if (!options.foreground) {
+    const { mountInBackground } = await import('../mount/daemonize.ts')
+    return mountInBackground(options)
+  }
   const { runMount } = await import('../mount/index.ts')
-  return runMount(mountOptionsFrom(loaded))
+  return runMount(options)
 }
 
 async function umountMain(loaded: Loaded): Promise<number> {
@@ -92,11 +107,18 @@ async function umountMain(loaded: Loaded): Promise<number> {
   return runUmount(umountOptionsFrom(loaded))
 }
 
+// The snapshotter module loads gRPC and SQLite; the other commands do without them.
+async function snapshotterMain(loaded: Loaded): Promise<number> {
+  const { runSnapshotter } = await import('../snapshotter/index.ts')
+  return runSnapshotter(snapshotterOptionsFrom(loaded))
+}
+
 const HANDLERS: Record<string, (loaded: Loaded) => Promise<number>> = {
   convert: convertMain,
   mount: mountMain,
   umount: umountMain,
-  check: checkMain
+  check: checkMain,
+  snapshotter: snapshotterMain
 }
 
 /**

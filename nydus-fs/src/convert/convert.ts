@@ -22,7 +22,8 @@ import { ChunkStore, type ChunkStats, type DictChunk, type OutputBlob } from './
 import { isTarLayer, readLayer } from './layer-reader.ts'
 import { MergeTree, newDir, safeComponents, type MergeNode, type NodeMeta } from './merge-tree.ts'
 import { prefetchTable } from './prefetch.ts'
-import { pushLazyImage } from './push.ts'
+import { pushLazyImage, pushRuntimeIndex } from './push.ts'
+import { buildRuntimeImage } from './runtime-image.ts'
 
 export interface ConvertOptions {
   source: string
@@ -49,7 +50,11 @@ export interface ConvertOptions {
 
 export interface ConvertResult {
   target: ImageRef
+  /** The lazy manifest (what mount and check read; `TARGET@manifestDigest` names it). */
   manifestDigest: string
+  /** The index tagged TARGET_REF, and the runtime manifest in it that containerd pulls. */
+  indexDigest: string
+  runtimeDigest: string
   rootDigest: string
   bootstrapDigest: string
   sourceManifest: string
@@ -258,13 +263,19 @@ export async function convertImage(options: ConvertOptions): Promise<ConvertResu
         [ANNOTATIONS.sourceManifest]: sourceDigest
       }
     }
+    const lazyManifestBody = Buffer.from(JSON.stringify(lazyManifest))
+    const runtime = buildRuntimeImage({ sourceManifest: manifest, sourceConfig: configBody, lazyManifestBody, lazyManifestDigest: sha256Digest(lazyManifestBody) })
     const pushed = await pushLazyImage({
       clients: (registry) => clients.for(registry), target: targetRef, dictRef, blobs: finished.blobs as OutputBlob[],
       configBody, bootstrapBlob, manifest: lazyManifest, workDir: work, log, signal: options.signal
     })
-    log(`pushed ${formatRef(targetRef)}@${pushed.manifestDigest}`)
+    await pushRuntimeIndex({
+      clients: (registry) => clients.for(registry), source: sourceRef, target: targetRef, sourceLayers: manifest.layers,
+      runtime, workDir: work, log, signal: options.signal
+    })
+    log(`pushed ${formatRef(targetRef)}: lazy manifest ${pushed.manifestDigest}, index ${runtime.indexDigest}`)
     return {
-      target: targetRef, manifestDigest: pushed.manifestDigest, rootDigest, bootstrapDigest, sourceManifest: sourceDigest,
+      target: targetRef, manifestDigest: pushed.manifestDigest, indexDigest: runtime.indexDigest, runtimeDigest: runtime.manifestDigest, rootDigest, bootstrapDigest, sourceManifest: sourceDigest,
       inodes: bootstrap.inodes.length, stats: { ...s },
       blobs: finished.blobs.map((b) => ({ digest: b.digest, size: b.size, fromDict: b.fromDict })),
       pushedBytes: pushed.pushedBytes

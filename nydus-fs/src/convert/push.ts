@@ -1,18 +1,21 @@
 // Uploading a converted image: data blobs (streamed from their temp files), dictionary
 // blobs the image reuses (cross-repository mount, else copied, so that the target
-// repository alone holds every byte the image needs), the config, the bootstrap, and the
-// manifest last, so that a reader never sees a manifest whose blobs are missing.
+// repository alone holds every byte the image needs), the config, the bootstrap, the lazy
+// manifest (by digest); then the runtime manifest's blobs (stub layer, config, the source
+// layers mounted from the source repository) and manifest, and the index that tags both
+// last, so that a reader never sees a manifest whose blobs are missing.
 
 import { createWriteStream } from 'node:fs'
 import { once } from 'node:events'
 import { join } from 'node:path'
 
-import { MEDIA_TYPES, NaiadError } from '@naiad/proto/contracts'
+import { MEDIA_TYPES, NaiadError, OCI_INDEX_MEDIA_TYPE } from '@naiad/proto/contracts'
 
-import type { RegistryClient } from '../registry/client.ts'
+import { sha256Digest, type RegistryClient } from '../registry/client.ts'
 import type { OciManifest } from '../registry/oci.ts'
 import type { ImageRef } from '../registry/ref.ts'
 import type { OutputBlob } from './chunk-store.ts'
+import type { RuntimeImage } from './runtime-image.ts'
 
 export interface PushInput {
   clients: (registry: string) => RegistryClient
@@ -85,6 +88,38 @@ export async function pushLazyImage(input: PushInput): Promise<{ manifestDigest:
   if (configDigest !== input.manifest.config.digest) throw new NaiadError('NFS_ERR_DIGEST', `config ${configDigest} does not match ${input.manifest.config.digest}`)
   await client.pushBlob(repo, input.bootstrapBlob, signal)
   const body = Buffer.from(JSON.stringify(input.manifest))
-  const manifestDigest = await client.pushManifest(repo, target.tag ?? 'latest', MEDIA_TYPES.manifest, body, signal)
+  const manifestDigest = await client.pushManifest(repo, sha256Digest(body), MEDIA_TYPES.manifest, body, signal)
   return { manifestDigest, pushedBytes }
+}
+
+export interface RuntimePushInput {
+  clients: (registry: string) => RegistryClient
+  source: ImageRef
+  target: ImageRef
+  /** The source's layers, which the runtime manifest lists after the stub. */
+  sourceLayers: Array<{ digest: string; size: number }>
+  runtime: RuntimeImage
+  workDir: string
+  log: (line: string) => void
+  signal?: AbortSignal
+}
+
+/** Pushes the runtime manifest and tags the index; returns bytes copied (0 when blobs could be mounted). */
+export async function pushRuntimeIndex(input: RuntimePushInput): Promise<number> {
+  const { source, target, runtime, signal } = input
+  const client = input.clients(target.registry)
+  const repo = target.repository
+  let copied = 0
+  await client.pushBlob(repo, runtime.stub.blob, signal)
+  await client.pushBlob(repo, runtime.configBody, signal)
+  for (const layer of input.sourceLayers) {
+    if (await client.blobExists(repo, layer.digest, signal)) continue
+    if (source.registry === target.registry && await client.mountBlob(repo, layer.digest, source.repository, signal)) continue
+    await copyBlob(input.clients(source.registry), source.repository, client, repo, layer, input.workDir, signal)
+    copied += layer.size
+  }
+  await client.pushManifest(repo, runtime.manifestDigest, MEDIA_TYPES.manifest, runtime.manifestBody, signal)
+  await client.pushManifest(repo, target.tag ?? 'latest', OCI_INDEX_MEDIA_TYPE, runtime.indexBody, signal)
+  input.log(`runtime manifest ${runtime.manifestDigest} (source layers ${copied === 0 ? 'mounted' : `copied, ${mib(copied)}`}); index ${runtime.indexDigest}`)
+  return copied
 }

@@ -4,7 +4,7 @@
 // `check` later trusts hangs off this root.
 
 import {
-  ANNOTATIONS, LAZY_FORMAT_VERSION, MEDIA_TYPES, NaiadError,
+  ANNOTATIONS, LAZY_FORMAT_VERSION, MEDIA_TYPES, NaiadError, RUNTIME_ANNOTATIONS,
   type BlobRef, type Bootstrap
 } from '@naiad/proto/contracts'
 
@@ -60,7 +60,8 @@ export interface LoadOptions {
 }
 
 export async function loadLazyImage(client: RegistryClient, ref: ImageRef, options: LoadOptions = {}): Promise<LazyImage> {
-  const { digest, manifest } = await client.resolveImage(ref, options.platform, options.signal)
+  // TARGET_REF of a conversion is an index of the runtime and the lazy manifest: take the lazy one.
+  const { digest, manifest } = await client.resolveImage(ref, options.platform, options.signal, (d) => d.annotations?.[RUNTIME_ANNOTATIONS.role] === 'lazy')
   const ann = lazyAnnotations(manifest)
   const layers = manifest.layers.filter((l) => l.mediaType === MEDIA_TYPES.bootstrap)
   if (layers.length !== 1) throw new NaiadError('NFS_ERR_NOT_LAZY', `a lazy image has exactly one bootstrap layer, this one has ${layers.length}`)

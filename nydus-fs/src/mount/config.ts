@@ -106,6 +106,15 @@ function usage(message: string): NaiadError {
   return new NaiadError('PROTO_ERR_USAGE', message)
 }
 
+/** The `--daemon` value: undefined for `none` (or empty), else an http(s) URL without a trailing slash. */
+export function daemonOption(raw: string): string | undefined {
+  if (raw === '' || raw === 'none') return undefined
+  let u: URL
+  try { u = new URL(raw) } catch { throw usage(`flag --daemon: malformed URL "${raw}"`) }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw usage(`flag --daemon: URL must be http or https, got "${raw}"`)
+  return raw.replace(/\/+$/, '')
+}
+
 export function mountOptionsFrom(loaded: Loaded): MountCliOptions {
   const v = loaded.values
   const [ref, mountpoint] = loaded.positionals
@@ -115,15 +124,7 @@ export function mountOptionsFrom(loaded: Loaded): MountCliOptions {
     // A malformed reference is a bad value on the command line: exit 2 like any other.
     throw new NaiadError('PROTO_ERR_USAGE', (err as Error).message, { cause: err })
   }
-  let daemon: string | undefined = String(v.daemon)
-  if (daemon === '' || daemon === 'none') {
-    daemon = undefined
-  } else {
-    let u: URL
-    try { u = new URL(daemon) } catch { throw usage(`flag --daemon: malformed URL "${daemon}"`) }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw usage(`flag --daemon: URL must be http or https, got "${daemon}"`)
-    daemon = daemon.replace(/\/+$/, '')
-  }
+  const daemon = daemonOption(String(v.daemon))
   const windowBytes = v['window-size'] as number
   if (windowBytes < 64 * 1024 || windowBytes > 64 * 1024 * 1024 || (windowBytes & (windowBytes - 1)) !== 0) {
     throw usage(`flag --window-size: ${windowBytes} bytes is not a power of two between 64KiB and 64MiB`)

@@ -10,8 +10,9 @@ import { mkdir, open, readFile } from 'node:fs/promises'
 import type { Readable } from 'node:stream'
 import { createInterface } from 'node:readline'
 
-import { NaiadError, isErrorCode } from '@naiad/proto/contracts'
+import { NaiadError, isErrorCode, parseDuration } from '@naiad/proto/contracts'
 
+import { MOUNT_DEFAULTS, type MountCliOptions } from './config.ts'
 import { runPaths } from './runtime.ts'
 
 export const READY_FD_ENV = 'NAIAD_NYDUS_READY_FD'
@@ -26,6 +27,8 @@ export interface DaemonizeOptions {
   /** The command line to run again (without the node binary), e.g. [bin, 'mount', ref, mnt, ...]. */
   args: string[]
   readyTimeoutMs: number
+  /** Variables added to this process's environment for the mount process. */
+  env?: Record<string, string>
 }
 
 /** Starts the detached mount process; resolves its pid once the mount is ready. */
@@ -36,7 +39,7 @@ export async function daemonize(options: DaemonizeOptions): Promise<{ pid: numbe
   const child = spawn(process.execPath, [...process.execArgv, ...options.args, '--foreground'], {
     detached: true,
     stdio: ['ignore', log.fd, log.fd, 'pipe'],
-    env: { ...process.env, [READY_FD_ENV]: '3' }
+    env: { ...process.env, ...options.env, [READY_FD_ENV]: '3' }
   })
   await log.close()
   const pipe = child.stdio[3] as Readable
@@ -76,6 +79,16 @@ export async function daemonize(options: DaemonizeOptions): Promise<{ pid: numbe
     lines.close()
     pipe.destroy()
   }
+}
+
+/**
+ * `mount` without --foreground: runs the same command line again, detached, and returns 0
+ * once that mount is ready. This module loads none of the mount itself, so the command's
+ * start-up (module loading, fuse-native) is paid once, by the child.
+ */
+export async function mountInBackground(options: MountCliOptions, args: string[] = process.argv.slice(1)): Promise<number> {
+  await daemonize({ mountpoint: options.mountpoint, runDir: options.runDir, args, readyTimeoutMs: parseDuration(MOUNT_DEFAULTS.readyTimeout) })
+  return 0
 }
 
 /** In the child: tells the waiting parent the outcome, once, then closes the pipe. */

@@ -43,7 +43,7 @@ import { RegistryClient } from '../registry/client.ts'
 import { parseRef } from '../registry/ref.ts'
 import { AccessRecorder, accessLogPath, loadAccessLog } from './access-log.ts'
 import { MOUNT_DEFAULTS, type MountCliOptions, type UmountCliOptions } from './config.ts'
-import { daemonize, reportReady } from './daemonize.ts'
+import { mountInBackground, reportReady } from './daemonize.ts'
 import { mountFuse, unmountFuse } from './fuse-host.ts'
 import { LazyFs } from './lazy-fs.ts'
 import { Prefetcher } from './prefetch.ts'
@@ -248,10 +248,7 @@ export async function mountImage(options: MountOptions): Promise<MountHandle> {
  * command line to repeat, default this process's) and returns once the mount is ready.
  */
 export async function runMount(options: MountCliOptions, args: string[] = process.argv.slice(1)): Promise<number> {
-  if (!options.foreground) {
-    await daemonize({ mountpoint: options.mountpoint, runDir: options.runDir, args, readyTimeoutMs: parseDuration(MOUNT_DEFAULTS.readyTimeout) })
-    return 0
-  }
+  if (!options.foreground) return mountInBackground(options, args)
   const logger = createLogger('nydus-fs', options.logLevel)
   let handle: MountHandle
   try {

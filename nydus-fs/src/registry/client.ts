@@ -14,7 +14,7 @@ import { getCACertificates } from 'node:tls'
 import { Agent, interceptors, type Dispatcher } from 'undici'
 import { NaiadError } from '@naiad/proto/contracts'
 
-import { isIndex, MANIFEST_ACCEPT, parseIndex, parseManifest, selectPlatform, type OciManifest } from './oci.ts'
+import { isIndex, MANIFEST_ACCEPT, OCI_MEDIA_TYPES, parseIndex, parseManifest, selectPlatform, type Descriptor, type OciIndex, type OciManifest } from './oci.ts'
 import { refReference, type ImageRef } from './ref.ts'
 
 export { parseRef, formatRef, refReference, isDigest, type ImageRef } from './ref.ts'
@@ -43,6 +43,11 @@ export class RegistryError extends NaiadError {
 
 const DEFAULT_TIMEOUT_MS = 30_000
 const RETRIES = 2
+
+/** The tag that stands in for the referrers API: `sha256-<hex>` (OCI distribution spec 1.1). */
+export function referrersTag(digest: string): string {
+  return digest.replace(':', '-')
+}
 
 /** Reads NAIAD_REGISTRY_AUTH (`user:pass`) as a Basic Authorization value. */
 export function authFromEnv(env: NodeJS.ProcessEnv = process.env): string | undefined {
@@ -179,10 +184,17 @@ export class RegistryClient {
     return { digest, mediaType, body }
   }
 
-  async resolveImage(ref: ImageRef, platform = 'linux/amd64', signal?: AbortSignal): Promise<{ digest: string; manifest: OciManifest; body: Buffer }> {
+  /**
+   * The image manifest `ref` names; from an index, the platform's entry (`prefer`red ones first),
+   * or the only entry `prefer` accepts.
+   */
+  async resolveImage(ref: ImageRef, platform = 'linux/amd64', signal?: AbortSignal, prefer?: (d: Descriptor) => boolean): Promise<{ digest: string; manifest: OciManifest; body: Buffer }> {
     let got = await this.getManifest(ref.repository, refReference(ref), MANIFEST_ACCEPT, signal)
     if (isIndex(got.mediaType, got.body)) {
-      const entry = selectPlatform(parseIndex(got.body), platform)
+      const index = parseIndex(got.body)
+      // One preferred entry (a converted image's index is single-platform) wins whatever the platform.
+      const preferred = prefer === undefined ? [] : index.manifests.filter(prefer)
+      const entry = preferred.length === 1 ? preferred[0] : selectPlatform(index, platform, prefer)
       got = await this.getManifest(ref.repository, entry.digest, MANIFEST_ACCEPT, signal)
       if (isIndex(got.mediaType, got.body)) throw new NaiadError('NFS_ERR_BAD_IMAGE', `index entry ${entry.digest} is itself an index`)
     }
@@ -261,6 +273,27 @@ export class RegistryClient {
       if (got !== digest) throw new NaiadError('NFS_ERR_DIGEST', `blob ${repository}@${digest} does not match its digest (got ${got})`)
     }
     return { size, body: verified() }
+  }
+
+  /**
+   * The OCI referrers of `digest` (an index of descriptors), from the referrers API, else from
+   * the fallback tag `sha256-<hex>` that registries without the API keep (distribution 2.8).
+   * `api` says which answered; an empty index when neither knows any.
+   */
+  async referrers(repository: string, digest: string, signal?: AbortSignal): Promise<{ api: boolean; index: OciIndex }> {
+    const res = await this.request({
+      method: 'GET', path: `/v2/${repository}/referrers/${digest}`, headers: { accept: OCI_MEDIA_TYPES.index },
+      scopes: [`repository:${repository}:pull`], signal, deadline: true, idempotent: true
+    })
+    if (res.statusCode === 200) return { api: true, index: parseIndex(Buffer.from(await res.body.arrayBuffer())) }
+    discard(res.body)
+    try {
+      const got = await this.getManifest(repository, referrersTag(digest), [OCI_MEDIA_TYPES.index], signal)
+      return { api: false, index: parseIndex(got.body) }
+    } catch (err) {
+      if (err instanceof RegistryError && err.httpStatus === 404) return { api: false, index: { schemaVersion: 2, mediaType: OCI_MEDIA_TYPES.index, manifests: [] } }
+      throw err
+    }
   }
 
   async blobExists(repository: string, digest: string, signal?: AbortSignal): Promise<boolean> {

@@ -17,6 +17,8 @@ export interface Descriptor {
   size: number
   annotations?: Record<string, string>
   platform?: { os: string; architecture: string; variant?: string }
+  /** Referrers (OCI 1.1): what kind of artifact the manifest is. */
+  artifactType?: string
 }
 
 export interface OciManifest {
@@ -83,13 +85,18 @@ export function parseIndex(body: Buffer): OciIndex {
   return { ...(doc as unknown as OciIndex), manifests: doc.manifests.map((m, i) => checkDescriptor(m, `image index entry ${i}`)) }
 }
 
-/** Picks the manifest for `os/arch[/variant]` from an index (arm64 without variant matches v8). */
-export function selectPlatform(index: OciIndex, platform: string): Descriptor {
+/**
+ * Picks the manifest for `os/arch[/variant]` from an index (arm64 without variant matches v8).
+ * With `prefer`, entries it accepts go before the others of the same platform (a converted
+ * image's index holds a runtime and a lazy manifest for one platform).
+ */
+export function selectPlatform(index: OciIndex, platform: string, prefer?: (d: Descriptor) => boolean): Descriptor {
   const [os, arch, variant] = platform.split('/')
   if (os === undefined || arch === undefined || os === '' || arch === '') {
     throw new NaiadError('NFS_ERR_BAD_REF', `bad platform "${platform}", expected OS/ARCH[/VARIANT]`)
   }
-  const candidates = index.manifests.filter((m) => m.platform?.os === os && m.platform.architecture === arch)
+  const matching = index.manifests.filter((m) => m.platform?.os === os && m.platform.architecture === arch)
+  const candidates = prefer === undefined ? matching : [...matching.filter(prefer), ...matching.filter((m) => !prefer(m))]
   const match = variant === undefined
     ? candidates.find((m) => m.platform?.variant === undefined || (arch === 'arm64' && m.platform.variant === 'v8')) ?? candidates[0]
     : candidates.find((m) => m.platform?.variant === variant)

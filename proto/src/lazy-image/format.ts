@@ -40,6 +40,25 @@ export const ANNOTATIONS = {
   sourceManifest: 'io.naiad.lazy.source-manifest'
 } as const
 
+/**
+ * The containerd-facing side of a converted image (docs/lazy-image-format.md, "For container
+ * runtimes"): `convert` tags an OCI index holding a runtime manifest (a stub layer, then the
+ * source's layers, with a config whose diff_ids match) beside the lazy manifest. containerd
+ * passes layer annotations under `containerd.io/snapshot/` to the snapshotter as labels.
+ */
+export const RUNTIME_ANNOTATIONS = {
+  /** On every runtime layer: `sha256:<hex>` of the lazy manifest (same repository). */
+  lazyImage: 'containerd.io/snapshot/naiad.lazy-image',
+  /** On every runtime layer: `INDEX/COUNT`, 0-based, the stub being layer 0. */
+  layer: 'containerd.io/snapshot/naiad.layer',
+  /** On the index entries: `runtime` or `lazy`. */
+  role: 'io.naiad.lazy.role'
+} as const
+
+/** The stub layer's media type: an ordinary gzip tar layer, so every runtime accepts it. */
+export const RUNTIME_STUB_MEDIA_TYPE = 'application/vnd.oci.image.layer.v1.tar+gzip'
+export const OCI_INDEX_MEDIA_TYPE = 'application/vnd.oci.image.index.v1+json'
+
 export const INODE_TYPES = ['file', 'dir', 'symlink', 'char', 'block', 'fifo', 'socket'] as const
 export type InodeType = (typeof INODE_TYPES)[number]
 

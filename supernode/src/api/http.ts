@@ -1,18 +1,22 @@
 // The supernode's HTTP API (default 0.0.0.0:8002). Every route needs an API token
 // (`Authorization: Bearer`, `supernode token create --scope api`) except the probes, the
-// metrics, the fabric address daemons dial and the join endpoint (which checks a join
-// token's proof itself); `api.public-read` opens the GET routes too. Routes plugins add
-// (preheat jobs, the console) are behind the same check, being routes of this server.
+// metrics, the fabric address daemons dial, the join endpoint (which checks a join token's
+// proof itself) and the console's static files (they hold no data: the console sends the
+// token with every API call it makes); `api.public-read` opens the GET routes too. Routes
+// plugins add (preheat jobs, SLO, health) are behind the same check.
 
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import { NaiadError, toNaiadError, type FabricNode } from '@naiad/proto'
 
 import type { Admission } from '../admission/admission.ts'
+import { serveConsole } from '../console/serve.ts'
 import { labelsOf } from '../control/control-client.ts'
 import type { Scheduler, TaskState } from '../scheduler/scheduler.ts'
 
-/** Reachable without a token: probes, metrics, what a daemon needs before it has joined. */
-const OPEN = new Set(['/healthz', '/readyz', '/healthy', '/metrics', '/api/v1/info', '/api/v1/join'])
+/** Reachable without a token: probes, metrics, what a daemon needs before it has joined, the console's page. */
+const OPEN = new Set(['/healthz', '/readyz', '/healthy', '/metrics', '/api/v1/info', '/api/v1/join', '/'])
+/** The console's scripts and styles. */
+const OPEN_PREFIX = '/console/'
 /** Bodies larger than this are refused with 413 (job requests are a few KiB). */
 const BODY_LIMIT = 1024 * 1024
 
@@ -75,7 +79,7 @@ export function buildHttpApi(components: HttpApiComponents): FastifyInstance {
   // Before routing and body parsing: a request without a token costs nothing more.
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?', 1)[0]
-    if (OPEN.has(path)) return
+    if (OPEN.has(path) || path.startsWith(OPEN_PREFIX)) return
     if (components.publicRead && (req.method === 'GET' || req.method === 'HEAD')) return
     try {
       admission.checkApiToken(req.headers.authorization)
@@ -131,12 +135,16 @@ export function buildHttpApi(components: HttpApiComponents): FastifyInstance {
         hostId: p.hostId,
         state: p.state,
         pieces: p.bitmap.count(),
+        // Which pieces this peer holds (bit n: byte n >> 3, value 1 << (n & 7)), for the console's swarm view.
+        bitmap: Buffer.from(p.bitmap.toBytes()).toString('hex'),
         parents: [...p.parents.keys()],
         blocked: [...p.blocked],
         updatedAt: new Date(p.updatedAt).toISOString()
       }))
     }
   })
+
+  serveConsole(app)
 
   return app
 }
