@@ -274,7 +274,7 @@ describe('outsider suite', () => {
     const other = mintToken(new ClusterSigner(generateKeyPairSync('ed25519').privateKey), 'api', 60_000)
     const closed: Array<[string, string]> = [
       ['GET', '/api/v1/tasks'], ['GET', '/api/v1/peers'], ['GET', '/api/v1/nodes'], ['GET', '/api/v1/jobs'], ['GET', '/oapi/v1/jobs'],
-      ['POST', '/api/v1/jobs'], ['POST', '/oapi/v1/jobs'], ['POST', `/api/v1/nodes/${d1.peerId}/revoke`], ['GET', '/api/v1/traces'], ['GET', '/api/v1/doctor'], ['GET', '/']
+      ['POST', '/api/v1/jobs'], ['POST', '/oapi/v1/jobs'], ['POST', `/api/v1/nodes/${d1.peerId}/revoke`], ['GET', '/api/v1/traces'], ['GET', '/api/v1/doctor'], ['GET', '/api/v1/no-such-route']
     ]
     for (const [method, path] of closed) {
       for (const authorization of [undefined, `Bearer ${sn.joinToken}`, `Bearer ${other}`, 'Basic Zm9vOmJhcg==']) {
@@ -285,6 +285,8 @@ describe('outsider suite', () => {
       }
     }
     for (const path of ['/healthz', '/readyz', '/healthy', '/metrics', '/api/v1/info']) expect((await fetch(`${sn.url}${path}`)).status, path).toBe(200)
+    // The console's page holds no data (its API calls carry the token): open, built or not.
+    expect((await fetch(`${sn.url}/`)).status).not.toBe(401)
     // The operator's way to a token: the last line of `supernode token create`, while the supernode runs.
     const created = await run(BINS.supernode, ['token', 'create', '--data-dir', sn.dataDir, '--scope', 'api', '--ttl', '10m'])
     expect(created.code, created.stderr).toBe(0)
