@@ -45,7 +45,9 @@ export interface StartDefaults {
 
 /** Flags npm start keeps for itself: it runs and wires its own supernode. */
 const RESERVED: Record<string, string> = {
-  supernode: 'npm start runs its own supernode and points the daemon at it'
+  supernode: 'npm start runs its own supernode and points the daemon at it',
+  'join-token': 'npm start joins its daemon to its supernode with a token it creates',
+  'join-token-file': 'npm start joins its daemon to its supernode with a token it creates'
 }
 
 export const START_USAGE = `Usage: npm start -- [--config FILE] [--data-dir DIR] [supernode and dfdaemon flags]

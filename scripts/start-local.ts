@@ -2,10 +2,13 @@
 // and the local disk, data under ./.naiad, every built-in plugin of each). Both run as child
 // processes of this script; their logs come out here, prefixed. Arguments go through to them
 // (see scripts/start-args.ts and `npm start -- --help`). Ctrl-C stops both; if one dies, the
-// other is stopped and this script exits non-zero.
+// other is stopped and this script exits non-zero. The daemon joins the supernode's cluster
+// with a join token this script creates (`supernode token create`, on the data directory the
+// supernode reports) and hands over in a 0600 file, never on a command line; an API token for
+// the supernode's API and console is kept next to it.
 
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync } from 'node:fs'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -171,7 +174,8 @@ if (plan.help) {
   process.stdout.write(`${START_USAGE}\n`)
   process.exit(0)
 }
-mkdirSync(plan.dataDir, { recursive: true })
+mkdirSync(plan.dataDir, { recursive: true, mode: 0o700 })
+chmodSync(plan.dataDir, 0o700)
 const rel = (p: string): string => { const r = relative(process.cwd(), p); return r.startsWith('..') || r === '' ? p : `./${r}` }
 
 // The console is served from the checkout's dist/console/; build it (well under a second) so
@@ -192,7 +196,24 @@ try {
   await shutdown(1, `naiad: ${(err as Error).message}`)
 }
 
-const daemon = start('dfdaemon', 'dfdaemon/bin/dfdaemon.ts', plan.dfdaemon, [`--supernode=${supernodeUrl}`])
+/** Runs `supernode token create` on the supernode's data dir and keeps the token in a 0600 file. */
+function createToken(dataDir: string, scope: 'join' | 'api', ttl: string, file: string): void {
+  let out = ''
+  try {
+    out = execFileSync(process.execPath, [`${ROOT}supernode/bin/supernode.ts`, 'token', 'create', '--data-dir', dataDir, '--scope', scope, '--ttl', ttl], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  } catch (err) {
+    void shutdown(1, `naiad: cannot create a ${scope} token: ${(err as Error).message.split('\n')[0]}`)
+  }
+  writeFileSync(file, `${out.trim().split('\n').at(-1) ?? ''}\n`, { mode: 0o600 })
+  chmodSync(file, 0o600)
+}
+const joinTokenFile = join(plan.dataDir, 'join-token')
+const apiTokenFile = join(plan.dataDir, 'api-token')
+// The join token need only outlive the daemon's first join: the daemon keeps the credential it earns.
+createToken(String(supernode.ready?.dataDir), 'join', '1h', joinTokenFile)
+createToken(String(supernode.ready?.dataDir), 'api', '0', apiTokenFile)
+
+const daemon = start('dfdaemon', 'dfdaemon/bin/dfdaemon.ts', plan.dfdaemon, [`--supernode=${supernodeUrl}`, `--join-token-file=${joinTokenFile}`])
 watch(daemon)
 
 let apiUrl = ''
@@ -213,6 +234,7 @@ process.stdout.write([
   'Naiad is running on this machine:',
   `  supernode  ${'HTTP API'.padEnd(10)} ${supernodeUrl}`,
   row('console', `${supernodeUrl}/`),
+  row('API token', `${rel(apiTokenFile)} (the API and the console ask for it)`),
   row('fabric', list(supernode.ready?.p2p)),
   row('plugins', plugins(plan.supernode)),
   row('data', rel(join(plan.dataDir, 'supernode'))),
@@ -227,12 +249,15 @@ process.stdout.write([
   'Pull images through the mirror (podman, skopeo and buildah; --runtime containerd for containerd):',
   `  npx dfdaemon init-config --runtime podman --registry REGISTRY_HOST --mirror ${mirrorUrl}`,
   '  (a registry that speaks plain HTTP also needs npm start -- --insecure-registry REGISTRY_HOST)',
-  'Look around:',
+  'Look around (the supernode\'s API wants the API token):',
+  `  TOKEN=$(cat ${rel(apiTokenFile)})`,
   ...[
-    [`${supernodeUrl}/api/v1/peers`, 'daemons that announced themselves'],
-    [`${supernodeUrl}/api/v1/tasks`, 'tasks the scheduler knows'],
+    [`-H "Authorization: Bearer $TOKEN" ${supernodeUrl}/api/v1/peers`, 'daemons that announced themselves'],
+    [`-H "Authorization: Bearer $TOKEN" ${supernodeUrl}/api/v1/tasks`, 'tasks the scheduler knows'],
     [`${apiUrl}/metrics`, 'Prometheus metrics (the supernode has them too)']
-  ].map(([url, what]) => `  ${url.padEnd(40)} ${what}`),
+  ].map(([url, what]) => `  curl ${url.padEnd(40)} # ${what}`),
+  `More nodes: dfdaemon --supernode ${supernodeUrl} --join-token-file ${rel(joinTokenFile)} … (good for an hour;`,
+  `  supernode token create --data-dir ${rel(String(supernode.ready?.dataDir))} makes another)`,
   '',
   'Ctrl-C stops both.',
   ''

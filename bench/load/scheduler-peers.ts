@@ -3,8 +3,13 @@
 // its connection, never by a message field), speaking the real scheduler protocol over the
 // fabric (libp2p: TCP + Noise + yamux) to one supernode.
 //
-//   node bench/load/scheduler-peers.ts --supernode MULTIADDR/p2p/ID --first 0 --count 250
-//        --tasks 5 --pieces 128 --keys DIR --live 32 --duration 20s --batch 4 --parents-every 2
+//   node bench/load/scheduler-peers.ts --supernode MULTIADDR/p2p/ID --http URL --token JOIN_TOKEN
+//        --origin URL --first 0 --count 250 --tasks 5 --pieces 128 --keys DIR --live 32 --duration 20s
+//        --batch 4 --parents-every 2
+//
+// Every peer joins the cluster first, as a dfdaemon does (a join request with the token's
+// proof to the supernode's HTTP API, then a fabric node that shows its credential); task t
+// is `ORIGIN/scheduler-scale/task-t`, which the origin serves to anyone (a public task).
 //
 // Peer i belongs to task i % tasks. The supernode runs without a seed, so the first peer to
 // register a task is its back-to-source peer; it publishes the piece digests and succeeds.
@@ -33,13 +38,16 @@ import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import {
-  PROTOCOLS, RpcSession, SchedulerRequest, SchedulerResponse, call, loadIdentity, parseDuration, raiseRemote,
-  type FabricNode, type PieceResult
+  ClusterVerifier, guardNode, joinRequest, MemberGuard, PROTOCOLS, RpcSession, SchedulerRequest, SchedulerResponse, call, loadIdentity,
+  parseDuration, parseToken, raiseRemote, taskIdOf, type FabricNode, type PieceResult
 } from '@naiad/proto'
 
 const { values } = parseArgs({
   options: {
     supernode: { type: 'string' },
+    http: { type: 'string' },
+    token: { type: 'string' },
+    origin: { type: 'string' },
     first: { type: 'string', default: '0' },
     count: { type: 'string', default: '100' },
     tasks: { type: 'string', default: '5' },
@@ -54,8 +62,8 @@ const { values } = parseArgs({
     protocol: { type: 'string', default: 'session' }
   }
 })
-if (values.supernode === undefined || values.keys === undefined) {
-  process.stderr.write('usage: scheduler-peers.ts --supernode MULTIADDR --keys DIR [--first N --count N --tasks N --pieces N --live N --duration D --batch N --parents-every N --rounds N --protocol session|stream]\n')
+if (values.supernode === undefined || values.keys === undefined || values.http === undefined || values.token === undefined || values.origin === undefined) {
+  process.stderr.write('usage: scheduler-peers.ts --supernode MULTIADDR --http URL --token JOIN_TOKEN --origin URL --keys DIR [--first N --count N --tasks N --pieces N --live N --duration D --batch N --parents-every N --rounds N --protocol session|stream]\n')
   process.exit(2)
 }
 const target = multiaddr(values.supernode)
@@ -74,6 +82,10 @@ if (values.protocol !== 'session' && values.protocol !== 'stream') {
   process.exit(2)
 }
 const perCall = values.protocol === 'stream'
+const joinToken = parseToken(values.token)
+const verifier = new ClusterVerifier(joinToken.claims.cluster!)
+/** Each peer's membership credential, earned once (phase 2 reconnects the same peers). */
+const credentials = new Map<number, Uint8Array>()
 const PIECE_SIZE = 4 * 1024 * 1024
 const CALL_TIMEOUT_MS = 5_000
 
@@ -86,9 +98,9 @@ stdin.on('close', () => { stop.abort(new Error('stdin closed')); go() })
 
 const out = (msg: Record<string, unknown>): void => { process.stdout.write(`${JSON.stringify(msg)}\n`) }
 
-/** Task IDs are 64 hex digits; these are fixed per task number so every generator agrees. */
-const taskId = (t: number): string => `${t.toString(16).padStart(8, '0')}${'ab'.repeat(28)}`
-const taskUrl = (t: number): string => `http://origin.invalid/scheduler-scale/task-${t}`
+const taskUrl = (t: number): string => `${values.origin}/scheduler-scale/task-${t}`
+/** The scheduler recomputes a task's ID from its URL: every generator derives the same. */
+const taskId = (t: number): string => taskIdOf({ url: taskUrl(t) })
 const peerIds = new Map<number, string>()
 const random = (n: number): number => Math.floor(Math.random() * n)
 
@@ -145,6 +157,18 @@ async function open(i: number): Promise<Peer> {
       connectionMonitor: { enabled: false }
     })
     peerIds.set(i, node.peerId.toString())
+    let credential = credentials.get(i)
+    if (credential === undefined) {
+      const res = await fetch(`${values.http}/api/v1/join`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(joinRequest(joinToken, node.peerId.toString())), signal: stop.signal
+      })
+      const body = await res.json() as { credential?: string; message?: string }
+      if (!res.ok || body.credential === undefined) throw new Error(`peer ${i} could not join: HTTP ${res.status} ${body.message ?? ''}`)
+      credential = Buffer.from(body.credential, 'base64')
+      credentials.set(i, credential)
+    }
+    const own = credential
+    await guardNode(node, new MemberGuard({ verifier: () => verifier, credential: () => own, revoked: () => false }))
     // Connect now, retrying refusals (the supernode's pending-handshake limit), so that the
     // scheduler calls after this measure the scheduler rather than connection set-up.
     for (let attempt = 0; ; attempt++) {
@@ -183,7 +207,7 @@ async function register(i: number): Promise<void> {
   const peer = await open(i)
   try {
     const t = i % tasks
-    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' } })
+    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: sourceIp(i), idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/${sourceIp(i)}/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' } })
     const res = await rpc(peer, { registerTask: { taskId: taskId(t), url: taskUrl(t), headers: [], digest: '', range: '', filter: [] } })
     if (res.task?.backToSource === true) {
       // The trusted peer: publishes the task's metadata and every piece digest, then succeeds.

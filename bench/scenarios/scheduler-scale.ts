@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration } from '@naiad/proto'
-import { BINS, NaiadProcess, freePort } from '@naiad/testkit'
+import { BINS, NaiadProcess, createToken, freePort, TestOrigin } from '@naiad/testkit'
 
 import { summarizeFile, formatSummary, type ProfileSummary } from '../cpuprofile-summary.ts'
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
@@ -207,15 +207,20 @@ interface Result {
 const work = await mkdtemp(join(tmpdir(), 'naiad-sched-scale-'))
 const workers: Worker[] = []
 let supernode: NaiadProcess | undefined
+let origin: TestOrigin | undefined
 let failed = false
 try {
   const profDir = join(work, 'prof')
   const httpPort = await freePort()
+  // The tasks' origin: the supernode checks a task is public before it grants it to peers.
+  origin = await new TestOrigin().start()
+  for (let t = 0; t < tasks; t++) origin.files.set(`/scheduler-scale/task-${t}`, { data: Buffer.alloc(0) })
   supernode = new NaiadProcess(BINS.supernode, [
     '--data-dir', join(work, 'sn'), '--listen', `127.0.0.1:${httpPort}`, '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--no-seed', '--log-level', 'info'
-  ], args.profile ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}` } : {})
+  ], { NAIAD_SOURCE_ALLOW: new URL(origin.url).host, ...(args.profile ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}` } : {}) })
   const ready = await withSignal(supernode.ready, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the supernode')
   const target = (ready.p2p as string[])[0]
+  const joinToken = await createToken(join(work, 'sn'), 'join')
   const snPid = supernode.pid
   log(`supernode ${target} (pid ${snPid}); ${peers} peers over ${tasks} tasks of ${pieces} pieces, ${processes} load generators × ${live} live peers`)
 
@@ -225,7 +230,7 @@ try {
     const count = Math.min(per, peers - first)
     if (count <= 0) break
     workers.push(new Worker([
-      '--supernode', target, '--keys', join(work, 'keys'), '--first', String(first), '--count', String(count), '--tasks', String(tasks),
+      '--supernode', target, '--http', `http://127.0.0.1:${httpPort}`, '--token', joinToken, '--origin', origin.url, '--keys', join(work, 'keys'), '--first', String(first), '--count', String(count), '--tasks', String(tasks),
       '--pieces', String(pieces), '--live', String(live), '--duration', `${durationMs}ms`, '--warmup', `${WARMUP_MS}ms`, '--batch', String(batch),
       '--parents-every', String(parentsEvery), '--protocol', protocol
     ]))
@@ -307,6 +312,7 @@ try {
 } finally {
   for (const w of workers) w.stop()
   await supernode?.stop()
+  await origin?.stop()
   await killDescendants()
   await rm(work, { recursive: true, force: true })
 }

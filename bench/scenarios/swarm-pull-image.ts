@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration } from '@naiad/proto'
-import { BINS } from '@naiad/testkit'
+import { BINS, createToken } from '@naiad/testkit'
 
 import { foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
@@ -115,13 +115,15 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], registryHost: string
   const started: NodeProcess[] = []
   const dir = join(work, `naiad-${hosts.length}`)
   try {
-    const supernode = new NodeProcess(bed, sn, BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', `${sn.ip}:8002`, '--p2p-listen', `/ip4/${sn.ip}/tcp/8003`, '--log-level', 'info'])
+    // The registry sits on the testbed's private network: the supernode's source policy must allow it (the daemons' does, as an --insecure-registry).
+    const supernode = new NodeProcess(bed, sn, BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', `${sn.ip}:8002`, '--p2p-listen', `/ip4/${sn.ip}/tcp/8003`, '--log-level', 'info'], { NAIAD_SOURCE_ALLOW: registryHost })
     started.push(supernode)
     await withSignal(supernode.ready, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the supernode')
+    const joinToken = await createToken(join(dir, 'sn'), 'join')
     const daemons = hosts.map((h) => new NodeProcess(bed, h, BINS.dfdaemon, [
       '--supernode', `http://${sn.ip}:8002`, '--data-dir', join(dir, h.name), '--api-listen', '127.0.0.1:65003', '--proxy-listen', MIRROR,
       '--p2p-listen', `/ip4/${h.ip}/tcp/65002`, '--insecure-registry', registryHost, '--log-level', 'info'
-    ]))
+    ], { NAIAD_JOIN_TOKEN: joinToken }))
     started.push(...daemons)
     await withSignal(Promise.all(daemons.map((d) => d.ready)), AbortSignal.any([overall, AbortSignal.timeout(60_000)]), 'starting the daemons')
     // The mirror configuration as an operator writes it; skopeo reads it with --registries-conf.

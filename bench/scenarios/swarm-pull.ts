@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
-import { BINS, writeBlob } from '@naiad/testkit'
+import { BINS, createToken, writeBlob } from '@naiad/testkit'
 
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
@@ -171,13 +171,16 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], origin: Origin, url:
   const started: NodeProcess[] = []
   const dir = join(work, `naiad-${hosts.length}`)
   try {
-    const supernode = new NodeProcess(bed, sn, BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', `${sn.ip}:8002`, '--p2p-listen', `/ip4/${sn.ip}/tcp/8003`, '--log-level', 'info'])
+    // The origin sits on the testbed's private network: the source policy must allow it.
+    const allow = { NAIAD_SOURCE_ALLOW: new URL(url).host }
+    const supernode = new NodeProcess(bed, sn, BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', `${sn.ip}:8002`, '--p2p-listen', `/ip4/${sn.ip}/tcp/8003`, '--log-level', 'info'], allow)
     started.push(supernode)
     await withSignal(supernode.ready, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the supernode')
+    const joinToken = await createToken(join(dir, 'sn'), 'join')
     const daemons = hosts.map((h) => new NodeProcess(bed, h, BINS.dfdaemon, [
       '--supernode', `http://${sn.ip}:8002`, '--data-dir', join(dir, h.name), '--api-listen', '127.0.0.1:65003', '--proxy-listen', '127.0.0.1:65001',
       '--p2p-listen', `/ip4/${h.ip}/tcp/65002`, '--log-level', 'info'
-    ]))
+    ], { ...allow, NAIAD_JOIN_TOKEN: joinToken }))
     started.push(...daemons)
     await withSignal(Promise.all(daemons.map((d) => d.ready)), AbortSignal.any([overall, AbortSignal.timeout(60_000)]), 'starting the daemons')
     const cpu0 = await Promise.all(started.map((p) => cpuSeconds(p.pid)))

@@ -1,6 +1,6 @@
 // createDaemon: the piece engine (peer package) plus what only a node's daemon has — the
 // local API, the registry mirror and forward proxy, control commands from the supernode,
-// host announcements and plugins.
+// host announcements, cluster membership and plugins.
 
 import { hostname } from 'node:os'
 
@@ -8,14 +8,16 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { advertisedAddrs, PluginHost, splitHostPort, type Stats } from '@naiad/host'
 import {
-  createPeerEngine, type DownloadProgress, type DownloadRequest, type DownloadResult, type OriginOptions,
+  createPeerEngine, DestinationPolicy, ORIGIN_DEFAULTS, type DownloadProgress, type DownloadRequest, type DownloadResult, type OriginOptions,
   type DataTransport, type PeerEngine, type PeerEngineComponents, type PeerTaskOptions, type PieceStore, type QosHooks, type SchedulerClient, type TaskManager
 } from '@naiad/peer'
-import type { FabricNode, NaiadPlugin } from '@naiad/proto'
+import { loadPeerId, NaiadError, secureDir, type FabricNode, type NaiadPlugin } from '@naiad/proto'
 
+import { NodeMembership } from './admission/membership.ts'
 import { buildLocalApi } from './api/local-api.ts'
 import { DAEMON_VERSION, registerBuiltinCommands, type InfoCommandResult } from './control/commands.ts'
 import { ControlServer } from './control/control-server.ts'
+import { BlobPermission } from './mirror/blob-permission.ts'
 import { ProxyServer, type ProxyServerOptions } from './mirror/proxy-server.ts'
 
 export interface DaemonOptions {
@@ -23,6 +25,10 @@ export interface DaemonOptions {
   logger: Logger
   /** Supernode HTTP URL; required unless a scheduler component is given. */
   supernodeUrl?: string
+  /** Join token (`supernode token create`); not needed once the node holds a credential. */
+  joinToken?: string
+  /** `source.allow`: destinations besides public addresses and the configured registries. */
+  sourceAllow?: string[]
   /** HOST:PORT of the local API; omitted for an embedded seed. */
   apiListen?: string
   /** HOST:PORT of the registry mirror and forward proxy; omitted for an embedded seed. */
@@ -53,29 +59,58 @@ export interface DaemonInfo {
   addresses(): { proxy: string | undefined; api: string | undefined; p2p: string[] }
 }
 
+/** How often the daemon renews its credential and learns revocations. */
+const MEMBERSHIP_REFRESH_MS = 60_000
+
+/** The registries a daemon is configured for: always allowed destinations. */
+function registryEntries(mirror: ProxyServerOptions | undefined): string[] {
+  if (mirror === undefined) return []
+  const out = [...mirror.insecure, ...mirror.credentials.keys()]
+  try {
+    out.push(new URL(mirror.defaultRegistry).host)
+  } catch { /* validated as a URL at start-up */ }
+  return out
+}
+
 export class Daemon {
   /** The piece engine: store, scheduler client, downloads, uploads, QoS seam. */
   readonly engine: PeerEngine
+  /** Cluster membership: the credential, the guard, revocations; undefined with an in-process scheduler. */
+  readonly membership: NodeMembership | undefined
+  /** The registry's permission check for blob URLs served from the cache or the swarm (local API, forward proxy). */
+  readonly permission: BlobPermission
   /** Control commands from the supernode; plugins add theirs through `ctx.extensions.control`. */
   readonly control: ControlServer
   readonly api: FastifyInstance | undefined
   readonly proxy: ProxyServer | undefined
   private proxyAddress: string | undefined
   private keepalive: NodeJS.Timeout | undefined
+  private refresher: NodeJS.Timeout | undefined
   private readonly plugins: PluginHost | undefined
   private apiAddress: string | undefined
   private readonly options: DaemonOptions
 
-  constructor(engine: PeerEngine, options: DaemonOptions) {
+  constructor(engine: PeerEngine, options: DaemonOptions, membership?: NodeMembership, policy?: DestinationPolicy) {
     this.engine = engine
     this.options = options
+    this.membership = membership
     const { node, store, scheduler, qos, tasks } = engine
+    this.permission = new BlobPermission({ credentials: options.mirror?.credentials ?? new Map(), caFile: options.mirror?.caFile, policy, timeoutMs: 30_000 })
     this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
     registerBuiltinCommands(this.control, { tasks, info: () => this.info() })
-    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos, mirrorProblems: () => this.proxy?.upstreamProblems() ?? [] })
+    if (membership !== undefined) {
+      // The supernode tells its daemons at once when it revokes a node (renewals carry the list too).
+      this.control.handle('membership.revoke', async (args) => {
+        const peers = (args as { peers?: unknown } | null)?.peers
+        if (!Array.isArray(peers) || peers.some((p) => typeof p !== 'string')) throw new NaiadError('DFD_ERR_BAD_REQUEST', 'membership.revoke: {peers: [peer ID, …]}')
+        membership.revoke(node, peers as string[])
+        return { revoked: peers.length }
+      })
+    }
+    this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos, mirrorProblems: () => this.proxy?.upstreamProblems() ?? [], permission: this.permission })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined
-      : new ProxyServer({ tasks, store, logger: options.logger.child({ module: 'mirror' }), swarmAvailable: () => scheduler.available, qos }, options.mirror)
+      : new ProxyServer({ tasks, store, logger: options.logger.child({ module: 'mirror' }), swarmAvailable: () => scheduler.available, qos, permission: this.permission }, { ...options.mirror, policy })
     if (this.api !== undefined) {
       const stats: Stats = {
         cache_bytes: { help: 'Bytes held by the piece store', read: () => store.usage() },
@@ -140,7 +175,26 @@ export class Daemon {
     await this.announce()
     this.keepalive = setInterval(() => { this.announce().catch(() => {}) }, this.options.keepaliveMs)
     this.keepalive.unref()
+    if (this.membership !== undefined) {
+      this.refresher = setInterval(() => { this.refreshMembership().catch(() => {}) }, MEMBERSHIP_REFRESH_MS)
+      this.refresher.unref()
+    }
     this.options.logger.info({ peerId: this.peerId, api: this.apiAddress, proxy: this.proxyAddress, p2p: this.node.getMultiaddrs().map(String), data: `${this.options.data.transport}:${this.engine.dataChannel.port}` }, 'dfdaemon ready')
+  }
+
+  /** Joins (if the supernode was unreachable at start) or renews, and takes the revocations. */
+  private async refreshMembership(): Promise<void> {
+    const m = this.membership!
+    try {
+      if (!m.joined) {
+        await m.ensureJoined()
+        return
+      }
+      const supernode = this.scheduler.supernodeId
+      if (supernode !== undefined && this.scheduler.available) await m.renew(this.node, supernode, AbortSignal.timeout(this.options.download.schedulerTimeoutMs * 5))
+    } catch (err) {
+      this.options.logger.warn({ err: (err as Error).message, code: (err as NaiadError).code }, 'cannot renew cluster membership; trying again later')
+    }
   }
 
   private async announce(): Promise<void> {
@@ -167,6 +221,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     if (this.keepalive !== undefined) clearInterval(this.keepalive)
+    if (this.refresher !== undefined) clearInterval(this.refresher)
     await this.control.stop()
     if (this.scheduler.available) {
       await this.scheduler.leaveHost(AbortSignal.timeout(1000)).catch(() => {})
@@ -175,11 +230,32 @@ export class Daemon {
     await this.api?.close()
     await this.proxy?.close()
     await this.plugins?.close()
+    await this.permission.close()
     await this.engine.stop()
   }
 }
 
+/**
+ * Makes a daemon. With a supernode URL it is a cluster member: it joins with the join token
+ * (or the credential kept from an earlier join; a refused token fails here, an unreachable
+ * supernode is retried later) and its fabric and data channel admit members only.
+ */
 export async function createDaemon(options: DaemonOptions, components: DaemonComponents = {}): Promise<Daemon> {
+  await secureDir(options.dataDir)
+  const policy = new DestinationPolicy({ allow: [...options.sourceAllow ?? [], ...registryEntries(options.mirror)] })
+  let membership: NodeMembership | undefined
+  if (options.supernodeUrl !== undefined && components.node === undefined) {
+    membership = await NodeMembership.open({
+      dataDir: options.dataDir, peerId: await loadPeerId(options.dataDir), supernodeUrl: options.supernodeUrl, joinToken: options.joinToken,
+      logger: options.logger.child({ module: 'membership' }), timeoutMs: Math.max(5_000, options.download.schedulerTimeoutMs)
+    })
+    try {
+      await membership.ensureJoined()
+    } catch (err) {
+      if ((err as NaiadError).code !== 'DFD_ERR_NOT_JOINED') throw err
+      options.logger.warn({ err: (err as Error).message }, 'cannot join the cluster yet; downloads go to the origin until the supernode answers')
+    }
+  }
   const engine = await createPeerEngine({
     dataDir: options.dataDir,
     logger: options.logger,
@@ -188,8 +264,10 @@ export async function createDaemon(options: DaemonOptions, components: DaemonCom
     cacheQuota: options.cacheQuota,
     uploadSlots: options.uploadSlots,
     download: options.download,
-    origin: options.origin,
-    data: options.data
-  }, components)
-  return new Daemon(engine, options)
+    origin: { ...options.origin ?? ORIGIN_DEFAULTS, policy },
+    data: options.data,
+    guard: membership?.guard,
+    verifySupernode: membership === undefined ? undefined : (peerId, credential) => membership.verifySupernode(peerId, credential)
+  }, { ...components, access: components.access ?? membership?.access })
+  return new Daemon(engine, options, membership, policy)
 }

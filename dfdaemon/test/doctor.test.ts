@@ -10,11 +10,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { multiaddr } from '@multiformats/multiaddr'
-import { call, createFabricNode, DoctorReportRequest, DoctorReportResponse, PROTOCOLS } from '@naiad/proto'
+import { call, DoctorReportRequest, DoctorReportResponse, PROTOCOLS } from '@naiad/proto'
 import { stringify } from 'yaml'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  BINS, freePort, getJson, run, runTool, startDaemon, startSupernode, waitFor,
+  BINS, freePort, getJson, run, runTool, startDaemon, startMemberNode, startSupernode, waitFor,
   type DaemonHandle, type SupernodeHandle
 } from '@naiad/testkit'
 
@@ -267,9 +267,9 @@ describe('dfdaemon doctor', () => {
       const local = await getJson<DoctorReport>(`${other.apiUrl}/api/v1/doctor`)
       expect(local.node.peerId).toBe(other.peerId)
 
-      // A malformed report is refused with a typed error and stored nowhere.
+      // A malformed report (from a node of the cluster: others do not get past the handshake) is refused with a typed error and stored nowhere.
       const info = await getJson<{ peerId: string; multiaddrs: string[] }>(`${sn.url}/api/v1/info`)
-      const node = await createFabricNode({ dataDir: join(dir, 'rogue'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+      const { node } = await startMemberNode(join(dir, 'rogue'), sn)
       try {
         const addrs = info.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${info.peerId}`))
         for (const report of ['not json', JSON.stringify({ version: 1, generatedAt: 'yesterday', results: [] }), JSON.stringify({ version: 1, generatedAt: new Date().toISOString(), results: [{ rule: 'x' }] })]) {

@@ -1,5 +1,5 @@
 // Forward-proxy mode: plain-HTTP URLs that match a rule go through the swarm, other
-// requests are relayed untouched, and CONNECT tunnels pass bytes through.
+// requests are relayed untouched, and CONNECT tunnels pass bytes through, to allowed hosts only.
 
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
@@ -37,7 +37,7 @@ describe('forward proxy', () => {
     origin.files.set('/models/big.bin', { data: model })
     origin.files.set('/index.html', { data: page })
     sn = await startSupernode(join(dir, 'sn'))
-    await writeFile(join(dir, 'd.yaml'), 'proxy:\n  rules:\n    - "^http://[^/]+/models/"\n')
+    await writeFile(join(dir, 'd.yaml'), `proxy:\n  rules:\n    - "^http://[^/]+/models/"\n  connect-allow: ["${new URL(origin.url).host}"]\n`)
     daemon = await startDaemon(join(dir, 'd1'), sn.url, { args: ['--config', join(dir, 'd.yaml')] })
   })
 
@@ -69,7 +69,21 @@ describe('forward proxy', () => {
     expect(missing.status).toBe(404)
   })
 
-  it('tunnels CONNECT without looking inside', async () => {
+  it('refuses CONNECT to a host or port proxy.connect-allow does not name', async () => {
+    const p = new URL(daemon.proxyUrl)
+    const o = new URL(origin.url)
+    for (const target of [`${o.hostname}:443`, `127.0.0.2:${o.port}`, `localhost:${o.port}`]) {
+      const sock = connect(Number(p.port), p.hostname)
+      sock.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`)
+      let received = ''
+      sock.on('data', (d: Buffer) => { received += d.toString('latin1') })
+      await new Promise((r) => sock.once('close', r))
+      expect(received, target).toMatch(/^HTTP\/1\.1 403 /)
+      expect(received).toContain('DFD_ERR_CONNECT_FORBIDDEN')
+    }
+  })
+
+  it('tunnels CONNECT to an allowed host without looking inside', async () => {
     const p = new URL(daemon.proxyUrl)
     const o = new URL(origin.url)
     const sock = connect(Number(p.port), p.hostname)

@@ -210,7 +210,7 @@ describe('qos plugin (test 5)', () => {
   it('refuses to start with a bad qos setting, naming its key', async () => {
     await writeFile(join(dir, 'bad.yaml'), 'plugins: [qos]\nplugin-config:\n  qos:\n    download-rate: fast\n')
     const r = await run(BINS.dfdaemon, ['--supernode', sn.url, '--config', join(dir, 'bad.yaml'), '--data-dir', join(dir, 'bad'),
-      '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0'], { timeoutMs: 60_000 })
+      '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0'], { timeoutMs: 60_000, env: { NAIAD_JOIN_TOKEN: sn.joinToken } })
     expect(r.code).not.toBe(0)
     expect(r.stderr).toContain('plugin-config.qos.download-rate')
   })

@@ -168,7 +168,7 @@ export class Dfget {
     const verify = (message: string): NaiadError => new NaiadError('DFGET_ERR_VERIFY', message)
     // Fail before copying a byte when the daemon's own digest already disagrees with the user's.
     const announced = this.checkAnnounced(done)
-    const content = await this.components.daemon.content(done.taskId, { signal })
+    const content = await this.components.daemon.content(done.taskId, { signal, headers: this.options.headers })
     if (content.sha256 !== '' && content.sha256 !== announced) {
       throw verify(`the daemon serves content with sha256:${content.sha256}, but announced sha256:${announced}`)
     }

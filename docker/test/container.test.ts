@@ -7,7 +7,10 @@
 // podman-compose runs inside a network namespace this test creates: the compose network's
 // bridge, its NAT and DNS rules and the published ports all live there, so nothing on the
 // machine's own network changes and the containers can reach nothing but each other and the
-// test's origin (which runs in that namespace too).
+// test's origin (which runs in that namespace too). The origin is on the compose network's
+// private address, which the source policy allows only when told (NAIAD_SOURCE_ALLOW, the
+// compose file's one variable); the supernode's API answers to an API token made in its
+// container, as an operator makes one.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -36,14 +39,17 @@ let blobDigest = ''
 let gateway = ''
 let nsCreated = false
 let composeUp = false
+let apiToken = ''
 
 // nsenter, not `ip netns exec`: that also remounts /sys, and runc then finds no cgroup mount.
 const inNs = (cmd: string, args: string[], timeoutMs = 300_000): Promise<CommandOutput> => exec('nsenter', [`--net=/run/netns/${NS}`, cmd, ...args], { env: ce.env, cwd: DOCKER_DIR, timeoutMs })
-const compose = (args: string[], timeoutMs = 300_000): Promise<CommandOutput> => inNs('podman-compose', ['-p', PROJECT, '-f', join(DOCKER_DIR, 'compose.yaml'), ...args], timeoutMs)
+// The compose network is 10.89.x.0/24 in the test's own namespace: nothing else is there to protect.
+const compose = (args: string[], timeoutMs = 300_000): Promise<CommandOutput> =>
+  exec('nsenter', [`--net=/run/netns/${NS}`, 'podman-compose', '-p', PROJECT, '-f', join(DOCKER_DIR, 'compose.yaml'), ...args], { env: { ...ce.env, NAIAD_SOURCE_ALLOW: '10.0.0.0/8' }, cwd: DOCKER_DIR, timeoutMs })
 const podman = (args: string[], timeoutMs = 120_000): Promise<CommandOutput> => exec('podman', args, { env: ce.env, timeoutMs })
 /** Node inside a container: prints what `fetch(url)` answered, or exits 1. */
 const fetchIn = (service: string, url: string): Promise<CommandOutput> => podman(['exec', cname(service), 'node', '-e',
-  `fetch(${JSON.stringify(url)}).then(async (r) => { process.stdout.write(await r.text()); process.exit(r.ok ? 0 : 1) }, (e) => { console.error(e.message); process.exit(1) })`])
+  `fetch(${JSON.stringify(url)}, { headers: ${JSON.stringify(apiToken === '' ? {} : { authorization: `Bearer ${apiToken}` })} }).then(async (r) => { process.stdout.write(await r.text()); process.exit(r.ok ? 0 : 1) }, (e) => { console.error(e.message); process.exit(1) })`])
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
   const deadline = Date.now() + timeoutMs
@@ -95,6 +101,9 @@ beforeAll(async () => {
   for (const d of ['dfdaemon-1', 'dfdaemon-2']) {
     await until(`${d} healthy`, async () => ((await fetchIn(d, 'http://127.0.0.1:65003/healthz')).code === 0 ? true : undefined))
   }
+  const token = await podman(['exec', cname('supernode'), 'supernode', 'token', 'create', '--data-dir', '/var/lib/naiad/supernode', '--scope', 'api'])
+  if (token.code !== 0) throw new Error(`supernode token create: ${token.stderr}`)
+  apiToken = token.stdout.trim().split('\n').at(-1) ?? ''
   // Both daemons announced: the second can find the first as a parent.
   await until('both daemons at the supernode', async () => {
     const r = await fetchIn('supernode', 'http://127.0.0.1:8002/api/v1/peers')

@@ -155,7 +155,7 @@ describe('Kubernetes manifests (docker/k8s)', () => {
     const sts = broken.find((o) => o.kind === 'StatefulSet')!
     podSpec(sts).containers[0].ports![0].containerPort = 'http' as unknown as number
     expect((await schemaErrors(broken)).join('\n')).toMatch(/containerPort/)
-    expect(() => loadOptions(DFDAEMON_COMMAND, ['--join-token', 'x'], {})).toThrow(/unknown flag --join-token/)
+    expect(() => loadOptions(DFDAEMON_COMMAND, ['--join-tokn', 'x'], {})).toThrow(/unknown flag --join-tokn/)
   })
 })
 

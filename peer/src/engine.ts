@@ -5,7 +5,7 @@
 import { join } from 'node:path'
 
 import type { Logger } from 'pino'
-import { createFabricNode, identityOf, type FabricNode } from '@naiad/proto'
+import { createFabricNode, identityOf, type FabricGuard, type FabricNode } from '@naiad/proto'
 
 import { OPEN_ACCESS, type PeerAccess } from './access/access.ts'
 import type { DataTransport } from './channel/connection.ts'
@@ -34,6 +34,10 @@ export interface PeerEngineOptions {
   origin?: OriginOptions
   /** The data channel: where it listens (port 0: any) and whether it is TLS (default) or plain TCP. */
   data: { host: string; port: number; transport: DataTransport }
+  /** Cluster membership on the fabric node the engine makes (see proto's FabricGuard). */
+  guard?: FabricGuard
+  /** Checks the supernode's identity before the scheduler client trusts it (see FabricSchedulerClientOptions). */
+  verifySupernode?: (peerId: string, credential: string | undefined) => boolean
 }
 
 /** Parts a caller may supply instead of the defaults: a shared fabric node, an in-process scheduler, a wrapped store, cluster admission. */
@@ -41,6 +45,7 @@ export interface PeerEngineComponents {
   node?: FabricNode
   scheduler?: SchedulerClient
   store?: PieceStore
+  /** Who may use this node's data channel and for which tasks (cluster admission); everyone by default. */
   access?: PeerAccess
 }
 
@@ -66,11 +71,13 @@ export class PeerEngine {
   readonly dataClient: DataClient
   /** Where a QoS plugin installs its limits. */
   readonly qos: QosHooks
+  /** Admission of data-channel peers and per-task grants. */
+  readonly access: PeerAccess
   private readonly ownsNode: boolean
 
   constructor(parts: {
     node: FabricNode; store: PieceStore; scheduler: SchedulerClient; origin: OriginClient; qos: QosHooks
-    dataServer: DataServer; dataClient: DataClient; tasks: TaskManager; ownsNode: boolean
+    dataServer: DataServer; dataClient: DataClient; tasks: TaskManager; ownsNode: boolean; access: PeerAccess
   }) {
     this.node = parts.node
     this.store = parts.store
@@ -80,6 +87,7 @@ export class PeerEngine {
     this.dataServer = parts.dataServer
     this.dataClient = parts.dataClient
     this.tasks = parts.tasks
+    this.access = parts.access
     this.ownsNode = parts.ownsNode
   }
 
@@ -112,12 +120,12 @@ export class PeerEngine {
 }
 
 export async function createPeerEngine(options: PeerEngineOptions, components: PeerEngineComponents = {}): Promise<PeerEngine> {
-  const node = components.node ?? await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen })
+  const node = components.node ?? await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen, guard: options.guard })
   const store = components.store ?? new DiskPieceStore({ dir: join(options.dataDir, 'cache'), quota: options.cacheQuota })
   let scheduler = components.scheduler
   if (scheduler === undefined) {
     if (options.supernodeUrl === undefined) throw new Error('createPeerEngine needs supernodeUrl or a scheduler component')
-    scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger: options.logger.child({ module: 'scheduler-client' }) })
+    scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger: options.logger.child({ module: 'scheduler-client' }), verifySupernode: options.verifySupernode })
   }
   const access = components.access ?? OPEN_ACCESS
   const identity = nodeIdentity(identityOf(node))
@@ -141,5 +149,5 @@ export async function createPeerEngine(options: PeerEngineOptions, components: P
   const tasks = new TaskManager({
     store, scheduler, origin, data: dataClient, live, sources, logger: options.logger, badPeers: new Set(), qos
   }, options.download)
-  return new PeerEngine({ node, store, scheduler, origin, qos, dataServer, dataClient, tasks, ownsNode: components.node === undefined })
+  return new PeerEngine({ node, store, scheduler, origin, qos, dataServer, dataClient, tasks, ownsNode: components.node === undefined, access })
 }

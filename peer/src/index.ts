@@ -24,3 +24,6 @@ export { OriginClient, ORIGIN_DEFAULTS, discard, redact, trustedCAs, type Origin
 export { QosHooks, PRIORITIES, isPriority, higherPriority, type Admission, type Priority, type QosLimiter, type Traffic } from './qos/hooks.ts'
 export { OPEN_ACCESS, type PeerAccess } from './access/access.ts'
 export { nodeIdentity, type NodeIdentity } from './channel/identity.ts'
+export { ClusterAccess, type ClusterAccessOptions } from './access/cluster-access.ts'
+export { DestinationPolicy, destinationDenied, ownAddresses, policyConnect, type DestinationPolicyOptions } from './source/destination-policy.ts'
+export { DataClient, type DataTarget, type PieceSink, type Flow } from './channel/data-client.ts'

@@ -15,6 +15,9 @@ export const ERROR_CODES = {
   PROTO_ERR_BAD_CONFIG: { status: 500, summary: 'a configuration value is invalid' },
   PROTO_ERR_USAGE: { status: 400, summary: 'a command was called with an unknown flag or a bad value' },
   PROTO_ERR_PLUGIN: { status: 500, summary: 'a plugin could not be loaded or set up' },
+  PROTO_ERR_FORBIDDEN: { status: 403, summary: 'a peer is not a member of the cluster: no valid membership credential or grant, or it was revoked' },
+  PROTO_ERR_BAD_TOKEN: { status: 401, summary: 'a join or API token is malformed, expired, of the wrong scope or not issued by this cluster' },
+  PROTO_ERR_DESTINATION_DENIED: { status: 403, summary: 'a fetch was refused by the source policy: a destination that is not public and not in source.allow' },
 
   // dfdaemon
   DFD_ERR_BAD_REQUEST: { status: 400, summary: 'a download request is malformed (URL, range, digest, header)' },
@@ -38,6 +41,10 @@ export const ERROR_CODES = {
   DFD_ERR_CONTROL_FORBIDDEN: { status: 403, summary: 'a control command came from a peer that is not the supernode this daemon is attached to' },
   DFD_ERR_CONTROL_UNKNOWN: { status: 404, summary: 'a control command names a command the daemon does not know' },
   DFD_ERR_TOO_MANY_REQUESTS: { status: 429, summary: 'a tenant is over its request-rate or concurrency limit (QoS plugin)' },
+  DFD_ERR_BLOB_DENIED: { status: 403, summary: 'the registry refused this client\'s credentials for a blob, so the daemon does not serve it from its cache or its peers' },
+  DFD_ERR_BODY_TOO_LARGE: { status: 413, summary: 'a request body to the daemon exceeds its limit' },
+  DFD_ERR_CONNECT_FORBIDDEN: { status: 403, summary: 'the forward proxy refused a CONNECT tunnel: CONNECT is off, or the host and port are not in proxy.connect-allow' },
+  DFD_ERR_NOT_JOINED: { status: 503, summary: 'the daemon has no membership credential yet: it could not join its supernode' },
 
   // supernode
   SN_ERR_TASK_NOT_FOUND: { status: 404, summary: 'no task with this ID is known to the scheduler' },
@@ -45,6 +52,13 @@ export const ERROR_CODES = {
   SN_ERR_JOB_NOT_FOUND: { status: 404, summary: 'no job with this ID is known to the supernode' },
   SN_ERR_SCOPE_UNSUPPORTED: { status: 400, summary: 'a job names a scope (peers, label selector) the supernode cannot reach yet' },
   SN_ERR_HOST_NOT_FOUND: { status: 404, summary: 'a control command names a host that is unknown, gone or a seed' },
+  SN_ERR_UNAUTHORIZED: { status: 401, summary: 'an API request carries no valid API token (Authorization: Bearer)' },
+  SN_ERR_FORBIDDEN: { status: 403, summary: 'a node may not have a task: its origin refuses anonymous requests and the node\'s own credentials did not open it' },
+  SN_ERR_TASK_ID_MISMATCH: { status: 400, summary: 'a registration names a task ID that is not the ID of its URL, range, digest and filter' },
+  SN_ERR_RATE_LIMITED: { status: 429, summary: 'a node registers new tasks faster than the scheduler allows' },
+  SN_ERR_NODE_REVOKED: { status: 403, summary: 'a revoked node tried to join again under the same identity' },
+  SN_ERR_NODE_NOT_FOUND: { status: 404, summary: 'no node with this ID joined the cluster' },
+  SN_ERR_BODY_TOO_LARGE: { status: 413, summary: 'a request body to the supernode API exceeds its limit' },
 
   // nydus-fs
   NFS_ERR_BAD_REF: { status: 400, summary: 'an image reference is malformed' },

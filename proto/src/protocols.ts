@@ -7,7 +7,9 @@ export const PROTOCOLS = {
   doctor: '/naiad/doctor/1.0.0',
   control: '/naiad/control/1.0.0',
   /** The scheduler calls of 1.0.0 as a session: one long-lived stream, pipelined calls matched by ID (docs/protocol.md). */
-  schedulerSession: '/naiad/scheduler/1.1.0'
+  schedulerSession: '/naiad/scheduler/1.1.0',
+  /** Any node ↔ any node: show your membership credential; to the supernode: renew mine (docs/security.md). */
+  membership: '/naiad/membership/1.0.0'
 } as const
 
 export const LIMITS = {

@@ -75,16 +75,25 @@ describe('the installed package', () => {
     const origin = await new TestOrigin().start()
     const data = makeBlob(3 << 20, 'installed')
     origin.files.set('/file.bin', { data })
+    // The test's origin is on loopback, which the source policy refuses unless allowed.
+    const allow = { NAIAD_SOURCE_ALLOW: new URL(origin.url).host }
     const sn = new Service('supernode', ['--data-dir', join(cwd, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0'], {
-      cwd, env: { ...env, NAIAD_PLUGINS: 'metrics,preheat,health,slo,doctor' }
+      cwd, env: { ...env, ...allow, NAIAD_PLUGINS: 'metrics,preheat,health,slo,doctor' }
     })
     let daemon: Service | undefined
     try {
       const snReady = await sn.ready
       const snUrl = snReady.http as string
+      // Tokens from the installed command, as an operator makes them.
+      const token = async (scope: string): Promise<string> => {
+        const t = await exec('supernode', ['token', 'create', '--data-dir', join(cwd, 'sn'), '--scope', scope], { cwd, env })
+        expect(t.code, t.stderr).toBe(0)
+        return t.stdout.trim().split('\n').at(-1)!
+      }
       daemon = new Service('dfdaemon', [
-        '--supernode', snUrl, '--data-dir', join(cwd, 'd'), '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0'
-      ], { cwd, env: { ...env } })
+        '--supernode', snUrl, '--data-dir', join(cwd, 'd'), '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0',
+        '--join-token', await token('join')
+      ], { cwd, env: { ...env, ...allow } })
       const dReady = await daemon.ready
       const out = join(cwd, 'file.bin')
       const r = await exec('dfget', [`${origin.url}/file.bin`, '-O', out, '--daemon', dReady.api as string, '--no-progress', '--json'], { cwd, env })
@@ -96,7 +105,8 @@ describe('the installed package', () => {
       expect(page.status).toBe(200)
       expect(await page.text()).toContain('app.js')
       expect((await fetch(`${snUrl}/console/app.js`)).status).toBe(200)
-      expect((await fetch(`${snUrl}/api/v1/slo`)).status).toBe(200)
+      expect((await fetch(`${snUrl}/api/v1/slo`)).status).toBe(401)
+      expect((await fetch(`${snUrl}/api/v1/slo`, { headers: { authorization: `Bearer ${await token('api')}` } })).status).toBe(200)
     } finally {
       await daemon?.stop()
       await sn.stop()

@@ -4,7 +4,7 @@
 // `dfdaemon doctor`. Ports are all 0 (the banner says which were taken).
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -69,12 +69,17 @@ describe('npm start', () => {
   })
 
   it('loads every built-in plugin of both, and passes the config file through', async () => {
+    // The API token npm start made, in the file its banner names; its daemon joined with the join token.
+    expect(out).toMatch(/API token +\S+api-token/)
+    const token = (await readFile(join(dir, 'data', 'api-token'), 'utf8')).trim()
+    const headers = { authorization: `Bearer ${token}` }
+    expect((await fetch(`${banner.http}/api/v1/peers`)).status).toBe(401)
     for (const path of ['/api/v1/jobs', '/api/v1/slo', '/api/v1/health/hosts', '/api/v1/health/events', '/api/v1/doctor', '/healthy', '/metrics']) {
-      const res = await fetch(`${banner.http}${path}`)
+      const res = await fetch(`${banner.http}${path}`, { headers })
       await res.arrayBuffer()
       expect(res.status, `supernode ${path}`).toBe(200)
     }
-    const peers = await (await fetch(`${banner.http}/api/v1/peers`)).json() as Array<{ labels: Record<string, string>; isSeed: boolean }>
+    const peers = await (await fetch(`${banner.http}/api/v1/peers`, { headers })).json() as Array<{ labels: Record<string, string>; isSeed: boolean }>
     expect(peers.find((p) => !p.isSeed)?.labels).toEqual({ zone: 'start-test' })
     expect((await fetch(`${banner.api}/metrics`)).status).toBe(200)
     expect((await fetch(`${banner.http}/`)).headers.get('content-type')).toMatch(/text\/html/)

@@ -1,14 +1,19 @@
-// createSupernode: the scheduler and its state, the seed, the fabric service, the HTTP API
-// and plugins.
+// createSupernode: the scheduler and its state, the seed, the fabric service, cluster
+// admission, the HTTP API and plugins.
 
 import { join } from 'node:path'
 
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { PluginHost, splitHostPort, type Stats } from '@naiad/host'
-import type { DataTransport } from '@naiad/peer'
-import { createFabricNode, type FabricNode, type NaiadPlugin } from '@naiad/proto'
+import { ClusterAccess, DestinationPolicy, OriginClient, ORIGIN_DEFAULTS, type DataTransport } from '@naiad/peer'
+import { ClusterVerifier, createFabricNode, hangUpPeer, loadPeerId, secureDir, type FabricNode, type NaiadPlugin } from '@naiad/proto'
 
+import { Admission } from './admission/admission.ts'
+import { loadClusterKey } from './admission/cluster-key.ts'
+import { NodeRegistry } from './admission/node-registry.ts'
+import { GATE_DEFAULTS, SchedulerGate } from './admission/scheduler-gate.ts'
+import { TaskAccess } from './admission/task-access.ts'
 import { buildHttpApi } from './api/http.ts'
 import { ControlClient } from './control/control-client.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
@@ -23,9 +28,18 @@ export interface SupernodeOptions {
   p2pListen: string[]
   seed: { enabled: boolean; cacheQuota: number; uploadSlots: number; caFile?: string; data: { host: string; port: number; transport: DataTransport } }
   hostTtlMs: number
+  /** `source.allow`: what the seed, preheat and access checks may fetch besides public addresses. */
+  sourceAllow?: string[]
+  /** `scheduler.announce-networks`: announced addresses accepted even when not the connection's own. */
+  announceNetworks?: string[]
+  /** `api.public-read`: GET endpoints that reveal tasks and peers need no API token. */
+  publicRead?: boolean
   plugins?: NaiadPlugin[]
   pluginSettings?: Record<string, Record<string, unknown>>
 }
+
+/** How often revocations written by another process (`supernode node revoke`) are picked up. */
+const REVOCATION_POLL_MS = 2_000
 
 export class Supernode {
   readonly node: FabricNode
@@ -34,26 +48,50 @@ export class Supernode {
   readonly seed: Seed | undefined
   /** Commands to daemons; plugins reach it as `ctx.extensions.control`. */
   readonly control: ControlClient
+  readonly admission: Admission
+  private readonly gate: SchedulerGate
+  private readonly probes: OriginClient | undefined
   private readonly state: StateStore
   private readonly plugins: PluginHost
   private readonly options: SupernodeOptions
+  private poller: NodeJS.Timeout | undefined
   private ready = false
   private httpAddress = ''
 
-  constructor(node: FabricNode, scheduler: Scheduler, state: StateStore, seed: Seed | undefined, options: SupernodeOptions) {
+  constructor(parts: { node: FabricNode; scheduler: Scheduler; state: StateStore; seed: Seed | undefined; admission: Admission; gate: SchedulerGate; policy: DestinationPolicy; probes?: OriginClient }, options: SupernodeOptions) {
+    const { node, scheduler, state, seed, admission, gate } = parts
     this.node = node
     this.scheduler = scheduler
     this.state = state
     this.seed = seed
+    this.admission = admission
+    this.gate = gate
+    this.probes = parts.probes
     this.options = options
     this.control = new ControlClient({ node, hosts: scheduler.hosts }, { hostTtlMs: options.hostTtlMs, defaultTimeoutMs: 10 * 60_000 })
-    this.http = buildHttpApi({ scheduler, node, ready: () => this.ready, seed: seed !== undefined })
+    this.http = buildHttpApi({ scheduler, node, ready: () => this.ready, seed: seed !== undefined, admission, publicRead: options.publicRead === true })
     const stats: Stats = {
       scheduler_tasks: { help: 'Tasks the scheduler knows', read: () => scheduler.tasks.size },
       scheduler_hosts: { help: 'Hosts that announced themselves and did not leave', read: () => [...scheduler.hosts.values()].filter((h) => !h.gone).length },
       scheduler_peers: { help: 'Peers over all tasks', read: () => { let n = 0; for (const t of scheduler.tasks.values()) n += t.peers.size; return n } }
     }
-    this.plugins = new PluginHost({ host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, scheduler, seed, database: state.database, control: this.control } })
+    this.plugins = new PluginHost({
+      host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {},
+      extensions: { stats, scheduler, seed, database: state.database, control: this.control, sourcePolicy: parts.policy }
+    })
+    admission.onRevoke((id) => {
+      options.logger.warn({ node: id }, 'node revoked: refused from now on')
+      scheduler.leaveHost(id)
+      gate.forget(id)
+      void hangUpPeer(node, id)
+      // Daemons learn it now rather than at their next renewal: they refuse the node too.
+      for (const h of this.control.hosts()) {
+        if (h.id === id) continue
+        this.control.send(h.id, 'membership.revoke', { peers: [id] }, { timeoutMs: 5_000 }).catch((err: unknown) => {
+          options.logger.debug({ host: h.id, err: (err as Error).message }, 'could not tell a daemon of a revocation; it learns it at its next renewal')
+        })
+      }
+    })
   }
 
   get url(): string {
@@ -61,7 +99,7 @@ export class Supernode {
   }
 
   async start(): Promise<void> {
-    await serveScheduler(this.node, this.scheduler)
+    await serveScheduler(this.node, this.scheduler, this.gate)
     if (this.seed !== undefined) {
       await this.seed.engine.start()
       this.scheduler.announceHost(this.node.peerId.toString(), {
@@ -72,31 +110,48 @@ export class Supernode {
     await this.plugins.setup(this.options.plugins ?? [])
     const [host, port] = splitHostPort(this.options.listen)
     this.httpAddress = await this.http.listen({ host, port: Number(port) })
+    this.poller = setInterval(() => {
+      try {
+        this.admission.poll()
+      } catch (err) {
+        this.options.logger.warn({ err: (err as Error).message }, 'cannot read revocations from the database')
+      }
+    }, REVOCATION_POLL_MS)
+    this.poller.unref()
     this.ready = true
-    this.options.logger.info({ http: this.httpAddress, peerId: this.node.peerId.toString(), p2p: this.node.getMultiaddrs().map(String), seed: this.seed !== undefined }, 'supernode ready')
+    this.options.logger.info({ http: this.httpAddress, peerId: this.node.peerId.toString(), p2p: this.node.getMultiaddrs().map(String), seed: this.seed !== undefined, cluster: this.admission.signer.id, dataDir: this.options.dataDir }, 'supernode ready')
   }
 
   async stop(): Promise<void> {
     this.ready = false
+    if (this.poller !== undefined) clearInterval(this.poller)
     await this.http.close()
     await this.plugins.close()
     await this.seed?.engine.stop()
+    await this.probes?.close()
     await this.node.stop()
     this.state.close()
   }
 }
 
 export async function createSupernode(options: SupernodeOptions): Promise<Supernode> {
-  const node = await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen })
+  await secureDir(options.dataDir)
+  const signer = await loadClusterKey(options.dataDir)
   const state = new StateStore(options.dataDir)
+  const admission = new Admission(signer, new NodeRegistry(state.database), await loadPeerId(options.dataDir))
+  const node = await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen, guard: admission })
+  const policy = new DestinationPolicy({ allow: options.sourceAllow ?? [] })
   let seed: Seed | undefined
+  const access: { current?: TaskAccess } = {}
   const scheduler = new Scheduler({
     hostTtlMs: options.hostTtlMs,
     seedHostId: options.seed.enabled ? node.peerId.toString() : undefined,
-    triggerSeed: options.seed.enabled ? (task) => seed?.trigger(task) : undefined
+    triggerSeed: options.seed.enabled ? (task) => seed?.trigger(task, access.current?.headersFor(task.id)) : undefined
   }, state)
   state.load(scheduler)
+  const verifier = new ClusterVerifier(signer.publicKey)
   if (options.seed.enabled) {
+    await secureDir(join(options.dataDir, 'seed'))
     seed = await Seed.create(node, scheduler, {
       dataDir: join(options.dataDir, 'seed'),
       cacheQuota: options.seed.cacheQuota,
@@ -104,8 +159,14 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
       caFile: options.seed.caFile,
       p2pListen: options.p2pListen,
       data: options.seed.data,
+      policy,
+      access: new ClusterAccess({ verifier: () => verifier, credential: () => admission.credential(), revoked: (id) => admission.nodes.isRevoked(id) }),
       logger: options.logger.child({ module: 'seed' })
     })
   }
-  return new Supernode(node, scheduler, state, seed, options)
+  // Access checks go through the seed's origin client (same policy, same CAs), or one of their own without a seed.
+  const probes = seed === undefined ? new OriginClient({ ...ORIGIN_DEFAULTS, caFile: options.seed.caFile, policy }) : undefined
+  access.current = new TaskAccess(seed?.engine.origin ?? probes!)
+  const gate = new SchedulerGate({ admission, access: access.current, policy, knows: (id) => scheduler.tasks.has(id) }, { ...GATE_DEFAULTS, announceNetworks: options.announceNetworks ?? [] })
+  return new Supernode({ node, scheduler, state, seed, admission, gate, policy, probes }, options)
 }

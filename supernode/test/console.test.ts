@@ -2,7 +2,7 @@
 // against a real supernode, two real daemons and real downloads: peers with their labels and
 // health, a task's swarm (pieces held, bytes by source), a preheat job created, watched and
 // cancelled from the page, SLO figures, and a new task appearing without a reload. The page is
-// opened with a token in its link, as scripts do; the token must reach every API request. A
+// opened with an API token in its link, as scripts do; the token must reach every API request. A
 // screenshot is saved with the test output (.ci-results/console/console.png).
 
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 
 import puppeteer, { type Browser, type Page } from 'puppeteer-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BINS, makeBlob, run, startDaemon, startSupernode, TestOrigin, type DaemonHandle, type SupernodeHandle } from '@naiad/testkit'
+import { BINS, getJson, makeBlob, run, startDaemon, startSupernode, TestOrigin, type DaemonHandle, type SupernodeHandle } from '@naiad/testkit'
 
 import { buildConsole } from '../../scripts/build.ts'
 
@@ -22,7 +22,6 @@ interface Shown { innerText: string; textContent: string | null; dataset: Record
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const SHOTS = join(ROOT, '.ci-results', 'console')
 const CHROMIUM = process.env.NAIAD_CHROMIUM ?? '/usr/bin/chromium'
-const TOKEN = 'console-test-token'
 const SIZE = 12 << 20
 
 let dir: string
@@ -74,7 +73,7 @@ beforeAll(async () => {
     expect(r.code, r.stderr).toBe(0)
   }
   await until('both pull traces at the supernode', async () => {
-    const traces = await (await fetch(`${sn.url}/api/v1/traces`)).json() as unknown[]
+    const traces = await getJson<unknown[]>(`${sn.url}/api/v1/traces`)
     return traces.length >= 2
   })
 
@@ -87,7 +86,7 @@ beforeAll(async () => {
   page = await browser.newPage()
   await page.setViewport({ width: 1440, height: 1500 })
   page.on('request', (req) => { if (req.url().includes('/api/')) authHeaders.push(req.headers().authorization) })
-  await page.goto(`${sn.url}/#token=${TOKEN}`, { waitUntil: 'domcontentloaded', timeout: 30_000 })
+  await page.goto(`${sn.url}/#token=${sn.apiToken}`, { waitUntil: 'domcontentloaded', timeout: 30_000 })
 }, 240_000)
 
 afterAll(async () => {
@@ -103,7 +102,7 @@ describe('web console', () => {
     await page.waitForSelector('#live.on', { timeout: 30_000 })
     expect(page.url()).toBe(`${sn.url}/`)
     expect(authHeaders.length).toBeGreaterThan(3)
-    expect(authHeaders.every((h) => h === `Bearer ${TOKEN}`)).toBe(true)
+    expect(authHeaders.every((h) => h === `Bearer ${sn.apiToken}`)).toBe(true)
   })
 
   it('shows every peer with its labels, health state and measured bandwidth', async () => {
@@ -160,7 +159,7 @@ describe('web console', () => {
     }))
     await page.click(`#jobs tr[data-job="${jobId}"] button`)
     await until('the job to be cancelled', async () => (await text(`#jobs tr[data-job="${jobId}"] .state`)) === 'canceled' || undefined)
-    const job = await (await fetch(`${sn.url}/api/v1/jobs/${jobId}`)).json() as { state: string }
+    const job = await getJson<{ state: string }>(`${sn.url}/api/v1/jobs/${jobId}`)
     expect(job.state).toBe('CANCELED')
   })
 

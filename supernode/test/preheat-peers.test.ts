@@ -11,9 +11,9 @@ import { join } from 'node:path'
 
 import { multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { call, createFabricNode, PROTOCOLS, SchedulerRequest, SchedulerResponse, type FabricNode } from '@naiad/proto'
+import { call, PROTOCOLS, SchedulerRequest, SchedulerResponse, type FabricNode } from '@naiad/proto'
 import {
-  CountingProxy, getJson, makeBlob, metric, pushImage, startDaemon, startRegistry, startSupernode, TestOrigin, waitFor,
+  apiHeaders, CountingProxy, getJson, makeBlob, metric, pushImage, startDaemon, startMemberNode, startRegistry, startSupernode, TestOrigin, waitFor,
   type DaemonHandle, type PushedImage, type RegistryHandle, type SupernodeHandle
 } from '@naiad/testkit'
 
@@ -35,7 +35,7 @@ const TERMINAL = new Set(['SUCCESS', 'FAILURE', 'CANCELED'])
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 async function post(url: string, body: unknown): Promise<{ status: number; json: unknown }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  const res = await fetch(url, { method: 'POST', headers: { ...apiHeaders(url), 'content-type': 'application/json' }, body: JSON.stringify(body) })
   return { status: res.status, json: await res.json() as unknown }
 }
 
@@ -188,8 +188,8 @@ describe('preheat to peers', () => {
   })
 
   it('cancels a peer-scope job stuck on a daemon that never answers, and fails one that passes its deadline', async () => {
-    // A libp2p node that announces itself like a daemon but never answers a control command.
-    slow = await createFabricNode({ dataDir: join(dir, 'slow'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    // A cluster member that announces itself like a daemon but never answers a control command.
+    slow = (await startMemberNode(join(dir, 'slow'), sn)).node
     let commands = 0
     let closed = 0
     await slow.handle(PROTOCOLS.control, (stream) => {
@@ -208,7 +208,7 @@ describe('preheat to peers', () => {
     const id = (created.json as JobView).id
     await waitFor(async () => (await getJson<JobView>(`${api}/jobs/${id}`)).nodes.find((n) => n.node === 'peer')?.state === 'RUNNING', 30_000, 'the slow node to be sent its blob')
     await waitFor(() => commands === 1, 10_000, 'the command to reach the slow node')
-    const del = await fetch(`${api}/jobs/${id}`, { method: 'DELETE' })
+    const del = await fetch(`${api}/jobs/${id}`, { method: 'DELETE', headers: apiHeaders(api) })
     expect(del.status).toBe(200)
     const canceled = await getJson<JobView>(`${api}/jobs/${id}`)
     expect(canceled.state).toBe('CANCELED')

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  CountingProxy, makeBlob, pushImage, startDaemon, startRegistry, startSupernode, TestOrigin, waitFor,
+  apiHeaders, CountingProxy, makeBlob, pushImage, startDaemon, startRegistry, startSupernode, TestOrigin, waitFor,
   type DaemonHandle, type PushedImage, type RegistryHandle, type SupernodeHandle
 } from '@naiad/testkit'
 
@@ -27,7 +27,7 @@ const MiB = 1024 * 1024
 const TERMINAL = new Set(['SUCCESS', 'FAILURE', 'CANCELED'])
 
 async function call(method: string, url: string, body?: unknown): Promise<{ status: number; json: unknown }> {
-  const res = await fetch(url, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) })
+  const res = await fetch(url, { method, headers: { ...apiHeaders(url), ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) })
   const text = await res.text()
   return { status: res.status, json: text === '' ? null : JSON.parse(text) as unknown }
 }

@@ -12,11 +12,11 @@ import { fileURLToPath } from 'node:url'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  downloadVia, getJson, makeBlob, metric, startDaemon, startSupernode, TestOrigin, waitFor,
+  apiHeaders, downloadVia, getJson, makeBlob, metric, startDaemon, startMemberNode, startSupernode, TestOrigin, waitFor,
   type DaemonHandle, type DoneEvent, type ErrorEvent, type SupernodeHandle
 } from '@naiad/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
-import { call, createFabricNode, NaiadError, SLO_TRACE_PROTOCOL, TraceAck, TraceBatch, type PullTrace } from '@naiad/proto'
+import { call, NaiadError, SLO_TRACE_PROTOCOL, TraceAck, TraceBatch, type PullTrace } from '@naiad/proto'
 
 import { readSloSettings } from '../src/plugins/slo/objectives.ts'
 
@@ -236,7 +236,7 @@ describe('slo plugin', () => {
 
     // The SLO report equals what the traces say.
     const slo = await getJson<SloView>(`${sn.url}/api/v1/slo`)
-    const badWindow = await fetch(`${sn.url}/api/v1/slo?window=soon`)
+    const badWindow = await fetch(`${sn.url}/api/v1/slo?window=soon`, { headers: apiHeaders(sn.url) })
     expect(badWindow.status).toBe(400)
     expect(await badWindow.json()).toMatchObject({ code: 'SN_ERR_BAD_REQUEST' })
     const lastMinute = await getJson<SloView>(`${sn.url}/api/v1/slo?window=1m`)
@@ -315,7 +315,7 @@ describe('slo plugin', () => {
   })
 
   it('stores a batch sent twice once, under the sender\'s authenticated peer ID, and skips malformed and expired traces', async () => {
-    const node = await createFabricNode({ dataDir: join(dir, 'client'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const { node } = await startMemberNode(join(dir, 'client'), sn)
     try {
       const info = await getJson<{ peerId: string; multiaddrs: string[] }>(`${sn.url}/api/v1/info`)
       const addrs = info.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${info.peerId}`))

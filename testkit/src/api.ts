@@ -1,5 +1,7 @@
 // Small clients for the daemon's local API and the supernode's HTTP API, for tests.
 
+import { apiHeaders } from './processes.ts'
+
 export interface DoneEvent { event: 'done'; taskId: string; contentLength: number; sha256: string; fromPeers: number; fromOrigin: number; cached: boolean }
 export interface ErrorEvent { event: 'error'; code: string; message: string }
 export interface ProgressEvent { event: 'progress'; taskId: string; completedBytes: number; totalBytes: number; fromPeers: number; fromOrigin: number }
@@ -53,8 +55,9 @@ export async function metric(url: string, name: string, labels: Record<string, s
   return total
 }
 
+/** GETs JSON; a supernode started by startSupernode gets its API token. */
 export async function getJson<T>(url: string): Promise<T> {
-  const res = await fetch(url)
+  const res = await fetch(url, { headers: apiHeaders(url) })
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`)
   return await res.json() as T
 }

@@ -19,7 +19,7 @@ export class TestOrigin {
   readonly faults = new Map<string, Fault>()
   /** Body bytes sent per URL path. */
   readonly served = new Map<string, number>()
-  readonly requests: Array<{ path: string; range: string | undefined; headers: Record<string, string | string[] | undefined> }> = []
+  readonly requests: Array<{ method: string; path: string; range: string | undefined; headers: Record<string, string | string[] | undefined> }> = []
   private server: Server | undefined
   url = ''
 
@@ -38,7 +38,7 @@ export class TestOrigin {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://x').pathname
-    this.requests.push({ path, range: req.headers.range, headers: req.headers })
+    this.requests.push({ method: req.method ?? 'GET', path, range: req.headers.range, headers: req.headers })
     const fault = this.faults.get(path)
     if (fault !== undefined && 'status' in fault) {
       res.writeHead(fault.status, { 'content-type': 'text/plain' }).end(`injected ${fault.status}`)

@@ -2,9 +2,13 @@
 // with the test's Node, on loopback, and is ready once it logs its ready line.
 
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
 import { createServer, type AddressInfo } from 'node:net'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
+
+import { ClusterSigner, mintToken } from '@naiad/proto/contracts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -68,19 +72,48 @@ export class NaiadProcess {
   }
 }
 
+/**
+ * Test origins, registries and the Naiad processes themselves all live on loopback, which
+ * the source policy refuses by default: test processes allow it, unless a test sets its
+ * own NAIAD_SOURCE_ALLOW (the outsider suite does).
+ */
+export const TEST_SOURCE_ALLOW = '127.0.0.1'
+
 export interface SupernodeHandle {
   process: NaiadProcess
   url: string
   port: number
+  dataDir: string
+  /** A join token daemons started with startDaemon(…, url) use unless given another. */
+  joinToken: string
+  /** An API token for the supernode's HTTP API (see apiHeaders). */
+  apiToken: string
 }
 
-export async function startSupernode(dataDir: string, options: { port?: number; args?: string[] } = {}): Promise<SupernodeHandle> {
+/** Tokens of the supernodes this process started, by URL: startDaemon and getJson find them there. */
+const tokens = new Map<string, { joinToken: string; apiToken: string }>()
+
+/** `Authorization: Bearer` for a supernode this process started (by URL prefix); empty for anything else. */
+export function apiHeaders(url: string): Record<string, string> {
+  for (const [base, t] of tokens) if (url.startsWith(base)) return { authorization: `Bearer ${t.apiToken}` }
+  return {}
+}
+
+/** A token of the cluster whose key is in `dataDir`, as `supernode token create` makes it (without starting a process). */
+export async function createToken(dataDir: string, scope: 'join' | 'api', ttlMs = 24 * 3600_000): Promise<string> {
+  return mintToken(ClusterSigner.fromPem(await readFile(join(dataDir, 'cluster.key'))), scope, ttlMs)
+}
+
+export async function startSupernode(dataDir: string, options: { port?: number; args?: string[]; env?: Record<string, string> } = {}): Promise<SupernodeHandle> {
   const port = options.port ?? await freePort()
   const p = new NaiadProcess(BINS.supernode, [
     '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info', ...(options.args ?? [])
-  ])
+  ], { NAIAD_SOURCE_ALLOW: TEST_SOURCE_ALLOW, ...options.env })
   await p.ready
-  return { process: p, url: `http://127.0.0.1:${port}`, port }
+  const url = `http://127.0.0.1:${port}`
+  const t = { joinToken: await createToken(dataDir, 'join'), apiToken: await createToken(dataDir, 'api') }
+  tokens.set(url, t)
+  return { process: p, url, port, dataDir, ...t }
 }
 
 export interface DaemonHandle {
@@ -93,11 +126,17 @@ export interface DaemonHandle {
   dataPort: number
 }
 
-export async function startDaemon(dataDir: string, supernodeUrl: string, options: { args?: string[]; bin?: string; env?: Record<string, string> } = {}): Promise<DaemonHandle> {
+/**
+ * Starts a daemon attached to `supernodeUrl`. It joins with the join token of the supernode
+ * startSupernode started at that URL, unless `joinToken` names another (null: none, for a
+ * daemon that must be refused or already holds a credential).
+ */
+export async function startDaemon(dataDir: string, supernodeUrl: string, options: { args?: string[]; bin?: string; env?: Record<string, string>; joinToken?: string | null } = {}): Promise<DaemonHandle> {
+  const token = options.joinToken === undefined ? tokens.get(supernodeUrl)?.joinToken : options.joinToken ?? undefined
   const p = new NaiadProcess(options.bin ?? BINS.dfdaemon, [
     '--supernode', supernodeUrl, '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0',
     '--log-level', 'info', ...(options.args ?? [])
-  ], options.env)
+  ], { NAIAD_SOURCE_ALLOW: TEST_SOURCE_ALLOW, ...(token === undefined ? {} : { NAIAD_JOIN_TOKEN: token }), ...options.env })
   const ready = await p.ready
   return { process: p, apiUrl: ready.api as string, proxyUrl: ready.proxy as string, peerId: ready.peerId as string, dataPort: Number(String(ready.data).split(':').at(-1)) }
 }

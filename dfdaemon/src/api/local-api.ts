@@ -14,6 +14,7 @@ import type { Logger } from 'pino'
 import { contentRange, NaiadError, parseRangeHeader, toNaiadError, type DownloadEvent } from '@naiad/proto'
 
 import { contentStream, isPriority, PRIORITIES, TaskManager, type DownloadRequest, type PieceStore, type Priority, type QosHooks } from '@naiad/peer'
+import type { BlobPermission } from '../mirror/blob-permission.ts'
 import type { UpstreamProblem } from '../mirror/upstream.ts'
 
 export interface LocalApiComponents {
@@ -23,6 +24,8 @@ export interface LocalApiComponents {
   qos?: QosHooks
   /** The registry mirror's failures, when the daemon runs one. */
   mirrorProblems?: () => UpstreamProblem[]
+  /** The registry's permission check for blob URLs (a private blob only to a client the registry would give it to). */
+  permission?: BlobPermission
 }
 
 const downloadSchema = {
@@ -64,6 +67,9 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
     if (e.validation !== undefined || e.statusCode === 400) {
       return reply.code(400).send({ code: 'DFD_ERR_BAD_REQUEST', message: e.message })
     }
+    if (e.statusCode === 413) {
+      return reply.code(413).send(new NaiadError('DFD_ERR_BODY_TOO_LARGE', e.message).toJSON())
+    }
     const { status, body } = errorReply(err)
     return reply.code(status).send(body)
   })
@@ -76,6 +82,8 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
     const priority = priorityOf(body.priority, (request.query as Record<string, unknown>).priority, request.headers['x-naiad-priority'])
     const req: DownloadRequest = { url: body.url, headers: body.headers ?? {}, digest: body.digest, range: body.range, filter: body.filter, priority }
     TaskManager.validate(req)
+    // Before the cache or the swarm may answer: would the registry give this blob to this client?
+    await components.permission?.check(req.url, req.headers)
     const admission = components.qos?.active === true ? components.qos.admit({ tenantKey: req.url, priority }) : undefined
     if (admission?.admitted === false) {
       return reply.code(429).header('retry-after', String(admission.retryAfterSec))
@@ -136,6 +144,7 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
     const id = request.params.id
     const t = store.getTask(id)
     if (t === undefined || !t.complete || t.sha256 === null) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `task ${id} is not complete in this daemon`)
+    await components.permission?.checkTask(store, id, request.headers)
     const range = parseRangeHeader(request.headers.range, t.contentLength)
     if (range.kind === 'unsatisfiable') return reply.code(416).header('content-range', contentRange(range, t.contentLength)).send()
     const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, t.contentLength - 1]

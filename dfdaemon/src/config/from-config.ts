@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+
 import type { Logger } from 'pino'
 import { NaiadError } from '@naiad/proto'
 
@@ -34,10 +36,22 @@ export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger
     if (!(n > 0)) throw new NaiadError('PROTO_ERR_BAD_CONFIG', `${key} must be above zero`)
     return n
   }
+  const tokenFile = v['join-token-file'] as string
+  let joinToken = v['join-token'] as string
+  if (tokenFile !== '') {
+    if (joinToken !== '') throw new NaiadError('PROTO_ERR_USAGE', 'give --join-token or --join-token-file, not both')
+    try {
+      joinToken = readFileSync(tokenFile, 'utf8').trim()
+    } catch (err) {
+      throw new NaiadError('PROTO_ERR_BAD_CONFIG', `join-token-file: cannot read ${tokenFile}: ${(err as Error).message}`, { cause: err })
+    }
+  }
   return {
     dataDir: v['data-dir'] as string,
     logger,
     supernodeUrl: v.supernode as string,
+    joinToken,
+    sourceAllow: v['source.allow'] as string[],
     apiListen: v['api.listen'] as string,
     proxyListen: v['proxy.listen'] as string,
     mirror: {
@@ -45,6 +59,7 @@ export async function daemonOptionsFromConfig(v: Record<string, unknown>, logger
       insecure: v['insecure-registry'] as string[],
       caFile: v['registry.ca-file'] as string,
       credentials: v['registry.auth-file'] === '' ? new Map() : loadDockerCredentials(v['registry.auth-file'] as string),
+      connectAllow: v['proxy.connect-allow'] as string[],
       rules: (v['proxy.rules'] as string[]).map((r) => {
         try {
           return new RegExp(r)

@@ -11,7 +11,7 @@ import { Agent, interceptors, type Dispatcher } from 'undici'
 import type { Logger } from 'pino'
 import { contentRange, NaiadError, parseRangeHeader, toNaiadError } from '@naiad/proto'
 
-import { discard, sendServable, TaskManager, waitServable, trustedCAs, type DownloadRequest, type PieceStore, type QosHooks } from '@naiad/peer'
+import { destinationDenied, discard, policyConnect, sendServable, TaskManager, waitServable, trustedCAs, type DownloadRequest, type PieceStore, type QosHooks } from '@naiad/peer'
 import { requestHeaders, responseHeaders } from './headers.ts'
 import { upstreamBase, upstreamError, UpstreamProblems, type UpstreamOptions } from './upstream.ts'
 
@@ -62,7 +62,8 @@ export class RegistryMirror {
   constructor(components: RegistryMirrorComponents, options: UpstreamOptions) {
     this.components = components
     this.options = options
-    this.agent = new Agent({ connect: { timeout: 10_000, ca: trustedCAs(options.caFile) }, headersTimeout: 30_000, bodyTimeout: 30_000 })
+    // The registry is reached under the same destination policy as every origin (source.allow).
+    this.agent = new Agent({ connect: policyConnect(options.policy, { timeout: 10_000, ca: trustedCAs(options.caFile) }), headersTimeout: 30_000, bodyTimeout: 30_000 })
     this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 5 }))
   }
 
@@ -140,6 +141,8 @@ export class RegistryMirror {
       this.problems.clear(u.host)
       return res
     } catch (err) {
+      const denied = destinationDenied(err)
+      if (denied !== undefined) throw denied
       const e = upstreamError(u, err)
       this.problems.record(u.host, e)
       throw e

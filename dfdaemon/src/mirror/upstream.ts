@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs'
 
 import { NaiadError } from '@naiad/proto'
+import type { DestinationPolicy } from '@naiad/peer'
 
 export interface UpstreamOptions {
   /** Used when a request carries no `ns` parameter, e.g. https://registry-1.docker.io */
@@ -13,6 +14,8 @@ export interface UpstreamOptions {
   credentials: Map<string, string>
   /** Extra PEM CA certificates for HTTPS registries. */
   caFile?: string
+  /** Where upstream requests may go (source.allow plus the configured registries); without one, anywhere. */
+  policy?: DestinationPolicy
 }
 
 /** containerd names the upstream as `?ns=host[:port]`; docker.io means Docker Hub's API host. */

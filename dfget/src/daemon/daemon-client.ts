@@ -20,7 +20,8 @@ export interface TaskContent {
 /** What dfget needs from a daemon; tests can hand in a stub. */
 export interface DaemonApi {
   download(req: DownloadRequestBody, options: { signal: AbortSignal }): AsyncIterable<DownloadEvent>
-  content(taskId: string, options: { signal: AbortSignal }): Promise<TaskContent>
+  /** `headers`: the download's own (the daemon checks the registry's permission for a blob with them). */
+  content(taskId: string, options: { signal: AbortSignal; headers?: Record<string, string> }): Promise<TaskContent>
   close(): Promise<void>
 }
 
@@ -88,10 +89,11 @@ export class DaemonClient implements DaemonApi {
     throw new NaiadError('DFGET_ERR_DAEMON_UNREACHABLE', 'the daemon closed the event stream before the download finished')
   }
 
-  async content(taskId: string, options: { signal: AbortSignal }): Promise<TaskContent> {
+  async content(taskId: string, options: { signal: AbortSignal; headers?: Record<string, string> }): Promise<TaskContent> {
     const res = await this.request({
       path: `/api/v1/tasks/${encodeURIComponent(taskId)}/content`,
       method: 'GET',
+      headers: options.headers ?? {},
       bodyTimeout: this.options.contentIdleTimeoutMs
     }, options.signal)
     if (res.statusCode !== 200) throw await this.failure(res, 'GET task content')

@@ -176,10 +176,12 @@ export class DaemonSource implements BlobSource {
   /** The bytes, or undefined when the daemon no longer holds the task. */
   private async content(taskId: string, from: number, to: number, signal: AbortSignal): Promise<Buffer | undefined> {
     let res: Dispatcher.ResponseData
+    // The daemon serves a private blob's bytes only to a request the registry would accept.
+    const auth = await this.client.authorizationFor(this.repository, signal)
     try {
       res = await this.agent.request({
         origin: this.daemonUrl.origin, path: `/api/v1/tasks/${taskId}/content`, method: 'GET',
-        headers: { range: `bytes=${from}-${to}` }, signal
+        headers: { range: `bytes=${from}-${to}`, ...(auth === undefined ? {} : { authorization: auth }) }, signal
       })
     } catch (err) {
       this.stats.failures++

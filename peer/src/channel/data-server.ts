@@ -54,6 +54,7 @@ export interface DataServerOptions {
 }
 
 const BUFFERS_PER_CONNECTION = 3
+const TASK_ID = /^[0-9a-f]{64}$/
 const uploaded = channel(EVENTS.pieceUploaded)
 const uploadFailed = channel(EVENTS.pieceUploadFailed)
 
@@ -229,6 +230,10 @@ class ServerSession implements ConnectionHandler {
   private async serve(id: number, req: DataRequest, signal: AbortSignal): Promise<void> {
     const { store, access, live, isSource, qos } = this.server.parts
     const peer = this.conn.peerId
+    if (!TASK_ID.test(req.taskId)) {
+      this.respondError(id, new NaiadError('DFD_ERR_BAD_REQUEST', 'a task ID is 64 lowercase hex digits'))
+      return
+    }
     if (!access.authorize(peer, req.taskId, req.grant)) {
       this.respondError(id, new NaiadError('DFD_ERR_PIECE_FORBIDDEN', `no valid grant for ${peer} to fetch task ${req.taskId}`))
       return

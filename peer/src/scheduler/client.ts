@@ -26,6 +26,12 @@ export interface FabricSchedulerClientOptions {
   supernodeUrl: string
   timeoutMs: number
   logger: Logger
+  /**
+   * Checks that the peer ID `/api/v1/info` names is the cluster's supernode (its credential,
+   * from the same answer, against the cluster key): the answer comes over plain HTTP, and
+   * whoever the daemon takes for its supernode gets its registrations' headers.
+   */
+  verifySupernode?: (peerId: string, credential: string | undefined) => boolean
 }
 
 /**
@@ -98,13 +104,16 @@ export class FabricSchedulerClient implements SchedulerClient {
 
   private async lookUp(): Promise<Multiaddr[]> {
     const url = `${this.options.supernodeUrl}/api/v1/info`
-    let info: { peerId: string; multiaddrs: string[] }
+    let info: { peerId: string; multiaddrs: string[]; credential?: string }
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(this.options.timeoutMs) })
       if (!res.ok) throw new Error(`HTTP ${res.status}`)
       info = await res.json() as typeof info
     } catch (err) {
       throw new NaiadError('PROTO_ERR_DIAL', `cannot reach supernode at ${url}: ${(err as Error).message}`, { cause: err })
+    }
+    if (this.options.verifySupernode?.(info.peerId, info.credential) === false) {
+      throw new NaiadError('PROTO_ERR_FORBIDDEN', `${url} names ${info.peerId}, which holds no supernode credential of this cluster`)
     }
     this.peerId = info.peerId
     this.addrs = info.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${info.peerId}`))

@@ -9,6 +9,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, interceptors, type Dispatcher } from 'undici'
 import { NaiadError } from '@naiad/proto'
 
+import { destinationDenied, policyConnect, type DestinationPolicy } from './destination-policy.ts'
+
 export interface OriginOptions {
   connectTimeoutMs: number
   /** Longest wait for response headers, and longest gap between two body chunks. */
@@ -17,6 +19,8 @@ export interface OriginOptions {
   maxRedirections: number
   /** Extra PEM CA certificates trusted for HTTPS origins, besides Node's and the system's. */
   caFile?: string
+  /** Which destinations may be fetched (source.allow); without one, any. */
+  policy?: DestinationPolicy
 }
 
 export interface OriginRequest {
@@ -71,7 +75,7 @@ export class OriginClient {
   constructor(options: OriginOptions = ORIGIN_DEFAULTS) {
     this.options = options
     this.agent = new Agent({
-      connect: { timeout: options.connectTimeoutMs, ca: trustedCAs(options.caFile) },
+      connect: policyConnect(options.policy, { timeout: options.connectTimeoutMs, ca: trustedCAs(options.caFile) }),
       headersTimeout: options.idleTimeoutMs,
       bodyTimeout: options.idleTimeoutMs
     })
@@ -79,6 +83,7 @@ export class OriginClient {
   }
 
   async open(req: OriginRequest): Promise<OriginResponse> {
+    this.options.policy?.checkUrl(req.url)
     const headers: Record<string, string> = {}
     for (const [k, v] of Object.entries(req.headers)) {
       if (!HOP_BY_HOP.has(k.toLowerCase())) headers[k] = v
@@ -99,6 +104,8 @@ export class OriginClient {
         })
       } catch (err) {
         if (req.signal?.aborted === true) throw err
+        const refused = destinationDenied(err)
+        if (refused !== undefined) throw refused
         lastError = new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach origin ${new URL(req.url).host}: ${describe(err)}`, { cause: err })
         continue
       }
@@ -119,6 +126,32 @@ export class OriginClient {
       }
     }
     throw lastError ?? new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach origin for ${redact(req.url)}`)
+  }
+
+  /**
+   * May `headers` read `url`? Answers the origin's status to a HEAD (redirects followed, no
+   * body bytes). A signed URL may be good for GET only, and some origins refuse HEAD: when
+   * HEAD answers 403, 405 or 501 the question is asked again as a GET of the first byte.
+   * Throws PROTO_ERR_DESTINATION_DENIED and DFD_ERR_ORIGIN_UNREACHABLE.
+   */
+  async probe(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<number> {
+    this.options.policy?.checkUrl(url)
+    const h: Record<string, string> = {}
+    for (const [k, v] of Object.entries(headers)) if (!HOP_BY_HOP.has(k.toLowerCase())) h[k] = v
+    const u = new URL(url)
+    const ask = async (method: 'HEAD' | 'GET'): Promise<number> => {
+      try {
+        const res = await this.dispatcher.request({ origin: u.origin, path: u.pathname + u.search, method, headers: method === 'GET' ? { ...h, range: 'bytes=0-0' } : h, signal })
+        discard(res.body)
+        return res.statusCode
+      } catch (err) {
+        const refused = destinationDenied(err)
+        if (refused !== undefined) throw refused
+        throw new NaiadError('DFD_ERR_ORIGIN_UNREACHABLE', `cannot reach origin ${u.host}: ${describe(err)}`, { cause: err })
+      }
+    }
+    const status = await ask('HEAD')
+    return status === 403 || status === 405 || status === 501 ? ask('GET') : status
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@
 // with an SQLite index of verified pieces. A piece is in the index only after its bytes
 // were verified and written, so whatever the index lists may be served.
 
-import { mkdirSync } from 'node:fs'
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs'
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { channel } from 'node:diagnostics_channel'
@@ -128,8 +128,12 @@ export class DiskPieceStore implements PieceStore {
   constructor(options: DiskPieceStoreOptions) {
     this.dir = options.dir
     this.quota = options.quota
-    mkdirSync(join(this.dir, 'data'), { recursive: true })
-    this.db = new Database(join(this.dir, 'index.db'))
+    // The cache holds private blobs: its directories are the owner's alone, its files 0600.
+    mkdirSync(join(this.dir, 'data'), { recursive: true, mode: 0o700 })
+    const dbPath = join(this.dir, 'index.db')
+    closeSync(openSync(dbPath, 'a', 0o600))
+    chmodSync(dbPath, 0o600)
+    this.db = new Database(dbPath)
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = NORMAL')
     this.db.exec(`
@@ -192,6 +196,9 @@ export class DiskPieceStore implements PieceStore {
     let bm = this.bitmaps.get(id)
     if (bm === undefined) {
       bm = new Bitmap()
+      // Only tasks the store holds are remembered: a peer asking about unknown task IDs
+      // must not make the store grow.
+      if (this.stmt.getTask.get(id) === undefined) return bm
       for (const { num } of this.stmt.pieceNums.all(id)) bm.set(num)
       this.bitmaps.set(id, bm)
     }
@@ -202,7 +209,7 @@ export class DiskPieceStore implements PieceStore {
     let fh = this.files.get(id)
     if (fh === undefined) {
       const path = this.dataPath(id)
-      fh = mkdir(join(path, '..'), { recursive: true }).then(() => open(path, 'a+').then(async (h) => {
+      fh = mkdir(join(path, '..'), { recursive: true, mode: 0o700 }).then(() => open(path, 'a+', 0o600).then(async (h) => {
         await h.close()
         return open(path, 'r+')
       }))

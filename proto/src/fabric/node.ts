@@ -1,16 +1,18 @@
 // A fabric node: libp2p with TCP, Noise and yamux, and a persistent Ed25519 identity.
 
-import { mkdir, readFile, writeFile, rename } from 'node:fs/promises'
+import { chmod, mkdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 
 import { NaiadError } from '../errors.ts'
+import { guardNode, type FabricGuard } from './membership.ts'
 
 export type FabricNode = Libp2p
 
@@ -19,9 +21,26 @@ export interface FabricNodeOptions {
   dataDir: string
   /** Multiaddrs to listen on, e.g. `/ip4/0.0.0.0/tcp/65002`. */
   listen: string[]
+  /**
+   * Who may use the fabric with this node (cluster membership, docs/security.md). Without a
+   * guard every peer that completes the Noise handshake may use every protocol.
+   */
+  guard?: FabricGuard
 }
 
 const IDENTITY_FILE = 'identity.key'
+
+/**
+ * Creates a data directory readable by its owner only (0700), and tightens one that exists:
+ * it holds keys, credentials and the cache of private blobs.
+ */
+export async function secureDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 })
+  await chmod(dir, 0o700).catch((err: NodeJS.ErrnoException) => {
+    // A directory someone else owns (a mounted volume) keeps its mode; everything in it is still 0600.
+    if (err.code !== 'EPERM') throw err
+  })
+}
 
 /** Loads the node's Ed25519 key from the data dir, creating it on first start. */
 export async function loadIdentity(dataDir: string): Promise<PrivateKey> {
@@ -33,7 +52,7 @@ export async function loadIdentity(dataDir: string): Promise<PrivateKey> {
       throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot read identity ${file}: ${(err as Error).message}`, { cause: err })
     }
   }
-  await mkdir(dataDir, { recursive: true })
+  await secureDir(dataDir)
   const key = await generateKeyPair('Ed25519')
   const tmp = `${file}.tmp-${process.pid}`
   await writeFile(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
@@ -51,8 +70,14 @@ export function identityOf(node: FabricNode): PrivateKey {
   return key
 }
 
+/** The peer ID this data dir's identity gives (creating the identity when missing). */
+export async function loadPeerId(dataDir: string): Promise<string> {
+  return peerIdFromPrivateKey(await loadIdentity(dataDir)).toString()
+}
+
 export async function createFabricNode(options: FabricNodeOptions): Promise<FabricNode> {
   const privateKey = await loadIdentity(options.dataDir)
+  const guard = options.guard
   let node: FabricNode
   try {
     node = await createLibp2p({
@@ -71,11 +96,40 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
       } })],
       // Naiad's own calls carry timeouts; the monitor's pings would need an extra protocol.
       connectionMonitor: { enabled: false },
-      connectionManager: { maxConnections: 1024 }
+      // libp2p's default of 5 new connections per second per address is tight for many
+      // daemons behind one NAT address; a peer that is no member is refused at the
+      // handshake anyway (see the guard).
+      connectionManager: { maxConnections: 1024, inboundConnectionThreshold: 64, maxIncomingPendingConnections: 64 },
+      // Refused at the handshake: no stream, not even the membership protocol.
+      connectionGater: guard === undefined ? {} : {
+        denyInboundEncryptedConnection: (peer) => guard.denyPeer(peer.toString()),
+        denyOutboundEncryptedConnection: (peer) => guard.denyPeer(peer.toString())
+      }
     })
   } catch (err) {
     throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot start the fabric on ${options.listen.join(', ')}: ${(err as Error).message}`, { cause: err })
   }
   identities.set(node, privateKey)
+  if (guard !== undefined) await guardNode(node, guard)
   return node
+}
+
+/** A peer ID from its text form, to dial it by ID (the peer store knows its addresses once connected). */
+export function peerIdOf(peerId: string): PeerId {
+  try {
+    return peerIdFromString(peerId)
+  } catch (err) {
+    throw new NaiadError('PROTO_ERR_DECODE', `"${peerId.slice(0, 80)}" is not a peer ID`, { cause: err })
+  }
+}
+
+/** Closes every connection to `peerId` (a revoked node); unknown or malformed IDs are ignored. */
+export async function hangUpPeer(node: FabricNode, peerId: string): Promise<void> {
+  let id
+  try {
+    id = peerIdFromString(peerId)
+  } catch {
+    return
+  }
+  await node.hangUp(id).catch(() => {})
 }

@@ -226,7 +226,8 @@ export class RpcSession<Q extends Fields, R extends Fields> {
   }
 }
 
-function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+/** Waits for `p` until `signal` fires (then rejects with its reason); `p` itself runs on. */
+export function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason as Error)
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(signal.reason as Error)

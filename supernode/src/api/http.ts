@@ -1,11 +1,40 @@
-// The supernode's HTTP API (default 0.0.0.0:8002).
+// The supernode's HTTP API (default 0.0.0.0:8002). Every route needs an API token
+// (`Authorization: Bearer`, `supernode token create --scope api`) except the probes, the
+// metrics, the fabric address daemons dial, the join endpoint (which checks a join token's
+// proof itself) and the console's static files (they hold no data: the console sends the
+// token with every API call it makes); `api.public-read` opens the GET routes too. Routes
+// plugins add (preheat jobs, SLO, health) are behind the same check.
 
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import { NaiadError, toNaiadError, type FabricNode } from '@naiad/proto'
 
+import type { Admission } from '../admission/admission.ts'
 import { serveConsole } from '../console/serve.ts'
 import { labelsOf } from '../control/control-client.ts'
 import type { Scheduler, TaskState } from '../scheduler/scheduler.ts'
+
+/** Reachable without a token: probes, metrics, what a daemon needs before it has joined, the console's page. */
+const OPEN = new Set(['/healthz', '/readyz', '/healthy', '/metrics', '/api/v1/info', '/api/v1/join', '/'])
+/** The console's scripts and styles. */
+const OPEN_PREFIX = '/console/'
+/** Bodies larger than this are refused with 413 (job requests are a few KiB). */
+const BODY_LIMIT = 1024 * 1024
+
+/** 401 in the shape registries and Harbor use (`errors: [{code, message}]`), with our code beside it. */
+function unauthorized(reply: FastifyReply, err: NaiadError): FastifyReply {
+  return reply.code(401).header('www-authenticate', 'Bearer realm="naiad"').send({
+    code: 'SN_ERR_UNAUTHORIZED',
+    message: err.message,
+    errors: [{ code: 'UNAUTHORIZED', message: err.message, detail: { naiad: err.code } }]
+  })
+}
+
+function record(n: { id: string; hostname: string; tokenId: string; joinedAt: number; lastJoinAt: number; revokedAt: number | null }): Record<string, unknown> {
+  return {
+    id: n.id, hostname: n.hostname, token: n.tokenId, joinedAt: new Date(n.joinedAt).toISOString(), lastJoinAt: new Date(n.lastJoinAt).toISOString(),
+    revokedAt: n.revokedAt === null ? null : new Date(n.revokedAt).toISOString()
+  }
+}
 
 function taskSummary(t: TaskState): Record<string, unknown> {
   return {
@@ -24,13 +53,39 @@ function taskSummary(t: TaskState): Record<string, unknown> {
   }
 }
 
-export function buildHttpApi(components: { scheduler: Scheduler; node: FabricNode; ready: () => boolean; seed: boolean }): FastifyInstance {
-  const { scheduler, node } = components
-  const app = Fastify({ logger: false })
+export interface HttpApiComponents {
+  scheduler: Scheduler
+  node: FabricNode
+  ready: () => boolean
+  seed: boolean
+  admission: Admission
+  /** GET routes need no token (`api.public-read`). */
+  publicRead: boolean
+}
+
+export function buildHttpApi(components: HttpApiComponents): FastifyInstance {
+  const { scheduler, node, admission } = components
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT })
 
   app.setErrorHandler((err, _req, reply) => {
-    const e = toNaiadError(err, 'SN_ERR_BAD_REQUEST')
+    const status = (err as { statusCode?: number }).statusCode
+    const e = err instanceof NaiadError
+      ? err
+      : status === 413 ? new NaiadError('SN_ERR_BODY_TOO_LARGE', `the request body exceeds ${BODY_LIMIT} bytes`, { cause: err }) : toNaiadError(err, 'SN_ERR_BAD_REQUEST')
+    if (e.code === 'PROTO_ERR_BAD_TOKEN' && reply.request.url !== '/api/v1/join') return unauthorized(reply, e)
     return reply.code(e.status).send({ code: e.code, message: e.message })
+  })
+
+  // Before routing and body parsing: a request without a token costs nothing more.
+  app.addHook('onRequest', async (req, reply) => {
+    const path = req.url.split('?', 1)[0]
+    if (OPEN.has(path) || path.startsWith(OPEN_PREFIX)) return
+    if (components.publicRead && (req.method === 'GET' || req.method === 'HEAD')) return
+    try {
+      admission.checkApiToken(req.headers.authorization)
+    } catch (err) {
+      return unauthorized(reply, toNaiadError(err, 'PROTO_ERR_BAD_TOKEN'))
+    }
   })
 
   app.get('/healthz', async () => ({ status: 'ok' }))
@@ -42,8 +97,15 @@ export function buildHttpApi(components: { scheduler: Scheduler; node: FabricNod
   app.get('/api/v1/info', async () => ({
     peerId: node.peerId.toString(),
     multiaddrs: node.getMultiaddrs().map(String),
-    seed: components.seed
+    seed: components.seed,
+    // Lets a daemon check, against the cluster key of its join token, that this is its supernode.
+    credential: Buffer.from(admission.credential()).toString('base64')
   }))
+
+  app.post('/api/v1/join', async (req) => admission.join(req.body))
+
+  app.get('/api/v1/nodes', async () => admission.nodes.list().map(record))
+  app.post<{ Params: { id: string } }>('/api/v1/nodes/:id/revoke', async (req) => record(admission.revoke(req.params.id)))
 
   app.get('/api/v1/peers', async () => [...scheduler.hosts.values()].map((h) => ({
     id: h.info.id,

@@ -3,15 +3,15 @@
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 
-import type { CommandSpec } from '@naiad/proto'
+import type { CommandSpec, OptionSpec } from '@naiad/proto'
 
 export const SUPERNODE_COMMAND: CommandSpec = {
   name: 'supernode',
-  usage: 'supernode [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--p2p-listen MULTIADDR] [--no-seed] [--log-level LEVEL]',
+  usage: 'supernode [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--p2p-listen MULTIADDR] [--no-seed] [--log-level LEVEL]\n       supernode token create [--config FILE] [--data-dir DIR] [--ttl DURATION] [--scope join|api]\n       supernode node list|revoke ID [--config FILE] [--data-dir DIR]',
   summary: 'The Naiad supernode: schedules piece transfers between dfdaemons, runs the seed peer that fetches each task from its origin once, and keeps cluster state in SQLite.',
   configFile: true,
   options: [
-    { key: 'data-dir', flag: 'data-dir', type: 'string', default: join(homedir(), '.naiad', 'supernode'), meta: 'DIR', help: 'state database, seed cache and identity' },
+    { key: 'data-dir', flag: 'data-dir', type: 'string', default: join(homedir(), '.naiad', 'supernode'), meta: 'DIR', help: 'state database, seed cache, identity and the cluster key' },
     { key: 'listen', flag: 'listen', type: 'hostport', default: '0.0.0.0:8002', meta: 'HOST:PORT', help: 'HTTP API' },
     { key: 'p2p.listen', flag: 'p2p-listen', type: 'multiaddr', default: '/ip4/0.0.0.0/tcp/8003', meta: 'MULTIADDR', help: 'fabric address daemons dial' },
     { key: 'seed.enabled', flag: 'seed', type: 'bool', default: true, help: 'run the embedded seed peer (--no-seed: the first peer of each task fetches from the origin)' },
@@ -21,8 +21,38 @@ export const SUPERNODE_COMMAND: CommandSpec = {
     { key: 'piece.transport', type: 'string', default: 'tls', help: "tls or tcp: the seed's data channel (see the dfdaemon option)" },
     { key: 'origin.ca-file', type: 'string', default: '', help: "PEM CA certificates the seed trusts for HTTPS origins and registries, besides the system store" },
     { key: 'scheduler.host-ttl', type: 'duration', default: '30s', help: 'hosts silent for longer are not offered as parents' },
+    { key: 'scheduler.announce-networks', type: 'list', default: [], help: "CIDRs whose addresses a daemon may announce although it connects from another address (NAT); others must be its connection's own" },
+    { key: 'source.allow', type: 'list', default: [], help: 'hosts, HOST:PORT or CIDRs the seed, preheat and access checks may fetch besides public addresses (loopback, link-local, private ranges and this host are refused otherwise)' },
+    { key: 'api.public-read', type: 'bool', default: false, help: 'GET endpoints that reveal tasks and peers answer without an API token' },
     { key: 'log-level', flag: 'log-level', type: 'level', default: 'info', meta: 'LEVEL', help: 'fatal, error, warn, info, debug, trace or silent' },
     { key: 'plugins', type: 'list', default: ['metrics'], help: 'plugins to load, by built-in name or module path' },
     { key: 'plugin-config', type: 'object', default: {}, help: 'settings per plugin name' }
   ]
+}
+
+/** Options of the admin subcommands: the supernode's own table (so they read the same config file and environment) with --data-dir the only flag. */
+function sameDataDir(extra: OptionSpec[]): OptionSpec[] {
+  return [...SUPERNODE_COMMAND.options.map((o) => o.key === 'data-dir' ? o : { ...o, flag: undefined }), ...extra]
+}
+
+export const TOKEN_COMMAND: CommandSpec = {
+  name: 'supernode token create',
+  usage: 'supernode token create [--config FILE] [--data-dir DIR] [--ttl DURATION] [--scope join|api]',
+  summary: 'Creates a token signed by the cluster key in the data directory (making the key on first use) and prints it on its last line. A join token lets a dfdaemon join (dfdaemon --join-token); an API token opens the supernode API (Authorization: Bearer). --ttl 0 makes a token that never expires.',
+  configFile: true,
+  options: sameDataDir([
+    { key: 'ttl', flag: 'ttl', type: 'string', default: '24h', meta: 'DURATION', help: 'how long the token is good for, e.g. 1h or 30d written as 720h (0: no expiry)' },
+    { key: 'scope', flag: 'scope', type: 'string', default: 'join', meta: 'join|api', help: 'join (daemons) or api (HTTP API callers: operators, Harbor)' }
+  ])
+}
+
+export const NODE_COMMAND: CommandSpec = {
+  name: 'supernode node',
+  usage: 'supernode node list [--config FILE] [--data-dir DIR] [--json]\n       supernode node revoke ID [--config FILE] [--data-dir DIR]',
+  summary: 'Lists the nodes that joined the cluster, or revokes one: a revoked node is refused on every connection from then on (a running supernode picks it up within seconds) and cannot join again under the same identity.',
+  configFile: true,
+  positionals: { min: 1, max: 2 },
+  options: sameDataDir([
+    { key: 'json', flag: 'json', type: 'bool', default: false, help: 'list as JSON' }
+  ])
 }

@@ -83,6 +83,12 @@ const scheduled = channel(EVENTS.parentsScheduled)
 const reported = channel(EVENTS.piecesReported)
 const TASK_ID = /^[0-9a-f]{64}$/
 const MAX_FAILURES = 3
+/**
+ * Highest piece number a report may name (while a task's piece count is unknown): a bitmap
+ * is as large as its highest bit, so an unbounded number would let a report allocate
+ * without limit. 2^20 pieces of the 64 MiB maximum is 64 TiB.
+ */
+export const MAX_PIECES = 1 << 20
 /** How long a parent edge counts towards its parent's children (its busy upload slots). */
 const EDGE_WINDOW_MS = 2_000
 /** Pieces only the seed holds (or is still fetching) that one child may be handed at a time, at least. */
@@ -217,6 +223,9 @@ export class Scheduler {
       task.peers.set(hostId, peer)
     }
     const trusted = hostId === task.backSourcePeer
+    const limit = task.pieceCount >= 0 ? task.pieceCount : MAX_PIECES
+    const beyond = req.results.find((r) => r.num >= limit)
+    if (beyond !== undefined) throw new NaiadError('SN_ERR_BAD_REQUEST', `piece ${beyond.num} of task ${req.taskId.slice(0, 12)} is beyond its ${limit} pieces`)
     if (trusted && req.pieceSize > 0) {
       task.pieceSize = req.pieceSize
       task.contentLength = req.contentLength

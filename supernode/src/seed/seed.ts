@@ -4,7 +4,7 @@
 // against.
 
 import type { Logger } from 'pino'
-import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type DataTransport, type PeerEngine, type SchedulerClient } from '@naiad/peer'
+import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type DataTransport, type DestinationPolicy, type PeerAccess, type PeerEngine, type SchedulerClient } from '@naiad/peer'
 import {
   raiseRemote, SchedulerRequest, SchedulerResponse, NaiadError,
   type FabricNode, type GetParentsResponse, type Host, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
@@ -57,6 +57,10 @@ export interface SeedOptions {
   p2pListen: string[]
   /** The seed's data channel. */
   data: { host: string; port: number; transport: DataTransport }
+  /** What the seed may fetch (source.allow). */
+  policy?: DestinationPolicy
+  /** Who may fetch the seed's pieces: members with the supernode's grant. */
+  access?: PeerAccess
   logger: Logger
 }
 
@@ -79,14 +83,17 @@ export class Seed {
       download: DOWNLOAD_DEFAULTS,
       p2pListen: options.p2pListen,
       data: options.data,
-      origin: { ...ORIGIN_DEFAULTS, caFile: options.caFile }
-    }, { node, scheduler: client })
+      origin: { ...ORIGIN_DEFAULTS, caFile: options.caFile, policy: options.policy }
+    }, { node, scheduler: client, access: options.access })
     return new Seed(engine, options.logger)
   }
 
-  /** Fetches a task from its origin in the background; its progress reaches the scheduler as piece reports. */
-  trigger(task: TaskState): void {
-    const headers = Object.fromEntries(task.headers.map((h) => [h.name, h.value]))
+  /**
+   * Fetches a task from its origin in the background; its progress reaches the scheduler as
+   * piece reports. `proven` are the headers a node proved it may read a private task with.
+   */
+  trigger(task: TaskState, proven?: Record<string, string>): void {
+    const headers = proven ?? Object.fromEntries(task.headers.map((h) => [h.name, h.value]))
     this.engine.tasks.download({
       url: task.url,
       headers,

@@ -1,8 +1,10 @@
 // Cluster state in SQLite: tasks, their piece digests, hosts and per-task peers survive a
 // restart. Changes are collected in memory and written in one transaction every
-// `flushMs`, so a burst of piece reports costs one fsync, not thousands.
+// `flushMs`, so a burst of piece reports costs one fsync, not thousands. A task's request
+// headers (which carry registry credentials) are kept in memory only: the database, mode
+// 0600, never holds them.
 
-import { mkdirSync } from 'node:fs'
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs'
 import { join } from 'node:path'
 
 import Database from 'better-sqlite3'
@@ -26,9 +28,14 @@ export class StateStore implements SchedulerPersistence {
   private readonly flushMs: number
 
   constructor(dir: string, flushMs = 200) {
-    mkdirSync(dir, { recursive: true })
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
     this.flushMs = flushMs
-    this.db = new Database(join(dir, 'supernode.db'))
+    const file = join(dir, 'supernode.db')
+    // Made 0600 before SQLite opens it: its -wal and -shm files take the database's mode.
+    closeSync(openSync(file, 'a', 0o600))
+    chmodSync(file, 0o600)
+    this.db = new Database(file)
+    this.db.pragma('busy_timeout = 5000')
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = NORMAL')
     this.db.exec(`
@@ -47,6 +54,8 @@ export class StateStore implements SchedulerPersistence {
         task_id TEXT NOT NULL, host_id TEXT NOT NULL, state TEXT NOT NULL, bitmap BLOB NOT NULL, blocked TEXT NOT NULL,
         updated_at INTEGER NOT NULL, PRIMARY KEY (task_id, host_id)) WITHOUT ROWID;
     `)
+    // Databases written before headers stayed in memory may still hold some: wipe them.
+    this.db.prepare("UPDATE tasks SET headers = '[]' WHERE headers != '[]'").run()
   }
 
   /** The database, for plugins that keep their own tables (each under its own name prefix). */
@@ -66,7 +75,7 @@ export class StateStore implements SchedulerPersistence {
     const peers = this.db.prepare<[string], { host_id: string; state: string; bitmap: Buffer; blocked: string; updated_at: number }>('SELECT * FROM peers WHERE task_id = ?')
     for (const r of this.db.prepare<[], TaskRow>('SELECT * FROM tasks').all()) {
       const task: TaskState = {
-        id: r.id, url: r.url, headers: JSON.parse(r.headers) as TaskState['headers'], digest: r.digest, range: r.range,
+        id: r.id, url: r.url, headers: [], digest: r.digest, range: r.range,
         filter: JSON.parse(r.filter) as string[], state: r.state as TaskState['state'], contentLength: r.content_length,
         pieceSize: r.piece_size, pieceCount: r.piece_count, pieces: new Map(), sha256: r.sha256 ?? new Uint8Array(0),
         error: r.error_code === null ? undefined : { code: r.error_code, message: r.error_message ?? '' },
@@ -120,7 +129,7 @@ export class StateStore implements SchedulerPersistence {
     this.db.transaction(() => {
       for (const t of this.dirtyTasks.values()) {
         upsertTask.run({
-          id: t.id, url: t.url, headers: JSON.stringify(t.headers), digest: t.digest, range: t.range, filter: JSON.stringify(t.filter),
+          id: t.id, url: t.url, headers: '[]', digest: t.digest, range: t.range, filter: JSON.stringify(t.filter),
           state: t.state, content_length: t.contentLength, piece_size: t.pieceSize, piece_count: t.pieceCount,
           sha256: t.sha256.length === 0 ? null : Buffer.from(t.sha256), error_code: t.error?.code ?? null,
           error_message: t.error?.message ?? null, back_source_peer: t.backSourcePeer, created_at: t.createdAt, updated_at: t.updatedAt

@@ -16,10 +16,12 @@
 // Harbor's Dragonfly preheat provider calls). See docs/preheat.md.
 
 import type Database from 'better-sqlite3'
+import { Agent, interceptors } from 'undici'
 import { NaiadError, type NaiadPlugin } from '@naiad/proto'
+import type { DestinationPolicy } from '@naiad/peer'
 
 import { parseDurationMs, parseJobRequest } from './job-request.ts'
-import { JobStore, type BlobRow, type JobRow, type JobState, type NodeBlobRow } from './job-store.ts'
+import { JobStore, PUBLIC_HEADERS, splitSecrets, type BlobRow, type JobRow, type JobState, type NodeBlobRow } from './job-store.ts'
 import { PreheatRunner, type PeerControl, type SeedDownloader } from './runner.ts'
 
 export interface PreheatSettings {
@@ -66,10 +68,14 @@ function openApiState(s: JobState): JobState {
   return s
 }
 
+/** A job's arguments as views show them: only allow-listed headers keep their values. */
 function redactedArgs(job: JobRow): Record<string, unknown> {
-  const headers = Object.fromEntries(Object.entries(job.args.headers).map(([k, v]) => [k, k.toLowerCase() === 'authorization' ? '<redacted>' : v]))
-  return { ...job.args, headers, password: job.args.password === undefined ? undefined : '<redacted>' }
+  const headers = Object.fromEntries(Object.entries(job.args.headers).map(([k, v]) => [k, PUBLIC_HEADERS.has(k.toLowerCase()) ? v : '<redacted>']))
+  return { ...job.args, headers, username: undefined, password: job.args.credentials === true ? '<redacted>' : undefined }
 }
+
+/** Job IDs are positive decimal integers, spelled plainly (not 0x1, 1e3, 01 or +1). */
+const JOB_ID = /^[1-9]\d{0,15}$/
 
 export const preheatPlugin: NaiadPlugin = {
   name: 'preheat',
@@ -82,12 +88,17 @@ export const preheatPlugin: NaiadPlugin = {
     const database = ctx.extensions.database as Database.Database | undefined
     if (database === undefined) throw new NaiadError('PROTO_ERR_PLUGIN', 'the preheat plugin needs the supernode database')
     const store = new JobStore(database)
+    // Manifest reads obey the supernode's source policy; preheat's insecure registries count as allowed.
+    const policy = (ctx.extensions.sourcePolicy as DestinationPolicy | undefined)?.with(settings.insecureRegistries)
+    const agent = policy === undefined ? undefined : new Agent({ connect: policy.connector({ timeout: 10_000 }) })
+    if (agent !== undefined) ctx.onClose(() => agent.close())
     const seedNode = { hostname: 'supernode-seed', peerId: ctx.fabric.peerId.toString() }
     const runner = seed === undefined
       ? undefined
       : new PreheatRunner({
         store, seed: seed.engine.tasks, logger: ctx.logger, insecureRegistries: settings.insecureRegistries,
-        control, nodeParallelism: settings.nodeParallelism, nodeTimeoutMs: settings.nodeTimeoutMs
+        control, nodeParallelism: settings.nodeParallelism, nodeTimeoutMs: settings.nodeTimeoutMs,
+        dispatcher: agent?.compose(interceptors.redirect({ maxRedirections: 5 }))
       })
 
     const blobView = (job: JobRow, b: BlobRow): Record<string, unknown> => ({
@@ -180,8 +191,8 @@ export const preheatPlugin: NaiadPlugin = {
     }
 
     const jobId = (raw: string | undefined): number => {
-      const id = Number(raw)
-      if (!Number.isSafeInteger(id) || id <= 0) throw new NaiadError('SN_ERR_BAD_REQUEST', `bad job id "${raw}": expected a positive integer`)
+      const id = JOB_ID.test(raw ?? '') ? Number(raw) : NaN
+      if (!Number.isSafeInteger(id)) throw new NaiadError('SN_ERR_BAD_REQUEST', `bad job id "${String(raw).slice(0, 40)}": expected a positive integer`)
       return id
     }
     const mustGet = (id: number): JobRow => {
@@ -195,9 +206,12 @@ export const preheatPlugin: NaiadPlugin = {
         insecureRegistries: settings.insecureRegistries, defaultParallelism: settings.parallelism, defaultTtlMs: settings.ttlAfterFinishedMs, peerScopes: control !== undefined
       })
       if (runner === undefined) throw new NaiadError('SN_ERR_BAD_REQUEST', 'this supernode runs without a seed (--no-seed): there is nowhere to preheat to')
+      if (policy !== undefined) {
+        for (const u of args.urls ?? []) policy.checkUrl(u)
+      }
       const job = store.create('preheat', args, Date.now())
       ctx.logger.info({ job: job.id, type: args.type, url: args.url, urls: args.urls?.length, scope: args.scope, labels: args.labels }, 'preheat job created')
-      runner.start(job)
+      runner.start(job, splitSecrets(args).secrets)
       return { status: openApi ? 200 : 201, body: jobView(store.get(job.id)!, openApi) }
     }
 
@@ -209,6 +223,7 @@ export const preheatPlugin: NaiadPlugin = {
       }
       // A finished job has nothing to stop: DELETE removes its record.
       store.delete(id)
+      runner?.forget(id)
       return { status: 200, body: { id, deleted: true } }
     }
 
@@ -231,6 +246,7 @@ export const preheatPlugin: NaiadPlugin = {
       }
       for (const id of store.expired(now)) {
         store.delete(id)
+        runner?.forget(id)
         ctx.logger.info({ job: id }, 'finished preheat job expired')
       }
     })

@@ -1,5 +1,7 @@
 // Preheat jobs and their blobs in the supernode's SQLite database (tables `preheat_*`), so a
-// job outlives a supernode restart. Progress bytes are kept in memory by the runner and
+// job outlives a supernode restart. A job's credentials (password, Authorization and every
+// other header not on the allow-list, the token resolved from the registry) never reach the
+// database: the runner keeps them in memory (see splitSecrets). Progress bytes are kept in memory by the runner and
 // written when a blob finishes: a restart loses only the progress counter, not the work,
 // because the seed's cache already holds what was fetched.
 
@@ -20,6 +22,8 @@ export interface JobArgs {
   headers: Record<string, string>
   username?: string
   password?: string
+  /** Stored jobs only: the request carried credentials, which were kept in memory only. */
+  credentials?: boolean
   parallelism: number
   /** ms from creation; 0 = none. */
   deadlineMs: number
@@ -34,7 +38,7 @@ export interface JobRow {
   state: JobState
   errorCode: string | null
   error: string | null
-  /** Authorization resolved while reading the manifest (Bearer token), reused for blobs. */
+  /** Never written any more (the resolved token stays in memory); old databases are wiped of it. */
   authorization: string | null
   resolved: boolean
   createdAt: number
@@ -117,6 +121,37 @@ function toBlob(r: BlobRecord): BlobRow {
   }
 }
 
+/** Request headers that carry no secret: shown in job views and stored. Every other header is redacted and kept in memory only. */
+export const PUBLIC_HEADERS = new Set(['accept', 'accept-encoding', 'accept-language', 'user-agent', 'range', 'content-type', 'x-naiad-priority', 'if-none-match', 'if-modified-since'])
+
+/** A job's secrets, which live in the runner's memory only. */
+export interface JobSecrets {
+  headers: Record<string, string>
+  username?: string
+  password?: string
+}
+
+/** Splits parsed job arguments into what may be stored and what must not. */
+export function splitSecrets(args: JobArgs): { stored: JobArgs; secrets: JobSecrets | undefined } {
+  const headers: Record<string, string> = {}
+  const secret: Record<string, string> = {}
+  for (const [k, v] of Object.entries(args.headers)) {
+    if (PUBLIC_HEADERS.has(k.toLowerCase())) {
+      headers[k] = v
+    } else {
+      // The name is kept (views show it redacted); the value stays in memory.
+      headers[k] = '<redacted>'
+      secret[k] = v
+    }
+  }
+  const { username, password, ...rest } = args
+  const has = Object.keys(secret).length > 0 || (username !== undefined && username !== '') || password !== undefined
+  return {
+    stored: { ...rest, headers, ...(has ? { credentials: true } : {}) },
+    secrets: has ? { headers: secret, username, password } : undefined
+  }
+}
+
 export class JobStore {
   private readonly db: Database.Database
 
@@ -139,12 +174,21 @@ export class JobStore {
         cached INTEGER NOT NULL DEFAULT 0, from_peers INTEGER NOT NULL DEFAULT 0, from_origin INTEGER NOT NULL DEFAULT 0, task_id TEXT,
         error_code TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, PRIMARY KEY (job_id, host_id, idx)) WITHOUT ROWID;
     `)
+    // Databases from before credentials stayed in memory: drop what they kept.
+    db.prepare('UPDATE preheat_jobs SET authorization = NULL WHERE authorization IS NOT NULL').run()
+    for (const r of db.prepare<[], { id: number; args: string }>('SELECT id, args FROM preheat_jobs').all()) {
+      const args = JSON.parse(r.args) as JobArgs
+      const secrets = splitSecrets(args).secrets
+      const held = secrets !== undefined && (secrets.password !== undefined || secrets.username !== undefined || Object.values(secrets.headers).some((v) => v !== '<redacted>'))
+      if (held) db.prepare('UPDATE preheat_jobs SET args = ? WHERE id = ?').run(JSON.stringify(splitSecrets(args).stored), r.id)
+    }
   }
 
+  /** Stores a job; its secrets (see splitSecrets) are dropped here, whatever the caller passes. */
   create(type: string, args: JobArgs, now: number): JobRow {
     const r = this.db.prepare<[string, string, number, number], { id: number }>(
       "INSERT INTO preheat_jobs (type, args, state, created_at, updated_at) VALUES (?, ?, 'PENDING', ?, ?) RETURNING id"
-    ).get(type, JSON.stringify(args), now, now)
+    ).get(type, JSON.stringify(splitSecrets(args).stored), now, now)
     return this.get(r!.id)!
   }
 
@@ -162,12 +206,11 @@ export class JobStore {
     return this.db.prepare<[], JobRecord>("SELECT * FROM preheat_jobs WHERE state IN ('PENDING', 'RUNNING') ORDER BY id").all().map(toJob)
   }
 
-  update(id: number, fields: Partial<Pick<JobRow, 'state' | 'errorCode' | 'error' | 'authorization' | 'resolved' | 'startedAt' | 'finishedAt'>>, now: number): void {
+  update(id: number, fields: Partial<Pick<JobRow, 'state' | 'errorCode' | 'error' | 'resolved' | 'startedAt' | 'finishedAt'>>, now: number): void {
     const cols: Record<string, unknown> = { updated_at: now }
     if (fields.state !== undefined) cols.state = fields.state
     if (fields.errorCode !== undefined) cols.error_code = fields.errorCode
     if (fields.error !== undefined) cols.error = fields.error
-    if (fields.authorization !== undefined) cols.authorization = fields.authorization
     if (fields.resolved !== undefined) cols.resolved = fields.resolved ? 1 : 0
     if (fields.startedAt !== undefined) cols.started_at = fields.startedAt
     if (fields.finishedAt !== undefined) cols.finished_at = fields.finishedAt

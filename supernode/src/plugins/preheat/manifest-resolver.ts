@@ -3,8 +3,9 @@
 // auth dance (Basic, and a Bearer token from a `WWW-Authenticate` challenge) to read
 // manifests; the same Authorization goes with every blob download.
 
-import { request } from 'undici'
+import { request, type Dispatcher } from 'undici'
 import { NaiadError } from '@naiad/proto'
+import { destinationDenied } from '@naiad/peer'
 
 import type { ImageRef } from './image-ref.ts'
 
@@ -33,17 +34,19 @@ export interface ResolveOptions {
   headers: Record<string, string>
   platform: string
   signal?: AbortSignal
+  /** Where requests go (the supernode's source policy); undici's global dispatcher without one. */
+  dispatcher?: Dispatcher
 }
 
 function registryError(ref: ImageRef, what: string, err?: unknown): NaiadError {
   return new NaiadError('NFS_ERR_REGISTRY', `${ref.host}/${ref.repo}: ${what}`, err === undefined ? undefined : { cause: err })
 }
 
-async function get(url: string, headers: Record<string, string>, ref: ImageRef, signal?: AbortSignal): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+async function get(url: string, headers: Record<string, string>, ref: ImageRef, signal?: AbortSignal, dispatcher?: Dispatcher): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
   const timeout = AbortSignal.timeout(TIMEOUT_MS)
   const both = signal === undefined ? timeout : AbortSignal.any([signal, timeout])
   try {
-    const res = await request(url, { method: 'GET', headers, signal: both })
+    const res = await request(url, { method: 'GET', headers, signal: both, dispatcher })
     const chunks: Buffer[] = []
     let n = 0
     for await (const c of res.body as AsyncIterable<Buffer>) {
@@ -57,6 +60,8 @@ async function get(url: string, headers: Record<string, string>, ref: ImageRef, 
     return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }
   } catch (err) {
     if (err instanceof NaiadError) throw err
+    const refused = destinationDenied(err)
+    if (refused !== undefined) throw refused
     throw registryError(ref, `cannot reach ${url}: ${(err as { code?: string }).code ?? (err as Error).message}`, err)
   }
 }
@@ -70,12 +75,12 @@ function parseChallenge(header: string): Record<string, string> | undefined {
   return out
 }
 
-async function bearerToken(challenge: Record<string, string>, ref: ImageRef, basic: string | undefined, signal?: AbortSignal): Promise<string> {
+async function bearerToken(challenge: Record<string, string>, ref: ImageRef, basic: string | undefined, signal?: AbortSignal, dispatcher?: Dispatcher): Promise<string> {
   if (challenge.realm === undefined) throw registryError(ref, 'the registry asked for a Bearer token without naming its realm')
   const u = new URL(challenge.realm)
   if (challenge.service !== undefined) u.searchParams.set('service', challenge.service)
   u.searchParams.set('scope', challenge.scope ?? `repository:${ref.repo}:pull`)
-  const res = await get(u.toString(), basic === undefined ? {} : { authorization: basic }, ref, signal)
+  const res = await get(u.toString(), basic === undefined ? {} : { authorization: basic }, ref, signal, dispatcher)
   if (res.status !== 200) throw registryError(ref, `token service ${u.origin} answered ${res.status}`)
   let doc: { token?: string; access_token?: string }
   try {
@@ -110,13 +115,13 @@ export async function resolveImage(ref: ImageRef, options: ResolveOptions): Prom
   const fetchManifest = async (reference: string): Promise<ManifestDoc> => {
     const url = `${ref.base}/v2/${ref.repo}/manifests/${reference}`
     const send = (): Record<string, string> => ({ ...headers, accept: ACCEPT, ...(authorization === undefined ? {} : { authorization }) })
-    let res = await get(url, send(), ref, options.signal)
+    let res = await get(url, send(), ref, options.signal, options.dispatcher)
     const challengeHeader = res.headers['www-authenticate']
     if (res.status === 401 && typeof challengeHeader === 'string') {
       const challenge = parseChallenge(challengeHeader)
       if (challenge !== undefined) {
-        authorization = await bearerToken(challenge, ref, basic, options.signal)
-        res = await get(url, send(), ref, options.signal)
+        authorization = await bearerToken(challenge, ref, basic, options.signal, options.dispatcher)
+        res = await get(url, send(), ref, options.signal, options.dispatcher)
       }
     }
     if (res.status !== 200) throw registryError(ref, `registry answered ${res.status} for manifest ${reference}`)

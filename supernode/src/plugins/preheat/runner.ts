@@ -13,7 +13,9 @@ import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import { blobUrl, parseImageRef } from './image-ref.ts'
 import { isPeerScope } from './job-request.ts'
-import type { BlobRow, JobRow, JobStore, NodeBlobRow, NodeRow } from './job-store.ts'
+import type { Dispatcher } from 'undici'
+
+import type { BlobRow, JobRow, JobSecrets, JobStore, NodeBlobRow, NodeRow } from './job-store.ts'
 import { resolveImage } from './manifest-resolver.ts'
 
 /** The part of the seed a preheat needs. */
@@ -52,6 +54,8 @@ export interface RunnerComponents {
   nodeParallelism?: number
   /** How long one daemon may take for one blob when the job has no deadline. */
   nodeTimeoutMs?: number
+  /** Where registry requests go (the supernode's source policy). */
+  dispatcher?: Dispatcher
   now?: () => number
 }
 
@@ -63,6 +67,8 @@ function basicAuth(username: string | undefined, password: string | undefined): 
 export class PreheatRunner {
   private readonly c: RunnerComponents
   private readonly active = new Map<number, ActiveJob>()
+  /** Each job's credentials and the token resolved with them: memory only, never the database. */
+  private readonly secrets = new Map<number, JobSecrets & { authorization?: string }>()
   private closed = false
 
   constructor(components: RunnerComponents) {
@@ -82,7 +88,9 @@ export class PreheatRunner {
     return this.active.get(jobId)?.progress.get(idx)
   }
 
-  start(job: JobRow): void {
+  /** Starts a job; `secrets` are its credentials, kept in memory until the job is deleted. */
+  start(job: JobRow, secrets?: JobSecrets): void {
+    if (secrets !== undefined) this.secrets.set(job.id, { ...secrets })
     if (this.closed || this.active.has(job.id)) return
     const controller = new AbortController()
     const entry: ActiveJob = { controller, progress: new Map(), done: Promise.resolve() }
@@ -101,6 +109,11 @@ export class PreheatRunner {
     return true
   }
 
+  /** Forgets a deleted job's credentials. */
+  forget(id: number): void {
+    this.secrets.delete(id)
+  }
+
   async close(): Promise<void> {
     this.closed = true
     await Promise.all([...this.active.keys()].map((id) => this.stop(id, 'shutdown')))
@@ -112,23 +125,32 @@ export class PreheatRunner {
     store.update(job.id, { state: 'RUNNING', startedAt: job.startedAt ?? this.now() }, this.now())
     store.resetRunningBlobs(job.id)
     const args = job.args
+    const secrets = this.secrets.get(job.id)
+    if (args.credentials === true && secrets === undefined) {
+      // Credentials are never stored: a job that needed them cannot resume after a restart.
+      const error = 'the job\'s credentials are kept in memory only and the supernode restarted since it was created; create the job again'
+      store.update(job.id, { state: 'FAILURE', errorCode: 'SN_ERR_UNAUTHORIZED', error, finishedAt: this.now() }, this.now())
+      logger.warn({ job: job.id }, 'preheat job lost its credentials in a restart')
+      return
+    }
     const headers: Record<string, string> = {}
-    for (const [k, v] of Object.entries(args.headers)) headers[k.toLowerCase()] = v
-    const basic = basicAuth(args.username, args.password)
+    for (const [k, v] of Object.entries({ ...args.headers, ...secrets?.headers })) headers[k.toLowerCase()] = v
+    const basic = basicAuth(secrets?.username, secrets?.password)
     if (basic !== undefined && headers.authorization === undefined) headers.authorization = basic
 
-    let authorization: string | undefined = job.authorization ?? headers.authorization
-    if (!job.resolved) {
+    let authorization: string | undefined = secrets?.authorization ?? headers.authorization
+    if (!job.resolved || (args.type === 'image' && authorization === undefined && args.credentials === true)) {
       try {
         if (args.type === 'image') {
           const ref = parseImageRef(args.url!, this.c.insecureRegistries)
-          const r = await resolveImage(ref, { headers, platform: args.platform, signal })
+          const r = await resolveImage(ref, { headers, platform: args.platform, signal, dispatcher: this.c.dispatcher })
           authorization = r.authorization
-          store.addBlobs(job.id, r.blobs.map((b) => ({ kind: b.kind, url: blobUrl(ref, b.digest), digest: b.digest, size: b.size })))
+          if (secrets !== undefined) secrets.authorization = authorization
+          if (!job.resolved) store.addBlobs(job.id, r.blobs.map((b) => ({ kind: b.kind, url: blobUrl(ref, b.digest), digest: b.digest, size: b.size })))
         } else {
           store.addBlobs(job.id, (args.urls ?? []).map((url) => ({ kind: 'file' as const, url, digest: null, size: -1 })))
         }
-        store.update(job.id, { resolved: true, authorization: authorization ?? null }, this.now())
+        store.update(job.id, { resolved: true }, this.now())
       } catch (err) {
         if (signal.aborted) return this.finishStopped(job.id, signal.reason as StopReason)
         const e = toNaiadError(err, 'NFS_ERR_REGISTRY')

@@ -1,0 +1,56 @@
+// PeerAccess for a cluster with admission: a peer may use this node's data channel if it
+// presents a membership credential signed by the cluster key for its own (TLS-proven) peer
+// ID and is not revoked; it gets a task's pieces only with a grant the supernode signed for
+// that peer and that task, unexpired. Everything is checked offline against the cluster's
+// public key, so uploads keep their rules while the supernode is away.
+
+import { NaiadError, type ClusterVerifier } from '@naiad/proto'
+
+import type { PeerAccess } from './access.ts'
+
+export interface ClusterAccessOptions {
+  /** The cluster's public key; undefined until the node knows it (refuses everyone meanwhile). */
+  verifier: () => ClusterVerifier | undefined
+  /** This node's own credential, sent in every HELLO. */
+  credential: () => Uint8Array
+  /** Peers the supernode revoked. */
+  revoked: (peerId: string) => boolean
+  now?: () => number
+}
+
+export class ClusterAccess implements PeerAccess {
+  private readonly options: ClusterAccessOptions
+
+  constructor(options: ClusterAccessOptions) {
+    this.options = options
+  }
+
+  credential(): Uint8Array {
+    return this.options.credential()
+  }
+
+  admit(peerId: string, credential: Uint8Array): boolean {
+    return this.check(peerId, (v, now) => v.membership(credential, peerId, now)) === undefined
+  }
+
+  authorize(peerId: string, taskId: string, grant: Uint8Array): boolean {
+    return this.check(peerId, (v, now) => v.grant(grant, peerId, taskId, now)) === undefined
+  }
+
+  /** Why `peerId` is refused `taskId` with `grant`, or undefined when it is not: for logs and error messages. */
+  refusal(peerId: string, taskId: string, grant: Uint8Array): NaiadError | undefined {
+    return this.check(peerId, (v, now) => v.grant(grant, peerId, taskId, now))
+  }
+
+  private check(peerId: string, verify: (v: ClusterVerifier, now: number) => unknown): NaiadError | undefined {
+    const verifier = this.options.verifier()
+    if (verifier === undefined) return new NaiadError('PROTO_ERR_FORBIDDEN', 'this node has not joined a cluster yet')
+    if (this.options.revoked(peerId)) return new NaiadError('PROTO_ERR_FORBIDDEN', `${peerId} was revoked`)
+    try {
+      verify(verifier, (this.options.now ?? Date.now)())
+      return undefined
+    } catch (err) {
+      return err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_FORBIDDEN', String(err))
+    }
+  }
+}

@@ -1,0 +1,67 @@
+// `supernode token create` and `supernode node list|revoke`: run on the supernode's host
+// against its data directory, while the supernode runs or not. Tokens need only the cluster
+// key; node commands use the supernode's database (the running supernode reads revocations
+// from it every few seconds).
+
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+
+import Database from 'better-sqlite3'
+import { mintToken, NaiadError, parseDuration, TOKEN_SCOPES, type TokenScope } from '@naiad/proto'
+
+import { loadClusterKey } from './cluster-key.ts'
+import { NodeRegistry, type NodeRecord } from './node-registry.ts'
+
+export async function tokenCreate(values: Record<string, unknown>, out: (line: string) => void, note: (line: string) => void): Promise<void> {
+  const scope = values.scope as string
+  if (!TOKEN_SCOPES.includes(scope as TokenScope)) throw new NaiadError('PROTO_ERR_USAGE', `--scope: expected join or api, got "${scope}"`)
+  const rawTtl = String(values.ttl)
+  const ttlMs = rawTtl.trim() === '0' ? 0 : parseDuration(rawTtl, '--ttl')
+  const signer = await loadClusterKey(values['data-dir'] as string)
+  const token = mintToken(signer, scope as TokenScope, ttlMs)
+  const until = ttlMs === 0 ? 'never expires' : `expires ${new Date(Date.now() + ttlMs).toISOString()}`
+  note(scope === 'join'
+    ? `join token for cluster ${signer.id} (${until}); on each node: dfdaemon --join-token <token> (or NAIAD_JOIN_TOKEN, or --join-token-file)`
+    : `API token for cluster ${signer.id} (${until}); send it as Authorization: Bearer <token>`)
+  out(token)
+}
+
+function openRegistry(dataDir: string): { registry: NodeRegistry; close(): void } {
+  const file = join(dataDir, 'supernode.db')
+  if (!existsSync(file)) throw new NaiadError('PROTO_ERR_BAD_CONFIG', `no supernode database in ${dataDir}: give the supernode's --data-dir (or its --config)`)
+  const db = new Database(file, { fileMustExist: true })
+  db.pragma('busy_timeout = 5000')
+  return { registry: new NodeRegistry(db), close: () => db.close() }
+}
+
+export function nodeCommand(values: Record<string, unknown>, positionals: string[], out: (line: string) => void): void {
+  const [verb, id] = positionals
+  if (verb !== 'list' && verb !== 'revoke') throw new NaiadError('PROTO_ERR_USAGE', `unknown node command "${verb}": expected list or revoke ID`)
+  if (verb === 'revoke' && id === undefined) throw new NaiadError('PROTO_ERR_USAGE', 'node revoke needs the node\'s ID (see supernode node list)')
+  if (verb === 'list' && id !== undefined) throw new NaiadError('PROTO_ERR_USAGE', `unexpected argument "${id}"`)
+  const { registry, close } = openRegistry(values['data-dir'] as string)
+  try {
+    if (verb === 'revoke') {
+      const n = registry.revoke(id!)
+      out(`revoked ${n.id}${n.hostname === '' ? '' : ` (${n.hostname})`} at ${new Date(n.revokedAt!).toISOString()}`)
+      return
+    }
+    const nodes = registry.list()
+    if (values.json === true) {
+      out(JSON.stringify(nodes, null, 2))
+      return
+    }
+    out(table(nodes))
+  } finally {
+    close()
+  }
+}
+
+function table(nodes: NodeRecord[]): string {
+  const rows = [['ID', 'HOSTNAME', 'JOINED', 'LAST JOIN', 'STATE'], ...nodes.map((n) => [
+    n.id, n.hostname || '-', new Date(n.joinedAt).toISOString(), new Date(n.lastJoinAt).toISOString(),
+    n.revokedAt === null ? 'admitted' : `revoked ${new Date(n.revokedAt).toISOString()}`
+  ])]
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n')
+}
