@@ -32,7 +32,9 @@ const BENCHMARKS: Benchmark[] = [
   { name: 'lazy-start', file: 'scenarios/lazy-start.ts', quick: ['--quick'], what: 'issue 5 scenario 4: nydus-fs lazy start vs skopeo copy + umoci unpack, registry behind a 100 Mbit/s link (needs root, debootstrap, umoci, skopeo, docker-registry)' },
   { name: 'fuse-read', file: 'scenarios/fuse-read.ts', quick: ['--quick'], what: 'issue 5 scenario 5: nydus-fs reads vs a bare passthrough FUSE (needs root)' },
   { name: 'convert', file: 'scenarios/convert.ts', quick: ['--quick'], what: 'issue 5 scenario 6: nydus-fs convert vs mkfs.erofs and ctr-remote on a Debian image (needs root)' },
-  { name: 'scheduler-scale', file: 'scenarios/scheduler-scale.ts', quick: ['--quick'], what: 'issue 5 scenario 7: 10,000 synthetic peers against one supernode (quick: 1,000)' }
+  { name: 'scheduler-scale', file: 'scenarios/scheduler-scale.ts', quick: ['--quick'], what: 'issue 5 scenario 7: 10,000 synthetic peers against one supernode (quick: 1,000)' },
+  { name: 'single-node', file: 'scenarios/single-node.ts', quick: ['--runs', '1'], what: 'one node: dfget cold and warm through the daemon vs curl from the origin and cp (goals: cold 3x curl, warm 2x cp; with --link 1000, cold 1.15x curl)' },
+  { name: 'soak', file: 'scenarios/soak.ts', quick: ['--duration', '1m'], what: 'dfget loops for minutes over small files through daemons with a small cache: fetches, failures, origin egress, back to source, daemon RSS' }
 ]
 
 const argv = process.argv.slice(2)

@@ -11,6 +11,8 @@ export interface ChildLines {
   next: () => Promise<Record<string, unknown>>
   exited: Promise<void>
   kill: () => void
+  /** Writes a line to the child's stdin (when it was spawned with stdin 'pipe'). */
+  send: (line: string) => void
 }
 
 export function childLines(script: string, args: string[], signal: AbortSignal, options: { nodeArgs?: string[]; stdin?: 'pipe' | 'ignore' } = {}): ChildLines {
@@ -52,6 +54,7 @@ export function linesOf(child: ChildProcess, label: string, signal: AbortSignal)
     pid: child.pid!,
     exited,
     kill,
+    send: (line) => { child.stdin?.write(`${line}\n`) },
     next: () => {
       const ready = lines.shift()
       if (ready !== undefined) return Promise.resolve(ready)

@@ -31,7 +31,9 @@ beforeAll(async () => {
     '  p2p: { listen: /ip4/127.0.0.1/tcp/0 }',
     'dfdaemon:',
     '  p2p.listen: /ip4/127.0.0.1/tcp/0',
-    '  host: { labels: { zone: start-test } }'
+    '  host: { labels: { zone: start-test } }',
+    // A registry on loopback is reached only when the operator allows it (source.allow).
+    `  source: { allow: ["${new URL(plainRegistry.url).host}"] }`
   ].join('\n'))
   proc = spawn(process.execPath, [START, '--config', config, '--data-dir', join(dir, 'data'), '--listen', '127.0.0.1:0',
     '--proxy-listen', '127.0.0.1:0', '--api-listen', '127.0.0.1:0', '--insecure-registry', '127.0.0.1:1'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
