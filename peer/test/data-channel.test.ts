@@ -212,3 +212,14 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     expect(down.hasPiece(TASK, 1)).toBe(true)
   })
 })
+
+describe('data channel identity', () => {
+  it('makes certificates OpenSSL accepts, whatever the random serial (a thousand of them)', async () => {
+    const { createSecureContext } = await import('node:tls')
+    const key = await generateKeyPair('Ed25519')
+    for (let i = 0; i < 1000; i++) {
+      const id = nodeIdentity(key)
+      expect(() => createSecureContext({ key: id.keyPem, cert: id.cert })).not.toThrow()
+    }
+  })
+})

@@ -86,6 +86,16 @@ const ED25519_ALGORITHM = sequence(oid('2b6570')) // 1.3.101.112
 const COMMON_NAME = '550403' // 2.5.4.3
 
 /**
+ * A positive 64-bit serial in minimal DER: a first byte of 0 would be an illegal padding
+ * (OpenSSL refuses such a certificate), one of 0x80 or more a negative number.
+ */
+function serialNumber(): Buffer {
+  const b = randomBytes(8)
+  b[0] = (b[0] & 0x7f) | 0x01
+  return b
+}
+
+/**
  * An X.509 v3 certificate of `key`, signed by itself, naming the peer ID. Peers never check
  * its dates or issuer: what counts is the key, which the TLS handshake proves.
  */
@@ -94,7 +104,7 @@ function selfSignedCertificate(key: KeyObject, peerId: string): string {
   const now = Date.now()
   const tbs = sequence(
     tlv(0xa0, integer(Buffer.from([2]))), // v3
-    integer(randomBytes(8)),
+    integer(serialNumber()),
     ED25519_ALGORITHM,
     name,
     sequence(generalizedTime(new Date(now - 3_600_000)), generalizedTime(new Date(now + 20 * 365 * 86_400_000))),
