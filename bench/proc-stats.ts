@@ -109,3 +109,10 @@ export async function peakRss<T>(pid: number, fn: () => Promise<T>): Promise<{ v
     clearInterval(timer)
   }
 }
+
+/** CPU seconds of this process's children that have exited and been waited for (cutime + cstime). */
+export async function reapedChildrenCpu(): Promise<number> {
+  const own = await readFile(`/proc/${process.pid}/stat`, 'utf8')
+  const f = own.slice(own.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[13]) + Number(f[14])) / CLK_TCK
+}

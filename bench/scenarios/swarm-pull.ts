@@ -10,6 +10,7 @@
 // limit, size / host bandwidth. Goal (issue 5): Naiad at the largest N within 1.3× the
 // physical limit with origin egress at most 1.1× the blob.
 
+import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,15 +21,20 @@ import { parseArgs } from 'node:util'
 import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
 import { BINS, createToken, writeBlob } from '@naiad/testkit'
 
-import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
+import { cpuSeconds, foreignCpu, killDescendants, reapedChildrenCpu } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { linePlot } from '../report/svg-plot.ts'
 import { Testbed, type Node } from '../testbed/netns.ts'
 import { NodeProcess, runIn } from '../testbed/processes.ts'
+import { childLines } from '../testbed/child-lines.ts'
 import { median, withSignal, writeResults } from '../report/helpers.ts'
 
 const ORIGIN_SERVER = fileURLToPath(new URL('../testbed/origin-server.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
+const TCP_PIPE = fileURLToPath(new URL('../testbed/tcp-pipe.ts', import.meta.url))
+const BUNDLED_DFGET = fileURLToPath(new URL('../../dist/dfget.js', import.meta.url))
+/** The dfget users install (the bundle, after `npm run build`), else the TypeScript source. */
+const DFGET = existsSync(BUNDLED_DFGET) ? BUNDLED_DFGET : BINS.dfget
 
 const USAGE = `usage: node bench/scenarios/swarm-pull.ts [options]
   --quick                   N = 1,4,8 and a 64 MiB blob (unless given)
@@ -145,8 +151,8 @@ interface Trial {
   fromPeers?: number[]
   fromOrigin?: number[]
   originEgress: number
-  /** CPU seconds of the Naiad processes during the trial (daemons summed, supernode). */
-  cpu?: { daemons: number; supernode: number }
+  /** CPU seconds of the Naiad processes during the trial (daemons summed, supernode, the dfget runs). */
+  cpu?: { daemons: number; supernode: number; dfget: number }
   otherCpuS: number
   stealS: number
 }
@@ -184,11 +190,14 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], origin: Origin, url:
     started.push(...daemons)
     await withSignal(Promise.all(daemons.map((d) => d.ready)), AbortSignal.any([overall, AbortSignal.timeout(60_000)]), 'starting the daemons')
     const cpu0 = await Promise.all(started.map((p) => cpuSeconds(p.pid)))
+    const reaped0 = await reapedChildrenCpu()
     const signal = AbortSignal.any([overall, AbortSignal.timeout(trialMs(hosts.length))])
     const runs = await Promise.all(hosts.map((h) => runIn(bed, h, process.execPath, [
-      BINS.dfget, url, '-O', join(dir, `${h.name}.out`), '--daemon', 'http://127.0.0.1:65003', '--digest', `sha256:${sha}`, '--no-progress', '--json'
+      DFGET, url, '-O', join(dir, `${h.name}.out`), '--daemon', 'http://127.0.0.1:65003', '--digest', `sha256:${sha}`, '--no-progress', '--json'
     ], signal)))
     const cpu1 = await Promise.all(started.map((p) => cpuSeconds(p.pid)))
+    // The dfget runs are this process's children (ip netns exec execs them), reaped by now.
+    const dfgetCpu = (await reapedChildrenCpu()) - reaped0
     runs.forEach((r, i) => {
       if (r.code !== 0) throw new Error(`naiad: dfget on ${hosts[i].name} exited with ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}\n${daemons[i].logs.slice(-10).join('\n')}`)
     })
@@ -205,7 +214,7 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], origin: Origin, url:
       fromPeers: results.map((r) => r.fromPeers),
       fromOrigin: results.map((r) => r.fromOrigin),
       originEgress: await origin.served(path),
-      cpu: { supernode: Math.round(used[0] * 100) / 100, daemons: Math.round(used.slice(1).reduce((a, b) => a + b, 0) * 100) / 100 }
+      cpu: { supernode: Math.round(used[0] * 100) / 100, daemons: Math.round(used.slice(1).reduce((a, b) => a + b, 0) * 100) / 100, dfget: Math.round(dfgetCpu * 100) / 100 }
     }
   } finally {
     await Promise.all(started.map((p) => p.stop()))
@@ -216,6 +225,35 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], origin: Origin, url:
 // ---------------------------------------------------------------- report
 
 const fmtS = (s: number): string => s.toFixed(2)
+
+/**
+ * The reference for CPU per byte: one verified TLS copy of the blob on loopback (TLS 1.3,
+ * the receiver hashes every byte and writes a file), both ends' CPU seconds per GiB.
+ */
+async function verifiedTlsCopy(): Promise<{ cpuPerGiB: number; receiverPerGiB: number }> {
+  const signal = AbortSignal.any([overall, AbortSignal.timeout(120_000)])
+  const out = join(work, 'tls-copy')
+  const recv = childLines(TCP_PIPE, ['receive', '--sink', 'file', '--out', out, '--tls'], signal)
+  const { port } = await recv.next()
+  const send = childLines(TCP_PIPE, ['send', '--port', String(port), '--file', blobPath, '--tls'], signal)
+  await recv.next() // the digest
+  const r = await recv.next()
+  const s = await send.next()
+  await Promise.all([recv.exited, send.exited])
+  await rm(out, { force: true })
+  const gib = size / 2 ** 30
+  return { cpuPerGiB: ((r.cpuS as number) + (s.cpuS as number)) / gib, receiverPerGiB: (r.cpuS as number) / gib }
+}
+
+/** Naiad's CPU seconds per GiB delivered (every Naiad process, dfget included), at the largest N. */
+function cpuGoal(trials: Trial[], reference: { cpuPerGiB: number }): { text: string; perGiB: number; ratio: number } {
+  const n = Math.max(...hostCounts)
+  const t = trials.find((x) => x.method === 'naiad' && x.hosts === n)!
+  const cpu = t.cpu!.daemons + t.cpu!.supernode + t.cpu!.dfget
+  const perGiB = cpu / (n * size / 2 ** 30)
+  const ratio = perGiB / reference.cpuPerGiB
+  return { perGiB, ratio, text: `Goal: CPU per GiB delivered at N = ${n} (daemons, supernode and dfget runs: ${cpu.toFixed(1)} CPU-s for ${formatBytes(n * size)}) at most 1.5× a verified TLS copy's (sender + receiver, ${reference.cpuPerGiB.toFixed(2)} CPU-s/GiB in the same run). Measured: ${perGiB.toFixed(2)} CPU-s/GiB = ${ratio.toFixed(2)}× → **${ratio <= 1.5 ? 'met' : 'not met'}**.` }
+}
 
 function goal(trials: Trial[]): { met: boolean; text: string; hosts: number; timeRatio: number; egressRatio: number } {
   const n = Math.max(...hostCounts)
@@ -233,7 +271,7 @@ function goal(trials: Trial[]): { met: boolean; text: string; hosts: number; tim
   return { met, text, hosts: n, timeRatio, egressRatio }
 }
 
-function markdown(trials: Trial[], delayNote: string | undefined): string {
+function markdown(trials: Trial[], delayNote: string | undefined, reference: { cpuPerGiB: number }): string {
   const directMax = (n: number): number => trials.find((t) => t.method === 'direct' && t.hosts === n)!.maxS
   const rows = [...trials].sort((a, b) => b.maxS - a.maxS)
   const other = trials.reduce((a, t) => a + t.otherCpuS + t.stealS, 0)
@@ -244,14 +282,16 @@ function markdown(trials: Trial[], delayNote: string | undefined): string {
     '',
     `Physical limit (size / host bandwidth): ${fmtS(physicalS)} s. Slowest first.`,
     '',
-    '| method | hosts | median s | max s | max / limit | max as the client timed it | origin egress | egress / blob | max vs direct, same N | Naiad CPU-s (daemons + supernode) |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((t) => `| ${t.method} | ${t.hosts} | ${fmtS(t.medianS)} | ${fmtS(t.maxS)} | ${(t.maxS / physicalS).toFixed(2)} | ${fmtS(Math.max(...t.clientTimes))} | ${formatBytes(t.originEgress)} | ${(t.originEgress / size).toFixed(2)} | ${(t.maxS / directMax(t.hosts)).toFixed(2)} | ${t.cpu === undefined ? '' : `${t.cpu.daemons.toFixed(1)} + ${t.cpu.supernode.toFixed(1)}`} |`),
+    '| method | hosts | median s | max s | max / limit | max as the client timed it | origin egress | egress / blob | max vs direct, same N | Naiad CPU-s (daemons + supernode + dfget) | CPU-s per GiB delivered |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((t) => `| ${t.method} | ${t.hosts} | ${fmtS(t.medianS)} | ${fmtS(t.maxS)} | ${(t.maxS / physicalS).toFixed(2)} | ${fmtS(Math.max(...t.clientTimes))} | ${formatBytes(t.originEgress)} | ${(t.originEgress / size).toFixed(2)} | ${(t.maxS / directMax(t.hosts)).toFixed(2)} | ${t.cpu === undefined ? '' : `${t.cpu.daemons.toFixed(1)} + ${t.cpu.supernode.toFixed(1)} + ${t.cpu.dfget.toFixed(1)}`} | ${t.cpu === undefined ? '' : ((t.cpu.daemons + t.cpu.supernode + t.cpu.dfget) / (t.hosts * size / 2 ** 30)).toFixed(2)} |`),
     '',
     goal(trials).text,
     '',
+    cpuGoal(trials, reference).text,
+    '',
     ...(delayNote === undefined ? [] : [`Note: ${delayNote}; the --rtt flag had no effect on this machine.`, '']),
-    `Completion time runs from the common start to each client's exit: curl for direct, dfget (a Node process, so including its start-up) for Naiad; daemons and the supernode are started before the clock starts. "As the client timed it" leaves out process start-up (curl's time_total, dfget's elapsedMs).`,
+    `dfget: ${DFGET}. Completion time runs from the common start to each client's exit: curl for direct, dfget (a Node process, so including its start-up) for Naiad; daemons and the supernode are started before the clock starts. "As the client timed it" leaves out process start-up (curl's time_total, dfget's elapsedMs).`,
     '',
     `${share > 0.1 ? '**Warning:** ' : ''}Other processes (and the hypervisor) took ${other.toFixed(1)} CPU-s during the trials (${(share * 100).toFixed(0)} % of ${cpus().length} cores)${share > 0.1 ? '; the machine was not idle and the times are noisy' : ''} (this count includes the kernel's softirq time, where the veth, bridge and HTB work of the testbed itself is done). Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`,
     ''
@@ -299,7 +339,9 @@ try {
     }
   }
 
-  const md = markdown(trials, bed.delayUnsupported)
+  const reference = await verifiedTlsCopy()
+  log(`verified TLS copy of the blob on loopback: ${reference.cpuPerGiB.toFixed(2)} CPU-s per GiB (sender + receiver)`)
+  const md = markdown(trials, bed.delayUnsupported, reference)
   process.stdout.write(`${md}\n`)
   const g = goal(trials)
   await writeResults(args.out, 'swarm-pull', {
@@ -313,6 +355,8 @@ try {
     rttNote: bed.delayUnsupported,
     physicalLimitS: physicalS,
     goal: g,
+    cpu: { reference, ...cpuGoal(trials, reference) },
+    dfget: DFGET,
     trials
   }, md)
   await writeFile(`${args.out}.svg`, plot(trials))

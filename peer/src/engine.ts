@@ -12,6 +12,7 @@ import type { DataTransport } from './channel/connection.ts'
 import { DataClient } from './channel/data-client.ts'
 import { DataServer } from './channel/data-server.ts'
 import { nodeIdentity } from './channel/identity.ts'
+import { StagingPool } from './download/staging.ts'
 import { TaskManager } from './download/task-manager.ts'
 import type { PeerTaskOptions } from './download/types.ts'
 import { QosHooks } from './qos/hooks.ts'
@@ -147,7 +148,7 @@ export async function createPeerEngine(options: PeerEngineOptions, components: P
   })
   const origin = new OriginClient(options.origin ?? ORIGIN_DEFAULTS)
   const tasks = new TaskManager({
-    store, scheduler, origin, data: dataClient, live, sources, logger: options.logger, badPeers: new Set(), qos
+    store, scheduler, origin, data: dataClient, live, sources, logger: options.logger, badPeers: new Set(), qos, staging: new StagingPool()
   }, options.download)
   return new PeerEngine({ node, store, scheduler, origin, qos, dataServer, dataClient, tasks, ownsNode: components.node === undefined, access })
 }

@@ -19,12 +19,14 @@ import { DataClient, type DataTarget } from '../src/channel/data-client.ts'
 import { DataServer } from '../src/channel/data-server.ts'
 import { nodeIdentity, type NodeIdentity } from '../src/channel/identity.ts'
 import { PieceWriter } from '../src/download/piece-writer.ts'
+import { StagingPool } from '../src/download/staging.ts'
 import { LivePieces } from '../src/storage/live-pieces.ts'
 import { DiskPieceStore } from '../src/storage/piece-store.ts'
 
 const PIECE = 1024 * 1024
 const TASK = 'a'.repeat(64)
 const logger = pino({ level: 'silent' })
+const staging = new StagingPool()
 const sha = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest()
 
 async function identity(): Promise<NodeIdentity> {
@@ -93,7 +95,7 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     const reservation = await down.reserve(TASK, length)
     const writer = new PieceWriter({
       store: down, taskId: TASK, piece: { num, offset: num * PIECE, length },
-      expected: options.expected ?? sha(blob.subarray(num * PIECE, num * PIECE + length)), fromSource: options.fromSource ?? false, reservation
+      expected: options.expected ?? sha(blob.subarray(num * PIECE, num * PIECE + length)), fromSource: options.fromSource ?? false, reservation, staging
     })
     try {
       await client.fetch(options.to ?? target, { taskId: TASK, num, grant: new Uint8Array([7]), live: options.live ?? false }, writer, { signal: options.signal ?? AbortSignal.timeout(10_000), idleMs: 5000 })
@@ -148,7 +150,7 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     live.begin(task)
     const data = blob.subarray(0, PIECE)
     const reservation = await down.reserve(task, PIECE)
-    const writer = new PieceWriter({ store: down, taskId: task, piece: { num: 0, offset: 0, length: PIECE }, expected: undefined, fromSource: true, reservation })
+    const writer = new PieceWriter({ store: down, taskId: task, piece: { num: 0, offset: 0, length: PIECE }, expected: undefined, fromSource: true, reservation, staging })
     const fetched = client.fetch(target, { taskId: task, num: 0, grant: new Uint8Array(0), live: true }, writer, { signal: AbortSignal.timeout(10_000), idleMs: 5000 })
     // The source opens the piece only after the request is waiting, and writes it in steps.
     await new Promise((r) => setTimeout(r, 50))
@@ -175,7 +177,7 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     down.ensureTask(task, 'http://origin/live2', PIECE)
     live.begin(task)
     const reservation = await down.reserve(task, PIECE)
-    const writer = new PieceWriter({ store: down, taskId: task, piece: { num: 0, offset: 0, length: PIECE }, expected: undefined, fromSource: false, reservation })
+    const writer = new PieceWriter({ store: down, taskId: task, piece: { num: 0, offset: 0, length: PIECE }, expected: undefined, fromSource: false, reservation, staging })
     const fetched = codeOf(client.fetch(target, { taskId: task, num: 0, grant: new Uint8Array(0), live: true }, writer, { signal: AbortSignal.timeout(10_000), idleMs: 5000 }))
     const data = makeBlob(PIECE, 'forged')
     const upRes = await up.reserve(task, PIECE)

@@ -26,6 +26,11 @@ export interface ConnectionOptions {
   /** Client: the peer ID the scheduler named; anything else is refused. */
   expectPeer?: string
   handshakeTimeoutMs: number
+  /**
+   * The owner reads the socket itself (with `onread`, into one buffer of its own, no
+   * allocation per read) and hands the bytes to feed(); else the connection listens to 'data'.
+   */
+  externalReads?: boolean
 }
 
 /** What the owner (the data client or server) does with an open connection's frames. */
@@ -69,13 +74,7 @@ export class DataConnection {
       }
     })
     socket.setNoDelay(true)
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        this.reader.push(chunk)
-      } catch (err) {
-        this.close(err as Error)
-      }
-    })
+    if (options.externalReads !== true) socket.on('data', (chunk: Buffer) => this.feed(chunk))
     socket.on('error', (err) => this.close(err))
     socket.on('close', () => this.close(this.closeError ?? new NaiadError('PROTO_ERR_DECODE', 'data channel closed by the peer')))
     this.timer = setTimeout(() => {
@@ -103,6 +102,19 @@ export class DataConnection {
       nonce: this.nonce,
       credential: options.access.credential()
     }))
+  }
+
+  /**
+   * Bytes read from the socket, in order. They may view a buffer the reader reuses: frames
+   * and handlers copy what they keep.
+   */
+  feed(chunk: Buffer): void {
+    if (this.state === 'closed') return
+    try {
+      this.reader.push(chunk)
+    } catch (err) {
+      this.close(err as Error)
+    }
   }
 
   /** Takes over the connection's frames once it is open. */

@@ -4,7 +4,7 @@
 // each one's bytes go to the request's sink as they arrive, with no copy of their own.
 
 import { connect as tcpConnect, type Socket } from 'node:net'
-import { connect as tlsConnect } from 'node:tls'
+import { connect as tlsConnect, type ConnectionOptions as TlsConnectionOptions } from 'node:tls'
 
 import type { Logger } from 'pino'
 import {
@@ -203,6 +203,9 @@ class ClientSession implements ConnectionHandler {
   }
 }
 
+/** The buffer a connection's socket reads into: TLS records are at most 16 KiB; a few fit. */
+const READ_BUFFER_BYTES = 64 * 1024
+
 export class DataClient {
   private readonly sessions = new Map<string, Promise<ClientSession>>()
   private readonly timer: NodeJS.Timeout
@@ -246,6 +249,19 @@ export class DataClient {
   private async open(target: DataTarget): Promise<ClientSession> {
     const { identity, access } = this.components
     const signal = AbortSignal.timeout(this.options.connectTimeoutMs)
+    // Piece bytes are read into one buffer per connection, reused for every read: a socket
+    // that allocated a buffer per read cost the collector more than the hash did.
+    let conn: DataConnection | undefined
+    const early: Buffer[] = []
+    const onread = {
+      buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
+      callback: (n: number, buf: Buffer): boolean => {
+        const chunk = buf.subarray(0, n)
+        if (conn === undefined) early.push(Buffer.from(chunk))
+        else conn.feed(chunk)
+        return true
+      }
+    }
     let socket: Socket
     try {
       socket = await new Promise<Socket>((resolve, reject) => {
@@ -259,9 +275,11 @@ export class DataClient {
             ALPNProtocols: [DATA_CHANNEL_PROTOCOL],
             // Self-signed: the key is checked against the peer ID once connected.
             rejectUnauthorized: false,
-            checkServerIdentity: () => undefined
-          })
-          : tcpConnect({ host: target.host, port: target.port })
+            checkServerIdentity: () => undefined,
+            // Node passes `onread` on to the TLS socket's reads (its types do not list it).
+            onread
+          } as TlsConnectionOptions)
+          : tcpConnect({ host: target.host, port: target.port, onread })
         const onAbort = (): void => { s.destroy(); reject(new NaiadError('PROTO_ERR_TIMEOUT', `connecting to ${target.host}:${target.port} timed out`)) }
         signal.addEventListener('abort', onAbort, { once: true })
         s.once(target.transport === 'tls' ? 'secureConnect' : 'connect', () => { signal.removeEventListener('abort', onAbort); resolve(s) })
@@ -270,9 +288,10 @@ export class DataClient {
     } catch (err) {
       throw err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', `cannot reach the data channel of ${target.peerId} at ${target.host}:${target.port}: ${(err as { code?: string }).code ?? (err as Error).message}`, { cause: err })
     }
-    const conn = new DataConnection(socket, {
-      role: 'client', transport: target.transport, identity, access, expectPeer: target.peerId, handshakeTimeoutMs: this.options.connectTimeoutMs
+    conn = new DataConnection(socket, {
+      role: 'client', transport: target.transport, identity, access, expectPeer: target.peerId, handshakeTimeoutMs: this.options.connectTimeoutMs, externalReads: true
     })
+    for (const chunk of early.splice(0)) conn.feed(chunk)
     const session = new ClientSession(conn, (closed) => {
       if (this.known.get(target.peerId) === closed) {
         this.known.delete(target.peerId)

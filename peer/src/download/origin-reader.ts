@@ -1,7 +1,7 @@
 // Back to source: a task's bytes from its origin into the piece store. Each body chunk is
-// hashed as it arrives (its piece's digest and the whole content's) and written into
-// place in batches of the chunks themselves, one write in flight while the next batch
-// fills. On the task's trusted source every piece is also live while it is written (see
+// hashed as it arrives (its piece's digest and the whole content's) and copied into a
+// staging buffer written into place when full (staging.ts), the writes of a piece in
+// order, a couple in flight while the next buffer fills. On the task's trusted source every piece is also live while it is written (see
 // LivePieces): peers that asked for it receive its bytes as they reach the disk.
 
 import { createHash, type Hash } from 'node:crypto'
@@ -12,9 +12,8 @@ import type { QosHooks, Traffic } from '../qos/hooks.ts'
 import type { OriginClient } from '../source/origin.ts'
 import type { LivePiece, LivePieces } from '../storage/live-pieces.ts'
 import type { PieceStore, Reservation } from '../storage/piece-store.ts'
+import { StagedWriter, STAGING_BYTES, type StagingPool } from './staging.ts'
 
-/** Bytes gathered before one positional write; also the step in which live pieces grow. */
-const BATCH_BYTES = 512 * 1024
 
 export interface OriginReadTask {
   id: string
@@ -49,6 +48,7 @@ export interface OriginReaderComponents {
   /** Set on the task's trusted source: its pieces are offered live while written. */
   live?: LivePieces
   qos?: QosHooks
+  staging: StagingPool
 }
 
 interface Current {
@@ -57,6 +57,7 @@ interface Current {
   length: number
   fill: number
   hash: Hash
+  out: StagedWriter | undefined
   skip: boolean
   reservation: Reservation | undefined
   live: LivePiece | undefined
@@ -98,45 +99,34 @@ export class OriginReader {
     let cur: Current | undefined
     /** The whole content's digest, taken when the last byte arrives (a hash gives one digest). */
     let wholeSha: Buffer | undefined
-    let batch: Buffer[] = []
-    let batchBytes = 0
-    /** The one write in flight: the next batch fills while it runs. */
-    let writing: Promise<void> = Promise.resolve()
     live?.begin(task.id)
 
     const startPiece = async (): Promise<Current> => {
       const len = length >= 0 ? Math.min(pieceSize, length - num * pieceSize) : pieceSize
       const skip = store.hasPiece(task.id, num)
-      const c: Current = { num, offset: num * pieceSize, length: len, fill: 0, hash: createHash('sha256'), skip, reservation: undefined, live: undefined, started: Date.now() }
+      const c: Current = { num, offset: num * pieceSize, length: len, fill: 0, hash: createHash('sha256'), out: undefined, skip, reservation: undefined, live: undefined, started: Date.now() }
       if (!skip) {
         c.reservation = await store.reserve(task.id, len, { waitMs: this.reserveWaitMs, signal })
         // A piece of unknown length cannot be promised to a peer.
         if (live !== undefined && length >= 0) c.live = live.open(task.id, num, c.offset, len)
+        // The writes of one piece land in order, so that its live part grows from the start.
+        let chain: Promise<void> = Promise.resolve()
+        c.out = new StagedWriter({
+          pool: this.c.staging,
+          at: c.offset,
+          write: (at, bytes) => {
+            chain = chain.then(() => store.writeAt(task.id, at, bytes)).then(() => c.live?.advance(at + bytes.length - c.offset))
+            return chain
+          }
+        })
       }
       return c
-    }
-
-    /** Writes the gathered chunks (after the previous write) and lets the live piece grow. */
-    const flush = (): void => {
-      if (batchBytes === 0 || cur === undefined) return
-      const piece = cur
-      const buffers = batch
-      const at = piece.offset + piece.fill - batchBytes
-      const upTo = piece.fill
-      batch = []
-      batchBytes = 0
-      if (piece.skip) return
-      writing = writing.then(async () => {
-        await store.writeAt(task.id, at, buffers)
-        piece.live?.advance(upTo)
-      })
     }
 
     /** The last byte of the current piece arrived: check, store and announce it. */
     const finishPiece = async (): Promise<void> => {
       const piece = cur!
-      flush()
-      await writing
+      await piece.out?.close()
       const sha = piece.hash.digest()
       const known = task.digest(piece.num)
       if (known !== undefined && !sha.equals(known)) {
@@ -168,16 +158,14 @@ export class OriginReader {
           const n = Math.min(cur.length - cur.fill, chunk.length - pos)
           const part = chunk.subarray(pos, pos + n)
           cur.hash.update(part)
+          cur.out?.push(part)
           cur.fill += n
           pos += n
-          batch.push(part)
-          batchBytes += n
           if (cur.fill === cur.length) {
             await finishPiece()
-          } else if (batchBytes >= BATCH_BYTES) {
-            flush()
-            // Back-pressure: at most one batch waits behind the write in flight.
-            await writing
+          } else if (cur.out !== undefined && cur.out.inFlight > 2 * STAGING_BYTES) {
+            // Back-pressure: the body waits while the disk catches up.
+            await cur.out.drained()
           }
         }
       }
@@ -191,7 +179,7 @@ export class OriginReader {
       return { contentLength: total, pieceCount: num, sha256: wholeSha ?? whole.digest() }
     } catch (err) {
       res.cancel()
-      await writing.catch(() => {})
+      await cur?.out?.abandon()
       const e = err instanceof NaiadError
         ? err
         : signal.aborted

@@ -24,6 +24,7 @@ import { ParentSet, type ParentState } from './parent-set.ts'
 import { PieceWriter } from './piece-writer.ts'
 import { planPieces } from './planner.ts'
 import { ReportBatcher } from './report-batcher.ts'
+import type { StagingPool } from './staging.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './types.ts'
 import { wholeDigest } from './verifier.ts'
 
@@ -41,6 +42,8 @@ export interface PeerTaskComponents {
   badPeers: Set<string>
   /** Bandwidth, slot and tenant limits (a no-op unless a QoS plugin installed one). */
   qos?: QosHooks
+  /** Staging buffers for bytes on their way to the store. */
+  staging: StagingPool
 }
 
 interface Inflight {
@@ -300,28 +303,31 @@ export class PeerTask {
     let idlePoll = IDLE_POLL_MIN_MS
     let done = this.completedBytes
     let published = this.digests.size
+    /** The last turn left slots free with nothing to fill them: what to fetch next is the scheduler's to say. */
+    let starving = true
     while (!this.complete()) {
       signal.throwIfAborted()
       if (this.fatal !== undefined) throw this.fatal
       const now = Date.now()
-      const idle = this.inflight.size === 0
-      if (this.refreshNow || now - lastRefresh >= (idle ? idlePoll : this.options.refreshMs)) {
+      let refreshed = false
+      if (this.refreshNow || now - lastRefresh >= (starving ? idlePoll : this.options.refreshMs)) {
         this.refreshNow = false
         lastRefresh = now
+        refreshed = true
         await this.refreshParents(signal)
-        // Reports held back while the scheduler was unreachable go out once it is back:
-        // other peers schedule from our bitmap.
-        if (this.reports.size > 0) this.reports.flush({}).catch(() => {})
       }
       // Progress is ours or the source's: a slow origin is not a stalled swarm.
       if (this.completedBytes !== done || this.digests.size !== published) {
         done = this.completedBytes
         published = this.digests.size
         lastProgress = Date.now()
-        idlePoll = IDLE_POLL_MIN_MS
       }
       this.abortSlowFetches()
-      const started = this.schedule(signal)
+      const { started, room } = this.schedule(signal)
+      starving = room
+      // Polls while starving come fast when a poll brings work, and back off to refreshMs
+      // while polls bring nothing (the scheduler carries every idle peer's polls).
+      if (refreshed) idlePoll = started > 0 ? IDLE_POLL_MIN_MS : Math.min(this.options.refreshMs, idlePoll * 2)
       if (this.inflight.size === 0 && started === 0) {
         if (this.taskState === 'failed') {
           return this.backToSource(`source failed: ${this.taskError?.code ?? 'unknown'} ${this.taskError?.message ?? ''}`.trim(), signal)
@@ -336,8 +342,9 @@ export class PeerTask {
           return this.backToSource(`no parent could serve for ${this.options.stallTimeoutMs} ms`, signal)
         }
       }
-      const waitMs = this.inflight.size === 0 ? idlePoll : this.options.refreshMs
-      if (this.inflight.size === 0) idlePoll = Math.min(this.options.refreshMs, idlePoll * 2)
+      // Starving (a lone child streaming from the seed runs out of granted pieces every few
+      // pieces): ask again soon; polls back off while nothing at all progresses.
+      const waitMs = starving ? idlePoll : this.options.refreshMs
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, waitMs)
         this.wake = () => { clearTimeout(t); resolve() }
@@ -349,6 +356,10 @@ export class PeerTask {
   private async refreshParents(signal: AbortSignal): Promise<void> {
     const { scheduler } = this.c
     if (!scheduler.available) return
+    // Pieces stored since the last report go first (the session keeps the order): the
+    // scheduler hands out the next seed pieces once it knows these arrived, and other peers
+    // schedule from our bitmap.
+    if (this.reports.size > 0) this.reports.flush({}).catch(() => {})
     try {
       const res = await scheduler.getParents(this.id, 8, AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
       if (res.task !== undefined) this.applyInfo(res.task)
@@ -360,14 +371,18 @@ export class PeerTask {
   }
 
   /** Starts the fetches the planner chooses; returns how many. */
-  private schedule(signal: AbortSignal): number {
-    const slots = this.options.concurrency - this.inflight.size
-    if (slots <= 0 || this.pieceSize === 0 || this.pieceCount <= 0) return 0
+  /** Starts the fetches the planner chooses; `room`: slots were left that nothing could fill. */
+  private schedule(signal: AbortSignal): { started: number; room: boolean } {
+    if (this.pieceSize === 0 || this.pieceCount <= 0) return { started: 0, room: true }
     const now = Date.now()
     const usable = this.parents.usable(now)
     const have = this.c.store.bitmap(this.id)
     const peersServe = usable.some((p) => p.id !== this.sourcePeer && p.bitmap.count() > 0)
     const sourceWindow = this.options.sourceWindow ?? DEFAULT_SOURCE_WINDOW
+    // Live pieces from a lone source stream back to back: they get a window of their own.
+    const sourceOnly = !peersServe && usable.some((p) => p.id === this.sourcePeer)
+    const slots = (sourceOnly ? Math.max(this.options.concurrency, sourceWindow) : this.options.concurrency) - this.inflight.size
+    if (slots <= 0) return { started: 0, room: false }
     const plan = planPieces({
       pieceCount: this.pieceCount,
       have: (n) => have.has(n),
@@ -385,11 +400,10 @@ export class PeerTask {
           limit: isSource ? (peersServe ? SOURCE_SHARE : sourceWindow) : this.options.perParent
         }
       }),
-      // Live pieces from the source stream back to back: they get their own window.
-      slots: Math.max(slots, usable.some((p) => p.id === this.sourcePeer) && !peersServe ? sourceWindow - this.inflight.size : 0)
+      slots
     })
     for (const a of plan) this.startFetch(a.num, this.parents.get(a.parent)!, a.live, signal)
-    return plan.length
+    return { started: plan.length, room: plan.length < slots }
   }
 
   /**
@@ -445,7 +459,7 @@ export class PeerTask {
       const reservation = await store.reserve(this.id, length, { waitMs: this.options.reserveWaitMs ?? this.options.stallTimeoutMs, signal: fetchSignal })
       const writer = new PieceWriter({
         store, taskId: this.id, piece: { num, offset: num * this.pieceSize, length },
-        expected: this.digests.get(num), fromSource: parent.id === this.sourcePeer, reservation
+        expected: this.digests.get(num), fromSource: parent.id === this.sourcePeer, reservation, staging: this.c.staging
       })
       try {
         await data.fetch(parent.target!, { taskId: this.id, num, grant: this.grant, live }, writer, { signal: fetchSignal, idleMs: this.options.pieceTimeoutMs })
@@ -540,7 +554,7 @@ export class PeerTask {
 
   private async readOrigin(signal: AbortSignal): Promise<void> {
     const { origin, store, live, qos } = this.c
-    const reader = new OriginReader({ origin, store, live: this.trusted ? live : undefined, qos }, { reserveWaitMs: this.options.reserveWaitMs ?? this.options.stallTimeoutMs })
+    const reader = new OriginReader({ origin, store, live: this.trusted ? live : undefined, qos, staging: this.c.staging }, { reserveWaitMs: this.options.reserveWaitMs ?? this.options.stallTimeoutMs })
     const result = await reader.read({
       id: this.id,
       url: this.req.url,

@@ -1,8 +1,8 @@
 // Where a piece from a parent goes as it arrives: every slice is hashed once, on arrival,
-// and written into place with positional writes of the slices themselves (gathered into
-// writev batches, no copy of their own). When the last byte has landed the digest is
-// compared with the trusted one; only then is the piece listed in the store (verified).
-// Nothing is ever read back to verify.
+// and copied into a staging buffer that is written into place when full (see staging.ts);
+// the slice itself goes back to its socket at once. When the last byte has landed the
+// digest is compared with the trusted one; only then is the piece listed in the store
+// (verified). Nothing is ever read back to verify.
 
 import { createHash, type Hash } from 'node:crypto'
 
@@ -10,11 +10,7 @@ import { NaiadError } from '@naiad/proto'
 
 import type { Flow, PieceSink } from '../channel/data-client.ts'
 import type { PieceStore, Reservation } from '../storage/piece-store.ts'
-
-/** Bytes gathered before one positional writev. */
-const BATCH_BYTES = 1024 * 1024
-/** Writes in flight beyond which the connection is paused until they land. */
-const HIGH_WATER = 4 * 1024 * 1024
+import { StagedWriter, type StagingPool } from './staging.ts'
 
 export interface PieceWriterOptions {
   store: PieceStore
@@ -28,21 +24,16 @@ export interface PieceWriterOptions {
    */
   fromSource: boolean
   reservation: Reservation
+  staging: StagingPool
 }
 
 export class PieceWriter implements PieceSink {
   private readonly options: PieceWriterOptions
   private readonly hash: Hash = createHash('sha256')
-  private batch: Buffer[] = []
-  private batchBytes = 0
-  /** Bytes received so far (their position in the piece). */
-  private received = 0
-  /** Bytes handed to writes that have not landed yet. */
-  private pending = 0
-  private writes: Array<Promise<void>> = []
-  private writeError: Error | undefined
+  private readonly out: StagedWriter
   private flow: Flow | undefined
-  private paused = false
+  /** Bytes received so far. */
+  private received = 0
   private failed = false
   /** The digest the parent sent in the piece header (a stored piece's). */
   private announced: Uint8Array = new Uint8Array(0)
@@ -53,6 +44,13 @@ export class PieceWriter implements PieceSink {
 
   constructor(options: PieceWriterOptions) {
     this.options = options
+    const { store, taskId, piece } = options
+    this.out = new StagedWriter({
+      pool: options.staging,
+      at: piece.offset,
+      write: (at, bytes) => store.writeAt(taskId, at, bytes),
+      onPressure: (pause) => { if (pause) this.flow?.pause(); else this.flow?.resume() }
+    })
   }
 
   header(res: { num: number; length: number; sha256: Uint8Array }, flow: Flow): void {
@@ -67,52 +65,18 @@ export class PieceWriter implements PieceSink {
   data(bytes: Buffer): void {
     if (this.failed) return
     this.hash.update(bytes)
-    this.batch.push(bytes)
-    this.batchBytes += bytes.length
-    if (this.batchBytes >= BATCH_BYTES) this.flush()
-  }
-
-  private flush(): void {
-    if (this.batchBytes === 0) return
-    const { store, taskId, piece } = this.options
-    const buffers = this.batch
-    const n = this.batchBytes
-    const at = piece.offset + this.received
-    this.received += n
-    this.batch = []
-    this.batchBytes = 0
-    this.pending += n
-    if (this.pending > HIGH_WATER && !this.paused) {
-      this.paused = true
-      this.flow?.pause()
-    }
-    this.writes.push(store.writeAt(taskId, at, buffers).then(() => {
-      this.pending -= n
-      if (this.paused && this.pending <= HIGH_WATER / 2) {
-        this.paused = false
-        this.flow?.resume()
-      }
-    }, (err: unknown) => {
-      this.writeError ??= err as Error
-      this.pending -= n
-      if (this.paused) {
-        this.paused = false
-        this.flow?.resume()
-      }
-    }))
+    this.out.push(bytes)
+    this.received += bytes.length
   }
 
   async end(end: { sha256: Uint8Array; contentSha256: Uint8Array }): Promise<void> {
-    const trailer = end.sha256
     const { store, taskId, piece, expected, fromSource, reservation } = this.options
-    this.flush()
-    await Promise.all(this.writes)
-    if (this.writeError !== undefined) throw this.writeError
+    await this.out.close()
     if (this.received !== piece.length) throw new NaiadError('PROTO_ERR_DECODE', `piece ${piece.num} ended after ${this.received} of ${piece.length} bytes`)
     const digest = this.hash.digest()
     // The scheduler's copy of the source's digest; else, from the source itself (the data
     // channel proved who it is), the digest that ends a live piece or heads a stored one.
-    const fromItself = trailer.length === 32 ? trailer : this.announced.length === 32 ? this.announced : undefined
+    const fromItself = end.sha256.length === 32 ? end.sha256 : this.announced.length === 32 ? this.announced : undefined
     const want = expected !== undefined && expected.length === 32 ? expected : fromSource ? fromItself : undefined
     if (want === undefined) throw new NaiadError('DFD_ERR_PIECE_DIGEST', `piece ${piece.num} came with no digest from the task's source to check it against`)
     if (!digest.equals(want)) {
@@ -125,16 +89,11 @@ export class PieceWriter implements PieceSink {
 
   abort(): void {
     this.failed = true
-    this.batch = []
-    this.batchBytes = 0
-    if (this.paused) {
-      this.paused = false
-      this.flow?.resume()
-    }
+    void this.out.abandon()
   }
 
   /** Resolves once no write of this piece is in flight (after a failure, before its room is given back). */
   async settled(): Promise<void> {
-    await Promise.allSettled(this.writes)
+    await this.out.abandon()
   }
 }
