@@ -1,6 +1,6 @@
 // The baselines of the benchmarks, each in its own process as the daemons are:
-//   receive [--sink count|file --out PATH] [--tls]  listen on loopback, take one connection, print {"port"} then {"bytes","ms"}
-//   send --port N --file PATH [--tls]              stream a file to 127.0.0.1:N
+//   receive [--sink count|file --out PATH] [--tls] [--host IP]  listen (loopback by default), take one connection, print {"port"} then {"bytes","ms"}
+//   send --port N --file PATH [--tls] [--host IP]              stream a file to IP:N (127.0.0.1 by default)
 // With --tls both ends speak TLS 1.3 (the cipher OpenSSL picks first: AES-256-GCM), the
 // receiver with a self-signed Ed25519 certificate as a Naiad node has.
 //   http-get --url URL                     GET a URL, count the body bytes, print {"bytes","ms"}
@@ -26,7 +26,8 @@ const { positionals, values } = parseArgs({
     url: { type: 'string' },
     sink: { type: 'string', default: 'count' },
     out: { type: 'string' },
-    tls: { type: 'boolean', default: false }
+    tls: { type: 'boolean', default: false },
+    host: { type: 'string', default: '127.0.0.1' }
   }
 })
 
@@ -53,7 +54,7 @@ async function receive(): Promise<void> {
   } else {
     server = createServer()
   }
-  server.listen(0, '127.0.0.1')
+  server.listen(0, values.host)
   await once(server, 'listening')
   print({ port: (server.address() as AddressInfo).port })
   const [socket] = await once(server, values.tls ? 'secureConnection' : 'connection') as [Socket]
@@ -80,8 +81,8 @@ async function receive(): Promise<void> {
 
 async function send(): Promise<void> {
   const socket = values.tls
-    ? tlsConnect({ port: Number(values.port), host: '127.0.0.1', rejectUnauthorized: false, minVersion: 'TLSv1.3' })
-    : connect(Number(values.port), '127.0.0.1')
+    ? tlsConnect({ port: Number(values.port), host: values.host, rejectUnauthorized: false, minVersion: 'TLSv1.3' })
+    : connect(Number(values.port), values.host)
   await once(socket, values.tls ? 'secureConnect' : 'connect')
   const cpu0 = process.cpuUsage()
   await pipeline(createReadStream(values.file!, { highWaterMark: CHUNK }), socket)

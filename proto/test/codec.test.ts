@@ -58,7 +58,7 @@ const reportPieces: ReportPiecesRequest = {
   pieceSize: 4 * 1024 * 1024, pieceCount: 3, sha256: sha(5), state: 'succeeded', error: rpcError
 }
 const parent: Parent = { id: '12D3KooWP', multiaddrs: ['/ip4/1.2.3.4/tcp/1'], bitmap: new Uint8Array([0xff, 0x01]), score: 0.734_5, isSeed: true, dataPort: 65004, dataTransport: 'tcp' }
-const getParents: GetParentsRequest = { taskId: 'e'.repeat(64), limit: 4 }
+const getParents: GetParentsRequest = { taskId: 'e'.repeat(64), limit: 4, digestsFrom: 3 }
 const getParentsResponse: GetParentsResponse = { task: taskInfo, parents: [parent, { ...parent, id: 'other', score: -1.5 }], grant: sha(7) }
 const leaveTask: MessageOf<typeof LeaveTaskRequest> = { taskId: 'f'.repeat(64) }
 
@@ -114,10 +114,10 @@ describe('wire codec: round trips', () => {
   })
 
   it('keeps an empty nested message distinct from an absent one', () => {
-    const bytes = SchedulerRequest.encode({ getParents: { taskId: '', limit: 0 } })
+    const bytes = SchedulerRequest.encode({ getParents: { taskId: '', limit: 0, digestsFrom: 0 } })
     expect(hex(bytes)).toBe('2200')
     const decoded = SchedulerRequest.decode(bytes)
-    expect(decoded.getParents).toEqual({ taskId: '', limit: 0 })
+    expect(decoded.getParents).toEqual({ taskId: '', limit: 0, digestsFrom: 0 })
     expect(decoded.registerTask).toBeUndefined()
   })
 

@@ -38,7 +38,7 @@ describe('fabric', () => {
       expect(ctx.remotePeer.toString()).toBe(a.peerId.toString())
       return { task: { id: req.getParents?.taskId ?? '', url: 'u', state: 'running', contentLength: -1, pieceSize: 4, pieceCount: -1, pieces: [], sha256: new Uint8Array(), backToSource: false, error: undefined, grant: new Uint8Array(), sourcePeer: '' } }
     })
-    const res = await call(a, b.getMultiaddrs(), '/naiad/test-echo/1.0.0', SchedulerRequest, SchedulerResponse, { getParents: { taskId: 'abc', limit: 3 } })
+    const res = await call(a, b.getMultiaddrs(), '/naiad/test-echo/1.0.0', SchedulerRequest, SchedulerResponse, { getParents: { taskId: 'abc', limit: 3, digestsFrom: 0 } })
     expect(res.task?.id).toBe('abc')
     expect(res.task?.contentLength).toBe(-1)
   })

@@ -126,10 +126,13 @@ describe('parseRange', () => {
 })
 
 describe('pieceSizeFor', () => {
-  it('uses 4 MiB when the length is unknown or small', () => {
+  it('uses 4 MiB when the length is unknown, 1 MiB when it is small', () => {
     expect(pieceSizeFor(-1)).toBe(4 * MiB)
-    expect(pieceSizeFor(0)).toBe(4 * MiB)
-    expect(pieceSizeFor(1)).toBe(4 * MiB)
+    expect(pieceSizeFor(0)).toBe(1 * MiB)
+    expect(pieceSizeFor(1)).toBe(1 * MiB)
+    expect(pieceSizeFor(64 * MiB)).toBe(1 * MiB)
+    expect(pieceSizeFor(256 * MiB)).toBe(1 * MiB) // exactly 256 pieces
+    expect(pieceSizeFor(256 * MiB + 1)).toBe(2 * MiB)
     expect(pieceSizeFor(1 * GiB)).toBe(4 * MiB) // exactly 256 pieces
   })
 
@@ -147,14 +150,14 @@ describe('pieceSizeFor', () => {
     expect(pieceSizeFor(Number.MAX_SAFE_INTEGER)).toBe(64 * MiB)
   })
 
-  it('always returns a power of two between 4 MiB and 64 MiB with at most 256 pieces below the cap', () => {
+  it('always returns a power of two between 1 MiB and 64 MiB with at most 256 pieces below the cap', () => {
     for (let len = 0; len < 40 * GiB; len += 97 * MiB + 12_345) {
       const size = pieceSizeFor(len)
-      expect(size).toBeGreaterThanOrEqual(4 * MiB)
+      expect(size).toBeGreaterThanOrEqual(1 * MiB)
       expect(size).toBeLessThanOrEqual(64 * MiB)
       expect(Math.log2(size) % 1).toBe(0)
       if (size < 64 * MiB) expect(Math.ceil(len / size)).toBeLessThanOrEqual(256)
-      if (size > 4 * MiB) expect(Math.ceil(len / (size / 2))).toBeGreaterThan(256)
+      if (size > 1 * MiB) expect(Math.ceil(len / (size / 2))).toBeGreaterThan(256)
     }
   })
 })

@@ -18,8 +18,13 @@ export interface ClusterAccessOptions {
   now?: () => number
 }
 
+/** Verified grants remembered at most (a bound on what peers' requests can make it hold). */
+const MAX_REMEMBERED = 4096
+
 export class ClusterAccess implements PeerAccess {
   private readonly options: ClusterAccessOptions
+  /** Grants whose signature was checked: key → when they expire. */
+  private readonly granted = new Map<string, number>()
 
   constructor(options: ClusterAccessOptions) {
     this.options = options
@@ -34,7 +39,19 @@ export class ClusterAccess implements PeerAccess {
   }
 
   authorize(peerId: string, taskId: string, grant: Uint8Array): boolean {
-    return this.check(peerId, (v, now) => v.grant(grant, peerId, taskId, now)) === undefined
+    // A peer presents the same grant with every piece of a task: its signature is checked
+    // once, then remembered until it expires (revocation is still checked every time).
+    const key = `${peerId} ${taskId} ${Buffer.from(grant).toString('base64')}`
+    const now = (this.options.now ?? Date.now)()
+    const until = this.granted.get(key)
+    if (until !== undefined && until > now) return !this.options.revoked(peerId)
+    let expiresAt = 0
+    const ok = this.check(peerId, (v, t) => { expiresAt = v.grant(grant, peerId, taskId, t).expiresAt }) === undefined
+    if (ok) {
+      if (this.granted.size >= MAX_REMEMBERED) this.granted.clear()
+      this.granted.set(key, expiresAt)
+    }
+    return ok
   }
 
   /** Why `peerId` is refused `taskId` with `grant`, or undefined when it is not: for logs and error messages. */

@@ -251,14 +251,15 @@ export class DataClient {
     const signal = AbortSignal.timeout(this.options.connectTimeoutMs)
     // Piece bytes are read into one buffer per connection, reused for every read: a socket
     // that allocated a buffer per read cost the collector more than the hash did.
-    let conn: DataConnection | undefined
+    // Set once the TLS handshake is done; bytes read before that wait in `early`.
+    const made: { conn?: DataConnection } = {}
     const early: Buffer[] = []
     const onread = {
       buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
       callback: (n: number, buf: Buffer): boolean => {
         const chunk = buf.subarray(0, n)
-        if (conn === undefined) early.push(Buffer.from(chunk))
-        else conn.feed(chunk)
+        if (made.conn === undefined) early.push(Buffer.from(chunk))
+        else made.conn.feed(chunk)
         return true
       }
     }
@@ -269,9 +270,7 @@ export class DataClient {
           ? tlsConnect({
             host: target.host,
             port: target.port,
-            key: identity.keyPem,
-            cert: identity.cert,
-            minVersion: 'TLSv1.3',
+            secureContext: identity.tls,
             ALPNProtocols: [DATA_CHANNEL_PROTOCOL],
             // Self-signed: the key is checked against the peer ID once connected.
             rejectUnauthorized: false,
@@ -288,9 +287,10 @@ export class DataClient {
     } catch (err) {
       throw err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', `cannot reach the data channel of ${target.peerId} at ${target.host}:${target.port}: ${(err as { code?: string }).code ?? (err as Error).message}`, { cause: err })
     }
-    conn = new DataConnection(socket, {
+    const conn = new DataConnection(socket, {
       role: 'client', transport: target.transport, identity, access, expectPeer: target.peerId, handshakeTimeoutMs: this.options.connectTimeoutMs, externalReads: true
     })
+    made.conn = conn
     for (const chunk of early.splice(0)) conn.feed(chunk)
     const session = new ClientSession(conn, (closed) => {
       if (this.known.get(target.peerId) === closed) {

@@ -22,7 +22,7 @@ import type { LivePiece, LivePieces } from '../storage/live-pieces.ts'
 import type { PieceStore, StoredPiece } from '../storage/piece-store.ts'
 import { BufferPool } from './buffer-pool.ts'
 import { DataConnection, type ConnectionHandler, type DataTransport } from './connection.ts'
-import type { NodeIdentity } from './identity.ts'
+import { TLS_CIPHERS, type NodeIdentity } from './identity.ts'
 
 export interface DataServerComponents {
   store: PieceStore
@@ -96,9 +96,11 @@ export class DataServer {
       conn.attach(new ServerSession(this, conn))
     }
     if (this.options.transport === 'tls') {
+      // The server's context is made once, here (a client's would be per connection: see identity.tls).
       this.server = createTlsServer({
         key: identity.keyPem,
         cert: identity.cert,
+        ciphers: TLS_CIPHERS,
         requestCert: true,
         // Certificates are self-signed: what is checked is the key, against the peer ID.
         rejectUnauthorized: false,

@@ -48,6 +48,8 @@ export interface PeerTaskComponents {
 
 interface Inflight {
   parent: ParentState
+  /** When the fetch was planned, and when its bytes could start moving (after QoS). */
+  queued: number
   started: number
   abort: AbortController
 }
@@ -60,12 +62,15 @@ const taskFailed = channel(EVENTS.taskFailed)
 const taskStarted = channel(EVENTS.taskStarted)
 const taskRegistered = channel(EVENTS.taskRegistered)
 
-/** Idle polls of the scheduler start this fast (a cold task's layout appears within milliseconds) and back off to refreshMs. */
+/** Polls of a starving download (free slots, nothing to fill them) start this fast — a cold task's layout appears within milliseconds — and back off to refreshMs while they bring nothing. */
 const IDLE_POLL_MIN_MS = 20
+/** The fastest polls while pieces are still in flight: the scheduler carries every peer's polls. */
+const BUSY_POLL_MIN_MS = 100
 const REPORT_DELAY_MS = 100
 /** Longest wait at the end for the source's whole-content digest before reading the content back. */
 const SOURCE_DIGEST_WAIT_MS = 2_000
-const DEFAULT_SOURCE_WINDOW = 16
+/** Bytes asked of a lone source at once (at least 16 pieces): the scheduler grants as much. */
+const DEFAULT_SOURCE_WINDOW_BYTES = 64 * 1024 * 1024
 /** While peers can serve, pieces in flight from the source at once (its uplink is everyone's). */
 const SOURCE_SHARE = 2
 
@@ -84,6 +89,8 @@ export class PeerTask {
   private pieceCount = -1
   private sourceSha256: Uint8Array | undefined
   private sourcePeer = ''
+  /** Digests of every piece below this number are known. */
+  private digestsFrom = 0
   private grant: Uint8Array = new Uint8Array(0)
   /** SHA-256 of the whole content when it was hashed while streaming from the origin. */
   private originSha256: Buffer | undefined
@@ -183,6 +190,11 @@ export class PeerTask {
     const { store, scheduler } = this.c
     const unpin = store.pin(this.id)
     const started = Date.now()
+    const onTaskAbort = (): void => {
+      for (const f of this.inflight.values()) f.abort.abort(signal.reason)
+      this.wake?.()
+    }
+    signal.addEventListener('abort', onTaskAbort, { once: true })
     try {
       const existing = store.getTask(this.id)
       if (existing?.complete === true && existing.sha256 !== null) {
@@ -227,6 +239,7 @@ export class PeerTask {
       await this.reports.flush({ state: 'failed', error: { code: e.code, message: e.message } }).catch(() => {})
       throw e
     } finally {
+      signal.removeEventListener('abort', onTaskAbort)
       this.c.sources.delete(this.id)
       this.reports.close()
       unpin()
@@ -276,6 +289,8 @@ export class PeerTask {
   }
 
   private applyInfo(info: TaskInfo): void {
+    // The store learns the layout once (this runs on every poll of the scheduler).
+    const layoutChanged = (info.pieceSize > 0 && info.pieceSize !== this.pieceSize) || (info.contentLength >= 0 && info.contentLength !== this.contentLength)
     if (info.contentLength >= 0) this.checkFits(info.contentLength)
     if (info.contentLength >= 0) this.contentLength = info.contentLength
     if (info.pieceSize > 0) this.pieceSize = info.pieceSize
@@ -286,7 +301,7 @@ export class PeerTask {
     for (const p of info.pieces) this.digests.set(p.num, p.sha256)
     this.taskState = info.state
     this.taskError = info.error
-    if (this.pieceSize > 0) {
+    if (layoutChanged && this.pieceSize > 0) {
       this.c.store.ensureTask(this.id, this.req.url, this.pieceSize)
       if (this.contentLength >= 0) this.c.store.setTaskLength(this.id, this.contentLength, this.pieceCount)
     }
@@ -310,7 +325,8 @@ export class PeerTask {
       if (this.fatal !== undefined) throw this.fatal
       const now = Date.now()
       let refreshed = false
-      if (this.refreshNow || now - lastRefresh >= (starving ? idlePoll : this.options.refreshMs)) {
+      const pollMs = starving ? Math.max(idlePoll, this.inflight.size === 0 ? IDLE_POLL_MIN_MS : BUSY_POLL_MIN_MS) : this.options.refreshMs
+      if (this.refreshNow || now - lastRefresh >= pollMs) {
         this.refreshNow = false
         lastRefresh = now
         refreshed = true
@@ -344,7 +360,7 @@ export class PeerTask {
       }
       // Starving (a lone child streaming from the seed runs out of granted pieces every few
       // pieces): ask again soon; polls back off while nothing at all progresses.
-      const waitMs = starving ? idlePoll : this.options.refreshMs
+      const waitMs = starving ? Math.max(idlePoll, this.inflight.size === 0 ? IDLE_POLL_MIN_MS : BUSY_POLL_MIN_MS) : this.options.refreshMs
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, waitMs)
         this.wake = () => { clearTimeout(t); resolve() }
@@ -361,7 +377,12 @@ export class PeerTask {
     // schedule from our bitmap.
     if (this.reports.size > 0) this.reports.flush({}).catch(() => {})
     try {
-      const res = await scheduler.getParents(this.id, 8, AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
+      // A timeout alone (not tied to the task's signal): polls are frequent, and a signal
+      // derived from the long-lived task signal per call was garbage the collector traced.
+      signal.throwIfAborted()
+      // Digests already known are not sent again (a large task has thousands).
+      while (this.digests.has(this.digestsFrom)) this.digestsFrom++
+      const res = await scheduler.getParents(this.id, 8, AbortSignal.timeout(this.options.schedulerTimeoutMs), this.digestsFrom)
       if (res.task !== undefined) this.applyInfo(res.task)
       if (res.grant.length > 0) this.grant = res.grant
       this.parents.update(res.parents)
@@ -378,7 +399,7 @@ export class PeerTask {
     const usable = this.parents.usable(now)
     const have = this.c.store.bitmap(this.id)
     const peersServe = usable.some((p) => p.id !== this.sourcePeer && p.bitmap.count() > 0)
-    const sourceWindow = this.options.sourceWindow ?? DEFAULT_SOURCE_WINDOW
+    const sourceWindow = this.options.sourceWindow ?? Math.max(16, Math.floor(DEFAULT_SOURCE_WINDOW_BYTES / this.pieceSize))
     // Live pieces from a lone source stream back to back: they get a window of their own.
     const sourceOnly = !peersServe && usable.some((p) => p.id === this.sourcePeer)
     const slots = (sourceOnly ? Math.max(this.options.concurrency, sourceWindow) : this.options.concurrency) - this.inflight.size
@@ -430,7 +451,8 @@ export class PeerTask {
   }
 
   private startFetch(num: number, parent: ParentState, live: boolean, signal: AbortSignal): void {
-    const entry: Inflight = { parent, started: Date.now(), abort: new AbortController() }
+    const now = Date.now()
+    const entry: Inflight = { parent, queued: now, started: now, abort: new AbortController() }
     this.inflight.set(num, entry)
     parent.inflight++
     this.fetch(num, parent, live, entry, signal).catch((err: unknown) => {
@@ -446,7 +468,9 @@ export class PeerTask {
   private async fetch(num: number, parent: ParentState, live: boolean, entry: Inflight, signal: AbortSignal): Promise<void> {
     const { store, data, qos } = this.c
     const length = this.pieceLength(num)
-    const fetchSignal = AbortSignal.any([signal, entry.abort.signal])
+    // The fetch's own controller: the task's abort reaches it through onTaskAbort (one
+    // listener per task, not a composite signal per piece on the long-lived task signal).
+    const fetchSignal = entry.abort.signal
     let release: (() => void) | undefined
     try {
       if (qos?.active === true) {
@@ -477,6 +501,7 @@ export class PeerTask {
       this.completedBytes += length
       this.advancePrefix()
       stored.publish({ taskId: this.id, num, length, source: 'peer', parentId: parent.id, costMs, seed: parent.isSeed })
+      this.log.debug({ piece: num, parent: parent.id, live, ms: costMs, waitedMs: entry.started - entry.queued }, 'piece stored')
       this.reports.add({ num, parentId: parent.id, length, costMs, sha256: new Uint8Array(0), errorCode: '' })
       this.emit()
     } catch (err) {

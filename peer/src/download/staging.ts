@@ -63,7 +63,8 @@ export class StagedWriter {
     while (pos < bytes.length) {
       this.buf ??= this.pool.take()
       const n = Math.min(this.buf.length - this.fill, bytes.length - pos)
-      this.buf.set(bytes.subarray(pos, pos + n), this.fill)
+      // A native copy, no view object per chunk.
+      Buffer.prototype.copy.call(bytes, this.buf, this.fill, pos, pos + n)
       this.fill += n
       pos += n
       if (this.fill === this.buf.length) this.flush()

@@ -16,7 +16,8 @@ export interface SchedulerClient {
   announceHost(host: Host, signal?: AbortSignal): Promise<void>
   registerTask(req: RegisterTaskRequest, signal?: AbortSignal): Promise<TaskInfo>
   reportPieces(req: Partial<ReportPiecesRequest> & { taskId: string }, signal?: AbortSignal): Promise<void>
-  getParents(taskId: string, limit: number, signal?: AbortSignal): Promise<GetParentsResponse>
+  /** `digestsFrom`: the caller holds the digests of the pieces below it (the answer leaves them out). */
+  getParents(taskId: string, limit: number, signal?: AbortSignal, digestsFrom?: number): Promise<GetParentsResponse>
   leaveTask(taskId: string, signal?: AbortSignal): Promise<void>
   leaveHost(signal?: AbortSignal): Promise<void>
 }
@@ -173,8 +174,8 @@ export class FabricSchedulerClient implements SchedulerClient {
     await this.rpc({ reportPieces: req as ReportPiecesRequest }, signal)
   }
 
-  async getParents(taskId: string, limit: number, signal?: AbortSignal): Promise<GetParentsResponse> {
-    const res = await this.rpc({ getParents: { taskId, limit } }, signal)
+  async getParents(taskId: string, limit: number, signal?: AbortSignal, digestsFrom = 0): Promise<GetParentsResponse> {
+    const res = await this.rpc({ getParents: { taskId, limit, digestsFrom } }, signal)
     if (res.parents === undefined) throw new NaiadError('PROTO_ERR_DECODE', 'scheduler answered getParents without parents')
     return res.parents
   }

@@ -91,7 +91,9 @@ export const Parent = message('Parent', {
 
 export const GetParentsRequest = message('GetParentsRequest', {
   taskId: f.string(1),
-  limit: f.uint32(2)
+  limit: f.uint32(2),
+  /** The requester holds the digests of pieces 0 … digestsFrom-1: the answer's task.pieces lists only the rest. */
+  digestsFrom: f.uint32(3)
 })
 
 export const GetParentsResponse = message('GetParentsResponse', {

@@ -94,10 +94,12 @@ const EDGE_WINDOW_MS = 2_000
 /** Pieces only the seed holds (or is still fetching) that one child may be handed at a time, at least. */
 const SEED_GRANTS_PER_CHILD = 2
 /**
- * Seed-only pieces handed out at once over all children of a task: a lone child streams a
- * window this deep from the seed (live, while the origin sends it), many children share it.
+ * Seed-only bytes handed out at once over all children of a task (at least 16 pieces): a lone
+ * child streams a window this deep from the seed (live, while the origin sends it), many
+ * children share it.
  */
-const SEED_WINDOW = 16
+const SEED_WINDOW_BYTES = 64 * 1024 * 1024
+const SEED_WINDOW_PIECES = 16
 /** A grant lapses (and the piece goes to another child) after this long, or 4× the seed's measured piece time. */
 const SEED_GRANT_MIN_MS = 2_000
 
@@ -284,7 +286,7 @@ export class Scheduler {
     reported.publish({ taskId: task.id, peerId: hostId, count: req.results.length })
   }
 
-  getParents(hostId: string, taskId: string, limit: number): GetParentsResponse {
+  getParents(hostId: string, taskId: string, limit: number, digestsFrom = 0): GetParentsResponse {
     const started = performance.now()
     const task = this.tasks.get(taskId)
     if (task === undefined) throw new NaiadError('SN_ERR_TASK_NOT_FOUND', `no task ${taskId}`)
@@ -361,7 +363,7 @@ export class Scheduler {
         dataTransport: c.host.info.dataTransport
       }))
     scheduled.publish({ taskId, peerId: hostId, parents: out.length, durationMs: performance.now() - started })
-    return { task: this.taskInfo(task), parents: out, grant: new Uint8Array(0) }
+    return { task: this.taskInfo(task, digestsFrom), parents: out, grant: new Uint8Array(0) }
   }
 
   /**
@@ -402,14 +404,29 @@ export class Scheduler {
       g.at = Math.max(g.at, g.availableAt ??= now)
       return now - g.at < lapseMs
     }
-    let held = 0
+    const heldBy = new Map<string, number>()
     for (const [num, g] of grants) {
       if (!live(g, num)) grants.delete(num)
-      else if (g.hostId === hostId) held++
+      else heldBy.set(g.hostId, (heldBy.get(g.hostId) ?? 0) + 1)
     }
+    let held = heldBy.get(hostId) ?? 0
     let children = 0
-    for (const p of task.peers.values()) if (p.state === 'running' && p.hostId !== seed.peer.hostId) children++
-    const perChild = Math.max(SEED_GRANTS_PER_CHILD, Math.floor(SEED_WINDOW / Math.max(1, children)))
+    // The fewest grants another running child holds: a child is never handed a new one while
+    // it is more than one ahead of it, so that the seed's pieces go round the children in
+    // turn — each then has pieces the others lack, and every child's uplink works from the
+    // start (handed out in blocks, the first child to ask got the first pieces and everyone
+    // queued on its uplink).
+    let fewestOther = Number.POSITIVE_INFINITY
+    for (const p of task.peers.values()) {
+      if (p.state !== 'running' || p.hostId === seed.peer.hostId) continue
+      children++
+      if (p.hostId !== hostId) fewestOther = Math.min(fewestOther, heldBy.get(p.hostId) ?? 0)
+    }
+    const window = Math.max(SEED_WINDOW_PIECES, task.pieceSize > 0 ? Math.floor(SEED_WINDOW_BYTES / task.pieceSize) : 0)
+    const perChild = Math.max(SEED_GRANTS_PER_CHILD, Math.floor(window / Math.max(1, children)))
+    // A lone child takes a whole window at once; among several, one new grant per call.
+    let taken = 0
+    const mayTake = (): boolean => held < perChild && (children <= 1 || (held <= fewestOther && taken === 0))
     const others = offered.filter((c) => c !== seed)
     // Pieces the seed holds, then (while it still fetches from the origin) the ones it will
     // have: both in ascending order, the order the seed reads the origin in.
@@ -419,9 +436,10 @@ export class Scheduler {
       if (mine.has(num) || others.some((c) => c.peer.bitmap.has(num))) return
       const g = grants.get(num)
       if (g === undefined) {
-        if (held >= perChild) return
+        if (!mayTake()) return
         grants.set(num, { hostId, at: now })
         held++
+        taken++
       } else if (g.hostId !== hostId) {
         return
       }
@@ -429,7 +447,7 @@ export class Scheduler {
     }
     for (const num of seedHas.pieces()) consider(num)
     if (coming) {
-      for (let num = 0; num < task.pieceCount && held < perChild; num++) if (!seedHas.has(num)) consider(num)
+      for (let num = 0; num < task.pieceCount && mayTake(); num++) if (!seedHas.has(num)) consider(num)
       // Grants already held on coming pieces are shown again even when the window is full.
       for (const [num, g] of grants) if (g.hostId === hostId && !seedHas.has(num)) shown.set(num)
     }
@@ -448,7 +466,10 @@ export class Scheduler {
     this.persist.markHost(host)
   }
 
-  taskInfo(task: TaskState): TaskInfo {
+  /** What a peer learns of a task; piece digests from `digestsFrom` on (it holds the ones before). */
+  taskInfo(task: TaskState, digestsFrom = 0): TaskInfo {
+    const pieces: TaskInfo['pieces'] = []
+    for (const [num, p] of task.pieces) if (num >= digestsFrom) pieces.push({ num, length: p.length, sha256: p.sha256 })
     return {
       id: task.id,
       url: task.url,
@@ -456,7 +477,7 @@ export class Scheduler {
       contentLength: task.contentLength,
       pieceSize: task.pieceSize,
       pieceCount: task.pieceCount,
-      pieces: [...task.pieces].map(([num, p]) => ({ num, length: p.length, sha256: p.sha256 })),
+      pieces,
       sha256: task.sha256,
       error: task.error,
       backToSource: false,

@@ -54,7 +54,7 @@ export function handleSchedulerRequest(scheduler: Scheduler, hostId: string, req
     return {}
   }
   if (req.getParents !== undefined) {
-    const parents = scheduler.getParents(hostId, req.getParents.taskId, req.getParents.limit)
+    const parents = scheduler.getParents(hostId, req.getParents.taskId, req.getParents.limit, req.getParents.digestsFrom)
     if (grant === undefined) return { parents }
     const g = grant(req.getParents.taskId)
     return { parents: { ...parents, grant: g, task: parents.task === undefined ? undefined : { ...parents.task, grant: g } } }
