@@ -199,7 +199,7 @@ describe('health plugin', () => {
     expect(mine[0].reason).toContain('servedBadPieces >= 1')
     const result = (mine[1].facts as { result: { tasks: number; pieces: number; badPieces: number; dropped: string[] } }).result
     // Every piece reads back corrupt, so every one fails its digest and the task goes.
-    expect(result).toMatchObject({ tasks: 1, pieces: 4, badPieces: 4, dropped: [taskId] })
+    expect(result).toMatchObject({ tasks: 1, pieces: 16, badPieces: 16, dropped: [taskId] }) // 16 MiB in 1 MiB pieces
     const own = await getJson<{ lastHeal: { dropped: string[] } }>(`${liar.apiUrl}/api/v1/health`)
     expect(own.lastHeal.dropped).toEqual([taskId])
     // The scheduler no longer offers the liar for the task, and the liar's cache no longer has it.
