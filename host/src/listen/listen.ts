@@ -40,9 +40,3 @@ export function dataListen(configured: string, p2pListen: string, defaultPort: n
   const fabricPort = /\/tcp\/(\d+)/.exec(p2pListen)?.[1]
   return { host: listenHost(p2pListen), port: fabricPort === '0' ? 0 : defaultPort }
 }
-
-/** `piece.transport`: tls (default) or tcp. */
-export function dataTransport(raw: string): 'tls' | 'tcp' {
-  if (raw === 'tls' || raw === 'tcp') return raw
-  throw new NaiadError('PROTO_ERR_BAD_CONFIG', `piece.transport: expected tls or tcp, got "${raw}"`)
-}
