@@ -8,7 +8,8 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { freePort } from '@naiad/testkit'
 
-import { collectFacts, DOCTOR_DEFAULTS } from '../src/doctor/facts.ts'
+import { collectFacts } from '../src/doctor/facts.ts'
+import { DOCTOR_DEFAULTS } from '../src/doctor/settings.ts'
 import { containerdHostsToml, podmanRegistriesConf } from '../src/init-config/runtime-config.ts'
 
 describe('doctor facts', () => {

@@ -9,7 +9,7 @@ import { connect } from 'node:net'
 import { hostname } from 'node:os'
 import { delimiter, dirname, join } from 'node:path'
 
-import { NaiadError } from '@naiad/proto'
+import { NaiadError } from '@naiad/proto/contracts'
 
 import { parseToml, type TomlTable, type TomlValue } from './toml.ts'
 import type { Value } from './query.ts'
@@ -30,19 +30,6 @@ export interface DoctorSettings {
   rulesFiles: string[]
   /** How often the daemon plugin runs the checks. */
   intervalMs: number
-}
-
-export const DOCTOR_DEFAULTS: DoctorSettings = {
-  registries: ['docker.io'],
-  containerdCertsDir: '/etc/containerd/certs.d',
-  dockerDaemonJson: '/etc/docker/daemon.json',
-  podmanRegistriesConf: ['/etc/containers/registries.conf', '/etc/containers/registries.conf.d'],
-  fuseDevice: '/dev/fuse',
-  fusermount: '',
-  supernodeTimeoutMs: 3000,
-  portTimeoutMs: 1000,
-  rulesFiles: [],
-  intervalMs: 60_000
 }
 
 /** What the doctor knows about the daemon it checks: its config, or the running daemon's real addresses. */

@@ -15,7 +15,7 @@
 //             | IDENT '(' [expr (',' expr)*] ')' | path | '(' expr ')'
 //   path     := ('it' | IDENT) ('.' IDENT | '[' NUMBER ']')*
 
-import { NaiadError } from '@naiad/proto'
+import { NaiadError } from '@naiad/proto/contracts'
 
 export type Value = null | boolean | number | string | Value[] | { [k: string]: Value }
 

@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises'
 
 import { parse as parseYaml } from 'yaml'
-import { NaiadError } from '@naiad/proto'
+import { NaiadError } from '@naiad/proto/contracts'
 
 import { evaluate, explain, formatValue, interpolate, parseQuery, truthy, type Query, type Scope, type Value } from './query.ts'
 

@@ -4,23 +4,24 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
-import { NaiadError, type CommandSpec } from '@naiad/proto'
+import { defineCommand, NaiadError, runCli } from '@naiad/proto/contracts'
 
-export type Runtime = 'containerd' | 'docker' | 'podman'
+export const RUNTIMES = ['containerd', 'docker', 'podman'] as const
+export type Runtime = (typeof RUNTIMES)[number]
 
-export const INIT_CONFIG_COMMAND: CommandSpec = {
+export const INIT_CONFIG_COMMAND = defineCommand({
   name: 'dfdaemon init-config',
   usage: 'dfdaemon init-config --runtime containerd|docker|podman --registry HOST [--mirror URL] [--certs-dir DIR] [--file FILE] [--dry-run]',
   summary: "Writes (or with --dry-run prints) a container runtime's mirror configuration so that its pulls from HOST go through this node's dfdaemon.",
   options: [
-    { key: 'runtime', flag: 'runtime', type: 'string', default: '', meta: 'NAME', help: 'containerd, docker or podman' },
+    { key: 'runtime', flag: 'runtime', type: 'enum', values: RUNTIMES, default: undefined, meta: 'NAME', help: 'containerd, docker or podman' },
     { key: 'registry', flag: 'registry', type: 'string', default: '', meta: 'HOST', help: 'registry to mirror, e.g. docker.io or registry.example.internal:5000' },
     { key: 'mirror', flag: 'mirror', type: 'url', default: 'http://127.0.0.1:65001', meta: 'URL', help: "this daemon's --proxy-listen address" },
     { key: 'certs-dir', flag: 'certs-dir', type: 'string', default: '/etc/containerd/certs.d', meta: 'DIR', help: "containerd's hosts directory (config_path)" },
     { key: 'file', flag: 'file', type: 'string', default: '', meta: 'FILE', help: 'file to write (docker: /etc/docker/daemon.json; podman: /etc/containers/registries.conf.d/50-naiad-HOST.conf)' },
     { key: 'dry-run', flag: 'dry-run', type: 'bool', default: false, help: 'print the file instead of writing it' }
   ]
-}
+})
 
 export interface RuntimeConfig {
   path: string
@@ -71,7 +72,7 @@ export function dockerDaemonJson(existing: string | undefined, mirror: string): 
   return `${JSON.stringify(doc, null, 2)}\n`
 }
 
-export async function runtimeConfig(runtime: string, registry: string, mirror: string, certsDir: string, file: string): Promise<RuntimeConfig> {
+export async function runtimeConfig(runtime: Runtime, registry: string, mirror: string, certsDir: string, file: string): Promise<RuntimeConfig> {
   if (!/^[a-zA-Z0-9.-]+(:\d{1,5})?$/.test(registry)) throw new NaiadError('PROTO_ERR_USAGE', `bad --registry "${registry}": expected HOST or HOST:PORT`)
   switch (runtime) {
     case 'containerd':
@@ -86,8 +87,6 @@ export async function runtimeConfig(runtime: string, registry: string, mirror: s
       const existing = await readFile(path, 'utf8').catch(() => undefined)
       return { path, content: dockerDaemonJson(existing, mirror) }
     }
-    default:
-      throw new NaiadError('PROTO_ERR_USAGE', `bad --runtime "${runtime}": expected containerd, docker or podman`)
   }
 }
 
@@ -96,4 +95,18 @@ export async function writeRuntimeConfig(cfg: RuntimeConfig): Promise<void> {
   const tmp = `${cfg.path}.naiad-${process.pid}`
   await writeFile(tmp, cfg.content)
   await rename(tmp, cfg.path)
+}
+
+/** `dfdaemon init-config`: writes the file, or prints it with --dry-run. */
+export async function initConfigMain(argv: string[], out: NodeJS.WritableStream = process.stdout): Promise<void> {
+  await runCli(INIT_CONFIG_COMMAND, argv, async ({ values: v }) => {
+    if (v.runtime === undefined) throw new NaiadError('PROTO_ERR_USAGE', 'missing --runtime containerd|docker|podman')
+    const cfg = await runtimeConfig(v.runtime, v.registry, v.mirror, v['certs-dir'], v.file)
+    if (v['dry-run']) {
+      out.write(`# ${cfg.path}\n${cfg.content}`)
+      return
+    }
+    await writeRuntimeConfig(cfg)
+    out.write(`wrote ${cfg.path}\n`)
+  })
 }
