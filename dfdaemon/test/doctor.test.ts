@@ -18,7 +18,7 @@ import {
   type DaemonHandle, type SupernodeHandle
 } from '@naiad/testkit'
 
-import type { DoctorReport, RuleResult } from '../src/doctor/rules.ts'
+import type { DoctorReport, RuleResult } from '@naiad/node-tools'
 
 const REGISTRIES = ['docker.io', 'registry.test:5000']
 

@@ -8,26 +8,18 @@
 // daemons' caches.
 
 import type { Logger } from 'pino'
-import type { DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/peer'
 import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import { blobUrl, parseImageRef } from './image-ref.ts'
 import { isPeerScope } from './job-request.ts'
 import type { Dispatcher } from 'undici'
 
+import type { SeedDownloader, SupernodePluginContext } from '../../plugin-api/context.ts'
 import type { BlobRow, JobRow, JobSecrets, JobStore, NodeBlobRow, NodeRow } from './job-store.ts'
 import { resolveImage } from './manifest-resolver.ts'
 
-/** The part of the seed a preheat needs. */
-export interface SeedDownloader {
-  download(req: DownloadRequest, options: { signal?: AbortSignal; onProgress?: (p: DownloadProgress) => void }): Promise<DownloadResult>
-}
-
-/** The part of the supernode's control client a preheat needs (`ctx.extensions.control`). */
-export interface PeerControl {
-  send(hostId: string, command: string, args: unknown, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>
-  hosts(labels?: Record<string, string>): Array<{ id: string; hostname: string; labels: Record<string, string> }>
-}
+/** The part of the supernode's control client a preheat needs. */
+export type PeerControl = SupernodePluginContext['control']
 
 export type StopReason = 'canceled' | 'deadline' | 'shutdown'
 
@@ -258,9 +250,9 @@ export class PreheatRunner {
       try {
         const r = await control.send(node.hostId, 'download', {
           url: blob.url, headers, digest: blob.digest ?? undefined, priority: 'preheat'
-        }, { signal, timeoutMs: this.blobTimeoutMs(job) }) as { taskId: string; contentLength: number; fromPeers: number; fromOrigin: number; cached?: boolean }
+        }, { signal, timeoutMs: this.blobTimeoutMs(job) })
         store.updateNodeBlob(job.id, node.hostId, nb.idx, {
-          state: 'SUCCESS', bytes: r.contentLength, cached: r.cached === true, fromPeers: r.fromPeers, fromOrigin: r.fromOrigin, taskId: r.taskId, finishedAt: this.now()
+          state: 'SUCCESS', bytes: r.contentLength, cached: r.cached, fromPeers: r.fromPeers, fromOrigin: r.fromOrigin, taskId: r.taskId, finishedAt: this.now()
         })
       } catch (err) {
         if (signal.aborted) {
