@@ -6,10 +6,10 @@ import { readFileSync } from 'node:fs'
 
 import type { Logger } from 'pino'
 import { dataListen } from '@naiad/host'
+import { loadDockerCredentials } from '@naiad/oci'
 import { downloadSettings, originSettings } from '@naiad/peer'
 import { NaiadError } from '@naiad/proto'
 
-import { loadDockerCredentials } from '../mirror/upstream.ts'
 import type { DaemonOptions } from './daemon-options.ts'
 import type { DaemonConfig } from './options.ts'
 

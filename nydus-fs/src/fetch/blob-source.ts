@@ -5,7 +5,7 @@
 
 import type { BlobRef } from '@naiad/proto/contracts'
 
-import type { RegistryClient } from '../registry/client.ts'
+import type { RegistryClient } from '@naiad/oci'
 import type { FetchPriority } from './fetch-queue.ts'
 
 export type SourceName = 'daemon' | 'registry'

@@ -14,7 +14,7 @@
 
 import { LocalApiClient, NaiadError, type BlobRef, type DownloadEvent } from '@naiad/proto/contracts'
 
-import type { RegistryClient } from '../registry/client.ts'
+import type { RegistryClient } from '@naiad/oci'
 import type { BlobSource } from './blob-source.ts'
 import type { FetchPriority } from './fetch-queue.ts'
 

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path'
 
 import { defineCommand, NaiadError, type Loaded, type OptionValues } from '@naiad/proto/contracts'
 
-import { parseRef } from '../registry/ref.ts'
+import { parseRef } from '@naiad/oci'
 
 const isRoot = process.getuid?.() === 0
 

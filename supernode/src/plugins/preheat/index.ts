@@ -15,7 +15,6 @@
 // Routes: /api/v1/jobs (Naiad) and /oapi/v1/jobs + /healthy (Dragonfly's open API, which
 // Harbor's Dragonfly preheat provider calls). See docs/preheat.md.
 
-import { Agent, interceptors } from 'undici'
 import { defineOptions, NaiadError, type OptionValues } from '@naiad/proto'
 
 import { supernodePlugin } from '../../plugin-api/context.ts'
@@ -62,15 +61,13 @@ export const preheatPlugin = supernodePlugin({
     const store = new JobStore(ctx.database)
     // Manifest reads obey the supernode's source policy; preheat's insecure registries count as allowed.
     const policy = ctx.sourcePolicy.with(settings.insecureRegistries)
-    const agent = new Agent({ connect: policy.connector({ timeout: 10_000 }) })
-    ctx.onClose(() => agent.close())
     const seedNode = { hostname: 'supernode-seed', peerId: ctx.fabric.peerId.toString() }
     const runner = seed === undefined
       ? undefined
       : new PreheatRunner({
         store, seed, logger: ctx.logger, insecureRegistries: settings.insecureRegistries,
         control, nodeParallelism: settings.nodeParallelism, nodeTimeoutMs: settings.nodeTimeout,
-        dispatcher: agent.compose(interceptors.redirect({ maxRedirections: 5 }))
+        connect: policy.connector({ timeout: 10_000 })
       })
 
     const blobView = (job: JobRow, b: BlobRow): Record<string, unknown> => ({

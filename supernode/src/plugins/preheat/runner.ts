@@ -8,12 +8,11 @@
 // daemons' caches.
 
 import type { Logger } from 'pino'
+import type { buildConnector } from 'undici'
 import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import { blobUrl, parseImageRef } from './image-ref.ts'
 import { isPeerScope } from './job-request.ts'
-import type { Dispatcher } from 'undici'
-
 import type { SeedDownloader, SupernodePluginContext } from '../../plugin-api/context.ts'
 import type { BlobRow, JobRow, JobSecrets, JobStore, NodeBlobRow, NodeRow } from './job-store.ts'
 import { resolveImage } from './manifest-resolver.ts'
@@ -46,8 +45,8 @@ export interface RunnerComponents {
   nodeParallelism?: number
   /** How long one daemon may take for one blob when the job has no deadline. */
   nodeTimeoutMs?: number
-  /** Where registry requests go (the supernode's source policy). */
-  dispatcher?: Dispatcher
+  /** How registry connections are made (the supernode's source policy). */
+  connect?: buildConnector.connector
   now?: () => number
 }
 
@@ -135,7 +134,7 @@ export class PreheatRunner {
       try {
         if (args.type === 'image') {
           const ref = parseImageRef(args.url!, this.c.insecureRegistries)
-          const r = await resolveImage(ref, { headers, platform: args.platform, signal, dispatcher: this.c.dispatcher })
+          const r = await resolveImage(ref, { headers, platform: args.platform, signal, connect: this.c.connect })
           authorization = r.authorization
           if (secrets !== undefined) secrets.authorization = authorization
           if (!job.resolved) store.addBlobs(job.id, r.blobs.map((b) => ({ kind: b.kind, url: blobUrl(ref, b.digest), digest: b.digest, size: b.size })))
@@ -145,7 +144,7 @@ export class PreheatRunner {
         store.update(job.id, { resolved: true }, this.now())
       } catch (err) {
         if (signal.aborted) return this.finishStopped(job.id, signal.reason as StopReason)
-        const e = toNaiadError(err, 'NFS_ERR_REGISTRY')
+        const e = toNaiadError(err, 'OCI_ERR_REGISTRY')
         logger.warn({ job: job.id, code: e.code, err: e.message }, 'preheat could not resolve its image')
         store.update(job.id, { state: 'FAILURE', errorCode: e.code, error: e.message, finishedAt: this.now() }, this.now())
         return

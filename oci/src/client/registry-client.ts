@@ -1,7 +1,8 @@
-// A client for the OCI distribution API: manifests, blobs (whole, ranged, streamed),
-// pushes and cross-repository mounts. Authentication: a fixed Authorization value (Basic
-// from `NAIAD_REGISTRY_AUTH=user:pass` or the `auth` option), and Bearer token challenges
-// answered by fetching a token from the realm (anonymously or with the Basic credentials).
+// The one client of the OCI distribution API (nydus-fs, preheat): manifests and indexes,
+// blobs (whole, ranged, streamed), referrers, pushes and cross-repository mounts.
+// Authentication: a fixed Authorization value (Basic from `NAIAD_REGISTRY_AUTH=user:pass`
+// or the `auth` option), and Bearer token challenges answered by fetching a token from the
+// realm (anonymously or with the Basic credentials), cached per scope until it expires.
 // Every request has a connect timeout and a header/body idle timeout; small requests also
 // an overall deadline.
 
@@ -11,24 +12,30 @@ import { readFileSync } from 'node:fs'
 import { Transform } from 'node:stream'
 import { getCACertificates } from 'node:tls'
 
-import { Agent, interceptors, type Dispatcher } from 'undici'
+import { Agent, interceptors, type buildConnector, type Dispatcher } from 'undici'
 import { NaiadError } from '@naiad/proto/contracts'
 
-import { isIndex, MANIFEST_ACCEPT, OCI_MEDIA_TYPES, parseIndex, parseManifest, selectPlatform, type Descriptor, type OciIndex, type OciManifest } from './oci.ts'
-import { refReference, type ImageRef } from './ref.ts'
-
-export { parseRef, formatRef, refReference, isDigest, type ImageRef } from './ref.ts'
-export type { OciManifest, OciIndex, Descriptor } from './oci.ts'
+import { authFromEnv } from '../auth/credentials.ts'
+import { parseChallenge, TokenCache, type Challenge } from '../auth/challenge.ts'
+import { isIndex, MANIFEST_ACCEPT, OCI_MEDIA_TYPES, parseIndex, parseManifest, selectPlatform, type Descriptor, type OciIndex, type OciManifest } from '../manifest/manifest.ts'
+import { refReference, registryBase, type ImageRef } from '../reference/reference.ts'
 
 export interface RegistryClientOptions {
   /** Talk HTTP instead of HTTPS (loopback and insecure registries). */
   plainHttp: boolean
-  /** Authorization header value (`Basic …` or `Bearer …`); default from NAIAD_REGISTRY_AUTH=user:pass. */
-  auth?: string
+  /** Authorization header value (`Basic …` or `Bearer …`); null for none; by default from NAIAD_REGISTRY_AUTH=user:pass. */
+  auth?: string | null
+  /** Headers sent with every request besides Authorization (a preheat job's own). */
+  headers?: Record<string, string>
   /** Connect timeout, header wait and longest gap between body bytes; default 30 s. */
   timeoutMs?: number
   /** Extra PEM CA certificates trusted for HTTPS, besides Node's and the system's. */
   caFile?: string
+  /**
+   * How connections are made (a source policy's connector); it gets the timeout and CAs
+   * itself. A typed error it raises (a refused destination) reaches the caller as it is.
+   */
+  connect?: buildConnector.connector
 }
 
 /** A registry answered with an unexpected HTTP status. */
@@ -36,10 +43,13 @@ export class RegistryError extends NaiadError {
   readonly httpStatus: number
 
   constructor(httpStatus: number, message: string, options?: { cause?: unknown }) {
-    super('NFS_ERR_REGISTRY', message, options)
+    super('OCI_ERR_REGISTRY', message, options)
     this.httpStatus = httpStatus
   }
 }
+
+/** Largest manifest or index accepted. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 const DEFAULT_TIMEOUT_MS = 30_000
 const RETRIES = 2
@@ -49,28 +59,8 @@ export function referrersTag(digest: string): string {
   return digest.replace(':', '-')
 }
 
-/** Reads NAIAD_REGISTRY_AUTH (`user:pass`) as a Basic Authorization value. */
-export function authFromEnv(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const v = env.NAIAD_REGISTRY_AUTH
-  if (v === undefined || v === '') return undefined
-  if (/^(Basic|Bearer) /i.test(v)) return v
-  return `Basic ${Buffer.from(v).toString('base64')}`
-}
-
 export function sha256Digest(data: Uint8Array): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`
-}
-
-interface Challenge { scheme: string; params: Record<string, string> }
-
-function parseChallenge(header: string | string[] | undefined): Challenge | undefined {
-  const value = Array.isArray(header) ? header.find((h) => /^bearer /i.test(h)) ?? header[0] : header
-  if (value === undefined) return undefined
-  const m = /^(\w+)\s*(.*)$/s.exec(value.trim())
-  if (m === null) return undefined
-  const params: Record<string, string> = {}
-  for (const p of m[2].matchAll(/(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g)) params[p[1].toLowerCase()] = (p[2] ?? p[3]).replace(/\\(.)/g, '$1')
-  return { scheme: m[1].toLowerCase(), params }
 }
 
 interface RequestSpec {
@@ -87,6 +77,14 @@ interface RequestSpec {
   deadline?: boolean
   /** Whether it may be retried on connection failures and 5xx. */
   idempotent?: boolean
+}
+
+/** A typed error somewhere in the cause chain (a connector's refusal), if there is one. */
+function typedCause(err: unknown): NaiadError | undefined {
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof NaiadError) return e
+  }
+  return undefined
 }
 
 function describe(err: unknown): string {
@@ -116,29 +114,33 @@ export class RegistryClient {
   readonly baseUrl: string
   private readonly auth: string | undefined
   private readonly timeoutMs: number
+  private readonly headers: Record<string, string>
   private readonly agent: Agent
   private readonly dispatcher: Dispatcher
-  /** Bearer tokens by sorted scope list, until they expire. */
-  private readonly tokens = new Map<string, { token: string; expiresAt: number }>()
+  private readonly tokens = new TokenCache()
   /** Set once the registry asked for Bearer tokens: then every request gets one first. */
   private bearer: Challenge | undefined
 
   constructor(registry: string, options: RegistryClientOptions) {
     this.registry = registry
-    const host = registry === 'docker.io' ? 'registry-1.docker.io' : registry
-    this.baseUrl = `${options.plainHttp ? 'http' : 'https'}://${host}`
-    this.auth = options.auth ?? authFromEnv()
+    this.baseUrl = registryBase(registry, { plainHttp: options.plainHttp })
+    this.auth = options.auth === null ? undefined : options.auth ?? authFromEnv()
+    this.headers = options.headers ?? {}
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
-    const ca = [...getCACertificates('default'), ...getCACertificates('system')]
-    if (options.caFile !== undefined && options.caFile !== '') {
-      try {
-        ca.push(readFileSync(options.caFile, 'utf8'))
-      } catch (err) {
-        throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot read CA file ${options.caFile}: ${(err as Error).message}`, { cause: err })
+    let connect: Agent.Options['connect'] = options.connect
+    if (connect === undefined) {
+      const ca = [...getCACertificates('default'), ...getCACertificates('system')]
+      if (options.caFile !== undefined && options.caFile !== '') {
+        try {
+          ca.push(readFileSync(options.caFile, 'utf8'))
+        } catch (err) {
+          throw new NaiadError('PROTO_ERR_BAD_CONFIG', `cannot read CA file ${options.caFile}: ${(err as Error).message}`, { cause: err })
+        }
       }
+      connect = { timeout: this.timeoutMs, ca }
     }
     this.agent = new Agent({
-      connect: { timeout: this.timeoutMs, ca },
+      connect,
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs
     })
@@ -168,11 +170,20 @@ export class RegistryClient {
       scopes: [`repository:${repository}:pull`], signal, deadline: true, idempotent: true
     })
     if (res.statusCode !== 200) throw await this.statusError(res, `manifest ${repository}:${reference}`)
-    const body = Buffer.from(await res.body.arrayBuffer())
-    if (body.length > 4 * 1024 * 1024) throw new NaiadError('NFS_ERR_BAD_IMAGE', `manifest ${repository}:${reference} is larger than 4 MiB`)
+    const parts: Buffer[] = []
+    let n = 0
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      n += chunk.length
+      if (n > MAX_MANIFEST_BYTES) {
+        discard(res.body)
+        throw new NaiadError('OCI_ERR_BAD_MANIFEST', `manifest ${repository}:${reference} is larger than ${MAX_MANIFEST_BYTES / 1024 / 1024} MiB`)
+      }
+      parts.push(chunk)
+    }
+    const body = Buffer.concat(parts)
     const digest = sha256Digest(body)
     if (reference.startsWith('sha256:') && digest !== reference) {
-      throw new NaiadError('NFS_ERR_DIGEST', `manifest ${repository}@${reference} does not match its digest (got ${digest})`)
+      throw new NaiadError('OCI_ERR_DIGEST', `manifest ${repository}@${reference} does not match its digest (got ${digest})`)
     }
     const ct = res.headers['content-type']
     const headerType = (Array.isArray(ct) ? ct[0] : ct)?.split(';')[0].trim()
@@ -196,7 +207,7 @@ export class RegistryClient {
       const preferred = prefer === undefined ? [] : index.manifests.filter(prefer)
       const entry = preferred.length === 1 ? preferred[0] : selectPlatform(index, platform, prefer)
       got = await this.getManifest(ref.repository, entry.digest, MANIFEST_ACCEPT, signal)
-      if (isIndex(got.mediaType, got.body)) throw new NaiadError('NFS_ERR_BAD_IMAGE', `index entry ${entry.digest} is itself an index`)
+      if (isIndex(got.mediaType, got.body)) throw new NaiadError('OCI_ERR_BAD_MANIFEST', `index entry ${entry.digest} is itself an index`)
     }
     return { digest: got.digest, manifest: parseManifest(got.body), body: got.body }
   }
@@ -205,7 +216,7 @@ export class RegistryClient {
   async getBlob(repository: string, digest: string, options: { range?: { start: number; end: number }; signal?: AbortSignal } = {}): Promise<Buffer> {
     const { range, signal } = options
     if (range !== undefined && (!Number.isSafeInteger(range.start) || !Number.isSafeInteger(range.end) || range.start < 0 || range.end < range.start)) {
-      throw new NaiadError('NFS_ERR_REGISTRY', `bad byte range ${range.start}-${range.end}`)
+      throw new NaiadError('OCI_ERR_REGISTRY', `bad byte range ${range.start}-${range.end}`)
     }
     const res = await this.request({
       method: 'GET', path: `/v2/${repository}/blobs/${digest}`,
@@ -216,7 +227,7 @@ export class RegistryClient {
     if (range === undefined) {
       const data = Buffer.from(await res.body.arrayBuffer())
       const got = sha256Digest(data)
-      if (got !== digest) throw new NaiadError('NFS_ERR_DIGEST', `blob ${repository}@${digest} does not match its digest (got ${got})`)
+      if (got !== digest) throw new NaiadError('OCI_ERR_DIGEST', `blob ${repository}@${digest} does not match its digest (got ${got})`)
       return data
     }
     const want = range.end - range.start + 1
@@ -241,8 +252,8 @@ export class RegistryClient {
   }
 
   /**
-   * Streams a blob. The iterator throws NFS_ERR_DIGEST at the end when the bytes do not
-   * match `digest`, and NFS_ERR_REGISTRY when the body is shorter than announced.
+   * Streams a blob. The iterator throws OCI_ERR_DIGEST at the end when the bytes do not
+   * match `digest`, and OCI_ERR_REGISTRY when the body is shorter than announced.
    */
   async openBlob(repository: string, digest: string, signal?: AbortSignal): Promise<{ size: number; body: AsyncIterable<Buffer> }> {
     const res = await this.request({
@@ -264,13 +275,13 @@ export class RegistryClient {
         }
         finished = true
       } catch (err) {
-        throw err instanceof NaiadError ? err : new NaiadError('NFS_ERR_REGISTRY', `blob ${repository}@${digest}: body failed after ${n} bytes: ${describe(err)}`, { cause: err })
+        throw err instanceof NaiadError ? err : new NaiadError('OCI_ERR_REGISTRY', `blob ${repository}@${digest}: body failed after ${n} bytes: ${describe(err)}`, { cause: err })
       } finally {
         if (!finished) discard(res.body)
       }
-      if (size >= 0 && n !== size) throw new NaiadError('NFS_ERR_REGISTRY', `blob ${repository}@${digest}: body ended after ${n} of ${size} bytes`)
+      if (size >= 0 && n !== size) throw new NaiadError('OCI_ERR_REGISTRY', `blob ${repository}@${digest}: body ended after ${n} of ${size} bytes`)
       const got = `sha256:${h.digest('hex')}`
-      if (got !== digest) throw new NaiadError('NFS_ERR_DIGEST', `blob ${repository}@${digest} does not match its digest (got ${got})`)
+      if (got !== digest) throw new NaiadError('OCI_ERR_DIGEST', `blob ${repository}@${digest} does not match its digest (got ${got})`)
     }
     return { size, body: verified() }
   }
@@ -387,15 +398,13 @@ export class RegistryClient {
   }
 
   private async token(scopes: string[], challenge: Challenge, signal?: AbortSignal): Promise<string> {
-    const all = [...new Set(scopes)].filter((s) => s !== '').sort()
-    const key = all.join(' ')
-    const cached = this.tokens.get(key)
-    if (cached !== undefined && cached.expiresAt > Date.now()) return cached.token
+    const cached = this.tokens.get(scopes)
+    if (cached !== undefined) return cached
     const realm = challenge.params.realm
-    if (realm === undefined) throw new NaiadError('NFS_ERR_REGISTRY', `registry ${this.registry} asked for a Bearer token without a realm`)
+    if (realm === undefined) throw new NaiadError('OCI_ERR_REGISTRY', `registry ${this.registry} asked for a Bearer token without a realm`)
     const url = new URL(realm)
     if (challenge.params.service !== undefined) url.searchParams.set('service', challenge.params.service)
-    for (const s of all) url.searchParams.append('scope', s)
+    for (const s of TokenCache.key(scopes).split(' ').filter((x) => x !== '')) url.searchParams.append('scope', s)
     const headers: Record<string, string> = {}
     if (this.auth?.startsWith('Basic ') === true) headers.authorization = this.auth
     let res: Dispatcher.ResponseData
@@ -404,21 +413,20 @@ export class RegistryClient {
         origin: url.origin, path: url.pathname + url.search, method: 'GET', headers, signal: this.deadlineSignal(signal)
       })
     } catch (err) {
-      throw new NaiadError('NFS_ERR_REGISTRY', `cannot reach token service ${url.origin}: ${describe(err)}`, { cause: err })
+      throw typedCause(err) ?? new NaiadError('OCI_ERR_REGISTRY', `cannot reach token service ${url.origin}: ${describe(err)}`, { cause: err })
     }
     if (res.statusCode !== 200) throw new RegistryError(res.statusCode, `token service ${url.origin} answered HTTP ${res.statusCode}${await errorText(res)}`)
     let token: string | undefined
-    let expiresIn = 60
+    let expiresIn: number | undefined
     try {
       const doc = await res.body.json() as { token?: string; access_token?: string; expires_in?: unknown }
       token = doc.token ?? doc.access_token
-      // The token spec's default lifetime is 60 s; renew a little early.
       if (typeof doc.expires_in === 'number' && doc.expires_in > 0) expiresIn = doc.expires_in
     } catch (err) {
-      throw new NaiadError('NFS_ERR_REGISTRY', `token service ${url.origin} sent a malformed answer`, { cause: err })
+      throw new NaiadError('OCI_ERR_REGISTRY', `token service ${url.origin} sent a malformed answer`, { cause: err })
     }
-    if (typeof token !== 'string' || token === '') throw new NaiadError('NFS_ERR_REGISTRY', `token service ${url.origin} sent no token`)
-    this.tokens.set(key, { token, expiresAt: Date.now() + Math.max(5, expiresIn - 10) * 1000 })
+    if (typeof token !== 'string' || token === '') throw new NaiadError('OCI_ERR_REGISTRY', `token service ${url.origin} sent no token`)
+    this.tokens.set(scopes, token, expiresIn)
     return token
   }
 
@@ -435,7 +443,7 @@ export class RegistryClient {
     for (let attempt = 0; attempt <= RETRIES; attempt++) {
       spec.signal?.throwIfAborted()
       if (attempt > 0) await new Promise((r) => setTimeout(r, 200 * 2 ** attempt))
-      const headers: Record<string, string> = { ...spec.headers }
+      const headers: Record<string, string> = { ...this.headers, ...spec.headers }
       if (this.bearer !== undefined) headers.authorization = `Bearer ${await this.token(scopes, this.bearer, spec.signal)}`
       else if (this.auth !== undefined) headers.authorization = this.auth
       let res: Dispatcher.ResponseData
@@ -447,7 +455,9 @@ export class RegistryClient {
         })
       } catch (err) {
         if (spec.signal?.aborted === true) throw err
-        lastError = new NaiadError('NFS_ERR_REGISTRY', `${spec.method} ${url.pathname}: cannot reach registry ${this.registry}: ${describe(err)}`, { cause: err })
+        const typed = typedCause(err)
+        if (typed !== undefined) throw typed
+        lastError = new NaiadError('OCI_ERR_REGISTRY', `${spec.method} ${url.pathname}: cannot reach registry ${this.registry}: ${describe(err)}`, { cause: err })
         if (spec.idempotent === true) continue
         throw lastError
       }

@@ -1,4 +1,5 @@
-// The OCI / Docker v2 manifest shapes nydus-fs reads and writes, and their validation.
+// The OCI / Docker v2 manifest and index shapes, their media types, their validation, and
+// the choice of a platform's manifest from an index.
 
 import { NaiadError } from '@naiad/proto/contracts'
 
@@ -41,7 +42,7 @@ function checkDescriptor(d: unknown, where: string): Descriptor {
   const x = d as Partial<Descriptor> | null
   if (x === null || typeof x !== 'object' || typeof x.mediaType !== 'string' || typeof x.digest !== 'string' ||
       !DIGEST.test(x.digest) || typeof x.size !== 'number' || !Number.isSafeInteger(x.size) || x.size < 0) {
-    throw new NaiadError('NFS_ERR_BAD_IMAGE', `${where}: malformed descriptor (mediaType, sha256 digest and size are required)`)
+    throw new NaiadError('OCI_ERR_BAD_MANIFEST', `${where}: malformed descriptor (mediaType, sha256 digest and size are required)`)
   }
   return x as Descriptor
 }
@@ -51,9 +52,9 @@ function parseJson(body: Buffer, what: string): Record<string, unknown> {
   try {
     doc = JSON.parse(body.toString('utf8'))
   } catch (err) {
-    throw new NaiadError('NFS_ERR_BAD_IMAGE', `${what} is not valid JSON`, { cause: err })
+    throw new NaiadError('OCI_ERR_BAD_MANIFEST', `${what} is not valid JSON`, { cause: err })
   }
-  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new NaiadError('NFS_ERR_BAD_IMAGE', `${what} is not a JSON object`)
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new NaiadError('OCI_ERR_BAD_MANIFEST', `${what} is not a JSON object`)
   return doc as Record<string, unknown>
 }
 
@@ -69,19 +70,19 @@ export function isIndex(mediaType: string, body: Buffer): boolean {
 
 export function parseManifest(body: Buffer): OciManifest {
   const doc = parseJson(body, 'image manifest')
-  if (doc.schemaVersion !== 2) throw new NaiadError('NFS_ERR_BAD_IMAGE', `image manifest: unsupported schemaVersion ${String(doc.schemaVersion)}`)
-  if (!Array.isArray(doc.layers)) throw new NaiadError('NFS_ERR_BAD_IMAGE', 'image manifest has no layers array')
+  if (doc.schemaVersion !== 2) throw new NaiadError('OCI_ERR_BAD_MANIFEST', `image manifest: unsupported schemaVersion ${String(doc.schemaVersion)}`)
+  if (!Array.isArray(doc.layers)) throw new NaiadError('OCI_ERR_BAD_MANIFEST', 'image manifest has no layers array')
   const config = checkDescriptor(doc.config, 'image manifest config')
   const layers = doc.layers.map((l, i) => checkDescriptor(l, `image manifest layer ${i}`))
   if (doc.annotations !== undefined && (doc.annotations === null || typeof doc.annotations !== 'object')) {
-    throw new NaiadError('NFS_ERR_BAD_IMAGE', 'image manifest annotations must be an object')
+    throw new NaiadError('OCI_ERR_BAD_MANIFEST', 'image manifest annotations must be an object')
   }
   return { ...(doc as unknown as OciManifest), config, layers }
 }
 
 export function parseIndex(body: Buffer): OciIndex {
   const doc = parseJson(body, 'image index')
-  if (!Array.isArray(doc.manifests)) throw new NaiadError('NFS_ERR_BAD_IMAGE', 'image index has no manifests array')
+  if (!Array.isArray(doc.manifests)) throw new NaiadError('OCI_ERR_BAD_MANIFEST', 'image index has no manifests array')
   return { ...(doc as unknown as OciIndex), manifests: doc.manifests.map((m, i) => checkDescriptor(m, `image index entry ${i}`)) }
 }
 
@@ -90,10 +91,19 @@ export function parseIndex(body: Buffer): OciIndex {
  * With `prefer`, entries it accepts go before the others of the same platform (a converted
  * image's index holds a runtime and a lazy manifest for one platform).
  */
+/** `os/arch[/variant]` checked; OCI_ERR_BAD_REF when it is not one. */
+export function parsePlatform(platform: string): { os: string; architecture: string; variant?: string } {
+  const [os, architecture, variant, extra] = platform.split('/')
+  if (os === undefined || architecture === undefined || os === '' || architecture === '' || variant === '' || extra !== undefined) {
+    throw new NaiadError('OCI_ERR_BAD_REF', `bad platform "${platform}", expected OS/ARCH[/VARIANT], e.g. linux/amd64`)
+  }
+  return { os, architecture, ...(variant === undefined ? {} : { variant }) }
+}
+
 export function selectPlatform(index: OciIndex, platform: string, prefer?: (d: Descriptor) => boolean): Descriptor {
   const [os, arch, variant] = platform.split('/')
   if (os === undefined || arch === undefined || os === '' || arch === '') {
-    throw new NaiadError('NFS_ERR_BAD_REF', `bad platform "${platform}", expected OS/ARCH[/VARIANT]`)
+    throw new NaiadError('OCI_ERR_BAD_REF', `bad platform "${platform}", expected OS/ARCH[/VARIANT]`)
   }
   const matching = index.manifests.filter((m) => m.platform?.os === os && m.platform.architecture === arch)
   const candidates = prefer === undefined ? matching : [...matching.filter(prefer), ...matching.filter((m) => !prefer(m))]
@@ -102,7 +112,7 @@ export function selectPlatform(index: OciIndex, platform: string, prefer?: (d: D
     : candidates.find((m) => m.platform?.variant === variant)
   if (match === undefined) {
     const have = index.manifests.map((m) => m.platform === undefined ? '?' : [m.platform.os, m.platform.architecture, m.platform.variant].filter(Boolean).join('/'))
-    throw new NaiadError('NFS_ERR_BAD_IMAGE', `image index has no manifest for ${platform} (it has ${have.join(', ') || 'none'})`)
+    throw new NaiadError('OCI_ERR_BAD_MANIFEST', `image index has no manifest for ${platform} (it has ${have.join(', ') || 'none'})`)
   }
   return match
 }
