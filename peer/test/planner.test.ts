@@ -10,13 +10,18 @@ function parent(id: string, pieces: number[], options: Partial<Omit<PlanParent, 
   return { id, has: (n) => held.has(n), isSource: false, inflight: 0, limit: 3, ...options }
 }
 
-function input(parents: PlanParent[], options: Partial<PlanInput> & { have?: number[]; inflight?: number[]; published?: number[] } = {}): PlanInput {
+interface Given extends Partial<Pick<PlanInput, 'pieceCount' | 'slots' | 'random'>> {
+  have?: number[]
+  inflight?: number[]
+  published?: number[]
+}
+
+function input(parents: PlanParent[], options: Given = {}): PlanInput {
   const have = new Set(options.have ?? [])
   const inflight = new Set(options.inflight ?? [])
   const published = new Set(options.published ?? [])
   return {
-    pieceCount: 8, slots: 8, random: () => 0.5, parents,
-    ...options,
+    pieceCount: options.pieceCount ?? 8, slots: options.slots ?? 8, random: options.random ?? (() => 0.5), parents,
     have: (n) => have.has(n),
     inflight: (n) => inflight.has(n),
     published: (n) => published.has(n)
