@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { freePort } from '@naiad/testkit'
+import { REFUSED_URL } from '@naiad/testkit'
 
 import { collectFacts } from '../src/doctor/facts.ts'
 import { DOCTOR_DEFAULTS } from '../src/doctor/settings.ts'
@@ -30,7 +30,7 @@ describe('doctor facts', () => {
     await writeFile(join(conf, '50-naiad.conf'), podmanRegistriesConf('quay.io', 'http://127.0.0.1:65001'))
     await writeFile(join(dir, 'daemon.json'), '{ "registry-mirrors": [ "http://127.0.0.1:65001/" ], ')
     const facts = await collectFacts({
-      supernode: `http://127.0.0.1:${await freePort()}`, dataDir: join(dir, 'not-yet', 'data'), cacheQuota: 2 ** 20,
+      supernode: REFUSED_URL, dataDir: join(dir, 'not-yet', 'data'), cacheQuota: 2 ** 20,
       proxy: '0.0.0.0:65001', api: '127.0.0.1:0', p2p: ['/ip4/0.0.0.0/tcp/0']
     }, {
       ...DOCTOR_DEFAULTS, registries: ['docker.io', 'quay.io'], containerdCertsDir: certs, dockerDaemonJson: join(dir, 'daemon.json'),
