@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type PeerEngine, type SchedulerClient } from '@naiad/peer'
-import { NaiadError } from '@naiad/proto'
+import { contentRange, NaiadError, parseRangeHeader } from '@naiad/proto'
 
 import { RegistryMirror } from '../src/mirror/registry-mirror.ts'
 
@@ -78,11 +78,10 @@ describe('registry mirror, in process', () => {
       const blob = m === null ? undefined : m[1] === good.digest ? good.data : m[1] === bad.digest ? Buffer.from(bad.data).fill(0, 0, 10) : undefined
       if (blob === undefined) return void res.writeHead(404).end()
       if (req.method === 'GET') blobGets.set(m![1], (blobGets.get(m![1]) ?? 0) + 1)
-      const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '')
-      if (range !== null) {
-        const [s, e] = [Number(range[1]), Math.min(Number(range[2]), blob.length - 1)]
-        res.writeHead(206, { 'content-length': e - s + 1, 'content-range': `bytes ${s}-${e}/${blob.length}` })
-        return void res.end(req.method === 'HEAD' ? undefined : blob.subarray(s, e + 1))
+      const range = parseRangeHeader(req.headers.range, blob.length)
+      if (range.kind === 'partial') {
+        res.writeHead(206, { 'content-length': range.end - range.start + 1, 'content-range': contentRange(range, blob.length) })
+        return void res.end(req.method === 'HEAD' ? undefined : blob.subarray(range.start, range.end + 1))
       }
       res.writeHead(200, { 'content-length': blob.length, 'content-type': 'application/octet-stream' })
       res.end(req.method === 'HEAD' ? undefined : blob)
