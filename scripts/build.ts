@@ -19,6 +19,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { build, type BuildOptions } from 'esbuild'
+import { NODE_FLOOR } from '@naiad/proto/node-version'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 export const DIST = join(ROOT, 'dist')
@@ -49,7 +50,7 @@ async function buildBinaries(outdir: string): Promise<void> {
     splitting: true,
     format: 'esm',
     platform: 'node',
-    target: 'node22.12',
+    target: `node${NODE_FLOOR}`,
     external: EXTERNAL,
     // Chunks next to the entries: code that finds files through import.meta.url (the doctor's
     // rules, the console) then resolves them in dist/ whichever file it landed in.
@@ -96,7 +97,7 @@ export async function buildAll(outdir = DIST): Promise<void> {
   await rm(outdir, { recursive: true, force: true })
   await mkdir(outdir, { recursive: true })
   await buildBinaries(outdir)
-  await copyFile(join(ROOT, 'dfdaemon', 'src', 'doctor', 'builtin-rules.yaml'), join(outdir, 'builtin-rules.yaml'))
+  await copyFile(join(ROOT, 'node-tools', 'src', 'doctor', 'builtin-rules.yaml'), join(outdir, 'builtin-rules.yaml'))
   await buildConsole(outdir)
 }
 

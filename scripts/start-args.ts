@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util'
 
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 
-import { envName, type CommandSpec, type OptionSpec } from '../proto/src/config/options.ts'
+import { envName, type CommandSpec, type OptionSpec } from '@naiad/proto/contracts'
 
 export class StartUsageError extends Error {}
 

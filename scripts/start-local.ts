@@ -13,10 +13,8 @@ import { join, relative } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 
-import { DFDAEMON_COMMAND } from '../dfdaemon/src/config/options.ts'
-import { DAEMON_PLUGINS } from '../dfdaemon/src/plugins/catalog.ts'
-import { SUPERNODE_COMMAND } from '../supernode/src/config/options.ts'
-import { SUPERNODE_PLUGINS } from '../supernode/src/plugins/catalog.ts'
+import { DAEMON_PLUGINS, DFDAEMON_COMMAND } from '@naiad/dfdaemon'
+import { SUPERNODE_COMMAND, SUPERNODE_PLUGINS } from '@naiad/supernode'
 import { buildConsole } from './build.ts'
 import { LEVEL_NUMBERS, planStart, START_USAGE, StartUsageError, type ChildPlan, type StartPlan } from './start-args.ts'
 

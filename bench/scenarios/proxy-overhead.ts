@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
-import { BINS, createToken, freePort, metric, NaiadProcess, pushBlobFile, startDaemon, startRegistry, TEST_SOURCE_ALLOW, writeBlob, type DaemonHandle, type RegistryHandle } from '@naiad/testkit'
+import { BINS, createToken, metric, NaiadProcess, pushBlobFile, startDaemon, startRegistry, TEST_SOURCE_ALLOW, writeBlob, type DaemonHandle, type RegistryHandle } from '@naiad/testkit'
 
 import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile-summary.ts'
 
@@ -133,11 +133,10 @@ async function naiad(registry: RegistryHandle, blobUrlPath: string, run: number,
   let d: DaemonHandle | undefined
   try {
     // As testkit's startSupernode, with the environment for the profiler.
-    const port = await freePort()
-    sn = new NaiadProcess(BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', `127.0.0.1:${port}`, '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info'], { NAIAD_SOURCE_ALLOW: TEST_SOURCE_ALLOW, ...env('supernode') })
-    await withSignal(sn.ready, overall, 'starting the supernode')
+    sn = new NaiadProcess(BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info'], { NAIAD_SOURCE_ALLOW: TEST_SOURCE_ALLOW, ...env('supernode') })
+    const snUrl = String((await withSignal(sn.ready, overall, 'starting the supernode')).http)
     const joinToken = await createToken(join(dir, 'sn'), 'join')
-    d = await withSignal(startDaemon(join(dir, 'daemon'), `http://127.0.0.1:${port}`, { args: ['--insecure-registry', registry.host, '--default-registry', registry.url], env: env('daemon'), joinToken }), overall, 'starting the daemon')
+    d = await withSignal(startDaemon(join(dir, 'daemon'), snUrl, { args: ['--insecure-registry', registry.host, '--default-registry', registry.url], env: env('daemon'), joinToken }), overall, 'starting the daemon')
     const pids = { daemon: d.process.pid, supernode: sn.pid, registry: registry.process.pid! }
     const url = `${d.proxyUrl}${blobUrlPath}`
     const c0 = nowUs()

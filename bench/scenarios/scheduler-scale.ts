@@ -19,7 +19,8 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration } from '@naiad/proto'
-import { BINS, NaiadProcess, createToken, freePort, TestOrigin } from '@naiad/testkit'
+import { BINS, NaiadProcess, createToken, TestOrigin } from '@naiad/testkit'
+import { freePort } from '../testbed/ports.ts'
 
 import { summarizeFile, formatSummary, type ProfileSummary } from '../cpuprofile-summary.ts'
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'

@@ -1,26 +1,26 @@
 #!/usr/bin/env node
-import { createLogger, runCli, untilSignal } from '@naiad/proto'
+import { checkNode } from '@naiad/proto/node-version'
 
-import { createDaemon, daemonOptionsFromConfig, DFDAEMON_COMMAND, DOCTOR_COMMAND, doctorMain, INIT_CONFIG_COMMAND, runtimeConfig, writeRuntimeConfig } from '../src/index.ts'
+checkNode('dfdaemon')
 
 const argv = process.argv.slice(2)
 
 if (argv[0] === 'init-config') {
-  await runCli(INIT_CONFIG_COMMAND, argv.slice(1), async ({ values: v }) => {
-    const cfg = await runtimeConfig(v.runtime as string, v.registry as string, v.mirror as string, v['certs-dir'] as string, v.file as string)
-    if (v['dry-run'] === true) {
-      process.stdout.write(`# ${cfg.path}\n${cfg.content}`)
-      return
-    }
-    await writeRuntimeConfig(cfg)
-    process.stdout.write(`wrote ${cfg.path}\n`)
-  })
+  const { initConfigMain } = await import('@naiad/node-tools')
+  await initConfigMain(argv.slice(1))
 } else if (argv[0] === 'doctor') {
-  await runCli(DOCTOR_COMMAND, argv.slice(1), async ({ values }) => doctorMain(values))
+  const { runCli } = await import('@naiad/proto/contracts')
+  const { doctorCommand, doctorMain } = await import('@naiad/node-tools')
+  const { DFDAEMON_COMMAND } = await import('@naiad/dfdaemon')
+  await runCli(doctorCommand(DFDAEMON_COMMAND), argv.slice(1), async ({ values }) => doctorMain(values))
 } else {
+  const { loadPlugins } = await import('@naiad/host')
+  const { createLogger, runCli, untilSignal } = await import('@naiad/proto')
+  const { createDaemon, DAEMON_PLUGINS, daemonOptionsFromConfig, DFDAEMON_COMMAND } = await import('@naiad/dfdaemon')
   await runCli(DFDAEMON_COMMAND, argv, async ({ values }) => {
-    const logger = createLogger('dfdaemon', values['log-level'] as string)
-    const daemon = await createDaemon(await daemonOptionsFromConfig(values, logger))
+    const logger = createLogger('dfdaemon', values['log-level'])
+    const options = daemonOptionsFromConfig(values, logger)
+    const daemon = await createDaemon({ ...options, plugins: await loadPlugins(values.plugins, DAEMON_PLUGINS, 'dfdaemon') })
     await daemon.start()
     await untilSignal(logger, () => daemon.stop())
   })

@@ -5,59 +5,24 @@
 import { hostname } from 'node:os'
 
 import type { FastifyInstance } from 'fastify'
-import type { Logger } from 'pino'
 import { advertisedAddrs, PluginHost, splitHostPort, type Stats } from '@naiad/host'
 import {
-  createPeerEngine, DestinationPolicy, ORIGIN_DEFAULTS, type DownloadProgress, type DownloadRequest, type DownloadResult, type OriginOptions,
-  type DataTransport, type PeerEngine, type PeerEngineComponents, type PeerTaskOptions, type PieceStore, type QosHooks, type SchedulerClient, type TaskManager
+  createPeerEngine, DestinationPolicy, ORIGIN_DEFAULTS, type DownloadProgress, type DownloadRequest, type DownloadResult,
+  type PeerEngine, type PeerEngineComponents, type PieceStore, type QosHooks, type SchedulerClient, type TaskManager
 } from '@naiad/peer'
-import { loadPeerId, NaiadError, secureDir, type FabricNode, type NaiadPlugin } from '@naiad/proto'
+import { call, loadPeerId, NaiadError, raiseRemote, secureDir, type FabricNode, type InfoCommandResult } from '@naiad/proto'
 
 import { NodeMembership } from './admission/membership.ts'
 import { buildLocalApi } from './api/local-api.ts'
-import { DAEMON_VERSION, registerBuiltinCommands, type InfoCommandResult } from './control/commands.ts'
+import type { DaemonOptions } from './config/daemon-options.ts'
+import { DAEMON_VERSION, registerBuiltinCommands } from './control/commands.ts'
 import { ControlServer } from './control/control-server.ts'
 import { BlobPermission } from './mirror/blob-permission.ts'
 import { ProxyServer, type ProxyServerOptions } from './mirror/proxy-server.ts'
-
-export interface DaemonOptions {
-  dataDir: string
-  logger: Logger
-  /** Supernode HTTP URL; required unless a scheduler component is given. */
-  supernodeUrl?: string
-  /** Join token (`supernode token create`); not needed once the node holds a credential. */
-  joinToken?: string
-  /** `source.allow`: destinations besides public addresses and the configured registries. */
-  sourceAllow?: string[]
-  /** HOST:PORT of the local API; omitted for an embedded seed. */
-  apiListen?: string
-  /** HOST:PORT of the registry mirror and forward proxy; omitted for an embedded seed. */
-  proxyListen?: string
-  mirror?: ProxyServerOptions
-  p2pListen: string[]
-  cacheQuota: number
-  uploadSlots: number
-  download: PeerTaskOptions
-  origin?: OriginOptions
-  /** The data channel (piece bytes to and from peers): where it listens, TLS or plain TCP. */
-  data: { host: string; port: number; transport: DataTransport }
-  keepaliveMs: number
-  host: { idc: string; location: string; labels?: Record<string, string> }
-  plugins?: NaiadPlugin[]
-  pluginSettings?: Record<string, Record<string, unknown>>
-}
+import type { DaemonInfo, DaemonPluginContext, SupernodeLink } from './plugin-api/context.ts'
 
 /** Parts a caller may supply instead of the defaults: a shared fabric node, an in-process scheduler, a wrapped store. */
 export type DaemonComponents = PeerEngineComponents
-
-/** The `daemon` plugin extension: the daemon's own settings and, once listening, its addresses (base URLs, multiaddrs). */
-export interface DaemonInfo {
-  dataDir: string
-  supernodeUrl: string
-  cacheQuota: number
-  proxyListen: string
-  addresses(): { proxy: string | undefined; api: string | undefined; p2p: string[] }
-}
 
 /** How often the daemon renews its credential and learns revocations. */
 const MEMBERSHIP_REFRESH_MS = 60_000
@@ -79,14 +44,14 @@ export class Daemon {
   readonly membership: NodeMembership | undefined
   /** The registry's permission check for blob URLs served from the cache or the swarm (local API, forward proxy). */
   readonly permission: BlobPermission
-  /** Control commands from the supernode; plugins add theirs through `ctx.extensions.control`. */
+  /** Control commands from the supernode; plugins add theirs through their context's `handle`. */
   readonly control: ControlServer
   readonly api: FastifyInstance | undefined
   readonly proxy: ProxyServer | undefined
   private proxyAddress: string | undefined
   private keepalive: NodeJS.Timeout | undefined
   private refresher: NodeJS.Timeout | undefined
-  private readonly plugins: PluginHost | undefined
+  private readonly plugins: PluginHost<'dfdaemon', DaemonPluginContext> | undefined
   private apiAddress: string | undefined
   private readonly options: DaemonOptions
 
@@ -97,16 +62,7 @@ export class Daemon {
     const { node, store, scheduler, qos, tasks } = engine
     this.permission = new BlobPermission({ credentials: options.mirror?.credentials ?? new Map(), caFile: options.mirror?.caFile, policy, timeoutMs: 30_000 })
     this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
-    registerBuiltinCommands(this.control, { tasks, info: () => this.info() })
-    if (membership !== undefined) {
-      // The supernode tells its daemons at once when it revokes a node (renewals carry the list too).
-      this.control.handle('membership.revoke', async (args) => {
-        const peers = (args as { peers?: unknown } | null)?.peers
-        if (!Array.isArray(peers) || peers.some((p) => typeof p !== 'string')) throw new NaiadError('DFD_ERR_BAD_REQUEST', 'membership.revoke: {peers: [peer ID, …]}')
-        membership.revoke(node, peers as string[])
-        return { revoked: peers.length }
-      })
-    }
+    registerBuiltinCommands(this.control, { tasks, info: () => this.info(), revoke: membership === undefined ? undefined : (peers) => membership.revoke(node, peers) })
     this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos, mirrorProblems: () => this.proxy?.upstreamProblems() ?? [], permission: this.permission })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
       ? undefined
@@ -125,9 +81,28 @@ export class Daemon {
         proxyListen: options.proxyListen ?? '',
         addresses: () => ({ proxy: this.proxyAddress, api: this.apiAddress, p2p: node.getMultiaddrs().map(String) })
       }
-      // What plugins may use of the node: the health plugin re-verifies the cache and re-announces.
-      const local = { store, scheduler, announce: () => this.announce() }
-      this.plugins = new PluginHost({ host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, extensions: { stats, qos, daemon, control: this.control, ...local } })
+      const supernode: SupernodeLink = {
+        call: async (protocol, request, response, message, opts) => {
+          if (scheduler.supernodeAddrs === undefined) throw new NaiadError('PROTO_ERR_DIAL', 'this daemon has no supernode to call (in-process scheduler)')
+          const res = await call(node, await scheduler.supernodeAddrs(opts.signal), protocol, request, response, message, opts)
+          raiseRemote((res as { error?: { code: string; message: string } }).error)
+          return res
+        }
+      }
+      const control = this.control
+      this.plugins = new PluginHost({
+        host: 'dfdaemon', http: this.api, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, stats,
+        extend: (base, scope): DaemonPluginContext => ({
+          ...base,
+          daemon,
+          store,
+          scheduler,
+          supernode,
+          announce: () => this.announce(),
+          handle: (command, handler, parse) => scope.track(control.handle(command, handler, parse)),
+          installQos: (limiter) => scope.track(qos.install(limiter))
+        })
+      })
     }
   }
 

@@ -1,27 +1,28 @@
 /**
- * @naiad/dfdaemon — the per-node daemon.
+ * @naiad/dfdaemon — the per-node daemon: the piece engine (@naiad/peer) with the registry
+ * mirror and forward proxy, the local API, control commands, cluster membership, and the
+ * typed context its plugins get.
  *
  * @example
- * import { DOWNLOAD_DEFAULTS } from '@naiad/peer'
- * import { createDaemon } from '@naiad/dfdaemon'
- * const daemon = await createDaemon({
- *   dataDir: '/var/lib/naiad/dfdaemon', logger, supernodeUrl: 'http://10.0.0.1:8002',
- *   apiListen: '127.0.0.1:65003', p2pListen: ['/ip4/0.0.0.0/tcp/65002'], cacheQuota: 20 * 2 ** 30,
- *   uploadSlots: 16, download: DOWNLOAD_DEFAULTS, keepaliveMs: 5000, host: { idc: '', location: '' }
- * })
+ * import { loadOptions } from '@naiad/proto'
+ * import { createDaemon, daemonOptionsFromConfig, DFDAEMON_COMMAND } from '@naiad/dfdaemon'
+ * const daemon = await createDaemon(daemonOptionsFromConfig(loadOptions(DFDAEMON_COMMAND, argv).values, logger))
  * await daemon.start()
  * const result = await daemon.download({ url: 'https://example.com/file', headers: {} })
+ *
+ * // an out-of-tree plugin, typed from this entry (load it with `plugins: [./my-plugin.ts]`):
+ * import { daemonPlugin } from '@naiad/dfdaemon'
+ * export default daemonPlugin({
+ *   name: 'my-plugin', version: '1.0.0',
+ *   setup(ctx) { ctx.route('GET', '/api/v1/hello', () => ({ body: { peer: ctx.fabric.peerId.toString() } })) }
+ * })
  */
 
-export { createDaemon, Daemon, type DaemonOptions, type DaemonComponents, type DaemonInfo } from './daemon.ts'
+export { createDaemon, Daemon, type DaemonComponents } from './daemon.ts'
+export type { DaemonOptions } from './config/daemon-options.ts'
+export { DFDAEMON_COMMAND, type DaemonConfig } from './config/options.ts'
 export { daemonOptionsFromConfig } from './config/from-config.ts'
-export { DFDAEMON_COMMAND } from './config/options.ts'
 export { DAEMON_PLUGINS } from './plugins/catalog.ts'
-export { INIT_CONFIG_COMMAND, runtimeConfig, writeRuntimeConfig, containerdHostsToml, podmanRegistriesConf, dockerDaemonJson } from './init-config/runtime-config.ts'
-export { ControlServer, CONTROL_DEFAULTS, type ControlHandler, type ControlRegistry } from './control/control-server.ts'
-export type { DownloadCommandArgs, DownloadCommandResult, InfoCommandResult } from './control/commands.ts'
-export type { DownloadEvent, DownloadRequestBody } from '@naiad/proto'
-export { DOCTOR_COMMAND, doctorMain, doctorSettings, daemonFactsFromConfig, runDoctor } from './doctor/command.ts'
-export { collectFacts, DOCTOR_DEFAULTS, type DaemonFacts, type DoctorSettings } from './doctor/facts.ts'
-export { evaluateRules, formatReport, loadRules, rulesFromDocument, type DoctorReport, type Finding, type Rule, type RuleResult } from './doctor/rules.ts'
-export { parseQuery, evaluate as evaluateQuery, QueryError, type Query, type Value as FactValue } from './doctor/query.ts'
+export {
+  daemonPlugin, type DaemonPlugin, type DaemonPluginContext, type DaemonInfo, type SupernodeLink, type ControlHandler
+} from './plugin-api/context.ts'

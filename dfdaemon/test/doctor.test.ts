@@ -14,11 +14,11 @@ import { call, DoctorReportRequest, DoctorReportResponse, PROTOCOLS } from '@nai
 import { stringify } from 'yaml'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  BINS, freePort, getJson, run, runTool, startDaemon, startMemberNode, startSupernode, waitFor,
+  BINS, getJson, REFUSED_URL, run, runTool, startDaemon, startMemberNode, startSupernode, waitFor,
   type DaemonHandle, type SupernodeHandle
 } from '@naiad/testkit'
 
-import type { DoctorReport, RuleResult } from '../src/doctor/rules.ts'
+import type { DoctorReport, RuleResult } from '@naiad/node-tools'
 
 const REGISTRIES = ['docker.io', 'registry.test:5000']
 
@@ -87,9 +87,13 @@ describe('dfdaemon doctor', () => {
     const snConfig = join(dir, 'supernode.yaml')
     await writeFile(snConfig, stringify({ plugins: ['metrics', 'doctor'] }))
     sn = await startSupernode(join(dir, 'sn'), { args: ['--config', snConfig, '--no-seed'] })
-    ports.proxy = await freePort()
-    ports.api = await freePort()
-    ports.p2p = await freePort()
+    // The daemon being checked binds its ports itself (port 0) and says which in its ready
+    // line; the doctor then reads a config with exactly those ports.
+    daemon = await startDaemon(join(dir, 'data'), sn.url, { args: ['--config', await config('daemon'), '--log-level', 'info'] })
+    const ready = await daemon.process.ready
+    ports.proxy = Number(new URL(daemon.proxyUrl).port)
+    ports.api = Number(new URL(daemon.apiUrl).port)
+    ports.p2p = Number(/\/tcp\/(\d+)/.exec(String((ready.p2p as string[])[0]))![1])
     mirror = `http://127.0.0.1:${ports.proxy}`
     // The correct setup: every runtime's file as init-config writes it.
     for (const registry of REGISTRIES) {
@@ -99,9 +103,6 @@ describe('dfdaemon doctor', () => {
     }
     await mkdir(join(dir, 'docker'), { recursive: true })
     await initConfig(['--runtime', 'docker', '--registry', 'docker.io', '--mirror', mirror, '--file', join(dir, 'docker', 'daemon.json')])
-    // The daemon being checked runs with the very config the doctor reads.
-    daemon = await startDaemon(join(dir, 'data'), sn.url, { args: ['--config', await config('daemon'), '--proxy-listen', `127.0.0.1:${ports.proxy}`,
-      '--api-listen', `127.0.0.1:${ports.api}`, '--p2p-listen', `/ip4/127.0.0.1/tcp/${ports.p2p}`, '--log-level', 'info'] })
   })
 
   afterAll(async () => {
@@ -194,7 +195,7 @@ describe('dfdaemon doctor', () => {
   })
 
   it('catches an unreachable supernode', async () => {
-    const dead = `http://127.0.0.1:${await freePort()}`
+    const dead = REFUSED_URL
     const { code, report } = await doctor(['--config', await config('nosn'), '--supernode', dead])
     expect(code).toBe(1)
     const r = result(report, 'supernode-reachable')

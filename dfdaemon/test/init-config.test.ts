@@ -46,7 +46,7 @@ describe('dfdaemon init-config', () => {
     await expect(readFile(join(dir, 'never.conf'))).rejects.toThrow()
     const bad = await run(BINS.dfdaemon, ['init-config', '--runtime', 'cri-o', '--registry', 'docker.io'])
     expect(bad.code).toBe(2)
-    expect(bad.stderr.trim().split('\n')[0]).toContain('bad --runtime "cri-o"')
+    expect(bad.stderr.trim().split('\n')[0]).toContain('--runtime: expected containerd, docker or podman, got "cri-o"')
   })
 
   describe('with a registry', () => {

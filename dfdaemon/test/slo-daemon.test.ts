@@ -2,19 +2,14 @@
 // and the bounded buffer that holds traces while the supernode cannot be reached. The
 // whole path through real processes is in supernode/test/slo.test.ts.
 
-import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-
 import { pino } from 'pino'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createFabricNode, type FabricNode } from '@naiad/proto'
+import { describe, expect, it } from 'vitest'
+import { loadSettings, NaiadError } from '@naiad/proto'
 
+import type { SupernodeLink } from '../src/plugin-api/context.ts'
+import { SLO_DAEMON_SETTINGS } from '../src/plugins/slo/index.ts'
 import { Timelines, traceUrl } from '../src/plugins/slo/timelines.ts'
 import { TraceSender } from '../src/plugins/slo/trace-sender.ts'
-import { readDaemonSettings } from '../src/plugins/slo/index.ts'
 
 describe('slo plugin, daemon half', () => {
   it('splits bytes by peer, seed and origin, keeps back-to-source reasons, and closes on the end event', () => {
@@ -61,35 +56,27 @@ describe('slo plugin, daemon half', () => {
   })
 
   it('validates its settings, naming the key', () => {
-    expect(readDaemonSettings({}, 'http://sn:8002')).toMatchObject({ supernode: 'http://sn:8002', maxBuffered: 1000, retryMs: 2000 })
-    expect(() => readDaemonSettings({ maxBuffered: 0 }, 'http://sn:8002')).toThrow(/plugin-config\.slo\.maxBuffered/)
-    expect(() => readDaemonSettings({ retryInterval: 'often' }, 'http://sn:8002')).toThrow(/plugin-config\.slo\.retryInterval/)
-    expect(() => readDaemonSettings({ supernode: 'sn:8002' }, undefined)).toThrow(/plugin-config\.slo\.supernode/)
+    const load = (raw: Record<string, unknown>): unknown => loadSettings(SLO_DAEMON_SETTINGS, raw, 'plugin-config.slo')
+    expect(load({})).toMatchObject({ maxBuffered: 1000, retryInterval: 2000, timeout: 5000, batchSize: 100 })
+    expect(() => load({ maxBuffered: 0 })).toThrow(/plugin-config\.slo\.maxBuffered/)
+    expect(() => load({ retryInterval: 'often' })).toThrow(/plugin-config\.slo\.retryInterval/)
+    // The supernode is the daemon's own: a setting of its own is an unknown key now.
+    expect(() => load({ supernode: 'http://sn:8002' })).toThrow(/plugin-config\.slo\.supernode: unknown setting/)
   })
 
   describe('trace sender', () => {
-    let dir: string
-    let node: FabricNode
-    let down: Server
-    let downUrl: string
-
-    beforeAll(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'naiad-slo-sender-'))
-      node = await createFabricNode({ dataDir: dir, listen: ['/ip4/127.0.0.1/tcp/0'] })
-      // A supernode HTTP API that answers 503: the sender cannot learn where to send.
-      down = createServer((_req, res) => res.writeHead(503).end())
-      await new Promise<void>((r) => down.listen(0, '127.0.0.1', r))
-      downUrl = `http://127.0.0.1:${(down.address() as AddressInfo).port}`
-    })
-
-    afterAll(async () => {
-      await node?.stop()
-      await new Promise<void>((r) => down?.close(() => r()) ?? r())
-      await rm(dir, { recursive: true, force: true })
+    /** A supernode that cannot be reached, as the daemon's link reports it; it counts the calls. */
+    const unreachable = (): SupernodeLink & { calls: number } => ({
+      calls: 0,
+      async call() {
+        this.calls++
+        throw new NaiadError('PROTO_ERR_DIAL', 'supernode unavailable')
+      }
     })
 
     it('buffers at most maxBuffered traces while the supernode is unreachable, dropping the oldest', async () => {
-      const sender = new TraceSender(node, pino({ level: 'silent' }), { supernodeUrl: downUrl, maxBuffered: 3, batchSize: 10, retryMs: 50, timeoutMs: 2000 })
+      const link = unreachable()
+      const sender = new TraceSender(link, pino({ level: 'silent' }), { maxBuffered: 3, batchSize: 10, retryMs: 50, timeoutMs: 2000 })
       const tl = new Timelines()
       for (let i = 0; i < 5; i++) {
         tl.started({ taskId: `t${i}`, url: 'http://o/x' })
@@ -101,6 +88,7 @@ describe('slo plugin, daemon half', () => {
       expect(s).toMatchObject({ buffered: 3, dropped: 2, sent: 0 })
       expect(s.failures).toBeGreaterThan(0)
       expect(s.lastError?.code).toBe('PROTO_ERR_DIAL')
+      expect(link.calls).toBeGreaterThan(0)
       await sender.close()
     })
   })

@@ -3,15 +3,14 @@
 // and the user's digest, fsync, and rename into place. Any failure removes the temporary
 // file, so FILE exists only complete and verified.
 
-import { formatBytes, NaiadError, parseDigest } from '@naiad/proto/contracts'
+import { daemonError, formatBytes, LocalApiClient, NaiadError, parseDigest, type DownloadEvent, type LocalApi } from '@naiad/proto/contracts'
 
 import { DFGET_DEFAULTS, type DfgetOptions } from './config/options.ts'
-import { DaemonClient, daemonError, type DaemonApi, type DownloadEvent } from './daemon/daemon-client.ts'
 import { AtomicFile } from './output/atomic-file.ts'
 import { createProgressReporter, type ProgressReporter } from './progress/progress-reporter.ts'
 
 export interface DfgetComponents {
-  daemon: DaemonApi
+  daemon: LocalApi
   progress: ProgressReporter
   now: () => number
 }
@@ -208,11 +207,12 @@ export function formatElapsed(ms: number): string {
 /** The package's factory: real daemon client and a silent reporter unless components say otherwise. */
 export function createDfget(options: DfgetOptions, components: Partial<DfgetComponents> = {}): Dfget {
   return new Dfget(options, {
-    daemon: components.daemon ?? new DaemonClient({
+    daemon: components.daemon ?? new LocalApiClient({
       url: options.daemonUrl,
       connectTimeoutMs: DFGET_DEFAULTS.connectTimeoutMs,
       headersTimeoutMs: DFGET_DEFAULTS.headersTimeoutMs,
-      contentIdleTimeoutMs: DFGET_DEFAULTS.contentIdleTimeoutMs
+      contentIdleTimeoutMs: DFGET_DEFAULTS.contentIdleTimeoutMs,
+      unreachable: 'DFGET_ERR_DAEMON_UNREACHABLE'
     }),
     progress: components.progress ?? createProgressReporter({ write: () => true }, { mode: 'none', intervalMs: 0 }),
     now: components.now ?? Date.now

@@ -19,7 +19,6 @@
 
 export { createDfget, Dfget, formatElapsed, type DfgetComponents, type DfgetResult } from './dfget.ts'
 export { cliOptionsFromLoaded, DFGET_COMMAND, DFGET_DEFAULTS, DFGET_USAGE, parseHeaders, type CliOptions, type DfgetOptions } from './config/options.ts'
-export { DaemonClient, daemonError, type DaemonApi, type DaemonClientOptions, type DownloadEvent, type DownloadRequestBody, type TaskContent } from './daemon/daemon-client.ts'
 export { AtomicFile, tempNameFor, type WriteResult } from './output/atomic-file.ts'
 export {
   createProgressReporter, formatPercent, formatRate, progressModeFor,

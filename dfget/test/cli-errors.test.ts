@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BINS, freePort, makeBlob, run } from '@naiad/testkit'
+import { BINS, makeBlob, REFUSED_URL, run } from '@naiad/testkit'
 
 import { EXIT } from '../src/index.ts'
 import { leftovers, lines, startCluster, type Cluster } from './fixtures.ts'
@@ -62,7 +62,7 @@ const cases: Case[] = [
   },
   {
     name: 'origin connection refused',
-    args: async (out) => [`http://127.0.0.1:${await freePort()}/blob`, '-O', out, '--daemon', c.daemon.apiUrl],
+    args: async (out) => [`${REFUSED_URL}/blob`, '-O', out, '--daemon', c.daemon.apiUrl],
     exit: EXIT.FAILED, code: 'DFD_ERR_ORIGIN_UNREACHABLE', says: /ECONNREFUSED/
   },
   {
@@ -72,7 +72,7 @@ const cases: Case[] = [
   },
   {
     name: 'unreachable daemon',
-    args: async (out) => [`${c.origin.url}/blob`, '-O', out, '--daemon', `http://127.0.0.1:${await freePort()}`],
+    args: async (out) => [`${c.origin.url}/blob`, '-O', out, '--daemon', REFUSED_URL],
     exit: EXIT.DAEMON, code: 'DFGET_ERR_DAEMON_UNREACHABLE', says: /cannot reach the daemon.*ECONNREFUSED/
   },
   {

@@ -15,9 +15,9 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadOptions } from '@naiad/proto/contracts'
 
-import { DFDAEMON_COMMAND } from '../../dfdaemon/src/config/options.ts'
-import { INIT_CONFIG_COMMAND } from '../../dfdaemon/src/init-config/runtime-config.ts'
-import { SUPERNODE_COMMAND } from '../../supernode/src/config/options.ts'
+import { DFDAEMON_COMMAND } from '@naiad/dfdaemon'
+import { INIT_CONFIG_COMMAND } from '@naiad/node-tools'
+import { SUPERNODE_COMMAND } from '@naiad/supernode'
 import { exec } from '../../scripts/test/fixtures/installed-package.ts'
 import { parseManifests, podSpec, schemaErrors, strictFieldErrors, withTempFile, type ContainerLike, type K8sObject } from './fixtures/kubernetes.ts'
 

@@ -5,6 +5,10 @@
 // signals and the exit status pass through. mount and umount run in this process.
 import { spawn } from 'node:child_process'
 
+import { checkNode } from '@naiad/proto/node-version'
+
+checkNode('nydus-fs')
+
 const YOUNG = '--max-semi-space-size=2'
 const sub = process.argv[2]
 
@@ -21,6 +25,7 @@ if ((sub === 'convert' || sub === 'check') && !process.execArgv.some((a) => a.st
     process.exit(code ?? 1)
   })
 } else {
-  const { main } = await import('../src/cli/commands.ts')
+  // The CLI module alone, not the package's whole entry: a mount's parent starts fast.
+  const { main } = await import('@naiad/nydus-fs/cli')
   await main(process.argv.slice(2))
 }

@@ -89,7 +89,7 @@ describe('nydus-fs convert on bad input', () => {
     const proxy = await new CountingProxy(registry.url).start()
     try {
       proxy.faults.set(img.layers[0].digest, { corrupt: true })
-      const err = await expectRefused('corrupt', 'NFS_ERR_DIGEST', [], proxy.host)
+      const err = await expectRefused('corrupt', 'OCI_ERR_DIGEST', [], proxy.host)
       expect(err).toContain(img.layers[0].digest)
     } finally {
       await proxy.stop()
@@ -99,14 +99,14 @@ describe('nydus-fs convert on bad input', () => {
   it('refuses a source that does not exist, naming the registry status', async () => {
     const res = await nydusFs(['convert', `${registry.host}/src/none:v1`, `${registry.host}/out/none:lazy`, '--plain-http'])
     expect(res.code).toBe(1)
-    expect(res.stderr).toContain('[NFS_ERR_REGISTRY]')
+    expect(res.stderr).toContain('[OCI_ERR_REGISTRY]')
     expect(res.stderr).toContain('404')
   })
 
   it('refuses a malformed reference, and a target that would replace the source', async () => {
     const res = await nydusFs(['convert', `${registry.host}/src/UPPER:v1`, `${registry.host}/out/x:lazy`, '--plain-http'])
     expect(res.code).toBe(1)
-    expect(res.stderr).toContain('[NFS_ERR_BAD_REF]')
+    expect(res.stderr).toContain('[OCI_ERR_BAD_REF]')
     const same = await nydusFs(['convert', `${registry.host}/src/app`, `${registry.host}/src/app:latest`, '--plain-http'])
     expect(same.code).toBe(1)
     expect(same.stderr).toContain('would replace the source')

@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url'
 
 import { run, type CommandResult } from '@naiad/testkit'
 
-import { loadLazyImage, lookupInode, parseRef, readChunk, RegistryClient, walk, type LazyImage } from '../src/index.ts'
+import { parseRef, RegistryClient } from '@naiad/oci'
+import { loadLazyImage, lookupInode, readChunk, walk, type LazyImage } from '../src/index.ts'
 
 export const NYDUS_FS = fileURLToPath(new URL('../bin/nydus-fs.ts', import.meta.url))
 

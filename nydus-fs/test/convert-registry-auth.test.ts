@@ -101,7 +101,7 @@ describe('registry authentication', () => {
     const src = `${basicRegistry.host}/priv/app:v1`
     const denied = await nydusFs(['convert', src, `${basicRegistry.host}/priv/app:lazy`, '--plain-http'], { NAIAD_REGISTRY_AUTH: '' })
     expect(denied.code).toBe(1)
-    expect(denied.stderr).toContain('[NFS_ERR_REGISTRY]')
+    expect(denied.stderr).toContain('[OCI_ERR_REGISTRY]')
     expect(denied.stderr).toContain('NAIAD_REGISTRY_AUTH')
     const env = { NAIAD_REGISTRY_AUTH: `${USER}:${PASS}` }
     const ok = await nydusFs(['convert', src, `${basicRegistry.host}/priv/app:lazy`, '--plain-http'], env)
@@ -123,7 +123,7 @@ describe('registry authentication', () => {
       // Without credentials the token service refuses: a typed error, not a hang.
       const anon = await nydusFs(['check', `${front.host}/priv/lazy:v1`, '--plain-http'], { NAIAD_REGISTRY_AUTH: '' })
       expect(anon.code).toBe(1)
-      expect(anon.stderr).toContain('[NFS_ERR_REGISTRY]')
+      expect(anon.stderr).toContain('[OCI_ERR_REGISTRY]')
       expect(anon.stderr).toContain('token service')
     } finally {
       await front.stop()

@@ -235,7 +235,7 @@ describe('nydus-fs convert', () => {
     }
     const none = await nydusFs(['convert', `${registry.host}/src/multiarch:multi`, `${registry.host}/src/multiarch:x`, '--plain-http', '--platform', 'linux/s390x'])
     expect(none.code).toBe(1)
-    expect(none.stderr).toContain('[NFS_ERR_BAD_IMAGE]')
+    expect(none.stderr).toContain('[OCI_ERR_BAD_MANIFEST]')
     expect(none.stderr).toContain('linux/arm64/v8')
   })
 

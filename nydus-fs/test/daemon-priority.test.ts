@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { makeBlob, sha256Hex, startDaemon, startSupernode, TestOrigin, type DaemonHandle, type SupernodeHandle } from '@naiad/testkit'
 
 import { DaemonSource } from '../src/fetch/daemon-source.ts'
-import { RegistryClient } from '../src/registry/client.ts'
+import { RegistryClient } from '@naiad/oci'
 
 const WINDOW = 1024 * 1024
 

@@ -215,13 +215,13 @@ describe('fetch queue', () => {
       order.push(name)
       await new Promise<void>((r) => gate.push(r))
     })
-    const jobs = [job('p1', { priority: 'prefetch' }), job('p2', { priority: 'prefetch' }), job('r1', { priority: 'read' })]
+    const jobs = [job('p1', { priority: 'prefetch' }), job('p2', { priority: 'prefetch' }), job('r1', { priority: 'on-demand' })]
     await new Promise((r) => setImmediate(r))
     // p1 holds the only prefetch slot; r1 takes the other slot; p2 waits.
     expect(order).toEqual(['p1', 'r1'])
     const promoted: Ticket = { priority: 'prefetch' }
-    jobs.push(job('p3', promoted), job('r2', { priority: 'read' }))
-    promoted.priority = 'read'
+    jobs.push(job('p3', promoted), job('r2', { priority: 'on-demand' }))
+    promoted.priority = 'on-demand'
     q.pump()
     gate.shift()!()
     await new Promise((r) => setImmediate(r))

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  CountingProxy, freePort, makeBlob, makeOciLayer, metric, pushOciImage, startDaemon, startRegistry, startSupernode,
+  CountingProxy, makeBlob, REFUSED_URL, makeOciLayer, metric, pushOciImage, startDaemon, startRegistry, startSupernode,
   type DaemonHandle, type RegistryHandle, type SupernodeHandle
 } from '@naiad/testkit'
 
@@ -96,7 +96,7 @@ describe('nydus-fs mount through dfdaemon', () => {
   })
 
   it('falls back to the registry when the daemon cannot be reached', async () => {
-    const c = await mount('c', `http://127.0.0.1:${await freePort()}`)
+    const c = await mount('c', REFUSED_URL)
     const read = await readFiles(files(c))
     expect(read.map((r) => r.sha256)).toEqual(want)
     const s = await c.stats()

@@ -168,7 +168,7 @@ describe('nydus-fs mount', () => {
     const runDir = join(dir, 'run')
     const missing = await TestMount.mountCommand(`${registry.host}/src/mount:nope`, join(dir, 'mnt-missing'), { cacheDir: join(dir, 'c'), runDir })
     expect(missing.code).toBe(1)
-    expect(missing.stderr).toMatch(/NFS_ERR_REGISTRY|404|MANIFEST_UNKNOWN/)
+    expect(missing.stderr).toMatch(/OCI_ERR_REGISTRY|404|MANIFEST_UNKNOWN/)
     expect(await isMounted(join(dir, 'mnt-missing'))).toBe(false)
     const notLazy = await TestMount.mountCommand(`${registry.host}/src/mount:v1`, join(dir, 'mnt-notlazy'), { cacheDir: join(dir, 'c'), runDir })
     expect(notLazy.code).toBe(1)

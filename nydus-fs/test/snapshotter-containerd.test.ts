@@ -19,7 +19,7 @@ import { CountingProxy, run, runTool, startContainerd, startRegistry, type Conta
 
 import { querySocket, type MountStats } from '../src/mount/stats.ts'
 import { mountType, readState } from '../src/mount/runtime.ts'
-import { RegistryClient } from '../src/registry/client.ts'
+import { RegistryClient } from '@naiad/oci'
 import { fetchAccessOrder } from '../src/snapshotter/access-order.ts'
 import { debianPythonLayout, pushLayout } from './fixtures/debian-image.ts'
 import { convert, NYDUS_FS } from './fixtures/mount-helpers.ts'

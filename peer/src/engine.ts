@@ -17,7 +17,8 @@ import { TaskManager } from './download/task-manager.ts'
 import type { PeerTaskOptions } from './download/types.ts'
 import { QosHooks } from './qos/hooks.ts'
 import { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
-import { OriginClient, ORIGIN_DEFAULTS, type OriginOptions } from './source/origin.ts'
+import { ORIGIN_DEFAULTS } from './config/options.ts'
+import { OriginClient, type OriginOptions } from './source/origin.ts'
 import { LivePieces } from './storage/live-pieces.ts'
 import { DiskPieceStore, type PieceStore } from './storage/piece-store.ts'
 
@@ -48,16 +49,6 @@ export interface PeerEngineComponents {
   store?: PieceStore
   /** Who may use this node's data channel and for which tasks (cluster admission); everyone by default. */
   access?: PeerAccess
-}
-
-export const DOWNLOAD_DEFAULTS: PeerTaskOptions = {
-  concurrency: 8,
-  perParent: 3,
-  pieceTimeoutMs: 30_000,
-  schedulerTimeoutMs: 2_000,
-  stallTimeoutMs: 10_000,
-  refreshMs: 250,
-  slowPieceMinMs: 2_000
 }
 
 export class PeerEngine {

@@ -13,15 +13,19 @@
  * const result = await engine.tasks.download({ url: 'https://example.com/file', headers: {} })
  */
 
-export { createPeerEngine, PeerEngine, DOWNLOAD_DEFAULTS, type PeerEngineOptions, type PeerEngineComponents } from './engine.ts'
+export { createPeerEngine, PeerEngine, type PeerEngineOptions, type PeerEngineComponents } from './engine.ts'
+export {
+  DOWNLOAD_OPTIONS, ORIGIN_OPTIONS, SCHEDULER_CLIENT_OPTIONS, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, downloadSettings, originSettings,
+  type DownloadValues, type OriginValues
+} from './config/options.ts'
 export type { DownloadRequest, DownloadResult, DownloadProgress, PeerTaskOptions } from './download/types.ts'
 export { TaskManager, TaskHandle } from './download/task-manager.ts'
 export type { DataTransport } from './channel/connection.ts'
 export { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
 export { DiskPieceStore, type PieceStore, type Reservation, type StoredPiece, type StoredTask } from './storage/piece-store.ts'
 export { contentStream, sendContent, sendServable, waitServable } from './storage/send-content.ts'
-export { OriginClient, ORIGIN_DEFAULTS, discard, redact, trustedCAs, type OriginOptions } from './source/origin.ts'
-export { QosHooks, PRIORITIES, isPriority, higherPriority, type Admission, type Priority, type QosLimiter, type Traffic } from './qos/hooks.ts'
+export { OriginClient, discard, redact, trustedCAs, type OriginOptions } from './source/origin.ts'
+export { QosHooks, type Admission, type QosLimiter, type Traffic } from './qos/hooks.ts'
 export { OPEN_ACCESS, type PeerAccess } from './access/access.ts'
 export { nodeIdentity, type NodeIdentity } from './channel/identity.ts'
 export { ClusterAccess, type ClusterAccessOptions } from './access/cluster-access.ts'

@@ -2,10 +2,10 @@
 // into one clear line and a documented exit code.
 
 import { NaiadError } from './errors.ts'
-import { helpText, loadOptions, type CommandSpec, type Loaded } from './config/options.ts'
+import { helpText, loadOptions, type CommandSpec, type Loaded, type OptionSpec, type OptionValues } from './config/options.ts'
 
-export async function runCli(cmd: CommandSpec, argv: string[], main: (loaded: Loaded) => Promise<number | void>): Promise<void> {
-  let loaded: Loaded
+export async function runCli<O extends readonly OptionSpec[]>(cmd: CommandSpec<O>, argv: string[], main: (loaded: Loaded<OptionValues<O>>) => Promise<number | void>): Promise<void> {
+  let loaded: Loaded<OptionValues<O>>
   try {
     loaded = loadOptions(cmd, argv)
   } catch (err) {

@@ -60,10 +60,14 @@ export const ERROR_CODES = {
   SN_ERR_NODE_NOT_FOUND: { status: 404, summary: 'no node with this ID joined the cluster' },
   SN_ERR_BODY_TOO_LARGE: { status: 413, summary: 'a request body to the supernode API exceeds its limit' },
 
+  // OCI registry client (nydus-fs, preheat)
+  OCI_ERR_BAD_REF: { status: 400, summary: 'an image reference or platform is malformed' },
+  OCI_ERR_REGISTRY: { status: 502, summary: 'the registry (or its token service) could not be reached or answered an error' },
+  OCI_ERR_BAD_MANIFEST: { status: 422, summary: 'a manifest or index is malformed, too large, or has no manifest for the platform' },
+  OCI_ERR_DIGEST: { status: 422, summary: 'a manifest or blob from the registry does not match its digest' },
+
   // nydus-fs
-  NFS_ERR_BAD_REF: { status: 400, summary: 'an image reference is malformed' },
-  NFS_ERR_REGISTRY: { status: 502, summary: 'the registry could not be reached or answered an error' },
-  NFS_ERR_BAD_IMAGE: { status: 422, summary: 'a manifest, index or config is malformed or of an unsupported media type' },
+  NFS_ERR_BAD_IMAGE: { status: 422, summary: 'an image config, bootstrap or lazy manifest is malformed or of an unsupported media type' },
   NFS_ERR_BAD_LAYER: { status: 422, summary: 'a layer is not a valid (compressed) tar archive, or is truncated' },
   NFS_ERR_UNSAFE_PATH: { status: 422, summary: 'a layer entry has an absolute path, a .. component, or a link that escapes the root' },
   NFS_ERR_DIGEST: { status: 422, summary: 'a blob, chunk or bootstrap does not match its digest' },

@@ -29,3 +29,19 @@ export const EVENTS = {
 } as const
 
 export type EventName = (typeof EVENTS)[keyof typeof EVENTS]
+
+/** What each event carries, for typed subscribers (the plugin context's `subscribe`). */
+export interface EventPayloads {
+  [EVENTS.pieceStored]: { taskId: string; num: number; length: number; source: 'peer' | 'origin'; parentId: string; costMs: number; seed?: boolean }
+  [EVENTS.pieceFailed]: { taskId: string; num: number; parentId: string; code: string }
+  [EVENTS.pieceUploaded]: { taskId: string; num: number; length: number; peerId: string }
+  [EVENTS.taskSucceeded]: { taskId: string; contentLength: number; durationMs: number; fromPeers: number; fromOrigin: number }
+  [EVENTS.taskFailed]: { taskId: string; code: string; message: string; durationMs?: number }
+  [EVENTS.backToSource]: { taskId: string; reason: string }
+  [EVENTS.cacheEvicted]: { taskId: string; bytes: number }
+  [EVENTS.parentsScheduled]: { taskId: string; peerId: string; parents: number; durationMs: number }
+  [EVENTS.piecesReported]: { taskId: string; peerId: string; count: number }
+  [EVENTS.taskStarted]: { taskId: string; url: string }
+  [EVENTS.taskRegistered]: { taskId: string; scheduled: boolean; backToSource: boolean }
+  [EVENTS.pieceUploadFailed]: { taskId: string; num: number; peerId: string; code: string }
+}

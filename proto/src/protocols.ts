@@ -19,6 +19,8 @@ export const LIMITS = {
   maxPieceBytes: 64 * 1024 * 1024,
   /** Default timeout of a control call (scheduler, bitmap). */
   callTimeoutMs: 5_000,
-  /** Default time a piece transfer may go without progress. */
-  pieceTimeoutMs: 30_000
+  /** How long a control command may run when its caller names no timeout (the supernode's `control.timeout` defaults to it). */
+  controlTimeoutMs: 10 * 60_000,
+  /** The longest a caller may ask a control command to run. */
+  controlMaxTimeoutMs: 24 * 3600_000
 } as const

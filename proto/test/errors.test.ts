@@ -51,7 +51,7 @@ describe('error codes', () => {
   })
 
   it('uses the owner prefixes the conventions name', () => {
-    const bad = codes.filter((c) => !/^(PROTO|DFD|SN|DFGET|NFS)_ERR_[A-Z0-9_]+$/.test(c))
+    const bad = codes.filter((c) => !/^(PROTO|DFD|SN|DFGET|NFS|OCI)_ERR_[A-Z0-9_]+$/.test(c))
     expect(bad).toEqual([])
   })
 

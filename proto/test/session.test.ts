@@ -2,7 +2,6 @@
 // that times out fails alone, and a session whose peer restarts is opened again.
 
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -15,19 +14,12 @@ import {
 
 const PROTOCOL = '/naiad/test-session/1.1.0'
 
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const { port } = srv.address() as AddressInfo
-  await new Promise((resolve) => srv.close(resolve))
-  return port
-}
-
 const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (err: unknown) => (err as NaiadError).code)
 
 describe('rpc session', () => {
   let dir: string
-  let port: number
+  /** The server's fabric port: 0 at first, then the one it bound, so that a restart comes back at its address. */
+  let port = 0
   let client: FabricNode
   let server: FabricNode
   /** Streams the server has seen, and the most requests it held at once. */
@@ -38,6 +30,7 @@ describe('rpc session', () => {
 
   const startServer = async (): Promise<void> => {
     server = await createFabricNode({ dataDir: join(dir, 'server'), listen: [`/ip4/127.0.0.1/tcp/${port}`] })
+    port = Number(/\/tcp\/(\d+)/.exec(server.getMultiaddrs()[0].toString())![1])
     await serveSession(server, PROTOCOL, SchedulerRequest, SchedulerResponse, async (req: Req, ctx): Promise<Partial<Res>> => {
       streams.add(ctx.signal)
       peers.add(ctx.remotePeer.toString())
@@ -59,7 +52,6 @@ describe('rpc session', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'naiad-session-'))
-    port = await freePort()
     client = await createFabricNode({ dataDir: join(dir, 'client'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     await startServer()
   })

@@ -6,8 +6,8 @@ import { join } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { DFDAEMON_COMMAND } from '../../dfdaemon/src/config/options.ts'
-import { SUPERNODE_COMMAND } from '../../supernode/src/config/options.ts'
+import { DFDAEMON_COMMAND } from '@naiad/dfdaemon'
+import { SUPERNODE_COMMAND } from '@naiad/supernode'
 import { planStart, StartUsageError, type StartDefaults } from '../start-args.ts'
 
 let dir: string

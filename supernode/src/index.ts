@@ -1,17 +1,29 @@
 /**
- * @naiad/supernode — scheduler, seed peer and cluster state.
+ * @naiad/supernode — scheduler, seed peer, cluster state and admission, HTTP API, and the
+ * typed context its plugins get.
  *
  * @example
- * import { createSupernode } from '@naiad/supernode'
- * const sn = await createSupernode({ dataDir: '/var/lib/naiad/supernode', logger, listen: '0.0.0.0:8002',
- *   p2pListen: ['/ip4/0.0.0.0/tcp/8003'], seed: { enabled: true, cacheQuota: 100 * 2 ** 30, uploadSlots: 64 }, hostTtlMs: 30_000 })
+ * import { loadOptions } from '@naiad/proto'
+ * import { createSupernode, supernodeOptionsFromConfig, SUPERNODE_COMMAND } from '@naiad/supernode'
+ * const sn = await createSupernode(supernodeOptionsFromConfig(loadOptions(SUPERNODE_COMMAND, argv).values, logger))
  * await sn.start()
+ *
+ * // an out-of-tree plugin, typed from this entry (load it with `plugins: [./my-plugin.ts]`):
+ * import { supernodePlugin } from '@naiad/supernode'
+ * export default supernodePlugin({
+ *   name: 'my-plugin', version: '1.0.0',
+ *   settings: [{ key: 'penalty', type: 'number', default: 0.5, help: 'score taken from slow hosts' }],
+ *   setup(ctx) { ctx.scheduler.addScorer((c) => c.host.info.idc === 'slow' ? -ctx.settings.penalty : 0) }
+ * })
  */
 
-export { createSupernode, Supernode, type SupernodeOptions } from './supernode.ts'
-export { SUPERNODE_COMMAND, TOKEN_COMMAND, NODE_COMMAND } from './config/options.ts'
+export { createSupernode, Supernode } from './supernode.ts'
+export type { SupernodeOptions, SeedSettings } from './config/supernode-options.ts'
+export { SUPERNODE_COMMAND, TOKEN_COMMAND, NODE_COMMAND, type SupernodeConfig } from './config/options.ts'
+export { supernodeOptionsFromConfig } from './config/from-config.ts'
 export { tokenCreate, nodeCommand } from './admission/commands.ts'
-export { Admission, NODE_CREDENTIAL_TTL_MS, GRANT_TTL_MS } from './admission/admission.ts'
-export { Scheduler, type TaskState, type PeerState, type HostState, type SchedulerPersistence } from './scheduler/scheduler.ts'
-export { scoreCandidate, WEIGHTS, type Candidate, type ParentFilter, type ParentScorer } from './scheduler/scoring.ts'
-export { ControlClient, labelsOf, type ControlHost, type ControlSendOptions } from './control/control-client.ts'
+export { SUPERNODE_PLUGINS } from './plugins/catalog.ts'
+export { supernodePlugin, type SupernodePlugin, type SupernodePluginContext, type SchedulerView, type SeedDownloader } from './plugin-api/context.ts'
+export type { HostState, PeerState, TaskState } from './scheduler/scheduler.ts'
+export type { Candidate, ParentFilter, ParentScorer } from './scheduler/scoring.ts'
+export type { ControlHost, ControlSendOptions } from './control/control-client.ts'

@@ -4,10 +4,9 @@
 import { join } from 'node:path'
 
 import type { FastifyInstance } from 'fastify'
-import type { Logger } from 'pino'
 import { PluginHost, splitHostPort, type Stats } from '@naiad/host'
-import { ClusterAccess, DestinationPolicy, OriginClient, ORIGIN_DEFAULTS, type DataTransport } from '@naiad/peer'
-import { ClusterVerifier, createFabricNode, hangUpPeer, loadPeerId, secureDir, type FabricNode, type NaiadPlugin } from '@naiad/proto'
+import { ClusterAccess, DestinationPolicy, OriginClient } from '@naiad/peer'
+import { ClusterVerifier, createFabricNode, hangUpPeer, loadPeerId, secureDir, type FabricNode } from '@naiad/proto'
 
 import { Admission } from './admission/admission.ts'
 import { loadClusterKey } from './admission/cluster-key.ts'
@@ -15,28 +14,13 @@ import { NodeRegistry } from './admission/node-registry.ts'
 import { GATE_DEFAULTS, SchedulerGate } from './admission/scheduler-gate.ts'
 import { TaskAccess } from './admission/task-access.ts'
 import { buildHttpApi } from './api/http.ts'
+import type { SupernodeOptions } from './config/supernode-options.ts'
 import { ControlClient } from './control/control-client.ts'
+import type { SupernodePluginContext } from './plugin-api/context.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
 import { serveScheduler } from './scheduler/service.ts'
 import { Seed } from './seed/seed.ts'
 import { StateStore } from './state/store.ts'
-
-export interface SupernodeOptions {
-  dataDir: string
-  logger: Logger
-  listen: string
-  p2pListen: string[]
-  seed: { enabled: boolean; cacheQuota: number; uploadSlots: number; caFile?: string; data: { host: string; port: number; transport: DataTransport } }
-  hostTtlMs: number
-  /** `source.allow`: what the seed, preheat and access checks may fetch besides public addresses. */
-  sourceAllow?: string[]
-  /** `scheduler.announce-networks`: announced addresses accepted even when not the connection's own. */
-  announceNetworks?: string[]
-  /** `api.public-read`: GET endpoints that reveal tasks and peers need no API token. */
-  publicRead?: boolean
-  plugins?: NaiadPlugin[]
-  pluginSettings?: Record<string, Record<string, unknown>>
-}
 
 /** How often revocations written by another process (`supernode node revoke`) are picked up. */
 const REVOCATION_POLL_MS = 2_000
@@ -46,13 +30,13 @@ export class Supernode {
   readonly scheduler: Scheduler
   readonly http: FastifyInstance
   readonly seed: Seed | undefined
-  /** Commands to daemons; plugins reach it as `ctx.extensions.control`. */
+  /** Commands to daemons; plugins reach it as their context's `control`. */
   readonly control: ControlClient
   readonly admission: Admission
   private readonly gate: SchedulerGate
   private readonly probes: OriginClient | undefined
   private readonly state: StateStore
-  private readonly plugins: PluginHost
+  private readonly plugins: PluginHost<'supernode', SupernodePluginContext>
   private readonly options: SupernodeOptions
   private poller: NodeJS.Timeout | undefined
   private ready = false
@@ -68,16 +52,33 @@ export class Supernode {
     this.gate = gate
     this.probes = parts.probes
     this.options = options
-    this.control = new ControlClient({ node, hosts: scheduler.hosts }, { hostTtlMs: options.hostTtlMs, defaultTimeoutMs: 10 * 60_000 })
+    this.control = new ControlClient({ node, hosts: scheduler.hosts }, { hostTtlMs: options.hostTtlMs, defaultTimeoutMs: options.controlTimeoutMs })
     this.http = buildHttpApi({ scheduler, node, ready: () => this.ready, seed: seed !== undefined, admission, publicRead: options.publicRead === true })
     const stats: Stats = {
       scheduler_tasks: { help: 'Tasks the scheduler knows', read: () => scheduler.tasks.size },
       scheduler_hosts: { help: 'Hosts that announced themselves and did not leave', read: () => [...scheduler.hosts.values()].filter((h) => !h.gone).length },
       scheduler_peers: { help: 'Peers over all tasks', read: () => { let n = 0; for (const t of scheduler.tasks.values()) n += t.peers.size; return n } }
     }
+    // Scheduler filters and scorers go into its arrays; a plugin's are taken out again when it closes.
+    const remove = <T>(list: T[], item: T): void => {
+      const i = list.indexOf(item)
+      if (i >= 0) list.splice(i, 1)
+    }
+    const control = this.control
     this.plugins = new PluginHost({
-      host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {},
-      extensions: { stats, scheduler, seed, database: state.database, control: this.control, sourcePolicy: parts.policy }
+      host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, stats,
+      extend: (base, scope): SupernodePluginContext => ({
+        ...base,
+        scheduler: {
+          hosts: scheduler.hosts,
+          addFilter: (f) => { scheduler.filters.push(f); return scope.track(() => remove(scheduler.filters, f)) },
+          addScorer: (f) => { scheduler.scorers.push(f); return scope.track(() => remove(scheduler.scorers, f)) }
+        },
+        seed: seed === undefined ? undefined : { download: (req, opts) => seed.engine.tasks.download(req, opts) },
+        database: state.database,
+        control: { send: (hostId, command, args, opts) => control.send(hostId, command, args, opts), hosts: (labels) => control.hosts(labels) },
+        sourcePolicy: parts.policy
+      })
     })
     admission.onRevoke((id) => {
       options.logger.warn({ node: id }, 'node revoked: refused from now on')
@@ -156,7 +157,8 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
       dataDir: join(options.dataDir, 'seed'),
       cacheQuota: options.seed.cacheQuota,
       uploadSlots: options.seed.uploadSlots,
-      caFile: options.seed.caFile,
+      download: options.seed.download,
+      origin: options.seed.origin,
       p2pListen: options.p2pListen,
       data: options.seed.data,
       policy,
@@ -165,7 +167,7 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
     })
   }
   // Access checks go through the seed's origin client (same policy, same CAs), or one of their own without a seed.
-  const probes = seed === undefined ? new OriginClient({ ...ORIGIN_DEFAULTS, caFile: options.seed.caFile, policy }) : undefined
+  const probes = seed === undefined ? new OriginClient({ ...options.seed.origin, policy }) : undefined
   access.current = new TaskAccess(seed?.engine.origin ?? probes!)
   const gate = new SchedulerGate({ admission, access: access.current, policy, knows: (id) => scheduler.tasks.has(id) }, { ...GATE_DEFAULTS, announceNetworks: options.announceNetworks ?? [] })
   return new Supernode({ node, scheduler, state, seed, admission, gate, policy, probes }, options)

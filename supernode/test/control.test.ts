@@ -1,5 +1,5 @@
 // The control service (`/naiad/control/1.0.0`) against real processes: a supernode whose
-// test plugin calls `ctx.extensions.control`, two labelled daemons (one with a plugin that
+// test plugin calls its context's `control`, two labelled daemons (one with a plugin that
 // adds a command), and a foreign libp2p node that must be refused.
 
 import { createHash } from 'node:crypto'
@@ -16,7 +16,8 @@ import {
   type DaemonHandle, type SupernodeHandle
 } from '@naiad/testkit'
 
-const PROBE = fileURLToPath(new URL('./fixtures/control-probe.ts', import.meta.url))
+const PROBE = fileURLToPath(new URL('./fixtures/control-probe-supernode.ts', import.meta.url))
+const DAEMON_PROBE = fileURLToPath(new URL('./fixtures/control-probe-daemon.ts', import.meta.url))
 const MiB = 1024 * 1024
 
 interface SendReply { ok: boolean; result?: unknown; code?: string; message?: string }
@@ -44,7 +45,7 @@ describe('control service', () => {
     await writeFile(join(dir, 'sn.yaml'), `plugins: [metrics, ${JSON.stringify(PROBE)}]\n`)
     sn = await startSupernode(join(dir, 'sn'), { args: ['--config', join(dir, 'sn.yaml')] })
     // Labels from the config file on one daemon, from the environment on the other.
-    await writeFile(join(dir, 'a.yaml'), `plugins: [metrics, ${JSON.stringify(PROBE)}]\nhost:\n  labels:\n    zone: a\n    gpu: true\n`)
+    await writeFile(join(dir, 'a.yaml'), `plugins: [metrics, ${JSON.stringify(DAEMON_PROBE)}]\nhost:\n  labels:\n    zone: a\n    gpu: true\n`)
     ;[zoneA, zoneB] = await Promise.all([
       startDaemon(join(dir, 'a'), sn.url, { args: ['--config', join(dir, 'a.yaml')] }),
       startDaemon(join(dir, 'b'), sn.url, { env: { NAIAD_HOST_LABELS: '{"zone":"b"}' } })

@@ -23,7 +23,7 @@ describe('preheat image references', () => {
 
   it('refuses malformed references', () => {
     for (const bad of ['https://host/not/a/manifest', 'Host/UPPER:tag', 'host.io/app:bad tag', 'host.io/app@sha256:short']) {
-      expect(() => parseImageRef(bad, []), bad).toThrow(expect.objectContaining({ code: 'NFS_ERR_BAD_REF' }))
+      expect(() => parseImageRef(bad, []), bad).toThrow(expect.objectContaining({ code: 'OCI_ERR_BAD_REF' }))
     }
   })
 })

@@ -1,6 +1,7 @@
 // Manifest resolution against a small fake registry: an index is followed to the wanted
 // platform, and a Bearer challenge is answered with a token fetched with Basic credentials.
 
+import { createHash } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
@@ -11,6 +12,13 @@ import { resolveImage } from '../src/plugins/preheat/manifest-resolver.ts'
 
 const d = (c: string): string => `sha256:${c.repeat(64)}`
 const BASIC = `Basic ${Buffer.from('robot:secret').toString('base64')}`
+const LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip'
+/** The arm64 manifest, served under its own digest (the client checks it). */
+const ARM64 = JSON.stringify({
+  schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: d('c'), size: 10 },
+  layers: [{ mediaType: LAYER, digest: d('a'), size: 100 }, { mediaType: LAYER, digest: d('b'), size: 200 }, { mediaType: LAYER, digest: d('a'), size: 100 }]
+})
+const ARM64_DIGEST = `sha256:${createHash('sha256').update(ARM64).digest('hex')}`
 
 describe('preheat manifest resolution', () => {
   let server: Server
@@ -33,14 +41,12 @@ describe('preheat manifest resolution', () => {
         return json({
           mediaType: 'application/vnd.oci.image.index.v1+json',
           manifests: [
-            { digest: d('1'), platform: { os: 'linux', architecture: 'amd64' } },
-            { digest: d('2'), platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }
+            { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: d('1'), size: 400, platform: { os: 'linux', architecture: 'amd64' } },
+            { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: ARM64_DIGEST, size: ARM64.length, platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }
           ]
         })
       }
-      if (path === `/v2/team/app/manifests/${d('2')}`) {
-        return json({ mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { digest: d('c'), size: 10 }, layers: [{ digest: d('a'), size: 100 }, { digest: d('b'), size: 200 }, { digest: d('a'), size: 100 }] })
-      }
+      if (path === `/v2/team/app/manifests/${ARM64_DIGEST}`) return void res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }).end(ARM64)
       res.writeHead(404).end()
     })
     server.listen(0, '127.0.0.1')
@@ -69,11 +75,11 @@ describe('preheat manifest resolution', () => {
   it('names the platforms an index has when the wanted one is missing', async () => {
     const ref = parseImageRef(`${host}/team/app:multi`, [host])
     await expect(resolveImage(ref, { headers: { Authorization: BASIC }, platform: 'windows/amd64' }))
-      .rejects.toMatchObject({ code: 'NFS_ERR_BAD_IMAGE', message: expect.stringContaining('linux/arm64/v8') })
+      .rejects.toMatchObject({ code: 'OCI_ERR_BAD_MANIFEST', message: expect.stringContaining('linux/arm64/v8') })
   })
 
   it('reports a token refusal as a registry error', async () => {
     const ref = parseImageRef(`${host}/team/app:multi`, [host])
-    await expect(resolveImage(ref, { headers: {}, platform: 'linux/amd64' })).rejects.toMatchObject({ code: 'NFS_ERR_REGISTRY' })
+    await expect(resolveImage(ref, { headers: {}, platform: 'linux/amd64' })).rejects.toMatchObject({ code: 'OCI_ERR_REGISTRY' })
   })
 })

@@ -161,7 +161,7 @@ describe('preheat plugin', () => {
     const id = (created.json as JobView).id
     const done = await untilState(api, id, (s) => TERMINAL.has(s))
     expect(done.state).toBe('FAILURE')
-    expect(done.error?.code).toBe('NFS_ERR_REGISTRY')
+    expect(done.error?.code).toBe('OCI_ERR_REGISTRY')
     expect(done.error?.message).toContain('404')
     const harbor = await job(oapi, id)
     expect(harbor.state).toBe('FAILURE')

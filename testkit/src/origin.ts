@@ -6,6 +6,8 @@ import { stat } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
+import { contentRange, parseRangeHeader } from '@naiad/proto/contracts'
+
 export type Fault = { status: number } | { truncateAt: number } | { stallMs: number }
 
 export interface OriginFile {
@@ -51,13 +53,15 @@ export class TestOrigin {
       return
     }
     const size = file.data?.length ?? (await stat(file.path!)).size
-    let start = 0
-    let end = size - 1
-    const m = req.headers.range === undefined ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range)
-    if (m !== null) {
-      start = Number(m[1])
-      if (m[2] !== '') end = Math.min(end, Number(m[2]))
-      res.writeHead(206, { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}`, 'accept-ranges': 'bytes' })
+    // Range answered the way Naiad's own servers answer it (proto's one parser).
+    const range = parseRangeHeader(req.headers.range, size)
+    if (range.kind === 'unsatisfiable') {
+      res.writeHead(416, { 'content-range': contentRange(range, size) }).end()
+      return
+    }
+    const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1]
+    if (range.kind === 'partial') {
+      res.writeHead(206, { 'content-length': end - start + 1, 'content-range': contentRange(range, size), 'accept-ranges': 'bytes' })
     } else {
       res.writeHead(200, { 'content-length': size, 'accept-ranges': 'bytes' })
     }

@@ -3,7 +3,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
-import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
@@ -18,13 +17,12 @@ export const BINS = {
   dfget: `${ROOT}dfget/bin/dfget.ts`
 } as const
 
-export async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const port = (srv.address() as AddressInfo).port
-  await new Promise<void>((r) => srv.close(() => r()))
-  return port
-}
+/**
+ * An address nothing can listen on: binding port 0 picks an ephemeral port, so a connection
+ * to port 0 itself is refused at once (ECONNREFUSED). Tests of "cannot be reached" use it
+ * instead of probing for a free port and releasing it, which another process could take.
+ */
+export const REFUSED_URL = 'http://127.0.0.1:0'
 
 export class NaiadProcess {
   readonly proc: ChildProcess
@@ -104,13 +102,17 @@ export async function createToken(dataDir: string, scope: 'join' | 'api', ttlMs 
   return mintToken(ClusterSigner.fromPem(await readFile(join(dataDir, 'cluster.key'))), scope, ttlMs)
 }
 
+/**
+ * Starts a supernode on loopback. Its HTTP API binds port 0 (or `port`, to come back where an
+ * earlier one was) and the address is read from its ready line.
+ */
 export async function startSupernode(dataDir: string, options: { port?: number; args?: string[]; env?: Record<string, string> } = {}): Promise<SupernodeHandle> {
-  const port = options.port ?? await freePort()
   const p = new NaiadProcess(BINS.supernode, [
-    '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info', ...(options.args ?? [])
+    '--data-dir', dataDir, '--listen', `127.0.0.1:${options.port ?? 0}`, '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info', ...(options.args ?? [])
   ], { NAIAD_SOURCE_ALLOW: TEST_SOURCE_ALLOW, ...options.env })
-  await p.ready
-  const url = `http://127.0.0.1:${port}`
+  const ready = await p.ready
+  const url = String(ready.http)
+  const port = Number(new URL(url).port)
   const t = { joinToken: await createToken(dataDir, 'join'), apiToken: await createToken(dataDir, 'api') }
   tokens.set(url, t)
   return { process: p, url, port, dataDir, ...t }

@@ -13,7 +13,7 @@ import { gzipSync } from 'node:zlib'
 import { pack } from 'tar-stream'
 
 import { makeBlob } from './blobs.ts'
-import { freePort, runTool, type CommandResult } from './processes.ts'
+import { runTool, type CommandResult } from './processes.ts'
 
 export interface RegistryHandle {
   /** host:port */
@@ -23,35 +23,37 @@ export interface RegistryHandle {
   stop(): Promise<void>
 }
 
-/** Starts docker-registry on loopback; with `htpasswd` it requires basic auth. */
+/**
+ * Starts docker-registry on loopback; with `htpasswd` it requires basic auth. It binds port 0
+ * itself and the port is read back from its "listening on" log line: no port is probed and
+ * released for it.
+ */
 export async function startRegistry(dir: string, options: { htpasswd?: string; tls?: { cert: string; key: string } } = {}): Promise<RegistryHandle> {
   await mkdir(join(dir, 'data'), { recursive: true })
-  const port = await freePort()
   const auth = options.htpasswd === undefined ? '' : `auth:\n  htpasswd:\n    realm: naiad-test\n    path: ${options.htpasswd}\n`
+  // Info, not warn: the "listening on" line is an info line. Access logs go to stdout (ignored).
   const config = `version: 0.1
-log: {level: warn}
+log: {level: info, accesslog: {disabled: true}}
 storage:
   cache: {blobdescriptor: inmemory}
   filesystem: {rootdirectory: ${join(dir, 'data')}}
   delete: {enabled: true}
 http:
-  addr: 127.0.0.1:${port}
+  addr: 127.0.0.1:0
 ${options.tls === undefined ? '' : `  tls:\n    certificate: ${options.tls.cert}\n    key: ${options.tls.key}\n`}${auth}`
   await writeFile(join(dir, 'config.yml'), config)
   const proc = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] })
   let log = ''
-  proc.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000) })
-  const url = `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`
-  const { connect: tcp } = await import('node:net')
-  for (let i = 0; i < 100; i++) {
-    if (proc.exitCode !== null) throw new Error(`docker-registry exited: ${log}`)
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = tcp(port, '127.0.0.1', () => { s.destroy(); resolve(true) })
-      s.on('error', () => resolve(false))
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`docker-registry did not say where it listens within 30 s: ${log}`)) }, 30_000)
+    proc.stderr!.on('data', (d: Buffer) => {
+      log = (log + d.toString()).slice(-4000)
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log)
+      if (m !== null) { clearTimeout(timer); resolve(Number(m[1])) }
     })
-    if (ok) break
-    await new Promise((r) => setTimeout(r, 100))
-  }
+    proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`docker-registry exited with ${code}: ${log}`)) })
+  })
+  const url = `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`
   return {
     host: `127.0.0.1:${port}`,
     url,

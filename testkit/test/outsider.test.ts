@@ -1,4 +1,4 @@
-// The outsider suite (issue 11): real processes on loopback — a supernode with the preheat,
+// The outsider suite: real processes on loopback — a supernode with the preheat,
 // health, slo and doctor plugins, two daemons, a private registry (Basic auth), a public
 // origin, a loopback service nobody may fetch and an origin that redirects to it — probed
 // by a stranger (a libp2p node that never joined), a node of another cluster, a revoked

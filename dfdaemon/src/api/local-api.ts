@@ -11,9 +11,9 @@ import { PassThrough } from 'node:stream'
 
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { contentRange, NaiadError, parseRangeHeader, toNaiadError, type DownloadEvent } from '@naiad/proto'
+import { contentRange, isPriority, NaiadError, parseRangeHeader, PRIORITIES, toNaiadError, type DownloadEvent, type Priority } from '@naiad/proto'
 
-import { contentStream, isPriority, PRIORITIES, TaskManager, type DownloadRequest, type PieceStore, type Priority, type QosHooks } from '@naiad/peer'
+import { contentStream, TaskManager, type DownloadRequest, type PieceStore, type QosHooks } from '@naiad/peer'
 import type { BlobPermission } from '../mirror/blob-permission.ts'
 import type { UpstreamProblem } from '../mirror/upstream.ts'
 

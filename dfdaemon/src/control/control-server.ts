@@ -1,5 +1,6 @@
 // The daemon's side of the control service (`/naiad/control/1.0.0`): the supernode sends a
-// named command with JSON arguments, the daemon runs the handler registered under that
+// named command with JSON arguments, the daemon checks them with the command's parser
+// (proto's CONTROL_ARGS, or the one a plugin gave), runs the handler registered under that
 // name and answers with its JSON result or a typed error. Only the supernode this daemon is
 // attached to may call: the caller is the peer authenticated by the Noise handshake.
 
@@ -7,16 +8,15 @@ import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import type { Logger } from 'pino'
 import {
-  ControlRequest, ControlResponse, LIMITS, NaiadError, PROTOCOLS, toNaiadError,
-  type FabricNode
+  CONTROL_ARGS, ControlRequest, ControlResponse, LIMITS, NaiadError, PROTOCOLS, toNaiadError,
+  type ControlArgs, type ControlCommandName, type FabricNode
 } from '@naiad/proto'
 
-/** A command handler: the parsed JSON arguments and a signal that fires when the caller gives up, the timeout passes or the daemon stops. */
-export type ControlHandler = (args: unknown, signal: AbortSignal) => Promise<unknown>
+import type { ControlHandler } from '../plugin-api/context.ts'
 
-/** What daemon plugins see as `ctx.extensions.control`. */
-export interface ControlRegistry {
-  handle(command: string, fn: ControlHandler): void
+interface Registered {
+  run: (args: unknown, signal: AbortSignal) => Promise<unknown>
+  parse: ((raw: unknown) => unknown) | undefined
 }
 
 export interface ControlServerComponents {
@@ -34,14 +34,14 @@ export interface ControlServerOptions {
 }
 
 export const CONTROL_DEFAULTS: ControlServerOptions = {
-  defaultTimeoutMs: 10 * 60_000,
-  maxTimeoutMs: 24 * 3600_000
+  defaultTimeoutMs: LIMITS.controlTimeoutMs,
+  maxTimeoutMs: LIMITS.controlMaxTimeoutMs
 }
 
 const COMMAND = /^[a-z][a-z0-9._-]{0,63}$/
 
-export class ControlServer implements ControlRegistry {
-  private readonly commands = new Map<string, ControlHandler>()
+export class ControlServer {
+  private readonly commands = new Map<string, Registered>()
   /** Aborted on stop, so running commands stop waiting. */
   private readonly stopping = new AbortController()
   private readonly inflight = new Set<Promise<void>>()
@@ -55,10 +55,17 @@ export class ControlServer implements ControlRegistry {
     this.options = options
   }
 
-  handle(command: string, fn: ControlHandler): void {
+  /** Handles `command`; the returned function stops handling it (it is unknown again). */
+  handle<K extends ControlCommandName>(command: K, fn: ControlHandler<K>, parse?: (raw: unknown) => ControlArgs<K>): () => void {
     if (!COMMAND.test(command)) throw new NaiadError('PROTO_ERR_PLUGIN', `bad control command name "${command}": lowercase letters, digits, . _ -`)
     if (this.commands.has(command)) throw new NaiadError('PROTO_ERR_PLUGIN', `control command "${command}" is already handled`)
-    this.commands.set(command, fn)
+    const entry: Registered = {
+      // The arguments were checked by `parse` before this runs.
+      run: (args, signal) => fn(args as ControlArgs<K>, signal),
+      parse: parse ?? CONTROL_ARGS[command] as ((raw: unknown) => unknown) | undefined
+    }
+    this.commands.set(command, entry)
+    return () => { if (this.commands.get(command) === entry) this.commands.delete(command) }
   }
 
   get commandNames(): string[] {
@@ -91,8 +98,8 @@ export class ControlServer implements ControlRegistry {
           ? 'this daemon does not know its supernode yet; control commands are refused'
           : `peer ${remotePeer} is not the supernode this daemon is attached to`)
       }
-      const fn = this.commands.get(req.command)
-      if (fn === undefined) throw new NaiadError('DFD_ERR_CONTROL_UNKNOWN', `unknown control command "${req.command}" (known: ${this.commandNames.join(', ')})`)
+      const entry = this.commands.get(req.command)
+      if (entry === undefined) throw new NaiadError('DFD_ERR_CONTROL_UNKNOWN', `unknown control command "${req.command}" (known: ${this.commandNames.join(', ')})`)
       let args: unknown = undefined
       if (req.argsJson !== '') {
         try {
@@ -101,8 +108,9 @@ export class ControlServer implements ControlRegistry {
           throw new NaiadError('DFD_ERR_BAD_REQUEST', `control command "${req.command}": arguments are not JSON`, { cause: err })
         }
       }
+      if (entry.parse !== undefined) args = entry.parse(args)
       const started = Date.now()
-      const result = await fn(args, signal)
+      const result = await entry.run(args, signal)
       log.debug({ ms: Date.now() - started }, 'control command done')
       return { ok: true, resultJson: result === undefined ? '' : JSON.stringify(result) }
     } catch (err) {

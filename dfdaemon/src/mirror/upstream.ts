@@ -1,7 +1,6 @@
 // Which registry a mirror request is for, how to reach it, and with which credentials.
 
-import { readFileSync } from 'node:fs'
-
+import { isInsecure, registryHost } from '@naiad/oci'
 import { NaiadError } from '@naiad/proto'
 import type { DestinationPolicy } from '@naiad/peer'
 
@@ -24,29 +23,8 @@ export function upstreamBase(ns: string | null, options: UpstreamOptions): strin
   if (!/^[a-zA-Z0-9.-]+(:\d{1,5})?$/.test(ns) && !/^\[[0-9a-fA-F:]+\](:\d{1,5})?$/.test(ns)) {
     throw new NaiadError('DFD_ERR_BAD_REQUEST', `bad ns parameter "${ns}"`)
   }
-  const host = ns === 'docker.io' ? 'registry-1.docker.io' : ns
-  const insecure = options.insecure.includes(host) || options.insecure.includes(host.replace(/:\d+$/, ''))
-  return `${insecure ? 'http' : 'https'}://${host}`
-}
-
-/**
- * Reads credentials in Docker's `config.json` format: `{"auths": {"host": {"auth": base64(user:pass)}}}`
- * (or `username`/`password`). Returns an Authorization header value per host.
- */
-export function loadDockerCredentials(file: string): Map<string, string> {
-  let doc: { auths?: Record<string, { auth?: string; username?: string; password?: string }> }
-  try {
-    doc = JSON.parse(readFileSync(file, 'utf8')) as typeof doc
-  } catch (err) {
-    throw new NaiadError('PROTO_ERR_BAD_CONFIG', `registry credentials file ${file}: ${(err as Error).message}`, { cause: err })
-  }
-  const out = new Map<string, string>()
-  for (const [key, entry] of Object.entries(doc.auths ?? {})) {
-    const host = key.replace(/^https?:\/\//, '').replace(/\/.*$/, '')
-    const basic = entry.auth ?? (entry.username !== undefined ? Buffer.from(`${entry.username}:${entry.password ?? ''}`).toString('base64') : undefined)
-    if (basic !== undefined) out.set(host, `Basic ${basic}`)
-  }
-  return out
+  const host = registryHost(ns)
+  return `${isInsecure(host, options.insecure) ? 'http' : 'https'}://${host}`
 }
 
 /** TLS errors that mean the server answered a ClientHello with plain HTTP. */

@@ -9,12 +9,10 @@
 // plugin-config:
 //   doctor: { interval: 60s, registries: [docker.io], rules-file: /etc/naiad/doctor-rules.yaml }
 
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { call, DoctorReportRequest, DoctorReportResponse, NaiadError, PROTOCOLS, raiseRemote, type NaiadPlugin } from '@naiad/proto'
+import { DOCTOR_SETTINGS, doctorSettings, runDoctor, type DoctorReport } from '@naiad/node-tools'
+import { DoctorReportRequest, DoctorReportResponse, PROTOCOLS } from '@naiad/proto'
 
-import type { DaemonInfo } from '../daemon.ts'
-import { doctorSettings, runDoctor } from '../doctor/command.ts'
-import type { DoctorReport } from '../doctor/rules.ts'
+import { daemonPlugin } from '../plugin-api/context.ts'
 
 /** `http://127.0.0.1:65001` → `127.0.0.1:65001`. */
 function hostPort(url: string | undefined, fallback: string): string {
@@ -26,38 +24,25 @@ function hostPort(url: string | undefined, fallback: string): string {
   }
 }
 
-export const doctorPlugin: NaiadPlugin = {
+export const doctorPlugin = daemonPlugin({
   name: 'doctor',
   version: '1.0.0',
+  settings: DOCTOR_SETTINGS,
   setup(ctx) {
-    if (ctx.host !== 'dfdaemon') throw new NaiadError('PROTO_ERR_PLUGIN', 'this is the daemon half of the doctor plugin; the supernode loads its own')
     const settings = doctorSettings(ctx.settings)
-    const info = ctx.extensions.daemon as DaemonInfo | undefined
-    if (info === undefined) throw new NaiadError('PROTO_ERR_PLUGIN', 'the doctor plugin needs the daemon extension')
+    const info = ctx.daemon
     let latest: DoctorReport | undefined
-    let supernodeAddrs: Multiaddr[] | undefined
     let running = false
     let pushFailing = false
     let closed = false
 
-    const resolveSupernode = async (): Promise<Multiaddr[]> => {
-      if (supernodeAddrs !== undefined) return supernodeAddrs
-      const res = await fetch(`${info.supernodeUrl}/api/v1/info`, { signal: AbortSignal.timeout(settings.supernodeTimeoutMs) })
-      if (!res.ok) throw new Error(`GET /api/v1/info: HTTP ${res.status}`)
-      const body = await res.json() as { peerId: string; multiaddrs: string[] }
-      supernodeAddrs = body.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${body.peerId}`))
-      return supernodeAddrs
-    }
-
     const push = async (report: DoctorReport): Promise<void> => {
       try {
-        const res = await call(ctx.fabric, await resolveSupernode(), PROTOCOLS.doctor, DoctorReportRequest, DoctorReportResponse,
+        await ctx.supernode.call(PROTOCOLS.doctor, DoctorReportRequest, DoctorReportResponse,
           { hostname: report.node.hostname, report: JSON.stringify(report) }, { timeoutMs: settings.supernodeTimeoutMs })
-        raiseRemote(res.error)
         if (pushFailing) ctx.logger.info('doctor reports reach the supernode again')
         pushFailing = false
       } catch (err) {
-        supernodeAddrs = undefined
         // Once per outage: a supernode without the doctor plugin would otherwise log every interval.
         ctx.logger[pushFailing ? 'debug' : 'warn']({ err: (err as Error).message }, 'cannot send the doctor report to the supernode')
         pushFailing = true
@@ -103,4 +88,4 @@ export const doctorPlugin: NaiadPlugin = {
       ? { status: 503, body: { message: 'the first doctor run has not finished yet' } }
       : { body: latest })
   }
-}
+})

@@ -2,7 +2,7 @@
 // outcome into one stderr line, an optional JSON object on stdout and an exit code.
 // Errors become exit codes here and nowhere else.
 
-import { helpText, loadOptions, NaiadError, type Loaded } from '@naiad/proto/contracts'
+import { helpText, loadOptions, NaiadError } from '@naiad/proto/contracts'
 
 import { cliOptionsFromLoaded, DFGET_COMMAND, DFGET_DEFAULTS, type CliOptions } from '../config/options.ts'
 import { createDfget, type DfgetComponents, type DfgetResult } from '../dfget.ts'
@@ -72,7 +72,7 @@ export async function runDfget(argv: string[], io: CliIo = { stdout: process.std
     return exitCode
   }
 
-  let loaded: Loaded
+  let loaded: ReturnType<typeof loadOptions<typeof DFGET_COMMAND.options>>
   try {
     loaded = loadOptions(DFGET_COMMAND, argv, io.env)
     if (loaded.help) {

@@ -3,7 +3,7 @@
 // is contacted, as PROTO_ERR_USAGE (exit 2).
 
 import {
-  NaiadError, parseDigest, parseDownloadUrl, parseRange, type CommandSpec, type Loaded
+  defineCommand, NaiadError, parseDigest, parseDownloadUrl, parseRange, type Loaded, type OptionValues
 } from '@naiad/proto/contracts'
 
 /** Every default in one place. */
@@ -26,7 +26,7 @@ export const DFGET_DEFAULTS = {
 export const DFGET_USAGE = "dfget URL -O FILE [--daemon URL] [--digest ALG:HEX] [-H 'Name: value']... " +
   '[--range START-END] [--filter PARAM,PARAM] [--timeout DURATION] [--no-progress] [--json]'
 
-export const DFGET_COMMAND: CommandSpec = {
+export const DFGET_COMMAND = defineCommand({
   name: 'dfget',
   usage: DFGET_USAGE,
   summary: 'Download URL through the local dfdaemon (peers first, the origin as fallback) into FILE.\n' +
@@ -43,7 +43,7 @@ export const DFGET_COMMAND: CommandSpec = {
     { key: 'progress', flag: 'progress', type: 'bool', default: true, help: 'show progress on stderr (a bar on a terminal, a line every 5s otherwise); --no-progress for none' },
     { key: 'json', flag: 'json', type: 'bool', default: false, help: 'print one JSON result object on stdout at the end, on success and on failure' }
   ]
-}
+})
 
 export interface DfgetOptions {
   url: string
@@ -89,7 +89,7 @@ export function parseHeaders(raw: string[]): Record<string, string> {
 }
 
 /** Turns the loaded option values into DfgetOptions, or throws PROTO_ERR_USAGE naming the problem. */
-export function cliOptionsFromLoaded(loaded: Loaded): CliOptions {
+export function cliOptionsFromLoaded(loaded: Loaded<OptionValues<typeof DFGET_COMMAND.options>>): CliOptions {
   const v = loaded.values
   const url = loaded.positionals[0]
   if (url === undefined) throw usage(`missing URL; usage: ${DFGET_USAGE}`)
@@ -98,30 +98,30 @@ export function cliOptionsFromLoaded(loaded: Loaded): CliOptions {
   } catch (err) {
     throw usage((err as Error).message, err)
   }
-  const output = v.output as string
+  const output = v.output
   if (output === '') throw usage('missing -O FILE: where to write the content')
 
   let digest: string | undefined
   if (v.digest !== '') {
     // Digests are compared as lowercase hex; accept what sha256sum or a registry prints.
-    digest = (v.digest as string).toLowerCase()
-    try { parseDigest(digest) } catch { throw usage(`flag --digest: bad digest "${v.digest as string}": expected sha256: followed by 64 hex digits`) }
+    digest = v.digest.toLowerCase()
+    try { parseDigest(digest) } catch { throw usage(`flag --digest: bad digest "${v.digest}": expected sha256: followed by 64 hex digits`) }
   }
   let range: string | undefined
   if (v.range !== '') {
-    range = v.range as string
+    range = v.range
     try { parseRange(range) } catch (err) { throw usage(`flag --range: ${(err as Error).message}`, err) }
   }
   return {
     url,
     output,
-    daemonUrl: v.daemon as string,
-    headers: parseHeaders(v.header as string[]),
+    daemonUrl: v.daemon,
+    headers: parseHeaders(v.header),
     digest,
     range,
-    filter: v.filter as string[],
-    timeoutMs: v.timeout as number,
-    progress: v.progress as boolean,
-    json: v.json as boolean
+    filter: v.filter,
+    timeoutMs: v.timeout,
+    progress: v.progress,
+    json: v.json
   }
 }

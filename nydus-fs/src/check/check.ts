@@ -8,8 +8,8 @@ import { NaiadError, type Bootstrap } from '@naiad/proto/contracts'
 import { decodeChunk } from '../image/chunks.ts'
 import { loadLazyImage } from '../image/load.ts'
 import { walk } from '../image/tree.ts'
-import { RegistryClient } from '../registry/client.ts'
-import { parseRef, formatRef } from '../registry/ref.ts'
+import { RegistryClient } from '@naiad/oci'
+import { parseRef, formatRef } from '@naiad/oci'
 
 export interface CheckOptions {
   ref: string
@@ -112,8 +112,9 @@ export async function checkImage(options: CheckOptions): Promise<CheckResult> {
           pos += data.length - off
         }
       } catch (err) {
-        if (err !== chunkError && err instanceof NaiadError && err.code === 'NFS_ERR_DIGEST' && next < members.length) {
-          // The blob ended or failed its digest before all chunks were seen: name the next one.
+        if (err !== chunkError && err instanceof NaiadError && err.code === 'OCI_ERR_DIGEST' && next < members.length) {
+          // The blob (streamed by the registry client) failed its digest before all chunks
+          // were seen: name the chunk that did not verify, as the lazy image's own mismatch.
           throw new NaiadError('NFS_ERR_DIGEST', `${describe(members[next].i)} does not match its digest (data blob ${blob.digest}: ${err.message})`, { cause: err })
         }
         throw err

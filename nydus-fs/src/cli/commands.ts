@@ -3,7 +3,7 @@
 
 import { readFileSync } from 'node:fs'
 
-import { CHUNK_SIZE, NaiadError, runCli, type CommandSpec, type Loaded } from '@naiad/proto/contracts'
+import { CHUNK_SIZE, defineCommand, NaiadError, runCli, type Loaded, type OptionValues } from '@naiad/proto/contracts'
 
 import { MOUNT_COMMAND, mountOptionsFrom, UMOUNT_COMMAND, umountOptionsFrom } from '../mount/config.ts'
 import { SNAPSHOTTER_COMMAND, snapshotterOptionsFrom } from '../snapshotter/config.ts'
@@ -14,7 +14,7 @@ import { SNAPSHOTTER_COMMAND, snapshotterOptionsFrom } from '../snapshotter/conf
 
 const NAME = 'nydus-fs'
 
-export const CONVERT_COMMAND: CommandSpec = {
+export const CONVERT_COMMAND = defineCommand({
   name: NAME,
   usage: 'nydus-fs convert SOURCE_REF TARGET_REF [--plain-http] [--chunk-size SIZE] [--compressor zstd|none] [--chunk-dict REF] [--platform OS/ARCH]',
   summary: 'Convert an OCI image into a chunked, deduplicated, Merkle-verified lazy image and push it to TARGET_REF.\nRegistry credentials: NAIAD_REGISTRY_AUTH=user:pass.',
@@ -22,14 +22,14 @@ export const CONVERT_COMMAND: CommandSpec = {
   options: [
     { key: 'plain-http', flag: 'plain-http', type: 'bool', default: false, help: 'talk to the registries over plain HTTP' },
     { key: 'chunk-size', flag: 'chunk-size', type: 'size', default: '1MiB', help: 'chunk size, a power of two from 64KiB to 16MiB' },
-    { key: 'compressor', flag: 'compressor', type: 'string', default: 'zstd', meta: 'zstd|none', help: 'how chunks are stored' },
+    { key: 'compressor', flag: 'compressor', type: 'enum', values: ['zstd', 'none'], default: 'zstd', meta: 'zstd|none', help: 'how chunks are stored' },
     { key: 'chunk-dict', flag: 'chunk-dict', type: 'string', default: '', meta: 'REF', help: 'a lazy image in the same registry whose chunks are reused, not stored again' },
     { key: 'platform', flag: 'platform', type: 'string', default: 'linux/amd64', meta: 'OS/ARCH', help: 'platform picked from a multi-platform source' },
     { key: 'timeout', flag: 'timeout', type: 'duration', default: '30s', help: 'registry connect and idle timeout' }
   ]
-}
+})
 
-export const CHECK_COMMAND: CommandSpec = {
+export const CHECK_COMMAND = defineCommand({
   name: NAME,
   usage: 'nydus-fs check REF [--plain-http]',
   summary: 'Verify every chunk, file and directory of a lazy image and its Merkle root against the manifest.',
@@ -39,9 +39,9 @@ export const CHECK_COMMAND: CommandSpec = {
     { key: 'platform', flag: 'platform', type: 'string', default: 'linux/amd64', meta: 'OS/ARCH', help: 'platform picked from an index' },
     { key: 'timeout', flag: 'timeout', type: 'duration', default: '30s', help: 'registry connect and idle timeout' }
   ]
-}
+})
 
-export const SUBCOMMANDS: Record<string, CommandSpec> = {
+export const SUBCOMMANDS = {
   convert: CONVERT_COMMAND,
   mount: MOUNT_COMMAND,
   umount: UMOUNT_COMMAND,
@@ -65,34 +65,33 @@ Run 'nydus-fs COMMAND --help' for a command's options.`
 
 const stderrLine = (line: string): void => { process.stderr.write(`${NAME}: ${line}\n`) }
 
-async function convertMain({ values: v, positionals }: Loaded): Promise<number> {
+async function convertMain({ values: v, positionals }: Loaded<OptionValues<typeof CONVERT_COMMAND.options>>): Promise<number> {
   const { convertImage, formatBytes } = await import('../convert/convert.ts')
   const { isValidChunkSize } = await import('../image/bootstrap.ts')
-  const chunkSize = v['chunk-size'] as number
+  const chunkSize = v['chunk-size']
   if (!isValidChunkSize(chunkSize)) {
     throw new NaiadError('PROTO_ERR_USAGE', `--chunk-size ${formatBytes(chunkSize)} must be a power of two from ${formatBytes(CHUNK_SIZE.min)} to ${formatBytes(CHUNK_SIZE.max)}`)
   }
-  const compressor = v.compressor as string
-  if (compressor !== 'zstd' && compressor !== 'none') throw new NaiadError('PROTO_ERR_USAGE', `--compressor must be zstd or none, got "${compressor}"`)
+  const compressor = v.compressor
   const result = await convertImage({
-    source: positionals[0], target: positionals[1], plainHttp: v['plain-http'] as boolean, chunkSize, compressor,
-    chunkDict: v['chunk-dict'] as string, platform: v.platform as string, timeoutMs: v.timeout as number, log: stderrLine
+    source: positionals[0], target: positionals[1], plainHttp: v['plain-http'], chunkSize, compressor,
+    chunkDict: v['chunk-dict'], platform: v.platform, timeoutMs: v.timeout, log: stderrLine
   })
   process.stdout.write(`${result.manifestDigest}\n`)
   return 0
 }
 
-async function checkMain({ values: v, positionals }: Loaded): Promise<number> {
+async function checkMain({ values: v, positionals }: Loaded<OptionValues<typeof CHECK_COMMAND.options>>): Promise<number> {
   const { checkImage } = await import('../check/check.ts')
   const { formatBytes } = await import('../convert/convert.ts')
-  const r = await checkImage({ ref: positionals[0], plainHttp: v['plain-http'] as boolean, platform: v.platform as string, timeoutMs: v.timeout as number, log: stderrLine })
+  const r = await checkImage({ ref: positionals[0], plainHttp: v['plain-http'], platform: v.platform, timeoutMs: v.timeout, log: stderrLine })
   process.stdout.write(`ok: ${r.chunks} chunks (${formatBytes(r.bytes)}) in ${r.blobs} blobs, ${r.files} files, ${r.directories} directories verified; root ${r.rootDigest}\n`)
   return 0
 }
 
 // The mount module loads fuse-native; convert and check do without it, and so does a
 // background mount's parent, which hands the work to its detached child.
-async function mountMain(loaded: Loaded): Promise<number> {
+async function mountMain(loaded: Loaded<OptionValues<typeof MOUNT_COMMAND.options>>): Promise<number> {
   const options = mountOptionsFrom(loaded)
   if (!options.foreground) {
     const { mountInBackground } = await import('../mount/daemonize.ts')
@@ -102,23 +101,30 @@ async function mountMain(loaded: Loaded): Promise<number> {
   return runMount(options)
 }
 
-async function umountMain(loaded: Loaded): Promise<number> {
+async function umountMain(loaded: Loaded<OptionValues<typeof UMOUNT_COMMAND.options>>): Promise<number> {
   const { runUmount } = await import('../mount/index.ts')
   return runUmount(umountOptionsFrom(loaded))
 }
 
 // The snapshotter module loads gRPC and SQLite; the other commands do without them.
-async function snapshotterMain(loaded: Loaded): Promise<number> {
+async function snapshotterMain(loaded: Loaded<OptionValues<typeof SNAPSHOTTER_COMMAND.options>>): Promise<number> {
   const { runSnapshotter } = await import('../snapshotter/index.ts')
   return runSnapshotter(snapshotterOptionsFrom(loaded))
 }
 
-const HANDLERS: Record<string, (loaded: Loaded) => Promise<number>> = {
-  convert: convertMain,
-  mount: mountMain,
-  umount: umountMain,
-  check: checkMain,
-  snapshotter: snapshotterMain
+type Subcommand = keyof typeof SUBCOMMANDS
+
+/** Each subcommand's table with its handler, typed together. */
+const RUN: { readonly [K in Subcommand]: (argv: string[]) => Promise<void> } = {
+  convert: (argv) => runCli(CONVERT_COMMAND, argv, convertMain),
+  mount: (argv) => runCli(MOUNT_COMMAND, argv, mountMain),
+  umount: (argv) => runCli(UMOUNT_COMMAND, argv, umountMain),
+  check: (argv) => runCli(CHECK_COMMAND, argv, checkMain),
+  snapshotter: (argv) => runCli(SNAPSHOTTER_COMMAND, argv, snapshotterMain)
+}
+
+function isSubcommand(s: string): s is Subcommand {
+  return Object.hasOwn(SUBCOMMANDS, s)
 }
 
 /**
@@ -142,12 +148,11 @@ export async function main(argv: string[]): Promise<void> {
     if (sub === undefined) process.exitCode = 2
     return
   }
-  const spec = SUBCOMMANDS[sub]
-  if (spec === undefined) {
+  if (!isSubcommand(sub)) {
     process.stderr.write(`${NAME}: unknown command "${sub}"\nTry '${NAME} --help'.\n`)
     process.exitCode = 2
     return
   }
-  await runCli(spec, rest, HANDLERS[sub])
+  await RUN[sub](rest)
   if (process.env.NAIAD_REPORT_MAXRSS === '1') process.stderr.write(`${NAME}: maxrss ${peakRssKiB()} KiB\n`)
 }

@@ -14,9 +14,9 @@ import {
 
 import { encodeBootstrap, isValidChunkSize } from '../image/bootstrap.ts'
 import { loadLazyImage } from '../image/load.ts'
-import { RegistryClient, sha256Digest } from '../registry/client.ts'
-import type { OciManifest } from '../registry/oci.ts'
-import { formatRef, parseRef, type ImageRef } from '../registry/ref.ts'
+import { RegistryClient, sha256Digest } from '@naiad/oci'
+import type { OciManifest } from '@naiad/oci'
+import { formatRef, parseRef, type ImageRef } from '@naiad/oci'
 import { buildBootstrap, numberNodes, usedChunks } from './build.ts'
 import { ChunkStore, type ChunkStats, type DictChunk, type OutputBlob } from './chunk-store.ts'
 import { isTarLayer, readLayer } from './layer-reader.ts'
@@ -159,9 +159,9 @@ export async function convertImage(options: ConvertOptions): Promise<ConvertResu
   if (!isValidChunkSize(chunkSize)) throw new NaiadError('PROTO_ERR_USAGE', `chunk size ${chunkSize} must be a power of two between 64KiB and 16MiB`)
   const sourceRef = parseRef(options.source)
   const targetRef = parseRef(options.target)
-  if (targetRef.digest !== undefined) throw new NaiadError('NFS_ERR_BAD_REF', `target "${options.target}" must name a tag, not a digest`)
+  if (targetRef.digest !== undefined) throw new NaiadError('OCI_ERR_BAD_REF', `target "${options.target}" must name a tag, not a digest`)
   if (targetRef.registry === sourceRef.registry && targetRef.repository === sourceRef.repository && targetRef.tag === sourceRef.tag && sourceRef.digest === undefined) {
-    throw new NaiadError('NFS_ERR_BAD_REF', `target "${options.target}" would replace the source image; give the lazy image its own tag`)
+    throw new NaiadError('OCI_ERR_BAD_REF', `target "${options.target}" would replace the source image; give the lazy image its own tag`)
   }
   const clients = new Clients(options)
   const work = await mkdtemp(join(options.workDir ?? tmpdir(), 'nydus-convert-'))

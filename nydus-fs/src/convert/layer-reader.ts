@@ -203,7 +203,7 @@ export async function readLayer(body: AsyncIterable<Buffer>, mediaType: string, 
   }
   stopFeeding = true
   await fed
-  if (feedFailure !== undefined) throw feedFailure instanceof NaiadError ? feedFailure : new NaiadError('NFS_ERR_REGISTRY', `${what}: ${(feedFailure as Error).message}`, { cause: feedFailure })
+  if (feedFailure !== undefined) throw feedFailure instanceof NaiadError ? feedFailure : new NaiadError('OCI_ERR_REGISTRY', `${what}: ${(feedFailure as Error).message}`, { cause: feedFailure })
   if (decodeFailure !== undefined) throw decodeError(decodeFailure, what)
   return { compression, tarBytes: tail.total }
 }

@@ -11,9 +11,9 @@ import { join } from 'node:path'
 
 import { MEDIA_TYPES, NaiadError, OCI_INDEX_MEDIA_TYPE } from '@naiad/proto/contracts'
 
-import { sha256Digest, type RegistryClient } from '../registry/client.ts'
-import type { OciManifest } from '../registry/oci.ts'
-import type { ImageRef } from '../registry/ref.ts'
+import { sha256Digest, type RegistryClient } from '@naiad/oci'
+import type { OciManifest } from '@naiad/oci'
+import type { ImageRef } from '@naiad/oci'
 import type { OutputBlob } from './chunk-store.ts'
 import type { RuntimeImage } from './runtime-image.ts'
 

@@ -28,8 +28,8 @@ import {
   MEDIA_TYPES, NaiadError, OCI_INDEX_MEDIA_TYPE, RUNTIME_ANNOTATIONS, RUNTIME_STUB_MEDIA_TYPE
 } from '@naiad/proto/contracts'
 
-import { sha256Digest } from '../registry/client.ts'
-import type { Descriptor, OciManifest } from '../registry/oci.ts'
+import { sha256Digest } from '@naiad/oci'
+import type { Descriptor, OciManifest } from '@naiad/oci'
 
 const BLOCK = 512
 

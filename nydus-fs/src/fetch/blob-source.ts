@@ -5,7 +5,8 @@
 
 import type { BlobRef } from '@naiad/proto/contracts'
 
-import type { RegistryClient } from '../registry/client.ts'
+import type { RegistryClient } from '@naiad/oci'
+import type { FetchPriority } from './fetch-queue.ts'
 
 export type SourceName = 'daemon' | 'registry'
 
@@ -17,7 +18,7 @@ export interface BlobSource {
    * Stored bytes `start`..`end` (inclusive) of a data blob, exactly that many. `priority`
    * tells a source that can rank requests (the daemon's QoS) whether a read waits on it.
    */
-  read(blob: BlobRef, start: number, end: number, signal: AbortSignal, priority?: 'read' | 'prefetch'): Promise<Buffer>
+  read(blob: BlobRef, start: number, end: number, signal: AbortSignal, priority?: FetchPriority): Promise<Buffer>
 }
 
 /** Ranged GETs straight to the registry. */

@@ -14,7 +14,7 @@ import { NaiadError, type Bootstrap, type Chunk } from '@naiad/proto/contracts'
 
 import type { ChunkCache } from '../cache/chunk-cache.ts'
 import type { BlobSource, SourceName } from './blob-source.ts'
-import { FetchQueue, type Priority, type Ticket } from './fetch-queue.ts'
+import { FetchQueue, type FetchPriority, type Ticket } from './fetch-queue.ts'
 import { NYDUS_EVENTS } from './events.ts'
 import { verifyChunk } from './verify-chunk.ts'
 
@@ -59,7 +59,7 @@ export interface ChunkFetcherComponents {
 }
 
 export type FetchEvent =
-  | { type: 'fetched'; source: SourceName; bytes: number; chunks: number; priority: Priority; ms: number }
+  | { type: 'fetched'; source: SourceName; bytes: number; chunks: number; priority: FetchPriority; ms: number }
   | { type: 'failed'; source: SourceName; code: string; message: string }
   | { type: 'digest'; source: SourceName; chunk: string }
 
@@ -201,8 +201,8 @@ export class ChunkFetcher {
    * cannot be had within the timeout (or `signal` ends the wait), NFS_ERR_DIGEST when the
    * only bytes to be had are wrong.
    */
-  async getChunks(indexes: number[], options: { priority?: Priority; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<Buffer[]> {
-    const priority = options.priority ?? 'read'
+  async getChunks(indexes: number[], options: { priority?: FetchPriority; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<Buffer[]> {
+    const priority = options.priority ?? 'on-demand'
     const out: Array<Buffer | Promise<Buffer>> = new Array(indexes.length)
     const missing: Pending[] = []
     const ticket: Ticket = { priority }
@@ -220,8 +220,8 @@ export class ChunkFetcher {
       }
       const pending = this.inflight.get(hex)
       if (pending !== undefined) {
-        if (priority === 'read' && pending.ticket.priority === 'prefetch') {
-          pending.ticket.priority = 'read'
+        if (priority === 'on-demand' && pending.ticket.priority === 'prefetch') {
+          pending.ticket.priority = 'on-demand'
           this.queue.pump()
         }
         out[i] = pending.promise

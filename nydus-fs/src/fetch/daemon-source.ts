@@ -12,11 +12,11 @@
 // serves it after on-demand reads and preheat; a read that needs a window prefetch already
 // asked for asks again as on-demand, and the daemon raises the running task's class.
 
-import { Agent, type Dispatcher } from 'undici'
-import { NaiadError, type BlobRef } from '@naiad/proto/contracts'
+import { LocalApiClient, NaiadError, type BlobRef, type DownloadEvent } from '@naiad/proto/contracts'
 
-import type { RegistryClient } from '../registry/client.ts'
+import type { RegistryClient } from '@naiad/oci'
 import type { BlobSource } from './blob-source.ts'
+import type { FetchPriority } from './fetch-queue.ts'
 
 export interface DaemonSourceOptions {
   /** The daemon's local API, e.g. http://127.0.0.1:65003. */
@@ -40,11 +40,6 @@ export interface DaemonSourceStats {
   failures: number
 }
 
-function describe(err: unknown): string {
-  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } }
-  return e.cause?.code ?? e.code ?? e.cause?.message ?? e.message ?? String(err)
-}
-
 export class DaemonSource implements BlobSource {
   readonly name = 'daemon' as const
   readonly stats: DaemonSourceStats = { windows: 0, windowBytes: 0, failures: 0 }
@@ -53,7 +48,7 @@ export class DaemonSource implements BlobSource {
   private readonly repository: string
   private readonly windowBytes: number
   private readonly restMs: number
-  private readonly agent: Agent
+  private readonly api: LocalApiClient
   /** Task ID of each window the daemon holds, by `digest:index`. */
   private readonly tasks = new Map<string, string>()
   /** Window downloads in flight, shared by every read that needs them. */
@@ -67,7 +62,7 @@ export class DaemonSource implements BlobSource {
     this.windowBytes = options.windowBytes
     this.restMs = options.restMs ?? 5_000
     const timeout = options.timeoutMs ?? 10_000
-    this.agent = new Agent({ connect: { timeout }, headersTimeout: timeout, bodyTimeout: timeout })
+    this.api = new LocalApiClient({ url: this.daemonUrl.origin, connectTimeoutMs: timeout, headersTimeoutMs: timeout, contentIdleTimeoutMs: timeout })
   }
 
   available(): boolean {
@@ -75,10 +70,10 @@ export class DaemonSource implements BlobSource {
   }
 
   async close(): Promise<void> {
-    await this.agent.close()
+    await this.api.close()
   }
 
-  async read(blob: BlobRef, start: number, end: number, signal: AbortSignal, priority: 'read' | 'prefetch' = 'read'): Promise<Buffer> {
+  async read(blob: BlobRef, start: number, end: number, signal: AbortSignal, priority: FetchPriority = 'on-demand'): Promise<Buffer> {
     const first = Math.floor(start / this.windowBytes)
     const last = Math.floor(end / this.windowBytes)
     const parts: Promise<Buffer>[] = []
@@ -94,7 +89,7 @@ export class DaemonSource implements BlobSource {
   }
 
   /** Bytes `from`..`to` (relative to the window) of window `w`. */
-  private async readWindow(blob: BlobRef, w: number, from: number, to: number, signal: AbortSignal, priority: 'read' | 'prefetch'): Promise<Buffer> {
+  private async readWindow(blob: BlobRef, w: number, from: number, to: number, signal: AbortSignal, priority: FetchPriority): Promise<Buffer> {
     const key = `${blob.digest}:${w}`
     for (let tries = 0; ; tries++) {
       const taskId = this.tasks.get(key) ?? await this.download(blob, w, key, signal, priority)
@@ -106,7 +101,7 @@ export class DaemonSource implements BlobSource {
     }
   }
 
-  private download(blob: BlobRef, w: number, key: string, signal: AbortSignal, priority: 'read' | 'prefetch'): Promise<string> {
+  private download(blob: BlobRef, w: number, key: string, signal: AbortSignal, priority: FetchPriority): Promise<string> {
     // Pending per class: a read does not wait behind a prefetch request of the same window.
     const pendingKey = `${key}:${priority}`
     let p = this.pending.get(pendingKey)
@@ -120,92 +115,55 @@ export class DaemonSource implements BlobSource {
     return p
   }
 
-  private async startDownload(blob: BlobRef, w: number, signal: AbortSignal, priority: 'read' | 'prefetch'): Promise<string> {
+  private async startDownload(blob: BlobRef, w: number, signal: AbortSignal, priority: FetchPriority): Promise<string> {
     const start = w * this.windowBytes
     const end = Math.min(blob.size, start + this.windowBytes) - 1
     const headers: Record<string, string> = {}
     const auth = await this.client.authorizationFor(this.repository, signal)
     if (auth !== undefined) headers.authorization = auth
-    const body = JSON.stringify({
-      url: this.client.blobUrl(this.repository, blob.digest), headers, range: `${start}-${end}`,
-      ...(priority === 'prefetch' ? { priority: 'prefetch' } : {})
-    })
-    let res: Dispatcher.ResponseData
+    let result: DownloadEvent | undefined
     try {
-      res = await this.agent.request({
-        origin: this.daemonUrl.origin, path: '/api/v1/downloads', method: 'POST',
-        headers: { 'content-type': 'application/json' }, body, signal
-      })
-    } catch (err) {
-      this.stats.failures++
-      if (!signal.aborted) this.restUntil = Date.now() + this.restMs
-      throw new NaiadError('NFS_ERR_FETCH', `cannot reach dfdaemon at ${this.daemonUrl.origin}: ${describe(err)}`, { cause: err })
-    }
-    if (res.statusCode !== 200) {
-      this.stats.failures++
-      const text = await res.body.text().catch(() => '')
-      throw new NaiadError('NFS_ERR_FETCH', `dfdaemon refused the download of ${blob.digest} ${start}-${end}: HTTP ${res.statusCode} ${text.slice(0, 300)}`)
-    }
-    this.stats.windows++
-    let buf = ''
-    let result: { event: string; taskId?: string; code?: string; message?: string } | undefined
-    try {
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        buf += chunk.toString('utf8')
-        let i: number
-        while ((i = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, i)
-          buf = buf.slice(i + 1)
-          if (line.trim() === '') continue
-          const e = JSON.parse(line) as { event: string; taskId?: string; code?: string; message?: string }
-          if (e.event === 'done' || e.event === 'error') result = e
-        }
+      for await (const e of this.api.download({ url: this.client.blobUrl(this.repository, blob.digest), headers, range: `${start}-${end}`, priority }, { signal })) {
+        if (e.event === 'started') this.stats.windows++
+        if (e.event === 'done' || e.event === 'error') result = e
       }
     } catch (err) {
-      this.stats.failures++
-      throw new NaiadError('NFS_ERR_FETCH', `dfdaemon download of ${blob.digest} ${start}-${end} broke off: ${describe(err)}`, { cause: err })
+      throw this.failed(err, signal, `dfdaemon download of ${blob.digest} ${start}-${end}`)
     }
-    if (result?.event === 'done' && typeof result.taskId === 'string') {
+    if (result?.event === 'done') {
       this.stats.windowBytes += end - start + 1
       return result.taskId
     }
     this.stats.failures++
-    throw new NaiadError('NFS_ERR_FETCH', `dfdaemon could not download ${blob.digest} ${start}-${end}: ${result === undefined ? 'no result' : `${result.code ?? ''} ${result.message ?? ''}`}`)
+    throw new NaiadError('NFS_ERR_FETCH', `dfdaemon could not download ${blob.digest} ${start}-${end}: ${result?.event === 'error' ? `${result.code} ${result.message}` : 'no result'}`)
   }
 
   /** The bytes, or undefined when the daemon no longer holds the task. */
   private async content(taskId: string, from: number, to: number, signal: AbortSignal): Promise<Buffer | undefined> {
-    let res: Dispatcher.ResponseData
     // The daemon serves a private blob's bytes only to a request the registry would accept.
     const auth = await this.client.authorizationFor(this.repository, signal)
-    try {
-      res = await this.agent.request({
-        origin: this.daemonUrl.origin, path: `/api/v1/tasks/${taskId}/content`, method: 'GET',
-        headers: { range: `bytes=${from}-${to}`, ...(auth === undefined ? {} : { authorization: auth }) }, signal
-      })
-    } catch (err) {
-      this.stats.failures++
-      if (!signal.aborted) this.restUntil = Date.now() + this.restMs
-      throw new NaiadError('NFS_ERR_FETCH', `cannot reach dfdaemon at ${this.daemonUrl.origin}: ${describe(err)}`, { cause: err })
-    }
-    if (res.statusCode === 404) {
-      await res.body.dump().catch(() => {})
-      return undefined
-    }
-    if (res.statusCode !== 206 && res.statusCode !== 200) {
-      this.stats.failures++
-      await res.body.dump().catch(() => {})
-      throw new NaiadError('NFS_ERR_FETCH', `dfdaemon content of task ${taskId}: HTTP ${res.statusCode}`)
-    }
     let data: Buffer
+    let status: number
     try {
-      data = Buffer.from(await res.body.arrayBuffer())
+      const res = await this.api.content(taskId, { signal, range: { start: from, end: to }, headers: auth === undefined ? {} : { authorization: auth } })
+      status = res.status
+      const parts: Buffer[] = []
+      for await (const chunk of res.body) parts.push(chunk)
+      data = Buffer.concat(parts)
     } catch (err) {
-      this.stats.failures++
-      throw new NaiadError('NFS_ERR_FETCH', `dfdaemon content of task ${taskId} broke off: ${describe(err)}`, { cause: err })
+      if (err instanceof NaiadError && err.code === 'DFD_ERR_TASK_NOT_FOUND') return undefined
+      throw this.failed(err, signal, `dfdaemon content of task ${taskId}`)
     }
     // A daemon that ignored the Range header sent the whole window.
-    if (res.statusCode === 200 && data.length > to - from + 1) data = data.subarray(from, to + 1)
+    if (status === 200 && data.length > to - from + 1) data = data.subarray(from, to + 1)
     return data
+  }
+
+  /** A failed exchange with the daemon: counted, and a daemon that cannot be reached is left alone for a while. */
+  private failed(err: unknown, signal: AbortSignal, what: string): NaiadError {
+    this.stats.failures++
+    const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', String(err), { cause: err })
+    if (e.code === 'PROTO_ERR_DIAL' && !signal.aborted) this.restUntil = Date.now() + this.restMs
+    return new NaiadError('NFS_ERR_FETCH', `${what}: ${e.code === 'PROTO_ERR_DIAL' ? `cannot reach dfdaemon at ${this.daemonUrl.origin}: ` : ''}${e.message}`, { cause: err })
   }
 }

@@ -3,13 +3,14 @@
 // own reads never queue behind background work. A read that needs a chunk a queued
 // prefetch is about to fetch promotes that prefetch (its ticket) instead of waiting behind it.
 
-import { NaiadError } from '@naiad/proto/contracts'
+import { NaiadError, type Priority } from '@naiad/proto/contracts'
 
-export type Priority = 'read' | 'prefetch'
+/** The daemon's classes a lazy mount uses: a container's reads (on-demand) and background prefetch. */
+export type FetchPriority = Extract<Priority, 'on-demand' | 'prefetch'>
 
 /** The priority of one fetch; shared and mutable so that it can be promoted while queued. */
 export interface Ticket {
-  priority: Priority
+  priority: FetchPriority
 }
 
 interface Waiter {
@@ -54,33 +55,33 @@ export class FetchQueue {
   /** Starts whatever may start now (after a promotion, or a slot freed). */
   pump(): void {
     while (true) {
-      const read = this.waiting.findIndex((w) => w.ticket.priority === 'read')
-      if (read >= 0 && this.canStart('read', true)) { this.waiting.splice(read, 1)[0].start(); continue }
+      const read = this.waiting.findIndex((w) => w.ticket.priority === 'on-demand')
+      if (read >= 0 && this.canStart('on-demand', true)) { this.waiting.splice(read, 1)[0].start(); continue }
       const pre = read >= 0 ? -1 : this.waiting.findIndex((w) => w.ticket.priority === 'prefetch')
       if (pre >= 0 && this.canStart('prefetch', false)) { this.waiting.splice(pre, 1)[0].start(); continue }
       return
     }
   }
 
-  private canStart(priority: Priority, readWaiting: boolean): boolean {
+  private canStart(priority: FetchPriority, readWaiting: boolean): boolean {
     if (this.active >= this.concurrency) return false
-    if (priority === 'read') return true
+    if (priority === 'on-demand') return true
     return !readWaiting && this.activePrefetch < this.prefetchConcurrency
   }
 
-  private take(priority: Priority): Priority {
+  private take(priority: FetchPriority): FetchPriority {
     this.active++
     if (priority === 'prefetch') this.activePrefetch++
     return priority
   }
 
-  private admit(ticket: Ticket, signal: AbortSignal): Promise<Priority> {
+  private admit(ticket: Ticket, signal: AbortSignal): Promise<FetchPriority> {
     signal.throwIfAborted()
-    const readWaiting = this.waiting.some((w) => w.ticket.priority === 'read')
+    const readWaiting = this.waiting.some((w) => w.ticket.priority === 'on-demand')
     if (!(ticket.priority === 'prefetch' && this.waiting.length > 0) && this.canStart(ticket.priority, readWaiting)) {
       return Promise.resolve(this.take(ticket.priority))
     }
-    return new Promise<Priority>((resolve, reject) => {
+    return new Promise<FetchPriority>((resolve, reject) => {
       const onAbort = (): void => {
         const i = this.waiting.indexOf(waiter)
         if (i >= 0) this.waiting.splice(i, 1)

@@ -6,7 +6,7 @@ import { zstdDecompressSync } from 'node:zlib'
 
 import { NaiadError, type BlobRef, type Bootstrap, type Chunk } from '@naiad/proto/contracts'
 
-import type { RegistryClient } from '../registry/client.ts'
+import type { RegistryClient } from '@naiad/oci'
 
 /** The blob and inclusive byte range holding chunk `index`'s stored bytes. */
 export function chunkRange(b: Bootstrap, index: number): { blob: BlobRef; start: number; end: number } {

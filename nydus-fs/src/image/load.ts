@@ -8,9 +8,9 @@ import {
   type BlobRef, type Bootstrap
 } from '@naiad/proto/contracts'
 
-import type { RegistryClient } from '../registry/client.ts'
-import type { OciManifest } from '../registry/oci.ts'
-import type { ImageRef } from '../registry/ref.ts'
+import type { RegistryClient } from '@naiad/oci'
+import type { OciManifest } from '@naiad/oci'
+import type { ImageRef } from '@naiad/oci'
 import { BOOTSTRAP_MAX_BYTES, decodeBootstrap } from './bootstrap.ts'
 import { computeDigests } from './merkle.ts'
 

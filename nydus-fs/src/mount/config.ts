@@ -4,9 +4,9 @@
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 
-import { NaiadError, type CommandSpec, type Loaded } from '@naiad/proto/contracts'
+import { defineCommand, NaiadError, type Loaded, type OptionValues } from '@naiad/proto/contracts'
 
-import { parseRef } from '../registry/ref.ts'
+import { parseRef } from '@naiad/oci'
 
 const isRoot = process.getuid?.() === 0
 
@@ -42,7 +42,7 @@ export const MOUNT_DEFAULTS = {
 export const MOUNT_USAGE = 'nydus-fs mount REF MOUNTPOINT [--daemon URL] [--plain-http] [--cache-dir DIR] [--prefetch|--no-prefetch] [--foreground]'
 export const UMOUNT_USAGE = 'nydus-fs umount MOUNTPOINT'
 
-export const MOUNT_COMMAND: CommandSpec = {
+export const MOUNT_COMMAND = defineCommand({
   name: 'nydus-fs mount',
   usage: MOUNT_USAGE,
   summary: 'Mount a lazy image read-only over FUSE: chunks are fetched when read (through the dfdaemon, else\n' +
@@ -67,9 +67,9 @@ export const MOUNT_COMMAND: CommandSpec = {
     { key: 'run-dir', type: 'string', default: MOUNT_DEFAULTS.runDir, help: 'state files, logs and stats sockets of running mounts' },
     { key: 'allow-other', type: 'bool', default: isRoot, help: 'let other users (containers) use the mount' }
   ]
-}
+})
 
-export const UMOUNT_COMMAND: CommandSpec = {
+export const UMOUNT_COMMAND = defineCommand({
   name: 'nydus-fs umount',
   usage: UMOUNT_USAGE,
   summary: 'Unmount a nydus-fs mount: the mount process answers pending reads, writes its stats and exits.',
@@ -78,7 +78,7 @@ export const UMOUNT_COMMAND: CommandSpec = {
     { key: 'timeout', flag: 'timeout', type: 'duration', default: MOUNT_DEFAULTS.umountTimeout, meta: 'DURATION', help: 'how long to wait for the mount process before it is killed' },
     { key: 'run-dir', type: 'string', default: MOUNT_DEFAULTS.runDir, help: 'state files of running mounts' }
   ]
-}
+})
 
 export interface MountCliOptions {
   ref: string
@@ -115,7 +115,7 @@ export function daemonOption(raw: string): string | undefined {
   return raw.replace(/\/+$/, '')
 }
 
-export function mountOptionsFrom(loaded: Loaded): MountCliOptions {
+export function mountOptionsFrom(loaded: Loaded<OptionValues<typeof MOUNT_COMMAND.options>>): MountCliOptions {
   const v = loaded.values
   const [ref, mountpoint] = loaded.positionals
   try {
@@ -124,38 +124,38 @@ export function mountOptionsFrom(loaded: Loaded): MountCliOptions {
     // A malformed reference is a bad value on the command line: exit 2 like any other.
     throw new NaiadError('PROTO_ERR_USAGE', (err as Error).message, { cause: err })
   }
-  const daemon = daemonOption(String(v.daemon))
-  const windowBytes = v['window-size'] as number
+  const daemon = daemonOption(v.daemon)
+  const windowBytes = v['window-size']
   if (windowBytes < 64 * 1024 || windowBytes > 64 * 1024 * 1024 || (windowBytes & (windowBytes - 1)) !== 0) {
     throw usage(`flag --window-size: ${windowBytes} bytes is not a power of two between 64KiB and 64MiB`)
   }
-  const readTimeoutMs = v['read-timeout'] as number
+  const readTimeoutMs = v['read-timeout']
   if (readTimeoutMs < 100) throw usage('flag --read-timeout: must be at least 100ms')
-  const positive = (key: string): number => {
-    const n = v[key] as number
+  const positive = (key: 'concurrency' | 'prefetch-concurrency'): number => {
+    const n = v[key]
     if (!Number.isSafeInteger(n) || n < 1) throw new NaiadError('PROTO_ERR_BAD_CONFIG', `${key}: must be at least 1, got ${n}`)
     return n
   }
-  if (String(v['cache-dir']) === '') throw usage('flag --cache-dir: must not be empty')
+  if (v['cache-dir'] === '') throw usage('flag --cache-dir: must not be empty')
   return {
     ref,
     mountpoint: resolve(mountpoint),
     daemon,
-    plainHttp: v['plain-http'] as boolean,
-    cacheDir: resolve(String(v['cache-dir'])),
-    prefetch: v.prefetch as boolean,
-    foreground: v.foreground as boolean,
+    plainHttp: v['plain-http'],
+    cacheDir: resolve(v['cache-dir']),
+    prefetch: v.prefetch,
+    foreground: v.foreground,
     readTimeoutMs,
-    attemptTimeoutMs: Math.min(readTimeoutMs, v['attempt-timeout'] as number),
-    retries: v.retries as number,
-    memoryCacheBytes: v['memory-cache'] as number,
-    diskCacheBytes: v['disk-cache'] as number,
+    attemptTimeoutMs: Math.min(readTimeoutMs, v['attempt-timeout']),
+    retries: v.retries,
+    memoryCacheBytes: v['memory-cache'],
+    diskCacheBytes: v['disk-cache'],
     windowBytes,
     concurrency: positive('concurrency'),
     prefetchConcurrency: positive('prefetch-concurrency'),
-    runDir: resolve(String(v['run-dir'])),
-    allowOther: v['allow-other'] as boolean,
-    logLevel: String(v['log-level'])
+    runDir: resolve(v['run-dir']),
+    allowOther: v['allow-other'],
+    logLevel: v['log-level']
   }
 }
 
@@ -165,10 +165,10 @@ export interface UmountCliOptions {
   runDir: string
 }
 
-export function umountOptionsFrom(loaded: Loaded): UmountCliOptions {
+export function umountOptionsFrom(loaded: Loaded<OptionValues<typeof UMOUNT_COMMAND.options>>): UmountCliOptions {
   return {
     mountpoint: resolve(loaded.positionals[0]),
-    timeoutMs: loaded.values.timeout as number,
-    runDir: resolve(String(loaded.values['run-dir']))
+    timeoutMs: loaded.values.timeout,
+    runDir: resolve(loaded.values['run-dir'])
   }
 }

@@ -171,7 +171,7 @@ export class LazyFs {
       for (let i = 0; i < ok.length; i++) if (!ok[i]) (missing ??= []).push(diskK[i])
     }
     if (missing !== undefined) {
-      const data = await this.fetcher.getChunks(missing.map((k) => inode.chunks[k]), { priority: 'read', timeoutMs: this.options.readTimeoutMs })
+      const data = await this.fetcher.getChunks(missing.map((k) => inode.chunks[k]), { priority: 'on-demand', timeoutMs: this.options.readTimeoutMs })
       for (let i = 0; i < missing.length; i++) {
         const k = missing[i]
         const from = Math.max(pos, offsets[k]) - offsets[k]
@@ -190,7 +190,7 @@ export class LazyFs {
       const stop = Math.min(inode.chunks.length, last + 1 + this.options.readaheadChunks)
       for (let k = last + 1; k < stop; k++) {
         const c = inode.chunks[k]
-        if (!this.fetcher.isCachedOrPending(c)) void this.fetcher.getChunks([c], { priority: 'read' }).catch(() => {})
+        if (!this.fetcher.isCachedOrPending(c)) void this.fetcher.getChunks([c], { priority: 'on-demand' }).catch(() => {})
       }
     }
     return n

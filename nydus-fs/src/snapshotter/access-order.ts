@@ -9,8 +9,8 @@
 
 import { NaiadError } from '@naiad/proto/contracts'
 
-import { referrersTag, sha256Digest, type RegistryClient } from '../registry/client.ts'
-import { OCI_MEDIA_TYPES, type Descriptor, type OciIndex } from '../registry/oci.ts'
+import { referrersTag, sha256Digest, type RegistryClient } from '@naiad/oci'
+import { OCI_MEDIA_TYPES, type Descriptor, type OciIndex } from '@naiad/oci'
 
 export const ACCESS_ORDER_TYPE = 'application/vnd.naiad.lazy.access-order.v1+json'
 const EMPTY_CONFIG = { mediaType: 'application/vnd.oci.empty.v1+json', body: Buffer.from('{}') }

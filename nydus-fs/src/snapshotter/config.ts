@@ -3,7 +3,7 @@
 
 import { resolve } from 'node:path'
 
-import { NaiadError, type CommandSpec, type Loaded } from '@naiad/proto/contracts'
+import { defineCommand, NaiadError, type Loaded, type OptionValues } from '@naiad/proto/contracts'
 
 import { daemonOption, MOUNT_DEFAULTS } from '../mount/config.ts'
 
@@ -31,7 +31,7 @@ export const SNAPSHOTTER_DEFAULTS = {
 
 export const SNAPSHOTTER_USAGE = 'nydus-fs snapshotter --socket PATH --root DIR [--daemon URL] [--plain-http] [--print-containerd-config]'
 
-export const SNAPSHOTTER_COMMAND: CommandSpec = {
+export const SNAPSHOTTER_COMMAND = defineCommand({
   name: 'nydus-fs snapshotter',
   usage: SNAPSHOTTER_USAGE,
   summary: "containerd's snapshots service on a unix socket, for containerd's proxy_plugins (type \"snapshot\").\n" +
@@ -54,7 +54,7 @@ export const SNAPSHOTTER_COMMAND: CommandSpec = {
     { key: 'access-settle', type: 'duration', default: SNAPSHOTTER_DEFAULTS.accessSettle, help: 'publish the access order once it stopped growing for this long' },
     { key: 'access-deadline', type: 'duration', default: SNAPSHOTTER_DEFAULTS.accessDeadline, help: 'publish it at the latest this long after the first container started' }
   ]
-}
+})
 
 export interface SnapshotterOptions {
   socket: string
@@ -77,27 +77,27 @@ function usage(message: string): NaiadError {
   return new NaiadError('PROTO_ERR_USAGE', message)
 }
 
-export function snapshotterOptionsFrom(loaded: Loaded): SnapshotterOptions {
+export function snapshotterOptionsFrom(loaded: Loaded<OptionValues<typeof SNAPSHOTTER_COMMAND.options>>): SnapshotterOptions {
   const v = loaded.values
-  const daemon = daemonOption(String(v.daemon))
-  for (const k of ['socket', 'root'] as const) if (String(v[k]) === '') throw usage(`flag --${k}: must not be empty`)
-  const name = String(v['plugin-name'])
+  const daemon = daemonOption(v.daemon)
+  for (const k of ['socket', 'root'] as const) if (v[k] === '') throw usage(`flag --${k}: must not be empty`)
+  const name = v['plugin-name']
   if (!/^[a-z0-9][a-z0-9._-]*$/.test(name)) throw usage(`flag --plugin-name: "${name}" is not a plugin name (lowercase letters, digits, . _ -)`)
-  const readTimeoutMs = v['read-timeout'] as number
+  const readTimeoutMs = v['read-timeout']
   if (readTimeoutMs < 100) throw usage('flag --read-timeout: must be at least 100ms')
   return {
-    socket: resolve(String(v.socket)),
-    root: resolve(String(v.root)),
+    socket: resolve(v.socket),
+    root: resolve(v.root),
     daemon,
-    plainHttp: v['plain-http'] as boolean,
-    printContainerdConfig: v['print-containerd-config'] as boolean,
+    plainHttp: v['plain-http'],
+    printContainerdConfig: v['print-containerd-config'],
     pluginName: name,
     readTimeoutMs,
-    cacheBytes: v['cache-size'] as number,
-    logLevel: String(v['log-level']),
-    mountTimeoutMs: v['mount-timeout'] as number,
-    registryTimeoutMs: v['registry-timeout'] as number,
-    accessSettleMs: v['access-settle'] as number,
-    accessDeadlineMs: v['access-deadline'] as number
+    cacheBytes: v['cache-size'],
+    logLevel: v['log-level'],
+    mountTimeoutMs: v['mount-timeout'],
+    registryTimeoutMs: v['registry-timeout'],
+    accessSettleMs: v['access-settle'],
+    accessDeadlineMs: v['access-deadline']
   }
 }

@@ -12,7 +12,7 @@
 
 import { RUNTIME_ANNOTATIONS } from '@naiad/proto/contracts'
 
-import { parseRef, type ImageRef } from '../registry/ref.ts'
+import { parseRef, type ImageRef } from '@naiad/oci'
 
 export const TARGET_LABEL = 'containerd.io/snapshot.ref'
 

@@ -16,6 +16,7 @@ import {
   type FrameType
 } from '@naiad/proto'
 
+import { DOWNLOAD_DEFAULTS } from '../config/options.ts'
 import type { PeerAccess } from '../access/access.ts'
 import type { QosHooks } from '../qos/hooks.ts'
 import type { LivePiece, LivePieces } from '../storage/live-pieces.ts'
@@ -144,7 +145,7 @@ export class DataServer {
     return {
       chunkBytes: this.options.chunkBytes ?? 1024 * 1024,
       liveWaitMs: this.options.liveWaitMs ?? 30_000,
-      pieceTimeoutMs: this.options.pieceTimeoutMs ?? 60_000,
+      pieceTimeoutMs: this.options.pieceTimeoutMs ?? DOWNLOAD_DEFAULTS.pieceTimeoutMs,
       slots: this.options.slots
     }
   }

@@ -9,12 +9,12 @@ import { channel } from 'node:diagnostics_channel'
 
 import type { Logger } from 'pino'
 import {
-  EVENTS, NaiadError, parseRange, toNaiadError,
-  type PieceResult, type RegisterTaskRequest, type TaskInfo
+  EVENTS, higherPriority, NaiadError, parseRange, toNaiadError,
+  type PieceResult, type Priority, type RegisterTaskRequest, type TaskInfo
 } from '@naiad/proto'
 
 import type { DataClient } from '../channel/data-client.ts'
-import { higherPriority, type Priority, type QosHooks, type Traffic } from '../qos/hooks.ts'
+import type { QosHooks, Traffic } from '../qos/hooks.ts'
 import type { SchedulerClient } from '../scheduler/client.ts'
 import type { OriginClient } from '../source/origin.ts'
 import type { LivePieces } from '../storage/live-pieces.ts'

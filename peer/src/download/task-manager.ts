@@ -4,9 +4,8 @@
 // stops, unless one of its callers asked to keep it running (the mirror fills the cache for
 // the next pull whatever its client does).
 
-import { NaiadError, parseDigest, parseDownloadUrl, parseRange, taskIdOf } from '@naiad/proto'
+import { NaiadError, parseDigest, parseDownloadUrl, parseRange, taskIdOf, type Priority } from '@naiad/proto'
 
-import type { Priority } from '../qos/hooks.ts'
 import { PeerTask, type PeerTaskComponents } from './peer-task.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './types.ts'
 

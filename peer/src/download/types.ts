@@ -1,6 +1,6 @@
 // What a download is asked for and what it reports.
 
-import type { Priority } from '../qos/hooks.ts'
+import type { Priority } from '@naiad/proto'
 
 export interface DownloadRequest {
   url: string

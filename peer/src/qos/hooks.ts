@@ -1,21 +1,9 @@
 // The points where the daemon asks for permission to move bytes or take a request. The
 // core only calls these; what they enforce (priority classes, bandwidth shares, tenant
-// limits) is up to whatever a plugin installs through `ctx.extensions.qos`. Without one,
+// limits) is up to whatever a plugin installs through the daemon's plugin context (`ctx.qos`). Without one,
 // every call is a no-op and costs nothing on the hot paths (callers check `active`).
 
-/** Traffic classes, most urgent first. */
-export type Priority = 'on-demand' | 'preheat' | 'prefetch'
-
-export const PRIORITIES: readonly Priority[] = ['on-demand', 'preheat', 'prefetch']
-
-export function isPriority(v: unknown): v is Priority {
-  return typeof v === 'string' && (PRIORITIES as readonly string[]).includes(v)
-}
-
-/** The more urgent of two classes. */
-export function higherPriority(a: Priority, b: Priority): Priority {
-  return PRIORITIES.indexOf(a) <= PRIORITIES.indexOf(b) ? a : b
-}
+import type { Priority } from '@naiad/proto'
 
 export interface Traffic {
   priority: Priority
@@ -47,7 +35,7 @@ export const NO_QOS: QosLimiter = {
 
 /**
  * The daemon's one QoS entry point, handed to the download, upload and request paths at
- * construction and to plugins as `ctx.extensions.qos`, where a plugin calls `install`.
+ * construction and to plugins as `ctx.qos`, where a plugin calls `install`.
  */
 export class QosHooks implements QosLimiter {
   private impl: QosLimiter = NO_QOS

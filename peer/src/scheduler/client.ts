@@ -20,6 +20,12 @@ export interface SchedulerClient {
   getParents(taskId: string, limit: number, signal?: AbortSignal, digestsFrom?: number): Promise<GetParentsResponse>
   leaveTask(taskId: string, signal?: AbortSignal): Promise<void>
   leaveHost(signal?: AbortSignal): Promise<void>
+  /**
+   * The supernode's fabric addresses, for other protocols to the same supernode (plugins'
+   * reports): looked up once and again after the supernode was unreachable. Absent for an
+   * in-process scheduler.
+   */
+  supernodeAddrs?(signal?: AbortSignal): Promise<Multiaddr[]>
 }
 
 export interface FabricSchedulerClientOptions {
@@ -89,6 +95,10 @@ export class FabricSchedulerClient implements SchedulerClient {
 
   get supernodeId(): string | undefined {
     return this.peerId
+  }
+
+  supernodeAddrs(signal?: AbortSignal): Promise<Multiaddr[]> {
+    return this.resolve(signal)
   }
 
   private resolve(signal?: AbortSignal): Promise<Multiaddr[]> {

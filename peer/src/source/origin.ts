@@ -57,13 +57,6 @@ export function trustedCAs(caFile?: string): string[] {
   return cas
 }
 
-export const ORIGIN_DEFAULTS: OriginOptions = {
-  connectTimeoutMs: 10_000,
-  idleTimeoutMs: 30_000,
-  retries: 3,
-  maxRedirections: 5
-}
-
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'range'])
 
 export class OriginClient {
@@ -72,7 +65,7 @@ export class OriginClient {
 
   private readonly options: OriginOptions
 
-  constructor(options: OriginOptions = ORIGIN_DEFAULTS) {
+  constructor(options: OriginOptions) {
     this.options = options
     this.agent = new Agent({
       connect: policyConnect(options.policy, { timeout: options.connectTimeoutMs, ca: trustedCAs(options.caFile) }),

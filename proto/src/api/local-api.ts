@@ -1,4 +1,7 @@
-// The contract of the daemon's local API (dfdaemon serves it, dfget and nydus-fs call it).
+// The contract of the daemon's local API (dfdaemon serves it; dfget and nydus-fs call it
+// through LocalApiClient, local-api-client.ts).
+
+import type { Priority } from '../task/priority.ts'
 
 /** Body of POST /api/v1/downloads. */
 export interface DownloadRequestBody {
@@ -13,7 +16,7 @@ export interface DownloadRequestBody {
   /** How long this caller waits; the download itself goes on. */
   timeoutMs?: number
   /** QoS class (the `qos` plugin): on-demand (default) before preheat before prefetch. */
-  priority?: 'on-demand' | 'preheat' | 'prefetch'
+  priority?: Priority
 }
 
 /** One NDJSON line of the answer to POST /api/v1/downloads; the last is `done` or `error`. */

@@ -7,18 +7,17 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 
 import Database from 'better-sqlite3'
-import { mintToken, NaiadError, parseDuration, TOKEN_SCOPES, type TokenScope } from '@naiad/proto'
+import { mintToken, NaiadError, parseDuration, type TokenScope } from '@naiad/proto'
 
 import { loadClusterKey } from './cluster-key.ts'
 import { NodeRegistry, type NodeRecord } from './node-registry.ts'
 
-export async function tokenCreate(values: Record<string, unknown>, out: (line: string) => void, note: (line: string) => void): Promise<void> {
-  const scope = values.scope as string
-  if (!TOKEN_SCOPES.includes(scope as TokenScope)) throw new NaiadError('PROTO_ERR_USAGE', `--scope: expected join or api, got "${scope}"`)
-  const rawTtl = String(values.ttl)
+export async function tokenCreate(values: { scope: TokenScope; ttl: string; 'data-dir': string }, out: (line: string) => void, note: (line: string) => void): Promise<void> {
+  const scope = values.scope
+  const rawTtl = values.ttl
   const ttlMs = rawTtl.trim() === '0' ? 0 : parseDuration(rawTtl, '--ttl')
-  const signer = await loadClusterKey(values['data-dir'] as string)
-  const token = mintToken(signer, scope as TokenScope, ttlMs)
+  const signer = await loadClusterKey(values['data-dir'])
+  const token = mintToken(signer, scope, ttlMs)
   const until = ttlMs === 0 ? 'never expires' : `expires ${new Date(Date.now() + ttlMs).toISOString()}`
   note(scope === 'join'
     ? `join token for cluster ${signer.id} (${until}); on each node: dfdaemon --join-token <token> (or NAIAD_JOIN_TOKEN, or --join-token-file)`
@@ -34,12 +33,12 @@ function openRegistry(dataDir: string): { registry: NodeRegistry; close(): void 
   return { registry: new NodeRegistry(db), close: () => db.close() }
 }
 
-export function nodeCommand(values: Record<string, unknown>, positionals: string[], out: (line: string) => void): void {
+export function nodeCommand(values: { 'data-dir': string; json: boolean }, positionals: string[], out: (line: string) => void): void {
   const [verb, id] = positionals
   if (verb !== 'list' && verb !== 'revoke') throw new NaiadError('PROTO_ERR_USAGE', `unknown node command "${verb}": expected list or revoke ID`)
   if (verb === 'revoke' && id === undefined) throw new NaiadError('PROTO_ERR_USAGE', 'node revoke needs the node\'s ID (see supernode node list)')
   if (verb === 'list' && id !== undefined) throw new NaiadError('PROTO_ERR_USAGE', `unexpected argument "${id}"`)
-  const { registry, close } = openRegistry(values['data-dir'] as string)
+  const { registry, close } = openRegistry(values['data-dir'])
   try {
     if (verb === 'revoke') {
       const n = registry.revoke(id!)
@@ -47,7 +46,7 @@ export function nodeCommand(values: Record<string, unknown>, positionals: string
       return
     }
     const nodes = registry.list()
-    if (values.json === true) {
+    if (values.json) {
       out(JSON.stringify(nodes, null, 2))
       return
     }

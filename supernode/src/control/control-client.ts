@@ -1,11 +1,11 @@
 // The supernode's side of the control service: sends a command to one daemon over the
-// fabric (`/naiad/control/1.0.0`) and lists the daemons commands can go to. Plugins reach it
-// as `ctx.extensions.control`.
+// fabric (`/naiad/control/1.0.0`), typed by proto's ControlCommands, and lists the daemons
+// commands can go to. Plugins reach it as their context's `control`.
 
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import {
   call, ControlRequest, ControlResponse, isErrorCode, NaiadError, PROTOCOLS,
-  type FabricNode, type Host
+  type ControlArgs, type ControlCommandName, type ControlResult, type FabricNode, type Host
 } from '@naiad/proto'
 
 import type { HostState } from '../scheduler/scheduler.ts'
@@ -80,7 +80,7 @@ export class ControlClient {
    * daemon's code when the command fails there, SN_ERR_HOST_NOT_FOUND for an unknown, gone
    * or seed host, and PROTO_ERR_DIAL / PROTO_ERR_TIMEOUT / PROTO_ERR_ABORTED for the fabric.
    */
-  async send(hostId: string, command: string, args: unknown, options: ControlSendOptions = {}): Promise<unknown> {
+  async send<K extends ControlCommandName>(hostId: string, command: K, args: ControlArgs<K>, options: ControlSendOptions = {}): Promise<ControlResult<K>> {
     const host = this.c.hosts.get(hostId)
     if (host === undefined || host.gone || host.info.isSeed) {
       throw new NaiadError('SN_ERR_HOST_NOT_FOUND', `no daemon ${hostId} to send "${command}" to${host?.gone === true ? ' (it left)' : host?.info.isSeed === true ? ' (it is a seed)' : ''}`)
@@ -94,9 +94,9 @@ export class ControlClient {
     if (!res.ok) {
       throw new NaiadError(isErrorCode(res.code) ? res.code : 'PROTO_ERR_REMOTE', `${command} on ${host.info.hostname || hostId}: ${res.message}`)
     }
-    if (res.resultJson === '') return undefined
     try {
-      return JSON.parse(res.resultJson) as unknown
+      // The daemon's handler for K returned ControlResult<K>; the JSON carries it as it was.
+      return JSON.parse(res.resultJson === '' ? 'null' : res.resultJson) as ControlResult<K>
     } catch (err) {
       throw new NaiadError('PROTO_ERR_DECODE', `${command} on ${hostId}: the result is not JSON`, { cause: err })
     }

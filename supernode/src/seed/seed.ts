@@ -4,7 +4,7 @@
 // against.
 
 import type { Logger } from 'pino'
-import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type DataTransport, type DestinationPolicy, type PeerAccess, type PeerEngine, type SchedulerClient } from '@naiad/peer'
+import { createPeerEngine, type DataTransport, type DestinationPolicy, type OriginOptions, type PeerAccess, type PeerEngine, type PeerTaskOptions, type SchedulerClient } from '@naiad/peer'
 import {
   raiseRemote, SchedulerRequest, SchedulerResponse, NaiadError,
   type FabricNode, type GetParentsResponse, type Host, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
@@ -52,7 +52,9 @@ export interface SeedOptions {
   dataDir: string
   cacheQuota: number
   uploadSlots: number
-  caFile?: string
+  download: PeerTaskOptions
+  /** The origin client's settings (the policy is added from `policy`). */
+  origin: OriginOptions
   /** The supernode's fabric listen addresses. */
   p2pListen: string[]
   /** The seed's data channel. */
@@ -80,10 +82,10 @@ export class Seed {
       logger: options.logger,
       cacheQuota: options.cacheQuota,
       uploadSlots: options.uploadSlots,
-      download: DOWNLOAD_DEFAULTS,
+      download: options.download,
       p2pListen: options.p2pListen,
       data: options.data,
-      origin: { ...ORIGIN_DEFAULTS, caFile: options.caFile, policy: options.policy }
+      origin: { ...options.origin, policy: options.policy }
     }, { node, scheduler: client, access: options.access })
     return new Seed(engine, options.logger)
   }

@@ -4,9 +4,8 @@
 
 import { statfs } from 'node:fs/promises'
 
+import { findOnPath, fuseDeviceError } from '@naiad/node-tools'
 import type { HealthFacts } from '@naiad/proto'
-
-import { findOnPath, fuseDeviceError } from '../../doctor/facts.ts'
 
 interface Sample {
   at: number

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto'
 
 import type { Logger } from 'pino'
-import { NaiadError } from '@naiad/proto'
+import { NaiadError, type HealCommandResult } from '@naiad/proto'
 
 import type { PieceStore, SchedulerClient } from '@naiad/peer'
 
@@ -17,13 +17,8 @@ export interface HealComponents {
   logger: Logger
 }
 
-export interface HealResult {
-  tasks: number
-  pieces: number
-  badPieces: number
-  dropped: string[]
-  durationMs: number
-}
+/** What a heal found and did (the `heal` control command's result). */
+export type HealResult = HealCommandResult
 
 export async function healCache(c: HealComponents, signal: AbortSignal): Promise<HealResult> {
   const started = Date.now()

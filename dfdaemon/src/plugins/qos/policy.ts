@@ -1,9 +1,9 @@
 // The QoS plugin's implementation of the daemon's hooks: priority slots and weighted
 // bandwidth for the whole daemon, then per-tenant request, concurrency and byte limits.
 
-import { NaiadError } from '@naiad/proto'
+import type { Admission, QosLimiter, Traffic } from '@naiad/peer'
+import { NaiadError, PRIORITIES, type Priority } from '@naiad/proto'
 
-import { PRIORITIES, type Admission, type Priority, type QosLimiter, type Traffic } from '@naiad/peer'
 import type { Clock } from './clock.ts'
 import { PrioritySlots } from './priority-slots.ts'
 import type { QosSettings } from './settings.ts'

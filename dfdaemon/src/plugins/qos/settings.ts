@@ -1,8 +1,6 @@
 // `plugin-config.qos`: every setting of the QoS plugin, its default and its validation.
 
-import { NaiadError, parseSize } from '@naiad/proto'
-
-import { PRIORITIES, type Priority } from '@naiad/peer'
+import { defineOptions, isPriority, loadSettings, NaiadError, parseSize, PRIORITIES, type OptionValues, type Priority } from '@naiad/proto'
 
 export interface TenantSettings {
   /** Prefix of the tenant's URLs: `host[:port]/repo/prefix/` (registry paths without /v2/), or a full URL prefix. */
@@ -65,25 +63,21 @@ function count(v: unknown, key: string, fallback: number): number {
   return v
 }
 
-const TOP = new Set(['download-rate', 'upload-rate', 'weights', 'slots', 'tenants'])
 const TENANT = new Set(['match', 'rate', 'burst', 'concurrency', 'download-rate', 'upload-rate'])
 
-export function parseQosSettings(raw: Record<string, unknown>): QosSettings {
-  for (const k of Object.keys(raw)) if (!TOP.has(k)) throw bad(k, `unknown setting (known: ${[...TOP].join(', ')})`)
-  const weights = { ...QOS_DEFAULTS.weights }
-  if (raw.weights !== undefined) {
-    if (typeof raw.weights !== 'object' || raw.weights === null) throw bad('weights', `expected a map of ${PRIORITIES.join(', ')} to numbers`)
-    for (const [k, v] of Object.entries(raw.weights)) {
-      if (!(PRIORITIES as readonly string[]).includes(k)) throw bad(`weights.${k}`, `unknown class (known: ${PRIORITIES.join(', ')})`)
-      if (typeof v !== 'number' || !(v > 0)) throw bad(`weights.${k}`, 'must be a number above zero')
-      weights[k as Priority] = v
-    }
+function weights(raw: Record<string, unknown>): Record<Priority, number> {
+  const out = { ...QOS_DEFAULTS.weights }
+  for (const [k, v] of Object.entries(raw)) {
+    if (!isPriority(k)) throw bad(`weights.${k}`, `unknown class (known: ${PRIORITIES.join(', ')})`)
+    if (typeof v !== 'number' || !(v > 0)) throw bad(`weights.${k}`, 'must be a number above zero')
+    out[k] = v
   }
-  const slots = count(raw.slots, 'slots', QOS_DEFAULTS.slots)
-  if (slots < 1) throw bad('slots', 'must be at least 1')
-  const tenantsRaw = raw.tenants ?? []
-  if (!Array.isArray(tenantsRaw)) throw bad('tenants', 'expected a list')
-  const tenants = tenantsRaw.map((t: unknown, i): TenantSettings => {
+  return out
+}
+
+function tenants(raw: unknown): TenantSettings[] {
+  if (!Array.isArray(raw)) throw bad('tenants', 'expected a list')
+  return raw.map((t: unknown, i): TenantSettings => {
     const key = `tenants[${i}]`
     if (typeof t !== 'object' || t === null) throw bad(key, 'expected a map')
     const o = t as Record<string, unknown>
@@ -99,11 +93,22 @@ export function parseQosSettings(raw: Record<string, unknown>): QosSettings {
       uploadRate: rate(o['upload-rate'], `${key}.upload-rate`)
     }
   })
-  return {
-    downloadRate: rate(raw['download-rate'], 'download-rate'),
-    uploadRate: rate(raw['upload-rate'], 'upload-rate'),
-    weights,
-    slots,
-    tenants
-  }
+}
+
+/** The schema of `plugin-config.qos`; the structured values check their own parts. */
+export const QOS_SETTINGS = defineOptions([
+  { key: 'download-rate', type: 'any', default: 0, parse: (v: unknown) => rate(v, 'download-rate'), help: "the daemon's download bandwidth shared by the classes (40MiB, 40MiB/s, bytes); 0: unlimited" },
+  { key: 'upload-rate', type: 'any', default: 0, parse: (v: unknown) => rate(v, 'upload-rate'), help: "the daemon's upload bandwidth; 0: unlimited" },
+  { key: 'weights', type: 'object', default: {}, parse: weights, help: 'bandwidth shares of on-demand, preheat and prefetch' },
+  { key: 'slots', type: 'int', min: 1, default: QOS_DEFAULTS.slots, help: 'piece transfers from peers in flight at once, over every download' },
+  { key: 'tenants', type: 'any', default: [], parse: tenants, help: 'per-tenant limits: match, rate, burst, concurrency, download-rate, upload-rate' }
+])
+
+export function qosSettings(v: OptionValues<typeof QOS_SETTINGS>): QosSettings {
+  return { downloadRate: v['download-rate'], uploadRate: v['upload-rate'], weights: v.weights, slots: v.slots, tenants: v.tenants }
+}
+
+/** `plugin-config.qos` checked against QOS_SETTINGS. */
+export function parseQosSettings(raw: Record<string, unknown>): QosSettings {
+  return qosSettings(loadSettings(QOS_SETTINGS, raw, KEY))
 }

@@ -12,81 +12,49 @@
 //
 // See docs/slo.md.
 
-import { EVENTS, NaiadError, parseDuration, type NaiadPlugin } from '@naiad/proto'
+import { defineOptions, EVENTS } from '@naiad/proto'
 
+import { daemonPlugin } from '../../plugin-api/context.ts'
 import { Timelines } from './timelines.ts'
 import { TraceSender } from './trace-sender.ts'
 
-export interface SloDaemonSettings {
-  /** Supernode HTTP URL; defaults to the daemon's own --supernode. */
-  supernode: string | undefined
-  maxBuffered: number
-  batchSize: number
-  retryMs: number
-  timeoutMs: number
-}
+export const SLO_DAEMON_SETTINGS = defineOptions([
+  { key: 'maxBuffered', type: 'int', min: 1, max: 1_000_000, default: 1000, help: 'traces kept while the supernode is unreachable; the oldest go first' },
+  { key: 'batchSize', type: 'int', min: 1, max: 1000, default: 100, help: 'traces sent in one message' },
+  { key: 'retryInterval', type: 'duration', min: 1, default: '2s', help: 'after a failed delivery, wait this long before the next' },
+  { key: 'timeout', type: 'duration', min: 1, default: '5s', help: 'how long one delivery may take' }
+])
 
-export function readDaemonSettings(raw: Record<string, unknown>, defaultSupernode: string | undefined): SloDaemonSettings {
-  const key = (k: string): string => `plugin-config.slo.${k}`
-  const int = (k: string, def: number, min: number, max: number): number => {
-    const v = raw[k] ?? def
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new NaiadError('PROTO_ERR_BAD_CONFIG', `${key(k)}: expected an integer from ${min} to ${max}`)
-    return v
-  }
-  const duration = (k: string, def: string): number => {
-    const v = raw[k] ?? def
-    if (typeof v !== 'string') throw new NaiadError('PROTO_ERR_BAD_CONFIG', `${key(k)}: expected a duration such as ${def}`)
-    try {
-      return parseDuration(v, key(k))
-    } catch (err) {
-      throw new NaiadError('PROTO_ERR_BAD_CONFIG', (err as Error).message, { cause: err })
-    }
-  }
-  const supernode = raw.supernode ?? defaultSupernode
-  if (supernode !== undefined && (typeof supernode !== 'string' || !/^https?:\/\//.test(supernode))) {
-    throw new NaiadError('PROTO_ERR_BAD_CONFIG', `${key('supernode')}: expected the supernode's HTTP URL`)
-  }
-  return {
-    supernode,
-    maxBuffered: int('maxBuffered', 1000, 1, 1_000_000),
-    batchSize: int('batchSize', 100, 1, 1000),
-    retryMs: duration('retryInterval', '2s'),
-    timeoutMs: duration('timeout', '5s')
-  }
-}
-
-export const sloDaemonPlugin: NaiadPlugin = {
+export const sloDaemonPlugin = daemonPlugin({
   name: 'slo',
   version: '1.0.0',
+  settings: SLO_DAEMON_SETTINGS,
   setup(ctx) {
-    if (ctx.host !== 'dfdaemon') throw new NaiadError('PROTO_ERR_PLUGIN', 'this is the daemon half of the slo plugin')
-    const settings = readDaemonSettings(ctx.settings, (ctx.extensions.daemon as { supernodeUrl?: string } | undefined)?.supernodeUrl || undefined)
-    if (settings.supernode === undefined) throw new NaiadError('PROTO_ERR_BAD_CONFIG', 'plugin-config.slo.supernode: no supernode URL to send traces to')
+    const settings = ctx.settings
     const timelines = new Timelines()
-    const sender = new TraceSender(ctx.fabric, ctx.logger, {
-      supernodeUrl: settings.supernode,
+    const sender = new TraceSender(ctx.supernode, ctx.logger, {
       maxBuffered: settings.maxBuffered,
       batchSize: settings.batchSize,
-      retryMs: settings.retryMs,
-      timeoutMs: settings.timeoutMs
+      retryMs: settings.retryInterval,
+      timeoutMs: settings.timeout
     })
 
-    ctx.subscribe<{ taskId: string; url: string }>(EVENTS.taskStarted, (m) => timelines.started(m))
-    ctx.subscribe<{ taskId: string; scheduled: boolean }>(EVENTS.taskRegistered, (m) => timelines.registered(m))
-    ctx.subscribe<{ taskId: string; length: number; source: string; parentId: string; seed?: boolean }>(EVENTS.pieceStored, (m) => timelines.pieceStored(m))
-    ctx.subscribe<{ taskId: string }>(EVENTS.pieceFailed, (m) => timelines.pieceFailed(m))
-    ctx.subscribe<{ taskId: string; reason: string }>(EVENTS.backToSource, (m) => timelines.backToSource(m))
-    ctx.subscribe<{ taskId: string; contentLength: number; durationMs: number }>(EVENTS.taskSucceeded, (m) => {
+    ctx.subscribe(EVENTS.taskStarted, (m) => timelines.started(m))
+    ctx.subscribe(EVENTS.taskRegistered, (m) => timelines.registered(m))
+    ctx.subscribe(EVENTS.pieceStored, (m) => timelines.pieceStored(m))
+    ctx.subscribe(EVENTS.pieceFailed, (m) => timelines.pieceFailed(m))
+    ctx.subscribe(EVENTS.backToSource, (m) => timelines.backToSource(m))
+    ctx.subscribe(EVENTS.taskSucceeded, (m) => {
       const trace = timelines.succeeded(m)
       if (trace !== undefined) sender.add(trace)
     })
-    ctx.subscribe<{ taskId: string; code: string; message: string; durationMs?: number }>(EVENTS.taskFailed, (m) => {
+    ctx.subscribe(EVENTS.taskFailed, (m) => {
       const trace = timelines.failed(m)
       if (trace !== undefined) sender.add(trace)
     })
 
-    ctx.every(Math.max(100, Math.min(settings.retryMs, 1000)), () => sender.kick())
+    ctx.every(Math.max(100, Math.min(settings.retryInterval, 1000)), () => sender.kick())
     ctx.route('GET', '/api/v1/traces/pending', () => ({ body: { ...sender.status(), open: timelines.size } }))
     ctx.onClose(() => sender.close())
   }
-}
+})

@@ -2,13 +2,12 @@
 // is unreachable the traces wait in a bounded buffer (the oldest go first when it is full)
 // and are retried on every tick; a pull never waits for its trace to be delivered.
 
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
-import { call, NaiadError, raiseRemote, SLO_TRACE_PROTOCOL, TraceAck, TraceBatch, type FabricNode, type PullTrace } from '@naiad/proto'
+import { NaiadError, SLO_TRACE_PROTOCOL, TraceAck, TraceBatch, type PullTrace } from '@naiad/proto'
+
+import type { SupernodeLink } from '../../plugin-api/context.ts'
 
 export interface TraceSenderOptions {
-  /** The supernode's HTTP URL, where its peer ID and addresses are read. */
-  supernodeUrl: string
   maxBuffered: number
   batchSize: number
   /** After a failed delivery, wait this long before the next attempt. */
@@ -26,7 +25,6 @@ export interface TraceSenderStatus {
 
 export class TraceSender {
   private readonly buffer: PullTrace[] = []
-  private addrs: Multiaddr[] | undefined
   private flushing: Promise<void> | undefined
   private retryAfter = 0
   private sent = 0
@@ -36,12 +34,12 @@ export class TraceSender {
   private closing = false
   private closed = false
 
-  private readonly node: FabricNode
+  private readonly supernode: SupernodeLink
   private readonly logger: Logger
   private readonly options: TraceSenderOptions
 
-  constructor(node: FabricNode, logger: Logger, options: TraceSenderOptions) {
-    this.node = node
+  constructor(supernode: SupernodeLink, logger: Logger, options: TraceSenderOptions) {
+    this.supernode = supernode
     this.logger = logger
     this.options = options
   }
@@ -79,13 +77,9 @@ export class TraceSender {
     while (!this.closed && this.buffer.length > 0) {
       const batch = this.buffer.slice(0, this.options.batchSize)
       try {
-        const addrs = this.addrs ?? await this.resolve(timeoutMs)
-        const ack = await call(this.node, addrs, SLO_TRACE_PROTOCOL, TraceBatch, TraceAck, { traces: batch }, { timeoutMs })
-        raiseRemote(ack.error)
+        await this.supernode.call(SLO_TRACE_PROTOCOL, TraceBatch, TraceAck, { traces: batch }, { timeoutMs })
       } catch (err) {
         const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', (err as Error).message, { cause: err })
-        // The supernode may have moved (a restart on another p2p port): resolve it again next time.
-        this.addrs = undefined
         this.failures++
         this.retryAfter = Date.now() + this.options.retryMs
         if (this.lastError === null) this.logger.warn({ err: e.message, code: e.code, buffered: this.buffer.length }, 'cannot deliver traces to the supernode; keeping them to retry')
@@ -103,19 +97,5 @@ export class TraceSender {
       if (this.lastError !== null) this.logger.info({ sent: n, buffered: this.buffer.length }, 'traces delivered again')
       this.lastError = null
     }
-  }
-
-  private async resolve(timeoutMs: number): Promise<Multiaddr[]> {
-    const url = `${this.options.supernodeUrl.replace(/\/+$/, '')}/api/v1/info`
-    let info: { peerId: string; multiaddrs: string[] }
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
-      if (!res.ok) throw new Error(`HTTP ${res.status}`)
-      info = await res.json() as { peerId: string; multiaddrs: string[] }
-    } catch (err) {
-      throw new NaiadError('PROTO_ERR_DIAL', `cannot read the supernode's address from ${url}: ${(err as Error).message}`, { cause: err })
-    }
-    this.addrs = info.multiaddrs.map((a) => multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${info.peerId}`))
-    return this.addrs
   }
 }

@@ -10,8 +10,9 @@
 //
 // curl localhost:8002/api/v1/doctor     # every node, its findings, summary counts
 
-import type Database from 'better-sqlite3'
-import { DoctorReportRequest, DoctorReportResponse, NaiadError, parseDuration, PROTOCOLS, serve, type NaiadPlugin } from '@naiad/proto'
+import { defineOptions, DoctorReportRequest, DoctorReportResponse, NaiadError, PROTOCOLS } from '@naiad/proto'
+
+import { supernodePlugin } from '../../plugin-api/context.ts'
 
 import { ReportStore, type StoredReport } from './report-store.ts'
 
@@ -64,28 +65,24 @@ function nodeView(r: StoredReport, staleAfterMs: number, now: number): Record<st
   }
 }
 
-export const doctorAggregatorPlugin: NaiadPlugin = {
+const SETTINGS = defineOptions([
+  { key: 'staleAfter', type: 'duration', min: 1, default: '5m', help: "a node's report older than this is shown as stale" }
+])
+
+export const doctorAggregatorPlugin = supernodePlugin({
   name: 'doctor',
   version: '1.0.0',
+  settings: SETTINGS,
   async setup(ctx) {
-    if (ctx.host !== 'supernode') throw new NaiadError('PROTO_ERR_PLUGIN', 'this is the supernode half of the doctor plugin; dfdaemon loads its own')
-    let staleAfterMs = 5 * 60_000
-    if (ctx.settings.staleAfter !== undefined) {
-      try {
-        staleAfterMs = parseDuration(String(ctx.settings.staleAfter), 'plugin-config.doctor.staleAfter')
-      } catch (err) {
-        throw new NaiadError('PROTO_ERR_BAD_CONFIG', (err as Error).message, { cause: err })
-      }
-    }
-    const store = new ReportStore(ctx.extensions.database as Database.Database | undefined)
+    const staleAfterMs = ctx.settings.staleAfter
+    const store = new ReportStore(ctx.database)
 
-    await serve(ctx.fabric, PROTOCOLS.doctor, DoctorReportRequest, DoctorReportResponse, async (req, { remotePeer }) => {
+    await ctx.serve(PROTOCOLS.doctor, DoctorReportRequest, DoctorReportResponse, async (req, { remotePeer }) => {
       validateReport(req.report)
       // Keyed by the authenticated peer ID: a node can only replace its own report.
       store.put({ peerId: remotePeer.toString(), hostname: req.hostname.slice(0, 255), receivedAt: Date.now(), report: req.report })
       return {}
     }, { maxInboundStreams: 64 })
-    ctx.onClose(() => ctx.fabric.unhandle(PROTOCOLS.doctor))
 
     ctx.route('GET', '/api/v1/doctor', () => {
       const now = Date.now()
@@ -118,4 +115,4 @@ export const doctorAggregatorPlugin: NaiadPlugin = {
       return { body: nodeView(r, staleAfterMs, Date.now()) }
     })
   }
-}
+})

@@ -18,32 +18,23 @@
 //
 // See docs/health.md.
 
-import type Database from 'better-sqlite3'
-import { HEALTH_PROTOCOL, HealthReply, HealthReport, NaiadError, serve, type NaiadPlugin } from '@naiad/proto'
+import { HEALTH_PROTOCOL, HealthReply, HealthReport, NaiadError } from '@naiad/proto'
 
-import type { Scheduler } from '../../scheduler/scheduler.ts'
+import { supernodePlugin } from '../../plugin-api/context.ts'
 import { HealthEngine } from './engine.ts'
 import { HealthEventStore } from './event-store.ts'
-import { readHealthSettings } from './settings.ts'
-
-/** The control service's supernode side, when it is loaded. */
-interface ControlSender {
-  send(hostId: string, command: string, args: unknown, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>
-}
+import { HEALTH_SETTINGS, healthSettings } from './settings.ts'
 
 const EVENT_RETENTION_MS = 7 * 24 * 3600 * 1000
 
-export const healthPlugin: NaiadPlugin = {
+export const healthPlugin = supernodePlugin({
   name: 'health',
   version: '1.0.0',
+  settings: HEALTH_SETTINGS,
   async setup(ctx) {
-    if (ctx.host !== 'supernode') throw new NaiadError('PROTO_ERR_PLUGIN', 'this is the supernode half of the health plugin')
-    const settings = readHealthSettings(ctx.settings)
-    const scheduler = ctx.extensions.scheduler as Scheduler | undefined
-    const database = ctx.extensions.database as Database.Database | undefined
-    const control = ctx.extensions.control as ControlSender | undefined
-    if (scheduler === undefined || database === undefined) throw new NaiadError('PROTO_ERR_PLUGIN', 'the health plugin needs the scheduler and the supernode database')
-    const events = new HealthEventStore(database)
+    const settings = healthSettings(ctx.settings)
+    const { scheduler, control } = ctx
+    const events = new HealthEventStore(ctx.database)
 
     const engine = new HealthEngine({
       settings,
@@ -54,16 +45,14 @@ export const healthPlugin: NaiadPlugin = {
         const h = scheduler.hosts.get(id)
         return h === undefined ? {} : { servedBadPieces: h.badPieces, servedFailedPieces: h.failedPieces, servedGoodPieces: h.goodPieces }
       },
-      heal: control === undefined
-        ? undefined
-        : (hostId) => control.send(hostId, 'heal', {}, { timeoutMs: settings.healTimeoutMs })
+      heal: (hostId) => control.send(hostId, 'heal', {}, { timeoutMs: settings.healTimeoutMs })
     })
 
     // Isolated hosts are never offered as parents; degraded ones lose score against the rest.
-    scheduler.filters.push((c) => engine.levelOf(c.host.info.id) !== 'isolated')
-    scheduler.scorers.push((c) => engine.levelOf(c.host.info.id) === 'degraded' ? -settings.penalty : 0)
+    scheduler.addFilter((c) => engine.levelOf(c.host.info.id) !== 'isolated')
+    scheduler.addScorer((c) => engine.levelOf(c.host.info.id) === 'degraded' ? -settings.penalty : 0)
 
-    await serve(ctx.fabric, HEALTH_PROTOCOL, HealthReport, HealthReply, async (req, { remotePeer }) => {
+    await ctx.serve(HEALTH_PROTOCOL, HealthReport, HealthReply, async (req, { remotePeer }) => {
       const receivedAtMs = Date.now()
       if (req.facts === undefined) throw new NaiadError('SN_ERR_BAD_REQUEST', 'a health report without facts')
       // The host is whoever the Noise handshake proved the caller to be: no one reports for
@@ -74,7 +63,6 @@ export const healthPlugin: NaiadPlugin = {
       const host = engine.report(id, req.facts)
       return { receivedAtMs, repliedAtMs: Date.now(), state: host.level }
     }, { maxRequestBytes: 64 * 1024 })
-    ctx.onClose(() => ctx.fabric.unhandle(HEALTH_PROTOCOL))
 
     ctx.every(settings.evaluateIntervalMs, () => engine.evaluate())
     ctx.every(3600_000, () => events.prune(Date.now() - EVENT_RETENTION_MS))
@@ -109,4 +97,4 @@ export const healthPlugin: NaiadPlugin = {
       return { body: events.list({ host: req.query.host, afterId: int(req.query.after, 'after'), limit: int(req.query.limit, 'limit') }) }
     })
   }
-}
+})

@@ -1,7 +1,7 @@
-// The supernode half's settings (`plugin-config.health`), validated at start-up with
-// messages that name the key. Every default lives here.
+// The supernode half's settings (`plugin-config.health`): a schema the plugin host validates
+// at start-up with messages that name the key. Every default lives here.
 
-import { NaiadError, parseDuration } from '@naiad/proto'
+import { defineOptions, loadSettings, NaiadError, parseDuration, type OptionValues } from '@naiad/proto'
 
 import { ConditionError, parseCondition, type Condition, type FactType } from './expression.ts'
 
@@ -80,18 +80,6 @@ function duration(raw: Record<string, unknown>, key: string, fallback: number, l
   }
 }
 
-function number(raw: Record<string, unknown>, key: string, fallback: number, min: number, max: number, label = key): number {
-  const v = raw[key] ?? fallback
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) throw bad(label, `a number from ${min} to ${max}`)
-  return v
-}
-
-function object(raw: Record<string, unknown>, key: string): Record<string, unknown> {
-  const v = raw[key] ?? {}
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(key, 'a mapping')
-  return v as Record<string, unknown>
-}
-
 function readRules(list: unknown): Rule[] {
   if (!Array.isArray(list)) throw bad('rules', 'a list of {name, when, action}')
   const names = new Set<string>()
@@ -115,30 +103,39 @@ function readRules(list: unknown): Rule[] {
   })
 }
 
-export function readHealthSettings(raw: Record<string, unknown>): HealthSettings {
-  const remedies = object(raw, 'remedies')
-  const breaker = object(raw, 'breaker')
-  const settings: HealthSettings = {
-    rules: readRules(raw.rules ?? DEFAULT_RULES),
-    evaluateIntervalMs: duration(raw, 'evaluateInterval', 1000),
-    escalateAfterMs: duration(raw, 'escalateAfter', 120_000),
-    recoverAfterMs: duration(raw, 'recoverAfter', 300_000),
-    staleAfterMs: duration(raw, 'staleAfter', 60_000),
-    forgetAfterMs: duration(raw, 'forgetAfter', 600_000),
-    penalty: number(raw, 'penalty', 0.5, 0, 10),
-    remedies: {
-      max: number(remedies, 'max', 5, 0, 1e6, 'remedies.max'),
-      windowMs: duration(remedies, 'window', 600_000, 'remedies.window')
-    },
-    breaker: {
-      maxUnhealthyPercent: number(breaker, 'maxUnhealthyPercent', 30, 0, 100, 'breaker.maxUnhealthyPercent'),
-      minHosts: number(breaker, 'minHosts', 3, 1, 1e6, 'breaker.minHosts'),
-      closeAfterMs: duration(breaker, 'closeAfter', 30_000, 'breaker.closeAfter')
-    },
-    healTimeoutMs: duration(raw, 'healTimeout', 300_000)
+/** The schema of `plugin-config.health`: every default here. */
+export const HEALTH_SETTINGS = defineOptions([
+  { key: 'rules', type: 'any', default: DEFAULT_RULES, parse: readRules, help: 'rules: {name, when, action, for?}' },
+  { key: 'evaluateInterval', type: 'duration', min: 1, default: '1s', help: 'how often the rules are evaluated' },
+  { key: 'escalateAfter', type: 'duration', default: '2m', help: 'a remedy whose condition still holds this long later escalates' },
+  { key: 'recoverAfter', type: 'duration', default: '5m', help: 'a host whose rules all stayed false this long is healthy again' },
+  { key: 'staleAfter', type: 'duration', default: '60s', help: 'a host silent this long is unknown' },
+  { key: 'forgetAfter', type: 'duration', default: '10m', help: 'a host silent this long is forgotten (longer than staleAfter)' },
+  { key: 'penalty', type: 'number', min: 0, max: 10, default: 0.5, help: "taken from a degraded host's parent score" },
+  { key: 'remedies.max', type: 'number', min: 0, max: 1e6, default: 5, help: 'at most this many remedies in any window, cluster-wide' },
+  { key: 'remedies.window', type: 'duration', min: 1, default: '10m', help: 'the window of remedies.max' },
+  { key: 'breaker.maxUnhealthyPercent', type: 'number', min: 0, max: 100, default: 30, help: 'no automatic remedy while more hosts than this are unhealthy' },
+  { key: 'breaker.minHosts', type: 'number', min: 1, max: 1e6, default: 3, help: 'the breaker counts only with at least this many hosts' },
+  { key: 'breaker.closeAfter', type: 'duration', default: '30s', help: 'an open breaker closes after this long under the limit' },
+  { key: 'healTimeout', type: 'duration', default: '5m', help: 'how long a daemon may take to heal' }
+])
+
+export function healthSettings(v: OptionValues<typeof HEALTH_SETTINGS>): HealthSettings {
+  if (v.forgetAfter <= v.staleAfter) throw bad('forgetAfter', 'a duration longer than staleAfter')
+  return {
+    rules: v.rules,
+    evaluateIntervalMs: v.evaluateInterval,
+    escalateAfterMs: v.escalateAfter,
+    recoverAfterMs: v.recoverAfter,
+    staleAfterMs: v.staleAfter,
+    forgetAfterMs: v.forgetAfter,
+    penalty: v.penalty,
+    remedies: { max: v['remedies.max'], windowMs: v['remedies.window'] },
+    breaker: { maxUnhealthyPercent: v['breaker.maxUnhealthyPercent'], minHosts: v['breaker.minHosts'], closeAfterMs: v['breaker.closeAfter'] },
+    healTimeoutMs: v.healTimeout
   }
-  if (settings.evaluateIntervalMs <= 0) throw bad('evaluateInterval', 'a duration above zero')
-  if (settings.forgetAfterMs <= settings.staleAfterMs) throw bad('forgetAfter', 'a duration longer than staleAfter')
-  if (settings.remedies.windowMs <= 0) throw bad('remedies.window', 'a duration above zero')
-  return settings
+}
+
+export function readHealthSettings(raw: Record<string, unknown>): HealthSettings {
+  return healthSettings(loadSettings(HEALTH_SETTINGS, raw, 'plugin-config.health'))
 }

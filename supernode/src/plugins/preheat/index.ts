@@ -15,49 +15,23 @@
 // Routes: /api/v1/jobs (Naiad) and /oapi/v1/jobs + /healthy (Dragonfly's open API, which
 // Harbor's Dragonfly preheat provider calls). See docs/preheat.md.
 
-import type Database from 'better-sqlite3'
-import { Agent, interceptors } from 'undici'
-import { NaiadError, type NaiadPlugin } from '@naiad/proto'
-import type { DestinationPolicy } from '@naiad/peer'
+import { defineOptions, NaiadError, type OptionValues } from '@naiad/proto'
 
+import { supernodePlugin } from '../../plugin-api/context.ts'
 import { parseDurationMs, parseJobRequest } from './job-request.ts'
 import { JobStore, PUBLIC_HEADERS, splitSecrets, type BlobRow, type JobRow, type JobState, type NodeBlobRow } from './job-store.ts'
-import { PreheatRunner, type PeerControl, type SeedDownloader } from './runner.ts'
+import { PreheatRunner } from './runner.ts'
 
-export interface PreheatSettings {
-  insecureRegistries: string[]
-  parallelism: number
-  /** Default ttlAfterFinished for jobs that name none; 0 keeps finished jobs. */
-  ttlAfterFinishedMs: number
-  /** How often deadlines and TTLs are checked. */
-  checkIntervalMs: number
-  /** Peer scopes: daemons preheated at once per job. */
-  nodeParallelism: number
-  /** Peer scopes: how long a daemon may take for one blob when the job has no deadline. */
-  nodeTimeoutMs: number
-}
+export const PREHEAT_SETTINGS = defineOptions([
+  { key: 'insecureRegistries', type: 'list', default: [], help: "registries reached over plain HTTP, as the daemons' --insecure-registry" },
+  { key: 'parallelism', type: 'int', min: 1, max: 64, default: 4, help: 'default blobs in flight per job' },
+  { key: 'ttlAfterFinished', type: 'any', default: 0, parse: (v: unknown) => parseDurationMs(v, 'ttlAfterFinished', 1000), help: 'default TTL of finished jobs (a duration or seconds); 0 keeps them' },
+  { key: 'checkInterval', type: 'duration', min: 1, default: '1s', help: 'how often deadlines and TTLs are checked' },
+  { key: 'nodeParallelism', type: 'int', min: 1, max: 1024, default: 16, help: 'peer scopes: daemons preheated at once per job' },
+  { key: 'nodeTimeout', type: 'duration', min: 1, default: '30m', help: 'peer scopes: the longest one daemon may take for one blob, for jobs without a deadline' }
+])
 
-function readSettings(raw: Record<string, unknown>): PreheatSettings {
-  const bad = (key: string, want: string): NaiadError => new NaiadError('PROTO_ERR_BAD_CONFIG', `plugin-config.preheat.${key}: expected ${want}`)
-  const insecure = raw.insecureRegistries ?? []
-  if (!Array.isArray(insecure) || insecure.some((h) => typeof h !== 'string')) throw bad('insecureRegistries', 'a list of HOST[:PORT]')
-  const parallelism = raw.parallelism ?? 4
-  if (typeof parallelism !== 'number' || !Number.isInteger(parallelism) || parallelism < 1 || parallelism > 64) throw bad('parallelism', 'an integer from 1 to 64')
-  const nodeParallelism = raw.nodeParallelism ?? 16
-  if (typeof nodeParallelism !== 'number' || !Number.isInteger(nodeParallelism) || nodeParallelism < 1 || nodeParallelism > 1024) throw bad('nodeParallelism', 'an integer from 1 to 1024')
-  let ttl = 0
-  let check = 1000
-  let nodeTimeout = 30 * 60_000
-  try {
-    ttl = parseDurationMs(raw.ttlAfterFinished, 'ttlAfterFinished', 1000)
-    check = raw.checkInterval === undefined ? 1000 : parseDurationMs(raw.checkInterval, 'checkInterval', 1000)
-    if (raw.nodeTimeout !== undefined) nodeTimeout = parseDurationMs(raw.nodeTimeout, 'nodeTimeout', 1000)
-  } catch (err) {
-    throw new NaiadError('PROTO_ERR_BAD_CONFIG', `plugin-config.preheat: ${(err as Error).message}`, { cause: err })
-  }
-  if (nodeTimeout <= 0) throw bad('nodeTimeout', 'a duration above zero')
-  return { insecureRegistries: insecure as string[], parallelism, ttlAfterFinishedMs: ttl, checkIntervalMs: check, nodeParallelism, nodeTimeoutMs: nodeTimeout }
-}
+export type PreheatSettings = OptionValues<typeof PREHEAT_SETTINGS>
 
 const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
 
@@ -77,28 +51,23 @@ function redactedArgs(job: JobRow): Record<string, unknown> {
 /** Job IDs are positive decimal integers, spelled plainly (not 0x1, 1e3, 01 or +1). */
 const JOB_ID = /^[1-9]\d{0,15}$/
 
-export const preheatPlugin: NaiadPlugin = {
+export const preheatPlugin = supernodePlugin({
   name: 'preheat',
   version: '1.0.0',
+  settings: PREHEAT_SETTINGS,
   setup(ctx) {
-    if (ctx.host !== 'supernode') throw new NaiadError('PROTO_ERR_PLUGIN', 'the preheat plugin runs on the supernode only')
-    const settings = readSettings(ctx.settings)
-    const seed = ctx.extensions.seed as { engine: { tasks: SeedDownloader } } | undefined
-    const control = ctx.extensions.control as PeerControl | undefined
-    const database = ctx.extensions.database as Database.Database | undefined
-    if (database === undefined) throw new NaiadError('PROTO_ERR_PLUGIN', 'the preheat plugin needs the supernode database')
-    const store = new JobStore(database)
+    const settings = ctx.settings
+    const { seed, control } = ctx
+    const store = new JobStore(ctx.database)
     // Manifest reads obey the supernode's source policy; preheat's insecure registries count as allowed.
-    const policy = (ctx.extensions.sourcePolicy as DestinationPolicy | undefined)?.with(settings.insecureRegistries)
-    const agent = policy === undefined ? undefined : new Agent({ connect: policy.connector({ timeout: 10_000 }) })
-    if (agent !== undefined) ctx.onClose(() => agent.close())
+    const policy = ctx.sourcePolicy.with(settings.insecureRegistries)
     const seedNode = { hostname: 'supernode-seed', peerId: ctx.fabric.peerId.toString() }
     const runner = seed === undefined
       ? undefined
       : new PreheatRunner({
-        store, seed: seed.engine.tasks, logger: ctx.logger, insecureRegistries: settings.insecureRegistries,
-        control, nodeParallelism: settings.nodeParallelism, nodeTimeoutMs: settings.nodeTimeoutMs,
-        dispatcher: agent?.compose(interceptors.redirect({ maxRedirections: 5 }))
+        store, seed, logger: ctx.logger, insecureRegistries: settings.insecureRegistries,
+        control, nodeParallelism: settings.nodeParallelism, nodeTimeoutMs: settings.nodeTimeout,
+        connect: policy.connector({ timeout: 10_000 })
       })
 
     const blobView = (job: JobRow, b: BlobRow): Record<string, unknown> => ({
@@ -203,7 +172,7 @@ export const preheatPlugin: NaiadPlugin = {
 
     const create = (body: unknown, openApi: boolean): { status: number; body: object } => {
       const args = parseJobRequest(body, {
-        insecureRegistries: settings.insecureRegistries, defaultParallelism: settings.parallelism, defaultTtlMs: settings.ttlAfterFinishedMs, peerScopes: control !== undefined
+        insecureRegistries: settings.insecureRegistries, defaultParallelism: settings.parallelism, defaultTtlMs: settings.ttlAfterFinished, peerScopes: true
       })
       if (runner === undefined) throw new NaiadError('SN_ERR_BAD_REQUEST', 'this supernode runs without a seed (--no-seed): there is nowhere to preheat to')
       if (policy !== undefined) {
@@ -236,7 +205,7 @@ export const preheatPlugin: NaiadPlugin = {
     ctx.route('GET', '/healthy', () => ({ body: { status: 'ok' } }))
 
     // Deadlines and time-to-live. Deadlines count from creation, across restarts.
-    ctx.every(settings.checkIntervalMs, async () => {
+    ctx.every(settings.checkInterval, async () => {
       const now = Date.now()
       for (const job of store.unfinished()) {
         if (job.args.deadlineMs > 0 && job.createdAt + job.args.deadlineMs <= now && runner?.isActive(job.id) === true) {
@@ -260,4 +229,4 @@ export const preheatPlugin: NaiadPlugin = {
       ctx.onClose(() => runner.close())
     }
   }
-}
+})

@@ -8,26 +8,17 @@
 // daemons' caches.
 
 import type { Logger } from 'pino'
-import type { DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/peer'
+import type { buildConnector } from 'undici'
 import { NaiadError, toNaiadError } from '@naiad/proto'
 
 import { blobUrl, parseImageRef } from './image-ref.ts'
 import { isPeerScope } from './job-request.ts'
-import type { Dispatcher } from 'undici'
-
+import type { SeedDownloader, SupernodePluginContext } from '../../plugin-api/context.ts'
 import type { BlobRow, JobRow, JobSecrets, JobStore, NodeBlobRow, NodeRow } from './job-store.ts'
 import { resolveImage } from './manifest-resolver.ts'
 
-/** The part of the seed a preheat needs. */
-export interface SeedDownloader {
-  download(req: DownloadRequest, options: { signal?: AbortSignal; onProgress?: (p: DownloadProgress) => void }): Promise<DownloadResult>
-}
-
-/** The part of the supernode's control client a preheat needs (`ctx.extensions.control`). */
-export interface PeerControl {
-  send(hostId: string, command: string, args: unknown, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>
-  hosts(labels?: Record<string, string>): Array<{ id: string; hostname: string; labels: Record<string, string> }>
-}
+/** The part of the supernode's control client a preheat needs. */
+export type PeerControl = SupernodePluginContext['control']
 
 export type StopReason = 'canceled' | 'deadline' | 'shutdown'
 
@@ -54,8 +45,8 @@ export interface RunnerComponents {
   nodeParallelism?: number
   /** How long one daemon may take for one blob when the job has no deadline. */
   nodeTimeoutMs?: number
-  /** Where registry requests go (the supernode's source policy). */
-  dispatcher?: Dispatcher
+  /** How registry connections are made (the supernode's source policy). */
+  connect?: buildConnector.connector
   now?: () => number
 }
 
@@ -143,7 +134,7 @@ export class PreheatRunner {
       try {
         if (args.type === 'image') {
           const ref = parseImageRef(args.url!, this.c.insecureRegistries)
-          const r = await resolveImage(ref, { headers, platform: args.platform, signal, dispatcher: this.c.dispatcher })
+          const r = await resolveImage(ref, { headers, platform: args.platform, signal, connect: this.c.connect })
           authorization = r.authorization
           if (secrets !== undefined) secrets.authorization = authorization
           if (!job.resolved) store.addBlobs(job.id, r.blobs.map((b) => ({ kind: b.kind, url: blobUrl(ref, b.digest), digest: b.digest, size: b.size })))
@@ -153,7 +144,7 @@ export class PreheatRunner {
         store.update(job.id, { resolved: true }, this.now())
       } catch (err) {
         if (signal.aborted) return this.finishStopped(job.id, signal.reason as StopReason)
-        const e = toNaiadError(err, 'NFS_ERR_REGISTRY')
+        const e = toNaiadError(err, 'OCI_ERR_REGISTRY')
         logger.warn({ job: job.id, code: e.code, err: e.message }, 'preheat could not resolve its image')
         store.update(job.id, { state: 'FAILURE', errorCode: e.code, error: e.message, finishedAt: this.now() }, this.now())
         return
@@ -258,9 +249,9 @@ export class PreheatRunner {
       try {
         const r = await control.send(node.hostId, 'download', {
           url: blob.url, headers, digest: blob.digest ?? undefined, priority: 'preheat'
-        }, { signal, timeoutMs: this.blobTimeoutMs(job) }) as { taskId: string; contentLength: number; fromPeers: number; fromOrigin: number; cached?: boolean }
+        }, { signal, timeoutMs: this.blobTimeoutMs(job) })
         store.updateNodeBlob(job.id, node.hostId, nb.idx, {
-          state: 'SUCCESS', bytes: r.contentLength, cached: r.cached === true, fromPeers: r.fromPeers, fromOrigin: r.fromOrigin, taskId: r.taskId, finishedAt: this.now()
+          state: 'SUCCESS', bytes: r.contentLength, cached: r.cached, fromPeers: r.fromPeers, fromOrigin: r.fromOrigin, taskId: r.taskId, finishedAt: this.now()
         })
       } catch (err) {
         if (signal.aborted) {

@@ -19,11 +19,10 @@
 //
 // See docs/slo.md.
 
-import type Database from 'better-sqlite3'
-import { Registry } from 'prom-client'
-import { NaiadError, serve, SLO_TRACE_PROTOCOL, TraceAck, TraceBatch, type NaiadPlugin, type PullTrace } from '@naiad/proto'
+import { NaiadError, SLO_TRACE_PROTOCOL, TraceAck, TraceBatch, type PullTrace } from '@naiad/proto'
 
-import { evaluate, indicators, formatMs, parseSloDuration, readSloSettings } from './objectives.ts'
+import { supernodePlugin } from '../../plugin-api/context.ts'
+import { evaluate, indicators, formatMs, parseSloDuration, SLO_SETTINGS, sloSettings } from './objectives.ts'
 import { SloMetrics } from './slo-metrics.ts'
 import { TraceStore, type TraceRow } from './trace-store.ts'
 
@@ -76,21 +75,17 @@ function validTrace(t: PullTrace): boolean {
     t.backToSource.length <= 64 && t.parents.length <= 1024
 }
 
-export const sloSupernodePlugin: NaiadPlugin = {
+export const sloSupernodePlugin = supernodePlugin({
   name: 'slo',
   version: '1.0.0',
+  settings: SLO_SETTINGS,
   async setup(ctx) {
-    if (ctx.host !== 'supernode') throw new NaiadError('PROTO_ERR_PLUGIN', 'this is the supernode half of the slo plugin')
-    const settings = readSloSettings(ctx.settings)
-    const database = ctx.extensions.database as Database.Database | undefined
-    if (database === undefined) throw new NaiadError('PROTO_ERR_PLUGIN', 'the slo plugin needs the supernode database')
-    const store = new TraceStore(database)
-    // The registry the metrics plugin serves at /metrics, whichever of the two is set up first.
-    const registry = (ctx.extensions.promRegistry as Registry | undefined) ?? new Registry()
-    ctx.extensions.promRegistry = registry
-    const metrics = new SloMetrics(registry, () => settings.objectives.map((o) => evaluate(store, o, Date.now())))
+    const settings = sloSettings(ctx.settings)
+    const store = new TraceStore(ctx.database)
+    // The binary's registry, which the metrics plugin serves at /metrics.
+    const metrics = new SloMetrics(ctx.metrics, () => settings.objectives.map((o) => evaluate(store, o, Date.now())))
 
-    await serve(ctx.fabric, SLO_TRACE_PROTOCOL, TraceBatch, TraceAck, async (req, { remotePeer }) => {
+    await ctx.serve(SLO_TRACE_PROTOCOL, TraceBatch, TraceAck, async (req, { remotePeer }) => {
       // The sender is the connection's authenticated peer, whatever the trace says.
       const peerId = remotePeer.toString()
       const now = Date.now()
@@ -106,7 +101,6 @@ export const sloSupernodePlugin: NaiadPlugin = {
       if (skipped > 0) ctx.logger.warn({ peer: peerId, skipped }, 'skipped malformed traces')
       return { accepted }
     })
-    ctx.onClose(() => ctx.fabric.unhandle(SLO_TRACE_PROTOCOL))
 
     ctx.route('GET', '/api/v1/slo', (req) => {
       let windowMs = settings.windowMs
@@ -144,4 +138,4 @@ export const sloSupernodePlugin: NaiadPlugin = {
     prune()
     ctx.every(settings.pruneIntervalMs, prune)
   }
-}
+})

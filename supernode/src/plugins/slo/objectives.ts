@@ -5,7 +5,7 @@
 // rate = (1 - compliance) / (1 - target), so 1 spends the budget exactly over the window
 // and the budget remaining over the window is 1 - burn rate.
 
-import { NaiadError, parseDuration } from '@naiad/proto'
+import { defineOptions, loadSettings, NaiadError, parseDuration, type OptionValues } from '@naiad/proto'
 
 import { GIB, type TraceStore } from './trace-store.ts'
 
@@ -76,8 +76,7 @@ function readObjective(raw: unknown, i: number): Objective {
   return { name: o.name, sli, threshold, target: o.target, windowMs, shortWindowMs, window: formatMs(windowMs), shortWindow: formatMs(shortWindowMs) }
 }
 
-export function readSloSettings(raw: Record<string, unknown>): SloSettings {
-  const list = raw.objectives ?? DEFAULT_OBJECTIVES
+function readObjectives(list: unknown): Objective[] {
   if (!Array.isArray(list)) throw bad('objectives', 'a list of objectives')
   const objectives = list.map(readObjective)
   const names = new Set<string>()
@@ -85,11 +84,25 @@ export function readSloSettings(raw: Record<string, unknown>): SloSettings {
     if (names.has(o.name)) throw bad('objectives', `unique names ("${o.name}" appears twice)`)
     names.add(o.name)
   }
-  const windowMs = parseSloDuration(raw.window ?? '1h', 'window')
-  const retentionMs = parseSloDuration(raw.retention ?? '7d', 'retention')
-  const longest = Math.max(windowMs, ...objectives.map((o) => o.windowMs))
-  if (retentionMs < longest) throw bad('retention', `at least the longest window (${formatMs(longest)})`)
-  return { objectives, retentionMs, windowMs, window: formatMs(windowMs), pruneIntervalMs: parseSloDuration(raw.pruneInterval ?? '1m', 'pruneInterval') }
+  return objectives
+}
+
+/** The schema of `plugin-config.slo`; durations also take days (`7d`). */
+export const SLO_SETTINGS = defineOptions([
+  { key: 'objectives', type: 'any', default: DEFAULT_OBJECTIVES, parse: readObjectives, help: 'objectives: {name, sli, threshold?, target, window, shortWindow?}' },
+  { key: 'window', type: 'string', default: '1h', parse: (v: string) => parseSloDuration(v, 'window'), help: 'the window of the SLIs GET /api/v1/slo shows' },
+  { key: 'retention', type: 'string', default: '7d', parse: (v: string) => parseSloDuration(v, 'retention'), help: 'how long traces are kept' },
+  { key: 'pruneInterval', type: 'string', default: '1m', parse: (v: string) => parseSloDuration(v, 'pruneInterval'), help: 'how often traces past their retention are deleted' }
+])
+
+export function sloSettings(v: OptionValues<typeof SLO_SETTINGS>): SloSettings {
+  const longest = Math.max(v.window, ...v.objectives.map((o) => o.windowMs))
+  if (v.retention < longest) throw bad('retention', `at least the longest window (${formatMs(longest)})`)
+  return { objectives: v.objectives, retentionMs: v.retention, windowMs: v.window, window: formatMs(v.window), pruneIntervalMs: v.pruneInterval }
+}
+
+export function readSloSettings(raw: Record<string, unknown>): SloSettings {
+  return sloSettings(loadSettings(SLO_SETTINGS, raw, 'plugin-config.slo'))
 }
 
 /** Which pulls count for an SLI and which of them are good, as SQL over one `slo_traces` row. */

@@ -1,0 +1,77 @@
+// The piece planner on its own: which piece to ask which parent for, as a pure function of
+// what this peer has, what is in flight and what each parent holds.
+
+import { describe, expect, it } from 'vitest'
+
+import { planPieces, type PlanInput, type PlanParent } from '../src/download/planner.ts'
+
+function parent(id: string, pieces: number[], options: Partial<Omit<PlanParent, 'id' | 'has'>> = {}): PlanParent {
+  const held = new Set(pieces)
+  return { id, has: (n) => held.has(n), isSource: false, inflight: 0, limit: 3, ...options }
+}
+
+interface Given extends Partial<Pick<PlanInput, 'pieceCount' | 'slots' | 'random'>> {
+  have?: number[]
+  inflight?: number[]
+  published?: number[]
+}
+
+function input(parents: PlanParent[], options: Given = {}): PlanInput {
+  const have = new Set(options.have ?? [])
+  const inflight = new Set(options.inflight ?? [])
+  const published = new Set(options.published ?? [])
+  return {
+    pieceCount: options.pieceCount ?? 8, slots: options.slots ?? 8, random: options.random ?? (() => 0.5), parents,
+    have: (n) => have.has(n),
+    inflight: (n) => inflight.has(n),
+    published: (n) => published.has(n)
+  }
+}
+
+describe('piece planner', () => {
+  it('plans nothing without a known piece count, slots or parents', () => {
+    const p = [parent('a', [0, 1])]
+    expect(planPieces(input(p, { pieceCount: -1 }))).toEqual([])
+    expect(planPieces(input(p, { slots: 0 }))).toEqual([])
+    expect(planPieces(input([]))).toEqual([])
+  })
+
+  it('skips what it has or is fetching, and pieces nobody offers', () => {
+    const plan = planPieces(input([parent('a', [0, 1, 2, 3])], { pieceCount: 6, have: [0], inflight: [1] }))
+    expect(plan.map((a) => a.num).sort()).toEqual([2, 3])
+  })
+
+  it('takes the rarest pieces first', () => {
+    const plan = planPieces(input([parent('a', [0, 1, 2], { limit: 8 }), parent('b', [0, 1], { limit: 8 }), parent('c', [0], { limit: 8 })], { slots: 2 }))
+    expect(plan.map((a) => a.num)).toEqual([2, 1])
+  })
+
+  it('prefers a peer over the source, and the least loaded peer', () => {
+    const seed = parent('seed', [0, 1, 2, 3], { isSource: true, limit: 8 })
+    const busy = parent('busy', [0, 1, 2, 3], { inflight: 2, limit: 3 })
+    const idle = parent('idle', [0, 1, 2, 3], { limit: 3 })
+    const plan = planPieces(input([seed, busy, idle], { pieceCount: 4, published: [0, 1, 2, 3] }))
+    const by = (id: string): number => plan.filter((a) => a.parent === id).length
+    // idle takes three (its limit), busy one (it had two in flight), the seed none while peers can.
+    expect({ idle: by('idle'), busy: by('busy'), seed: by('seed') }).toEqual({ idle: 3, busy: 1, seed: 0 })
+    expect(plan.every((a) => !a.live)).toBe(true)
+  })
+
+  it('asks the source for unpublished pieces live, in ascending order, within its limit', () => {
+    const seed = parent('seed', [0, 1, 2, 3, 4, 5], { isSource: true, limit: 3 })
+    const plan = planPieces(input([seed], { pieceCount: 6, published: [0] }))
+    expect(plan).toEqual([
+      { num: 0, parent: 'seed', live: false },
+      { num: 1, parent: 'seed', live: true },
+      { num: 2, parent: 'seed', live: true }
+    ])
+  })
+
+  it('spreads equally rare pieces by the random key', () => {
+    const p = [parent('a', [0, 1, 2, 3], { limit: 8 })]
+    const keys = [0.9, 0.1, 0.5, 0.3]
+    let i = 0
+    const plan = planPieces(input(p, { pieceCount: 4, random: () => keys[i++] }))
+    expect(plan.map((a) => a.num)).toEqual([1, 3, 2, 0])
+  })
+})
