@@ -5,8 +5,13 @@
 // A daemon that cannot be reached or that breaks off fails with the client's `unreachable`
 // code (each tool names its own: dfget exits 3 on it); an answer that is not what the
 // contract says is PROTO_ERR_DECODE; errors the daemon reports keep the daemon's own code.
+//
+// Built on node:http, not undici: the daemon is on this host and one connection does, and
+// loading undici's 1.4 MB took dfget ~60 ms at every start — a warm dfget is mostly start-up.
+// node:http is taken with getBuiltinModule, not an import: the ES module facade of node:http
+// reads every export, and its WebSocket getter loads Node's own copy of undici.
 
-import { Agent, type Dispatcher } from 'undici'
+import type { IncomingMessage } from 'node:http'
 
 import { isErrorCode, NaiadError, type ErrorCode } from '../errors.ts'
 import type { DownloadEvent, DownloadRequestBody } from './local-api.ts'
@@ -52,15 +57,31 @@ export interface LocalApiClientOptions {
 /** NDJSON lines longer than this are not events (the longest real one is ~300 bytes). */
 const MAX_LINE = 64 * 1024
 
+interface RequestSpec {
+  path: string
+  method: 'GET' | 'POST'
+  headers: Record<string, string>
+  body?: string
+  /** Longest gap between two chunks of the response body; 0: none. */
+  bodyTimeout: number
+}
+
+const { Agent, request: httpRequest } = process.getBuiltinModule('node:http')
+
+/** A stage of the request that took too long, with the code undici gave the same case. */
+function timeoutError(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code })
+}
+
 export class LocalApiClient implements LocalApi {
-  private readonly agent: Agent
+  private readonly agent: InstanceType<typeof Agent>
   private readonly options: LocalApiClientOptions
   private readonly unreachable: ErrorCode
 
   constructor(options: LocalApiClientOptions) {
     this.options = options
     this.unreachable = options.unreachable ?? 'PROTO_ERR_DIAL'
-    this.agent = new Agent({ connect: { timeout: options.connectTimeoutMs } })
+    this.agent = new Agent({ keepAlive: true, maxSockets: 16 })
   }
 
   get url(): string {
@@ -78,11 +99,12 @@ export class LocalApiClient implements LocalApi {
       bodyTimeout: 0
     }, options.signal)
     if (res.statusCode !== 200) throw await this.failure(res, 'POST /api/v1/downloads')
+    const body = res
 
     let buffered = ''
     let finished = false
     try {
-      for await (const chunk of res.body) {
+      for await (const chunk of body) {
         buffered += (chunk as Buffer).toString('utf8')
         let nl = buffered.indexOf('\n')
         while (nl >= 0) {
@@ -105,8 +127,8 @@ export class LocalApiClient implements LocalApi {
     } catch (err) {
       throw this.transportError(err, options.signal, 'the connection to the daemon broke during the download')
     } finally {
-      if (!finished) res.body.on('error', () => {}).destroy()
-      else res.body.dump().catch(() => {})
+      if (!finished) body.on('error', () => {}).destroy()
+      else body.resume()
     }
     throw new NaiadError(this.unreachable, 'the daemon closed the event stream before the download finished')
   }
@@ -120,14 +142,15 @@ export class LocalApiClient implements LocalApi {
       headers,
       bodyTimeout: this.options.contentIdleTimeoutMs
     }, options.signal)
-    if (res.statusCode !== 200 && res.statusCode !== 206) throw await this.failure(res, 'GET task content')
+    const status = res.statusCode ?? 0
+    if (status !== 200 && status !== 206) throw await this.failure(res, 'GET task content')
     const len = res.headers['content-length']
     const sha = res.headers['x-naiad-sha256']
     const signal = options.signal
     const transportError = this.transportError.bind(this)
-    const body = res.body
+    const body = res
     return {
-      status: res.statusCode,
+      status,
       contentLength: typeof len === 'string' && /^\d+$/.test(len) ? Number(len) : -1,
       sha256: typeof sha === 'string' ? sha.toLowerCase() : '',
       body: (async function* () {
@@ -144,27 +167,68 @@ export class LocalApiClient implements LocalApi {
 
   async close(): Promise<void> {
     // destroy, not close: an abandoned stream must not hold the process open.
-    await this.agent.destroy().catch(() => {})
+    this.agent.destroy()
+    await Promise.resolve()
   }
 
-  private async request(opts: Omit<Dispatcher.RequestOptions, 'origin'>, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
-    try {
-      return await this.agent.request({ ...opts, origin: this.options.url, headersTimeout: this.options.headersTimeoutMs, signal })
-    } catch (err) {
-      throw this.transportError(err, signal, `cannot reach the daemon at ${this.options.url}`)
-    }
+  /**
+   * Sends one request; resolves with the response once its headers are in. The connection
+   * must be made within connectTimeoutMs and the headers must follow within headersTimeoutMs;
+   * after that the body may pause at most `bodyTimeout` between chunks.
+   */
+  private request(spec: RequestSpec, signal: AbortSignal): Promise<IncomingMessage> {
+    const { connectTimeoutMs, headersTimeoutMs } = this.options
+    return new Promise((resolve, reject) => {
+      let settled = false
+      const headers = spec.body === undefined ? spec.headers : { ...spec.headers, 'content-length': String(Buffer.byteLength(spec.body)) }
+      const req = httpRequest(new URL(spec.path, this.options.url), { method: spec.method, headers, agent: this.agent, signal })
+      let timer = setTimeout(() => {
+        req.destroy(timeoutError('UND_ERR_CONNECT_TIMEOUT', `no connection within ${connectTimeoutMs} ms`))
+      }, connectTimeoutMs)
+      const waitHeaders = (): void => {
+        clearTimeout(timer)
+        timer = setTimeout(() => {
+          req.destroy(timeoutError('UND_ERR_HEADERS_TIMEOUT', `no answer within ${headersTimeoutMs} ms`))
+        }, headersTimeoutMs)
+      }
+      req.once('socket', (socket) => {
+        if (socket.connecting) socket.once('connect', waitHeaders)
+        else waitHeaders()
+      })
+      req.once('response', (res) => {
+        clearTimeout(timer)
+        settled = true
+        if (spec.bodyTimeout > 0) {
+          res.setTimeout(spec.bodyTimeout, () => {
+            res.destroy(timeoutError('UND_ERR_BODY_TIMEOUT', `no data for ${spec.bodyTimeout} ms`))
+          })
+        }
+        resolve(res)
+      })
+      req.once('error', (err) => {
+        clearTimeout(timer)
+        if (settled) return
+        settled = true
+        reject(this.transportError(err, signal, `cannot reach the daemon at ${this.options.url}`))
+      })
+      req.end(spec.body)
+    })
   }
 
   /** A non-2xx answer: the daemon's own `{code, message}` when it sent one. */
-  private async failure(res: Dispatcher.ResponseData, what: string): Promise<NaiadError> {
+  private async failure(res: IncomingMessage, what: string): Promise<NaiadError> {
     let text = ''
-    try { text = await res.body.text() } catch { /* the status alone will do */ }
+    try {
+      const chunks: Buffer[] = []
+      for await (const chunk of res) chunks.push(chunk as Buffer)
+      text = Buffer.concat(chunks).toString('utf8')
+    } catch { /* the status alone will do */ }
     let parsed: { code?: unknown; message?: unknown } | undefined
     try { parsed = JSON.parse(text) as { code?: unknown; message?: unknown } } catch { parsed = undefined }
     if (parsed !== undefined && typeof parsed.code === 'string' && typeof parsed.message === 'string') {
       return daemonError(parsed.code, parsed.message)
     }
-    return new NaiadError(this.unreachable, `${this.options.url} answered HTTP ${res.statusCode} to ${what}; is it a dfdaemon local API?`)
+    return new NaiadError(this.unreachable, `${this.options.url} answered HTTP ${res.statusCode ?? 0} to ${what}; is it a dfdaemon local API?`)
   }
 
   private transportError(err: unknown, signal: AbortSignal, context: string): unknown {
