@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
-import { BINS, NaiadProcess, writeBlob } from '@naiad/testkit'
+import { BINS, createToken, NaiadProcess, writeBlob } from '@naiad/testkit'
 
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
@@ -83,12 +83,13 @@ const overall = AbortSignal.any([interrupted.signal, AbortSignal.timeout(timeout
 const step = (): AbortSignal => AbortSignal.any([overall, AbortSignal.timeout(Math.round(Math.max(60_000, (size / 5e6) * 1000)))])
 const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
 
-type Row = 'curl' | 'dfget-cold' | 'dfget-warm' | 'cp'
+type Row = 'curl' | 'dfget-cold' | 'dfget-warm' | 'cp' | 'cp-sync'
 const ROW_TEXT: Record<Row, string> = {
   curl: 'curl from the origin',
   'dfget-cold': 'dfget, nothing cached (daemon and seed)',
   'dfget-warm': 'dfget again (daemon cache)',
-  cp: 'cp of a file in the page cache'
+  cp: 'cp of a file in the page cache',
+  'cp-sync': 'cp, then sync of the copy (the durability dfget gives its output)'
 }
 
 interface Sample { row: Row; run: number; ms: number; naiadCpuS: number; otherCpuS: number }
@@ -97,7 +98,7 @@ interface Sample { row: Row; run: number; ms: number; naiadCpuS: number; otherCp
 interface Place {
   /** Runs a command to completion; ms from spawn to exit. */
   run(cmd: string, argv: string[]): Promise<{ code: number | null; ms: number; stderr: string }>
-  naiad(bin: string, argv: string[]): NaiadProcess | NodeProcess
+  naiad(bin: string, argv: string[], env: Record<string, string>): NaiadProcess | NodeProcess
 }
 
 function runHere(cmd: string, argv: string[]): Promise<{ code: number | null; ms: number; stderr: string }> {
@@ -142,18 +143,21 @@ try {
         const code = await new Promise<number | null>((resolve) => c.once('exit', resolve))
         return { code, ms: performance.now() - t0, stderr }
       },
-      naiad: (bin, argv) => new NodeProcess(bed!, client, bin, argv)
+      naiad: (bin, argv, env) => new NodeProcess(bed!, client, bin, argv, env)
     }
   } else {
     originProc = childLines(ORIGIN_SERVER, originArgs('127.0.0.1:0').slice(1), overall, { stdin: 'pipe' })
-    place = { run: runHere, naiad: (bin, argv) => new NaiadProcess(bin, argv) }
+    place = { run: runHere, naiad: (bin, argv, env) => new NaiadProcess(bin, argv, env) }
   }
   const { url: originUrl } = await withSignal(originProc.next(), overall, 'starting the origin') as { url: string }
 
-  const sn = place.naiad(BINS.supernode, ['--data-dir', join(work, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info'])
+  // The origin is on loopback or the testbed's private network: the source policy must allow it.
+  const allow = { NAIAD_SOURCE_ALLOW: new URL(originUrl).host }
+  const sn = place.naiad(BINS.supernode, ['--data-dir', join(work, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info'], allow)
   procs.push(sn)
   const snReady = await withSignal(sn.ready, overall, 'starting the supernode')
-  const daemon = place.naiad(BINS.dfdaemon, ['--supernode', String(snReady.http), '--data-dir', join(work, 'daemon'), '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info', '--cache-quota', `${Math.ceil(size * (runs + 2) / 2 ** 20)}MiB`])
+  const daemon = place.naiad(BINS.dfdaemon, ['--supernode', String(snReady.http), '--data-dir', join(work, 'daemon'), '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info', '--cache-quota', `${Math.ceil(size * (runs + 2) / 2 ** 20)}MiB`],
+    { ...allow, NAIAD_JOIN_TOKEN: await createToken(join(work, 'sn'), 'join') })
   procs.push(daemon)
   const dReady = await withSignal(daemon.ready, overall, 'starting the dfdaemon')
   const api = String(dReady.api)
@@ -182,7 +186,10 @@ try {
       // Warm right after: the same URL, now in the daemon's cache.
       await timed('dfget-warm', run, ...dfget(`${originUrl}/cold-${run}`, target('warm')), target('warm'))
     },
-    (run) => timed('cp', run, 'cp', [blobPath, target('cp')], target('cp'))
+    (run) => timed('cp', run, 'cp', [blobPath, target('cp')], target('cp')),
+    // dfget fsyncs its output before the rename (a crash leaves no FILE, the old one or the
+    // whole new one); cp does not. This row shows what that durability costs on its own.
+    (run) => timed('cp-sync', run, 'sh', ['-c', 'cp "$1" "$2" && sync "$2"', 'sh', blobPath, target('cp-sync')], target('cp-sync'))
   ]
   for (let run = 0; run < runs; run++) {
     for (let k = 0; k < units.length; k++) await units[(k + run) % units.length](run)
@@ -207,6 +214,7 @@ try {
       })),
     '',
     ...goals.map((g) => `- ${goalLine(g)}`),
+    `- dfget warm / (cp, then sync): ${(med('dfget-warm') / med('cp-sync')).toFixed(2)} (not a goal: the same durability on both sides)`,
     '',
     `Each row is a whole command, from spawn to exit, writing the file (${dfgetBin.endsWith('.js') ? 'dfget is the installable bundle' : 'dfget runs from its TypeScript source'}: ${dfgetBin}). ` +
     '"Cold": a URL neither the daemon nor the seed has seen; the seed fetches it from the origin while the daemon streams it from the seed, and dfget copies the verified file from the daemon\'s store. ' +
