@@ -113,8 +113,19 @@ export class PeerEngine {
 
 export async function createPeerEngine(options: PeerEngineOptions, components: PeerEngineComponents = {}): Promise<PeerEngine> {
   const node = components.node ?? await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen, guard: options.guard })
-  const store = components.store ?? new DiskPieceStore({ dir: join(options.dataDir, 'cache'), quota: options.cacheQuota })
   let scheduler = components.scheduler
+  // An evicted task must leave the scheduler's view at once: other peers would otherwise be
+  // sent here for its pieces, and the seed would not hand them out while this node 'has' them
+  // (downloads then waited out the stall timeout and went to the origin).
+  const store = components.store ?? new DiskPieceStore({
+    dir: join(options.dataDir, 'cache'),
+    quota: options.cacheQuota,
+    onEvicted: (taskId) => {
+      scheduler?.leaveTask(taskId, AbortSignal.timeout(options.download.schedulerTimeoutMs)).catch((err: unknown) => {
+        options.logger.debug({ taskId, err: (err as Error).message }, 'could not tell the scheduler an evicted task is gone')
+      })
+    }
+  })
   if (scheduler === undefined) {
     if (options.supernodeUrl === undefined) throw new Error('createPeerEngine needs supernodeUrl or a scheduler component')
     scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger: options.logger.child({ module: 'scheduler-client' }), verifySupernode: options.verifySupernode })

@@ -53,8 +53,8 @@ describe('DiskPieceStore', () => {
     vi.setSystemTime(now)
   }
 
-  function open(quota = 1e9): DiskPieceStore {
-    return new DiskPieceStore({ dir, quota })
+  function open(quota = 1e9, onEvicted?: (taskId: string) => void): DiskPieceStore {
+    return new DiskPieceStore({ dir, quota, onEvicted })
   }
 
   beforeEach(async () => {
@@ -193,7 +193,12 @@ describe('DiskPieceStore', () => {
     })
 
     it('evicts the least recently used tasks first, and only as many as needed', async () => {
-      store = open(3 * PIECE)
+      // The engine tells the scheduler through onEvicted: each victim, once, after it is gone.
+      const told: string[] = []
+      store = open(3 * PIECE, (taskId) => {
+        expect(store.getTask(taskId)).toBeUndefined()
+        told.push(taskId)
+      })
       const a = await putTask(store, 'a', PIECE)
       const b = await putTask(store, 'b', PIECE)
       const c = await putTask(store, 'c', PIECE)
@@ -205,6 +210,7 @@ describe('DiskPieceStore', () => {
 
       const d = await putTask(store, 'd', PIECE)
       expect(events).toEqual([{ taskId: b.id, bytes: PIECE }])
+      expect(told).toEqual([b.id])
       expect(store.getTask(b.id)).toBeUndefined()
       expect(store.bitmap(b.id).count()).toBe(0)
       expect(existsSync(dataFile(b.id))).toBe(false)

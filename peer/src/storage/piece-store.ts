@@ -81,6 +81,8 @@ export interface DiskPieceStoreOptions {
   dir: string
   /** Bytes the store may hold; least recently used unpinned tasks go first when full. */
   quota: number
+  /** Called after a task was evicted to make room (the scheduler must stop naming this node as its parent). */
+  onEvicted?: (taskId: string) => void
 }
 
 interface TaskRow {
@@ -115,6 +117,7 @@ export class DiskPieceStore implements PieceStore {
   private readonly db: Database.Database
   private readonly dir: string
   private readonly quota: number
+  private readonly onEvicted: ((taskId: string) => void) | undefined
   private readonly pins = new Map<string, number>()
   private readonly files = new Map<string, Promise<FileHandle>>()
   private readonly bitmaps = new Map<string, Bitmap>()
@@ -128,6 +131,7 @@ export class DiskPieceStore implements PieceStore {
   constructor(options: DiskPieceStoreOptions) {
     this.dir = options.dir
     this.quota = options.quota
+    this.onEvicted = options.onEvicted
     // The cache holds private blobs: its directories are the owner's alone, its files 0600.
     mkdirSync(join(this.dir, 'data'), { recursive: true, mode: 0o700 })
     const dbPath = join(this.dir, 'index.db')
@@ -396,6 +400,7 @@ export class DiskPieceStore implements PieceStore {
         if (this.pins.has(v.id)) continue // pinned while we were evicting
         await this.deleteTask(v.id)
         evicted.publish({ taskId: v.id, bytes: v.bytes })
+        this.onEvicted?.(v.id)
       }
       if (excess() > 0) throw full()
     }
