@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
-import { BINS, metric, NaiadProcess, writeBlob } from '@naiad/testkit'
+import { BINS, createToken, metric, NaiadProcess, writeBlob } from '@naiad/testkit'
 
 import { foreignCpu, killDescendants, rssMiB } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
@@ -120,13 +120,17 @@ try {
   // One origin process, each file at its own path; it counts the bytes it serves.
   const origin = childLines(ORIGIN_SERVER, ['--listen', '127.0.0.1:0', ...paths.flatMap((p, i) => ['--path', `/f${i}=${p}`])], overall, { stdin: 'pipe' })
   const { url: originUrl } = await withSignal(origin.next(), overall, 'starting the origin') as { url: string }
-  const sn = new NaiadProcess(BINS.supernode, ['--data-dir', join(work, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info'])
+  // The origin is on loopback: the source policy must allow it.
+  const allow = { NAIAD_SOURCE_ALLOW: new URL(originUrl).host }
+  const sn = new NaiadProcess(BINS.supernode, ['--data-dir', join(work, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info'], allow)
   procs.push(sn)
   const snReady = await withSignal(sn.ready, overall, 'starting the supernode')
   const daemons: Array<{ p: NaiadProcess; api: string }> = []
+  const joinToken = await createToken(join(work, 'sn'), 'join')
   for (let i = 0; i < daemonCount; i++) {
     const p = new NaiadProcess(BINS.dfdaemon, ['--supernode', String(snReady.http), '--data-dir', join(work, `d${i}`), '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0',
-      '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info', '--cache-quota', `${Math.floor(quota / 2 ** 20)}MiB`])
+      '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info', '--cache-quota', `${Math.floor(quota / 2 ** 20)}MiB`],
+      { ...allow, NAIAD_JOIN_TOKEN: joinToken })
     procs.push(p)
     const ready = await withSignal(p.ready, overall, `starting daemon ${i}`)
     daemons.push({ p, api: String(ready.api) })
@@ -159,6 +163,17 @@ try {
   const alive = daemons.map((d) => d.p.proc.exitCode === null && d.p.proc.signalCode === null)
   const rssEnd = await Promise.all(daemons.map((d) => rssMiB(d.p.pid)))
   const backToSource = (await Promise.all(daemons.map((d) => metric(d.api, 'naiad_back_to_source_total').catch(() => 0)))).reduce((a, b) => a + b, 0)
+  // Why the daemons went to the origin, from their 'back to source' log lines (the last 5,000 lines each).
+  const reasons = new Map<string, number>()
+  for (const d of daemons) {
+    for (const line of d.p.logs) {
+      if (!line.includes('"back to source"')) continue
+      try {
+        const reason = String((JSON.parse(line) as { reason?: unknown }).reason).replace(/\d+ ms/, 'N ms')
+        reasons.set(reason, (reasons.get(reason) ?? 0) + 1)
+      } catch { /* not a JSON line */ }
+    }
+  }
   const failures = new Map<string, number>()
   for (const f of fetches) if (f.code !== 0) failures.set(f.error, (failures.get(f.error) ?? 0) + 1)
   const ok = fetches.filter((f) => f.code === 0).map((f) => f.ms)
@@ -182,13 +197,15 @@ try {
     '',
     ...goals.map((g) => `- ${goalLine(g)}`),
     '',
+    `Back to source, by reason: ${[...reasons].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${v} × ${k}`).join('; ') || 'none'}.`,
+    '',
     `Origin egress is the body bytes the origin sent (its own count). dfget: ${dfgetBin}.`,
     '',
     machineNote(otherCpuS, durationMs / 1000),
     ''
   ].join('\n')
   process.stdout.write(`${md}\n`)
-  await writeResults(args.out, 'soak', { loops, durationMs, files, fileSize, daemons: daemonCount, quota, fetches: fetches.length, failures: Object.fromEntries(failures), served, distinct, backToSource, alive, rssStart, rssEnd, goals }, md)
+  await writeResults(args.out, 'soak', { loops, durationMs, files, fileSize, daemons: daemonCount, quota, fetches: fetches.length, failures: Object.fromEntries(failures), served, distinct, backToSource, backToSourceReasons: Object.fromEntries(reasons), alive, rssStart, rssEnd, goals }, md)
   log(`wrote ${args.out}.json, .md`)
 } catch (err) {
   failed = true
