@@ -161,6 +161,9 @@ describe('docker/compose.yaml under podman-compose', () => {
     }, 60_000)
     const sentAfterFirst = originSent
     process.stderr.write(`container test: the first download cost the origin ${(sentAfterFirst / SIZE).toFixed(2)}x the file\n`)
+    // The seed's copy only: a daemon that went to the origin as well (it could not reach the
+    // seed's data channel) makes it two.
+    expect(sentAfterFirst).toBeLessThan(2 * SIZE)
     expect(sentAfterFirst).toBeGreaterThanOrEqual(SIZE)
 
     const second = await podman(['exec', cname('dfdaemon-2'), 'dfget', url, '-O', '/tmp/blob', '--no-progress', '--json'])

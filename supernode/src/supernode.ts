@@ -4,7 +4,7 @@
 import { join } from 'node:path'
 
 import type { FastifyInstance } from 'fastify'
-import { PluginHost, splitHostPort, type Stats } from '@naiad/host'
+import { advertisedAddrs, PluginHost, splitHostPort, type Stats } from '@naiad/host'
 import { ClusterAccess, DestinationPolicy, OriginClient } from '@naiad/peer'
 import { ClusterVerifier, createFabricNode, hangUpPeer, loadPeerId, secureDir, type FabricNode } from '@naiad/proto'
 
@@ -103,9 +103,11 @@ export class Supernode {
     await serveScheduler(this.node, this.scheduler, this.gate)
     if (this.seed !== undefined) {
       await this.seed.engine.start()
+      // Peers reach the seed's data channel at the first address announced: not loopback when
+      // the fabric listens on every interface (in a container, 127.0.0.1 is the daemon itself).
       this.scheduler.announceHost(this.node.peerId.toString(), {
         id: this.node.peerId.toString(), hostname: 'supernode-seed', ip: '', idc: '', location: '',
-        multiaddrs: this.node.getMultiaddrs().map(String), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: [], dataPort: this.seed.engine.dataChannel.port, dataTransport: this.seed.engine.dataChannel.transport
+        multiaddrs: advertisedAddrs(this.node.getMultiaddrs().map(String)), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: [], dataPort: this.seed.engine.dataChannel.port, dataTransport: this.seed.engine.dataChannel.transport
       })
     }
     await this.plugins.setup(this.options.plugins ?? [])
