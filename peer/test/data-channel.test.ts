@@ -185,7 +185,7 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     await up.writeAt(task, 0, data)
     lp.advance(PIECE)
     lp.settle({ sha256: sha(data) })
-    expect(await fetched).toBe('DFD_ERR_PIECE_DIGEST')
+    expect(await fetched).toBe('DFD_ERR_PIECE_NO_DIGEST')
     expect(down.hasPiece(task, 0)).toBe(false)
     upRes.release()
     live.end(task, new NaiadError('PROTO_ERR_ABORTED', 'done'))

@@ -13,13 +13,14 @@ function parent(id: string, pieces: number[], options: Partial<Omit<PlanParent, 
 interface Given extends Partial<Pick<PlanInput, 'pieceCount' | 'slots' | 'random'>> {
   have?: number[]
   inflight?: number[]
+  /** Pieces whose digest the source published; all of them unless given. */
   published?: number[]
 }
 
 function input(parents: PlanParent[], options: Given = {}): PlanInput {
   const have = new Set(options.have ?? [])
   const inflight = new Set(options.inflight ?? [])
-  const published = new Set(options.published ?? [])
+  const published = new Set(options.published ?? [...Array(Math.max(0, options.pieceCount ?? 8)).keys()])
   return {
     pieceCount: options.pieceCount ?? 8, slots: options.slots ?? 8, random: options.random ?? (() => 0.5), parents,
     have: (n) => have.has(n),
@@ -55,6 +56,16 @@ describe('piece planner', () => {
     // idle takes three (its limit), busy one (it had two in flight), the seed none while peers can.
     expect({ idle: by('idle'), busy: by('busy'), seed: by('seed') }).toEqual({ idle: 3, busy: 1, seed: 0 })
     expect(plan.every((a) => !a.live)).toBe(true)
+  })
+
+  it('asks a peer only for pieces whose digest the source published', () => {
+    // Nothing could check the peer's bytes of 2 and 3: they wait for the source.
+    const peer = parent('peer', [0, 1, 2, 3], { limit: 8 })
+    expect(planPieces(input([peer], { pieceCount: 4, published: [0, 1] })).map((a) => a.num).sort()).toEqual([0, 1])
+    const seed = parent('seed', [2, 3], { isSource: true, limit: 8 })
+    const plan = planPieces(input([peer, seed], { pieceCount: 4, published: [0, 1] }))
+    expect(plan.filter((a) => a.parent === 'peer').map((a) => a.num).sort()).toEqual([0, 1])
+    expect(plan.filter((a) => a.parent === 'seed')).toEqual([{ num: 2, parent: 'seed', live: true }, { num: 3, parent: 'seed', live: true }])
   })
 
   it('asks the source for unpublished pieces live, in ascending order, within its limit', () => {

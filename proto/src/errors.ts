@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   DFD_ERR_DIGEST_MISMATCH: { status: 422, summary: 'the downloaded content does not match the expected digest' },
   DFD_ERR_PIECE_DIGEST: { status: 502, summary: 'a peer sent a piece whose SHA-256 does not match the seed digest' },
   DFD_ERR_PIECE_SLOW: { status: 504, summary: 'a parent served a piece far slower than the others; the piece was fetched elsewhere' },
+  DFD_ERR_PIECE_NO_DIGEST: { status: 502, summary: "a piece came from a peer before the task's source published its digest; it was not stored" },
   DFD_ERR_PIECE_UNAVAILABLE: { status: 404, summary: 'a peer does not hold the requested piece' },
   DFD_ERR_UPLOAD_BUSY: { status: 503, summary: 'a peer has no free upload slot' },
   DFD_ERR_PIECE_FORBIDDEN: { status: 403, summary: 'a peer refused to send a piece: the requester is not admitted to the cluster or holds no valid grant for the task' },

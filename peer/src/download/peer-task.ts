@@ -530,6 +530,10 @@ export class PeerTask {
         // No room even after waiting for pieces in use: this download cannot go on.
         this.fatal ??= e
         return
+      case 'DFD_ERR_PIECE_NO_DIGEST':
+        // Not the parent's fault: this node asked before it knew the digest. Learn it first.
+        this.refreshNow = true
+        break
       case 'DFD_ERR_PIECE_FORBIDDEN':
         // A lapsed or missing grant: ask the scheduler for a fresh one.
         this.refreshNow = true

@@ -78,7 +78,7 @@ export class PieceWriter implements PieceSink {
     // channel proved who it is), the digest that ends a live piece or heads a stored one.
     const fromItself = end.sha256.length === 32 ? end.sha256 : this.announced.length === 32 ? this.announced : undefined
     const want = expected !== undefined && expected.length === 32 ? expected : fromSource ? fromItself : undefined
-    if (want === undefined) throw new NaiadError('DFD_ERR_PIECE_DIGEST', `piece ${piece.num} came with no digest from the task's source to check it against`)
+    if (want === undefined) throw new NaiadError('DFD_ERR_PIECE_NO_DIGEST', `piece ${piece.num} came before the task's source published its digest: nothing to check it against`)
     if (!digest.equals(want)) {
       throw new NaiadError('DFD_ERR_PIECE_DIGEST', `piece ${piece.num} has SHA-256 ${digest.toString('hex').slice(0, 16)}…, the source published ${Buffer.from(want).toString('hex').slice(0, 16)}…`)
     }

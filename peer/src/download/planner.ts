@@ -7,6 +7,8 @@
 // - Pieces only the source can give that it has not published yet are asked for live
 //   (streamed while they arrive from the origin), in ascending order, since the source
 //   reads the origin front to back and answers a connection's requests in order.
+// - A peer other than the source is asked only for pieces whose digest the source has
+//   published: there is nothing else to check its bytes against.
 
 export interface PlanParent {
   id: string
@@ -45,7 +47,7 @@ export function planPieces(input: PlanInput): Assignment[] {
   const candidates: Array<{ num: number; holders: PlanParent[]; peers: number; key: number }> = []
   for (let num = 0; num < input.pieceCount; num++) {
     if (input.have(num) || input.inflight(num)) continue
-    const holders = input.parents.filter((p) => p.has(num))
+    const holders = input.parents.filter((p) => p.has(num) && (p.isSource || input.published(num)))
     if (holders.length === 0) continue
     const peers = holders.reduce((n, p) => n + (p.isSource ? 0 : 1), 0)
     candidates.push({ num, holders, peers, key: random() })
