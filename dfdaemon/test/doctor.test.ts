@@ -97,8 +97,10 @@ describe('dfdaemon doctor', () => {
     mirror = `http://127.0.0.1:${ports.proxy}`
     // The correct setup: every runtime's file as init-config writes it.
     for (const registry of REGISTRIES) {
-      await initConfig(['--runtime', 'containerd', '--registry', registry, '--mirror', mirror, '--certs-dir', join(dir, 'certs.d')])
-      await initConfig(['--runtime', 'podman', '--registry', registry, '--mirror', mirror,
+      // registry.test:5000 as a plain-HTTP registry: the doctor must accept those forms too.
+      const plain = registry === 'docker.io' ? [] : ['--plain-http']
+      await initConfig(['--runtime', 'containerd', '--registry', registry, ...plain, '--mirror', mirror, '--certs-dir', join(dir, 'certs.d')])
+      await initConfig(['--runtime', 'podman', '--registry', registry, ...plain, '--mirror', mirror,
         '--file', join(dir, 'containers', 'registries.conf.d', `50-naiad-${registry.replace(':', '_')}.conf`)])
     }
     await mkdir(join(dir, 'docker'), { recursive: true })

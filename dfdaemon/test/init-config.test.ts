@@ -26,6 +26,25 @@ describe('dfdaemon init-config', () => {
     expect(toml).toContain('capabilities = ["pull", "resolve"]')
   })
 
+  it('writes a plain-HTTP registry as containerd and podman need it, and refuses --plain-http for Docker', async () => {
+    const certs = join(dir, 'plain-certs.d')
+    const c = await run(BINS.dfdaemon, ['init-config', '--runtime', 'containerd', '--registry', 'registry.test:5000', '--plain-http', '--certs-dir', certs, '--mirror', 'http://127.0.0.1:65001'])
+    expect(c.code, c.stderr).toBe(0)
+    const toml = await readFile(join(certs, 'registry.test:5000', 'hosts.toml'), 'utf8')
+    expect(toml).toContain('server = "http://registry.test:5000"')
+    expect(toml).toContain('--insecure-registry registry.test:5000')
+    const p = await run(BINS.dfdaemon, ['init-config', '--runtime', 'podman', '--registry', 'registry.test:5000', '--plain-http', '--dry-run'])
+    expect(p.code, p.stderr).toBe(0)
+    // insecure on the registry's own entry (podman's fallback past the mirror), and on the mirror's.
+    const entries = p.stdout.split(/^\[\[/m).slice(1)
+    expect(entries.map((e) => [e.split(']]')[0], /^insecure = true$/m.test(e)])).toEqual([['registry', true], ['registry.mirror', true]])
+    const d = await run(BINS.dfdaemon, ['init-config', '--runtime', 'docker', '--registry', 'docker.io', '--plain-http', '--dry-run'])
+    expect(d.code).toBe(2)
+    expect(d.stderr).toContain('--plain-http')
+    const help = await run(BINS.dfdaemon, ['init-config', '--help'])
+    expect(help.stdout).toContain('--plain-http')
+  })
+
   it('merges the mirror into an existing Docker daemon.json and refuses other registries', async () => {
     const file = join(dir, 'daemon.json')
     await writeFile(file, JSON.stringify({ 'log-driver': 'json-file', 'registry-mirrors': ['https://other.example'] }))
@@ -73,11 +92,9 @@ describe('dfdaemon init-config', () => {
 
     it('gives podman-family clients a registries.conf that routes through the mirror', async () => {
       const file = join(dir, 'registries.conf')
-      const r = await run(BINS.dfdaemon, ['init-config', '--runtime', 'podman', '--registry', proxy.host, '--mirror', daemon.proxyUrl, '--file', file])
+      // The test registry speaks plain HTTP.
+      const r = await run(BINS.dfdaemon, ['init-config', '--runtime', 'podman', '--registry', proxy.host, '--plain-http', '--mirror', daemon.proxyUrl, '--file', file])
       expect(r.code, r.stderr).toBe(0)
-      // The test registry speaks plain HTTP; a real one would not need this line.
-      const conf = (await readFile(file, 'utf8')).replace(`location = "${proxy.host}"`, `location = "${proxy.host}"\ninsecure = true`)
-      await writeFile(file, conf)
       const copy = await runTool('skopeo', ['--registries-conf', file, 'copy', '--src-tls-verify=false', `docker://${proxy.host}/naiad/podman:v1`, `oci:${join(dir, 'oci')}:v1`])
       expect(copy.code, copy.stderr).toBe(0)
       const tasks = await getJson<Array<{ url: string; complete: boolean }>>(`${daemon.apiUrl}/api/v1/tasks`)

@@ -6,7 +6,7 @@
 
 import { createHash } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http'
+import { createServer, request, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type PeerEngine, type SchedulerClient } from '@naiad/peer'
 import { contentRange, NaiadError, parseRangeHeader } from '@naiad/proto'
 
+import { mirrorLink } from '../src/mirror/headers.ts'
 import { RegistryMirror } from '../src/mirror/registry-mirror.ts'
 
 const TOKEN = 'Bearer pull-token'
@@ -38,6 +39,20 @@ function blobOf(size: number, seed: number): { data: Buffer; digest: string } {
 }
 
 interface Answer { status: number; headers: IncomingHttpHeaders; body: Buffer }
+
+const V2 = { 'docker-distribution-api-version': 'registry/2.0' }
+const UNAUTHORIZED = '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+const SIG = 'application/vnd.example.signature'
+
+/** One page of a registry listing (`n`, `last`), with the Link to the next as distribution sends it. */
+function listingPage(res: ServerResponse, u: URL, items: string[], body: (page: string[]) => unknown): void {
+  const n = Number(u.searchParams.get('n') ?? items.length)
+  const last = u.searchParams.get('last')
+  const from = last === null ? 0 : items.indexOf(last) + 1
+  const page = items.slice(from, from + n)
+  const link = from + n < items.length ? { link: `<${u.pathname}?last=${page.at(-1)}&n=${n}>; rel="next"` } : {}
+  res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', ...V2, ...link }).end(JSON.stringify(body(page)))
+}
 
 function get(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Answer> {
   return new Promise((resolve, reject) => {
@@ -63,27 +78,43 @@ describe('registry mirror, in process', () => {
   const good = blobOf(3 * 1024 * 1024 + 17, 1)
   const bad = blobOf(64 * 1024, 2)
   const blobGets = new Map<string, number>()
+  /** Every request the registry got, in order. */
+  const seen: Array<{ method: string; url: string }> = []
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'naiad-mirror-unit-'))
     // The registry: a token for every request but /v2/, a blob that matches its digest and one that does not.
     registry = createServer((req, res) => {
-      const path = req.url ?? '/'
+      const u = new URL(req.url ?? '/', 'http://registry')
+      const path = u.pathname
+      seen.push({ method: req.method ?? '', url: req.url ?? '' })
       if (req.headers.authorization !== TOKEN) {
-        res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${host}/token",service="test"`, 'content-type': 'application/json' })
-        return void res.end('{"errors":[{"code":"UNAUTHORIZED"}]}')
+        res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${host}/token",service="test"`, 'content-type': 'application/json', ...V2 })
+        return void res.end(UNAUTHORIZED)
       }
       if (path === '/v2/app/manifests/v1') return void res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'x-from': 'registry' }).end('{"schemaVersion":2}')
+      if (path === '/v2/app/tags/list') return listingPage(res, u, ['a', 'b', 'c'], (tags) => ({ name: 'app', tags }))
+      if (path === '/v2/_catalog') return listingPage(res, u, ['app', 'other'], (repositories) => ({ repositories }))
+      if (path === `/v2/app/referrers/${good.digest}`) {
+        const type = u.searchParams.get('artifactType')
+        const all = [{ artifactType: SIG, digest: `sha256:${'5'.repeat(64)}` }, { artifactType: 'application/spdx+json', digest: `sha256:${'6'.repeat(64)}` }]
+        const manifests = all.filter((m) => type === null || m.artifactType === type)
+        return void res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', ...V2, ...(type === null ? {} : { 'oci-filters-applied': 'artifactType' }) })
+          .end(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests }))
+      }
       const m = /^\/v2\/app\/blobs\/(sha256:[0-9a-f]{64})$/.exec(path)
       const blob = m === null ? undefined : m[1] === good.digest ? good.data : m[1] === bad.digest ? Buffer.from(bad.data).fill(0, 0, 10) : undefined
-      if (blob === undefined) return void res.writeHead(404).end()
+      if (blob === undefined) {
+        const body = JSON.stringify({ errors: [{ code: m === null ? 'NAME_UNKNOWN' : 'BLOB_UNKNOWN', message: 'blob unknown to registry', detail: m?.[1] ?? path }] })
+        return void res.writeHead(404, { 'content-type': 'application/json; charset=utf-8', ...V2 }).end(req.method === 'HEAD' ? undefined : body)
+      }
       if (req.method === 'GET') blobGets.set(m![1], (blobGets.get(m![1]) ?? 0) + 1)
       const range = parseRangeHeader(req.headers.range, blob.length)
       if (range.kind === 'partial') {
         res.writeHead(206, { 'content-length': range.end - range.start + 1, 'content-range': contentRange(range, blob.length) })
         return void res.end(req.method === 'HEAD' ? undefined : blob.subarray(range.start, range.end + 1))
       }
-      res.writeHead(200, { 'content-length': blob.length, 'content-type': 'application/octet-stream' })
+      res.writeHead(200, { 'content-length': blob.length, 'content-type': 'application/octet-stream', 'cache-control': 'max-age=31536000', etag: `"${m![1]}"`, ...V2 })
       res.end(req.method === 'HEAD' ? undefined : blob)
     })
     await new Promise<void>((r) => registry.listen(0, '127.0.0.1', r))
@@ -124,6 +155,9 @@ describe('registry mirror, in process', () => {
     const whole = await get(path, { authorization: TOKEN })
     expect(whole.status).toBe(200)
     expect(whole.headers['docker-content-digest']).toBe(good.digest)
+    // The registry's own headers, as a client pulling directly would see them.
+    expect({ cc: whole.headers['cache-control'], v: whole.headers['docker-distribution-api-version'], etag: whole.headers.etag, type: whole.headers['content-type'] })
+      .toEqual({ cc: 'max-age=31536000', v: 'registry/2.0', etag: `"${good.digest}"`, type: 'application/octet-stream' })
     expect(whole.body.equals(good.data)).toBe(true)
     const suffix = await get(path, { authorization: TOKEN, range: 'bytes=-10' })
     expect({ status: suffix.status, range: suffix.headers['content-range'] }).toEqual({ status: 206, range: `bytes ${good.data.length - 10}-${good.data.length - 1}/${good.data.length}` })
@@ -144,9 +178,81 @@ describe('registry mirror, in process', () => {
     expect(engine.store.listTasks().some((t) => t.url.endsWith(bad.digest) && t.complete)).toBe(false)
   })
 
-  it('refuses writes and names no other API', async () => {
+  it("answers a refused or missing blob with the registry's own status, headers and error body", async () => {
+    const missing = `sha256:${'1'.repeat(64)}`
+    const denied = await get(`${url}/v2/app/blobs/${good.digest}?ns=${host}`)
+    expect({ status: denied.status, body: denied.body.toString() }).toEqual({ status: 401, body: UNAUTHORIZED })
+    expect(denied.headers['www-authenticate']).toContain('Bearer realm=')
+    const gone = await get(`${url}/v2/app/blobs/${missing}?ns=${host}`, { authorization: TOKEN })
+    expect(gone.status).toBe(404)
+    expect(JSON.parse(gone.body.toString())).toEqual({ errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown to registry', detail: missing }] })
+    expect(gone.headers['docker-distribution-api-version']).toBe('registry/2.0')
+    expect(engine.store.listTasks().some((t) => t.url.endsWith(missing))).toBe(false)
+  })
+
+  it('passes tag listings through, pages and all: the Link leads back through the mirror to the same registry', async () => {
+    const collect = async (first: string): Promise<{ tags: string[]; links: string[] }> => {
+      const tags: string[] = []
+      const links: string[] = []
+      for (let next: string | undefined = first; next !== undefined;) {
+        const r = await get(`${url}${next}`, { authorization: TOKEN })
+        expect(r.status).toBe(200)
+        expect(r.headers['docker-distribution-api-version']).toBe('registry/2.0')
+        tags.push(...(JSON.parse(r.body.toString()) as { tags: string[] }).tags)
+        const link = r.headers.link
+        next = typeof link === 'string' ? /^<([^>]+)>/.exec(link)![1] : undefined
+        if (next !== undefined) links.push(next)
+      }
+      return { tags, links }
+    }
+    const viaNs = await collect(`/v2/app/tags/list?n=2&ns=${host}`)
+    expect(viaNs).toEqual({ tags: ['a', 'b', 'c'], links: [`/v2/app/tags/list?last=b&n=2&ns=${encodeURIComponent(host)}`] })
+    const prefix = `/v2/naiad-ns/${host.replace(':', '_')}`
+    const viaPrefix = await collect(`${prefix}/app/tags/list?n=2`)
+    expect(viaPrefix).toEqual({ tags: ['a', 'b', 'c'], links: [`${prefix}/app/tags/list?last=b&n=2`] })
+    // The registry saw the client's query, without the mirror's ns.
+    expect(seen.filter((r) => r.url.startsWith('/v2/app/tags/list')).map((r) => r.url)).toContain('/v2/app/tags/list?last=b&n=2')
+    const head = await get(`${url}/v2/app/tags/list?ns=${host}`, { authorization: TOKEN }, 'HEAD')
+    expect({ status: head.status, body: head.body.length }).toEqual({ status: 200, body: 0 })
+    const anonymous = await get(`${url}/v2/app/tags/list?ns=${host}`)
+    expect({ status: anonymous.status, body: anonymous.body.toString() }).toEqual({ status: 401, body: UNAUTHORIZED })
+    expect(anonymous.headers['www-authenticate']).toContain('Bearer realm=')
+  })
+
+  it('passes referrers (with the artifactType filter) and the catalog through as the registry answers them', async () => {
+    const all = await get(`${url}/v2/app/referrers/${good.digest}?ns=${host}`, { authorization: TOKEN })
+    expect(all.headers['content-type']).toBe('application/vnd.oci.image.index.v1+json')
+    expect((JSON.parse(all.body.toString()) as { manifests: unknown[] }).manifests).toHaveLength(2)
+    const sigs = await get(`${url}/v2/app/referrers/${good.digest}?ns=${host}&artifactType=${encodeURIComponent(SIG)}`, { authorization: TOKEN })
+    expect(sigs.headers['oci-filters-applied']).toBe('artifactType')
+    expect((JSON.parse(sigs.body.toString()) as { manifests: Array<{ artifactType: string }> }).manifests.map((m) => m.artifactType)).toEqual([SIG])
+    const catalog = await get(`${url}/v2/_catalog?n=1&ns=${host}`, { authorization: TOKEN })
+    expect(JSON.parse(catalog.body.toString())).toEqual({ repositories: ['app'] })
+    expect(catalog.headers.link).toBe(`</v2/_catalog?last=app&n=1&ns=${encodeURIComponent(host)}>; rel="next"`)
+  })
+
+  it('refuses writes, on listings too, and names no other API', async () => {
     expect((await get(`${url}/v2/app/blobs/uploads/?ns=${host}`, {}, 'POST')).status).toBe(405)
-    expect((await get(`${url}/v2/_catalog?ns=${host}`)).status).toBe(404)
+    for (const path of ['/v2/app/tags/list', `/v2/app/referrers/${good.digest}`, '/v2/_catalog']) {
+      const r = await get(`${url}${path}?ns=${host}`, { authorization: TOKEN }, 'DELETE')
+      expect(r.status, path).toBe(405)
+      expect(r.headers.allow).toBe('GET, HEAD')
+      expect((JSON.parse(r.body.toString()) as { errors: Array<{ code: string }> }).errors[0].code).toBe('UNSUPPORTED')
+    }
+    expect(seen.some((r) => r.method === 'DELETE')).toBe(false)
+    expect((await get(`${url}/v2/app/elsewhere/list?ns=${host}`)).status).toBe(404)
     expect((await get(`${url}/v2/app/manifests/v1?ns=bad%20host`)).status).toBe(400)
+  })
+})
+
+describe('mirrorLink', () => {
+  const origin = 'http://registry.internal:5000'
+  it("points the registry's own links back through the mirror, and leaves links elsewhere alone", () => {
+    expect(mirrorLink('</v2/a/tags/list?last=x&n=5>; rel="next"', origin, { prefix: '/v2/naiad-ns/registry.internal_5000' }))
+      .toBe('</v2/naiad-ns/registry.internal_5000/a/tags/list?last=x&n=5>; rel="next"')
+    expect(mirrorLink(`<${origin}/v2/_catalog?last=x>; rel="next"`, origin, { ns: 'registry.internal:5000' }))
+      .toBe('</v2/_catalog?last=x&ns=registry.internal%3A5000>; rel="next"')
+    expect(mirrorLink('</v2/a/tags/list?last=x>; rel="next"', origin, {})).toBe('</v2/a/tags/list?last=x>; rel="next"')
+    expect(mirrorLink('<https://elsewhere.invalid/tags>; rel="help"', origin, { ns: 'registry.internal:5000' })).toBe('<https://elsewhere.invalid/tags>; rel="help"')
   })
 })

@@ -15,4 +15,4 @@ export { doctorCommand, doctorMain, daemonFactsFromConfig, runDoctor, type Daemo
 export { DOCTOR_SETTINGS, DOCTOR_DEFAULTS, doctorSettings, readDoctorSettings, type DoctorSettingValues } from './doctor/settings.ts'
 export { findOnPath, fuseDeviceError, type DaemonFacts, type DoctorSettings } from './doctor/facts.ts'
 export type { DoctorReport, Finding, RuleResult } from './doctor/rules.ts'
-export { INIT_CONFIG_COMMAND, initConfigMain, runtimeConfig, writeRuntimeConfig, containerdHostsToml, podmanRegistriesConf, dockerDaemonJson, RUNTIMES, type Runtime, type RuntimeConfig } from './init-config/runtime-config.ts'
+export { INIT_CONFIG_COMMAND, initConfigMain, runtimeConfig, writeRuntimeConfig, containerdHostsToml, podmanRegistriesConf, dockerDaemonJson, RUNTIMES, type RegistryOptions, type Runtime, type RuntimeConfig } from './init-config/runtime-config.ts'

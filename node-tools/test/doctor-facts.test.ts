@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { REFUSED_URL } from '@naiad/testkit'
 
 import { collectFacts } from '../src/doctor/facts.ts'
+import { evaluateRule, loadRules } from '../src/doctor/rules.ts'
 import { DOCTOR_DEFAULTS } from '../src/doctor/settings.ts'
 import { containerdHostsToml, podmanRegistriesConf } from '../src/init-config/runtime-config.ts'
 
@@ -51,5 +52,31 @@ describe('doctor facts', () => {
     expect(facts.fuse).toMatchObject({ deviceOpenable: false, deviceError: 'ENOENT', fusermount: null, available: false })
     expect(facts.supernode).toMatchObject({ reachable: false, error: 'ECONNREFUSED' })
     expect(facts.clock).toMatchObject({ known: false, skewMs: null })
+  })
+
+  it("accepts init-config's files for a plain-HTTP registry: every containerd and podman rule passes", async () => {
+    const registry = 'registry.test:5000'
+    const mirror = 'http://127.0.0.1:65001'
+    const certs = join(dir, 'plain', 'certs.d')
+    const conf = join(dir, 'plain', 'registries.conf.d')
+    await mkdir(join(certs, registry), { recursive: true })
+    await mkdir(conf, { recursive: true })
+    await writeFile(join(certs, registry, 'hosts.toml'), containerdHostsToml(registry, mirror, { plainHttp: true }))
+    await writeFile(join(conf, '50-naiad.conf'), podmanRegistriesConf(registry, mirror, { plainHttp: true }))
+    const facts = await collectFacts({
+      supernode: REFUSED_URL, dataDir: join(dir, 'plain', 'data'), cacheQuota: 2 ** 20,
+      proxy: '127.0.0.1:65001', api: '127.0.0.1:0', p2p: ['/ip4/0.0.0.0/tcp/0']
+    }, {
+      ...DOCTOR_DEFAULTS, registries: [registry], containerdCertsDir: certs, dockerDaemonJson: join(dir, 'plain', 'no-daemon.json'),
+      podmanRegistriesConf: [conf], fuseDevice: join(dir, 'no-fuse'), fusermount: join(dir, 'no-fusermount')
+    }) as Record<string, Record<string, unknown>>
+    expect((facts.containerd.hosts as Array<Record<string, unknown>>)[0]).toMatchObject({ present: true, error: null, server: `http://${registry}`, pullMirrors: [mirror] })
+    expect((facts.podman.registries as Array<Record<string, unknown>>)[0]).toMatchObject({ present: true, location: registry, mirrorHosts: ['127.0.0.1:65001'] })
+    const rules = (await loadRules([])).filter((r) => /^(containerd|podman)-/.test(r.id))
+    expect(rules.map((r) => r.id)).toEqual(['containerd-hosts-present', 'containerd-hosts-parse', 'containerd-mirror', 'containerd-mirror-first', 'podman-registry-mirror'])
+    for (const rule of rules) {
+      const r = evaluateRule(rule, facts as never)
+      expect({ rule: r.rule, status: r.status, checked: r.checked }).toEqual({ rule: rule.id, status: 'ok', checked: 1 })
+    }
   })
 })

@@ -8,7 +8,10 @@ import type { AddressInfo } from 'node:net'
 
 import { contentRange, parseRangeHeader } from '@naiad/proto/contracts'
 
-export type Fault = { status: number } | { truncateAt: number } | { stallMs: number }
+export type Fault = { status: number } | { truncateAt: number } | { stallMs: number } | { bytesPerSec: number }
+
+/** Slice a throttled body is sent in. */
+const THROTTLE_SLICE = 16 * 1024
 
 export interface OriginFile {
   /** A file on disk, or bytes in memory. */
@@ -73,8 +76,16 @@ export class TestOrigin {
     if (fault !== undefined && 'truncateAt' in fault) limit = Math.min(end, start + fault.truncateAt - 1)
     const body = file.data !== undefined ? [file.data.subarray(start, limit + 1)] : createReadStream(file.path!, { start, end: limit })
     for await (const chunk of body) {
-      this.served.set(path, this.bytesServed(path) + (chunk as Buffer).length)
-      if (!res.write(chunk)) await new Promise((r) => res.once('drain', r))
+      for (let at = 0; at < (chunk as Buffer).length && !res.destroyed; at += THROTTLE_SLICE) {
+        // Looked up per slice: a test may lift (or set) a throttle while a body is under way.
+        const now = this.faults.get(path)
+        const rate = now !== undefined && 'bytesPerSec' in now ? now.bytesPerSec : 0
+        const slice = rate > 0 ? (chunk as Buffer).subarray(at, at + THROTTLE_SLICE) : (chunk as Buffer).subarray(at)
+        this.served.set(path, this.bytesServed(path) + slice.length)
+        if (!res.write(slice)) await new Promise((r) => { res.once('drain', r); res.once('close', r) })
+        if (rate > 0) await new Promise((r) => setTimeout(r, (slice.length / rate) * 1000))
+        else break
+      }
     }
     if (limit < end) res.destroy()
     else res.end()

@@ -2,7 +2,7 @@
 //   POST /api/v1/downloads          start or join a download; answers NDJSON progress events
 //                                   (QoS class: `priority` field, ?priority= or X-Naiad-Priority)
 //   GET  /api/v1/tasks              tasks in the piece store
-//   GET  /api/v1/tasks/:id          one task, with live progress while it runs
+//   GET  /api/v1/tasks/:id          one task, with live progress and its client count while it runs
 //   GET  /api/v1/tasks/:id/content  the verified content of a complete task (Range supported)
 //   GET  /api/v1/mirror/problems    registries the mirror could not talk to (for dfdaemon doctor)
 //   GET  /healthz
@@ -137,7 +137,7 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
     const t = store.getTask(request.params.id)
     const progress = tasks.progressOf(request.params.id)
     if (t === undefined && progress === undefined) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `no task ${request.params.id}`)
-    return { ...t, sha256: t?.sha256?.toString('hex') ?? null, running: progress !== undefined, progress }
+    return { ...t, sha256: t?.sha256?.toString('hex') ?? null, running: progress !== undefined, progress, clients: tasks.clientsOf(request.params.id) ?? 0 }
   })
 
   app.get<{ Params: { id: string } }>('/api/v1/tasks/:id/content', async (request, reply) => {

@@ -21,3 +21,31 @@ export function responseHeaders(headers: Record<string, string | string[] | unde
   for (const [k, v] of Object.entries(headers)) if (v !== undefined && !HOP_BY_HOP.has(k) && !omit.includes(k)) out[k] = v
   return out
 }
+
+/** How a client named the registry to the mirror: a `naiad-ns/HOST[_PORT]` path prefix, containerd's `ns`, or neither (the default registry). */
+export interface UpstreamRoute {
+  /** e.g. `/v2/naiad-ns/registry.internal_5000` */
+  prefix?: string
+  ns?: string
+}
+
+/**
+ * A registry's `Link` header (tags and catalog pagination, RFC 8288) as the mirror's client
+ * should follow it: a link to the registry itself (path-absolute, or its own origin) becomes
+ * a path on the mirror that names the same registry again; links elsewhere stay as they are.
+ */
+export function mirrorLink(link: string, registryOrigin: string, route: UpstreamRoute): string {
+  return link.replace(/<([^>]*)>/g, (whole, target: string) => {
+    let u: URL
+    try {
+      u = new URL(target, registryOrigin)
+    } catch {
+      return whole
+    }
+    if (u.origin !== registryOrigin || !u.pathname.startsWith('/v2/')) return whole
+    let path = u.pathname
+    if (route.prefix !== undefined) path = `${route.prefix}${path.slice('/v2'.length)}`
+    else if (route.ns !== undefined) u.searchParams.set('ns', route.ns)
+    return `<${path}${u.search}>`
+  })
+}

@@ -1,6 +1,7 @@
-// The registry mirror: the OCI distribution pull API. Blobs come through the swarm, one
-// task per blob; everything else is passed to the upstream registry unchanged, so auth
-// challenges, content negotiation and errors reach the client as the registry sent them.
+// The registry mirror: the OCI distribution pull API, and the listings (tags, referrers,
+// catalog) read-only. Blobs come through the swarm, one task per blob; everything else is
+// passed to the upstream registry unchanged, so auth challenges, content negotiation and
+// errors reach the client as the registry sent them.
 
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
@@ -12,7 +13,7 @@ import type { Logger } from 'pino'
 import { contentRange, NaiadError, parseRangeHeader, toNaiadError } from '@naiad/proto'
 
 import { destinationDenied, discard, policyConnect, sendServable, TaskManager, waitServable, trustedCAs, type DownloadRequest, type PieceStore, type QosHooks } from '@naiad/peer'
-import { requestHeaders, responseHeaders } from './headers.ts'
+import { mirrorLink, requestHeaders, responseHeaders, type UpstreamRoute } from './headers.ts'
 import { upstreamBase, upstreamError, UpstreamProblems, type UpstreamOptions } from './upstream.ts'
 
 export interface RegistryMirrorComponents {
@@ -27,9 +28,20 @@ export interface RegistryMirrorComponents {
 
 const BLOB = /^\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/
 const MANIFEST = /^\/v2\/(.+)\/manifests\/([^/]+)$/
+/** Tags, referrers and the catalog: read-only listings, passed through with their query (n, last, artifactType). */
+const LISTING = [/^\/v2\/.+\/tags\/list$/, /^\/v2\/.+\/referrers\/[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/, /^\/v2\/_catalog$/]
 
-function blobHeaders(digest: string): Record<string, string> {
-  return { 'content-type': 'application/octet-stream', 'docker-content-digest': digest, 'accept-ranges': 'bytes', etag: `"${digest}"` }
+/** The registry's own headers a blob answer keeps (from its HEAD); length, range and digest are ours. */
+const REGISTRY_BLOB_HEADERS = ['content-type', 'etag', 'cache-control', 'last-modified', 'docker-distribution-api-version']
+
+function blobHeaders(digest: string, registry: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = { 'content-type': 'application/octet-stream', etag: `"${digest}"` }
+  for (const k of REGISTRY_BLOB_HEADERS) {
+    const v = registry[k]
+    if (v !== undefined) out[k] = v
+  }
+  // The digest the bytes were verified against, whatever the registry's header says.
+  return { ...out, 'docker-content-digest': digest, 'accept-ranges': 'bytes' }
 }
 
 /** Writes an error in the registry's own JSON shape, with our code alongside. */
@@ -82,6 +94,7 @@ export class RegistryMirror {
       const prefixed = /^\/v2\/naiad-ns\/([a-z0-9.-]+?)(?:_(\d{1,5}))?(\/.*)$/.exec(url.pathname)
       if (prefixed !== null) url.pathname = `/v2${prefixed[3]}`
       const ns = prefixed === null ? url.searchParams.get('ns') : `${prefixed[1]}${prefixed[2] === undefined ? '' : `:${prefixed[2]}`}`
+      const route: UpstreamRoute = prefixed !== null ? { prefix: `/v2/naiad-ns/${prefixed[1]}${prefixed[2] === undefined ? '' : `_${prefixed[2]}`}` } : ns !== null ? { ns } : {}
       const base = upstreamBase(ns, this.options)
       const qos = this.components.qos
       if (qos?.active === true) {
@@ -106,8 +119,14 @@ export class RegistryMirror {
         await this.passThrough(req, res, `${base}${url.pathname}`)
         return
       }
+      if (LISTING.some((r) => r.test(url.pathname))) {
+        // The query goes on (pagination, the referrers filter), without the mirror's own `ns`.
+        url.searchParams.delete('ns')
+        await this.passThrough(req, res, `${base}${url.pathname}${url.search}`, route)
+        return
+      }
       res.writeHead(404, { 'content-type': 'application/json' })
-      res.end(JSON.stringify({ errors: [{ code: 'NAME_UNKNOWN', message: `the mirror serves only the pull API, not ${url.pathname}` }] }))
+      res.end(JSON.stringify({ errors: [{ code: 'NAME_UNKNOWN', message: `the mirror serves the pull API, tags, referrers and the catalog, not ${url.pathname}` }] }))
     } catch (err) {
       this.components.logger.warn({ path: url.pathname, code: (err as { code?: unknown }).code, err: (err as Error).message }, 'mirror request failed')
       sendRegistryError(res, err)
@@ -149,13 +168,18 @@ export class RegistryMirror {
     }
   }
 
-  /** Relays a request to the registry and its answer to the client, headers and all. */
-  private async passThrough(req: IncomingMessage, res: ServerResponse, target: string): Promise<void> {
+  /**
+   * Relays a request to the registry and its answer to the client, headers and all. With
+   * `route`, a pagination Link the registry sends is pointed back through the mirror at the
+   * same registry (the client follows it against the mirror).
+   */
+  private async passThrough(req: IncomingMessage, res: ServerResponse, target: string, route?: UpstreamRoute): Promise<void> {
     const headers = requestHeaders(req.headers)
     const auth = this.authorization(req, target)
     if (auth !== undefined) headers.authorization = auth
     const up = await this.upstream(req.method as 'GET' | 'HEAD', target, headers)
     const out = responseHeaders(up.headers)
+    if (route !== undefined && typeof out.link === 'string') out.link = mirrorLink(out.link, new URL(target).origin, route)
     res.writeHead(up.statusCode, out)
     if (req.method === 'HEAD') {
       discard(up.body)
@@ -190,12 +214,7 @@ export class RegistryMirror {
     const check = await this.upstream('HEAD', target, { ...headers, accept: '*/*' })
     discard(check.body)
     if (check.statusCode !== 200) {
-      // 401 with its challenge, 403, 404: the client learns exactly what the registry said.
-      const out = responseHeaders(check.headers, ['content-length'])
-      const body = check.statusCode === 401
-        ? JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] })
-        : JSON.stringify({ errors: [{ code: 'BLOB_UNKNOWN', message: `registry answered ${check.statusCode}` }] })
-      res.writeHead(check.statusCode, { ...out, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
+      await this.refusal(res, target, headers, check)
       return
     }
     const request: DownloadRequest = { url: target, headers, digest, priority: 'on-demand' }
@@ -219,9 +238,9 @@ export class RegistryMirror {
       const length = handle.progress().totalBytes
       if (length >= 0 && length !== size) throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `registry announced ${size} bytes for ${digest}, the swarm has ${length}`)
       if (range.kind === 'partial') {
-        res.writeHead(206, { ...blobHeaders(digest), 'content-length': end - start + 1, 'content-range': contentRange(range, size) })
+        res.writeHead(206, { ...blobHeaders(digest, check.headers), 'content-length': end - start + 1, 'content-range': contentRange(range, size) })
       } else {
-        res.writeHead(200, { ...blobHeaders(digest), 'content-length': size })
+        res.writeHead(200, { ...blobHeaders(digest, check.headers), 'content-length': size })
       }
       if (end >= start) await sendServable(store, handle, start, end, res, closed.signal)
       res.end()
@@ -232,6 +251,25 @@ export class RegistryMirror {
       res.off('close', onClose)
       handle.release()
     }
+  }
+
+  /**
+   * The registry said no to the blob (401 with its challenge, 403, 404, …): the client gets
+   * the registry's own answer, status, headers and error body. A HEAD has no body, so the
+   * mirror asks once more with GET; should that one succeed after all (the blob appeared),
+   * its bytes are not relayed unverified: the client gets the HEAD's status in the
+   * registry's error shape.
+   */
+  private async refusal(res: ServerResponse, target: string, headers: Record<string, string>, check: Dispatcher.ResponseData): Promise<void> {
+    const again = await this.upstream('GET', target, headers).catch(() => undefined)
+    if (again !== undefined && again.statusCode >= 300) {
+      res.writeHead(again.statusCode, responseHeaders(again.headers))
+      await pipeline(again.body, res)
+      return
+    }
+    if (again !== undefined) discard(again.body)
+    const body = JSON.stringify({ errors: [{ code: check.statusCode === 401 ? 'UNAUTHORIZED' : 'BLOB_UNKNOWN', message: `registry answered ${check.statusCode}` }] })
+    res.writeHead(check.statusCode, { ...responseHeaders(check.headers, ['content-length']), 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body)
   }
 
   private cached(url: string, digest: string): boolean {

@@ -26,7 +26,7 @@ export const EXIT_CODE_HELP: ReadonlyArray<[number, string]> = [
   [EXIT.OK, 'FILE is complete and verified'],
   [EXIT.FAILED, 'download failed (origin error or unreachable, truncated body, cache full, ...)'],
   [EXIT.USAGE, 'unknown flag or bad value, or the daemon rejected the request as malformed'],
-  [EXIT.DAEMON, 'the daemon could not be reached or broke off'],
+  [EXIT.DAEMON, 'the daemon could not be reached, broke off or stopped'],
   [EXIT.VERIFY, 'verification failed: the content does not match --digest or the announced SHA-256'],
   [EXIT.TIMEOUT, '--timeout passed'],
   [EXIT.OUTPUT, 'FILE could not be written'],
@@ -41,6 +41,8 @@ export function exitCodeFor(code: ErrorCode): number {
       return EXIT.USAGE
     case 'DFGET_ERR_DAEMON_UNREACHABLE':
     case 'PROTO_ERR_DECODE':
+    // Not the user's interrupt (that exits 130 at the boundary): the daemon stopped the download.
+    case 'PROTO_ERR_ABORTED':
       return EXIT.DAEMON
     case 'DFGET_ERR_VERIFY':
     case 'DFD_ERR_DIGEST_MISMATCH':

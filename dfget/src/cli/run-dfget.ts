@@ -56,7 +56,8 @@ export async function runDfget(argv: string[], io: CliIo = { stdout: process.std
 
   const fail = (err: unknown): number => {
     const e = err instanceof NaiadError ? err : undefined
-    const exitCode = e === undefined ? EXIT.FAILED : e.code === 'PROTO_ERR_ABORTED' ? abortExit(io.signal) : exitCodeFor(e.code)
+    // An abort is the user's only when their signal fired; any other is the daemon stopping (exitCodeFor).
+    const exitCode = e === undefined ? EXIT.FAILED : e.code === 'PROTO_ERR_ABORTED' && io.signal?.aborted === true ? abortExit(io.signal) : exitCodeFor(e.code)
     const message = e?.message ?? `internal error: ${(err as Error)?.message ?? String(err)}`
     // One line, always: a message with line breaks (from a peer or origin) is folded.
     io.stderr.write(`dfget: ${message.replace(/\s*[\r\n]+\s*/g, ' ')}${e === undefined ? '' : ` [${e.code}]`}\n`)

@@ -148,6 +148,11 @@ export class TaskManager {
     return this.running.get(id)?.task.progress()
   }
 
+  /** Callers that hold a running task now (dfget, the mirror, …); undefined when it is not running. */
+  clientsOf(id: string): number | undefined {
+    return this.running.get(id)?.holders
+  }
+
   async close(): Promise<void> {
     this.shutdown.abort(new NaiadError('PROTO_ERR_ABORTED', 'daemon is shutting down'))
     await Promise.allSettled([...this.running.values()].map((e) => e.done))
