@@ -103,7 +103,7 @@ const altEnv = { ...daemonEnv, ...envPairs(args['alt-env'], '--alt-env') }
 const interrupted = new AbortController()
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupted.abort(new Error(`interrupted by ${sig}`)))
 const overall = AbortSignal.any([interrupted.signal, AbortSignal.timeout(parsed(() => parseDuration(args.timeout, '--timeout')))])
-const transferMs = Math.max(60_000, (size / 20e6) * 1000)
+const transferMs = Math.max(60_000, Math.ceil((size / 20e6) * 1000))
 const step = (ms = transferMs): AbortSignal => AbortSignal.any([overall, AbortSignal.timeout(ms)])
 const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
 
