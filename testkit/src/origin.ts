@@ -82,7 +82,14 @@ export class TestOrigin {
         const rate = now !== undefined && 'bytesPerSec' in now ? now.bytesPerSec : 0
         const slice = rate > 0 ? (chunk as Buffer).subarray(at, at + THROTTLE_SLICE) : (chunk as Buffer).subarray(at)
         this.served.set(path, this.bytesServed(path) + slice.length)
-        if (!res.write(slice)) await new Promise((r) => { res.once('drain', r); res.once('close', r) })
+        if (!res.write(slice)) {
+          // Both listeners go once either fires: a long body waits for drain thousands of times.
+          await new Promise<void>((resolve) => {
+            const done = (): void => { res.off('drain', done); res.off('close', done); resolve() }
+            res.once('drain', done)
+            res.once('close', done)
+          })
+        }
         if (rate > 0) await new Promise((r) => setTimeout(r, (slice.length / rate) * 1000))
         else break
       }
