@@ -291,7 +291,7 @@ async function session(i: number): Promise<void> {
       if ((r + 1) % parentsEvery !== 0 || performance.now() >= end) continue
       const q0 = performance.now()
       try {
-        await rpc(peer, { getParents: { taskId: taskId(t), limit: 8 } })
+        await rpc(peer, { getParents: { taskId: taskId(t), limit: 8, digestEpoch: 0, digests: 0 } })
         const q1 = performance.now()
         if (q0 >= measureFrom && q1 <= end) {
           load.parentsCalls++

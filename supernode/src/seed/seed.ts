@@ -40,7 +40,7 @@ class LocalSchedulerClient implements SchedulerClient {
   }
   async reportPieces(req: Partial<ReportPiecesRequest> & { taskId: string }): Promise<void> { this.call({ reportPieces: req as ReportPiecesRequest }) }
   async getParents(taskId: string, limit: number): Promise<GetParentsResponse> {
-    const p = this.call({ getParents: { taskId, limit } }).parents
+    const p = this.call({ getParents: { taskId, limit, digestEpoch: 0, digests: 0 } }).parents
     if (p === undefined) throw new NaiadError('PROTO_ERR_DECODE', 'getParents without parents')
     return p
   }
