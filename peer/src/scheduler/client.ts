@@ -80,8 +80,8 @@ export class FabricSchedulerClient implements SchedulerClient {
   private peerId: string | undefined
   /** The supernode answered 1.1.0 with "unsupported": use 1.0.0, a stream per call. */
   private legacy = false
-  /** When the last answer arrived (any call), and the pace and features it carried. */
-  private answeredAt = 0
+  /** Answers received (any call), and the pace and features the last one carried. */
+  private answers = 0
   private pace = 0
   private pacedAt = 0
   private features = 0
@@ -155,23 +155,23 @@ export class FabricSchedulerClient implements SchedulerClient {
 
   private async rpc(req: Partial<SchedulerRequest>, signal?: AbortSignal, probe = false): Promise<SchedulerResponse> {
     if (this.down && !probe) throw new NaiadError('PROTO_ERR_DIAL', 'supernode unavailable (waiting for the keep-alive to reach it again)')
-    const sentAt = Date.now()
+    const answersBefore = this.answers
     try {
       const addrs = await this.resolve(signal)
       const res = await this.send(addrs, req, signal)
       this.down = false
       this.timeouts = 0
-      this.answeredAt = Date.now()
+      this.answers++
       this.features = res.features
       this.pace = res.paceMs
-      if (res.paceMs > 0) this.pacedAt = this.answeredAt
+      if (res.paceMs > 0) this.pacedAt = Date.now()
       raiseRemote(res.error)
       return res
     } catch (err) {
       const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', String(err), { cause: err })
       // A call that timed out while the supernode answered others is slow, not lost: it
       // counts towards "down" only when nothing was heard since it went out.
-      if (e.code === 'PROTO_ERR_TIMEOUT' && !probe && this.answeredAt >= sentAt) throw e
+      if (e.code === 'PROTO_ERR_TIMEOUT' && !probe && this.answers > answersBefore) throw e
       if (e.code === 'PROTO_ERR_TIMEOUT' && !probe && ++this.timeouts < (this.busyRecently() ? TIMEOUTS_BEFORE_DOWN_BUSY : TIMEOUTS_BEFORE_DOWN)) throw e
       if (e.code.startsWith('PROTO_ERR_') && e.code !== 'PROTO_ERR_ABORTED' && e.code !== 'PROTO_ERR_REMOTE') {
         if (!this.down) this.options.logger.warn({ err: e.message }, 'supernode unreachable; downloads go to peers and the origin')

@@ -3,6 +3,8 @@
 // gate (admission/scheduler-gate.ts) before the scheduler believes it. Every answer carries
 // the supernode's pace (pressure.ts), the signal daemons slow down on.
 
+import { channel } from 'node:diagnostics_channel'
+
 import type { Connection } from '@libp2p/interface'
 import {
   NaiadError, PROTOCOLS, SCHEDULER_FEATURES, SchedulerRequest, SchedulerResponse, serve, serveSession, toNaiadError,
@@ -12,6 +14,14 @@ import {
 import { multiaddrIp, type SchedulerGate } from '../admission/scheduler-gate.ts'
 import type { Pressure } from './pressure.ts'
 import type { Scheduler } from './scheduler.ts'
+
+/**
+ * diagnostics_channel of every call from a daemon: { hostId, call, reports, busy }, `call`
+ * the request's field (announce_host, report_pieces, report_batch, …), `reports` the
+ * reports it carried, `busy` when it was put off.
+ */
+export const SCHEDULER_CALL_EVENT = 'naiad:scheduler:call'
+const calls = channel(SCHEDULER_CALL_EVENT)
 
 /** The least retry time a busy answer names. */
 const BUSY_RETRY_MS = 500
@@ -25,8 +35,10 @@ export const MAX_BATCH_REPORTS = 256
  */
 export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gate?: SchedulerGate, pressure?: Pressure & { deferred?: number }): Promise<void> {
   const handle = (req: SchedulerRequest, hostId: string, connection: Connection, signal: AbortSignal): Partial<SchedulerResponse> | Promise<Partial<SchedulerResponse>> => {
+    const busy = req.getParents !== undefined && pressure?.busy() === true
+    if (calls.hasSubscribers) calls.publish({ hostId, call: callOf(req), reports: req.reportBatch?.reports.length ?? (req.reportPieces === undefined ? 0 : 1), busy })
     if (pressure === undefined) return handleRemoteRequest(scheduler, gate, hostId, connection, req, signal)
-    if (req.getParents !== undefined && pressure.busy()) {
+    if (busy) {
       if (pressure.deferred !== undefined) pressure.deferred++
       // Answered at once, without the scheduler's work: the daemon keeps the parents it has.
       return { error: { code: 'SN_ERR_BUSY', message: 'the scheduler is saturated; ask again after pace_ms' }, paceMs: Math.max(BUSY_RETRY_MS, pressure.paceMs), features: FEATURES }
@@ -49,6 +61,17 @@ export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gat
 }
 
 const FEATURES = SCHEDULER_FEATURES.reportBatch
+
+function callOf(req: SchedulerRequest): string {
+  if (req.announceHost !== undefined) return 'announce_host'
+  if (req.registerTask !== undefined) return 'register_task'
+  if (req.reportPieces !== undefined) return 'report_pieces'
+  if (req.getParents !== undefined) return 'get_parents'
+  if (req.leaveTask !== undefined) return 'leave_task'
+  if (req.leaveHost) return 'leave_host'
+  if (req.reportBatch !== undefined) return 'report_batch'
+  return 'none'
+}
 
 function rpcError(err: unknown): RpcError {
   const e = toNaiadError(err, 'PROTO_ERR_REMOTE')
