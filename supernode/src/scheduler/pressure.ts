@@ -96,9 +96,11 @@ export class PressureGauge implements Pressure {
     this.utilization = this.utilization * 0.7 + utilization * 0.3
     this.lagMs = this.lagMs * 0.7 + lagMs * 0.3
     if (++this.samples % o.adjustEvery !== 0) return
+    // Utilisation is the measure of load; lag alone (the process starved of CPU by others)
+    // raises the pace only when it is large, and holds it from falling while it lasts.
     if (this.utilization > o.high || this.lagMs > o.lagHighMs) {
       this.paceMs = this.paceMs === 0 ? o.minPaceMs : Math.min(o.maxPaceMs, Math.round(this.paceMs * 1.5))
-    } else if (this.utilization < o.low && this.lagMs < o.lagHighMs / 4) {
+    } else if (this.utilization < o.low && this.lagMs < o.lagHighMs / 2) {
       this.paceMs = this.paceMs * 0.7 < o.minPaceMs * 0.5 ? 0 : Math.round(this.paceMs * 0.7)
     }
   }
