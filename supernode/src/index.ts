@@ -12,6 +12,7 @@ export { createSupernode, Supernode, type SupernodeOptions } from './supernode.t
 export { SUPERNODE_COMMAND, TOKEN_COMMAND, NODE_COMMAND } from './config/options.ts'
 export { tokenCreate, nodeCommand } from './admission/commands.ts'
 export { Admission, NODE_CREDENTIAL_TTL_MS, GRANT_TTL_MS } from './admission/admission.ts'
+export { PressureGauge, PRESSURE_DEFAULTS, type Pressure, type PressureOptions } from './scheduler/pressure.ts'
 export { Scheduler, type TaskState, type PeerState, type HostState, type SchedulerPersistence } from './scheduler/scheduler.ts'
 export { scoreCandidate, WEIGHTS, type Candidate, type ParentFilter, type ParentScorer } from './scheduler/scoring.ts'
 export { ControlClient, labelsOf, type ControlHost, type ControlSendOptions } from './control/control-client.ts'
