@@ -71,6 +71,10 @@ export class SupernodeModel {
     return this.gauge?.paceMs ?? 0
   }
 
+  get now(): number {
+    return this.clock.now
+  }
+
   /** A child reported a piece from the seed: `bytes` in `seconds`. */
   seedMeasured(bytes: number, seconds: number): void {
     if (seconds <= 0) return
@@ -165,6 +169,8 @@ export class TaskView {
   /** The seed: pieces it holds, and callbacks waiting for a piece to arrive. */
   readonly seedHas: Uint32Array
   seedCount = 0
+  /** When the seed had the whole task (-1: not yet). */
+  seedDoneAt = -1
   private readonly waiting = new Map<number, Array<() => void>>()
   /** Daemons downloading (registered, not finished), and every daemon that registered. */
   readonly running = new Set<number>()
@@ -208,6 +214,7 @@ export class TaskView {
   seedGot(p: number): void {
     set(this.seedHas, p)
     this.seedCount++
+    if (this.seedDone) this.seedDoneAt = this.owner.now
     for (const fn of this.waiting.get(p) ?? []) fn()
     this.waiting.delete(p)
   }

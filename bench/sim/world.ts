@@ -49,6 +49,8 @@ export interface RolloutResult {
   seedFetchBytes: number
   daemonOriginBytes: number
   daemonsToOrigin: number
+  /** When each task's seed had it all. */
+  seedDoneS: number[]
   clientTimeouts: number
   supernodeMarkedDown: number
   perSupernode: Array<{ name: string; cpuS: number; utilization: number; calls: number; deferred: number; maxPaceMs: number; maxQueueS: number; seedSentBytes: number; timeline: Array<{ t: number; util: number; paceMs: number }> }>
@@ -129,6 +131,7 @@ export function simulate(o: RolloutOptions): RolloutResult {
     seedFetchBytes,
     daemonOriginBytes,
     daemonsToOrigin: daemons.filter((d) => d.originTasks > 0).length,
+    seedDoneS: views.map((v) => round(v.seedDoneAt)),
     clientTimeouts: daemons.reduce((a, d) => a + d.timeouts, 0),
     supernodeMarkedDown: daemons.reduce((a, d) => a + d.downs, 0),
     perSupernode: supernodes.map((s) => ({

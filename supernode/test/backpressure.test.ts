@@ -16,7 +16,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { FabricSchedulerClient, ReportBatcher } from '@naiad/peer'
 import { createFabricNode, taskIdOf, type FabricNode, type Host, type NaiadError, type PieceResult } from '@naiad/proto'
 
-import type { Pressure } from '../src/scheduler/pressure.ts'
+import { PressureGauge, type Pressure } from '../src/scheduler/pressure.ts'
 import { Scheduler, type SchedulerPersistence } from '../src/scheduler/scheduler.ts'
 import { SCHEDULER_CALL_EVENT, serveScheduler } from '../src/scheduler/service.ts'
 
@@ -194,5 +194,57 @@ describe('scheduler backpressure', () => {
     } finally {
       spy.mockRestore()
     }
+  })
+})
+
+describe('pressure gauge', () => {
+  /** Feeds `seconds` of samples (every 100 ms) of one utilisation and lag. */
+  const feed = (g: PressureGauge, seconds: number, utilization: number, lagMs = 0): void => {
+    for (let i = 0; i < seconds * 10; i++) g.sample(utilization, lagMs)
+  }
+
+  it('raises the pace while the loop is saturated, at most to its ceiling, and lowers it to none once it is not', () => {
+    const g = new PressureGauge()
+    feed(g, 1, 0.3)
+    expect(g.paceMs).toBe(0)
+    feed(g, 0.5, 1)
+    expect(g.paceMs).toBe(250)
+    const paces: number[] = []
+    for (let i = 0; i < 20; i++) {
+      feed(g, 1, 1)
+      paces.push(g.paceMs)
+    }
+    // Grows, never more than doubling a step, up to 5 s.
+    expect(paces.every((p, i) => i === 0 || (p >= paces[i - 1] && p <= 2 * paces[i - 1]))).toBe(true)
+    expect(paces.at(-1)).toBe(5_000)
+    // A loop at the target utilisation keeps its pace; an idle one drops it.
+    feed(g, 10, 0.75)
+    expect(g.paceMs).toBe(5_000)
+    feed(g, 60, 0.1)
+    expect(g.paceMs).toBe(0)
+    expect(g.busy()).toBe(false)
+  })
+
+  it('changes the pace at most once a pace (daemons hear of it at their next call)', () => {
+    const g = new PressureGauge()
+    feed(g, 0.5, 1)
+    feed(g, 0.5, 1)
+    feed(g, 0.5, 1)
+    const before = g.paceMs
+    expect(before).toBeGreaterThan(250)
+    // Below one pace of saturation, no step; after it, one.
+    feed(g, (before - 100) / 1000, 1)
+    expect(g.paceMs).toBe(before)
+    feed(g, 0.2, 1)
+    expect(g.paceMs).toBeGreaterThan(before)
+  })
+
+  it('is busy while a timer lags by half a second, and a large lag raises the pace however idle the loop', () => {
+    const g = new PressureGauge()
+    feed(g, 1, 0.2, 800)
+    expect(g.busy()).toBe(true)
+    expect(g.paceMs).toBeGreaterThan(0)
+    feed(g, 2, 0.2, 0)
+    expect(g.busy()).toBe(false)
   })
 })

@@ -14,9 +14,14 @@ import { performance, type EventLoopUtilization } from 'node:perf_hooks'
 export interface PressureOptions {
   /** How often the event loop is sampled. */
   sampleMs: number
-  /** Samples between two changes of the pace. */
-  adjustEvery: number
-  /** Utilisation (0..1, smoothed) above which the pace grows, and below which it shrinks. */
+  /**
+   * Least time between two changes of the pace. A change shows only once daemons have
+   * heard of it, at their next call, up to one pace later: the pace changes at most once a
+   * pace, so that it does not run past its mark.
+   */
+  adjustMs: number
+  /** Utilisation (0..1, averaged since the last change) the pace aims at; above `high` it grows, below `low` it shrinks. */
+  target: number
   high: number
   low: number
   /** Timer lag (smoothed) above which the pace grows whatever the utilisation. */
@@ -30,7 +35,8 @@ export interface PressureOptions {
 
 export const PRESSURE_DEFAULTS: PressureOptions = {
   sampleMs: 100,
-  adjustEvery: 5,
+  adjustMs: 500,
+  target: 0.75,
   high: 0.85,
   low: 0.6,
   lagHighMs: 100,
@@ -60,7 +66,9 @@ export class PressureGauge implements Pressure {
   private timer: NodeJS.Timeout | undefined
   private last: EventLoopUtilization | undefined
   private expected = 0
-  private samples = 0
+  /** Utilisation summed over the samples since the pace last changed, and their time. */
+  private windowSum = 0
+  private windowMs = 0
 
   constructor(options: Partial<PressureOptions> = {}) {
     this.options = { ...PRESSURE_DEFAULTS, ...options }
@@ -95,13 +103,25 @@ export class PressureGauge implements Pressure {
     const o = this.options
     this.utilization = this.utilization * 0.7 + utilization * 0.3
     this.lagMs = this.lagMs * 0.7 + lagMs * 0.3
-    if (++this.samples % o.adjustEvery !== 0) return
-    // Utilisation is the measure of load; lag alone (the process starved of CPU by others)
-    // raises the pace only when it is large, and holds it from falling while it lasts.
-    if (this.utilization > o.high || this.lagMs > o.lagHighMs) {
-      this.paceMs = this.paceMs === 0 ? o.minPaceMs : Math.min(o.maxPaceMs, Math.round(this.paceMs * 1.5))
-    } else if (this.utilization < o.low && this.lagMs < o.lagHighMs / 2) {
-      this.paceMs = this.paceMs * 0.7 < o.minPaceMs * 0.5 ? 0 : Math.round(this.paceMs * 0.7)
+    this.windowSum += utilization * o.sampleMs
+    this.windowMs += o.sampleMs
+    if (this.windowMs < Math.max(o.adjustMs, this.paceMs)) return
+    const u = this.windowSum / this.windowMs
+    this.windowSum = 0
+    this.windowMs = 0
+    // Daemons' calls fall in proportion to the pace, and the loop's work with them: the pace
+    // moves by the ratio of the utilisation to its target (at most doubling, at least halving).
+    // Lag alone (the process starved of CPU by others) raises it only when large, and holds it
+    // from falling while it lasts.
+    if (u > o.high || this.lagMs > o.lagHighMs) {
+      this.paceMs = this.paceMs === 0 ? o.minPaceMs : Math.min(o.maxPaceMs, Math.round(this.paceMs * clamp(u / o.target, 1.2, 2)))
+    } else if (u < o.low && this.lagMs < o.lagHighMs / 2 && this.paceMs > 0) {
+      const next = this.paceMs * clamp(u / o.target, 0.5, 0.9)
+      this.paceMs = next < o.minPaceMs * 0.75 ? 0 : Math.round(next)
     }
   }
+}
+
+function clamp(x: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, x))
 }
