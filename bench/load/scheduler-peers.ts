@@ -129,7 +129,7 @@ const taskId = (t: number): string => taskIdOf({ url: taskUrl(t) })
 const peerIds = new Map<number, string>()
 const random = (n: number): number => Math.floor(Math.random() * n)
 
-interface Stats {
+export interface Stats {
   reportCalls: number
   pieceReports: number
   parentsCalls: number
@@ -325,6 +325,13 @@ const deadline = setTimeout(() => stop.abort(new Error('duration over')), durati
 const inWindow = (t: number): boolean => t >= measureFrom && t <= end
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
 
+/** Keeps a timed getParents (sent at q0, answered at q1). */
+function timed(q0: number, q1: number): void {
+  if (load.parentsMs.length >= 500_000) return
+  load.parentsMs.push(Math.round((q1 - q0) * 100) / 100)
+  load.parentsAt.push(Math.round(q0 - measureFrom))
+}
+
 /** Notes the pace an answer asked for. */
 function paced(res: SchedulerResponse): number {
   if (inWindow(performance.now())) {
@@ -422,10 +429,7 @@ async function daemon(i: number, peer: Peer): Promise<void> {
         if (task !== undefined && task.digestEpoch !== 0) known = { epoch: task.digestEpoch, count: task.piecesFrom + task.pieces.length }
         if (inWindow(q0) && q1 <= end) {
           load.parentsCalls++
-          if (load.parentsMs.length < 500_000) {
-            load.parentsMs.push(Math.round((q1 - q0) * 100) / 100)
-            load.parentsAt.push(Math.round(q0 - measureFrom))
-          }
+          timed(q0, q1)
         }
       } catch (err) {
         countError(load, err)
@@ -470,10 +474,7 @@ async function session(i: number): Promise<void> {
         const q1 = performance.now()
         if (q0 >= measureFrom && q1 <= end) {
           load.parentsCalls++
-          if (load.parentsMs.length < 500_000) {
-            load.parentsMs.push(Math.round((q1 - q0) * 100) / 100)
-            load.parentsAt.push(Math.round(q0 - measureFrom))
-          }
+          timed(q0, q1)
         }
       } catch (err) {
         countError(load, err)

@@ -25,6 +25,7 @@ import { formatBytes, parseDuration } from '@naiad/proto'
 import { BINS, NaiadProcess, createToken, TestOrigin } from '@naiad/testkit'
 
 import { summarizeFile, formatSummary, type ProfileSummary } from '../cpuprofile-summary.ts'
+import type { Stats } from '../load/scheduler-peers.ts'
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { median, withSignal, writeResults } from '../report/helpers.ts'
@@ -131,25 +132,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
 }
 
-interface WorkerDone {
-  windowMs: number
-  reportCalls: number
-  pieceReports: number
-  parentsCalls: number
-  parentsMs: number[]
-  parentsAt: number[]
-  busy: number
-  offered: number
-  paceMaxMs: number
-  paceSumMs: number
-  paceAnswers: number
-  errors: number
-  errorCodes: Record<string, number>
-  sessions: number
-  connectMs: number[]
-  dialRetries: number
-  cpuS: number
-}
+type WorkerDone = Stats & { windowMs: number; dialRetries: number; cpuS: number }
 
 class Worker {
   readonly child: ChildProcess

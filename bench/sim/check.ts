@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util'
 import { formatBytes } from '@naiad/proto'
 
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
+import type { Trial } from '../scenarios/swarm-pull.ts'
 import { median, writeResults } from '../report/helpers.ts'
 import { MEASURED, type Costs } from './costs.ts'
 import { simulate, type RolloutResult } from './world.ts'
@@ -45,18 +46,7 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
   }
 }).values)
 
-interface SwarmTrial {
-  method: 'direct' | 'naiad'
-  hosts: number
-  times: number[]
-  medianS: number
-  maxS: number
-  clientTimes: number[]
-  originEgress: number
-  cpu?: { daemons: number; supernode: number }
-  otherCpuS: number
-}
-interface SwarmResults { size: number; hostMbit: number; registryMbit: number; supernodeMbit: number; cpus: number; trials: SwarmTrial[] }
+interface SwarmResults { size: number; hostMbit: number; registryMbit: number; supernodeMbit: number; cpus: number; trials: Trial[] }
 
 let file = args.swarm ?? join(RESULTS, 'swarm-pull.json')
 if (args.run) {
@@ -72,7 +62,7 @@ const costs: Costs = { ...MEASURED, ...(args.costs === undefined ? {} : JSON.par
 const cores = swarm.cpus ?? cpus().length
 const mbit = (m: number): number => m * 1e6 / 8
 
-interface Row { hosts: number; measured: SwarmTrial; startS: number; idle: RolloutResult; left: RolloutResult; coresLeft: number }
+interface Row { hosts: number; measured: Trial; startS: number; idle: RolloutResult; left: RolloutResult; coresLeft: number }
 const rows: Row[] = []
 for (const t of swarm.trials.filter((x) => x.method === 'naiad')) {
   // The client's own start-up (dfget is a Node process) as the trial measured it.
