@@ -29,9 +29,10 @@ export interface Call {
   answer: (a: Answer) => void
 }
 
-/** Seed-only pieces one child may hold at a time, at least, and in all (see supernode/src/scheduler/seed-grants.ts). */
+/** Seed-only pieces one child may hold at a time, at least, and bytes in all, at least 16 pieces (see supernode/src/scheduler/seed-grants.ts). */
 const SEED_GRANTS_PER_CHILD = 2
-const SEED_WINDOW = 16
+const SEED_WINDOW_BYTES = 64 * 1024 * 1024
+const SEED_WINDOW_PIECES = 16
 const SEED_GRANT_MIN_S = 2
 const SAMPLE_S = 0.1
 /** Width of a timeline bucket. */
@@ -282,22 +283,32 @@ export class TaskView {
     }
     // A grant lapses after 2 s, or four times the seed's piece time as its children measure it.
     const lapse = Math.max(SEED_GRANT_MIN_S, this.owner.seedRate > 0 ? 4 * this.pieceBytes / this.owner.seedRate : 0)
-    let held = 0
+    const heldBy = new Map<number, number>()
     for (const [p, g] of this.grants) {
       const alive = this.running.has(g.child) && !has(this.reported.get(g.child) ?? this.empty, p) &&
         (!has(this.seedHas, p) || now - Math.max(g.at, g.availableAt ??= now) < lapse)
       if (!alive) this.grants.delete(p)
-      else if (g.child === d) held++
+      else heldBy.set(g.child, (heldBy.get(g.child) ?? 0) + 1)
     }
-    const perChild = Math.max(SEED_GRANTS_PER_CHILD, Math.floor(SEED_WINDOW / Math.max(1, this.running.size)))
+    let held = heldBy.get(d) ?? 0
+    // Round the children in turn: a child is at most one grant ahead of the least served other.
+    const children = this.running.size
+    const others = children - (this.running.has(d) ? 1 : 0)
+    let fewestOther = others > heldBy.size - (heldBy.has(d) ? 1 : 0) ? 0 : Number.POSITIVE_INFINITY
+    if (fewestOther !== 0) for (const [c, n] of heldBy) if (c !== d) fewestOther = Math.min(fewestOther, n)
+    const window = Math.max(SEED_WINDOW_PIECES, Math.floor(SEED_WINDOW_BYTES / this.pieceBytes))
+    const perChild = Math.max(SEED_GRANTS_PER_CHILD, Math.floor(window / Math.max(1, children)))
+    let taken = 0
+    const mayTake = (): boolean => held < perChild && (children <= 1 || (held <= fewestOther && taken === 0))
     let shown = 0
     const consider = (p: number): void => {
       if (has(mine, p) || offered.some((o) => has(o.bits, p))) return
       const g = this.grants.get(p)
       if (g === undefined) {
-        if (held >= perChild) return
+        if (!mayTake()) return
         this.grants.set(p, { child: d, at: now })
         held++
+        taken++
       } else if (g.child !== d) {
         return
       }
@@ -306,7 +317,7 @@ export class TaskView {
     }
     for (let p = 0; p < this.pieceCount; p++) if (has(this.seedHas, p)) consider(p)
     if (!this.seedDone) {
-      for (let p = 0; p < this.pieceCount && held < perChild; p++) if (!has(this.seedHas, p)) consider(p)
+      for (let p = 0; p < this.pieceCount && mayTake(); p++) if (!has(this.seedHas, p)) consider(p)
       for (const [p, g] of this.grants) if (g.child === d && !has(this.seedHas, p)) { set(out, p); shown++ }
     }
     return shown > 0 ? out : undefined
