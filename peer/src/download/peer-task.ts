@@ -372,8 +372,9 @@ export class PeerTask {
     if (!scheduler.available) return
     // Pieces stored since the last report go first (the session keeps the order): the
     // scheduler hands out the next seed pieces once it knows these arrived, and other peers
-    // schedule from our bitmap.
-    if (this.reports.size > 0) this.reports.flush({}).catch(() => {})
+    // schedule from our bitmap. Not while the supernode asks for a pace: the batcher's beat
+    // follows the pace, and a flush on every poll attempt would undo it.
+    if (this.reports.size > 0 && !((scheduler.paceMs ?? 0) > 0)) this.reports.flush({}).catch(() => {})
     try {
       // A timeout alone (not tied to the task's signal): polls are frequent, and a signal
       // derived from the long-lived task signal per call was garbage the collector traced.
