@@ -62,15 +62,3 @@ export class Clock {
 function before(a: Entry, b: Entry): boolean {
   return a.t < b.t || (a.t === b.t && a.seq < b.seq)
 }
-
-/** A seeded generator (mulberry32): the same seed gives the same run. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}

@@ -4,10 +4,11 @@
 // through.
 
 import { pieceSizeFor } from '@naiad/proto'
+import { prng } from '@naiad/testkit'
 
 import type { Costs } from './costs.ts'
 import { Daemon, DAEMON_DEFAULTS, type DaemonOptions, type World } from './daemon.ts'
-import { Clock, prng } from './events.ts'
+import { Clock } from './events.ts'
 import { netNode, Network, type CpuPool, type NetNode } from './network.ts'
 import { SupernodeModel, TaskView } from './supernode.ts'
 

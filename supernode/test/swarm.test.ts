@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { Bitmap, type Host, type PieceResult, type ReportPiecesRequest } from '@naiad/proto'
+import { prng } from '@naiad/testkit'
 
 import { CANDIDATE_POOL, Scheduler, type SchedulerPersistence, type TaskState } from '../src/scheduler/scheduler.ts'
 import { scoreCandidate, type Candidate } from '../src/scheduler/scoring.ts'
@@ -21,17 +22,6 @@ const URL = 'http://origin/blob'
 
 const none: SchedulerPersistence = { markTask() {}, markPieces() {}, markPeer() {}, deletePeer() {}, markHost() {} }
 
-/** A small deterministic generator (mulberry32), so that a failing swarm can be rebuilt from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function hostInfo(id: string, extra: Partial<Host> = {}): Host {
   return { id, hostname: id, ip: '10.0.0.1', idc: '', location: '', multiaddrs: [`/dns4/${id}/tcp/65002`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '', ...extra }
