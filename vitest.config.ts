@@ -26,12 +26,14 @@ export const UNIT = [
   'nydus-fs/test/snapshotter-unit.test.ts',
   'scripts/test/start-args.test.ts',
   'supernode/test/admission.test.ts',
+  'supernode/test/backpressure.test.ts',
   'supernode/test/health-engine.test.ts',
   'supernode/test/health-expression.test.ts',
   'supernode/test/preheat-request.test.ts',
   'supernode/test/preheat-resolver.test.ts',
   'supernode/test/scheduler.test.ts',
-  'supernode/test/state-store.test.ts'
+  'supernode/test/state-store.test.ts',
+  'supernode/test/swarm.test.ts'
 ]
 
 export default defineConfig({

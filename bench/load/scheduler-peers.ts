@@ -5,7 +5,7 @@
 //
 //   node bench/load/scheduler-peers.ts --supernode MULTIADDR/p2p/ID --http URL --token JOIN_TOKEN
 //        --origin URL --first 0 --count 250 --tasks 5 --pieces 128 --keys DIR --live 32 --duration 20s
-//        --batch 4 --parents-every 2
+//        [--model daemon --rate 30 | --model rounds --batch 4 --parents-every 2]
 //
 // Every peer joins the cluster first, as a dfdaemon does (a join request with the token's
 // proof to the supernode's HTTP API, then a fabric node that shows its credential); task t
@@ -17,11 +17,19 @@
 // Phase 1 (register, on start): every peer of the range connects, announces its host,
 // registers its task, reports a random half of the pieces (from random peers of its task)
 // and disconnects; `--live` peers at a time. Prints {"registered":N,"ms":…}.
-// Phase 2 (load, on a line `go` on stdin, so that all generators start together): `--live`
-// sessions at a time, for `--duration`. A session takes the next peer of the range,
-// connects and runs rounds: one reportPieces of `--batch` piece results, and every
-// `--parents-every` rounds a getParents (timed), until `--rounds` rounds are done; then it
-// disconnects and the next peer takes its place. Prints one summary line at the end.
+// Phase 2 (on a line `connect` on stdin; `--model daemon`): `--live` peers, spread over the
+// range, connect and announce; prints {"connected":N}. Phase 3 (load, on a line `go`, so
+// that all generators start together), for `--duration`, by model:
+//   daemon (default): each connected peer behaves as a downloading dfdaemon: it fetches
+//     `--rate` pieces a second (a fresh download of its task: leave, register, every piece
+//     once in random order, succeeded, again), reports them on a beat of `--beat` and asks
+//     for parents every `--poll` (the supernode's pace when longer, as a dfdaemon does),
+//     naming the digests it holds. The offered load is live × rate reports a second.
+//   rounds: `--live` sessions at a time; a session takes the next peer of the range,
+//     connects and runs rounds as fast as answers come: one reportPieces of `--batch`
+//     results and every `--parents-every` rounds a getParents, `--rounds` rounds, then the
+//     next peer takes its place (a closed loop: what the supernode sustains flat out).
+// getParents calls are timed. Prints one summary line at the end.
 // Calls go over one scheduler session per peer (/naiad/scheduler/1.1.0, as a dfdaemon's
 // do); `--protocol stream` uses a stream per call (1.0.0, daemons before sessions) instead,
 // to compare the two side by side.
@@ -58,12 +66,16 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '4' },
     'parents-every': { type: 'string', default: '2' },
     rounds: { type: 'string', default: '50' },
+    model: { type: 'string', default: 'daemon' },
+    rate: { type: 'string', default: '30' },
+    beat: { type: 'string', default: '100ms' },
+    poll: { type: 'string', default: '250ms' },
     warmup: { type: 'string', default: '2s' },
     protocol: { type: 'string', default: 'session' }
   }
 })
 if (values.supernode === undefined || values.keys === undefined || values.http === undefined || values.token === undefined || values.origin === undefined) {
-  process.stderr.write('usage: scheduler-peers.ts --supernode MULTIADDR --http URL --token JOIN_TOKEN --origin URL --keys DIR [--first N --count N --tasks N --pieces N --live N --duration D --batch N --parents-every N --rounds N --protocol session|stream]\n')
+  process.stderr.write('usage: scheduler-peers.ts --supernode MULTIADDR --http URL --token JOIN_TOKEN --origin URL --keys DIR [--first N --count N --tasks N --pieces N --live N --duration D --model daemon|rounds --rate N --beat D --poll D --batch N --parents-every N --rounds N --protocol session|stream]\n')
   process.exit(2)
 }
 const target = multiaddr(values.supernode)
@@ -77,6 +89,14 @@ const warmupMs = parseDuration(values.warmup, '--warmup')
 const batch = Number(values.batch)
 const parentsEvery = Number(values['parents-every'])
 const rounds = Number(values.rounds)
+const model = values.model
+const rate = Number(values.rate)
+const beatMs = parseDuration(values.beat, '--beat')
+const pollMs = parseDuration(values.poll, '--poll')
+if (model !== 'daemon' && model !== 'rounds') {
+  process.stderr.write(`--model is daemon or rounds, not ${model}\n`)
+  process.exit(2)
+}
 if (values.protocol !== 'session' && values.protocol !== 'stream') {
   process.stderr.write(`--protocol is session or stream, not ${values.protocol}\n`)
   process.exit(2)
@@ -91,10 +111,15 @@ const CALL_TIMEOUT_MS = 5_000
 
 const stop = new AbortController()
 let go: () => void = () => {}
+let connect: () => void = () => {}
 const started = new Promise<void>((resolve) => { go = resolve })
+const connecting = new Promise<void>((resolve) => { connect = resolve })
 const stdin = createInterface({ input: process.stdin })
-stdin.on('line', (line) => { if (line.trim() === 'go') go() })
-stdin.on('close', () => { stop.abort(new Error('stdin closed')); go() })
+stdin.on('line', (line) => {
+  if (line.trim() === 'go') go()
+  if (line.trim() === 'connect') connect()
+})
+stdin.on('close', () => { stop.abort(new Error('stdin closed')); connect(); go() })
 
 const out = (msg: Record<string, unknown>): void => { process.stdout.write(`${JSON.stringify(msg)}\n`) }
 
@@ -104,17 +129,27 @@ const taskId = (t: number): string => taskIdOf({ url: taskUrl(t) })
 const peerIds = new Map<number, string>()
 const random = (n: number): number => Math.floor(Math.random() * n)
 
-interface Stats {
+export interface Stats {
   reportCalls: number
   pieceReports: number
   parentsCalls: number
   parentsMs: number[]
+  /** When each timed getParents went out, ms into the window. */
+  parentsAt: number[]
+  /** get_parents answered SN_ERR_BUSY (in the window). */
+  busy: number
+  /** Piece results produced in the window (daemon model): what was offered. */
+  offered: number
+  /** The largest pace an answer asked for, and the pace of answers summed (for the mean). */
+  paceMaxMs: number
+  paceSumMs: number
+  paceAnswers: number
   errors: number
   errorCodes: Record<string, number>
   sessions: number
   connectMs: number[]
 }
-const fresh = (): Stats => ({ reportCalls: 0, pieceReports: 0, parentsCalls: 0, parentsMs: [], errors: 0, errorCodes: {}, sessions: 0, connectMs: [] })
+const fresh = (): Stats => ({ reportCalls: 0, pieceReports: 0, parentsCalls: 0, parentsMs: [], parentsAt: [], busy: 0, offered: 0, paceMaxMs: 0, paceSumMs: 0, paceAnswers: 0, errors: 0, errorCodes: {}, sessions: 0, connectMs: [] })
 
 /** A peer's way to the scheduler: its fabric node and, unless --protocol stream, its session. */
 interface Peer {
@@ -251,20 +286,164 @@ await pool(live, () => (nextReg < first + count ? nextReg++ : undefined), async 
 })
 out({ registered: count - reg.errors, errors: reg.errors, errorCodes: reg.errorCodes, ms: Math.round(performance.now() - t0) })
 
-// ---------------------------------------------------------------- phase 2
+// ---------------------------------------------------------------- phase 2 (daemon model)
+
+const hostOf = (i: number): Partial<SchedulerRequest> => ({
+  announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' }
+})
+const registration = (t: number): Partial<SchedulerRequest> => ({ registerTask: { taskId: taskId(t), url: taskUrl(t), headers: [], digest: '', range: '', filter: [] } })
+
+await connecting
+const load = fresh()
+/** Peers connected for the daemon model: spread evenly over this process's range (and so over the tasks). */
+const connected: Array<{ i: number; peer: Peer }> = []
+if (model === 'daemon') {
+  const step = Math.max(1, Math.floor(count / live))
+  let k = 0
+  await pool(Math.min(live, 8), () => (k < live && k * step < count ? first + step * k++ : undefined), async (i) => {
+    const c0 = performance.now()
+    try {
+      const peer = await open(i)
+      await rpc(peer, hostOf(i))
+      connected.push({ i, peer })
+      load.connectMs.push(Math.round((performance.now() - c0) * 10) / 10)
+    } catch (err) {
+      countError(load, err)
+    }
+  })
+}
+out({ connected: connected.length })
+
+// ---------------------------------------------------------------- phase 3
 
 await started
-
-const load = fresh()
 const cpu0 = process.cpuUsage()
 const start = performance.now()
 const measureFrom = start + warmupMs
 const end = start + durationMs
 const deadline = setTimeout(() => stop.abort(new Error('duration over')), durationMs + CALL_TIMEOUT_MS + 2000)
-/** Where each peer got to in its pieces: a session continues where the peer's last one stopped. */
+const inWindow = (t: number): boolean => t >= measureFrom && t <= end
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)))
+
+/** Keeps a timed getParents (sent at q0, answered at q1). */
+function timed(q0: number, q1: number): void {
+  if (load.parentsMs.length >= 500_000) return
+  load.parentsMs.push(Math.round((q1 - q0) * 100) / 100)
+  load.parentsAt.push(Math.round(q0 - measureFrom))
+}
+
+/** Notes the pace an answer asked for. */
+function paced(res: SchedulerResponse): number {
+  if (inWindow(performance.now())) {
+    load.paceMaxMs = Math.max(load.paceMaxMs, res.paceMs)
+    load.paceSumMs += res.paceMs
+    load.paceAnswers++
+  }
+  return res.paceMs
+}
+
+/** A call whose answer may be SN_ERR_BUSY: returns the answer without raising its error. */
+async function rawCall(peer: Peer, req: Partial<SchedulerRequest>): Promise<SchedulerResponse> {
+  const options = { signal: stop.signal, timeoutMs: CALL_TIMEOUT_MS }
+  return perCall
+    ? call(peer.node, target, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, options)
+    : peer.session.call(req, options)
+}
+
+/**
+ * One downloading daemon: pieces arrive at `rate` a second; results go out on the beat (or
+ * the pace), at most one report in flight; parents are polled every `poll` (or the pace),
+ * naming the digests held. When every piece is in, the download starts over.
+ */
+async function daemon(i: number, peer: Peer): Promise<void> {
+  const t = i % tasks
+  const id = taskId(t)
+  let pace = 0
+  let known = { epoch: 0, count: 0 }
+  let order: number[] = []
+  let next = 0
+  let pending: PieceResult[] = []
+  const restart = async (): Promise<void> => {
+    await rpc(peer, { leaveTask: { taskId: id } })
+    paced(await rpc(peer, registration(t)))
+    order = Array.from({ length: pieceCount }, (_, n) => n)
+    for (let k = order.length - 1; k > 0; k--) {
+      const j = random(k + 1)
+      const x = order[k]
+      order[k] = order[j]
+      order[j] = x
+    }
+    next = 0
+  }
+  await restart()
+  let produced = performance.now()
+  let finished = false
+  const reporter = async (): Promise<void> => {
+    while (performance.now() < end && !stop.signal.aborted) {
+      await sleep(Math.max(beatMs, pace))
+      const now = performance.now()
+      // Pieces that arrived since the last beat: the download goes on whatever the reports do.
+      const due = Math.floor(((now - produced) / 1000) * rate)
+      produced += (due / rate) * 1000
+      for (let k = 0; k < due && !finished; k++) {
+        pending.push(...pieces([order[next++]], i))
+        if (inWindow(now)) load.offered++
+        finished = next >= order.length
+      }
+      if (pending.length === 0 && !finished) continue
+      const results = pending
+      pending = []
+      try {
+        const res = await rpc(peer, { reportPieces: { taskId: id, results, contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: finished ? 'succeeded' : '', error: undefined } })
+        pace = paced(res)
+        if (inWindow(performance.now())) {
+          load.reportCalls++
+          load.pieceReports += results.length
+        }
+        if (finished) {
+          // The next download starts where this one ended (no time lost to the reports).
+          await restart()
+          finished = false
+        }
+      } catch (err) {
+        pending = results.concat(pending)
+        countError(load, err)
+      }
+    }
+  }
+  const poller = async (): Promise<void> => {
+    while (performance.now() < end && !stop.signal.aborted) {
+      await sleep(Math.max(pollMs, pace))
+      const q0 = performance.now()
+      if (q0 >= end) break
+      try {
+        const res = await rawCall(peer, { getParents: { taskId: id, limit: 8, digestEpoch: known.epoch, digests: known.count } })
+        const q1 = performance.now()
+        pace = paced(res)
+        if (res.error?.code === 'SN_ERR_BUSY') {
+          if (inWindow(q0)) load.busy++
+          continue
+        }
+        raiseRemote(res.error)
+        const task = res.parents?.task
+        if (task !== undefined && task.digestEpoch !== 0) known = { epoch: task.digestEpoch, count: task.piecesFrom + task.pieces.length }
+        if (inWindow(q0) && q1 <= end) {
+          load.parentsCalls++
+          timed(q0, q1)
+        }
+      } catch (err) {
+        countError(load, err)
+      }
+    }
+  }
+  await Promise.all([reporter(), poller()])
+}
+
+/** Where each peer got to in its pieces (rounds model): a session continues where the peer's last one stopped. */
 const progress = new Map<number, number>()
 let nextPeer = first
 
+/** One closed-loop session (rounds model). */
 async function session(i: number): Promise<void> {
   const c0 = performance.now()
   let peer: Peer | undefined
@@ -272,7 +451,7 @@ async function session(i: number): Promise<void> {
     peer = await open(i)
     const t = i % tasks
     // The first call dials: connection set-up is timed apart from the scheduler's work.
-    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: '127.0.0.1', idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/127.0.0.1/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' } })
+    await rpc(peer, hostOf(i))
     if (load.connectMs.length < 100_000) load.connectMs.push(Math.round((performance.now() - c0) * 10) / 10)
     load.sessions++
     for (let r = 0; r < rounds && performance.now() < end && !stop.signal.aborted; r++) {
@@ -281,7 +460,7 @@ async function session(i: number): Promise<void> {
       progress.set(i, (p + batch) % pieceCount)
       try {
         await rpc(peer, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } })
-        if (performance.now() >= measureFrom && performance.now() <= end) {
+        if (inWindow(performance.now())) {
           load.reportCalls++
           load.pieceReports += batch
         }
@@ -291,11 +470,11 @@ async function session(i: number): Promise<void> {
       if ((r + 1) % parentsEvery !== 0 || performance.now() >= end) continue
       const q0 = performance.now()
       try {
-        await rpc(peer, { getParents: { taskId: taskId(t), limit: 8, digestsFrom: 0 } })
+        await rpc(peer, { getParents: { taskId: taskId(t), limit: 8, digestEpoch: 0, digests: 0 } })
         const q1 = performance.now()
         if (q0 >= measureFrom && q1 <= end) {
           load.parentsCalls++
-          if (load.parentsMs.length < 500_000) load.parentsMs.push(Math.round((q1 - q0) * 100) / 100)
+          timed(q0, q1)
         }
       } catch (err) {
         countError(load, err)
@@ -310,15 +489,25 @@ async function session(i: number): Promise<void> {
   }
 }
 
-await pool(live, () => {
-  if (performance.now() >= end) return undefined
-  const i = nextPeer
-  nextPeer = nextPeer + 1 >= first + count ? first : nextPeer + 1
-  return i
-}, session)
+if (model === 'daemon') {
+  load.sessions = connected.length
+  await Promise.all(connected.map(({ i, peer }) => daemon(i, peer).catch((err: unknown) => countError(load, err))))
+} else {
+  await pool(live, () => {
+    if (performance.now() >= end) return undefined
+    const i = nextPeer
+    nextPeer = nextPeer + 1 >= first + count ? first : nextPeer + 1
+    return i
+  }, session)
+}
 clearTimeout(deadline)
 const cpu = process.cpuUsage(cpu0)
 out({ done: true, windowMs: Math.round(end - measureFrom), dialRetries, cpuS: (cpu.user + cpu.system) / 1e6, ...load })
+for (const { peer } of connected) {
+  try {
+    await peer.node.stop()
+  } catch { /* already closed */ }
+}
 // Stay until told (stdin closes), so the caller's CPU accounting still finds this process.
 await Promise.race([new Promise((r) => stop.signal.addEventListener('abort', r, { once: true })), new Promise((r) => setTimeout(r, 30_000))])
 process.exit(0)

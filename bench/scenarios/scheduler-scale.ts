@@ -5,10 +5,13 @@
 // report pieces, get parents.
 //
 //   node bench/scenarios/scheduler-scale.ts [--quick] [--peers 10000] [--processes 3] [--duration 30s] [--profile]
+//        [--alt-bin /tmp/main/supernode/bin/supernode.ts --alt-label main]
 //
 // Reports piece reports per second sustained over the load window, get-parents p50/p99
 // latency (as the peers saw it, over the fabric), and the supernode's peak RSS (VmHWM from
 // /proc). Goal (issue 5): at least 20,000 reports/s, p99 at most 50 ms, RSS at most 1 GiB.
+// With --alt-bin the same load runs against another build's supernode first (a fresh
+// supernode, its own registration), and the table puts both side by side.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
@@ -20,9 +23,9 @@ import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration } from '@naiad/proto'
 import { BINS, NaiadProcess, createToken, TestOrigin } from '@naiad/testkit'
-import { freePort } from '../testbed/ports.ts'
 
 import { summarizeFile, formatSummary, type ProfileSummary } from '../cpuprofile-summary.ts'
+import type { Stats } from '../load/scheduler-peers.ts'
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { median, withSignal, writeResults } from '../report/helpers.ts'
@@ -32,18 +35,26 @@ const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
 
 const USAGE = `usage: node bench/scenarios/scheduler-scale.ts [options]
   --quick                 1,000 peers and a 15 s load window (unless given)
-  --peers N               synthetic peers (default 10000)
+  --peers N               synthetic peers, all registered first (default 10000)
   --tasks N               tasks they share (default: one per 200 peers)
   --pieces N              pieces per task (default 128: 512 MiB at 4 MiB)
   --processes N           load-generator processes (default 3)
-  --live N                peers connected at once per process (default 32)
-  --batch N               piece results per reportPieces call (default 4; a dfdaemon flushes every 100 ms)
-  --parents-every N       one getParents per N reports (default 2)
+  --model M               daemon: connected peers download like dfdaemons at --rate pieces/s each, reporting on a
+                          100 ms beat and polling for parents every 250 ms, slower when the supernode asks for a pace
+                          (an offered load of processes × live × rate reports/s; default);
+                          rounds: peers connect in turn and call as fast as answers come (a closed loop)
+  --live N                peers connected at once per process (default 256; rounds 32)
+  --rate N                daemon model: pieces a second each connected peer fetches and reports (default 30)
+  --batch N               rounds model: piece results per reportPieces (default 4)
+  --parents-every N       rounds model: one getParents per N reports (default 2)
   --protocol P            session: one scheduler session per peer, pipelined (1.1.0, what dfdaemon speaks; default);
                           stream: a stream per call (1.0.0, daemons before sessions), for comparison
   --duration DURATION     load window (default 30s; quick 15s), the first 2 s not counted
-  --profile               run the supernode under --cpu-prof and summarise the load window
-  --timeout DURATION      bound on the whole scenario (default 20m)
+  --alt-bin FILE          also run the same load against this supernode entry point first (another build, e.g. a
+                          checkout of main: /tmp/main/supernode/bin/supernode.ts), with its own registration
+  --alt-label NAME        its name in the table (default alt)
+  --profile               run the supernode(s) under --cpu-prof and summarise the load window
+  --timeout DURATION      bound on the whole scenario (default 40m)
   --out PREFIX            results: PREFIX.json, PREFIX.md (default bench/results/scheduler-scale)`
 
 const usageError = usageFailer('scheduler-scale', USAGE)
@@ -55,13 +66,17 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     tasks: { type: 'string' },
     pieces: { type: 'string', default: '128' },
     processes: { type: 'string', default: '3' },
-    live: { type: 'string', default: '32' },
+    model: { type: 'string', default: 'daemon' },
+    live: { type: 'string' },
+    rate: { type: 'string', default: '30' },
     batch: { type: 'string', default: '4' },
     'parents-every': { type: 'string', default: '2' },
     protocol: { type: 'string', default: 'session' },
     duration: { type: 'string' },
+    'alt-bin': { type: 'string' },
+    'alt-label': { type: 'string', default: 'alt' },
     profile: { type: 'boolean', default: false },
-    timeout: { type: 'string', default: '20m' },
+    timeout: { type: 'string', default: '40m' },
     out: { type: 'string', default: join(RESULTS, 'scheduler-scale') },
     help: { type: 'boolean', short: 'h', default: false }
   }
@@ -71,11 +86,14 @@ const whole = (v: string, flag: string): number => {
   if (!Number.isInteger(n) || n <= 0) usageError(`${flag} must be a positive whole number, not ${v}`)
   return n
 }
+const model = args.model
+if (model !== 'daemon' && model !== 'rounds') usageError(`--model is daemon or rounds, not ${model}`)
 const peers = whole(args.peers ?? (args.quick ? '1000' : '10000'), '--peers')
 const tasks = whole(args.tasks ?? String(Math.max(1, Math.round(peers / 200))), '--tasks')
 const pieces = whole(args.pieces, '--pieces')
 const processes = Math.min(whole(args.processes, '--processes'), peers)
-const live = whole(args.live, '--live')
+const live = whole(args.live ?? (model === 'daemon' ? '256' : '32'), '--live')
+const rate = whole(args.rate, '--rate')
 const batch = whole(args.batch, '--batch')
 const protocol = args.protocol
 if (protocol !== 'session' && protocol !== 'stream') usageError(`--protocol is session or stream, not ${protocol}`)
@@ -91,6 +109,7 @@ try {
 const WARMUP_MS = 2000
 if (durationMs <= WARMUP_MS + 1000) usageError('--duration must be longer than 3s (the first 2 s are warm-up)')
 if (peers > 65000 * 200) usageError('--peers: too many for the loopback source addresses')
+if (model === 'daemon' && live * processes > peers) usageError(`--live: ${live} × ${processes} processes is more than the ${peers} peers`)
 
 const GOALS = { reportsPerS: 20_000, p99Ms: 50, rssBytes: 1024 ** 3 }
 
@@ -113,23 +132,12 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
 }
 
-interface WorkerDone {
-  windowMs: number
-  reportCalls: number
-  pieceReports: number
-  parentsCalls: number
-  parentsMs: number[]
-  errors: number
-  errorCodes: Record<string, number>
-  sessions: number
-  connectMs: number[]
-  dialRetries: number
-  cpuS: number
-}
+type WorkerDone = Stats & { windowMs: number; dialRetries: number; cpuS: number }
 
 class Worker {
   readonly child: ChildProcess
   readonly registered: Promise<{ registered: number; errors: number; errorCodes: Record<string, number>; ms: number }>
+  readonly connected: Promise<{ connected: number }>
   readonly done: Promise<WorkerDone>
   private stderr = ''
 
@@ -153,13 +161,15 @@ class Worker {
       check()
     })])
     this.registered = wait('registered') as Promise<never>
+    this.connected = wait('connected') as Promise<never>
     this.done = wait('done') as Promise<never>
     this.registered.catch(() => {})
+    this.connected.catch(() => {})
     this.done.catch(() => {})
   }
 
-  go(): void {
-    this.child.stdin!.write('go\n')
+  send(line: string): void {
+    this.child.stdin!.write(`${line}\n`)
   }
 
   stop(): void {
@@ -168,20 +178,35 @@ class Worker {
   }
 }
 
+function bySecond(dones: WorkerDone[]): Result['parentsBySecond'] {
+  const buckets = new Map<number, number[]>()
+  for (const d of dones) d.parentsAt.forEach((at, k) => { const b = Math.floor(at / 1000); buckets.set(b, [...(buckets.get(b) ?? []), d.parentsMs[k]]) })
+  return [...buckets].sort((a, b) => a[0] - b[0]).map(([s, xs]) => {
+    xs.sort((a, b) => a - b)
+    return { s, n: xs.length, p99: percentile(xs, 99), max: xs[xs.length - 1] }
+  })
+}
+
 // ---------------------------------------------------------------- run
 
 interface Result {
+  label: string
+  bin: string
   peers: number
   tasks: number
   pieces: number
   processes: number
+  model: string
   concurrency: number
+  rate: number
   batch: number
   parentsEvery: number
   protocol: string
   registerS: number
   registerErrors: number
+  connected: number
   windowS: number
+  offeredPerS: number
   pieceReportsPerS: number
   reportCallsPerS: number
   parentsCallsPerS: number
@@ -189,6 +214,11 @@ interface Result {
   parentsP99Ms: number
   parentsMaxMs: number
   parentsSamples: number
+  /** Per second of the window: timed getParents, their p99 and max (where the tail comes from). */
+  parentsBySecond: Array<{ s: number; n: number; p99: number; max: number }>
+  busyPerS: number
+  paceMaxMs: number
+  paceMeanMs: number
   connectP50Ms: number
   sessions: number
   dialRetries: number
@@ -205,54 +235,53 @@ interface Result {
   profile?: ProfileSummary
 }
 
-const work = await mkdtemp(join(tmpdir(), 'naiad-sched-scale-'))
-const workers: Worker[] = []
-let supernode: NaiadProcess | undefined
-let origin: TestOrigin | undefined
-let failed = false
-try {
+/** One supernode build against the whole load: start it, register every peer, connect, run the window. */
+async function run(label: string, bin: string, work: string, origin: TestOrigin): Promise<Result> {
+  const workers: Worker[] = []
   const profDir = join(work, 'prof')
-  const httpPort = await freePort()
-  // The tasks' origin: the supernode checks a task is public before it grants it to peers.
-  origin = await new TestOrigin().start()
-  for (let t = 0; t < tasks; t++) origin.files.set(`/scheduler-scale/task-${t}`, { data: Buffer.alloc(0) })
-  supernode = new NaiadProcess(BINS.supernode, [
-    '--data-dir', join(work, 'sn'), '--listen', `127.0.0.1:${httpPort}`, '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--no-seed', '--log-level', 'info'
+  const supernode = new NaiadProcess(bin, [
+    '--data-dir', join(work, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--no-seed', '--log-level', 'info'
   ], { NAIAD_SOURCE_ALLOW: new URL(origin.url).host, ...(args.profile ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}` } : {}) })
-  const ready = await withSignal(supernode.ready, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the supernode')
-  const target = (ready.p2p as string[])[0]
-  const joinToken = await createToken(join(work, 'sn'), 'join')
-  const snPid = supernode.pid
-  log(`supernode ${target} (pid ${snPid}); ${peers} peers over ${tasks} tasks of ${pieces} pieces, ${processes} load generators × ${live} live peers`)
-
-  const per = Math.ceil(peers / processes)
-  for (let k = 0; k < processes; k++) {
-    const first = k * per
-    const count = Math.min(per, peers - first)
-    if (count <= 0) break
-    workers.push(new Worker([
-      '--supernode', target, '--http', `http://127.0.0.1:${httpPort}`, '--token', joinToken, '--origin', origin.url, '--keys', join(work, 'keys'), '--first', String(first), '--count', String(count), '--tasks', String(tasks),
-      '--pieces', String(pieces), '--live', String(live), '--duration', `${durationMs}ms`, '--warmup', `${WARMUP_MS}ms`, '--batch', String(batch),
-      '--parents-every', String(parentsEvery), '--protocol', protocol
-    ]))
-  }
   const onAbort = (): void => { for (const w of workers) w.stop() }
   overall.addEventListener('abort', onAbort, { once: true })
-
-  let rssPeakSampled = 0
-  const sampler = setInterval(() => { rss(snPid).then((r) => { rssPeakSampled = Math.max(rssPeakSampled, r.now) }, () => {}) }, 250)
+  let sampler: NodeJS.Timeout | undefined
   try {
+    const ready = await withSignal(supernode.ready, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the supernode')
+    const target = (ready.p2p as string[])[0]
+    const http = ready.http as string
+    const joinToken = await createToken(join(work, 'sn'), 'join')
+    const snPid = supernode.pid
+    log(`[${label}] supernode ${target} (pid ${snPid}); ${peers} peers over ${tasks} tasks of ${pieces} pieces, ${processes} load generators × ${live} live peers, model ${model}`)
+
+    const per = Math.ceil(peers / processes)
+    for (let k = 0; k < processes; k++) {
+      const first = k * per
+      const count = Math.min(per, peers - first)
+      if (count <= 0) break
+      workers.push(new Worker([
+        '--supernode', target, '--http', http, '--token', joinToken, '--origin', origin.url, '--keys', join(work, 'keys'), '--first', String(first), '--count', String(count), '--tasks', String(tasks),
+        '--pieces', String(pieces), '--live', String(live), '--duration', `${durationMs}ms`, '--warmup', `${WARMUP_MS}ms`, '--batch', String(batch),
+        '--parents-every', String(parentsEvery), '--protocol', protocol, '--model', model, '--rate', String(rate)
+      ]))
+    }
+
+    let rssPeakSampled = 0
+    sampler = setInterval(() => { rss(snPid).then((r) => { rssPeakSampled = Math.max(rssPeakSampled, r.now) }, () => {}) }, 250)
     const r0 = performance.now()
     const regs = await withSignal(Promise.all(workers.map((w) => w.registered)), overall, 'registering the peers')
     const registerS = (performance.now() - r0) / 1000
     const registerErrors = regs.reduce((a, r) => a + r.errors, 0)
     const afterRegister = await rss(snPid)
-    log(`registered ${peers - registerErrors} peers in ${registerS.toFixed(1)} s (${registerErrors} failed); supernode RSS ${formatBytes(afterRegister.now)}`)
+    log(`[${label}] registered ${peers - registerErrors} peers in ${registerS.toFixed(1)} s (${registerErrors} failed); supernode RSS ${formatBytes(afterRegister.now)}`)
+    for (const w of workers) w.send('connect')
+    const conns = await withSignal(Promise.all(workers.map((w) => w.connected)), overall, 'connecting the live peers')
+    const connected = conns.reduce((a, c) => a + c.connected, 0)
+    if (model === 'daemon') log(`[${label}] ${connected} peers connected`)
 
     const sn0 = await cpuSeconds(snPid)
     const tGo = process.hrtime.bigint()
     const { value: dones, otherCpuS, stealS } = await foreignCpu(async () => {
-      for (const w of workers) w.go()
+      for (const w of workers) w.send('go')
       return withSignal(Promise.all(workers.map((w) => w.done)), AbortSignal.any([overall, AbortSignal.timeout(durationMs + 60_000)]), 'the load window')
     })
     const sn1 = await cpuSeconds(snPid)
@@ -263,11 +292,14 @@ try {
     const errorCodes: Record<string, number> = {}
     for (const d of dones) for (const [c, n] of Object.entries(d.errorCodes)) errorCodes[c] = (errorCodes[c] ?? 0) + n
     const peak = await rss(snPid)
+    const paceAnswers = sum((d) => d.paceAnswers)
     const result: Result = {
-      peers, tasks, pieces, processes: workers.length, concurrency: workers.length * live, batch, parentsEvery, protocol,
+      label, bin, peers, tasks, pieces, processes: workers.length, model, concurrency: workers.length * live, rate, batch, parentsEvery, protocol,
       registerS: Math.round(registerS * 10) / 10,
       registerErrors,
+      connected,
       windowS,
+      offeredPerS: Math.round(sum((d) => d.offered) / windowS),
       pieceReportsPerS: Math.round(sum((d) => d.pieceReports) / windowS),
       reportCallsPerS: Math.round(sum((d) => d.reportCalls) / windowS),
       parentsCallsPerS: Math.round(sum((d) => d.parentsCalls) / windowS),
@@ -275,6 +307,10 @@ try {
       parentsP99Ms: percentile(lat, 99),
       parentsMaxMs: lat[lat.length - 1] ?? NaN,
       parentsSamples: lat.length,
+      parentsBySecond: bySecond(dones),
+      busyPerS: Math.round(sum((d) => d.busy) / windowS),
+      paceMaxMs: Math.max(...dones.map((d) => d.paceMaxMs)),
+      paceMeanMs: paceAnswers === 0 ? 0 : Math.round(sum((d) => d.paceSumMs) / paceAnswers),
       connectP50Ms: connect.length === 0 ? NaN : Math.round(median(connect) * 10) / 10,
       sessions: sum((d) => d.sessions),
       dialRetries: sum((d) => d.dialRetries),
@@ -297,22 +333,35 @@ try {
         result.profile = await summarizeFile(join(profDir, files[0]), { top: 15, from: fromUs, to: fromUs + windowS * 1e6 })
       }
     }
-    const md = markdown(result)
-    process.stdout.write(`${md}\n`)
-    await writeResults(args.out, 'scheduler-scale', {
-      goals: GOALS, goal: goal(result), result
-    }, md)
-    log(`wrote ${args.out}.json, .md`)
+    log(`[${label}] ${result.pieceReportsPerS} reports/s, get-parents p99 ${result.parentsP99Ms} ms, peak RSS ${formatBytes(result.rssPeakBytes)}`)
+    return result
   } finally {
-    clearInterval(sampler)
+    if (sampler !== undefined) clearInterval(sampler)
     overall.removeEventListener('abort', onAbort)
+    for (const w of workers) w.stop()
+    await supernode.stop()
   }
+}
+
+const work = await mkdtemp(join(tmpdir(), 'naiad-sched-scale-'))
+let origin: TestOrigin | undefined
+let failed = false
+try {
+  // The tasks' origin: the supernode checks a task is public before it grants it to peers.
+  origin = await new TestOrigin().start()
+  for (let t = 0; t < tasks; t++) origin.files.set(`/scheduler-scale/task-${t}`, { data: Buffer.alloc(0) })
+  const results: Result[] = []
+  if (args['alt-bin'] !== undefined) results.push(await run(args['alt-label'], args['alt-bin'], join(work, 'alt'), origin))
+  results.push(await run('this', BINS.supernode, join(work, 'this'), origin))
+  const md = markdown(results)
+  process.stdout.write(`${md}\n`)
+  const main = results[results.length - 1]
+  await writeResults(args.out, 'scheduler-scale', { goals: GOALS, goal: goal(main), result: main, results }, md)
+  log(`wrote ${args.out}.json, .md`)
 } catch (err) {
   failed = true
   log(`scheduler-scale: ${overall.aborted ? (overall.reason as Error).message : (err as Error).stack ?? String(err)}`)
 } finally {
-  for (const w of workers) w.stop()
-  await supernode?.stop()
   await origin?.stop()
   await killDescendants()
   await rm(work, { recursive: true, force: true })
@@ -329,31 +378,52 @@ function goal(r: Result): { met: boolean; misses: string[] } {
   return { met: misses.length === 0, misses }
 }
 
-function markdown(r: Result): string {
+function markdown(results: Result[]): string {
+  const r = results[results.length - 1]
   const mark = (ok: boolean): string => (ok ? 'met' : '**not met**')
   const g = goal(r)
-  const share = (r.otherCpuS + r.stealS) / (r.windowS * cpus().length)
+  const share = (x: Result): number => (x.otherCpuS + x.stealS) / (x.windowS * cpus().length)
+  const how = r.model === 'daemon'
+    ? `${r.connected} peers connected at once (${r.processes} load generators), each downloading like a dfdaemon at ${r.rate} pieces/s (offered ${r.concurrency * r.rate} reports/s): reports on a 100 ms beat, a getParents every 250 ms, both slower when the supernode asks for a pace; every peer restarts its download when it has every piece`
+    : `${r.processes} load-generator processes, ${r.concurrency} peers connected at once (each peer connects, runs up to 50 rounds as fast as answers come, disconnects; the next takes its place), ${r.batch} piece results per reportPieces, one getParents per ${r.parentsEvery} reports`
   const lines = [
     `## Scheduler scale, ${r.peers} synthetic peers, ${r.tasks} tasks of ${r.pieces} pieces`,
     '',
-    `${r.processes} load-generator processes, ${r.concurrency} peers connected at once (each peer connects, runs up to 50 rounds, disconnects; the next takes its place), ${r.batch} piece results per reportPieces, one getParents per ${r.parentsEvery} reports, ${r.protocol === 'stream' ? 'a stream per call (/naiad/scheduler/1.0.0)' : 'one scheduler session per peer (/naiad/scheduler/1.1.0)'}. Load window ${r.windowS.toFixed(0)} s after 2 s of warm-up; all peers registered first (${r.registerS} s).`,
+    `${how}; ${r.protocol === 'stream' ? 'a stream per call (/naiad/scheduler/1.0.0)' : 'one scheduler session per peer (/naiad/scheduler/1.1.0)'}. Load window ${r.windowS.toFixed(0)} s after 2 s of warm-up; all ${r.peers} peers registered first (${results.map((x) => `${x.label} ${x.registerS} s`).join(', ')}).`,
     '',
-    '| figure | measured | goal | |',
-    '|---|---:|---:|---|',
-    `| piece reports/s (sustained over the window) | ${r.pieceReportsPerS} | ≥ ${GOALS.reportsPerS} | ${mark(r.pieceReportsPerS >= GOALS.reportsPerS)}${r.pieceReportsPerS >= GOALS.reportsPerS ? '' : `, ${((1 - r.pieceReportsPerS / GOALS.reportsPerS) * 100).toFixed(0)} % short`} |`,
-    `| get-parents p99, ms | ${r.parentsP99Ms.toFixed(1)} | ≤ ${GOALS.p99Ms} | ${mark(r.parentsP99Ms <= GOALS.p99Ms)}${r.parentsP99Ms <= GOALS.p99Ms ? '' : `, ${(r.parentsP99Ms / GOALS.p99Ms).toFixed(1)}× the goal`} |`,
-    `| get-parents p50, ms | ${r.parentsP50Ms.toFixed(1)} | | |`,
-    `| supernode peak RSS | ${formatBytes(r.rssPeakBytes)} | ≤ 1.0 GiB | ${mark(r.rssPeakBytes <= GOALS.rssBytes)} |`,
-    '',
-    `Goal (≥ 20,000 reports/s, p99 ≤ 50 ms, RSS ≤ 1 GiB): **${g.met ? 'met' : 'not met'}**${g.met ? '' : ` (${g.misses.join('; ')})`}.`,
-    '',
-    `Also: ${r.reportCallsPerS} reportPieces calls/s, ${r.parentsCallsPerS} getParents calls/s (${r.parentsSamples} timed, max ${r.parentsMaxMs.toFixed(0)} ms); connection set-up p50 ${r.connectP50Ms} ms (including the wait for one of 3 set-up slots per process) (${r.sessions} sessions, ${r.dialRetries} refused dials retried); ${r.errors} failed calls${r.errors > 0 ? ` (${Object.entries(r.errorCodes).map(([c, n]) => `${c} ${n}`).join(', ')})` : ''}; ${r.registerErrors} peers failed to register. RSS after registration ${formatBytes(r.rssAfterRegisterBytes)}.`,
-    '',
-    `Per CPU-second of the supernode: ${r.reportsPerSupernodeCpuS} piece reports (with the getParents calls that came with them), i.e. what one free core would sustain at this mix.`,
-    '',
-    `CPU during the window: supernode ${r.supernodeCpuS.toFixed(1)} s (${((r.supernodeCpuS / r.windowS) * 100).toFixed(0)} % of one core), load generators ${r.generatorsCpuS.toFixed(1)} s, other processes ${r.otherCpuS.toFixed(1)} s${share > 0.1 ? ' (**the machine was not idle: the rates are noisy**)' : ''}, stolen ${r.stealS.toFixed(1)} s; ${cpus().length} cores. Load generators and supernode share the machine, so the rates are a lower bound of what the supernode alone sustains. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`,
-    ''
+    `| figure | ${results.map((x) => x.label).join(' | ')} | goal |${results.length > 1 ? ' this / ' + results[0].label + ' |' : ''}`,
+    `|---|${results.map(() => '---:').join('|')}|---:|${results.length > 1 ? '---:|' : ''}`
   ]
-  if (r.profile !== undefined) lines.push(formatSummary(r.profile, 'Supernode CPU profile over the load window'), '')
+  const row = (name: string, f: (x: Result) => number, fmt: (v: number) => string, goalText = ''): void => {
+    const base = f(results[0])
+    const ratio = results.length > 1 ? ` ${base > 0 && Number.isFinite(base) ? (f(r) / base).toFixed(2) : '–'} |` : ''
+    lines.push(`| ${name} | ${results.map((x) => fmt(f(x))).join(' | ')} | ${goalText} |${ratio}`)
+  }
+  const int = (v: number): string => Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : '–'
+  const ms = (v: number): string => Number.isFinite(v) ? v.toFixed(1) : '–'
+  if (r.model === 'daemon') row('piece reports offered/s', (x) => x.offeredPerS, int)
+  row('piece reports/s acknowledged', (x) => x.pieceReportsPerS, int, `≥ ${GOALS.reportsPerS.toLocaleString('en-US')}`)
+  row('get-parents p99, ms', (x) => x.parentsP99Ms, ms, `≤ ${GOALS.p99Ms}`)
+  row('get-parents p50, ms', (x) => x.parentsP50Ms, ms)
+  row('supernode peak RSS, MiB', (x) => x.rssPeakBytes / 2 ** 20, int, '≤ 1,024')
+  row('piece reports per supernode CPU-s', (x) => x.reportsPerSupernodeCpuS, int)
+  row('reportPieces calls/s', (x) => x.reportCallsPerS, int)
+  row('getParents calls/s (answered)', (x) => x.parentsCallsPerS, int)
+  row('getParents put off (SN_ERR_BUSY)/s', (x) => x.busyPerS, int)
+  row('pace asked (mean of answers), ms', (x) => x.paceMeanMs, int)
+  row('pace asked (max), ms', (x) => x.paceMaxMs, int)
+  row('failed calls', (x) => x.errors, int)
+  row('supernode CPU-s in the window', (x) => x.supernodeCpuS, (v) => v.toFixed(1))
+  lines.push(
+    '',
+    `Goal for this build (≥ 20,000 reports/s, p99 ≤ 50 ms, RSS ≤ 1 GiB): **${g.met ? 'met' : 'not met'}**${g.met ? '' : ` (${g.misses.join('; ')})`}: ${mark(r.pieceReportsPerS >= GOALS.reportsPerS)} / ${mark(r.parentsP99Ms <= GOALS.p99Ms)} / ${mark(r.rssPeakBytes <= GOALS.rssBytes)}.`,
+    ''
+  )
+  for (const x of results) {
+    const worst = [...x.parentsBySecond].sort((a, b) => b.p99 - a.p99).slice(0, 3).map((b) => `${b.s}–${b.s + 1} s: ${b.p99.toFixed(0)} ms over ${b.n}`).join(', ')
+    lines.push(`${x.label}: get-parents max ${x.parentsMaxMs.toFixed(0)} ms (${x.parentsSamples} timed; worst seconds by p99: ${worst}); connection set-up p50 ${x.connectP50Ms} ms (${x.sessions} sessions, ${x.dialRetries} refused dials retried); ${x.errors} failed calls${x.errors > 0 ? ` (${Object.entries(x.errorCodes).map(([c, n]) => `${c} ${n}`).join(', ')})` : ''}; ${x.registerErrors} peers failed to register; RSS after registration ${formatBytes(x.rssAfterRegisterBytes)}. CPU in the window: supernode ${x.supernodeCpuS.toFixed(1)} s (${((x.supernodeCpuS / x.windowS) * 100).toFixed(0)} % of one core), load generators ${x.generatorsCpuS.toFixed(1)} s, other processes ${x.otherCpuS.toFixed(1)} s${share(x) > 0.1 ? ' (**the machine was not idle: the rates are noisy**)' : ''}, stolen ${x.stealS.toFixed(1)} s.`, '')
+  }
+  lines.push(`Per CPU-second of the supernode: the piece reports (with the getParents calls that came with them) one free core would sustain at this mix. Load generators and supernode share the machine (${cpus().length} cores), so the rates are a lower bound of what the supernode alone sustains. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`, '')
+  for (const x of results) if (x.profile !== undefined) lines.push(formatSummary(x.profile, `Supernode CPU profile over the load window (${x.label})`), '')
   return lines.join('\n')
 }

@@ -144,7 +144,7 @@ class Origin {
 
 // ---------------------------------------------------------------- trials
 
-interface Trial {
+export interface Trial {
   method: 'direct' | 'naiad'
   hosts: number
   /** Completion time of each host, s, from the common start to its client's exit. */

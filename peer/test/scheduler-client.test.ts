@@ -28,6 +28,8 @@ describe.each([
   let infoUrl: string
   /** Calls the fake supernode leaves unanswered before it answers again. */
   let stall = 0
+  /** The pace its answers ask for (a saturated supernode's signal). */
+  let pace = 0
   /** Streams the supernode's handlers have seen (by their signal), and the callers. */
   const streams = new Set<AbortSignal>()
   const callers = new Set<string>()
@@ -58,7 +60,7 @@ describe.each([
           ctx.signal.addEventListener('abort', () => { clearTimeout(t); resolve(undefined) }, { once: true })
         })
       }
-      return { parents: { task: undefined, parents: [{ id: req.getParents?.taskId ?? '', multiaddrs: [], bitmap: new Uint8Array(), score: 0, isSeed: false, dataPort: 0, dataTransport: '' }], grant: new Uint8Array(0) } }
+      return { paceMs: pace, parents: { task: undefined, parents: [{ id: req.getParents?.taskId ?? '', multiaddrs: [], bitmap: new Uint8Array(), score: 0, isSeed: false, dataPort: 0, dataTransport: '' }], grant: new Uint8Array(0) } }
     }
     await serve(supernode, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, handler)
     if (session) await serveSession(supernode, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse, handler)
@@ -93,6 +95,40 @@ describe.each([
     expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_DIAL')
     await c.announceHost({ id: '', hostname: 'h', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 1, isSeed: false, labels: [], dataPort: 0, dataTransport: '' })
     expect(c.available).toBe(true)
+    await c.close()
+  })
+
+  it('does not count a timeout towards "down" when other calls were answered meanwhile', async () => {
+    const c = client(1000)
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    stall = 1
+    const late = code(c.getParents('slow', 4))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    expect(await late).toBe('PROTO_ERR_TIMEOUT')
+    // Two more in a row, with nothing answered: still two, not three.
+    stall = 2
+    for (let i = 0; i < 2; i++) expect(await code(c.getParents('t', 4))).toBe('PROTO_ERR_TIMEOUT')
+    expect(c.available).toBe(true)
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    await c.close()
+  })
+
+  it('gives a supernode that said it is saturated more patience before taking it for dead', async () => {
+    const c = client(500)
+    pace = 200
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    expect(c.paceMs).toBe(200)
+    stall = 5
+    for (let i = 0; i < 5; i++) {
+      // Each poll of a task waits out the pace first (the client holds back earlier ones).
+      await new Promise((resolve) => setTimeout(resolve, 220))
+      expect(await code(c.getParents(`t-${i}`, 4))).toBe('PROTO_ERR_TIMEOUT')
+      expect(c.available).toBe(true)
+    }
+    pace = 0
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    expect(c.paceMs).toBe(0)
     await c.close()
   })
 

@@ -60,6 +60,7 @@ export const ERROR_CODES = {
   SN_ERR_NODE_REVOKED: { status: 403, summary: 'a revoked node tried to join again under the same identity' },
   SN_ERR_NODE_NOT_FOUND: { status: 404, summary: 'no node with this ID joined the cluster' },
   SN_ERR_BODY_TOO_LARGE: { status: 413, summary: 'a request body to the supernode API exceeds its limit' },
+  SN_ERR_BUSY: { status: 503, summary: 'the scheduler is saturated and put off a call it can do without; retry after the answer\'s pace_ms' },
 
   // OCI registry client (nydus-fs, preheat)
   OCI_ERR_BAD_REF: { status: 400, summary: 'an image reference or platform is malformed' },

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest'
 
 import {
   f, GetParentsRequest, GetParentsResponse, Header, Host, LeaveTaskRequest, message, NaiadError, Parent, PieceDigest,
-  DataEnd, DataHello, DataRequest, DataResponse, PieceResult, RegisterTaskRequest, ReportPiecesRequest, RpcError, SchedulerRequest,
+  DataEnd, DataHello, DataRequest, DataResponse, PieceResult, RegisterTaskRequest, ReportBatch, ReportPiecesRequest, RpcError, SchedulerRequest,
   SchedulerResponse, TaskInfo, ControlRequest, ControlResponse, type Fields, type MessageOf, type MessageSchema
 } from '../src/index.ts'
 
@@ -46,7 +46,7 @@ const taskInfo: TaskInfo = {
   id: 'a'.repeat(64), url: 'https://registry.example/v2/x/blobs/sha256:00', state: 'running',
   contentLength: 123_456_789_012, pieceSize: 8 * 1024 * 1024, pieceCount: 14_718,
   pieces: [pieceDigest, { num: 8, length: 1, sha256: sha(2) }], sha256: sha(3), error: rpcError, backToSource: true,
-  grant: sha(6), sourcePeer: '12D3KooWS'
+  grant: sha(6), sourcePeer: '12D3KooWS', digestEpoch: 0xdeadbeef, piecesFrom: 2
 }
 const registerTask: RegisterTaskRequest = {
   taskId: 'b'.repeat(64), url: 'http://origin/file?sig=1', headers: [{ name: 'Authorization', value: 'Bearer t' }, { name: 'X-A', value: '' }],
@@ -58,7 +58,7 @@ const reportPieces: ReportPiecesRequest = {
   pieceSize: 4 * 1024 * 1024, pieceCount: 3, sha256: sha(5), state: 'succeeded', error: rpcError
 }
 const parent: Parent = { id: '12D3KooWP', multiaddrs: ['/ip4/1.2.3.4/tcp/1'], bitmap: new Uint8Array([0xff, 0x01]), score: 0.734_5, isSeed: true, dataPort: 65004, dataTransport: 'tcp' }
-const getParents: GetParentsRequest = { taskId: 'e'.repeat(64), limit: 4, digestsFrom: 3 }
+const getParents: GetParentsRequest = { taskId: 'e'.repeat(64), limit: 4, digestEpoch: 7, digests: 12 }
 const getParentsResponse: GetParentsResponse = { task: taskInfo, parents: [parent, { ...parent, id: 'other', score: -1.5 }], grant: sha(7) }
 const leaveTask: MessageOf<typeof LeaveTaskRequest> = { taskId: 'f'.repeat(64) }
 
@@ -75,10 +75,11 @@ const FULL: Array<[MessageSchema<Fields>, Record<string, unknown>]> = [
   [GetParentsRequest, getParents],
   [GetParentsResponse, getParentsResponse],
   [LeaveTaskRequest, leaveTask],
+  [ReportBatch, { reports: [reportPieces, { ...reportPieces, taskId: '1'.repeat(64) }] }],
   [SchedulerRequest, {
-    announceHost: host, registerTask, reportPieces, getParents, leaveTask, leaveHost: true
+    announceHost: host, registerTask, reportPieces, getParents, leaveTask, leaveHost: true, reportBatch: { reports: [reportPieces] }
   }],
-  [SchedulerResponse, { error: rpcError, task: taskInfo, parents: getParentsResponse }],
+  [SchedulerResponse, { error: rpcError, task: taskInfo, parents: getParentsResponse, paceMs: 750, results: [rpcError, { code: '', message: '' }], features: 1 }],
   [DataHello, { protocol: 'naiad-data/1', peerId: '12D3KooWQ', nonce: sha(8), credential: new Uint8Array([1, 2, 3]) }],
   [DataRequest, { taskId: '0'.repeat(64), num: 99, grant: sha(6), live: true }],
   [DataResponse, { error: rpcError, num: 99, length: 65_536, sha256: sha(6) }],
@@ -114,10 +115,10 @@ describe('wire codec: round trips', () => {
   })
 
   it('keeps an empty nested message distinct from an absent one', () => {
-    const bytes = SchedulerRequest.encode({ getParents: { taskId: '', limit: 0, digestsFrom: 0 } })
+    const bytes = SchedulerRequest.encode({ getParents: { taskId: '', limit: 0, digestEpoch: 0, digests: 0 } })
     expect(hex(bytes)).toBe('2200')
     const decoded = SchedulerRequest.decode(bytes)
-    expect(decoded.getParents).toEqual({ taskId: '', limit: 0, digestsFrom: 0 })
+    expect(decoded.getParents).toEqual({ taskId: '', limit: 0, digestEpoch: 0, digests: 0 })
     expect(decoded.registerTask).toBeUndefined()
   })
 
@@ -273,7 +274,7 @@ describe('wire codec: byte compatibility with protobuf', () => {
     message PieceDigest { uint32 num = 1; uint32 length = 2; bytes sha256 = 3; }
     message TaskInfo { string id = 1; string url = 2; string state = 3; int64 content_length = 4; uint32 piece_size = 5;
       int64 piece_count = 6; repeated PieceDigest pieces = 7; bytes sha256 = 8; RpcError error = 9; bool back_to_source = 10;
-      bytes grant = 11; string source_peer = 12; }
+      bytes grant = 11; string source_peer = 12; uint32 digest_epoch = 13; uint32 pieces_from = 14; }
     message Parent { string id = 1; repeated string multiaddrs = 2; bytes bitmap = 3; double score = 4; bool is_seed = 5;
       uint32 data_port = 6; string data_transport = 7; }
     message GetParentsResponse { TaskInfo task = 1; repeated Parent parents = 2; bytes grant = 3; }

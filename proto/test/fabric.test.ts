@@ -36,9 +36,9 @@ describe('fabric', () => {
   it('carries a typed request and response over Noise and yamux', async () => {
     await serve(b, '/naiad/test-echo/1.0.0', SchedulerRequest, SchedulerResponse, async (req, ctx) => {
       expect(ctx.remotePeer.toString()).toBe(a.peerId.toString())
-      return { task: { id: req.getParents?.taskId ?? '', url: 'u', state: 'running', contentLength: -1, pieceSize: 4, pieceCount: -1, pieces: [], sha256: new Uint8Array(), backToSource: false, error: undefined, grant: new Uint8Array(), sourcePeer: '' } }
+      return { task: { id: req.getParents?.taskId ?? '', url: 'u', state: 'running', contentLength: -1, pieceSize: 4, pieceCount: -1, pieces: [], sha256: new Uint8Array(), backToSource: false, error: undefined, grant: new Uint8Array(), sourcePeer: '', digestEpoch: 0, piecesFrom: 0 } }
     })
-    const res = await call(a, b.getMultiaddrs(), '/naiad/test-echo/1.0.0', SchedulerRequest, SchedulerResponse, { getParents: { taskId: 'abc', limit: 3, digestsFrom: 0 } })
+    const res = await call(a, b.getMultiaddrs(), '/naiad/test-echo/1.0.0', SchedulerRequest, SchedulerResponse, { getParents: { taskId: 'abc', limit: 3, digestEpoch: 0, digests: 0 } })
     expect(res.task?.id).toBe('abc')
     expect(res.task?.contentLength).toBe(-1)
   })

@@ -46,7 +46,7 @@ describe('rpc session', () => {
       } finally {
         handling--
       }
-      return { task: { id: taskId, url: `u-${req.getParents?.limit ?? 0}`, state: 'running', contentLength: -1, pieceSize: 4, pieceCount: -1, pieces: [], sha256: new Uint8Array(), backToSource: false, error: undefined, grant: new Uint8Array(), sourcePeer: '' } }
+      return { task: { id: taskId, url: `u-${req.getParents?.limit ?? 0}`, state: 'running', contentLength: -1, pieceSize: 4, pieceCount: -1, pieces: [], sha256: new Uint8Array(), backToSource: false, error: undefined, grant: new Uint8Array(), sourcePeer: '', digestEpoch: 0, piecesFrom: 0 } }
     })
   }
 
@@ -64,7 +64,7 @@ describe('rpc session', () => {
   const session = (): RpcSession<typeof SchedulerRequest.fields, typeof SchedulerResponse.fields> =>
     new RpcSession(client, () => server.getMultiaddrs(), PROTOCOL, SchedulerRequest, SchedulerResponse)
   const ask = (s: ReturnType<typeof session>, taskId: string, limit = 0, timeoutMs = 10_000): Promise<Res> =>
-    s.call({ getParents: { taskId, limit, digestsFrom: 0 } }, { timeoutMs })
+    s.call({ getParents: { taskId, limit, digestEpoch: 0, digests: 0 } }, { timeoutMs })
 
   it('carries many concurrent calls on one stream, each answer to its own call', async () => {
     streams.clear()
@@ -89,7 +89,7 @@ describe('rpc session', () => {
     expect(await code(ask(s, 'warm-up'))).toBe('ok')
     const stalled = code(ask(s, 'stall', 0, 300))
     const ac = new AbortController()
-    const aborted = code(s.call({ getParents: { taskId: 'stall', limit: 0, digestsFrom: 0 } }, { signal: ac.signal, timeoutMs: 10_000 }))
+    const aborted = code(s.call({ getParents: { taskId: 'stall', limit: 0, digestEpoch: 0, digests: 0 } }, { signal: ac.signal, timeoutMs: 10_000 }))
     const others = Promise.all(Array.from({ length: 50 }, (_, i) => ask(s, `other-${i}`)))
     ac.abort()
     expect(await stalled).toBe('PROTO_ERR_TIMEOUT')

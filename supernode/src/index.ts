@@ -27,3 +27,5 @@ export { supernodePlugin, type SupernodePlugin, type SupernodePluginContext, typ
 export type { HostState, PeerState, TaskState } from './scheduler/scheduler.ts'
 export type { Candidate, ParentFilter, ParentScorer } from './scheduler/scoring.ts'
 export type { ControlHost, ControlSendOptions } from './control/control-client.ts'
+// The scheduler's saturation signal, for bench/sim (it runs the gauge itself).
+export { PressureGauge } from './scheduler/pressure.ts'

@@ -17,6 +17,7 @@ import { buildHttpApi } from './api/http.ts'
 import type { SupernodeOptions } from './config/supernode-options.ts'
 import { ControlClient } from './control/control-client.ts'
 import type { SupernodePluginContext } from './plugin-api/context.ts'
+import { PressureGauge } from './scheduler/pressure.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
 import { serveScheduler } from './scheduler/service.ts'
 import { Seed } from './seed/seed.ts'
@@ -33,6 +34,8 @@ export class Supernode {
   /** Commands to daemons; plugins reach it as their context's `control`. */
   readonly control: ControlClient
   readonly admission: Admission
+  /** The scheduler's saturation signal (the pace daemons are asked to keep). */
+  readonly pressure = new PressureGauge()
   private readonly gate: SchedulerGate
   private readonly probes: OriginClient | undefined
   private readonly state: StateStore
@@ -57,7 +60,11 @@ export class Supernode {
     const stats: Stats = {
       scheduler_tasks: { help: 'Tasks the scheduler knows', read: () => scheduler.tasks.size },
       scheduler_hosts: { help: 'Hosts that announced themselves and did not leave', read: () => [...scheduler.hosts.values()].filter((h) => !h.gone).length },
-      scheduler_peers: { help: 'Peers over all tasks', read: () => { let n = 0; for (const t of scheduler.tasks.values()) n += t.peers.size; return n } }
+      scheduler_peers: { help: 'Peers over all tasks', read: () => { let n = 0; for (const t of scheduler.tasks.values()) n += t.peers.size; return n } },
+      scheduler_pace_seconds: { help: 'Pace the scheduler asks daemons to keep between one task\'s calls (0: not saturated)', read: () => this.pressure.paceMs / 1000 },
+      scheduler_event_loop_utilization: { help: 'Share of time the supernode\'s event loop was busy (smoothed, 0..1)', read: () => this.pressure.utilization },
+      scheduler_event_loop_lag_seconds: { help: 'How late a timer fires on the supernode\'s event loop (smoothed): how long a call waits before it is read', read: () => this.pressure.lagMs / 1000 },
+      scheduler_deferred_calls: { help: 'get-parents calls answered SN_ERR_BUSY since start (the loop lagged too much to compute them)', read: () => this.pressure.deferred }
     }
     // Scheduler filters and scorers go into its arrays; a plugin's are taken out again when it closes.
     const remove = <T>(list: T[], item: T): void => {
@@ -100,7 +107,8 @@ export class Supernode {
   }
 
   async start(): Promise<void> {
-    await serveScheduler(this.node, this.scheduler, this.gate)
+    this.pressure.start()
+    await serveScheduler(this.node, this.scheduler, this.gate, this.pressure)
     if (this.seed !== undefined) {
       await this.seed.engine.start()
       // Peers reach the seed's data channel at the first address announced: not loopback when
@@ -127,6 +135,7 @@ export class Supernode {
 
   async stop(): Promise<void> {
     this.ready = false
+    this.pressure.stop()
     if (this.poller !== undefined) clearInterval(this.poller)
     await this.http.close()
     await this.plugins.close()

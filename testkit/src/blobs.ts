@@ -1,5 +1,6 @@
 // Deterministic pseudo-random blobs of any size: the same seed gives the same bytes, so a
-// test can state an expected SHA-256 without keeping the blob around.
+// test can state an expected SHA-256 without keeping the blob around. And seeded numbers, so
+// that a randomised test or simulation can be rebuilt from its seed.
 
 import { createCipheriv, createHash } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
@@ -34,4 +35,16 @@ export async function writeBlob(path: string, size: number, seed: string): Promi
 
 export function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
+}
+
+/** A seeded generator of numbers in [0, 1) (mulberry32): the same seed gives the same sequence. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
 }

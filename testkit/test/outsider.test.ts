@@ -219,7 +219,7 @@ describe('outsider suite', () => {
     expect(squat.error?.code).toBe('SN_ERR_TASK_ID_MISMATCH')
     // The private blob's ID is computable, but worth nothing.
     const privateId = taskIdOf({ url: privateUrl(), digest: image.layers[0].digest })
-    const parents = await schedule(node, { getParents: { taskId: privateId, limit: 8, digestsFrom: 0 } })
+    const parents = await schedule(node, { getParents: { taskId: privateId, limit: 8, digestEpoch: 0, digests: 0 } })
     expect(parents.error?.code).toBe('SN_ERR_FORBIDDEN')
     expect(parents.parents).toBeUndefined()
     for (const headers of [{}, { authorization: `Basic ${Buffer.from('naiad:wrong').toString('base64')}` }]) {

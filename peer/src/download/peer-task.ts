@@ -89,8 +89,6 @@ export class PeerTask {
   private pieceCount = -1
   private sourceSha256: Uint8Array | undefined
   private sourcePeer = ''
-  /** Digests of every piece below this number are known. */
-  private digestsFrom = 0
   private grant: Uint8Array = new Uint8Array(0)
   /** SHA-256 of the whole content when it was hashed while streaming from the origin. */
   private originSha256: Buffer | undefined
@@ -374,15 +372,14 @@ export class PeerTask {
     if (!scheduler.available) return
     // Pieces stored since the last report go first (the session keeps the order): the
     // scheduler hands out the next seed pieces once it knows these arrived, and other peers
-    // schedule from our bitmap.
-    if (this.reports.size > 0) this.reports.flush({}).catch(() => {})
+    // schedule from our bitmap. Not while the supernode asks for a pace: the batcher's beat
+    // follows the pace, and a flush on every poll attempt would undo it.
+    if (this.reports.size > 0 && !((scheduler.paceMs ?? 0) > 0)) this.reports.flush({}).catch(() => {})
     try {
       // A timeout alone (not tied to the task's signal): polls are frequent, and a signal
       // derived from the long-lived task signal per call was garbage the collector traced.
       signal.throwIfAborted()
-      // Digests already known are not sent again (a large task has thousands).
-      while (this.digests.has(this.digestsFrom)) this.digestsFrom++
-      const res = await scheduler.getParents(this.id, 8, AbortSignal.timeout(this.options.schedulerTimeoutMs), this.digestsFrom)
+      const res = await scheduler.getParents(this.id, 8, AbortSignal.timeout(this.options.schedulerTimeoutMs))
       if (res.task !== undefined) this.applyInfo(res.task)
       if (res.grant.length > 0) this.grant = res.grant
       this.parents.update(res.parents)

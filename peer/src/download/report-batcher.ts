@@ -2,6 +2,11 @@
 // next batch gathering meanwhile. A slow scheduler makes batches larger, not calls pile
 // up; a failed call keeps its results for the next one. The trusted source's results carry
 // the piece digests every other peer verifies against, so they are never dropped.
+//
+// Batches go out on a beat common to every task of this process (multiples of the delay,
+// or of the pace a saturated supernode asks for, from a random phase per process): the
+// reports of all tasks leave in the same turn of the event loop, and the scheduler client
+// sends them as one call.
 
 import type { PieceResult, ReportPiecesRequest } from '@naiad/proto'
 
@@ -9,10 +14,12 @@ import type { SchedulerClient } from '../scheduler/client.ts'
 
 /** Results kept while the scheduler cannot take them (an untrusted peer's are only hints). */
 const MAX_KEPT = 4096
+/** Where this process's beat falls (so that daemons do not all report at the same moment). */
+const PHASE_MS = Math.floor(Math.random() * 60_000)
 
 export interface ReportBatcherOptions {
   taskId: string
-  /** Gathering time before a batch goes out. */
+  /** Gathering time before a batch goes out, at most (the beat); longer while the supernode asks for a pace. */
   delayMs: number
   timeoutMs: number
   /** This peer's results carry digests others depend on. */
@@ -37,15 +44,17 @@ export class ReportBatcher {
 
   add(result: PieceResult): void {
     this.pending.push(result)
-    this.schedule(this.options.delayMs)
+    this.schedule()
   }
 
-  private schedule(ms: number): void {
+  /** The next beat: a multiple of the delay (or of the supernode's pace, when longer). */
+  private schedule(): void {
     if (this.timer !== undefined || this.inflight !== undefined) return
+    const beat = Math.max(1, this.options.delayMs, this.scheduler.paceMs ?? 0)
     this.timer = setTimeout(() => {
       this.timer = undefined
       void this.flush({}).catch(() => {})
-    }, ms)
+    }, beat - ((Date.now() + PHASE_MS) % beat))
   }
 
   /**
@@ -75,7 +84,7 @@ export class ReportBatcher {
     } finally {
       this.inflight = undefined
       // Results that came in while the call ran go out next.
-      if (this.pending.length > 0) this.schedule(this.options.delayMs)
+      if (this.pending.length > 0) this.schedule()
     }
   }
 

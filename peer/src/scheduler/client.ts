@@ -4,8 +4,8 @@
 import type { Logger } from 'pino'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import {
-  call, NaiadError, PROTOCOLS, raiseRemote, RpcSession, SchedulerRequest, SchedulerResponse,
-  type FabricNode, type GetParentsResponse, type Host, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
+  call, NaiadError, PROTOCOLS, raiseRemote, RpcSession, SCHEDULER_FEATURES, SchedulerRequest, SchedulerResponse,
+  type FabricNode, type GetParentsResponse, type Host, type PieceDigest, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
 } from '@naiad/proto'
 
 export interface SchedulerClient {
@@ -13,11 +13,16 @@ export interface SchedulerClient {
   readonly available: boolean
   /** The supernode's peer ID once known (from its /api/v1/info); the one peer allowed to send control commands. */
   readonly supernodeId?: string
+  /**
+   * The supernode's saturation signal: the least time to leave between one task's calls
+   * (reports, parent polls), ms; 0 or absent while it keeps up.
+   */
+  readonly paceMs?: number
   announceHost(host: Host, signal?: AbortSignal): Promise<void>
   registerTask(req: RegisterTaskRequest, signal?: AbortSignal): Promise<TaskInfo>
   reportPieces(req: Partial<ReportPiecesRequest> & { taskId: string }, signal?: AbortSignal): Promise<void>
-  /** `digestsFrom`: the caller holds the digests of the pieces below it (the answer leaves them out). */
-  getParents(taskId: string, limit: number, signal?: AbortSignal, digestsFrom?: number): Promise<GetParentsResponse>
+  /** The answer's task carries all the digests published so far (a client may fetch only the new ones: see FabricSchedulerClient). */
+  getParents(taskId: string, limit: number, signal?: AbortSignal): Promise<GetParentsResponse>
   leaveTask(taskId: string, signal?: AbortSignal): Promise<void>
   leaveHost(signal?: AbortSignal): Promise<void>
   /**
@@ -48,6 +53,15 @@ export interface FabricSchedulerClientOptions {
  * dial marks it down at once.
  */
 const TIMEOUTS_BEFORE_DOWN = 3
+/**
+ * The same while the supernode has said it is saturated (a pace in a recent answer): its
+ * calls are slow because it is busy, not gone, and it asked for patience.
+ */
+const TIMEOUTS_BEFORE_DOWN_BUSY = 10
+/** How long a pace in an answer counts as "the supernode said it is busy". */
+const BUSY_MEMORY_MS = 30_000
+/** Tasks whose published digests the client keeps (to be sent only the new ones). */
+const MAX_DIGEST_CACHE = 1024
 
 /** Whether a failure says the supernode does not speak the protocol (one older than 1.1.0). */
 function unsupported(err: unknown): boolean {
@@ -73,6 +87,17 @@ export class FabricSchedulerClient implements SchedulerClient {
   private peerId: string | undefined
   /** The supernode answered 1.1.0 with "unsupported": use 1.0.0, a stream per call. */
   private legacy = false
+  /** Answers received (any call), and the pace and features the last one carried. */
+  private answers = 0
+  private pace = 0
+  private pacedAt = 0
+  private features = 0
+  /** Per task, the digests received so far (epoch, in publication order): getParents asks only for newer ones. */
+  private readonly digests = new Map<string, { epoch: number; pieces: PieceDigest[] }>()
+  /** Per task, when getParents last went out (the pace applies to it). */
+  private readonly polledAt = new Map<string, number>()
+  /** Reports waiting for this turn of the event loop to end, sent together as one report_batch. */
+  private batch: Array<{ req: ReportPiecesRequest; resolve: () => void; reject: (err: unknown) => void }> = []
 
   private readonly node: FabricNode
   private readonly options: FabricSchedulerClientOptions
@@ -99,6 +124,14 @@ export class FabricSchedulerClient implements SchedulerClient {
 
   supernodeAddrs(signal?: AbortSignal): Promise<Multiaddr[]> {
     return this.resolve(signal)
+  }
+
+  get paceMs(): number {
+    return this.busyRecently() ? this.pace : 0
+  }
+
+  private busyRecently(): boolean {
+    return this.pace > 0 && Date.now() - this.pacedAt < BUSY_MEMORY_MS
   }
 
   private resolve(signal?: AbortSignal): Promise<Multiaddr[]> {
@@ -133,16 +166,24 @@ export class FabricSchedulerClient implements SchedulerClient {
 
   private async rpc(req: Partial<SchedulerRequest>, signal?: AbortSignal, probe = false): Promise<SchedulerResponse> {
     if (this.down && !probe) throw new NaiadError('PROTO_ERR_DIAL', 'supernode unavailable (waiting for the keep-alive to reach it again)')
+    const answersBefore = this.answers
     try {
       const addrs = await this.resolve(signal)
       const res = await this.send(addrs, req, signal)
       this.down = false
       this.timeouts = 0
+      this.answers++
+      this.features = res.features
+      this.pace = res.paceMs
+      if (res.paceMs > 0) this.pacedAt = Date.now()
       raiseRemote(res.error)
       return res
     } catch (err) {
       const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', String(err), { cause: err })
-      if (e.code === 'PROTO_ERR_TIMEOUT' && !probe && ++this.timeouts < TIMEOUTS_BEFORE_DOWN) throw e
+      // A call that timed out while the supernode answered others is slow, not lost: it
+      // counts towards "down" only when nothing was heard since it went out.
+      if (e.code === 'PROTO_ERR_TIMEOUT' && !probe && this.answers > answersBefore) throw e
+      if (e.code === 'PROTO_ERR_TIMEOUT' && !probe && ++this.timeouts < (this.busyRecently() ? TIMEOUTS_BEFORE_DOWN_BUSY : TIMEOUTS_BEFORE_DOWN)) throw e
       if (e.code.startsWith('PROTO_ERR_') && e.code !== 'PROTO_ERR_ABORTED' && e.code !== 'PROTO_ERR_REMOTE') {
         if (!this.down) this.options.logger.warn({ err: e.message }, 'supernode unreachable; downloads go to peers and the origin')
         this.down = true
@@ -177,20 +218,101 @@ export class FabricSchedulerClient implements SchedulerClient {
   async registerTask(req: RegisterTaskRequest, signal?: AbortSignal): Promise<TaskInfo> {
     const res = await this.rpc({ registerTask: req }, signal)
     if (res.task === undefined) throw new NaiadError('PROTO_ERR_DECODE', 'scheduler answered registerTask without a task')
+    this.keepDigests(req.taskId, res.task.digestEpoch, res.task.pieces.slice())
     return res.task
   }
 
+  /**
+   * Reports go out at the end of the current turn of the event loop: those of several tasks
+   * made in the same turn (the batchers flush on a common beat) travel as one report_batch
+   * call, to a supernode that understands it; each caller still gets its own answer.
+   */
   async reportPieces(req: Partial<ReportPiecesRequest> & { taskId: string }, signal?: AbortSignal): Promise<void> {
-    await this.rpc({ reportPieces: req as ReportPiecesRequest }, signal)
+    if ((this.features & SCHEDULER_FEATURES.reportBatch) === 0 || this.down || this.legacy) {
+      await this.rpc({ reportPieces: req as ReportPiecesRequest }, signal)
+      return
+    }
+    signal?.throwIfAborted()
+    await new Promise<void>((resolve, reject) => {
+      // The batch call runs under the client's own timeout; a caller that gives up stops
+      // waiting for it alone (its report may still be recorded, as with any late call).
+      const onAbort = (): void => reject(new NaiadError(signal?.reason?.name === 'TimeoutError' ? 'PROTO_ERR_TIMEOUT' : 'PROTO_ERR_ABORTED', 'piece report was given up'))
+      signal?.addEventListener('abort', onAbort, { once: true })
+      const done = { resolve: () => { signal?.removeEventListener('abort', onAbort); resolve() }, reject: (err: unknown) => { signal?.removeEventListener('abort', onAbort); reject(err as Error) } }
+      if (this.batch.push({ req: req as ReportPiecesRequest, ...done }) === 1) setImmediate(() => { this.sendBatch() })
+    })
   }
 
-  async getParents(taskId: string, limit: number, signal?: AbortSignal, digestsFrom = 0): Promise<GetParentsResponse> {
-    const res = await this.rpc({ getParents: { taskId, limit, digestsFrom } }, signal)
-    if (res.parents === undefined) throw new NaiadError('PROTO_ERR_DECODE', 'scheduler answered getParents without parents')
-    return res.parents
+  private sendBatch(): void {
+    const batch = this.batch
+    this.batch = []
+    if (batch.length === 1) {
+      this.rpc({ reportPieces: batch[0].req }).then(() => batch[0].resolve(), batch[0].reject)
+      return
+    }
+    this.rpc({ reportBatch: { reports: batch.map((b) => b.req) } }).then((res) => {
+      batch.forEach((b, i) => {
+        const r = res.results[i]
+        if (r === undefined) b.reject(new NaiadError('PROTO_ERR_DECODE', 'scheduler answered a report batch without a result for each report'))
+        else if (r.code === '') b.resolve()
+        else {
+          try {
+            raiseRemote(r)
+          } catch (err) {
+            b.reject(err)
+          }
+        }
+      })
+    }, (err: unknown) => { for (const b of batch) b.reject(err) })
+  }
+
+  /**
+   * Parents for a task. The supernode is told which of the task's digests this client holds
+   * and sends only newer ones; the answer handed on carries them all. While the supernode
+   * asks for a pace, a poll sooner than that after the last one for the task is not sent
+   * (SN_ERR_BUSY): the caller keeps the parents it has.
+   */
+  async getParents(taskId: string, limit: number, signal?: AbortSignal): Promise<GetParentsResponse> {
+    const pace = this.paceMs
+    const now = Date.now()
+    const last = this.polledAt.get(taskId)
+    if (pace > 0 && last !== undefined && now - last < pace) {
+      throw new NaiadError('SN_ERR_BUSY', `the supernode asks for ${pace} ms between polls; next one in ${pace - (now - last)} ms`)
+    }
+    this.polledAt.delete(taskId)
+    this.polledAt.set(taskId, now)
+    if (this.polledAt.size > MAX_DIGEST_CACHE) this.polledAt.delete(this.polledAt.keys().next().value!)
+    for (let attempt = 0; ; attempt++) {
+      const known = this.digests.get(taskId)
+      const res = await this.rpc({ getParents: { taskId, limit, digestEpoch: known?.epoch ?? 0, digests: known?.pieces.length ?? 0 } }, signal)
+      if (res.parents === undefined) throw new NaiadError('PROTO_ERR_DECODE', 'scheduler answered getParents without parents')
+      const task = res.parents.task
+      if (task === undefined || task.piecesFrom === 0) {
+        if (task !== undefined) this.keepDigests(taskId, task.digestEpoch, task.pieces.slice())
+        return res.parents
+      }
+      const held = this.digests.get(taskId)
+      if (held !== undefined && held.epoch === task.digestEpoch && held.pieces.length >= task.piecesFrom) {
+        const pieces = held.pieces.slice(0, task.piecesFrom).concat(task.pieces)
+        this.keepDigests(taskId, task.digestEpoch, pieces)
+        return { ...res.parents, task: { ...task, pieces, piecesFrom: 0 } }
+      }
+      // The digests it built on are gone here (a concurrent answer of another epoch): ask for all.
+      this.digests.delete(taskId)
+      if (attempt > 0) throw new NaiadError('PROTO_ERR_DECODE', 'scheduler answered getParents with digests after ones it never sent')
+    }
+  }
+
+  private keepDigests(taskId: string, epoch: number, pieces: PieceDigest[]): void {
+    this.digests.delete(taskId)
+    if (epoch === 0) return
+    this.digests.set(taskId, { epoch, pieces })
+    if (this.digests.size > MAX_DIGEST_CACHE) this.digests.delete(this.digests.keys().next().value!)
   }
 
   async leaveTask(taskId: string, signal?: AbortSignal): Promise<void> {
+    this.digests.delete(taskId)
+    this.polledAt.delete(taskId)
     await this.rpc({ leaveTask: { taskId } }, signal)
   }
 

@@ -46,7 +46,9 @@ export const TaskInfo = message('TaskInfo', {
   error: f.message(9, RpcError),
   backToSource: f.bool(10), // the scheduler tells this peer to fetch from the origin itself
   grant: f.bytes(11), // the supernode's permission for this peer to fetch this task's pieces (admission); empty without
-  sourcePeer: f.string(12) // peer ID of the back-to-source peer whose digests are the reference (the seed, usually)
+  sourcePeer: f.string(12), // peer ID of the back-to-source peer whose digests are the reference (the seed, usually)
+  digestEpoch: f.uint32(13), // names the current set of published digests (new when they start over); 0: not given
+  piecesFrom: f.uint32(14) // `pieces` leaves out the first piecesFrom digests of this epoch (the caller holds them)
 })
 
 export const RegisterTaskRequest = message('RegisterTaskRequest', {
@@ -92,8 +94,11 @@ export const Parent = message('Parent', {
 export const GetParentsRequest = message('GetParentsRequest', {
   taskId: f.string(1),
   limit: f.uint32(2),
-  /** The requester holds the digests of pieces 0 … digestsFrom-1: the answer's task.pieces lists only the rest. */
-  digestsFrom: f.uint32(3)
+  // Field 3 is not reused: an earlier build sent digests_from there (a piece number), which a
+  // supernode reading it as an epoch would get wrong, and the reverse.
+  // The digests the caller holds: the first `digests` of epoch `digestEpoch` (TaskInfo.digest_epoch); 0, 0: none.
+  digestEpoch: f.uint32(5),
+  digests: f.uint32(6)
 })
 
 export const GetParentsResponse = message('GetParentsResponse', {
@@ -106,6 +111,11 @@ export const LeaveTaskRequest = message('LeaveTaskRequest', {
   taskId: f.string(1)
 })
 
+/** Several tasks' piece reports in one call (to a supernode whose answers carry SCHEDULER_FEATURES.reportBatch). */
+export const ReportBatch = message('ReportBatch', {
+  reports: f.repeated(f.message(1, ReportPiecesRequest))
+})
+
 /** One scheduler call: exactly one of the request fields is set. */
 export const SchedulerRequest = message('SchedulerRequest', {
   announceHost: f.message(1, Host),
@@ -113,14 +123,26 @@ export const SchedulerRequest = message('SchedulerRequest', {
   reportPieces: f.message(3, ReportPiecesRequest),
   getParents: f.message(4, GetParentsRequest),
   leaveTask: f.message(5, LeaveTaskRequest),
-  leaveHost: f.bool(6)
+  leaveHost: f.bool(6),
+  reportBatch: f.message(7, ReportBatch)
 })
 
 export const SchedulerResponse = message('SchedulerResponse', {
   error: f.message(1, RpcError),
   task: f.message(2, TaskInfo),
-  parents: f.message(3, GetParentsResponse)
+  parents: f.message(3, GetParentsResponse),
+  // The supernode's saturation signal: leave at least this long between one task's calls (reports, polls); 0: no limit.
+  paceMs: f.uint32(4),
+  // report_batch: one per report, in order; an empty code means accepted.
+  results: f.repeated(f.message(5, RpcError)),
+  features: f.uint32(6) // SCHEDULER_FEATURES bits: what this supernode understands
 })
+
+/** Bits of SchedulerResponse.features. */
+export const SCHEDULER_FEATURES = {
+  /** SchedulerRequest.report_batch */
+  reportBatch: 1
+} as const
 
 /**
  * Supernode to daemon: run a named command. Arguments and result are JSON so that plugins
@@ -152,6 +174,7 @@ export type Parent = MessageOf<typeof Parent>
 export type GetParentsRequest = MessageOf<typeof GetParentsRequest>
 export type LeaveTaskRequest = MessageOf<typeof LeaveTaskRequest>
 export type GetParentsResponse = MessageOf<typeof GetParentsResponse>
+export type ReportBatch = MessageOf<typeof ReportBatch>
 export type SchedulerRequest = MessageOf<typeof SchedulerRequest>
 export type SchedulerResponse = MessageOf<typeof SchedulerResponse>
 

@@ -9,6 +9,8 @@ import {
 } from '@naiad/proto'
 
 import { scoreCandidate, type Candidate, type ParentFilter, type ParentScorer } from './scoring.ts'
+import { SeedGrants } from './seed-grants.ts'
+import { Swarm } from './swarm.ts'
 
 export interface HostState {
   info: Host
@@ -89,27 +91,24 @@ const MAX_FAILURES = 3
  * without limit. 2^20 pieces of the 64 MiB maximum is 64 TiB.
  */
 export const MAX_PIECES = 1 << 20
-/** How long a parent edge counts towards its parent's children (its busy upload slots). */
-const EDGE_WINDOW_MS = 2_000
-/** Pieces only the seed holds (or is still fetching) that one child may be handed at a time, at least. */
-const SEED_GRANTS_PER_CHILD = 2
 /**
- * Seed-only bytes handed out at once over all children of a task (at least 16 pieces): a lone
- * child streams a window this deep from the seed (live, while the origin sends it), many
- * children share it.
+ * Peers scored per getParents call, at most. A task with no more peers than this is read in
+ * full; in a larger one the candidates are holders of the pieces the requester lacks, rarest
+ * first (Swarm.gather), so that a call costs the same with 100 peers or 10,000.
  */
-const SEED_WINDOW_BYTES = 64 * 1024 * 1024
-const SEED_WINDOW_PIECES = 16
-/** A grant lapses (and the piece goes to another child) after this long, or 4× the seed's measured piece time. */
-const SEED_GRANT_MIN_MS = 2_000
+export const CANDIDATE_POOL = 64
+/** Holder-list entries one gather may read (skipping peers that cannot be parents now). */
+const GATHER_BUDGET = 8 * CANDIDATE_POOL
+/** A host's last-seen time alone is persisted at most this often (it changes on every call). */
+const TOUCH_PERSIST_MS = 10_000
 
-/** A piece only the seed holds, handed to one child to fetch and then pass on. */
-interface SeedGrant {
-  hostId: string
-  at: number
-  /** When the seed came to hold the piece (for a piece granted while it was still coming). */
-  availableAt?: number
+/** What a caller already holds of a task's published digests (GetParentsRequest.digest_epoch, .digests). */
+export interface KnownDigests {
+  epoch: number
+  count: number
 }
+
+const EMPTY = new Bitmap()
 
 export class Scheduler {
   readonly hosts = new Map<string, HostState>()
@@ -118,8 +117,11 @@ export class Scheduler {
   readonly scorers: ParentScorer[] = []
   private readonly options: SchedulerOptions
   private readonly persist: SchedulerPersistence
-  /** Per task, which child may take which seed-only piece from the seed (see sharedSeedBitmap). */
-  private readonly seedGrants = new WeakMap<TaskState, Map<number, SeedGrant>>()
+  private readonly seedGrants = new SeedGrants()
+  /** Each task's index (holder counts, candidate sets, children): built on first use from the task's peers. */
+  private readonly swarms = new WeakMap<TaskState, Swarm>()
+  /** When each host's last-seen time was last handed to the store. */
+  private readonly touchedAt = new WeakMap<HostState, number>()
 
   constructor(options: SchedulerOptions, persist: SchedulerPersistence) {
     this.options = options
@@ -135,6 +137,7 @@ export class Scheduler {
     host.consecutiveFailures = 0
     this.hosts.set(hostId, host)
     this.persist.markHost(host)
+    this.touchedAt.set(host, host.lastSeen)
   }
 
   leaveHost(hostId: string): void {
@@ -143,7 +146,7 @@ export class Scheduler {
     host.gone = true
     this.persist.markHost(host)
     for (const task of this.tasks.values()) {
-      if (task.peers.delete(hostId)) this.persist.deletePeer(task.id, hostId)
+      if (task.peers.has(hostId) && this.swarmOf(task).remove(hostId)) this.persist.deletePeer(task.id, hostId)
     }
   }
 
@@ -161,9 +164,10 @@ export class Scheduler {
       this.tasks.set(task.id, task)
     }
     this.touchHost(hostId)
+    const swarm = this.swarmOf(task)
     const peer = task.peers.get(hostId)
     if (peer === undefined || peer.state === 'failed') {
-      task.peers.set(hostId, { hostId, state: 'running', bitmap: peer?.bitmap ?? new Bitmap(), parents: new Map(), blocked: peer?.blocked ?? new Set(), updatedAt: now })
+      swarm.put({ hostId, state: 'running', bitmap: peer?.bitmap ?? new Bitmap(), parents: new Map(), blocked: peer?.blocked ?? new Set(), updatedAt: now })
     }
     this.persist.markPeer(task.id, task.peers.get(hostId)!)
 
@@ -180,10 +184,11 @@ export class Scheduler {
       task.pieceSize = 0
       task.pieceCount = -1
       task.sha256 = new Uint8Array(0)
-      this.seedGrants.delete(task)
-      for (const [id, p] of task.peers) {
+      this.seedGrants.reset(task)
+      swarm.resetDigests()
+      for (const [id, p] of [...task.peers]) {
         if (id !== hostId && p.state !== 'succeeded') {
-          task.peers.delete(id)
+          swarm.remove(id)
           this.persist.deletePeer(task.id, id)
         }
       }
@@ -200,7 +205,7 @@ export class Scheduler {
         task.backSourcePeer = this.options.seedHostId
         task.state = 'running'
         const seedPeer: PeerState = { hostId: this.options.seedHostId, state: 'running', bitmap: task.peers.get(this.options.seedHostId)?.bitmap ?? new Bitmap(), parents: new Map(), blocked: new Set(), updatedAt: now }
-        task.peers.set(this.options.seedHostId, seedPeer)
+        swarm.put(seedPeer)
         this.persist.markPeer(task.id, seedPeer)
         this.options.triggerSeed(task)
       } else {
@@ -214,15 +219,32 @@ export class Scheduler {
     return { ...this.taskInfo(task), backToSource }
   }
 
+  /** Adds a task whose state was kept elsewhere (the store, at start); its index is built from its peers. */
+  adoptTask(task: TaskState): void {
+    this.tasks.set(task.id, task)
+    this.swarms.set(task, new Swarm(task))
+  }
+
+  /** The task's swarm index, built from its peers when the task is new to it. */
+  private swarmOf(task: TaskState): Swarm {
+    let swarm = this.swarms.get(task)
+    if (swarm === undefined) {
+      swarm = new Swarm(task)
+      this.swarms.set(task, swarm)
+    }
+    return swarm
+  }
+
   reportPieces(hostId: string, req: ReportPiecesRequest): void {
     const task = this.tasks.get(req.taskId)
     if (task === undefined) throw new NaiadError('SN_ERR_TASK_NOT_FOUND', `no task ${req.taskId}`)
     const now = Date.now()
     this.touchHost(hostId)
+    const swarm = this.swarmOf(task)
     let peer = task.peers.get(hostId)
     if (peer === undefined) {
       peer = { hostId, state: 'running', bitmap: new Bitmap(), parents: new Map(), blocked: new Set(), updatedAt: now }
-      task.peers.set(hostId, peer)
+      swarm.put(peer)
     }
     const trusted = hostId === task.backSourcePeer
     const limit = task.pieceCount >= 0 ? task.pieceCount : MAX_PIECES
@@ -238,13 +260,14 @@ export class Scheduler {
     for (const r of req.results) {
       const parent = r.parentId === '' ? undefined : this.hosts.get(r.parentId)
       if (r.errorCode === '') {
-        peer.bitmap.set(r.num)
+        swarm.setPiece(peer, r.num)
         if (trusted && r.sha256.length === 32 && !task.pieces.has(r.num)) {
           task.pieces.set(r.num, { length: r.length, sha256: r.sha256 })
+          swarm.addDigest({ num: r.num, length: r.length, sha256: r.sha256 })
           newPieces.push(r.num)
         }
         if (parent !== undefined) {
-          peer.parents.set(r.parentId, now)
+          swarm.addEdge(peer, r.parentId, now)
           parent.goodPieces++
           parent.consecutiveFailures = 0
           if (r.costMs > 0) {
@@ -264,15 +287,15 @@ export class Scheduler {
       if (parent !== undefined) this.persist.markHost(parent)
     }
     if (req.state === 'succeeded') {
-      peer.state = 'succeeded'
-      peer.parents.clear()
+      swarm.setState(peer, 'succeeded')
+      swarm.clearEdges(peer)
       if (trusted) {
         task.state = 'succeeded'
         if (req.sha256.length === 32) task.sha256 = req.sha256
       }
     } else if (req.state === 'failed') {
-      peer.state = 'failed'
-      peer.parents.clear()
+      swarm.setState(peer, 'failed')
+      swarm.clearEdges(peer)
       if (trusted) {
         task.state = 'failed'
         task.error = req.error === undefined ? { code: 'DFD_ERR_TASK_FAILED', message: 'back-to-source failed' } : req.error
@@ -286,46 +309,38 @@ export class Scheduler {
     reported.publish({ taskId: task.id, peerId: hostId, count: req.results.length })
   }
 
-  getParents(hostId: string, taskId: string, limit: number, digestsFrom = 0): GetParentsResponse {
+  /**
+   * Up to `limit` parents for `hostId`, best first. The cost is bounded: holder counts are
+   * kept as pieces are reported, and a large swarm is sampled (CANDIDATE_POOL peers, holders
+   * of the rarest pieces the requester lacks) rather than read in full. `known` leaves out of
+   * the answer the digests the caller already holds.
+   */
+  getParents(hostId: string, taskId: string, limit: number, known?: KnownDigests): GetParentsResponse {
     const started = performance.now()
     const task = this.tasks.get(taskId)
     if (task === undefined) throw new NaiadError('SN_ERR_TASK_NOT_FOUND', `no task ${taskId}`)
     this.touchHost(hostId)
+    const swarm = this.swarmOf(task)
     const me = task.peers.get(hostId)
-    const mine = me?.bitmap ?? new Bitmap()
+    const mine = me?.bitmap ?? EMPTY
     const now = Date.now()
-    // How many peers hold each piece: rare pieces make a candidate more valuable. The
-    // bitmaps are read byte by byte: this runs over every peer of the task on every call.
-    let width = 0
-    for (const p of task.peers.values()) width = Math.max(width, p.bitmap.view().length)
-    const holders = new Uint32Array(width * 8)
-    for (const p of task.peers.values()) {
-      const bits = p.bitmap.view()
-      for (let i = 0; i < bits.length; i++) {
-        const b = bits[i]
-        if (b === 0) continue
-        for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) holders[i * 8 + j]++
-      }
-    }
-    // Recent parent edges, counted per parent: how busy each one's upload is. (Cycles are
-    // allowed: every piece is verified on its own, so two peers may swap pieces.)
-    const children = new Map<string, number>()
-    for (const p of task.peers.values()) {
-      for (const [parent, at] of p.parents) {
-        if (now - at >= EDGE_WINDOW_MS) continue
-        children.set(parent, (children.get(parent) ?? 0) + 1)
-      }
-    }
+    // Rare pieces make a candidate more valuable: each piece it could give counts 1 / holders.
+    const holders = swarm.holders
     const mineBits = mine.view()
+    const ttl = this.options.hostTtlMs
+    const eligible = (p: PeerState): boolean => {
+      if (p.hostId === hostId || p.state === 'failed') return false
+      if (me?.blocked.has(p.hostId) === true) return false
+      const host = this.hosts.get(p.hostId)
+      if (host === undefined || host.gone) return false
+      if (!host.info.isSeed && now - host.lastSeen > ttl) return false
+      return host.consecutiveFailures < MAX_FAILURES
+    }
     const candidates: Candidate[] = []
     let maxBandwidth = 0
-    for (const p of task.peers.values()) {
-      if (p.hostId === hostId || p.state === 'failed') continue
-      if (me?.blocked.has(p.hostId) === true) continue
-      const host = this.hosts.get(p.hostId)
-      if (host === undefined || host.gone) continue
-      if (!host.info.isSeed && now - host.lastSeen > this.options.hostTtlMs) continue
-      if (host.consecutiveFailures >= MAX_FAILURES) continue
+    const consider = (p: PeerState): void => {
+      if (!eligible(p)) return
+      const host = this.hosts.get(p.hostId)!
       let useful = 0
       const bits = p.bitmap.view()
       for (let i = 0; i < bits.length; i++) {
@@ -334,12 +349,22 @@ export class Scheduler {
         for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) useful += 1 / holders[i * 8 + j]
       }
       // The seed still fetching from the origin has pieces coming that a child can stream
-      // from it as they arrive (see sharedSeedBitmap), before it has any to show.
-      if (useful === 0 && !(host.info.isSeed && p.state === 'running' && task.state === 'running' && task.pieceCount > p.bitmap.count())) continue
-      const c: Candidate = { peer: p, host, useful, children: children.get(p.hostId) ?? 0 }
-      if (this.filters.some((f) => !f(c, task))) continue
+      // from it as they arrive (see SeedGrants), before it has any to show.
+      if (useful === 0 && !(host.info.isSeed && p.state === 'running' && task.state === 'running' && task.pieceCount > p.bitmap.count())) return
+      // Cycles are allowed: every piece is verified on its own, so two peers may swap pieces.
+      const c: Candidate = { peer: p, host, useful, children: swarm.children(p.hostId, now) }
+      if (this.filters.some((f) => !f(c, task))) return
       maxBandwidth = Math.max(maxBandwidth, host.bandwidth)
       candidates.push(c)
+    }
+    if (task.peers.size <= CANDIDATE_POOL) {
+      for (const p of task.peers.values()) consider(p)
+    } else {
+      const pool = swarm.gather(mine, hostId, CANDIDATE_POOL, GATHER_BUDGET, eligible)
+      // The seed is always a candidate: it may have pieces coming that nobody holds yet.
+      const seed = this.options.seedHostId === undefined ? undefined : task.peers.get(this.options.seedHostId)
+      if (seed !== undefined && !pool.includes(seed)) pool.push(seed)
+      for (const p of pool) consider(p)
     }
     const requester = this.hosts.get(hostId)
     const missing = Math.max(1, (task.pieceCount >= 0 ? task.pieceCount : task.pieces.size) - mine.count())
@@ -352,124 +377,51 @@ export class Scheduler {
       .sort((a, b) => b.score - a.score)
       .slice(0, Math.max(1, Math.min(limit === 0 ? 8 : limit, 32)))
     const offered = parents.map(({ c }) => c)
+    // The seed's children: the task's running peers other than the seed.
+    const seedChildren = (): number => swarm.running - (this.seedRunning(task) ? 1 : 0)
     const out: Parent[] = parents
       .map(({ c, score }) => ({
         id: c.peer.hostId,
         multiaddrs: c.host.info.multiaddrs,
-        bitmap: (c.host.info.isSeed && this.seedNeeded(task, c, holders) ? this.sharedSeedBitmap(task, c, hostId, mine, offered, now) : c.peer.bitmap).toBytes(),
+        bitmap: (c.host.info.isSeed && this.seedGrants.needed(task, c, holders)
+          ? this.seedGrants.bitmapFor(task, c, hostId, mine, offered, seedChildren(), now)
+          : c.peer.bitmap).toBytes(),
         score,
         isSeed: c.host.info.isSeed,
         dataPort: c.host.info.dataPort,
         dataTransport: c.host.info.dataTransport
       }))
     scheduled.publish({ taskId, peerId: hostId, parents: out.length, durationMs: performance.now() - started })
-    return { task: this.taskInfo(task, digestsFrom), parents: out, grant: new Uint8Array(0) }
+    const from = known !== undefined && known.epoch === swarm.epoch && known.count <= swarm.published ? known.count : 0
+    return { task: this.taskInfo(task, from), parents: out, grant: new Uint8Array(0) }
   }
 
-  /**
-   * Is the seed's uplink still on the swarm's critical path: is it still fetching, or does it
-   * hold a piece no peer has yet? Once every piece is out, its spare uplink is offered in full,
-   * as a fallback for pieces whose holders are slow (daemons still prefer peers).
-   */
-  private seedNeeded(task: TaskState, seed: Candidate, holders: Uint32Array): boolean {
-    if (task.state !== 'succeeded' || seed.peer.state !== 'succeeded') return true
-    for (const n of seed.peer.bitmap.pieces()) if ((holders[n] ?? 0) <= 1) return true
-    return false
-  }
-
-  /**
-   * The seed's pieces as offered to one child, while the seed is needed (seedNeeded). The seed's uplink is one link shared by every
-   * child of the task, so it should send each piece about once and let the children pass it
-   * on (BitTorrent's super-seeding). Offered in full, every child rushes for the same newest
-   * piece, the only one nobody else has: with 8 hosts the seed sent 4× the blob. So a child
-   * sees only the seed-only pieces granted to it (at most SEED_GRANTS_PER_CHILD at a time,
-   * each to one child until that child reports it or the grant lapses); pieces another
-   * offered parent holds it gets from that parent.
-   */
-  private sharedSeedBitmap(task: TaskState, seed: Candidate, hostId: string, mine: Bitmap, offered: Candidate[], now: number): Bitmap {
-    let grants = this.seedGrants.get(task)
-    if (grants === undefined) {
-      grants = new Map()
-      this.seedGrants.set(task, grants)
-    }
-    const pieceMs = seed.host.bandwidth > 0 && task.pieceSize > 0 ? (task.pieceSize / seed.host.bandwidth) * 1000 : 0
-    const lapseMs = Math.max(SEED_GRANT_MIN_MS, 4 * pieceMs)
-    const seedHas = seed.peer.bitmap
-    const live = (g: SeedGrant, num: number): boolean => {
-      const holder = task.peers.get(g.hostId)
-      if (holder?.state !== 'running' || holder.bitmap.has(num)) return false
-      // A piece the seed is still fetching is on its way to the child (streamed live): its
-      // clock starts when the seed has it.
-      if (!seedHas.has(num)) return true
-      g.at = Math.max(g.at, g.availableAt ??= now)
-      return now - g.at < lapseMs
-    }
-    const heldBy = new Map<string, number>()
-    for (const [num, g] of grants) {
-      if (!live(g, num)) grants.delete(num)
-      else heldBy.set(g.hostId, (heldBy.get(g.hostId) ?? 0) + 1)
-    }
-    let held = heldBy.get(hostId) ?? 0
-    let children = 0
-    // The fewest grants another running child holds: a child is never handed a new one while
-    // it is more than one ahead of it, so that the seed's pieces go round the children in
-    // turn — each then has pieces the others lack, and every child's uplink works from the
-    // start (handed out in blocks, the first child to ask got the first pieces and everyone
-    // queued on its uplink).
-    let fewestOther = Number.POSITIVE_INFINITY
-    for (const p of task.peers.values()) {
-      if (p.state !== 'running' || p.hostId === seed.peer.hostId) continue
-      children++
-      if (p.hostId !== hostId) fewestOther = Math.min(fewestOther, heldBy.get(p.hostId) ?? 0)
-    }
-    const window = Math.max(SEED_WINDOW_PIECES, task.pieceSize > 0 ? Math.floor(SEED_WINDOW_BYTES / task.pieceSize) : 0)
-    const perChild = Math.max(SEED_GRANTS_PER_CHILD, Math.floor(window / Math.max(1, children)))
-    // A lone child takes a whole window at once; among several, one new grant per call.
-    let taken = 0
-    const mayTake = (): boolean => held < perChild && (children <= 1 || (held <= fewestOther && taken === 0))
-    const others = offered.filter((c) => c !== seed)
-    // Pieces the seed holds, then (while it still fetches from the origin) the ones it will
-    // have: both in ascending order, the order the seed reads the origin in.
-    const coming = task.state === 'running' && seed.peer.state === 'running' && task.pieceCount > 0
-    const shown = new Bitmap()
-    const consider = (num: number): void => {
-      if (mine.has(num) || others.some((c) => c.peer.bitmap.has(num))) return
-      const g = grants.get(num)
-      if (g === undefined) {
-        if (!mayTake()) return
-        grants.set(num, { hostId, at: now })
-        held++
-        taken++
-      } else if (g.hostId !== hostId) {
-        return
-      }
-      shown.set(num)
-    }
-    for (const num of seedHas.pieces()) consider(num)
-    if (coming) {
-      for (let num = 0; num < task.pieceCount && mayTake(); num++) if (!seedHas.has(num)) consider(num)
-      // Grants already held on coming pieces are shown again even when the window is full.
-      for (const [num, g] of grants) if (g.hostId === hostId && !seedHas.has(num)) shown.set(num)
-    }
-    return shown
+  private seedRunning(task: TaskState): boolean {
+    const id = this.options.seedHostId
+    return id !== undefined && task.peers.get(id)?.state === 'running'
   }
 
   leaveTask(hostId: string, taskId: string): void {
     const task = this.tasks.get(taskId)
-    if (task?.peers.delete(hostId) === true) this.persist.deletePeer(taskId, hostId)
+    if (task?.peers.has(hostId) === true && this.swarmOf(task).remove(hostId)) this.persist.deletePeer(taskId, hostId)
   }
 
+  /**
+   * The host was heard from. Its last-seen time changes on every call; it goes to the store
+   * at most every TOUCH_PERSIST_MS (any other change to the host is persisted at once).
+   */
   private touchHost(hostId: string): void {
     const host = this.hosts.get(hostId)
     if (host === undefined) return
     host.lastSeen = Date.now()
+    if (host.lastSeen - (this.touchedAt.get(host) ?? 0) < TOUCH_PERSIST_MS) return
+    this.touchedAt.set(host, host.lastSeen)
     this.persist.markHost(host)
   }
 
-  /** What a peer learns of a task; piece digests from `digestsFrom` on (it holds the ones before). */
-  taskInfo(task: TaskState, digestsFrom = 0): TaskInfo {
-    const pieces: TaskInfo['pieces'] = []
-    for (const [num, p] of task.pieces) if (num >= digestsFrom) pieces.push({ num, length: p.length, sha256: p.sha256 })
+  /** The task as peers see it; `from` leaves out the first digests of the current epoch (the caller holds them). */
+  taskInfo(task: TaskState, from = 0): TaskInfo {
+    const swarm = this.swarmOf(task)
     return {
       id: task.id,
       url: task.url,
@@ -477,12 +429,14 @@ export class Scheduler {
       contentLength: task.contentLength,
       pieceSize: task.pieceSize,
       pieceCount: task.pieceCount,
-      pieces,
+      pieces: swarm.publishedFrom(from),
       sha256: task.sha256,
       error: task.error,
       backToSource: false,
       grant: new Uint8Array(0),
-      sourcePeer: task.backSourcePeer
+      sourcePeer: task.backSourcePeer,
+      digestEpoch: swarm.epoch,
+      piecesFrom: from
     }
   }
 }

@@ -1,46 +1,105 @@
 // The scheduler service on the fabric. The caller's identity is the authenticated peer
 // of the Noise session, never a field of the message; what it claims is checked by the
-// gate (admission/scheduler-gate.ts) before the scheduler believes it.
+// gate (admission/scheduler-gate.ts) before the scheduler believes it. Every answer carries
+// the supernode's pace (pressure.ts), the signal daemons slow down on.
+
+import { channel } from 'node:diagnostics_channel'
 
 import type { Connection } from '@libp2p/interface'
-import { NaiadError, PROTOCOLS, SchedulerRequest, SchedulerResponse, serve, serveSession, type FabricNode } from '@naiad/proto'
+import {
+  NaiadError, PROTOCOLS, SCHEDULER_FEATURES, SchedulerRequest, SchedulerResponse, serve, serveSession, toNaiadError,
+  type FabricNode, type RpcError
+} from '@naiad/proto'
 
 import { multiaddrIp, type SchedulerGate } from '../admission/scheduler-gate.ts'
+import type { Pressure } from './pressure.ts'
 import type { Scheduler } from './scheduler.ts'
+
+/**
+ * diagnostics_channel of every call from a daemon: { hostId, call, reports, busy }, `call`
+ * the request's field (announce_host, report_pieces, report_batch, …), `reports` the
+ * reports it carried, `busy` when it was put off.
+ */
+export const SCHEDULER_CALL_EVENT = 'naiad:scheduler:call'
+const calls = channel(SCHEDULER_CALL_EVENT)
+
+/** The least retry time a busy answer names. */
+const BUSY_RETRY_MS = 500
+
+/** Reports one report_batch may carry (a daemon has a few tasks running at once). */
+export const MAX_BATCH_REPORTS = 256
 
 /**
  * Serves 1.1.0 (a session per daemon: one stream, many pipelined calls) and, for daemons
  * that predate it, 1.0.0 (a stream per call). Both reach the same scheduler.
  */
-export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gate?: SchedulerGate): Promise<void> {
+export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gate?: SchedulerGate, pressure?: Pressure & { deferred?: number }): Promise<void> {
+  const handle = (req: SchedulerRequest, hostId: string, connection: Connection, signal: AbortSignal): Partial<SchedulerResponse> | Promise<Partial<SchedulerResponse>> => {
+    const busy = req.getParents !== undefined && pressure?.busy() === true
+    if (calls.hasSubscribers) calls.publish({ hostId, call: callOf(req), reports: req.reportBatch?.reports.length ?? (req.reportPieces === undefined ? 0 : 1), busy })
+    if (pressure === undefined) return handleRemoteRequest(scheduler, gate, hostId, connection, req, signal)
+    if (busy) {
+      if (pressure.deferred !== undefined) pressure.deferred++
+      // Answered at once, without the scheduler's work: the daemon keeps the parents it has.
+      return { error: { code: 'SN_ERR_BUSY', message: 'the scheduler is saturated; ask again after pace_ms' }, paceMs: Math.max(BUSY_RETRY_MS, pressure.paceMs), features: FEATURES }
+    }
+    const paced = (res: Partial<SchedulerResponse>): Partial<SchedulerResponse> => ({ ...res, paceMs: pressure.paceMs, features: FEATURES })
+    let res: Partial<SchedulerResponse> | Promise<Partial<SchedulerResponse>>
+    try {
+      res = handleRemoteRequest(scheduler, gate, hostId, connection, req, signal)
+    } catch (err) {
+      return paced({ error: rpcError(err) })
+    }
+    return res instanceof Promise ? res.then(paced, (err: unknown) => paced({ error: rpcError(err) })) : paced(res)
+  }
   await serveSession(node, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse, (req, ctx) => {
-    return handleRemoteRequest(scheduler, gate, ctx.remotePeer.toString(), ctx.connection, req, ctx.signal)
+    return handle(req, ctx.remotePeer.toString(), ctx.connection, ctx.signal)
   })
   await serve(node, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, async (req, ctx) => {
-    return handleRemoteRequest(scheduler, gate, ctx.remotePeer.toString(), ctx.connection, req, ctx.signal)
+    return handle(req, ctx.remotePeer.toString(), ctx.connection, ctx.signal)
   }, { maxInboundStreams: 1024 })
+}
+
+const FEATURES = SCHEDULER_FEATURES.reportBatch
+
+function callOf(req: SchedulerRequest): string {
+  if (req.announceHost !== undefined) return 'announce_host'
+  if (req.registerTask !== undefined) return 'register_task'
+  if (req.reportPieces !== undefined) return 'report_pieces'
+  if (req.getParents !== undefined) return 'get_parents'
+  if (req.leaveTask !== undefined) return 'leave_task'
+  if (req.leaveHost) return 'leave_host'
+  if (req.reportBatch !== undefined) return 'report_batch'
+  return 'none'
+}
+
+function rpcError(err: unknown): RpcError {
+  const e = toNaiadError(err, 'PROTO_ERR_REMOTE')
+  return { code: e.code, message: e.message }
 }
 
 /** A call from a daemon: the gate checks it first (registrations wait for its access check). */
 function handleRemoteRequest(scheduler: Scheduler, gate: SchedulerGate | undefined, hostId: string, connection: Connection, req: SchedulerRequest, signal: AbortSignal): Partial<SchedulerResponse> | Promise<Partial<SchedulerResponse>> {
   if (gate === undefined) return handleSchedulerRequest(scheduler, hostId, req)
   const grant = (taskId: string): Uint8Array => gate.grant(hostId, taskId)
+  const member = (taskId: string): void => gate.member(hostId, taskId)
   if (req.announceHost !== undefined) {
     return handleSchedulerRequest(scheduler, hostId, { ...req, announceHost: gate.announce(req.announceHost, multiaddrIp(connection.remoteAddr.toString())) }, grant)
   }
   if (req.registerTask !== undefined) {
     return gate.register(hostId, req.registerTask, signal).then(() => handleSchedulerRequest(scheduler, hostId, req, grant))
   }
-  if (req.getParents !== undefined) gate.member(hostId, req.getParents.taskId)
-  if (req.reportPieces !== undefined) gate.member(hostId, req.reportPieces.taskId)
-  return handleSchedulerRequest(scheduler, hostId, req, grant)
+  if (req.getParents !== undefined) member(req.getParents.taskId)
+  if (req.reportPieces !== undefined) member(req.reportPieces.taskId)
+  return handleSchedulerRequest(scheduler, hostId, req, grant, member)
 }
 
 /**
  * One scheduler call. `grant` answers the grant a host gets for a task (none without
- * admission: the embedded seed, a cluster without it).
+ * admission: the embedded seed, a cluster without it); `member` throws unless the host may
+ * take part in a task (each report of a batch is checked on its own).
  */
-export function handleSchedulerRequest(scheduler: Scheduler, hostId: string, req: SchedulerRequest, grant?: (taskId: string) => Uint8Array): Partial<SchedulerResponse> {
+export function handleSchedulerRequest(scheduler: Scheduler, hostId: string, req: SchedulerRequest, grant?: (taskId: string) => Uint8Array, member?: (taskId: string) => void): Partial<SchedulerResponse> {
   if (req.announceHost !== undefined) {
     scheduler.announceHost(hostId, req.announceHost)
     return {}
@@ -54,9 +113,10 @@ export function handleSchedulerRequest(scheduler: Scheduler, hostId: string, req
     return {}
   }
   if (req.getParents !== undefined) {
-    const parents = scheduler.getParents(hostId, req.getParents.taskId, req.getParents.limit, req.getParents.digestsFrom)
+    const { taskId, limit, digestEpoch, digests } = req.getParents
+    const parents = scheduler.getParents(hostId, taskId, limit, digestEpoch === 0 ? undefined : { epoch: digestEpoch, count: digests })
     if (grant === undefined) return { parents }
-    const g = grant(req.getParents.taskId)
+    const g = grant(taskId)
     return { parents: { ...parents, grant: g, task: parents.task === undefined ? undefined : { ...parents.task, grant: g } } }
   }
   if (req.leaveTask !== undefined) {
@@ -66,6 +126,21 @@ export function handleSchedulerRequest(scheduler: Scheduler, hostId: string, req
   if (req.leaveHost) {
     scheduler.leaveHost(hostId)
     return {}
+  }
+  if (req.reportBatch !== undefined) {
+    const reports = req.reportBatch.reports
+    if (reports.length > MAX_BATCH_REPORTS) throw new NaiadError('SN_ERR_BAD_REQUEST', `a report batch of ${reports.length} reports (at most ${MAX_BATCH_REPORTS})`)
+    // Each report succeeds or fails on its own, as if it had been a call of its own.
+    const results = reports.map((r): RpcError => {
+      try {
+        member?.(r.taskId)
+        scheduler.reportPieces(hostId, r)
+        return { code: '', message: '' }
+      } catch (err) {
+        return rpcError(err)
+      }
+    })
+    return { results }
   }
   throw new NaiadError('SN_ERR_BAD_REQUEST', 'scheduler request names no call')
 }

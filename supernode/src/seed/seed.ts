@@ -39,8 +39,8 @@ class LocalSchedulerClient implements SchedulerClient {
     return t
   }
   async reportPieces(req: Partial<ReportPiecesRequest> & { taskId: string }): Promise<void> { this.call({ reportPieces: req as ReportPiecesRequest }) }
-  async getParents(taskId: string, limit: number, _signal?: AbortSignal, digestsFrom = 0): Promise<GetParentsResponse> {
-    const p = this.call({ getParents: { taskId, limit, digestsFrom } }).parents
+  async getParents(taskId: string, limit: number): Promise<GetParentsResponse> {
+    const p = this.call({ getParents: { taskId, limit, digestEpoch: 0, digests: 0 } }).parents
     if (p === undefined) throw new NaiadError('PROTO_ERR_DECODE', 'getParents without parents')
     return p
   }

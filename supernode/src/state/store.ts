@@ -94,7 +94,7 @@ export class StateStore implements SchedulerPersistence {
         task.state = 'pending'
         task.backSourcePeer = ''
       }
-      scheduler.tasks.set(task.id, task)
+      scheduler.adoptTask(task)
     }
   }
 

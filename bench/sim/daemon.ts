@@ -1,0 +1,380 @@
+// A dfdaemon as the simulation sees it, following peer/src/download and the scheduler
+// client: per task it registers, polls getParents (every 250 ms, or the supernode's pace),
+// fetches the pieces its last answer offers (rarest among the offered parents first, peers
+// before the seed, at most `concurrency` at once and `perParent` per parent, skipping parents
+// whose upload slots are full), reports them on a beat (100 ms, or the pace; one call for all
+// its tasks on a supernode that batches, one per task before), and serves its own pieces. A
+// call unanswered after the timeout counts towards "supernode down" by the client's rules;
+// a task goes to the origin when its supernode is down and no offered parent can serve, or
+// when nothing arrived for the stall timeout.
+
+import type { Clock } from './events.ts'
+import type { NetNode, Network } from './network.ts'
+import { has, type Answer, type Call, type ParentView, type SupernodeModel, type TaskView } from './supernode.ts'
+
+export interface DaemonOptions {
+  concurrency: number
+  perParent: number
+  uploadSlots: number
+  timeoutS: number
+  stallS: number
+  pollS: number
+  beatS: number
+  keepaliveS: number
+  /** The scheduler before issue 15: no pace, a report call per task, three timeouts in a row and it is down. */
+  old: boolean
+}
+
+export const DAEMON_DEFAULTS: DaemonOptions = {
+  concurrency: 8, perParent: 3, uploadSlots: 16, timeoutS: 2, stallS: 10, pollS: 0.25, beatS: 0.1, keepaliveS: 5, old: false
+}
+
+/** The world a daemon acts in. */
+export interface World {
+  clock: Clock
+  net: Network
+  origin: NetNode
+  daemons: Daemon[]
+  random: () => number
+  /** Called when a daemon holds every piece of every task. */
+  finished: (d: Daemon) => void
+}
+
+/** What the client knows of one supernode (peer/src/scheduler/client.ts). */
+interface Link {
+  sn: SupernodeModel
+  down: boolean
+  timeouts: number
+  answers: number
+  paceMs: number
+  pacedAt: number
+  beating: boolean
+}
+
+class DaemonTask {
+  readonly view: TaskView
+  readonly link: Link
+  readonly have: Uint8Array
+  count = 0
+  readonly inflight = new Map<number, number>()
+  readonly perParent = new Map<number, number>()
+  pending: number[] = []
+  /** Old client: a report of this task in flight, or waiting for its 100 ms. */
+  reporting = false
+  parents: ParentView[] = []
+  /** Offered pieces, rarest among the offered parents first. */
+  order: number[] = []
+  registered = false
+  polling = false
+  lastProgress = 0
+  fromOrigin = false
+  done = false
+
+  constructor(view: TaskView, link: Link) {
+    this.view = view
+    this.link = link
+    this.have = new Uint8Array(view.pieceCount)
+  }
+}
+
+export class Daemon {
+  readonly id: number
+  readonly node: NetNode
+  readonly tasks: DaemonTask[] = []
+  startedAt = 0
+  doneAt = -1
+  /** Bytes fetched from the origin; tasks that went there; times the client marked a supernode down. */
+  originBytes = 0
+  originTasks = 0
+  downs = 0
+  timeouts = 0
+  private readonly links = new Map<SupernodeModel, Link>()
+  private readonly w: World
+  private readonly o: DaemonOptions
+
+  constructor(id: number, node: NetNode, views: TaskView[], world: World, options: DaemonOptions) {
+    this.id = id
+    this.node = node
+    this.w = world
+    this.o = options
+    for (const v of views) {
+      let link = this.links.get(v.owner)
+      if (link === undefined) {
+        link = { sn: v.owner, down: false, timeouts: 0, answers: 0, paceMs: 0, pacedAt: -Infinity, beating: false }
+        this.links.set(v.owner, link)
+      }
+      this.tasks.push(new DaemonTask(v, link))
+    }
+  }
+
+  get uploadsFree(): boolean {
+    return this.node.ups.size < this.o.uploadSlots
+  }
+
+  start(): void {
+    this.startedAt = this.w.clock.now
+    for (const t of this.tasks) {
+      t.lastProgress = this.w.clock.now
+      t.view.running.add(this.id)
+      this.call(t.link, { kind: 'register', results: 0, peers: 0, serve: () => { t.view.members++ } }, () => {
+        t.registered = true
+        this.poll(t)
+      }, () => this.giveUp(t))
+    }
+    for (const link of this.links.values()) this.keepalive(link)
+  }
+
+  // ------------------------------------------------------------ calls
+
+  /**
+   * One scheduler call: `ok` on an answer, `failed` on a timeout (or when the supernode is
+   * down and the call is not sent). The rules are the client's: an answer resets the count;
+   * a timeout counts only when nothing was heard since the call went out (the old client:
+   * always), and three (ten while the supernode asks for a pace) make it down.
+   */
+  private call(link: Link, c: Omit<Call, 'answer'>, ok: (a: Answer) => void, failed: () => void, probe = false): void {
+    if (link.down && !probe) {
+      failed()
+      return
+    }
+    const before = link.answers
+    let settled = false
+    const answerAt = link.sn.submit({
+      ...c,
+      answer: (a) => {
+        if (settled) return
+        settled = true
+        link.answers++
+        link.timeouts = 0
+        link.down = false
+        link.paceMs = this.o.old ? 0 : a.paceMs
+        if (a.paceMs > 0) link.pacedAt = this.w.clock.now
+        ok(a)
+      }
+    })
+    if (answerAt - this.w.clock.now <= this.o.timeoutS) return
+    this.w.clock.after(this.o.timeoutS, () => {
+      if (settled) return
+      settled = true
+      this.timeouts++
+      if (probe) return failed()
+      if (!this.o.old && link.answers > before) return failed()
+      const busy = !this.o.old && link.paceMs > 0 && this.w.clock.now - link.pacedAt < 30
+      if (++link.timeouts >= (busy ? 10 : 3) && !link.down) {
+        link.down = true
+        this.downs++
+      }
+      failed()
+    })
+  }
+
+  private keepalive(link: Link): void {
+    if (this.doneAt >= 0) return
+    this.w.clock.after(this.o.keepaliveS, () => {
+      if (this.doneAt >= 0) return
+      this.call(link, { kind: 'announce', results: 0, peers: 0 }, () => {
+        for (const t of this.tasks) if (!t.done && !t.fromOrigin && !t.polling && t.registered) this.poll(t)
+      }, () => {}, true)
+      this.keepalive(link)
+    })
+  }
+
+  // ------------------------------------------------------------ parents
+
+  private poll(t: DaemonTask): void {
+    if (t.done || t.fromOrigin) return
+    t.polling = true
+    this.call(t.link, { kind: 'parents', results: 0, peers: t.view.members }, (a) => {
+      if (!a.busy) {
+        t.parents = t.view.parents(this.id, this.w.clock.now, (p) => this.w.daemons[p].uploadsFree)
+        t.order = this.rank(t)
+        this.plan(t)
+      }
+      this.nextPoll(t)
+    }, () => {
+      if (t.link.down) {
+        t.polling = false
+        this.stuck(t)
+        return
+      }
+      this.nextPoll(t)
+    })
+  }
+
+  private nextPoll(t: DaemonTask): void {
+    if (t.done || t.fromOrigin) return
+    const idle = t.inflight.size === 0
+    // An idle task asks again sooner (a cold task's layout appears within milliseconds).
+    const wait = Math.max(idle && t.order.length === 0 ? 0.1 : this.o.pollS, t.link.paceMs / 1000)
+    this.w.clock.after(wait, () => this.poll(t))
+    if (idle) this.stuck(t)
+  }
+
+  /** Offered pieces this daemon lacks, those fewest offered parents hold first (ties at random). */
+  private rank(t: DaemonTask): number[] {
+    const n = t.view.pieceCount
+    const keys: Array<{ p: number; k: number }> = []
+    for (let p = 0; p < n; p++) {
+      if (t.have[p] === 1) continue
+      let holders = 0
+      for (const par of t.parents) if (has(par.bits, p)) holders++
+      if (holders > 0) keys.push({ p, k: holders + this.w.random() * 0.5 })
+    }
+    return keys.sort((a, b) => a.k - b.k).map((x) => x.p)
+  }
+
+  // ------------------------------------------------------------ pieces
+
+  private plan(t: DaemonTask): void {
+    if (t.done || t.fromOrigin) return
+    const order = t.order
+    const skipped: number[] = []
+    let i = 0
+    for (; i < order.length && t.inflight.size < this.o.concurrency; i++) {
+      const p = order[i]
+      if (t.have[p] === 1 || t.inflight.has(p)) continue
+      const parent = this.pick(t, p)
+      if (parent === undefined) skipped.push(p)
+      else this.fetch(t, p, parent)
+    }
+    t.order = i === 0 ? order : skipped.concat(order.slice(i))
+  }
+
+  /** A parent offering `p` with room: a peer before the seed, the least loaded first. */
+  private pick(t: DaemonTask, p: number): number | undefined {
+    let best: number | undefined
+    let load = Infinity
+    for (const par of t.parents) {
+      if (!has(par.bits, p)) continue
+      const n = t.perParent.get(par.peer) ?? 0
+      if (n >= this.o.perParent) continue
+      if (par.peer >= 0 && !this.w.daemons[par.peer].uploadsFree) continue
+      const key = n + (par.peer < 0 ? 100 : 0)
+      if (key < load) {
+        load = key
+        best = par.peer
+      }
+    }
+    return best
+  }
+
+  private fetch(t: DaemonTask, p: number, parent: number): void {
+    t.inflight.set(p, parent)
+    t.perParent.set(parent, (t.perParent.get(parent) ?? 0) + 1)
+    const arrived = (): void => {
+      t.inflight.delete(p)
+      t.perParent.set(parent, t.perParent.get(parent)! - 1)
+      this.stored(t, p)
+    }
+    if (parent >= 0) {
+      this.w.net.send(this.w.daemons[parent].node, this.node, t.view.pieceBytes, arrived)
+      return
+    }
+    // From the seed: streamed live while it still comes from the origin (as store-and-forward of the piece).
+    t.view.whenSeedHas(p, () => {
+      const t0 = this.w.clock.now
+      this.w.net.send(t.view.owner.node, this.node, t.view.pieceBytes, () => {
+        t.view.owner.seedMeasured(t.view.pieceBytes, this.w.clock.now - t0)
+        arrived()
+      })
+    })
+  }
+
+  private stored(t: DaemonTask, p: number): void {
+    if (t.have[p] === 1) return
+    t.have[p] = 1
+    t.count++
+    t.lastProgress = this.w.clock.now
+    t.pending.push(p)
+    this.report(t)
+    if (t.count === t.view.pieceCount) {
+      t.done = true
+      t.view.running.delete(this.id)
+      if (this.tasks.every((x) => x.done)) {
+        this.doneAt = this.w.clock.now
+        this.w.finished(this)
+      }
+      return
+    }
+    this.plan(t)
+    if (t.inflight.size === 0) this.stuck(t)
+  }
+
+  // ------------------------------------------------------------ reports
+
+  private report(t: DaemonTask): void {
+    const link = t.link
+    if (link.down) return
+    if (this.o.old) {
+      if (t.reporting) return
+      t.reporting = true
+      this.w.clock.after(this.o.beatS, () => this.sendReports(link, [t]))
+      return
+    }
+    if (link.beating) return
+    link.beating = true
+    // The beat is common to the daemon's tasks on this supernode: one call carries them all.
+    this.w.clock.after(Math.max(this.o.beatS, link.paceMs / 1000), () => this.sendReports(link, this.tasks.filter((x) => x.link === link)))
+  }
+
+  private sendReports(link: Link, tasks: DaemonTask[]): void {
+    const batch = tasks.map((t) => ({ t, pieces: t.pending.splice(0) })).filter((b) => b.pieces.length > 0)
+    const again = (): void => {
+      for (const t of tasks) t.reporting = false
+      link.beating = false
+      for (const t of tasks) if (t.pending.length > 0) this.report(t)
+    }
+    if (batch.length === 0) return again()
+    const results = batch.reduce((n, b) => n + b.pieces.length, 0)
+    this.call(link, {
+      kind: 'report',
+      results,
+      peers: 0,
+      serve: () => { for (const b of batch) b.t.view.report(this.id, b.pieces) }
+    }, again, () => {
+      // Kept for the next call (the supernode may have recorded them anyway: reports are idempotent).
+      for (const b of batch) b.t.pending.unshift(...b.pieces)
+      if (link.down) {
+        for (const t of tasks) t.reporting = false
+        link.beating = false
+        return
+      }
+      again()
+    })
+  }
+
+  // ------------------------------------------------------------ the origin
+
+  /** Nothing in flight: go to the origin when the supernode is down and no parent serves, or after the stall timeout. */
+  private stuck(t: DaemonTask): void {
+    if (t.done || t.fromOrigin || t.inflight.size > 0) return
+    if (t.link.down && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t)
+    const left = this.o.stallS - (this.w.clock.now - t.lastProgress)
+    if (left <= 0) return this.backToSource(t)
+    this.w.clock.after(left + 0.001, () => { if (t.inflight.size === 0) this.stuck(t) })
+  }
+
+  private giveUp(t: DaemonTask): void {
+    this.backToSource(t)
+  }
+
+  private backToSource(t: DaemonTask): void {
+    if (t.done || t.fromOrigin) return
+    t.fromOrigin = true
+    this.originTasks++
+    // One piece after another from the origin (its own pieces still count for the swarm).
+    const next = (): void => {
+      let p = 0
+      while (p < t.view.pieceCount && (t.have[p] === 1 || t.inflight.has(p))) p++
+      if (p >= t.view.pieceCount) return
+      t.inflight.set(p, -2)
+      this.originBytes += t.view.pieceBytes
+      this.w.net.send(this.w.origin, this.node, t.view.pieceBytes, () => {
+        t.inflight.delete(p)
+        this.stored(t, p)
+        next()
+      })
+    }
+    next()
+  }
+}

@@ -1,0 +1,127 @@
+// The scheduler's saturation signal. A supernode's calls all run on one event loop; when
+// daemons ask more of it than it can do, every call waits longer in the sockets, and a
+// daemon whose calls time out three times in a row takes the supernode for dead and goes to
+// the origin: the worst answer to a busy supernode. So the gauge watches the event loop
+// (its utilisation and how late a timer fires) and turns it into a pace, sent with every
+// answer: "leave at least this long between one task's calls". Daemons report less often,
+// in larger batches, and poll for parents less often; the load falls to what the supernode
+// can do instead of piling up. When the loop lags badly even so, get_parents calls (the ones
+// a daemon can do without for a while: it keeps the parents it has) are answered at once
+// with SN_ERR_BUSY instead of being computed.
+
+import { performance, type EventLoopUtilization } from 'node:perf_hooks'
+
+export interface PressureOptions {
+  /** How often the event loop is sampled. */
+  sampleMs: number
+  /**
+   * Least time between two changes of the pace. A change shows only once daemons have
+   * heard of it, at their next call, up to one pace later: the pace changes at most once a
+   * pace, so that it does not run past its mark.
+   */
+  adjustMs: number
+  /** Utilisation (0..1, averaged since the last change) the pace aims at; above `high` it grows, below `low` it shrinks. */
+  target: number
+  high: number
+  low: number
+  /** Timer lag (smoothed) above which the pace grows whatever the utilisation. */
+  lagHighMs: number
+  /** Pace the first step of pressure sets, and the most it grows to. */
+  minPaceMs: number
+  maxPaceMs: number
+  /** Lag (smoothed) above which get_parents is put off (SN_ERR_BUSY). */
+  busyLagMs: number
+}
+
+export const PRESSURE_DEFAULTS: PressureOptions = {
+  sampleMs: 100,
+  adjustMs: 500,
+  target: 0.75,
+  high: 0.85,
+  low: 0.6,
+  lagHighMs: 100,
+  minPaceMs: 250,
+  maxPaceMs: 5_000,
+  busyLagMs: 500
+}
+
+/** What the service asks of the gauge; tests hand it a fixed one. */
+export interface Pressure {
+  /** Least time between one task's calls that daemons should leave now, ms; 0: no limit. */
+  readonly paceMs: number
+  /** Put off calls that can wait (get_parents). */
+  busy(): boolean
+}
+
+export class PressureGauge implements Pressure {
+  paceMs = 0
+  /** Smoothed event-loop utilisation, 0..1. */
+  utilization = 0
+  /** Smoothed lag of a timer, ms. */
+  lagMs = 0
+  /** Calls put off since start. */
+  deferred = 0
+
+  private readonly options: PressureOptions
+  private timer: NodeJS.Timeout | undefined
+  private last: EventLoopUtilization | undefined
+  private expected = 0
+  /** Utilisation summed over the samples since the pace last changed, and their time. */
+  private windowSum = 0
+  private windowMs = 0
+
+  constructor(options: Partial<PressureOptions> = {}) {
+    this.options = { ...PRESSURE_DEFAULTS, ...options }
+  }
+
+  start(): void {
+    if (this.timer !== undefined) return
+    this.last = performance.eventLoopUtilization()
+    this.expected = performance.now() + this.options.sampleMs
+    this.timer = setInterval(() => {
+      const now = performance.now()
+      const elu = performance.eventLoopUtilization(this.last)
+      this.last = performance.eventLoopUtilization()
+      const lag = Math.max(0, now - this.expected)
+      this.expected = now + this.options.sampleMs
+      this.sample(elu.utilization, lag)
+    }, this.options.sampleMs)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  busy(): boolean {
+    return this.lagMs >= this.options.busyLagMs
+  }
+
+  /** One sample of the loop: its utilisation over the last interval and how late the timer fired. */
+  sample(utilization: number, lagMs: number): void {
+    const o = this.options
+    this.utilization = this.utilization * 0.7 + utilization * 0.3
+    this.lagMs = this.lagMs * 0.7 + lagMs * 0.3
+    this.windowSum += utilization * o.sampleMs
+    this.windowMs += o.sampleMs
+    if (this.windowMs < Math.max(o.adjustMs, this.paceMs)) return
+    const u = this.windowSum / this.windowMs
+    this.windowSum = 0
+    this.windowMs = 0
+    // Daemons' calls fall in proportion to the pace, and the loop's work with them: the pace
+    // moves by the ratio of the utilisation to its target (at most doubling, at least halving).
+    // Lag alone (the process starved of CPU by others) raises it only when large, and holds it
+    // from falling while it lasts.
+    if (u > o.high || this.lagMs > o.lagHighMs) {
+      this.paceMs = this.paceMs === 0 ? o.minPaceMs : Math.min(o.maxPaceMs, Math.round(this.paceMs * clamp(u / o.target, 1.2, 2)))
+    } else if (u < o.low && this.lagMs < o.lagHighMs / 2 && this.paceMs > 0) {
+      const next = this.paceMs * clamp(u / o.target, 0.5, 0.9)
+      this.paceMs = next < o.minPaceMs * 0.75 ? 0 : Math.round(next)
+    }
+  }
+}
+
+function clamp(x: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, x))
+}

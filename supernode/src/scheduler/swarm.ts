@@ -1,0 +1,301 @@
+// One task's swarm, indexed for getParents: how many peers hold each piece, which peers
+// hold it (the candidate sets), how many children each parent serves now, how many peers
+// are still downloading, and the piece digests in the order they were published. Every
+// change to a task's peers goes through here, so a call to getParents reads these counts
+// instead of walking every peer's bitmap.
+//
+// Everything here is derived from what peers announced (registrations, piece reports) and
+// from the task's published digests: it lives in the memory of the supernode that owns the
+// task and is rebuilt from the peers' state (`new Swarm(task)`), e.g. after they re-announce
+// to a new owner. Nothing in it needs to be persisted or shared.
+
+import { randomInt } from 'node:crypto'
+
+import type { Bitmap, PieceDigest } from '@naiad/proto'
+
+import type { PeerState, TaskState } from './scheduler.ts'
+
+/** How long a parent edge counts towards its parent's children (its busy upload slots). */
+export const EDGE_WINDOW_MS = 2_000
+
+/** Piece numbers stay below this in a sort key (MAX_PIECES of the scheduler is 2^20). */
+const PIECE_KEY = 2 ** 21
+
+/** A holder list is compacted when it holds this many more entries than live holders (and twice as many). */
+const COMPACT_SLACK = 16
+
+export class Swarm {
+  /** Peers holding each piece: every peer of the task, whatever its state (getParents's rarity weights). */
+  holders = new Uint32Array(64)
+  /** Peers of the task in state running (the seed included when it runs). */
+  running = 0
+  /**
+   * Names the current set of published digests: a random number, new whenever the task's
+   * digests start over (a fresh task, a reset after failure, a restarted supernode). A daemon
+   * that names the epoch and how many digests it holds is sent only the ones after them.
+   */
+  epoch = 0
+
+  private readonly task: TaskState
+  /** Per piece, the slots of the peers that set its bit; may hold stale entries (see holdersOf). */
+  private readonly lists: number[][] = []
+  private readonly slots: Array<PeerState | undefined> = []
+  private readonly slotOf = new Map<string, number>()
+  private readonly free: number[] = []
+  /** Per slot, the stamp of the last gather that took it (each peer once per call). */
+  private seen = new Uint32Array(64)
+  private stamp = 0
+  /** Parent → child → when the child last fetched a piece from it (the reverse of each peer's `parents`). */
+  private readonly childrenOf = new Map<string, Map<string, number>>()
+  /** The task's digests, in the order they were published. */
+  private digests: PieceDigest[] = []
+
+  constructor(task: TaskState) {
+    this.task = task
+    this.epoch = newEpoch()
+    for (const peer of task.peers.values()) this.index(peer)
+    for (const [num, p] of task.pieces) this.digests.push({ num, length: p.length, sha256: p.sha256 })
+  }
+
+  /** Adds a peer, or replaces the peer of the same host (keeping or replacing its bitmap). */
+  put(peer: PeerState): void {
+    const old = this.task.peers.get(peer.hostId)
+    if (old !== undefined) {
+      if (old.parents !== peer.parents) {
+        for (const parent of old.parents.keys()) this.childrenOf.get(parent)?.delete(peer.hostId)
+        for (const [parent, at] of peer.parents) this.addEdge(peer, parent, at)
+      }
+      if (old.state === 'running') this.running--
+      if (old.bitmap !== peer.bitmap) {
+        this.unholdAll(old.bitmap)
+        this.task.peers.set(peer.hostId, peer)
+        this.slots[this.slotOf.get(peer.hostId)!] = peer
+        this.holdAll(peer, this.slotOf.get(peer.hostId)!)
+      } else {
+        this.task.peers.set(peer.hostId, peer)
+        this.slots[this.slotOf.get(peer.hostId)!] = peer
+      }
+      if (peer.state === 'running') this.running++
+      return
+    }
+    this.task.peers.set(peer.hostId, peer)
+    this.index(peer)
+  }
+
+  /** Removes a host's peer; false when it had none. */
+  remove(hostId: string): boolean {
+    const peer = this.task.peers.get(hostId)
+    if (peer === undefined) return false
+    this.task.peers.delete(hostId)
+    if (peer.state === 'running') this.running--
+    this.unholdAll(peer.bitmap)
+    for (const parent of peer.parents.keys()) this.childrenOf.get(parent)?.delete(hostId)
+    const slot = this.slotOf.get(hostId)!
+    this.slotOf.delete(hostId)
+    this.slots[slot] = undefined
+    this.free.push(slot)
+    return true
+  }
+
+  /** Marks piece `num` held by `peer`; false when it was already. */
+  setPiece(peer: PeerState, num: number): boolean {
+    if (peer.bitmap.has(num)) return false
+    peer.bitmap.set(num)
+    this.hold(num, this.slotOf.get(peer.hostId)!)
+    return true
+  }
+
+  setState(peer: PeerState, state: PeerState['state']): void {
+    if (peer.state === state) return
+    if (peer.state === 'running') this.running--
+    if (state === 'running') this.running++
+    peer.state = state
+  }
+
+  /** `child` fetched a piece from `parentId` at `at`. */
+  addEdge(child: PeerState, parentId: string, at: number): void {
+    child.parents.set(parentId, at)
+    let edges = this.childrenOf.get(parentId)
+    if (edges === undefined) {
+      // Parents that left or stopped serving leave maps behind; drop the expired ones now and then.
+      if (this.childrenOf.size > 2 * this.task.peers.size + 64) for (const parent of [...this.childrenOf.keys()]) this.children(parent, at)
+      edges = new Map()
+      this.childrenOf.set(parentId, edges)
+    }
+    edges.set(child.hostId, at)
+  }
+
+  /** `peer` no longer counts as anybody's child (it finished, failed, or starts over). */
+  clearEdges(peer: PeerState): void {
+    for (const parent of peer.parents.keys()) this.childrenOf.get(parent)?.delete(peer.hostId)
+    peer.parents.clear()
+  }
+
+  /**
+   * Peers of the task that fetched from `parentId` within the edge window before `now`
+   * (each child once, by its latest piece from it). Expired edges are dropped on the way, so
+   * the cost is the parent's recent children.
+   */
+  children(parentId: string, now: number): number {
+    const edges = this.childrenOf.get(parentId)
+    if (edges === undefined) return 0
+    let n = 0
+    for (const [child, at] of edges) {
+      if (now - at < EDGE_WINDOW_MS) n++
+      else edges.delete(child)
+    }
+    if (edges.size === 0) this.childrenOf.delete(parentId)
+    return n
+  }
+
+  addDigest(digest: PieceDigest): void {
+    this.digests.push(digest)
+  }
+
+  /** The task's digests start over (the task failed and is reset): a new epoch. */
+  resetDigests(): void {
+    this.digests = []
+    this.epoch = newEpoch()
+  }
+
+  /** Published digests from position `from` on, in publication order. */
+  publishedFrom(from: number): PieceDigest[] {
+    return from <= 0 ? this.digests.slice() : this.digests.slice(from)
+  }
+
+  get published(): number {
+    return this.digests.length
+  }
+
+  /**
+   * Up to `max` peers worth scoring for a requester holding `mine`: holders of the pieces it
+   * lacks, the rarest pieces first (ties in random order), each list entered at a random
+   * place so that every holder of a common piece gets its turn. `eligible` rules out peers
+   * that cannot be parents now; at most `budget` list entries are read, so the cost of a call
+   * does not grow with the swarm.
+   */
+  gather(mine: Bitmap, requester: string, max: number, budget: number, eligible: (peer: PeerState) => boolean): PeerState[] {
+    // Pieces the requester lacks that somebody holds, rarest first, ties in random order:
+    // each as one number (holders, a random tiebreak, the piece) sorted natively.
+    const bits = mine.view()
+    const holders = this.holders
+    const keys = new Float64Array(holders.length)
+    let m = 0
+    for (let n = 0; n < holders.length; n++) {
+      if (holders[n] === 0) continue
+      const byte = n >> 3
+      if (byte < bits.length && (bits[byte] & (1 << (n & 7))) !== 0) continue
+      keys[m++] = (holders[n] * 1024 + randomIndex(1024)) * PIECE_KEY + n
+    }
+    const missing = keys.subarray(0, m).sort()
+    if (++this.stamp === 0xffffffff) {
+      this.seen.fill(0)
+      this.stamp = 1
+    }
+    const out: PeerState[] = []
+    const self = this.slotOf.get(requester)
+    if (self !== undefined) this.seen[self] = this.stamp
+    // First a few holders of each piece, rarest first, so that the pool covers several
+    // rare pieces; then, if room is left, whoever else holds them.
+    const perPiece = Math.max(4, Math.ceil(max / 8))
+    for (let pass = 0; pass < 2 && out.length < max && budget > 0; pass++) {
+      for (const key of missing) {
+        budget = this.take(key % PIECE_KEY, pass === 0 ? perPiece : max, max, budget, out, eligible)
+        if (out.length >= max || budget <= 0) break
+      }
+    }
+    return out
+  }
+
+  /** Takes up to `want` eligible, unseen holders of piece `n` into `out`; returns the budget left. */
+  private take(n: number, want: number, max: number, budget: number, out: PeerState[], eligible: (peer: PeerState) => boolean): number {
+    let list = this.lists[n]
+    if (list === undefined || list.length === 0) return budget
+    if (list.length > 2 * this.holders[n] + COMPACT_SLACK) list = this.compact(n)
+    const len = list.length
+    const start = randomIndex(len)
+    let taken = 0
+    for (let k = 0; k < len && budget > 0; k++) {
+      budget--
+      const slot = list[(start + k) % len]
+      if (this.seen[slot] === this.stamp) continue
+      const peer = this.slots[slot]
+      if (peer === undefined || !peer.bitmap.has(n)) continue
+      this.seen[slot] = this.stamp
+      if (!eligible(peer)) continue
+      out.push(peer)
+      if (++taken >= want || out.length >= max) break
+    }
+    return budget
+  }
+
+  private index(peer: PeerState): void {
+    const slot = this.free.pop() ?? this.slots.length
+    this.slots[slot] = peer
+    this.slotOf.set(peer.hostId, slot)
+    if (slot >= this.seen.length) {
+      const next = new Uint32Array(Math.max(slot + 1, this.seen.length * 2))
+      next.set(this.seen)
+      this.seen = next
+    }
+    if (peer.state === 'running') this.running++
+    this.holdAll(peer, slot)
+    for (const [parent, at] of peer.parents) this.addEdge(peer, parent, at)
+  }
+
+  private holdAll(peer: PeerState, slot: number): void {
+    const bits = peer.bitmap.view()
+    for (let i = 0; i < bits.length; i++) {
+      const b = bits[i]
+      if (b === 0) continue
+      for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) this.hold(i * 8 + j, slot)
+    }
+  }
+
+  private hold(num: number, slot: number): void {
+    if (num >= this.holders.length) {
+      const next = new Uint32Array(Math.max(num + 1, this.holders.length * 2))
+      next.set(this.holders)
+      this.holders = next
+    }
+    this.holders[num]++
+    const list = this.lists[num] ??= []
+    list.push(slot)
+    if (list.length > 2 * this.holders[num] + COMPACT_SLACK) this.compact(num)
+  }
+
+  private unholdAll(bitmap: Bitmap): void {
+    const bits = bitmap.view()
+    for (let i = 0; i < bits.length; i++) {
+      const b = bits[i]
+      if (b === 0) continue
+      for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) this.holders[i * 8 + j]--
+    }
+  }
+
+  /** Drops stale and repeated entries from piece `num`'s holder list. */
+  private compact(num: number): number[] {
+    const list = this.lists[num]
+    // Not the gather's stamps: a compaction may run in the middle of a gather.
+    const kept = new Set<number>()
+    let w = 0
+    for (let r = 0; r < list.length; r++) {
+      const slot = list[r]
+      const peer = this.slots[slot]
+      if (peer === undefined || kept.has(slot) || !peer.bitmap.has(num)) continue
+      kept.add(slot)
+      list[w++] = slot
+    }
+    list.length = w
+    return list
+  }
+}
+
+function newEpoch(): number {
+  return randomInt(1, 0xffffffff)
+}
+
+/** A random index below n (n ≥ 1); Math.random is enough to spread load. */
+function randomIndex(n: number): number {
+  return Math.floor(Math.random() * n)
+}
