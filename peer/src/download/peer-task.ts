@@ -69,6 +69,8 @@ const BUSY_POLL_MIN_MS = 100
 const REPORT_DELAY_MS = 100
 /** Longest wait at the end for the source's whole-content digest before reading the content back. */
 const SOURCE_DIGEST_WAIT_MS = 2_000
+/** Registrations tried while the scheduler client still counts the supernode up (a loaded one answers late). */
+const REGISTER_ATTEMPTS = 3
 /** Bytes asked of a lone source at once (at least 16 pieces): the scheduler grants as much. */
 const DEFAULT_SOURCE_WINDOW_BYTES = 64 * 1024 * 1024
 /** While peers can serve, pieces in flight from the source at once (its uplink is everyone's). */
@@ -185,7 +187,7 @@ export class PeerTask {
   }
 
   async run(signal: AbortSignal): Promise<DownloadResult> {
-    const { store, scheduler } = this.c
+    const { store } = this.c
     const unpin = store.pin(this.id)
     const started = Date.now()
     const onTaskAbort = (): void => {
@@ -205,14 +207,7 @@ export class PeerTask {
         return { taskId: this.id, contentLength: existing.contentLength, sha256: existing.sha256.toString('hex'), fromPeers: 0, fromOrigin: 0, cached: true }
       }
       taskStarted.publish({ taskId: this.id, url: this.req.url })
-      let info: TaskInfo | undefined
-      if (scheduler.available) {
-        try {
-          info = await scheduler.registerTask(this.registration(), AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
-        } catch (err) {
-          this.log.warn({ err: (err as Error).message }, 'scheduler unavailable, going to the origin')
-        }
-      }
+      const info = await this.register(signal)
       taskRegistered.publish({ taskId: this.id, scheduled: info !== undefined, backToSource: info?.backToSource ?? false })
       if (info === undefined) {
         await this.backToSource('scheduler unavailable', signal)
@@ -307,6 +302,31 @@ export class PeerTask {
 
   private complete(): boolean {
     return this.pieceCount >= 0 && this.pieceSize > 0 && this.c.store.bitmap(this.id).count() >= this.pieceCount
+  }
+
+  /**
+   * Registers the task; undefined when the scheduler cannot be had (the download then goes to
+   * the origin). A slow answer from a loaded supernode is not a reason to go there: a call that
+   * timed out is tried again while the scheduler client still counts the supernode up — it
+   * marks it down after a few timeouts with nothing heard meanwhile.
+   */
+  private async register(signal: AbortSignal): Promise<TaskInfo | undefined> {
+    const { scheduler } = this.c
+    for (let attempt = 1; scheduler.available; attempt++) {
+      try {
+        return await scheduler.registerTask(this.registration(), AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
+      } catch (err) {
+        signal.throwIfAborted()
+        const code = (err as Partial<NaiadError>).code
+        const slow = code === 'PROTO_ERR_TIMEOUT' || code === 'PROTO_ERR_ABORTED'
+        if (!slow || attempt >= REGISTER_ATTEMPTS || !scheduler.available) {
+          this.log.warn({ err: (err as Error).message, attempts: attempt }, 'scheduler unavailable, going to the origin')
+          return undefined
+        }
+        this.log.info({ err: (err as Error).message, attempt }, 'the scheduler answered late; registering again')
+      }
+    }
+    return undefined
   }
 
   /** Pieces from parents until every piece is here; the origin when the swarm cannot help. */
