@@ -4,7 +4,7 @@
 
 import type { Host } from '@naiad/proto'
 
-import type { HostState, PeerState, TaskState } from './scheduler.ts'
+import type { HostState, PeerState, TaskState } from './state.ts'
 
 export interface Candidate {
   peer: PeerState

@@ -12,7 +12,7 @@
 import { Bitmap } from '@naiad/proto'
 
 import type { Candidate } from './scoring.ts'
-import type { TaskState } from './scheduler.ts'
+import type { TaskState } from './state.ts'
 
 /** Pieces only the seed holds (or is still fetching) that one child may be handed at a time, at least. */
 const SEED_GRANTS_PER_CHILD = 2

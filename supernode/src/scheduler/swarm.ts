@@ -13,7 +13,7 @@ import { randomInt } from 'node:crypto'
 
 import type { Bitmap, PieceDigest } from '@naiad/proto'
 
-import type { PeerState, TaskState } from './scheduler.ts'
+import type { PeerState, TaskState } from './state.ts'
 
 /** How long a parent edge counts towards its parent's children (its busy upload slots). */
 export const EDGE_WINDOW_MS = 2_000
