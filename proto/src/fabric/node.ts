@@ -12,7 +12,7 @@ import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 
 import { NaiadError } from '../errors.ts'
-import { guardNode, type FabricGuard } from './membership.ts'
+import { guardNode, type FabricGuard } from './guard.ts'
 
 export type FabricNode = Libp2p
 

@@ -1,0 +1,88 @@
+// The fabric's gate: a node built with a guard asks it, at the handshake and before every
+// stream, whether the other side may use this node (see membership.ts for the guard members
+// use), and answers the membership protocol with it. Apart from membership.ts so that the
+// node (node.ts) can install the gate without importing the calls membership makes.
+
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+
+import { f, message, type MessageOf } from '../codec/wire.ts'
+import { NaiadError } from '../errors.ts'
+import { RpcError } from '../messages/index.ts'
+import { LIMITS, PROTOCOLS } from '../protocols.ts'
+
+/** renew false: "show me your credential"; renew true (to the supernode): "issue me a fresh one". */
+export const MembershipRequest = message('MembershipRequest', {
+  renew: f.bool(1)
+})
+
+export const MembershipResponse = message('MembershipResponse', {
+  error: f.message(1, RpcError),
+  credential: f.bytes(2),
+  /** With a renewal: peers revoked whose credentials may still be unexpired. */
+  revoked: f.repeated(f.string(3))
+})
+
+export type MembershipRequest = MessageOf<typeof MembershipRequest>
+export type MembershipResponse = MessageOf<typeof MembershipResponse>
+
+export interface FabricGuard {
+  /** At the handshake: refuse this peer outright (it cannot even open a stream). */
+  denyPeer(peerId: string): boolean
+  /** Before any stream on `connection` is handled or opened: is the other side a member? */
+  admit(connection: Connection, signal: AbortSignal): Promise<boolean>
+  /** This node's answer on the membership protocol. */
+  answer(req: MembershipRequest, connection: Connection): Promise<Partial<MembershipResponse>> | Partial<MembershipResponse>
+}
+
+/**
+ * Puts `guard` in front of every protocol of `node`: handlers registered with `node.handle`
+ * (by anyone: the scheduler, plugins, uploads, control) run only for members, streams are
+ * opened with `node.dialProtocol` only to members, and the membership protocol answers.
+ */
+export async function guardNode(node: Libp2p, guard: FabricGuard): Promise<void> {
+  const handle = node.handle.bind(node)
+  const refuse = (stream: Stream, connection: Connection, why: string): void => {
+    stream.abort(new NaiadError('PROTO_ERR_FORBIDDEN', why))
+    void connection.close().catch(() => connection.abort(new Error(why)))
+  }
+  await handle(PROTOCOLS.membership, async (stream, connection) => {
+    const signal = AbortSignal.timeout(LIMITS.callTimeoutMs)
+    const lp = lpStream(stream, { maxDataLength: 1024 })
+    try {
+      const req = MembershipRequest.decode((await lp.read({ signal })).subarray())
+      let res: Partial<MembershipResponse>
+      try {
+        res = await guard.answer(req, connection)
+      } catch (err) {
+        const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_REMOTE', String(err))
+        res = { error: { code: e.code, message: e.message } }
+      }
+      await lp.write(MembershipResponse.encode(res), { signal })
+      await stream.close({ signal })
+    } catch (err) {
+      stream.abort(err as Error)
+    }
+  }, { maxInboundStreams: 8 })
+
+  node.handle = async (protocol, handler, options) => handle(protocol, async (stream, connection) => {
+    let ok = false
+    try {
+      ok = await guard.admit(connection, AbortSignal.timeout(LIMITS.callTimeoutMs))
+    } catch {
+      ok = false
+    }
+    if (!ok) return refuse(stream, connection, `${connection.remotePeer.toString()} is not a member of this cluster`)
+    return handler(stream, connection)
+  }, options)
+
+  node.dialProtocol = async (peer, protocols, options = {}) => {
+    const connection = await node.dial(peer, options)
+    const ok = await guard.admit(connection, options.signal ?? AbortSignal.timeout(LIMITS.callTimeoutMs)).catch(() => false)
+    if (!ok) {
+      void connection.close().catch(() => {})
+      throw new NaiadError('PROTO_ERR_FORBIDDEN', `${connection.remotePeer.toString()} is not a member of this cluster`)
+    }
+    return connection.newStream(protocols, options)
+  }
+}
