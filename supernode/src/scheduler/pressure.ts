@@ -111,11 +111,12 @@ export class PressureGauge implements Pressure {
     this.windowMs = 0
     // Daemons' calls fall in proportion to the pace, and the loop's work with them: the pace
     // moves by the ratio of the utilisation to its target (at most doubling, at least halving).
-    // Lag alone (the process starved of CPU by others) raises it only when large, and holds it
-    // from falling while it lasts.
-    if (u > o.high || this.lagMs > o.lagHighMs) {
+    // A large lag raises it too, but only while the loop is busy: a late timer over a mostly
+    // idle loop means other processes hold the CPU, and slowing the daemons' polls would only
+    // slow their downloads (on a shared host the pace sat at its ceiling for that alone).
+    if (u > o.high || (this.lagMs > o.lagHighMs && u > o.low)) {
       this.paceMs = this.paceMs === 0 ? o.minPaceMs : Math.min(o.maxPaceMs, Math.round(this.paceMs * clamp(u / o.target, 1.2, 2)))
-    } else if (u < o.low && this.lagMs < o.lagHighMs / 2 && this.paceMs > 0) {
+    } else if (u < o.low && this.paceMs > 0) {
       const next = this.paceMs * clamp(u / o.target, 0.5, 0.9)
       this.paceMs = next < o.minPaceMs * 0.75 ? 0 : Math.round(next)
     }
