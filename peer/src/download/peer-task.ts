@@ -408,7 +408,6 @@ export class PeerTask {
     }
   }
 
-  /** Starts the fetches the planner chooses; returns how many. */
   /** Starts the fetches the planner chooses; `room`: slots were left that nothing could fill. */
   private schedule(signal: AbortSignal): { started: number; room: boolean } {
     if (this.pieceSize === 0 || this.pieceCount <= 0) return { started: 0, room: true }
