@@ -99,12 +99,11 @@ export class LocalApiClient implements LocalApi {
       bodyTimeout: 0
     }, options.signal)
     if (res.statusCode !== 200) throw await this.failure(res, 'POST /api/v1/downloads')
-    const body = res
 
     let buffered = ''
     let finished = false
     try {
-      for await (const chunk of body) {
+      for await (const chunk of res) {
         buffered += (chunk as Buffer).toString('utf8')
         let nl = buffered.indexOf('\n')
         while (nl >= 0) {
@@ -127,8 +126,8 @@ export class LocalApiClient implements LocalApi {
     } catch (err) {
       throw this.transportError(err, options.signal, 'the connection to the daemon broke during the download')
     } finally {
-      if (!finished) body.on('error', () => {}).destroy()
-      else body.resume()
+      if (!finished) res.on('error', () => {}).destroy()
+      else res.resume()
     }
     throw new NaiadError(this.unreachable, 'the daemon closed the event stream before the download finished')
   }
@@ -148,18 +147,17 @@ export class LocalApiClient implements LocalApi {
     const sha = res.headers['x-naiad-sha256']
     const signal = options.signal
     const transportError = this.transportError.bind(this)
-    const body = res
     return {
       status,
       contentLength: typeof len === 'string' && /^\d+$/.test(len) ? Number(len) : -1,
       sha256: typeof sha === 'string' ? sha.toLowerCase() : '',
       body: (async function* () {
         try {
-          for await (const chunk of body) yield chunk as Buffer
+          for await (const chunk of res) yield chunk as Buffer
         } catch (err) {
           throw transportError(err, signal, 'the connection to the daemon broke while reading the content')
         } finally {
-          if (!body.readableEnded) body.on('error', () => {}).destroy()
+          if (!res.readableEnded) res.on('error', () => {}).destroy()
         }
       })()
     }
@@ -168,7 +166,6 @@ export class LocalApiClient implements LocalApi {
   async close(): Promise<void> {
     // destroy, not close: an abandoned stream must not hold the process open.
     this.agent.destroy()
-    await Promise.resolve()
   }
 
   /**
