@@ -23,15 +23,20 @@ export class BufferPool {
         return Buffer.allocUnsafeSlow(this.size)
       }
       signal?.throwIfAborted()
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          signal?.removeEventListener('abort', done)
-          resolve()
-        }
-        this.waiters.push(done)
-        signal?.addEventListener('abort', done, { once: true })
-      })
+      await this.nextGive(signal)
     }
+  }
+
+  /** Resolves at the next give (or when `signal` fires). */
+  private nextGive(signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        signal?.removeEventListener('abort', done)
+        resolve()
+      }
+      this.waiters.push(done)
+      signal?.addEventListener('abort', done, { once: true })
+    })
   }
 
   give(buf: Buffer): void {
@@ -44,14 +49,7 @@ export class BufferPool {
   async drained(signal?: AbortSignal): Promise<void> {
     while (this.free.length < this.allocated) {
       signal?.throwIfAborted()
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          signal?.removeEventListener('abort', done)
-          resolve()
-        }
-        this.waiters.push(done)
-        signal?.addEventListener('abort', done, { once: true })
-      })
+      await this.nextGive(signal)
     }
   }
 }
