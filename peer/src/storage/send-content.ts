@@ -6,6 +6,7 @@ import { Readable, type Writable } from 'node:stream'
 
 import { NaiadError } from '@naiad/proto'
 
+import { BufferPool } from '../channel/buffer-pool.ts'
 import type { TaskHandle } from '../download/task-manager.ts'
 import type { PieceStore } from './piece-store.ts'
 
@@ -32,75 +33,61 @@ export function contentStream(store: PieceStore, id: string, start: number, end:
 const SEND_CHUNK = 1024 * 1024
 const SEND_BUFFERS = 4
 
-/**
- * Buffers of one transfer, kept across the calls that send it piece by piece (a cold
- * download is sent as its verified prefix grows: a new set per call was 1–4 MiB of
- * external memory per piece, and the collector's time).
- */
-export class SendBuffers {
-  readonly free: Buffer[] = []
-  allocated = 0
+/** The buffers of one transfer: several calls that send it piece by piece share one pool. */
+export function sendBuffers(): BufferPool {
+  return new BufferPool(SEND_BUFFERS, SEND_CHUNK)
 }
 
 /**
  * Writes bytes [start, end] (inclusive) of a task's stored content to `out`, without
- * ending it. Reads run ahead of the socket into a few buffers that are reused once the
- * socket has taken their bytes (a write's callback), so disk reads overlap socket writes
- * and a transfer allocates no buffers per chunk. Back-pressure: at most SEND_BUFFERS
- * chunks are in flight. Rejects if `out` is closed or errors before the last write landed.
+ * ending it. Reads run ahead of the socket into the pool's few buffers, which come back
+ * once the socket has taken their bytes (a write's callback), so disk reads overlap socket
+ * writes and a transfer allocates no buffers per chunk. Back-pressure: at most the pool's
+ * buffers are in flight. Rejects if `out` is closed or errors before the last write landed.
  * Only bytes the store lists as verified may be asked for. Holds a pin while it runs.
- * `buffers` lets several calls for one transfer reuse the same buffers.
+ * A cold download is sent as its verified prefix grows: its calls share `pool` (a new set
+ * per call was 1–4 MiB of external memory per piece, and the collector's time).
  */
-export async function sendContent(store: PieceStore, id: string, start: number, end: number, out: Writable, buffers = new SendBuffers()): Promise<void> {
+export async function sendContent(store: PieceStore, id: string, start: number, end: number, out: Writable, pool = sendBuffers()): Promise<void> {
   if (end < start) return
-  const free = buffers.free
-  let pending = 0
+  const stop = new AbortController()
   let failure: Error | undefined
-  let wake: (() => void) | undefined
-  const onClose = (): void => {
-    failure ??= new NaiadError('PROTO_ERR_ABORTED', 'the client closed the connection')
-    wake?.()
-  }
-  const onError = (err: Error): void => {
+  const fail = (err: Error): void => {
     failure ??= err
-    wake?.()
+    stop.abort(failure)
   }
+  const onClose = (): void => fail(new NaiadError('PROTO_ERR_ABORTED', 'the client closed the connection'))
   out.once('close', onClose)
-  out.once('error', onError)
+  out.once('error', fail)
   const unpin = store.pin(id)
-  const wait = (): Promise<void> => new Promise<void>((resolve) => { wake = resolve })
   try {
     if (out.destroyed) onClose()
     let pos = start
     while (pos <= end && failure === undefined) {
-      let buf = free.pop()
-      if (buf === undefined && buffers.allocated < SEND_BUFFERS) {
-        buf = Buffer.allocUnsafeSlow(SEND_CHUNK)
-        buffers.allocated++
+      const buf = await pool.take(stop.signal).catch(() => undefined)
+      if (buf === undefined) break
+      const chunk = buf.subarray(0, Math.min(buf.length, end + 1 - pos))
+      try {
+        await store.readInto(id, pos, chunk)
+      } catch (err) {
+        pool.give(buf)
+        throw err
       }
-      if (buf === undefined) {
-        await wait()
-        continue
+      if (failure !== undefined) {
+        pool.give(buf)
+        break
       }
-      const n = Math.min(SEND_CHUNK, end + 1 - pos)
-      const chunk = buf.subarray(0, n)
-      await store.readInto(id, pos, chunk)
-      if (failure !== undefined) break
-      pos += n
-      pending++
-      const owned = buf
+      pos += chunk.length
       out.write(chunk, (err) => {
-        pending--
-        if (err !== undefined && err !== null) failure ??= err
-        else free.push(owned)
-        wake?.()
+        if (err !== undefined && err !== null) fail(err)
+        pool.give(buf)
       })
     }
-    while (pending > 0 && failure === undefined) await wait()
+    await pool.drained(stop.signal).catch(() => {})
     if (failure !== undefined) throw failure
   } finally {
     out.off('close', onClose)
-    out.off('error', onError)
+    out.off('error', fail)
     unpin()
   }
 }
@@ -130,13 +117,13 @@ export async function waitServable(handle: TaskHandle, beyond: number, signal?: 
  * ending `out`. Rejects with the download's error if it fails first.
  */
 export async function sendServable(store: PieceStore, handle: TaskHandle, start: number, end: number, out: Writable, signal?: AbortSignal): Promise<void> {
-  const buffers = new SendBuffers()
+  const pool = sendBuffers()
   let pos = start
   while (pos <= end) {
     await waitServable(handle, pos, signal)
     const ready = Math.min(end + 1, handle.servable())
     if (ready <= pos) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `task ${handle.id} ended with ${handle.servable()} bytes, ${end + 1} were asked for`)
-    await sendContent(store, handle.id, pos, ready - 1, out, buffers)
+    await sendContent(store, handle.id, pos, ready - 1, out, pool)
     pos = ready
   }
 }
