@@ -155,6 +155,14 @@ describe('wire codec: round trips', () => {
     big.fill(0)
     expect(hex(decoded.sha256)).toBe(hex(sha(9)))
   })
+
+  it("encodes outside Buffer's shared pool, so a message kept for long keeps only its own bytes alive", () => {
+    // Buffer.allocUnsafe hands out views into a pool (64 KiB in Node 24); a cached grant in one
+    // kept the whole pool alive.
+    const bytes = GetParentsResponse.encode({ grant: new Uint8Array(8) })
+    expect(bytes.buffer.byteLength).toBeLessThan(Buffer.poolSize)
+    expect(bytes.buffer.byteLength).toBeLessThanOrEqual(512)
+  })
 })
 
 describe('wire codec: unknown fields', () => {

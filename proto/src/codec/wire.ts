@@ -74,18 +74,27 @@ function wireType(kind: FieldSpec<unknown>['kind']): number {
   }
 }
 
+// How deep in nested encode calls we are. A nested message's bytes are copied into its
+// parent at once, so its writer may use Buffer's shared pool; the outermost one may be kept
+// for long (a cached grant, a credential) and must not keep a whole pool alive: the pool is
+// 64 KiB in Node 24, and 3,000 peers' cached grants had pinned 117 MiB of a supernode.
+let nesting = 0
+
 class Writer {
-  // Never from Buffer's shared pool (64 KiB in Node 24): an encoded message kept for long (a
-  // cached grant, a credential) would keep a whole pool alive. 3,000 peers' cached grants had
-  // pinned 117 MiB of a supernode that way.
-  private buf = Buffer.allocUnsafeSlow(256)
+  private buf: Buffer
   private pos = 0
+  private readonly alloc: (size: number) => Buffer
+
+  constructor(pooled: boolean) {
+    this.alloc = pooled ? Buffer.allocUnsafe : Buffer.allocUnsafeSlow
+    this.buf = this.alloc(256)
+  }
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return
     let size = this.buf.length * 2
     while (size < this.pos + n) size *= 2
-    const next = Buffer.allocUnsafeSlow(size)
+    const next = this.alloc(size)
     this.buf.copy(next, 0, 0, this.pos)
     this.buf = next
   }
@@ -261,20 +270,25 @@ export function message<F extends Fields>(name: string, fields: F): MessageSchem
     name,
     fields,
     encode(value) {
-      const w = new Writer()
+      const w = new Writer(nesting > 0)
       const v = value as Record<string, unknown>
-      for (const [key, spec] of entries) {
-        const fieldValue = v[key]
-        const tag = spec.no * 8 + wireType(spec.kind)
-        if (spec.repeated) {
-          for (const item of (fieldValue as unknown[] | undefined) ?? []) {
+      nesting++
+      try {
+        for (const [key, spec] of entries) {
+          const fieldValue = v[key]
+          const tag = spec.no * 8 + wireType(spec.kind)
+          if (spec.repeated) {
+            for (const item of (fieldValue as unknown[] | undefined) ?? []) {
+              w.varint(tag)
+              writeValue(w, spec, item)
+            }
+          } else if (!isDefault(spec, fieldValue)) {
             w.varint(tag)
-            writeValue(w, spec, item)
+            writeValue(w, spec, fieldValue)
           }
-        } else if (!isDefault(spec, fieldValue)) {
-          w.varint(tag)
-          writeValue(w, spec, fieldValue)
         }
+      } finally {
+        nesting--
       }
       return w.finish()
     },
