@@ -153,9 +153,12 @@ export class Supernode {
     if (this.poller !== undefined) clearInterval(this.poller)
     await this.http.close()
     await this.plugins.close()
+    // The fabric goes before the seed: stopping the seed fails its downloads in flight, and
+    // daemons still connected would read that as the task failing and go to the origin, where
+    // with the supernode gone they move the task to the next owner and keep fetching from peers.
+    await this.node.stop()
     await this.seed?.engine.stop()
     await this.probes?.close()
-    await this.node.stop()
     this.state.close()
   }
 }

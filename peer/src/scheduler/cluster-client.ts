@@ -242,12 +242,13 @@ export class ClusterSchedulerClient implements SchedulerClient {
   }
 
   /**
-   * The client of a live supernode: the one at its URL, else one already known by its ID (a
-   * configured URL that reaches it although the URL it advertises does not, behind NAT).
+   * The client of a live supernode: the one at its URL, else a reachable one already known by
+   * its ID (a configured URL that reaches it although the URL it advertises does not, behind
+   * NAT). One known by its ID but down is at an old address: the supernode came back elsewhere.
    */
   private memberFor(l: LiveSupernode): Member {
     let m = this.members.get(l.apiUrl)
-    if (m === undefined) for (const c of this.members.values()) if (c.id === l.id) m = c
+    if (m === undefined) for (const c of this.members.values()) if (c.id === l.id && c.client.available) m = c
     m ??= this.member(l.apiUrl)
     m.id = l.id
     return m
