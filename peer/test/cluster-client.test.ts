@@ -11,7 +11,7 @@ import {
   type GetParentsResponse, type Host, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
 } from '@naiad/proto'
 
-import { ClusterSchedulerClient, type LiveSet, type MemberClient } from '../src/scheduler/cluster-client.ts'
+import { ClusterSchedulerClient, type LiveSupernode, type MemberClient } from '../src/scheduler/cluster-client.ts'
 
 const TASK_INFO: TaskInfo = {
   id: '', url: '', state: 'running', contentLength: -1, pieceSize: 0, pieceCount: -1, pieces: [], sha256: new Uint8Array(0),
@@ -94,10 +94,10 @@ function cluster(n: number, urls?: string[]): { sns: StubSupernode[]; live: Stub
   const byUrl = new Map(sns.map((s) => [s.url, s]))
   const client = new ClusterSchedulerClient(undefined, { supernodeUrls: urls ?? [sns[0].url], timeoutMs: 1000, logger: pino({ level: 'silent' }) }, {
     connect: (url) => byUrl.get(url) ?? Object.assign(new StubSupernode(`unknown ${url}`), { dead: true, available: false }),
-    fetchLive: async (url): Promise<LiveSet> => {
+    fetchLive: async (url): Promise<LiveSupernode[]> => {
       const s = byUrl.get(url)
       if (s === undefined || s.dead) throw new Error(`${url} does not answer`)
-      return { self: s.id, members: state.live.map((l) => ({ id: l.id, apiUrl: l.url })) }
+      return state.live.map((l) => ({ id: l.id, apiUrl: l.url }))
     },
     lookup: async () => []
   })
@@ -188,7 +188,7 @@ describe('cluster scheduler client', () => {
       fetchLive: async (url) => {
         asked.push(url)
         if (url !== 'http://10.0.0.2:8002') throw new Error('refused')
-        return { self: 'sn1', members: sns.map((s) => ({ id: s.id, apiUrl: s.url })) }
+        return sns.map((s) => ({ id: s.id, apiUrl: s.url }))
       },
       lookup: async (host) => host === 'supernodes.test' ? ['10.0.0.1', '10.0.0.2'] : []
     })

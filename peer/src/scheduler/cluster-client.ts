@@ -31,12 +31,6 @@ export interface LiveSupernode {
   apiUrl: string
 }
 
-/** GET /api/v1/supernodes: the live set, and which of them answered. */
-export interface LiveSet {
-  self: string
-  members: LiveSupernode[]
-}
-
 /** The client of one supernode (a FabricSchedulerClient; tests hand stubs). */
 export type MemberClient = SchedulerClient & { close?(): Promise<void> }
 
@@ -52,7 +46,7 @@ export interface ClusterSchedulerClientOptions {
 /** Parts tests replace: how a member's client is made, how the live set is read, how names resolve. */
 export interface ClusterSchedulerClientComponents {
   connect?: (apiUrl: string) => MemberClient
-  fetchLive?: (apiUrl: string, signal: AbortSignal) => Promise<LiveSet>
+  fetchLive?: (apiUrl: string, signal: AbortSignal) => Promise<LiveSupernode[]>
   lookup?: (host: string) => Promise<string[]>
 }
 
@@ -89,10 +83,10 @@ function unreachable(err: unknown): boolean {
   return code === 'PROTO_ERR_DIAL' || code === 'PROTO_ERR_TIMEOUT' || code === 'PROTO_ERR_FORBIDDEN' || code === 'PROTO_ERR_STREAM_CLOSED' || code === ''
 }
 
-async function fetchLiveOver(apiUrl: string, signal: AbortSignal): Promise<LiveSet> {
+async function fetchLiveOver(apiUrl: string, signal: AbortSignal): Promise<LiveSupernode[]> {
   const res = await fetch(`${apiUrl}/api/v1/supernodes`, { signal })
   if (!res.ok) throw new NaiadError('PROTO_ERR_DIAL', `${apiUrl}/api/v1/supernodes answered HTTP ${res.status}`)
-  const body = await res.json() as { self?: unknown; members?: Array<{ id?: unknown; apiUrl?: unknown }> }
+  const body = await res.json() as { members?: Array<{ id?: unknown; apiUrl?: unknown }> }
   const out: LiveSupernode[] = []
   for (const m of body.members ?? []) {
     if (typeof m.id !== 'string' || typeof m.apiUrl !== 'string' || m.apiUrl === '') continue
@@ -102,7 +96,7 @@ async function fetchLiveOver(apiUrl: string, signal: AbortSignal): Promise<LiveS
       out.push({ id: m.id, apiUrl: u.origin })
     } catch { /* not a URL: skipped */ }
   }
-  return { self: typeof body.self === 'string' ? body.self : '', members: out }
+  return out
 }
 
 async function lookupAll(host: string): Promise<string[]> {
@@ -118,7 +112,7 @@ export class ClusterSchedulerClient implements SchedulerClient {
   private rehoming: Promise<void> | undefined
   private readonly options: ClusterSchedulerClientOptions
   private readonly connect: (apiUrl: string) => MemberClient
-  private readonly fetchLive: (apiUrl: string, signal: AbortSignal) => Promise<LiveSet>
+  private readonly fetchLive: (apiUrl: string, signal: AbortSignal) => Promise<LiveSupernode[]>
   private readonly lookup: (host: string) => Promise<string[]>
 
   constructor(node: FabricNode | undefined, options: ClusterSchedulerClientOptions, components: ClusterSchedulerClientComponents = {}) {
@@ -238,20 +232,12 @@ export class ClusterSchedulerClient implements SchedulerClient {
   /** The members calls may go to: the live set once read, else every URL configured. */
   private candidates(): Member[] {
     if (this.live === undefined) return [...this.members.values()]
-    return this.live.map((l) => this.memberFor(l))
-  }
-
-  /**
-   * The client of a live supernode: the one at its URL, else a reachable one already known by
-   * its ID (a configured URL that reaches it although the URL it advertises does not, behind
-   * NAT). One known by its ID but down is at an old address: the supernode came back elsewhere.
-   */
-  private memberFor(l: LiveSupernode): Member {
-    let m = this.members.get(l.apiUrl)
-    if (m === undefined) for (const c of this.members.values()) if (c.id === l.id && c.client.available) m = c
-    m ??= this.member(l.apiUrl)
-    m.id = l.id
-    return m
+    // Each at the URL it advertises (a supernode that came back elsewhere is a new client).
+    return this.live.map((l) => {
+      const m = this.member(l.apiUrl)
+      m.id = l.id
+      return m
+    })
   }
 
   /** The candidates whose client is not marked down. */
@@ -281,10 +267,8 @@ export class ClusterSchedulerClient implements SchedulerClient {
       if (tried.has(url)) return false
       tried.add(url)
       try {
-        const { self, members: live } = await this.fetchLive(url, AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), ...(signal === undefined ? [] : [signal])]))
+        const live = await this.fetchLive(url, AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), ...(signal === undefined ? [] : [signal])]))
         if (live.length === 0) return false
-        const asked = this.members.get(url)
-        if (asked !== undefined && asked.id === undefined && live.some((l) => l.id === self)) asked.id = self
         const before = this.live?.map((m) => m.id).join(',')
         this.live = live
         if (live.map((m) => m.id).join(',') !== before) this.options.logger.info({ supernodes: live.map((m) => m.apiUrl) }, 'live supernodes')

@@ -108,7 +108,6 @@ export function buildHttpApi(components: HttpApiComponents): FastifyInstance {
   // Open like /api/v1/info: daemons learn the live set here (and check each member's
   // credential at its own /api/v1/info before they trust it).
   app.get('/api/v1/supernodes', async () => ({
-    self: node.peerId.toString(),
     members: (components.members?.() ?? []).map((m) => ({ id: m.id, apiUrl: m.apiUrl, multiaddrs: m.multiaddrs }))
   }))
 
