@@ -8,6 +8,8 @@ import { ownerOf } from '@naiad/proto'
 
 import { advertiseUrl, Cluster } from '../src/cluster/cluster.ts'
 import { MemoryMembership } from '../src/cluster/membership.ts'
+import { Scheduler } from '../src/scheduler/scheduler.ts'
+import { checkOwner } from '../src/scheduler/service.ts'
 
 const logger = pino({ level: 'silent' })
 const tasks = Array.from({ length: 50 }, (_, i) => i.toString(16).padStart(64, 'a'))
@@ -58,6 +60,29 @@ describe('cluster membership', () => {
     await (cluster as unknown as { beat(): Promise<void> }).beat()
     expect(cluster.live().map((m) => m.id)).toEqual(['a', 'b'])
     await cluster.stop()
+  })
+
+  it('refuses to register a new task owned elsewhere, naming the owner, but keeps the tasks it holds', async () => {
+    const store = new MemoryMembership()
+    const a = new Cluster(store, () => ({ id: 'a', apiUrl: 'http://a:8002', multiaddrs: [] }), { heartbeatMs: 60_000, ttlMs: 4_000, logger })
+    await store.heartbeat({ id: 'b', apiUrl: 'http://b:8002', multiaddrs: [] })
+    await a.start()
+    const none = (): void => {}
+    const scheduler = new Scheduler({ hostTtlMs: 30_000 }, { markTask: none, markPieces: none, markPeer: none, deletePeer: none, markHost: none })
+    const mine = tasks.find((t) => ownerOf(t, ['a', 'b']) === 'a')!
+    const theirs = tasks.filter((t) => ownerOf(t, ['a', 'b']) === 'b')
+    expect(() => checkOwner(scheduler, a, mine)).not.toThrow()
+    try {
+      checkOwner(scheduler, a, theirs[0])
+      expect.unreachable('a task owned by b was accepted')
+    } catch (err) {
+      expect((err as { code: string }).code).toBe('SN_ERR_NOT_OWNER')
+      expect((err as Error).message).toContain('http://b:8002')
+    }
+    // A task it holds (moved here while its owner was gone) stays welcome.
+    scheduler.registerTask('host', { taskId: theirs[1], url: 'http://origin.test/x', headers: [], digest: '', range: '', filter: [] })
+    expect(() => checkOwner(scheduler, a, theirs[1])).not.toThrow()
+    await a.stop()
   })
 
   it('advertises the configured URL, else the listen address, with a dialable host in place of 0.0.0.0', () => {

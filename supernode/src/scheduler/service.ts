@@ -29,16 +29,16 @@ const BUSY_RETRY_MS = 500
 /** Reports one report_batch may carry (a daemon has a few tasks running at once). */
 export const MAX_BATCH_REPORTS = 256
 
-/**
- * Serves 1.1.0 (a session per daemon: one stream, many pipelined calls) and, for daemons
- * that predate it, 1.0.0 (a stream per call). Both reach the same scheduler.
- */
 /** Which supernode owns a task (supernode/src/cluster): registrations of tasks owned elsewhere are refused. */
 export interface TaskOwnership {
   owns(taskId: string): boolean
   ownerOf(taskId: string): { id: string; apiUrl: string }
 }
 
+/**
+ * Serves 1.1.0 (a session per daemon: one stream, many pipelined calls) and, for daemons
+ * that predate it, 1.0.0 (a stream per call). Both reach the same scheduler.
+ */
 export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gate?: SchedulerGate, pressure?: Pressure & { deferred?: number }, ownership?: TaskOwnership): Promise<void> {
   const handle = (req: SchedulerRequest, hostId: string, connection: Connection, signal: AbortSignal): Partial<SchedulerResponse> | Promise<Partial<SchedulerResponse>> => {
     const busy = req.getParents !== undefined && pressure?.busy() === true
@@ -91,7 +91,7 @@ function callOf(req: SchedulerRequest): string {
  * welcome (its daemons moved here while its owner was gone and finish here), so that an
  * owner coming back breaks no download in flight.
  */
-function checkOwner(scheduler: Scheduler, ownership: TaskOwnership, taskId: string): void {
+export function checkOwner(scheduler: Scheduler, ownership: TaskOwnership, taskId: string): void {
   if (ownership.owns(taskId) || scheduler.tasks.has(taskId)) return
   const owner = ownership.ownerOf(taskId)
   throw new NaiadError('SN_ERR_NOT_OWNER', `task ${taskId.slice(0, 12)} belongs to supernode ${owner.id} (${owner.apiUrl})`)
