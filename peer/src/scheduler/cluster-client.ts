@@ -278,7 +278,11 @@ export class ClusterSchedulerClient implements SchedulerClient {
         return false
       }
     }
-    for (const m of this.usable()) if (await ask(m.url)) return
+    // A random one first: every daemon reads the set at each keep-alive, and the same first
+    // member for all would take all of those reads.
+    const usable = this.usable()
+    const start = Math.floor(Math.random() * usable.length)
+    for (let i = 0; i < usable.length; i++) if (await ask(usable[(start + i) % usable.length].url)) return
     for (const url of await this.configuredUrls()) {
       this.member(url)
       if (await ask(url)) return
