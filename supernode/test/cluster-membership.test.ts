@@ -14,6 +14,15 @@ import { checkOwner } from '../src/scheduler/service.ts'
 const logger = pino({ level: 'silent' })
 const tasks = Array.from({ length: 50 }, (_, i) => i.toString(16).padStart(64, 'a'))
 
+/** Supernode a, started, in a store where b has beaten. */
+async function aBesideB(): Promise<{ store: MemoryMembership; a: Cluster }> {
+  const store = new MemoryMembership()
+  const a = new Cluster(store, () => ({ id: 'a', apiUrl: 'http://a:8002', multiaddrs: [] }), { heartbeatMs: 60_000, ttlMs: 4_000, logger })
+  await store.heartbeat({ id: 'b', apiUrl: 'http://b:8002', multiaddrs: [] })
+  await a.start()
+  return { store, a }
+}
+
 describe('cluster membership', () => {
   it('agrees on the live set and the owners; a stop leaves at once, a silent member goes after the TTL', async () => {
     let now = 1_000_000
@@ -51,10 +60,7 @@ describe('cluster membership', () => {
   })
 
   it('keeps its last view while the store cannot be reached', async () => {
-    const store = new MemoryMembership()
-    const cluster = new Cluster(store, () => ({ id: 'a', apiUrl: 'http://a:8002', multiaddrs: [] }), { heartbeatMs: 60_000, ttlMs: 4_000, logger })
-    await store.heartbeat({ id: 'b', apiUrl: 'http://b:8002', multiaddrs: [] })
-    await cluster.start()
+    const { store, a: cluster } = await aBesideB()
     expect(cluster.live().map((m) => m.id)).toEqual(['a', 'b'])
     store.heartbeat = async () => { throw new Error('database down') }
     await (cluster as unknown as { beat(): Promise<void> }).beat()
@@ -63,10 +69,7 @@ describe('cluster membership', () => {
   })
 
   it('refuses to register a new task owned elsewhere, naming the owner, but keeps the tasks it holds', async () => {
-    const store = new MemoryMembership()
-    const a = new Cluster(store, () => ({ id: 'a', apiUrl: 'http://a:8002', multiaddrs: [] }), { heartbeatMs: 60_000, ttlMs: 4_000, logger })
-    await store.heartbeat({ id: 'b', apiUrl: 'http://b:8002', multiaddrs: [] })
-    await a.start()
+    const { a } = await aBesideB()
     const none = (): void => {}
     const scheduler = new Scheduler({ hostTtlMs: 30_000 }, { markTask: none, markPieces: none, markPeer: none, deletePeer: none, markHost: none })
     const mine = tasks.find((t) => ownerOf(t, ['a', 'b']) === 'a')!
