@@ -27,6 +27,7 @@ export const UNIT = [
   'scripts/test/start-args.test.ts',
   'supernode/test/admission.test.ts',
   'supernode/test/backpressure.test.ts',
+  'supernode/test/cluster-membership.test.ts',
   'supernode/test/health-engine.test.ts',
   'supernode/test/health-expression.test.ts',
   'supernode/test/preheat-request.test.ts',

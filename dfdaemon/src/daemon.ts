@@ -61,7 +61,7 @@ export class Daemon {
     this.membership = membership
     const { node, store, scheduler, qos, tasks } = engine
     this.permission = new BlobPermission({ credentials: options.mirror?.credentials ?? new Map(), caFile: options.mirror?.caFile, policy, timeoutMs: 30_000 })
-    this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId })
+    this.control = new ControlServer({ node, logger: options.logger.child({ module: 'control' }), supernodeId: () => scheduler.supernodeId, isSupernode: scheduler.isSupernode === undefined ? undefined : (id) => scheduler.isSupernode!(id) })
     registerBuiltinCommands(this.control, { tasks, info: () => this.info(), revoke: membership === undefined ? undefined : (peers) => membership.revoke(node, peers) })
     this.api = options.apiListen === undefined ? undefined : buildLocalApi({ tasks, store, logger: options.logger, qos, mirrorProblems: () => this.proxy?.upstreamProblems() ?? [], permission: this.permission })
     this.proxy = options.proxyListen === undefined || options.mirror === undefined
@@ -221,7 +221,7 @@ export async function createDaemon(options: DaemonOptions, components: DaemonCom
   let membership: NodeMembership | undefined
   if (options.supernodeUrl !== undefined && components.node === undefined) {
     membership = await NodeMembership.open({
-      dataDir: options.dataDir, peerId: await loadPeerId(options.dataDir), supernodeUrl: options.supernodeUrl, joinToken: options.joinToken,
+      dataDir: options.dataDir, peerId: await loadPeerId(options.dataDir), supernodeUrl: options.supernodeUrl, otherUrls: options.supernodeUrls?.filter((u) => u !== options.supernodeUrl), joinToken: options.joinToken,
       logger: options.logger.child({ module: 'membership' }), timeoutMs: Math.max(5_000, options.download.schedulerTimeoutMs)
     })
     try {
@@ -235,6 +235,7 @@ export async function createDaemon(options: DaemonOptions, components: DaemonCom
     dataDir: options.dataDir,
     logger: options.logger,
     supernodeUrl: options.supernodeUrl,
+    supernodeUrls: options.supernodeUrls,
     p2pListen: options.p2pListen,
     cacheQuota: options.cacheQuota,
     uploadSlots: options.uploadSlots,

@@ -17,6 +17,7 @@ import { TaskManager } from './download/task-manager.ts'
 import type { PeerTaskOptions } from './download/types.ts'
 import { QosHooks } from './qos/hooks.ts'
 import { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
+import { ClusterSchedulerClient } from './scheduler/cluster-client.ts'
 import { ORIGIN_DEFAULTS } from './config/options.ts'
 import { OriginClient, type OriginOptions } from './source/origin.ts'
 import { LivePieces } from './storage/live-pieces.ts'
@@ -28,6 +29,12 @@ export interface PeerEngineOptions {
   logger: Logger
   /** Supernode HTTP URL; required unless a scheduler component is given. */
   supernodeUrl?: string
+  /**
+   * Every supernode URL the node was given (a host name stands for each address it resolves
+   * to): the scheduler client then spreads tasks over the cluster's live supernodes. Absent:
+   * `supernodeUrl` alone, one supernode.
+   */
+  supernodeUrls?: string[]
   p2pListen: string[]
   cacheQuota: number
   /** Pieces served to other peers at once. */
@@ -127,8 +134,13 @@ export async function createPeerEngine(options: PeerEngineOptions, components: P
     }
   })
   if (scheduler === undefined) {
-    if (options.supernodeUrl === undefined) throw new Error('createPeerEngine needs supernodeUrl or a scheduler component')
-    scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger: options.logger.child({ module: 'scheduler-client' }), verifySupernode: options.verifySupernode })
+    const logger = options.logger.child({ module: 'scheduler-client' })
+    if (options.supernodeUrls !== undefined && options.supernodeUrls.length > 0) {
+      scheduler = new ClusterSchedulerClient(node, { supernodeUrls: options.supernodeUrls, timeoutMs: options.download.schedulerTimeoutMs, logger, verifySupernode: options.verifySupernode })
+    } else {
+      if (options.supernodeUrl === undefined) throw new Error('createPeerEngine needs supernodeUrl or a scheduler component')
+      scheduler = new FabricSchedulerClient(node, { supernodeUrl: options.supernodeUrl, timeoutMs: options.download.schedulerTimeoutMs, logger, verifySupernode: options.verifySupernode })
+    }
   }
   const access = components.access ?? OPEN_ACCESS
   const identity = nodeIdentity(identityOf(node))

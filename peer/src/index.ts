@@ -22,6 +22,7 @@ export type { DownloadRequest, DownloadResult, DownloadProgress, PeerTaskOptions
 export { TaskManager, TaskHandle } from './download/task-manager.ts'
 export type { DataTransport } from './channel/connection.ts'
 export { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
+export { ClusterSchedulerClient, type ClusterSchedulerClientComponents, type ClusterSchedulerClientOptions, type LiveSupernode, type MemberClient } from './scheduler/cluster-client.ts'
 export { ReportBatcher, type ReportBatcherOptions } from './download/report-batcher.ts'
 export { DiskPieceStore, type PieceStore, type Reservation, type StoredPiece, type StoredTask } from './storage/piece-store.ts'
 export { contentStream, sendContent, sendServable, waitServable } from './storage/send-content.ts'

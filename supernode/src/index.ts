@@ -18,7 +18,8 @@
  */
 
 export { createSupernode, Supernode } from './supernode.ts'
-export type { SupernodeOptions, SeedSettings } from './config/supernode-options.ts'
+export type { SupernodeOptions, SeedSettings, ClusterSettings } from './config/supernode-options.ts'
+export { MemoryMembership, type MembershipStore, type SupernodeMember } from './cluster/membership.ts'
 export { SUPERNODE_COMMAND, TOKEN_COMMAND, NODE_COMMAND, type SupernodeConfig } from './config/options.ts'
 export { supernodeOptionsFromConfig } from './config/from-config.ts'
 export { tokenCreate, nodeCommand } from './admission/commands.ts'

@@ -14,6 +14,8 @@ import { NodeRegistry } from './admission/node-registry.ts'
 import { GATE_DEFAULTS, SchedulerGate } from './admission/scheduler-gate.ts'
 import { TaskAccess } from './admission/task-access.ts'
 import { buildHttpApi } from './api/http.ts'
+import { advertiseUrl, Cluster } from './cluster/cluster.ts'
+import { MemoryMembership } from './cluster/membership.ts'
 import type { SupernodeOptions } from './config/supernode-options.ts'
 import { ControlClient } from './control/control-client.ts'
 import type { SupernodePluginContext } from './plugin-api/context.ts'
@@ -36,6 +38,8 @@ export class Supernode {
   readonly admission: Admission
   /** The scheduler's saturation signal (the pace daemons are asked to keep). */
   readonly pressure = new PressureGauge()
+  /** The supernodes of the cluster and the owner of each task. */
+  readonly cluster: Cluster
   private readonly gate: SchedulerGate
   private readonly probes: OriginClient | undefined
   private readonly state: StateStore
@@ -55,8 +59,14 @@ export class Supernode {
     this.gate = gate
     this.probes = parts.probes
     this.options = options
+    this.cluster = new Cluster(options.cluster?.membership ?? new MemoryMembership(), () => ({
+      id: node.peerId.toString(),
+      apiUrl: advertiseUrl(options.cluster?.advertiseUrl, this.httpAddress, node.getMultiaddrs().map(String)),
+      multiaddrs: advertisedAddrs(node.getMultiaddrs().map(String))
+    }), { heartbeatMs: options.cluster?.heartbeatMs ?? 1000, ttlMs: options.cluster?.ttlMs ?? 4000, logger: options.logger.child({ module: 'cluster' }) })
+    admission.othersLive = () => this.cluster.live().length > 1
     this.control = new ControlClient({ node, hosts: scheduler.hosts }, { hostTtlMs: options.hostTtlMs, defaultTimeoutMs: options.controlTimeoutMs })
-    this.http = buildHttpApi({ scheduler, node, ready: () => this.ready, seed: seed !== undefined, admission, publicRead: options.publicRead === true })
+    this.http = buildHttpApi({ scheduler, node, ready: () => this.ready, seed: seed !== undefined, admission, publicRead: options.publicRead === true, members: () => this.cluster.live() })
     const stats: Stats = {
       scheduler_tasks: { help: 'Tasks the scheduler knows', read: () => scheduler.tasks.size },
       scheduler_hosts: { help: 'Hosts that announced themselves and did not leave', read: () => [...scheduler.hosts.values()].filter((h) => !h.gone).length },
@@ -64,6 +74,7 @@ export class Supernode {
       scheduler_pace_seconds: { help: 'Pace the scheduler asks daemons to keep between one task\'s calls (0: not saturated)', read: () => this.pressure.paceMs / 1000 },
       scheduler_event_loop_utilization: { help: 'Share of time the supernode\'s event loop was busy (smoothed, 0..1)', read: () => this.pressure.utilization },
       scheduler_event_loop_lag_seconds: { help: 'How late a timer fires on the supernode\'s event loop (smoothed): how long a call waits before it is read', read: () => this.pressure.lagMs / 1000 },
+      cluster_supernodes: { help: 'Live supernodes in this supernode\'s view of the cluster (tasks are spread over them)', read: () => this.cluster.live().length },
       scheduler_deferred_calls: { help: 'get-parents calls answered SN_ERR_BUSY since start (the loop lagged too much to compute them)', read: () => this.pressure.deferred }
     }
     // Scheduler filters and scorers go into its arrays; a plugin's are taken out again when it closes.
@@ -108,7 +119,7 @@ export class Supernode {
 
   async start(): Promise<void> {
     this.pressure.start()
-    await serveScheduler(this.node, this.scheduler, this.gate, this.pressure)
+    await serveScheduler(this.node, this.scheduler, this.gate, this.pressure, this.cluster)
     if (this.seed !== undefined) {
       await this.seed.engine.start()
       // Peers reach the seed's data channel at the first address announced: not loopback when
@@ -121,6 +132,7 @@ export class Supernode {
     await this.plugins.setup(this.options.plugins ?? [])
     const [host, port] = splitHostPort(this.options.listen)
     this.httpAddress = await this.http.listen({ host, port: Number(port) })
+    await this.cluster.start()
     this.poller = setInterval(() => {
       try {
         this.admission.poll()
@@ -135,13 +147,18 @@ export class Supernode {
 
   async stop(): Promise<void> {
     this.ready = false
+    // First, so that daemons move this supernode's tasks now rather than after cluster.ttl.
+    await this.cluster.stop()
     this.pressure.stop()
     if (this.poller !== undefined) clearInterval(this.poller)
     await this.http.close()
     await this.plugins.close()
+    // The fabric goes before the seed: stopping the seed fails its downloads in flight, and
+    // daemons still connected would read that as the task failing and go to the origin, where
+    // with the supernode gone they move the task to the next owner and keep fetching from peers.
+    await this.node.stop()
     await this.seed?.engine.stop()
     await this.probes?.close()
-    await this.node.stop()
     this.state.close()
   }
 }

@@ -25,6 +25,8 @@ export interface MembershipOptions {
   dataDir: string
   peerId: string
   supernodeUrl: string
+  /** Further supernodes of the cluster, tried in turn when one cannot be reached (any may admit a node). */
+  otherUrls?: string[]
   /** The join token, if one was configured; not needed once a credential is stored. */
   joinToken?: string
   logger: Logger
@@ -119,18 +121,24 @@ export class NodeMembership {
       if (this.joined) return
       throw new NaiadError('PROTO_ERR_BAD_CONFIG', 'the stored membership credential expired and no join token is configured: give --join-token')
     }
-    const url = `${this.options.supernodeUrl}/api/v1/join`
-    let res: Response
-    try {
-      res = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ ...joinRequest(this.token, this.options.peerId), hostname: hostname() }),
-        signal: signal ?? AbortSignal.timeout(this.options.timeoutMs)
-      })
-    } catch (err) {
-      throw new NaiadError('DFD_ERR_NOT_JOINED', `cannot reach the supernode at ${url} to join: ${(err as Error).message}`, { cause: err })
+    const urls = [this.options.supernodeUrl, ...this.options.otherUrls ?? []]
+    let url = ''
+    let res: Response | undefined
+    for (const base of urls) {
+      url = `${base}/api/v1/join`
+      try {
+        res = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ ...joinRequest(this.token, this.options.peerId), hostname: hostname() }),
+          signal: signal ?? AbortSignal.timeout(this.options.timeoutMs)
+        })
+        break
+      } catch (err) {
+        if (base === urls.at(-1)) throw new NaiadError('DFD_ERR_NOT_JOINED', `cannot reach the supernode at ${url} to join: ${(err as Error).message}`, { cause: err })
+      }
     }
+    if (res === undefined) throw new NaiadError('DFD_ERR_NOT_JOINED', 'no supernode to join')
     const body = await res.json().catch(() => ({})) as { credential?: string; code?: string; message?: string }
     if (res.status === 401 || res.status === 403) {
       throw new NaiadError('PROTO_ERR_BAD_CONFIG', `the supernode refused to admit this node: ${body.message ?? `HTTP ${res.status}`} [${body.code ?? ''}]`)

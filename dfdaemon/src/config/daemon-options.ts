@@ -7,7 +7,7 @@ import type { ProxyServerOptions } from '../mirror/proxy-server.ts'
 import type { DaemonPlugin } from '../plugin-api/context.ts'
 
 /** The piece engine's part (store, fabric, downloads, origin, data channel), then the daemon's own. */
-export interface DaemonOptions extends Pick<PeerEngineOptions, 'dataDir' | 'logger' | 'supernodeUrl' | 'p2pListen' | 'cacheQuota' | 'uploadSlots' | 'download' | 'origin' | 'data'> {
+export interface DaemonOptions extends Pick<PeerEngineOptions, 'dataDir' | 'logger' | 'supernodeUrl' | 'supernodeUrls' | 'p2pListen' | 'cacheQuota' | 'uploadSlots' | 'download' | 'origin' | 'data'> {
   /** Join token (`supernode token create`); not needed once the node holds a credential. */
   joinToken?: string
   /** `source.allow`: destinations besides public addresses and the configured registries. */

@@ -25,11 +25,12 @@ function joinToken(v: DaemonConfig): string {
 }
 
 export function daemonOptionsFromConfig(v: DaemonConfig, logger: Logger): DaemonOptions {
-  if (v.supernode === undefined) throw new NaiadError('PROTO_ERR_USAGE', 'missing --supernode URL (or supernode: in the config file, or NAIAD_SUPERNODE)')
+  if (v.supernode.length === 0) throw new NaiadError('PROTO_ERR_USAGE', 'missing --supernode URL (or supernode: in the config file, or NAIAD_SUPERNODE)')
   return {
     dataDir: v['data-dir'],
     logger,
-    supernodeUrl: v.supernode,
+    supernodeUrl: v.supernode[0],
+    supernodeUrls: v.supernode,
     joinToken: joinToken(v),
     sourceAllow: v['source.allow'],
     apiListen: v['api.listen'],

@@ -42,11 +42,11 @@ export function pluginConfig(raw: Record<string, unknown>): Record<string, Recor
 
 export const DFDAEMON_COMMAND = defineCommand({
   name: 'dfdaemon',
-  usage: 'dfdaemon --supernode URL [--join-token TOKEN | --join-token-file FILE] [--config FILE] [--data-dir DIR] [--proxy-listen HOST:PORT] [--api-listen HOST:PORT] [--p2p-listen MULTIADDR] [--default-registry URL] [--insecure-registry HOST[:PORT]]... [--cache-quota SIZE] [--log-level LEVEL]\n       dfdaemon init-config --runtime containerd|docker|podman --registry HOST [--dry-run]\n       dfdaemon doctor [--config FILE] [--json] [--rules FILE]',
+  usage: 'dfdaemon --supernode URL [--supernode URL]... [--join-token TOKEN | --join-token-file FILE] [--config FILE] [--data-dir DIR] [--proxy-listen HOST:PORT] [--api-listen HOST:PORT] [--p2p-listen MULTIADDR] [--default-registry URL] [--insecure-registry HOST[:PORT]]... [--cache-quota SIZE] [--log-level LEVEL]\n       dfdaemon init-config --runtime containerd|docker|podman --registry HOST [--dry-run]\n       dfdaemon doctor [--config FILE] [--json] [--rules FILE]',
   summary: 'The per-node Naiad daemon: downloads tasks in verified pieces from its peers (falling back to the origin), serves pieces to them, and offers a local API to dfget and nydus-fs.',
   configFile: true,
   options: [
-    { key: 'supernode', flag: 'supernode', type: 'url', default: undefined, meta: 'URL', help: "the supernode's HTTP URL, e.g. http://10.0.0.1:8002" },
+    { key: 'supernode', flag: 'supernode', type: 'url', multiple: true, default: [], meta: 'URL', help: "a supernode's HTTP URL, e.g. http://10.0.0.1:8002; repeat it for the supernodes of one cluster (a name that resolves to several addresses, such as a headless Service, stands for each); the daemon learns the rest of the live set from them" },
     { key: 'join-token', flag: 'join-token', type: 'string', default: '', meta: 'TOKEN', help: 'join token from "supernode token create" (needed once: the credential it earns is kept in the data dir)' },
     { key: 'join-token-file', flag: 'join-token-file', type: 'string', default: '', meta: 'FILE', help: 'file holding the join token (keeps it out of the process list)' },
     { key: 'data-dir', flag: 'data-dir', type: 'string', default: join(homedir(), '.naiad', 'dfdaemon'), meta: 'DIR', help: 'piece store, index, identity and membership credential' },

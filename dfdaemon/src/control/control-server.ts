@@ -24,6 +24,8 @@ export interface ControlServerComponents {
   logger: Logger
   /** The peer ID of the supernode this daemon is attached to; undefined until it is known. */
   supernodeId: () => string | undefined
+  /** With several supernodes: whether a peer is one of them (each may send commands). */
+  isSupernode?: (peerId: string) => boolean
 }
 
 export interface ControlServerOptions {
@@ -92,7 +94,7 @@ export class ControlServer {
     const log = this.c.logger.child({ command: req.command, from: remotePeer })
     try {
       const supernode = this.c.supernodeId()
-      if (supernode === undefined || supernode !== remotePeer) {
+      if (this.c.isSupernode?.(remotePeer) !== true && (supernode === undefined || supernode !== remotePeer)) {
         log.warn('control command from a peer that is not our supernode refused')
         throw new NaiadError('DFD_ERR_CONTROL_FORBIDDEN', supernode === undefined
           ? 'this daemon does not know its supernode yet; control commands are refused'

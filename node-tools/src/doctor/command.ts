@@ -29,7 +29,8 @@ export function doctorCommand<const O extends readonly OptionSpec[]>(daemon: Com
 
 /** What the doctor reads of the daemon's configuration. */
 export interface DaemonConfigValues {
-  supernode: string | undefined
+  /** The first supernode URL given (the daemon may be given several). */
+  supernode: readonly string[] | string | undefined
   'data-dir': string
   'cache-quota': number
   'proxy.listen': string
@@ -41,7 +42,7 @@ export interface DaemonConfigValues {
 /** The daemon as its config describes it. */
 export function daemonFactsFromConfig(v: DaemonConfigValues): DaemonFacts {
   return {
-    supernode: v.supernode ?? '',
+    supernode: (typeof v.supernode === 'string' ? v.supernode : v.supernode?.[0]) ?? '',
     dataDir: v['data-dir'],
     cacheQuota: v['cache-quota'],
     proxy: v['proxy.listen'],

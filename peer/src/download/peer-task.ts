@@ -693,7 +693,8 @@ export class PeerTask {
 
   /** The source is the supernode's seed (it shares the supernode's peer ID). */
   private sourceIsSeed(): boolean {
-    return this.sourcePeer !== '' && this.sourcePeer === this.c.scheduler.supernodeId
+    if (this.sourcePeer === '') return false
+    return this.c.scheduler.isSupernode?.(this.sourcePeer) ?? this.sourcePeer === this.c.scheduler.supernodeId
   }
 
   private checkUserDigest(sha: Buffer): void {

@@ -13,6 +13,8 @@ export interface SchedulerClient {
   readonly available: boolean
   /** The supernode's peer ID once known (from its /api/v1/info); the one peer allowed to send control commands. */
   readonly supernodeId?: string
+  /** Whether a peer is a supernode of the cluster (several supernodes); absent: only `supernodeId` is. */
+  isSupernode?(peerId: string): boolean
   /**
    * The supernode's saturation signal: the least time to leave between one task's calls
    * (reports, parent polls), ms; 0 or absent while it keeps up.

@@ -6,7 +6,7 @@
 
 import type { Connection } from '@libp2p/interface'
 import {
-  NaiadError, verifyJoinRequest, verifyToken,
+  ClusterVerifier, MemberGuard, NaiadError, verifyJoinRequest, verifyToken,
   type ClusterSigner, type FabricGuard, type JoinRequest, type MembershipRequest, type MembershipResponse, type TokenClaims
 } from '@naiad/proto'
 
@@ -33,11 +33,22 @@ export class Admission implements FabricGuard {
   private own: { bytes: Uint8Array; renewAt: number } | undefined
   private readonly grants = new Map<string, { bytes: Uint8Array; renewAt: number }>()
   private readonly revokeListeners: Array<(id: string) => void> = []
+  /**
+   * True while other supernodes of the cluster are live. A node may then have joined through
+   * another one: it is let in on the credential it proves (signed by the cluster key, which
+   * every supernode of a cluster shares), as the daemons let each other in. Alone, a
+   * supernode refuses at the handshake every peer that did not join it.
+   */
+  othersLive: () => boolean = () => false
+  /** Peers that proved a credential of this cluster (asked for on their connection). */
+  private readonly proven: MemberGuard
 
   constructor(signer: ClusterSigner, nodes: NodeRegistry, selfId: string) {
     this.signer = signer
     this.nodes = nodes
     this.selfId = selfId
+    const verifier = new ClusterVerifier(signer.publicKey)
+    this.proven = new MemberGuard({ verifier: () => verifier, credential: () => this.credential(), revoked: (id) => nodes.isRevoked(id) })
   }
 
   /** The supernode's own membership credential (role supernode). */
@@ -50,18 +61,22 @@ export class Admission implements FabricGuard {
   }
 
   denyPeer(peerId: string): boolean {
-    return peerId !== this.selfId && !this.nodes.isAdmitted(peerId)
+    if (peerId === this.selfId || this.nodes.isAdmitted(peerId)) return false
+    return this.nodes.isRevoked(peerId) || !this.othersLive()
   }
 
-  async admit(connection: Connection): Promise<boolean> {
-    return !this.denyPeer(connection.remotePeer.toString())
+  async admit(connection: Connection, signal?: AbortSignal): Promise<boolean> {
+    const peer = connection.remotePeer.toString()
+    if (peer === this.selfId || this.nodes.isAdmitted(peer)) return true
+    if (this.denyPeer(peer)) return false
+    return this.proven.admit(connection, signal ?? AbortSignal.timeout(10_000))
   }
 
   /** The membership protocol: anyone may see the supernode's credential; an admitted node renews its own. */
   answer(req: MembershipRequest, connection: Connection): Partial<MembershipResponse> {
     if (!req.renew) return { credential: this.credential() }
     const peer = connection.remotePeer.toString()
-    if (!this.nodes.isAdmitted(peer)) throw new NaiadError('PROTO_ERR_FORBIDDEN', `${peer} is not admitted`)
+    if (!this.nodes.isAdmitted(peer) && this.proven.roleOf(peer) !== 'node') throw new NaiadError('PROTO_ERR_FORBIDDEN', `${peer} is not admitted`)
     const now = Date.now()
     return {
       credential: this.signer.membershipFor(peer, 'node', NODE_CREDENTIAL_TTL_MS, now),
@@ -119,6 +134,7 @@ export class Admission implements FabricGuard {
   }
 
   private revoked(id: string): void {
+    this.proven.forget(id)
     for (const key of this.grants.keys()) if (key.startsWith(`${id}/`)) this.grants.delete(key)
     for (const l of this.revokeListeners) l(id)
   }

@@ -9,12 +9,13 @@ import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import { NaiadError, toNaiadError, type FabricNode } from '@naiad/proto'
 
 import type { Admission } from '../admission/admission.ts'
+import type { SupernodeMember } from '../cluster/membership.ts'
 import { serveConsole } from '../console/serve.ts'
 import { labelsOf } from '../control/control-client.ts'
 import type { Scheduler, TaskState } from '../scheduler/scheduler.ts'
 
 /** Reachable without a token: probes, metrics, what a daemon needs before it has joined, the console's page. */
-const OPEN = new Set(['/healthz', '/readyz', '/healthy', '/metrics', '/api/v1/info', '/api/v1/join', '/'])
+const OPEN = new Set(['/healthz', '/readyz', '/healthy', '/metrics', '/api/v1/info', '/api/v1/supernodes', '/api/v1/join', '/'])
 /** The console's scripts and styles. */
 const OPEN_PREFIX = '/console/'
 /** Bodies larger than this are refused with 413 (job requests are a few KiB). */
@@ -61,6 +62,8 @@ export interface HttpApiComponents {
   admission: Admission
   /** GET routes need no token (`api.public-read`). */
   publicRead: boolean
+  /** The live supernodes of the cluster (this one alone without others). */
+  members?: () => readonly SupernodeMember[]
 }
 
 export function buildHttpApi(components: HttpApiComponents): FastifyInstance {
@@ -100,6 +103,12 @@ export function buildHttpApi(components: HttpApiComponents): FastifyInstance {
     seed: components.seed,
     // Lets a daemon check, against the cluster key of its join token, that this is its supernode.
     credential: Buffer.from(admission.credential()).toString('base64')
+  }))
+
+  // Open like /api/v1/info: daemons learn the live set here (and check each member's
+  // credential at its own /api/v1/info before they trust it).
+  app.get('/api/v1/supernodes', async () => ({
+    members: (components.members?.() ?? []).map((m) => ({ id: m.id, apiUrl: m.apiUrl, multiaddrs: m.multiaddrs }))
   }))
 
   app.post('/api/v1/join', async (req) => admission.join(req.body))

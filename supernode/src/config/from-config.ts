@@ -37,6 +37,7 @@ export function supernodeOptionsFromConfig(v: SupernodeConfig, logger: Logger): 
     sourceAllow: v['source.allow'],
     announceNetworks: v['scheduler.announce-networks'],
     publicRead: v['api.public-read'],
+    cluster: { heartbeatMs: v['cluster.heartbeat'], ttlMs: v['cluster.ttl'], advertiseUrl: v['cluster.advertise-url'] },
     pluginSettings: v['plugin-config']
   }
 }

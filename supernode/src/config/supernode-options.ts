@@ -4,6 +4,7 @@
 import type { Logger } from 'pino'
 import type { DataTransport, OriginOptions, PeerTaskOptions } from '@naiad/peer'
 
+import type { MembershipStore } from '../cluster/membership.ts'
 import type { SupernodePlugin } from '../plugin-api/context.ts'
 
 export interface SeedSettings {
@@ -32,6 +33,18 @@ export interface SupernodeOptions {
   announceNetworks?: string[]
   /** `api.public-read`: GET endpoints that reveal tasks and peers need no API token. */
   publicRead?: boolean
+  /** The supernodes of the cluster: heartbeats, the live set, each task's owner. */
+  cluster?: ClusterSettings
   plugins?: SupernodePlugin[]
   pluginSettings?: Record<string, Record<string, unknown>>
+}
+
+export interface ClusterSettings {
+  /** Where the heartbeats go; shared by every supernode of the cluster (default: in memory, a cluster of one). */
+  membership?: MembershipStore
+  heartbeatMs: number
+  /** A supernode silent for longer is not live. */
+  ttlMs: number
+  /** This supernode's HTTP URL as others reach it ('' or absent: derived from the listen address). */
+  advertiseUrl?: string
 }

@@ -29,14 +29,27 @@ const BUSY_RETRY_MS = 500
 /** Reports one report_batch may carry (a daemon has a few tasks running at once). */
 export const MAX_BATCH_REPORTS = 256
 
+/** Which supernode owns a task (supernode/src/cluster): registrations of tasks owned elsewhere are refused. */
+export interface TaskOwnership {
+  owns(taskId: string): boolean
+  ownerOf(taskId: string): { id: string; apiUrl: string }
+}
+
 /**
  * Serves 1.1.0 (a session per daemon: one stream, many pipelined calls) and, for daemons
  * that predate it, 1.0.0 (a stream per call). Both reach the same scheduler.
  */
-export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gate?: SchedulerGate, pressure?: Pressure & { deferred?: number }): Promise<void> {
+export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gate?: SchedulerGate, pressure?: Pressure & { deferred?: number }, ownership?: TaskOwnership): Promise<void> {
   const handle = (req: SchedulerRequest, hostId: string, connection: Connection, signal: AbortSignal): Partial<SchedulerResponse> | Promise<Partial<SchedulerResponse>> => {
     const busy = req.getParents !== undefined && pressure?.busy() === true
     if (calls.hasSubscribers) calls.publish({ hostId, call: callOf(req), reports: req.reportBatch?.reports.length ?? (req.reportPieces === undefined ? 0 : 1), busy })
+    if (req.registerTask !== undefined && ownership !== undefined) {
+      try {
+        checkOwner(scheduler, ownership, req.registerTask.taskId)
+      } catch (err) {
+        return { error: rpcError(err), paceMs: pressure?.paceMs ?? 0, features: FEATURES }
+      }
+    }
     if (pressure === undefined) return handleRemoteRequest(scheduler, gate, hostId, connection, req, signal)
     if (busy) {
       if (pressure.deferred !== undefined) pressure.deferred++
@@ -71,6 +84,17 @@ function callOf(req: SchedulerRequest): string {
   if (req.leaveHost) return 'leave_host'
   if (req.reportBatch !== undefined) return 'report_batch'
   return 'none'
+}
+
+/**
+ * A new task is registered only with its owner. One this scheduler already holds stays
+ * welcome (its daemons moved here while its owner was gone and finish here), so that an
+ * owner coming back breaks no download in flight.
+ */
+export function checkOwner(scheduler: Scheduler, ownership: TaskOwnership, taskId: string): void {
+  if (ownership.owns(taskId) || scheduler.tasks.has(taskId)) return
+  const owner = ownership.ownerOf(taskId)
+  throw new NaiadError('SN_ERR_NOT_OWNER', `task ${taskId.slice(0, 12)} belongs to supernode ${owner.id} (${owner.apiUrl})`)
 }
 
 function rpcError(err: unknown): RpcError {
