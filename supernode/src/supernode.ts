@@ -1,5 +1,5 @@
 // createSupernode: the scheduler and its state, the seed, the fabric service, cluster
-// admission, the HTTP API and plugins.
+// admission, the HTTP API and plugins, and the shared database (SQLite, or PostgreSQL with --database).
 
 import { join } from 'node:path'
 
@@ -14,8 +14,12 @@ import { NodeRegistry } from './admission/node-registry.ts'
 import { GATE_DEFAULTS, SchedulerGate } from './admission/scheduler-gate.ts'
 import { TaskAccess } from './admission/task-access.ts'
 import { buildHttpApi } from './api/http.ts'
+import type { MembershipStore } from './cluster/membership.ts'
+import { SqlMembership } from './cluster/sql-membership.ts'
 import type { SupernodeOptions } from './config/supernode-options.ts'
 import { ControlClient } from './control/control-client.ts'
+import { openSharedDatabase } from './database/open.ts'
+import type { Sql } from './database/sql.ts'
 import type { SupernodePluginContext } from './plugin-api/context.ts'
 import { PressureGauge } from './scheduler/pressure.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
@@ -36,20 +40,25 @@ export class Supernode {
   readonly admission: Admission
   /** The scheduler's saturation signal (the pace daemons are asked to keep). */
   readonly pressure = new PressureGauge()
+  /** The supernodes of the cluster, in the shared database (the heartbeats and ownership built on it are the cluster's). */
+  readonly membership: MembershipStore
   private readonly gate: SchedulerGate
   private readonly probes: OriginClient | undefined
   private readonly state: StateStore
+  private readonly shared: Sql
   private readonly plugins: PluginHost<'supernode', SupernodePluginContext>
   private readonly options: SupernodeOptions
   private poller: NodeJS.Timeout | undefined
   private ready = false
   private httpAddress = ''
 
-  constructor(parts: { node: FabricNode; scheduler: Scheduler; state: StateStore; seed: Seed | undefined; admission: Admission; gate: SchedulerGate; policy: DestinationPolicy; probes?: OriginClient }, options: SupernodeOptions) {
-    const { node, scheduler, state, seed, admission, gate } = parts
+  constructor(parts: { node: FabricNode; scheduler: Scheduler; state: StateStore; shared: Sql; seed: Seed | undefined; admission: Admission; gate: SchedulerGate; policy: DestinationPolicy; probes?: OriginClient }, options: SupernodeOptions) {
+    const { node, scheduler, state, shared, seed, admission, gate } = parts
     this.node = node
     this.scheduler = scheduler
     this.state = state
+    this.shared = shared
+    this.membership = new SqlMembership(shared)
     this.seed = seed
     this.admission = admission
     this.gate = gate
@@ -82,7 +91,7 @@ export class Supernode {
           addScorer: (f) => { scheduler.scorers.push(f); return scope.track(() => remove(scheduler.scorers, f)) }
         },
         seed: seed === undefined ? undefined : { download: (req, opts) => seed.engine.tasks.download(req, opts) },
-        database: state.database,
+        database: shared,
         control: { send: (hostId, command, args, opts) => control.send(hostId, command, args, opts), hosts: (labels) => control.hosts(labels) },
         sourcePolicy: parts.policy
       })
@@ -122,11 +131,9 @@ export class Supernode {
     const [host, port] = splitHostPort(this.options.listen)
     this.httpAddress = await this.http.listen({ host, port: Number(port) })
     this.poller = setInterval(() => {
-      try {
-        this.admission.poll()
-      } catch (err) {
+      this.admission.poll().catch((err: unknown) => {
         this.options.logger.warn({ err: (err as Error).message }, 'cannot read revocations from the database')
-      }
+      })
     }, REVOCATION_POLL_MS)
     this.poller.unref()
     this.ready = true
@@ -142,6 +149,7 @@ export class Supernode {
     await this.seed?.engine.stop()
     await this.probes?.close()
     await this.node.stop()
+    await this.shared.close()
     this.state.close()
   }
 }
@@ -150,7 +158,14 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
   await secureDir(options.dataDir)
   const signer = await loadClusterKey(options.dataDir)
   const state = new StateStore(options.dataDir)
-  const admission = new Admission(signer, new NodeRegistry(state.database), await loadPeerId(options.dataDir))
+  let shared: Sql
+  try {
+    shared = await openSharedDatabase(options.database ?? '', () => state.database)
+  } catch (err) {
+    state.close()
+    throw err
+  }
+  const admission = new Admission(signer, await NodeRegistry.open(shared), await loadPeerId(options.dataDir))
   const node = await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen, guard: admission })
   const policy = new DestinationPolicy({ allow: options.sourceAllow ?? [] })
   let seed: Seed | undefined
@@ -181,5 +196,5 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
   const probes = seed === undefined ? new OriginClient({ ...options.seed.origin, policy }) : undefined
   access.current = new TaskAccess(seed?.engine.origin ?? probes!)
   const gate = new SchedulerGate({ admission, access: access.current, policy, knows: (id) => scheduler.tasks.has(id) }, { ...GATE_DEFAULTS, announceNetworks: options.announceNetworks ?? [] })
-  return new Supernode({ node, scheduler, state, seed, admission, gate, policy, probes }, options)
+  return new Supernode({ node, scheduler, state, shared, seed, admission, gate, policy, probes }, options)
 }

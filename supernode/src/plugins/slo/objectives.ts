@@ -109,7 +109,7 @@ export function readSloSettings(raw: Record<string, unknown>): SloSettings {
 function conditions(o: Objective): { eligible: string; good: string; params: number[] } {
   switch (o.sli) {
     case 'success-rate':
-      return { eligible: '1', good: "result = 'succeeded'", params: [] }
+      return { eligible: 'TRUE', good: "result = 'succeeded'", params: [] }
     case 'seconds-per-gib':
       return { eligible: "result = 'succeeded' AND content_length > 0", good: `duration_ms / 1000.0 <= ? * (content_length / ${GIB}.0)`, params: [o.threshold!] }
     case 'back-to-source-ratio':
@@ -140,10 +140,10 @@ function burn(good: number, eligible: number, target: number): number {
   return eligible === 0 ? 0 : (1 - good / eligible) / (1 - target)
 }
 
-export function evaluate(store: TraceStore, o: Objective, now: number): ObjectiveReport {
+export async function evaluate(store: TraceStore, o: Objective, now: number, signal?: AbortSignal): Promise<ObjectiveReport> {
   const c = conditions(o)
-  const long = store.count(now - o.windowMs, c.eligible, c.good, c.params)
-  const short = store.count(now - o.shortWindowMs, c.eligible, c.good, c.params)
+  const long = await store.count(now - o.windowMs, c.eligible, c.good, c.params, signal)
+  const short = await store.count(now - o.shortWindowMs, c.eligible, c.good, c.params, signal)
   const burnRate = burn(long.good, long.eligible, o.target)
   const compliance = long.eligible === 0 ? null : long.good / long.eligible
   return {
@@ -171,8 +171,8 @@ export interface SliReport {
   bytes: { peer: number; seed: number; origin: number }
 }
 
-export function indicators(store: TraceStore, windowMs: number, window: string, now: number): SliReport {
-  const t = store.totals(now - windowMs)
+export async function indicators(store: TraceStore, windowMs: number, window: string, now: number, signal?: AbortSignal): Promise<SliReport> {
+  const t = await store.totals(now - windowMs, signal)
   const all = t.bytesPeer + t.bytesSeed + t.bytesOrigin
   return {
     window,
