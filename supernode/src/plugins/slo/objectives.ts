@@ -105,15 +105,18 @@ export function readSloSettings(raw: Record<string, unknown>): SloSettings {
   return sloSettings(loadSettings(SLO_SETTINGS, raw, 'plugin-config.slo'))
 }
 
+/** A threshold as a real number in both dialects (PostgreSQL would otherwise guess the column's BIGINT for it). */
+const THRESHOLD = 'CAST(? AS DOUBLE PRECISION)'
+
 /** Which pulls count for an SLI and which of them are good, as SQL over one `slo_traces` row. */
 function conditions(o: Objective): { eligible: string; good: string; params: number[] } {
   switch (o.sli) {
     case 'success-rate':
       return { eligible: 'TRUE', good: "result = 'succeeded'", params: [] }
     case 'seconds-per-gib':
-      return { eligible: "result = 'succeeded' AND content_length > 0", good: `duration_ms / 1000.0 <= ? * (content_length / ${GIB}.0)`, params: [o.threshold!] }
+      return { eligible: "result = 'succeeded' AND content_length > 0", good: `duration_ms / 1000.0 <= ${THRESHOLD} * (content_length / ${GIB}.0)`, params: [o.threshold!] }
     case 'back-to-source-ratio':
-      return { eligible: 'bytes_peer + bytes_seed + bytes_origin > 0', good: 'bytes_origin <= ? * (bytes_peer + bytes_seed + bytes_origin)', params: [o.threshold!] }
+      return { eligible: 'bytes_peer + bytes_seed + bytes_origin > 0', good: `bytes_origin <= ${THRESHOLD} * (bytes_peer + bytes_seed + bytes_origin)`, params: [o.threshold!] }
   }
 }
 
