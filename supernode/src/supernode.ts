@@ -137,7 +137,7 @@ export class Supernode {
     }, REVOCATION_POLL_MS)
     this.poller.unref()
     this.ready = true
-    this.options.logger.info({ http: this.httpAddress, peerId: this.node.peerId.toString(), p2p: this.node.getMultiaddrs().map(String), seed: this.seed !== undefined, cluster: this.admission.signer.id, dataDir: this.options.dataDir }, 'supernode ready')
+    this.options.logger.info({ http: this.httpAddress, peerId: this.node.peerId.toString(), p2p: this.node.getMultiaddrs().map(String), seed: this.seed !== undefined, cluster: this.admission.signer.id, dataDir: this.options.dataDir, database: this.shared.dialect }, 'supernode ready')
   }
 
   async stop(): Promise<void> {

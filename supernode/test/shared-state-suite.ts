@@ -3,13 +3,15 @@
 // preheat jobs and their leases, SLO traces, doctor reports.
 
 import { expect, it } from 'vitest'
-import type { PullTrace } from '@naiad/proto'
+import { createLogger, type HealthFacts, type PullTrace } from '@naiad/proto'
 
 import { NodeRegistry } from '../src/admission/node-registry.ts'
 import { migrate, MIGRATIONS } from '../src/database/migrations.ts'
 import type { Sql } from '../src/database/sql.ts'
 import { ReportStore } from '../src/plugins/doctor/report-store.ts'
+import { HealthEngine } from '../src/plugins/health/engine.ts'
 import { HealthEventStore } from '../src/plugins/health/event-store.ts'
+import { readHealthSettings } from '../src/plugins/health/settings.ts'
 import { JobStore, type JobArgs } from '../src/plugins/preheat/job-store.ts'
 import { evaluate, indicators, readSloSettings } from '../src/plugins/slo/objectives.ts'
 import { TraceStore } from '../src/plugins/slo/trace-store.ts'
@@ -86,6 +88,42 @@ export function sharedStateSuite(backend: Backend): void {
     const later = await clients[1].reserve({ at: T0 + 61_000, host: 'late', rule: 'r', action: 'heal', reason: '', facts: null }, budget)
     expect('event' in later).toBe(true)
     expect((await clients[0].list({ host: 'late' }))[0]).toMatchObject({ decision: 'applied', action: 'heal' })
+  })
+
+  it('health: the breaker is judged on every supernode\'s hosts, and each flip is recorded once', async () => {
+    const { sql, another } = await backend.fresh()
+    const healthy = { diskFreeBytes: 1e10, diskFreeRatio: 0.5, samples: 20, pieceFailureRate: 0, uploadSamples: 0, uploadErrorRate: 0, meanPieceCostMs: 10, clockOffsetMs: 0, clockRttMs: 1, fuseDevice: true, fusermount: true, windowMs: 60_000 } as HealthFacts
+    const failing = { ...healthy, pieceFailureRate: 0.9 }
+    let now = T0
+    const settings = readHealthSettings({
+      rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'isolate' }], remedies: { max: 10, window: '1m' },
+      breaker: { maxUnhealthyPercent: 30, minHosts: 5, closeAfter: '0s' }
+    })
+    const engine = async (self: string, s: Sql): Promise<HealthEngine> => {
+      const e = new HealthEngine({ settings, events: new HealthEventStore(s), logger: createLogger('test', 'silent'), isGone: () => false, schedulerFacts: () => ({}), heal: undefined, self, now: () => now })
+      await e.restore()
+      return e
+    }
+    const a = await engine('sn-a', sql)
+    const b = await engine('sn-b', backend.concurrent ? await another() : sql)
+    // Alone, neither has enough hosts to trip (A: 0 of 3, B: 2 of 3); together 2 of 6 is over 30 %.
+    for (const id of ['a1', 'a2', 'a3']) a.report(id, healthy)
+    for (const id of ['b1', 'b2']) b.report(id, failing)
+    b.report('b3', healthy)
+    now += 1000
+    await a.evaluate()
+    await Promise.all([a.evaluate(), b.evaluate()])
+    expect(b.breakerState).toMatchObject({ open: true, unhealthy: 2, population: 6 })
+    expect(['b1', 'b2'].map((id) => b.levelOf(id))).toEqual(['healthy', 'healthy'])
+    const events = await new HealthEventStore(sql).list()
+    expect(events.filter((e) => e.decision === 'breaker-open')).toHaveLength(1)
+    expect(events.filter((e) => e.decision === 'suppressed').map((e) => e.host).sort()).toEqual(['b1', 'b2'])
+    // A supernode leaving takes its hosts out: B alone is under minHosts, and the breaker closes.
+    await a.leave()
+    now += 1000
+    await b.evaluate()
+    expect(b.breakerState).toMatchObject({ open: false, population: 3 })
+    expect(['b1', 'b2'].map((id) => b.levelOf(id))).toEqual(['isolated', 'isolated'])
   })
 
   it('health: host states and events survive a new client', async () => {

@@ -97,14 +97,19 @@ const POSTGRES_V1 = `
     peer_id TEXT PRIMARY KEY, hostname TEXT NOT NULL, received_at BIGINT NOT NULL, report TEXT NOT NULL);
 `
 
-// Step 2: the supernodes' heartbeats, and the one row every remedy reservation locks, so
-// that the budget is counted and taken by one supernode at a time.
+// Step 2: the supernodes' heartbeats; the one row every remedy reservation locks, so that
+// the budget is counted and taken by one supernode at a time; the breaker's state and the
+// counts each supernode judges it on.
 const V2 = (bigint: string): string => `
   CREATE TABLE supernodes (
     id TEXT PRIMARY KEY, api_url TEXT NOT NULL, multiaddrs TEXT NOT NULL, seen_at ${bigint} NOT NULL);
   CREATE TABLE health_budget (id INTEGER PRIMARY KEY, reserved_at ${bigint} NOT NULL);
   INSERT INTO health_budget (id, reserved_at) VALUES (1, 0);
   CREATE INDEX health_events_applied ON health_events (decision, at);
+  CREATE TABLE health_breaker (id INTEGER PRIMARY KEY, open INTEGER NOT NULL, since ${bigint} NOT NULL, calm_since ${bigint} NOT NULL);
+  INSERT INTO health_breaker (id, open, since, calm_since) VALUES (1, 0, 0, 0);
+  CREATE TABLE health_breaker_counts (
+    supernode TEXT PRIMARY KEY, unhealthy INTEGER NOT NULL, population INTEGER NOT NULL, at ${bigint} NOT NULL);
 `
 
 // Step 4: which supernode runs a job, until when; a job whose lease ran out is taken over.
@@ -125,7 +130,7 @@ async function scrubJobCredentials(tx: Sql): Promise<void> {
 
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'shared state: admission, preheat, slo, health, doctor', up: { sqlite: SQLITE_V1, postgres: POSTGRES_V1 } },
-  { version: 2, name: 'membership and the cluster-wide remedy budget', up: { sqlite: V2('INTEGER'), postgres: V2('BIGINT') } },
+  { version: 2, name: 'membership, the cluster-wide remedy budget and breaker', up: { sqlite: V2('INTEGER'), postgres: V2('BIGINT') } },
   { version: 3, name: 'preheat: no credentials at rest', up: { sqlite: scrubJobCredentials, postgres: scrubJobCredentials } },
   { version: 4, name: 'preheat: a job is leased to the supernode that runs it', up: { sqlite: V4('INTEGER'), postgres: V4('BIGINT') } }
 ]

@@ -2,14 +2,15 @@
 // remedy ladder (heal → degrade → isolate) while its rules keep holding, and back to healthy
 // once they have stayed false for a while. Every step goes through the risk controls: a
 // cluster-wide budget of remedies per window (counted and taken in the shared database, so
-// it holds across supernodes), and a breaker that stops automatic remedies
+// it holds across supernodes), and a breaker (one for the cluster, in the shared database,
+// judged on every supernode's hosts) that stops automatic remedies
 // while too many hosts look unhealthy at once (then the cause is more likely the network or
 // the supernode than the hosts, and remedies would only make it worse).
 
 import type { Logger } from 'pino'
 import type { HealthFacts } from '@naiad/proto'
 
-import type { HealthEvent, HealthEventStore } from './event-store.ts'
+import type { BreakerDecision, BreakerState, HealthEvent, HealthEventStore } from './event-store.ts'
 import type { FactValue } from './expression.ts'
 import type { Action, HealthSettings, Rule } from './settings.ts'
 
@@ -45,14 +46,17 @@ export interface EngineComponents {
   schedulerFacts(hostId: string): Record<string, FactValue>
   /** Sends the `heal` command; undefined when there is no control service to send it with. */
   heal: ((hostId: string) => Promise<unknown>) | undefined
+  /** This supernode's ID, under which its hosts' counts go into the cluster's breaker. */
+  self?: string
   now?: () => number
 }
 
+/** How many rounds a supernode's breaker counts stay in the sum after its last one (it may have died). */
+const COUNT_ROUNDS = 3
+
 export class HealthEngine {
   readonly hosts = new Map<string, HostHealth>()
-  private breaker = { open: false, since: 0, unhealthy: 0, population: 0 }
-  /** Since when an open breaker's count has been under the limit. */
-  private calmSince = 0
+  private breaker: BreakerState = { open: false, since: 0, calmSince: 0, unhealthy: 0, population: 0 }
   private readonly c: EngineComponents
   private readonly now: () => number
   private running: Promise<void> | undefined
@@ -79,7 +83,13 @@ export class HealthEngine {
   }
 
   get breakerState(): { open: boolean; since: number; unhealthy: number; population: number } {
-    return { ...this.breaker }
+    const { open, since, unhealthy, population } = this.breaker
+    return { open, since, unhealthy, population }
+  }
+
+  /** Takes this supernode's hosts out of the cluster's breaker (a clean shutdown). */
+  async leave(signal?: AbortSignal): Promise<void> {
+    await this.c.events.leaveBreaker(this.c.self ?? 'local', signal)
   }
 
   levelOf(hostId: string): HostLevel {
@@ -173,26 +183,31 @@ export class HealthEngine {
     }
   }
 
+  /** Adds this supernode's counts to the cluster's and moves the shared breaker (under its lock, so one supernode records each flip). */
   private async updateBreaker(unhealthy: number, population: number, now: number): Promise<void> {
-    const { maxUnhealthyPercent, minHosts, closeAfterMs } = this.c.settings.breaker
-    const percent = population === 0 ? 0 : (100 * unhealthy) / population
-    const trip = population >= minHosts && percent > maxUnhealthyPercent
-    this.breaker.unhealthy = unhealthy
-    this.breaker.population = population
-    if (trip) {
-      this.calmSince = 0
-      if (this.breaker.open) return
-    } else {
-      if (!this.breaker.open) return
-      if (this.calmSince === 0) this.calmSince = now
-      if (now - this.calmSince < closeAfterMs) return
-      this.calmSince = 0
+    const { settings } = this.c
+    const decide: BreakerDecision = (counts, prev) => {
+      const { maxUnhealthyPercent, minHosts, closeAfterMs } = settings.breaker
+      const percent = counts.population === 0 ? 0 : (100 * counts.unhealthy) / counts.population
+      const trip = counts.population >= minHosts && percent > maxUnhealthyPercent
+      let calmSince = prev.calmSince
+      if (trip) {
+        calmSince = 0
+        if (prev.open) return { state: { ...prev, calmSince } }
+      } else {
+        if (!prev.open) return { state: prev }
+        if (calmSince === 0) calmSince = now
+        if (now - calmSince < closeAfterMs) return { state: { ...prev, calmSince } }
+        calmSince = 0
+      }
+      const reason = `${counts.unhealthy} of ${counts.population} hosts unhealthy or silent (${percent.toFixed(0)} % ${trip ? '>' : '<='} ${maxUnhealthyPercent} %)` +
+        (trip ? ': automatic remedies stop until it closes' : `, for ${seconds(closeAfterMs)}: automatic remedies resume`)
+      return {
+        state: { open: trip, since: now, calmSince },
+        event: { at: now, host: '', rule: '', action: '', decision: trip ? 'breaker-open' : 'breaker-close', reason, facts: null }
+      }
     }
-    this.breaker.open = trip
-    this.breaker.since = now
-    const reason = `${unhealthy} of ${population} hosts unhealthy or silent (${percent.toFixed(0)} % ${trip ? '>' : '<='} ${maxUnhealthyPercent} %)` +
-      (trip ? ': automatic remedies stop until it closes' : `, for ${seconds(closeAfterMs)}: automatic remedies resume`)
-    await this.record({ host: '', rule: '', action: '', decision: trip ? 'breaker-open' : 'breaker-close', reason, facts: null }, now)
+    this.breaker = await this.c.events.breakerRound(this.c.self ?? 'local', { unhealthy, population }, now, now - COUNT_ROUNDS * settings.evaluateIntervalMs, decide)
   }
 
   private async attempt(h: HostHealth, action: Action, rule: Rule, why: string, now: number): Promise<void> {

@@ -39,6 +39,21 @@ export interface HostStateRow {
   stepAt: number
 }
 
+/** The breaker as every supernode sees it: open or not since when, over the cluster's hosts. */
+export interface BreakerState {
+  open: boolean
+  since: number
+  /** Since when an open breaker's count has been under the limit (0: it is not). */
+  calmSince: number
+  /** Over every supernode's hosts that reported recently. */
+  unhealthy: number
+  population: number
+}
+
+/** What a breaker round decides: the next state, and the event to record when it flips. */
+export type BreakerDecision = (counts: { unhealthy: number; population: number }, prev: Pick<BreakerState, 'open' | 'since' | 'calmSince'>) =>
+  { state: Pick<BreakerState, 'open' | 'since' | 'calmSince'>; event?: Omit<HealthEvent, 'id'> }
+
 /** What reserving a remedy gave: the recorded event, or (budget spent) when the oldest remedy in the window was taken. */
 export type Reservation = { event: HealthEvent } | { full: { count: number; oldestAt: number } }
 
@@ -90,6 +105,33 @@ export class HealthEventStore {
     const r = await sql.get<{ n: number; oldest: number | null }>(
       "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM health_events WHERE decision = 'applied' AND at > ?", [since], signal)
     return { count: r?.n ?? 0, oldestAt: r?.oldest ?? since }
+  }
+
+  /**
+   * One round of the cluster-wide breaker, under its row's lock: records `self`'s counts,
+   * sums every supernode's counts newer than `since`, and lets `decide` move the shared
+   * state (and record the flip, once, by whichever supernode made it).
+   */
+  async breakerRound(self: string, mine: { unhealthy: number; population: number }, now: number, since: number, decide: BreakerDecision, signal?: AbortSignal): Promise<BreakerState> {
+    return this.sql.transaction(async (tx) => {
+      const prev = await tx.get<{ open: number; since: number; calm_since: number }>(
+        `SELECT open, since, calm_since FROM health_breaker WHERE id = 1${tx.dialect === 'postgres' ? ' FOR UPDATE' : ''}`)
+      await tx.run(`INSERT INTO health_breaker_counts (supernode, unhealthy, population, at) VALUES (?, ?, ?, ?)
+        ON CONFLICT (supernode) DO UPDATE SET unhealthy = excluded.unhealthy, population = excluded.population, at = excluded.at`,
+      [self, mine.unhealthy, mine.population, now])
+      const sum = await tx.get<{ unhealthy: number | null; population: number | null }>(
+        'SELECT SUM(unhealthy) AS unhealthy, SUM(population) AS population FROM health_breaker_counts WHERE at >= ?', [since])
+      const counts = { unhealthy: sum?.unhealthy ?? 0, population: sum?.population ?? 0 }
+      const { state, event } = decide(counts, { open: prev?.open === 1, since: prev?.since ?? 0, calmSince: prev?.calm_since ?? 0 })
+      await tx.run('UPDATE health_breaker SET open = ?, since = ?, calm_since = ? WHERE id = 1', [state.open ? 1 : 0, state.since, state.calmSince])
+      if (event !== undefined) await this.insert(tx, event)
+      return { ...state, ...counts }
+    }, signal)
+  }
+
+  /** Drops `self`'s breaker counts (a clean shutdown): its hosts no longer count. */
+  async leaveBreaker(self: string, signal?: AbortSignal): Promise<void> {
+    await this.sql.run('DELETE FROM health_breaker_counts WHERE supernode = ?', [self], signal)
   }
 
   async saveHost(h: HostStateRow, signal?: AbortSignal): Promise<void> {
