@@ -139,7 +139,7 @@ describe('shared state on PostgreSQL', () => {
 })
 
 describe('--database', () => {
-  it('takes a postgres:// URL, and refuses anything else with exit 2 naming the key, never the value', () => {
+  it('refuses anything but a postgres:// URL with exit 2 naming the key, and an unreachable one with SN_ERR_DATABASE; never prints the password', () => {
     const names = SUPERNODE_COMMAND.options.filter((o) => o.key === 'database')
     expect(names).toHaveLength(1)
     const r = spawnSync(process.execPath, [BIN, '--database', 'mysql://root:s3cret-pw@db/naiad', '--data-dir', join(dir, 'sn-bad-url')], { encoding: 'utf8', timeout: 60_000 })
@@ -149,5 +149,10 @@ describe('--database', () => {
     const env = spawnSync(process.execPath, [BIN, '--data-dir', join(dir, 'sn-bad-url')], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, NAIAD_DATABASE: 'sqlite:///x' } })
     expect(env.status).toBe(2)
     expect(env.stderr).toContain('NAIAD_DATABASE')
+    // A well-formed URL that leads nowhere: the typed error, exit 1, the password left out.
+    const down = spawnSync(process.execPath, [BIN, '--database', `postgresql://naiad:s3cret-pw@/naiad?host=${encodeURIComponent(join(dir, 'nowhere'))}`, '--data-dir', join(dir, 'sn-down')], { encoding: 'utf8', timeout: 60_000 })
+    expect(down.status).toBe(1)
+    expect(down.stderr).toContain('SN_ERR_DATABASE')
+    expect(down.stderr).not.toContain('s3cret-pw')
   })
 })
