@@ -28,6 +28,7 @@ export const PREHEAT_SETTINGS = defineOptions([
   { key: 'ttlAfterFinished', type: 'any', default: 0, parse: (v: unknown) => parseDurationMs(v, 'ttlAfterFinished', 1000), help: 'default TTL of finished jobs (a duration or seconds); 0 keeps them' },
   { key: 'checkInterval', type: 'duration', min: 1, default: '1s', help: 'how often deadlines and TTLs are checked' },
   { key: 'nodeParallelism', type: 'int', min: 1, max: 1024, default: 16, help: 'peer scopes: daemons preheated at once per job' },
+  { key: 'lease', type: 'duration', min: 1000, default: '15s', help: 'with several supernodes on one database: how long a job stays with a supernode that stopped renewing it (at least 3 checkIntervals)' },
   { key: 'nodeTimeout', type: 'duration', min: 1, default: '30m', help: 'peer scopes: the longest one daemon may take for one blob, for jobs without a deadline' }
 ])
 
@@ -50,8 +51,6 @@ function redactedArgs(job: JobRow): Record<string, unknown> {
 
 /** Job IDs are positive decimal integers, spelled plainly (not 0x1, 1e3, 01 or +1). */
 const JOB_ID = /^[1-9]\d{0,15}$/
-/** The shortest lease on a job: a supernode that stops renewing loses its jobs this long after its last renewal. */
-const LEASE_MIN_MS = 15_000
 
 export const preheatPlugin = supernodePlugin({
   name: 'preheat',
@@ -64,7 +63,7 @@ export const preheatPlugin = supernodePlugin({
     // Each job runs on one supernode, which holds its lease in the shared database and renews
     // it every check; when that supernode dies, another takes the job once the lease runs out.
     const self = ctx.fabric.peerId.toString()
-    const leaseMs = Math.max(LEASE_MIN_MS, 3 * settings.checkInterval)
+    const leaseMs = Math.max(settings.lease, 3 * settings.checkInterval)
     // Manifest reads obey the supernode's source policy; preheat's insecure registries count as allowed.
     const policy = ctx.sourcePolicy.with(settings.insecureRegistries)
     const seedNode = { hostname: 'supernode-seed', peerId: ctx.fabric.peerId.toString() }
