@@ -124,18 +124,36 @@ export function sharedStateSuite(backend: Backend): void {
     await b.evaluate()
     expect(b.breakerState).toMatchObject({ open: false, population: 3 })
     expect(['b1', 'b2'].map((id) => b.levelOf(id))).toEqual(['isolated', 'isolated'])
+
+    // A supernode started later knows B's remedies (isolated everywhere) without counting B's hosts.
+    const c = await engine('sn-c', backend.concurrent ? await another() : sql)
+    expect(c.levelOf('b1')).toBe('isolated')
+    c.report('c1', healthy)
+    now += 1000
+    await Promise.all([b.evaluate(), c.evaluate()])
+    expect(c.breakerState).toMatchObject({ population: 4 })
+    expect([...c.hosts.keys()]).toEqual(['c1'])
+    // b1 moves to C (B fell silent for it): it stays isolated, and C judges it from now on.
+    c.report('b1', healthy)
+    expect(c.levelOf('b1')).toBe('isolated')
   })
 
   it('health: host states and events survive a new client', async () => {
     const { sql, another } = await backend.fresh()
     const store = new HealthEventStore(sql)
-    await store.saveHost({ id: 'h', level: 'isolated', step: 'isolate', stepAt: T0 })
-    await store.saveHost({ id: 'h', level: 'degraded', step: 'degrade', stepAt: T0 + 1 })
-    await store.saveHost({ id: 'gone', level: 'isolated', step: 'isolate', stepAt: T0 })
-    await store.saveHost({ id: 'gone', level: 'healthy', step: 'none', stepAt: 0 })
+    await store.saveHost({ id: 'h', level: 'isolated', step: 'isolate', stepAt: T0 }, 'sn-a')
+    await store.saveHost({ id: 'h', level: 'degraded', step: 'degrade', stepAt: T0 + 1 }, 'sn-a')
+    await store.saveHost({ id: 'gone', level: 'isolated', step: 'isolate', stepAt: T0 }, 'sn-a')
+    await store.saveHost({ id: 'gone', level: 'healthy', step: 'none', stepAt: 0 }, 'sn-a')
+    // Another supernode judges this one now: the first's recovery of it does not remove its row.
+    await store.saveHost({ id: 'moved', level: 'isolated', step: 'isolate', stepAt: T0 }, 'sn-b')
+    await store.saveHost({ id: 'moved', level: 'healthy', step: 'none', stepAt: 0 }, 'sn-a')
     const e = await store.add({ at: T0, host: 'h', rule: 'r', action: 'degrade', decision: 'suppressed', reason: 'why', facts: { a: 1 } })
     const other = new HealthEventStore(await another())
-    expect(await other.hosts()).toEqual([{ id: 'h', level: 'degraded', step: 'degrade', stepAt: T0 + 1 }])
+    expect((await other.hosts()).sort((x, y) => x.id.localeCompare(y.id))).toEqual([
+      { id: 'h', level: 'degraded', step: 'degrade', stepAt: T0 + 1, supernode: 'sn-a' },
+      { id: 'moved', level: 'isolated', step: 'isolate', stepAt: T0, supernode: 'sn-b' }
+    ])
     expect(await other.list({ afterId: e.id - 1 })).toEqual([e])
     await other.prune(T0 + 1)
     expect(await store.list()).toEqual([])

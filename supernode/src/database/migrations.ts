@@ -99,7 +99,7 @@ const POSTGRES_V1 = `
 
 // Step 2: the supernodes' heartbeats; the one row every remedy reservation locks, so that
 // the budget is counted and taken by one supernode at a time; the breaker's state and the
-// counts each supernode judges it on.
+// counts each supernode judges it on; which supernode judges each host.
 const V2 = (bigint: string): string => `
   CREATE TABLE supernodes (
     id TEXT PRIMARY KEY, api_url TEXT NOT NULL, multiaddrs TEXT NOT NULL, seen_at ${bigint} NOT NULL);
@@ -110,6 +110,7 @@ const V2 = (bigint: string): string => `
   INSERT INTO health_breaker (id, open, since, calm_since) VALUES (1, 0, 0, 0);
   CREATE TABLE health_breaker_counts (
     supernode TEXT PRIMARY KEY, unhealthy INTEGER NOT NULL, population INTEGER NOT NULL, at ${bigint} NOT NULL);
+  ALTER TABLE health_hosts ADD COLUMN supernode TEXT;
 `
 
 // Step 4: which supernode runs a job, until when; a job whose lease ran out is taken over.

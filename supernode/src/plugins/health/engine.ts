@@ -10,7 +10,7 @@
 import type { Logger } from 'pino'
 import type { HealthFacts } from '@naiad/proto'
 
-import type { BreakerDecision, BreakerState, HealthEvent, HealthEventStore } from './event-store.ts'
+import type { BreakerDecision, BreakerState, HealthEvent, HealthEventStore, HostStateRow } from './event-store.ts'
 import type { FactValue } from './expression.ts'
 import type { Action, HealthSettings, Rule } from './settings.ts'
 
@@ -57,12 +57,19 @@ const COUNT_ROUNDS = 3
 export class HealthEngine {
   readonly hosts = new Map<string, HostHealth>()
   private breaker: BreakerState = { open: false, since: 0, calmSince: 0, unhealthy: 0, population: 0 }
+  /**
+   * Hosts another supernode of the cluster judges (they report to it): their level holds
+   * here too (isolated everywhere), but they are not counted or forgotten here.
+   */
+  private remote = new Map<string, HostStateRow>()
   private readonly c: EngineComponents
+  private readonly self: string
   private readonly now: () => number
   private running: Promise<void> | undefined
 
   constructor(components: EngineComponents) {
     this.c = components
+    this.self = components.self ?? 'local'
     this.now = components.now ?? Date.now
   }
 
@@ -73,13 +80,14 @@ export class HealthEngine {
    */
   async restore(signal?: AbortSignal): Promise<void> {
     const now = this.now()
-    for (const row of await this.c.events.hosts(signal)) {
-      if (!['healthy', 'degraded', 'isolated'].includes(row.level) || !['none', ...LADDER].includes(row.step)) continue
+    for (const row of await this.readHosts(signal)) {
+      if (row.supernode !== null && row.supernode !== this.self) continue
       this.hosts.set(row.id, {
         id: row.id, facts: {}, reportedAt: now, level: row.level as HostLevel, step: row.step as Step, stepAt: row.stepAt,
         firing: new Map(), clearSince: 0, suppressed: ''
       })
     }
+    await this.readRemote(now)
   }
 
   get breakerState(): { open: boolean; since: number; unhealthy: number; population: number } {
@@ -89,18 +97,24 @@ export class HealthEngine {
 
   /** Takes this supernode's hosts out of the cluster's breaker (a clean shutdown). */
   async leave(signal?: AbortSignal): Promise<void> {
-    await this.c.events.leaveBreaker(this.c.self ?? 'local', signal)
+    await this.c.events.leaveBreaker(this.self, signal)
   }
 
   levelOf(hostId: string): HostLevel {
-    return this.hosts.get(hostId)?.level ?? 'healthy'
+    return this.hosts.get(hostId)?.level ?? (this.remote.get(hostId)?.level as HostLevel | undefined) ?? 'healthy'
   }
 
   /** Stores a host's report, with the facts the supernode derives from it. */
   report(hostId: string, f: HealthFacts): HostHealth {
     let h = this.hosts.get(hostId)
     if (h === undefined) {
-      h = { id: hostId, facts: {}, reportedAt: 0, level: 'healthy', step: 'none', stepAt: 0, firing: new Map(), clearSince: 0, suppressed: '' }
+      // A host that reported to another supernode before keeps the remedy that one took.
+      const was = this.remote.get(hostId)
+      this.remote.delete(hostId)
+      h = {
+        id: hostId, facts: {}, reportedAt: 0, level: (was?.level ?? 'healthy') as HostLevel, step: (was?.step ?? 'none') as Step, stepAt: was?.stepAt ?? 0,
+        firing: new Map(), clearSince: 0, suppressed: ''
+      }
       this.hosts.set(hostId, h)
     }
     h.facts = {
@@ -129,6 +143,7 @@ export class HealthEngine {
   private async round(): Promise<void> {
     const now = this.now()
     const { settings } = this.c
+    await this.readRemote(now)
     const live: HostHealth[] = []
     let unhealthy = 0
     for (const h of this.hosts.values()) {
@@ -136,7 +151,7 @@ export class HealthEngine {
       if (now - h.reportedAt > settings.forgetAfterMs) {
         // Long silent: a dead or removed node, no longer part of "at once". Its events stay.
         this.hosts.delete(h.id)
-        await this.c.events.saveHost({ id: h.id, level: 'healthy', step: 'none', stepAt: 0 })
+        await this.c.events.saveHost({ id: h.id, level: 'healthy', step: 'none', stepAt: 0 }, this.self)
         continue
       }
       live.push(h)
@@ -183,6 +198,24 @@ export class HealthEngine {
     }
   }
 
+  /** The valid rows of health_hosts. */
+  private async readHosts(signal?: AbortSignal): Promise<HostStateRow[]> {
+    return (await this.c.events.hosts(signal)).filter((r) => ['healthy', 'degraded', 'isolated'].includes(r.level) && ['none', ...LADDER].includes(r.step))
+  }
+
+  /** The hosts other supernodes judge now; a silent host of ours that another judges since has moved there. */
+  private async readRemote(now: number): Promise<void> {
+    const remote = new Map<string, HostStateRow>()
+    for (const row of await this.readHosts()) {
+      if (row.supernode === null || row.supernode === this.self) continue
+      const mine = this.hosts.get(row.id)
+      if (mine !== undefined && !this.isStale(mine, now)) continue
+      this.hosts.delete(row.id)
+      remote.set(row.id, row)
+    }
+    this.remote = remote
+  }
+
   /** Adds this supernode's counts to the cluster's and moves the shared breaker (under its lock, so one supernode records each flip). */
   private async updateBreaker(unhealthy: number, population: number, now: number): Promise<void> {
     const { settings } = this.c
@@ -207,7 +240,7 @@ export class HealthEngine {
         event: { at: now, host: '', rule: '', action: '', decision: trip ? 'breaker-open' : 'breaker-close', reason, facts: null }
       }
     }
-    this.breaker = await this.c.events.breakerRound(this.c.self ?? 'local', { unhealthy, population }, now, now - COUNT_ROUNDS * settings.evaluateIntervalMs, decide)
+    this.breaker = await this.c.events.breakerRound(this.self, { unhealthy, population }, now, now - COUNT_ROUNDS * settings.evaluateIntervalMs, decide)
   }
 
   private async attempt(h: HostHealth, action: Action, rule: Rule, why: string, now: number): Promise<void> {
@@ -228,7 +261,7 @@ export class HealthEngine {
       // Without a way to reach the daemon the heal step is passed over, so escalation goes on.
       h.step = 'heal'
       h.stepAt = now
-      await this.c.events.saveHost(h)
+      await this.c.events.saveHost(h, this.self)
       await this.record({ host: h.id, rule: rule.name, action, decision: 'suppressed', reason: `${why}; suppressed: no control service to send heal with`, facts }, now)
       return
     }
@@ -239,7 +272,7 @@ export class HealthEngine {
     h.suppressed = ''
     if (action === 'degrade') h.level = h.level === 'isolated' ? 'isolated' : 'degraded'
     if (action === 'isolate') h.level = 'isolated'
-    await this.c.events.saveHost(h)
+    await this.c.events.saveHost(h, this.self)
     this.c.logger.warn({ host: h.id, rule: rule.name, action }, 'health remedy applied')
     if (action === 'heal') this.sendHeal(h.id, rule.name)
   }
@@ -264,7 +297,7 @@ export class HealthEngine {
     h.step = 'none'
     h.stepAt = 0
     h.clearSince = 0
-    await this.c.events.saveHost(h)
+    await this.c.events.saveHost(h, this.self)
     await this.record({ host: h.id, rule: '', action: 'recover', decision: 'recovered', reason: `no rule held for ${seconds(this.c.settings.recoverAfterMs)} (was ${was})`, facts: this.factsOf(h) }, now)
     this.c.logger.info({ host: h.id }, 'host recovered')
   }

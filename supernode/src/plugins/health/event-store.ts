@@ -37,6 +37,8 @@ export interface HostStateRow {
   level: string
   step: string
   stepAt: number
+  /** The supernode that judges the host (it reports there); null in rows from before several supernodes. */
+  supernode?: string | null
 }
 
 /** The breaker as every supernode sees it: open or not since when, over the cluster's hosts. */
@@ -134,18 +136,20 @@ export class HealthEventStore {
     await this.sql.run('DELETE FROM health_breaker_counts WHERE supernode = ?', [self], signal)
   }
 
-  async saveHost(h: HostStateRow, signal?: AbortSignal): Promise<void> {
+  /** Records the state `self` judged; a healthy host's row goes, unless another supernode judges it since. */
+  async saveHost(h: HostStateRow, self: string, signal?: AbortSignal): Promise<void> {
     if (h.step === 'none' && h.level === 'healthy') {
-      await this.sql.run('DELETE FROM health_hosts WHERE id = ?', [h.id], signal)
+      await this.sql.run('DELETE FROM health_hosts WHERE id = ? AND (supernode IS NULL OR supernode = ?)', [h.id, self], signal)
       return
     }
-    await this.sql.run(`INSERT INTO health_hosts (id, level, step, step_at) VALUES (?, ?, ?, ?)
-      ON CONFLICT (id) DO UPDATE SET level = excluded.level, step = excluded.step, step_at = excluded.step_at`, [h.id, h.level, h.step, h.stepAt], signal)
+    await this.sql.run(`INSERT INTO health_hosts (id, level, step, step_at, supernode) VALUES (?, ?, ?, ?, ?)
+      ON CONFLICT (id) DO UPDATE SET level = excluded.level, step = excluded.step, step_at = excluded.step_at, supernode = excluded.supernode`,
+    [h.id, h.level, h.step, h.stepAt, self], signal)
   }
 
   async hosts(signal?: AbortSignal): Promise<HostStateRow[]> {
-    const rows = await this.sql.all<{ id: string; level: string; step: string; step_at: number }>('SELECT * FROM health_hosts', [], signal)
-    return rows.map((r) => ({ id: r.id, level: r.level, step: r.step, stepAt: r.step_at }))
+    const rows = await this.sql.all<{ id: string; level: string; step: string; step_at: number; supernode: string | null }>('SELECT * FROM health_hosts', [], signal)
+    return rows.map((r) => ({ id: r.id, level: r.level, step: r.step, stepAt: r.step_at, supernode: r.supernode }))
   }
 
   async prune(before: number, signal?: AbortSignal): Promise<void> {
