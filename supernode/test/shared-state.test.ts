@@ -65,6 +65,31 @@ describe('shared state on SQLite', () => {
     return [new SqlMembership(sql), new SqlMembership(await another())]
   })
 
+  it('keeps other callers\' statements out of a transaction that awaits (one handle), so a rollback takes only its own', async () => {
+    const { sql } = await sqlite.fresh()
+    await sql.run('CREATE TABLE t (v TEXT)')
+    let inside!: () => void
+    const entered = new Promise<void>((resolve) => { inside = resolve })
+    const failing = sql.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('tx')")
+      inside()
+      await new Promise((r) => setTimeout(r, 50))
+      throw new Error('rolled back')
+    })
+    await entered
+    // Issued while it is open: a plain statement, then another transaction that fails too.
+    const plain = sql.run("INSERT INTO t VALUES ('plain')")
+    const next = sql.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('next')")
+      await new Promise((r) => setTimeout(r, 10))
+      throw new Error('rolled back too')
+    })
+    await expect(failing).rejects.toThrow('rolled back')
+    await expect(next).rejects.toThrow('rolled back too')
+    await plain
+    expect((await sql.all<{ v: string }>('SELECT v FROM t ORDER BY v')).map((r) => r.v)).toEqual(['plain'])
+  })
+
   it('opens a data dir written by main: every row kept, stamped version 1 and up, stored credentials dropped', async () => {
     const db = new Database(join(dir, 'main.db'))
     closers.push(() => db.close())

@@ -44,19 +44,16 @@ export class SqliteSql implements Sql {
     this.db = db
   }
 
-  async all<T>(sql: string, params: readonly Param[] = [], signal?: AbortSignal): Promise<T[]> {
-    await this.turn(signal)
-    return this.db.prepare(sql).all(...params) as T[]
+  all<T>(sql: string, params: readonly Param[] = [], signal?: AbortSignal): Promise<T[]> {
+    return this.outside(signal, () => this.db.prepare(sql).all(...params) as T[])
   }
 
-  async get<T>(sql: string, params: readonly Param[] = [], signal?: AbortSignal): Promise<T | undefined> {
-    await this.turn(signal)
-    return this.db.prepare(sql).get(...params) as T | undefined
+  get<T>(sql: string, params: readonly Param[] = [], signal?: AbortSignal): Promise<T | undefined> {
+    return this.outside(signal, () => this.db.prepare(sql).get(...params) as T | undefined)
   }
 
-  async run(sql: string, params: readonly Param[] = [], signal?: AbortSignal): Promise<number> {
-    await this.turn(signal)
-    return this.db.prepare(sql).run(...params).changes
+  run(sql: string, params: readonly Param[] = [], signal?: AbortSignal): Promise<number> {
+    return this.outside(signal, () => this.db.prepare(sql).run(...params).changes)
   }
 
   transaction<T>(fn: (tx: Sql) => Promise<T>, signal?: AbortSignal): Promise<T> {
@@ -88,9 +85,11 @@ export class SqliteSql implements Sql {
     // The handle belongs to the StateStore, which closes it.
   }
 
-  private async turn(signal: AbortSignal | undefined): Promise<void> {
-    if (this.inTx) await this.queue
+  /** Runs a statement outside any open transaction: checked and run in one step, so none can open in between. */
+  private async outside<T>(signal: AbortSignal | undefined, statement: () => T): Promise<T> {
+    while (this.inTx) await this.queue
     signal?.throwIfAborted()
+    return statement()
   }
 }
 
