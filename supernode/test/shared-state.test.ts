@@ -15,6 +15,7 @@ import { createLogger } from '@naiad/proto'
 import { makeBlob, startPostgres, startSupernode, TestOrigin, waitFor, type PostgresHandle, type SupernodeHandle } from '@naiad/testkit'
 
 import { NodeRegistry } from '../src/admission/node-registry.ts'
+import { MemoryMembership } from '../src/cluster/membership.ts'
 import { SqlMembership } from '../src/cluster/sql-membership.ts'
 import { SUPERNODE_COMMAND } from '../src/config/options.ts'
 import { migrate, MIGRATIONS } from '../src/database/migrations.ts'
@@ -194,6 +195,13 @@ describe('shared state on PostgreSQL', () => {
     expect(err?.code).toBe('SN_ERR_DATABASE')
     expect(err?.message).toContain('naiad')
     expect(err?.message).not.toContain('s3cret-pw')
+  })
+})
+
+describe('membership in memory (one supernode)', () => {
+  membershipSuite(async () => {
+    const store = new MemoryMembership()
+    return [store, store]
   })
 })
 
