@@ -160,7 +160,7 @@ describe('shared state on PostgreSQL', () => {
     // A's seed waits on the origin until A is gone.
     origin.faults.set('/blob', { stallMs: 600_000 })
     const config = join(dir, 'cluster.yaml')
-    await writeFile(config, 'plugins: [preheat]\nplugin-config:\n  preheat:\n    checkInterval: 200ms\n    lease: 2s\n')
+    await writeFile(config, 'plugins: [metrics, preheat, health, slo, doctor]\nplugin-config:\n  preheat:\n    checkInterval: 200ms\n    lease: 2s\n')
     const [a, b] = await Promise.all(['sn-a', 'sn-b'].map((name) => startSupernode(join(dir, name), { args: ['--config', config], env: { NAIAD_DATABASE: url } })))
     closers.push(() => a.process.stop(), () => b.process.stop())
     const api = async (sn: SupernodeHandle, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> => {
@@ -174,6 +174,11 @@ describe('shared state on PostgreSQL', () => {
     const id = created.json.id as number
     await waitFor(async () => origin.requests.some((r) => r.path === '/blob'), 30_000, 'A\'s seed to ask the origin')
     expect((await api(b, 'GET', `/jobs/${id}`)).json).toMatchObject({ id, state: 'RUNNING' })
+    // Every shared store answers from PostgreSQL in a real process.
+    for (const path of ['/slo', '/health/hosts', '/doctor', '/nodes']) expect((await api(b, 'GET', path)).status, path).toBe(200)
+    expect(await (await fetch(`${b.url}/api/v1/health/events`, { headers: { authorization: `Bearer ${b.apiToken}` } })).json()).toEqual([])
+    const metrics = await (await fetch(`${b.url}/metrics`, { headers: { authorization: `Bearer ${b.apiToken}` } })).text()
+    expect(metrics).toContain('naiad_slo_objective_compliance')
     await a.process.kill('SIGKILL')
     origin.faults.delete('/blob')
     let last: Record<string, unknown> = {}

@@ -32,7 +32,10 @@ const CONNECT_TIMEOUT_MS = 10_000
 /**
  * The supernode's SQLite handle behind the async interface. A transaction's callback awaits,
  * so other callers queue behind it: their statements would otherwise land inside it (one
- * connection) and be rolled back with it.
+ * connection) and be rolled back with it. The stores' transactions await only their own
+ * statements (promises already settled), so each ends within one turn of the event loop and
+ * the scheduler's StateStore, which flushes on the same handle from a timer, never lands
+ * inside one.
  */
 export class SqliteSql implements Sql {
   readonly dialect = 'sqlite' as const
