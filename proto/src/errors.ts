@@ -62,6 +62,7 @@ export const ERROR_CODES = {
   SN_ERR_BODY_TOO_LARGE: { status: 413, summary: 'a request body to the supernode API exceeds its limit' },
   SN_ERR_BUSY: { status: 503, summary: 'the scheduler is saturated and put off a call it can do without; retry after the answer\'s pace_ms' },
   SN_ERR_NOT_OWNER: { status: 421, summary: 'a task was registered with a supernode that does not own it (rendezvous hashing over the live supernodes); the caller goes to the owner' },
+  SN_ERR_DATABASE: { status: 503, summary: 'the shared database (--database) cannot be reached, or refused a statement or migration' },
 
   // OCI registry client (nydus-fs, preheat)
   OCI_ERR_BAD_REF: { status: 400, summary: 'an image reference or platform is malformed' },

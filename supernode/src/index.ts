@@ -28,5 +28,7 @@ export { supernodePlugin, type SupernodePlugin, type SupernodePluginContext, typ
 export type { HostState, PeerState, TaskState } from './scheduler/scheduler.ts'
 export type { Candidate, ParentFilter, ParentScorer } from './scheduler/scoring.ts'
 export type { ControlHost, ControlSendOptions } from './control/control-client.ts'
+// What a plugin's `ctx.database` is (the shared database), and the cluster's membership store.
+export type { Dialect, Param, Sql } from './database/sql.ts'
 // The scheduler's saturation signal, for bench/sim (it runs the gauge itself).
 export { PressureGauge } from './scheduler/pressure.ts'

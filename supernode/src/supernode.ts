@@ -1,5 +1,5 @@
 // createSupernode: the scheduler and its state, the seed, the fabric service, cluster
-// admission, the HTTP API and plugins.
+// admission, the HTTP API and plugins, and the shared database (SQLite, or PostgreSQL with --database).
 
 import { join } from 'node:path'
 
@@ -15,9 +15,12 @@ import { GATE_DEFAULTS, SchedulerGate } from './admission/scheduler-gate.ts'
 import { TaskAccess } from './admission/task-access.ts'
 import { buildHttpApi } from './api/http.ts'
 import { advertiseUrl, Cluster } from './cluster/cluster.ts'
-import { MemoryMembership } from './cluster/membership.ts'
+import type { MembershipStore } from './cluster/membership.ts'
+import { SqlMembership } from './cluster/sql-membership.ts'
 import type { SupernodeOptions } from './config/supernode-options.ts'
 import { ControlClient } from './control/control-client.ts'
+import { openSharedDatabase } from './database/open.ts'
+import type { Sql } from './database/sql.ts'
 import type { SupernodePluginContext } from './plugin-api/context.ts'
 import { PressureGauge } from './scheduler/pressure.ts'
 import { Scheduler } from './scheduler/scheduler.ts'
@@ -40,26 +43,31 @@ export class Supernode {
   readonly pressure = new PressureGauge()
   /** The supernodes of the cluster and the owner of each task. */
   readonly cluster: Cluster
+  /** The supernodes of the cluster, in the shared database (the heartbeats and ownership built on it are the cluster's). */
+  readonly membership: MembershipStore
   private readonly gate: SchedulerGate
   private readonly probes: OriginClient | undefined
   private readonly state: StateStore
+  private readonly shared: Sql
   private readonly plugins: PluginHost<'supernode', SupernodePluginContext>
   private readonly options: SupernodeOptions
   private poller: NodeJS.Timeout | undefined
   private ready = false
   private httpAddress = ''
 
-  constructor(parts: { node: FabricNode; scheduler: Scheduler; state: StateStore; seed: Seed | undefined; admission: Admission; gate: SchedulerGate; policy: DestinationPolicy; probes?: OriginClient }, options: SupernodeOptions) {
-    const { node, scheduler, state, seed, admission, gate } = parts
+  constructor(parts: { node: FabricNode; scheduler: Scheduler; state: StateStore; shared: Sql; seed: Seed | undefined; admission: Admission; gate: SchedulerGate; policy: DestinationPolicy; probes?: OriginClient }, options: SupernodeOptions) {
+    const { node, scheduler, state, shared, seed, admission, gate } = parts
     this.node = node
     this.scheduler = scheduler
     this.state = state
+    this.shared = shared
+    this.membership = new SqlMembership(shared)
     this.seed = seed
     this.admission = admission
     this.gate = gate
     this.probes = parts.probes
     this.options = options
-    this.cluster = new Cluster(options.cluster?.membership ?? new MemoryMembership(), () => ({
+    this.cluster = new Cluster(options.cluster?.membership ?? this.membership, () => ({
       id: node.peerId.toString(),
       apiUrl: advertiseUrl(options.cluster?.advertiseUrl, this.httpAddress, node.getMultiaddrs().map(String)),
       multiaddrs: advertisedAddrs(node.getMultiaddrs().map(String))
@@ -93,7 +101,7 @@ export class Supernode {
           addScorer: (f) => { scheduler.scorers.push(f); return scope.track(() => remove(scheduler.scorers, f)) }
         },
         seed: seed === undefined ? undefined : { download: (req, opts) => seed.engine.tasks.download(req, opts) },
-        database: state.database,
+        database: shared,
         control: { send: (hostId, command, args, opts) => control.send(hostId, command, args, opts), hosts: (labels) => control.hosts(labels) },
         sourcePolicy: parts.policy
       })
@@ -134,15 +142,13 @@ export class Supernode {
     this.httpAddress = await this.http.listen({ host, port: Number(port) })
     await this.cluster.start()
     this.poller = setInterval(() => {
-      try {
-        this.admission.poll()
-      } catch (err) {
+      this.admission.poll().catch((err: unknown) => {
         this.options.logger.warn({ err: (err as Error).message }, 'cannot read revocations from the database')
-      }
+      })
     }, REVOCATION_POLL_MS)
     this.poller.unref()
     this.ready = true
-    this.options.logger.info({ http: this.httpAddress, peerId: this.node.peerId.toString(), p2p: this.node.getMultiaddrs().map(String), seed: this.seed !== undefined, cluster: this.admission.signer.id, dataDir: this.options.dataDir }, 'supernode ready')
+    this.options.logger.info({ http: this.httpAddress, peerId: this.node.peerId.toString(), p2p: this.node.getMultiaddrs().map(String), seed: this.seed !== undefined, cluster: this.admission.signer.id, dataDir: this.options.dataDir, database: this.shared.dialect }, 'supernode ready')
   }
 
   async stop(): Promise<void> {
@@ -159,6 +165,7 @@ export class Supernode {
     await this.node.stop()
     await this.seed?.engine.stop()
     await this.probes?.close()
+    await this.shared.close()
     this.state.close()
   }
 }
@@ -167,7 +174,14 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
   await secureDir(options.dataDir)
   const signer = await loadClusterKey(options.dataDir)
   const state = new StateStore(options.dataDir)
-  const admission = new Admission(signer, new NodeRegistry(state.database), await loadPeerId(options.dataDir))
+  let shared: Sql
+  try {
+    shared = await openSharedDatabase(options.database ?? '', () => state.database)
+  } catch (err) {
+    state.close()
+    throw err
+  }
+  const admission = new Admission(signer, await NodeRegistry.open(shared), await loadPeerId(options.dataDir))
   const node = await createFabricNode({ dataDir: options.dataDir, listen: options.p2pListen, guard: admission })
   const policy = new DestinationPolicy({ allow: options.sourceAllow ?? [] })
   let seed: Seed | undefined
@@ -198,5 +212,5 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
   const probes = seed === undefined ? new OriginClient({ ...options.seed.origin, policy }) : undefined
   access.current = new TaskAccess(seed?.engine.origin ?? probes!)
   const gate = new SchedulerGate({ admission, access: access.current, policy, knows: (id) => scheduler.tasks.has(id) }, { ...GATE_DEFAULTS, announceNetworks: options.announceNetworks ?? [] })
-  return new Supernode({ node, scheduler, state, seed, admission, gate, policy, probes }, options)
+  return new Supernode({ node, scheduler, state, shared, seed, admission, gate, policy, probes }, options)
 }

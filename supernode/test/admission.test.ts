@@ -17,6 +17,8 @@ import { NodeRegistry } from '../src/admission/node-registry.ts'
 import { GATE_DEFAULTS, SchedulerGate } from '../src/admission/scheduler-gate.ts'
 import { TaskAccess, TASK_ACCESS_DEFAULTS } from '../src/admission/task-access.ts'
 import { buildHttpApi } from '../src/api/http.ts'
+import { migrate } from '../src/database/migrations.ts'
+import { SqliteSql } from '../src/database/sql.ts'
 import { Scheduler } from '../src/scheduler/scheduler.ts'
 
 const PEER_A = '12D3KooWAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAa'
@@ -36,6 +38,13 @@ async function rejection(p: Promise<unknown>): Promise<string | undefined> {
   return p.then(() => undefined, (err: unknown) => (err as { code?: string }).code)
 }
 
+/** The node registry on a SQLite file, as the supernode and `supernode node` open it. */
+async function registry(db: Database.Database): Promise<NodeRegistry> {
+  const sql = new SqliteSql(db)
+  await migrate(sql)
+  return NodeRegistry.open(sql)
+}
+
 describe('supernode admission', () => {
   let dir: string
   let db: Database.Database
@@ -50,28 +59,28 @@ describe('supernode admission', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  it('joins with a token proof, and sees a revocation written by another process', () => {
-    const admission = new Admission(signer, new NodeRegistry(db), SELF)
+  it('joins with a token proof, and sees a revocation written by another process', async () => {
+    const admission = new Admission(signer, await registry(db), SELF)
     const revokedIds: string[] = []
     admission.onRevoke((id) => revokedIds.push(id))
     expect(admission.denyPeer(PEER_A)).toBe(true)
-    const answer = admission.join({ ...joinRequest(parseToken(mintToken(signer, 'join', 60_000)), PEER_A), hostname: 'node-a' })
+    const answer = await admission.join({ ...joinRequest(parseToken(mintToken(signer, 'join', 60_000)), PEER_A), hostname: 'node-a' })
     expect(signer.membership(Buffer.from(answer.credential, 'base64'), PEER_A).role).toBe('node')
     expect(signer.membership(Buffer.from(answer.supernode.credential, 'base64'), SELF).role).toBe('supernode')
     expect(admission.denyPeer(PEER_A)).toBe(false)
     expect(admission.denyPeer(SELF)).toBe(false)
-    expect(codeOf(() => admission.join(joinRequest(parseToken(mintToken(signer, 'api', 60_000)), PEER_B)))).toBe('PROTO_ERR_BAD_TOKEN')
+    expect(await rejection(admission.join(joinRequest(parseToken(mintToken(signer, 'api', 60_000)), PEER_B)))).toBe('PROTO_ERR_BAD_TOKEN')
 
     // `supernode node revoke`: another connection to the same database.
     const other = new Database(join(dir, 'supernode.db'))
-    new NodeRegistry(other).revoke(PEER_A)
+    await (await registry(other)).revoke(PEER_A)
     other.close()
     expect(admission.denyPeer(PEER_A)).toBe(false)
-    admission.poll()
+    await admission.poll()
     expect(admission.denyPeer(PEER_A)).toBe(true)
     expect(revokedIds).toEqual([PEER_A])
-    expect(codeOf(() => admission.join(joinRequest(parseToken(mintToken(signer, 'join', 60_000)), PEER_A)))).toBe('SN_ERR_NODE_REVOKED')
-    expect(codeOf(() => admission.revoke(PEER_B))).toBe('SN_ERR_NODE_NOT_FOUND')
+    expect(await rejection(admission.join(joinRequest(parseToken(mintToken(signer, 'join', 60_000)), PEER_A)))).toBe('SN_ERR_NODE_REVOKED')
+    expect(await rejection(admission.revoke(PEER_B))).toBe('SN_ERR_NODE_NOT_FOUND')
     expect(codeOf(() => admission.checkApiToken(`Bearer ${mintToken(signer, 'join', 60_000)}`))).toBe('PROTO_ERR_BAD_TOKEN')
     expect(admission.checkApiToken(`Bearer ${mintToken(signer, 'api', 0)}`).scope).toBe('api')
   })
@@ -105,7 +114,7 @@ describe('supernode admission', () => {
   })
 
   it('gates registrations: IDs recomputed, headers capped, new tasks rate limited, destinations checked, addresses confirmed', async () => {
-    const admission = new Admission(signer, new NodeRegistry(db), SELF)
+    const admission = new Admission(signer, await registry(db), SELF)
     const access = new TaskAccess({ probe: async () => 200 })
     const known = new Set<string>()
     const gate = new SchedulerGate({ admission, access, policy: new DestinationPolicy({ allow: [], self: [] }), knows: (id) => known.has(id) },
@@ -140,7 +149,7 @@ describe('supernode admission', () => {
   })
 
   it('answers 401 without an API token, except on the open routes and, with api.public-read, on GETs', async () => {
-    const admission = new Admission(signer, new NodeRegistry(db), SELF)
+    const admission = new Admission(signer, await registry(db), SELF)
     const node = { peerId: { toString: () => SELF }, getMultiaddrs: () => [] } as unknown as FabricNode
     const scheduler = new Scheduler({ hostTtlMs: 30_000 }, { markTask() {}, markPieces() {}, markPeer() {}, deletePeer() {}, markHost() {} })
     const token = `Bearer ${mintToken(signer, 'api', 60_000)}`

@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest'
 import { createLogger, type HealthFacts } from '@naiad/proto'
 
 import { HealthEngine } from '../src/plugins/health/engine.ts'
+import { migrate } from '../src/database/migrations.ts'
+import { SqliteSql } from '../src/database/sql.ts'
 import { HealthEventStore } from '../src/plugins/health/event-store.ts'
 import { readHealthSettings } from '../src/plugins/health/settings.ts'
 
@@ -16,9 +18,11 @@ const healthy: HealthFacts = {
 }
 const failing: HealthFacts = { ...healthy, pieceFailureRate: 0.8 }
 
-function setup(raw: Record<string, unknown>, heal?: (id: string) => Promise<unknown>, db = new Database(':memory:'), start = 1_000_000) {
+async function setup(raw: Record<string, unknown>, heal?: (id: string) => Promise<unknown>, db = new Database(':memory:'), start = 1_000_000) {
   let now = start
-  const events = new HealthEventStore(db)
+  const sql = new SqliteSql(db)
+  await migrate(sql)
+  const events = new HealthEventStore(sql)
   const engine = new HealthEngine({
     settings: readHealthSettings(raw),
     events,
@@ -28,67 +32,68 @@ function setup(raw: Record<string, unknown>, heal?: (id: string) => Promise<unkn
     heal,
     now: () => now
   })
-  const tick = (ms: number): void => { now += ms; engine.evaluate() }
-  const decisions = (): string[] => events.list().map((e) => `${e.host}:${e.decision}:${e.action}`)
+  await engine.restore()
+  const tick = async (ms: number): Promise<void> => { now += ms; await engine.evaluate() }
+  const decisions = async (): Promise<string[]> => (await events.list()).map((e) => `${e.host}:${e.decision}:${e.action}`)
   return { engine, tick, decisions, events, now: () => now }
 }
 
 describe('health engine', () => {
   it('heals, degrades, isolates while the rule holds, and recovers after it stayed false', async () => {
     const healed: string[] = []
-    const { engine, tick, decisions, events } = setup({
+    const { engine, tick, decisions, events } = await setup({
       rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'heal' }],
       escalateAfter: '10s', recoverAfter: '30s', staleAfter: '1h', forgetAfter: '2h', remedies: { max: 10, window: '1m' }, breaker: { minHosts: 10 }
     }, async (id) => { healed.push(id); return { dropped: [] } })
     engine.report('a', failing)
-    tick(1000)
+    await tick(1000)
     await new Promise((r) => setImmediate(r))
     expect(healed).toEqual(['a'])
-    tick(9000)
+    await tick(9000)
     expect(engine.levelOf('a')).toBe('healthy')
-    tick(1000)
+    await tick(1000)
     expect(engine.levelOf('a')).toBe('degraded')
-    tick(10_000)
+    await tick(10_000)
     expect(engine.levelOf('a')).toBe('isolated')
-    tick(60_000)
-    expect(decisions()).toEqual(['a:applied:heal', 'a:heal-done:heal', 'a:applied:degrade', 'a:applied:isolate'])
+    await tick(60_000)
+    expect(await decisions()).toEqual(['a:applied:heal', 'a:heal-done:heal', 'a:applied:degrade', 'a:applied:isolate'])
     // Healthy facts: back only after recoverAfter.
     engine.report('a', healthy)
-    tick(1000)
-    tick(29_000)
+    await tick(1000)
+    await tick(29_000)
     expect(engine.levelOf('a')).toBe('isolated')
-    tick(1000)
+    await tick(1000)
     expect(engine.levelOf('a')).toBe('healthy')
-    expect(events.list().at(-1)).toMatchObject({ decision: 'recovered', reason: 'no rule held for 30 s (was isolated)' })
+    expect((await events.list()).at(-1)).toMatchObject({ decision: 'recovered', reason: 'no rule held for 30 s (was isolated)' })
   })
 
-  it('counts silent hosts against the breaker and never remedies them', () => {
-    const { engine, tick, decisions } = setup({
+  it('counts silent hosts against the breaker and never remedies them', async () => {
+    const { engine, tick, decisions } = await setup({
       rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'isolate', for: '10s' }],
       staleAfter: '5s', breaker: { maxUnhealthyPercent: 40, minHosts: 3, closeAfter: '2s' }
     })
     for (const id of ['a', 'b', 'c', 'd']) engine.report(id, healthy)
-    tick(1000)
+    await tick(1000)
     // c and d fall silent (a partition, say); a keeps reporting but fails.
     for (let i = 0; i < 12; i++) {
       engine.report('a', failing)
       engine.report('b', healthy)
-      tick(1000)
+      await tick(1000)
     }
-    expect(decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate'])
+    expect(await decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate'])
     expect(engine.levelOf('c')).toBe('healthy')
     // They come back: the breaker closes once the count stayed under the limit for 2 s, and only a is isolated.
     for (let i = 0; i < 3; i++) {
       for (const id of ['b', 'c', 'd']) engine.report(id, healthy)
       engine.report('a', failing)
-      tick(1000)
+      await tick(1000)
       if (i < 2) expect(engine.breakerState.open).toBe(true)
     }
-    expect(decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate', ':breaker-close:', 'a:applied:isolate'])
+    expect(await decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate', ':breaker-close:', 'a:applied:isolate'])
   })
 
-  it('forgets hosts silent past forgetAfter, so dead nodes do not hold the breaker open', () => {
-    const { engine, tick, decisions } = setup({
+  it('forgets hosts silent past forgetAfter, so dead nodes do not hold the breaker open', async () => {
+    const { engine, tick, decisions } = await setup({
       rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'isolate' }],
       staleAfter: '5s', forgetAfter: '30s', breaker: { maxUnhealthyPercent: 40, minHosts: 3, closeAfter: '0s' }
     })
@@ -97,41 +102,41 @@ describe('health engine', () => {
     for (let i = 0; i < 40; i++) {
       for (const id of ['b', 'c']) engine.report(id, healthy)
       engine.report('a', i < 10 ? healthy : failing)
-      tick(1000)
+      await tick(1000)
     }
-    expect(decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate', ':breaker-close:', 'a:applied:isolate'])
+    expect(await decisions()).toEqual([':breaker-open:', 'a:suppressed:isolate', ':breaker-close:', 'a:applied:isolate'])
     expect([...engine.hosts.keys()].sort()).toEqual(['a', 'b', 'c'])
   })
 
-  it('keeps remedies in force and the budget they used across a restart', () => {
+  it('keeps remedies in force and the budget they used across a restart', async () => {
     const db = new Database(':memory:')
     const raw = {
       rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'isolate' }],
       remedies: { max: 2, window: '1m' }, breaker: { minHosts: 10 }, recoverAfter: '1h'
     }
-    const first = setup(raw, undefined, db)
+    const first = await setup(raw, undefined, db)
     first.engine.report('a', failing)
-    first.tick(1000)
+    await first.tick(1000)
     expect(first.engine.levelOf('a')).toBe('isolated')
     // A new supernode process on the same database, 10 s later.
-    const second = setup(raw, undefined, db, first.now() + 10_000)
+    const second = await setup(raw, undefined, db, first.now() + 10_000)
     expect(second.engine.levelOf('a')).toBe('isolated')
     for (const id of ['b', 'c']) second.engine.report(id, failing)
-    second.tick(1000)
+    await second.tick(1000)
     // One slot of two was used before the restart: b gets it, c waits.
     expect(['b', 'c'].map((id) => second.engine.levelOf(id))).toEqual(['isolated', 'healthy'])
-    expect(second.decisions().slice(-1)[0]).toBe('c:suppressed:isolate')
+    expect((await second.decisions()).slice(-1)[0]).toBe('c:suppressed:isolate')
   })
 
-  it('passes over heal without a control service, so escalation goes on', () => {
-    const { engine, tick, events } = setup({
+  it('passes over heal without a control service, so escalation goes on', async () => {
+    const { engine, tick, events } = await setup({
       rules: [{ name: 'bad', when: 'pieceFailureRate > 0.3', action: 'heal' }], escalateAfter: '5s', breaker: { minHosts: 10 }
     })
     engine.report('a', failing)
-    tick(1000)
-    tick(5000)
+    await tick(1000)
+    await tick(5000)
     expect(engine.levelOf('a')).toBe('degraded')
-    expect(events.list().map((e) => [e.decision, e.action, e.reason.replace(/.*; /, '')])).toEqual([
+    expect((await events.list()).map((e) => [e.decision, e.action, e.reason.replace(/.*; /, '')])).toEqual([
       ['suppressed', 'heal', 'suppressed: no control service to send heal with'],
       ['applied', 'degrade', 'escalation: rule bad (pieceFailureRate > 0.3) still holds 5 s after heal']
     ])

@@ -68,6 +68,10 @@ export class Admission implements FabricGuard {
   async admit(connection: Connection, signal?: AbortSignal): Promise<boolean> {
     const peer = connection.remotePeer.toString()
     if (peer === this.selfId || this.nodes.isAdmitted(peer)) return true
+    // A node that joined through another supernode of the cluster is in the shared database
+    // before the next poll brings it here: look once (one read shared by all who wait).
+    if (!this.nodes.knows(peer)) await this.poll()
+    if (this.nodes.isAdmitted(peer)) return true
     if (this.denyPeer(peer)) return false
     return this.proven.admit(connection, signal ?? AbortSignal.timeout(10_000))
   }
@@ -85,11 +89,11 @@ export class Admission implements FabricGuard {
   }
 
   /** `POST /api/v1/join`: checks the proof of a join token and admits the node. */
-  join(body: unknown): JoinAnswer {
+  async join(body: unknown): Promise<JoinAnswer> {
     if (body === null || typeof body !== 'object') throw new NaiadError('SN_ERR_BAD_REQUEST', 'a join request is a JSON object {claims, peerId, at, proof, hostname?}')
     const req = body as JoinRequest & { hostname?: unknown }
     const claims: TokenClaims = verifyJoinRequest(this.signer, req)
-    const node = this.nodes.join(req.peerId, typeof req.hostname === 'string' ? req.hostname : '', claims.id)
+    const node = await this.nodes.join(req.peerId, typeof req.hostname === 'string' ? req.hostname : '', claims.id)
     return {
       credential: Buffer.from(this.signer.membershipFor(node.id, 'node', NODE_CREDENTIAL_TTL_MS)).toString('base64'),
       supernode: { peerId: this.selfId, credential: Buffer.from(this.credential()).toString('base64') }
@@ -121,16 +125,16 @@ export class Admission implements FabricGuard {
     this.revokeListeners.push(listener)
   }
 
-  revoke(id: string): NodeRecord {
+  async revoke(id: string): Promise<NodeRecord> {
     const wasAdmitted = this.nodes.isAdmitted(id)
-    const record = this.nodes.revoke(id)
+    const record = await this.nodes.revoke(id)
     if (wasAdmitted) this.revoked(id)
     return record
   }
 
-  /** Picks up revocations written by `supernode node revoke` while this supernode runs. */
-  poll(): void {
-    for (const id of this.nodes.refresh()) this.revoked(id)
+  /** Picks up joins and revocations written by other processes (`supernode node revoke`, the cluster's other supernodes). */
+  async poll(): Promise<void> {
+    for (const id of await this.nodes.refresh()) this.revoked(id)
   }
 
   private revoked(id: string): void {

@@ -1,7 +1,7 @@
 // `supernode token create` and `supernode node list|revoke`: run on the supernode's host
 // against its data directory, while the supernode runs or not. Tokens need only the cluster
-// key; node commands use the supernode's database (the running supernode reads revocations
-// from it every few seconds).
+// key; node commands use the supernode's shared database, its SQLite file or the PostgreSQL
+// server of `database` (the running supernodes read revocations from it every few seconds).
 
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { mintToken, NaiadError, parseDuration, type TokenScope } from '@naiad/proto'
 
+import { openSharedDatabase } from '../database/open.ts'
 import { loadClusterKey } from './cluster-key.ts'
 import { NodeRegistry, type NodeRecord } from './node-registry.ts'
 
@@ -25,34 +26,39 @@ export async function tokenCreate(values: { scope: TokenScope; ttl: string; 'dat
   out(token)
 }
 
-function openRegistry(dataDir: string): { registry: NodeRegistry; close(): void } {
-  const file = join(dataDir, 'supernode.db')
-  if (!existsSync(file)) throw new NaiadError('PROTO_ERR_BAD_CONFIG', `no supernode database in ${dataDir}: give the supernode's --data-dir (or its --config)`)
-  const db = new Database(file, { fileMustExist: true })
-  db.pragma('busy_timeout = 5000')
-  return { registry: new NodeRegistry(db), close: () => db.close() }
+async function openRegistry(dataDir: string, url: string): Promise<{ registry: NodeRegistry; close(): Promise<void> }> {
+  let db: Database.Database | undefined
+  const sqlite = (): Database.Database => {
+    const file = join(dataDir, 'supernode.db')
+    if (!existsSync(file)) throw new NaiadError('PROTO_ERR_BAD_CONFIG', `no supernode database in ${dataDir}: give the supernode's --data-dir (or its --config)`)
+    db = new Database(file, { fileMustExist: true })
+    db.pragma('busy_timeout = 5000')
+    return db
+  }
+  const sql = await openSharedDatabase(url, sqlite)
+  return { registry: await NodeRegistry.open(sql), close: async () => { await sql.close(); db?.close() } }
 }
 
-export function nodeCommand(values: { 'data-dir': string; json: boolean }, positionals: string[], out: (line: string) => void): void {
+export async function nodeCommand(values: { 'data-dir': string; database: string; json: boolean }, positionals: string[], out: (line: string) => void): Promise<void> {
   const [verb, id] = positionals
   if (verb !== 'list' && verb !== 'revoke') throw new NaiadError('PROTO_ERR_USAGE', `unknown node command "${verb}": expected list or revoke ID`)
   if (verb === 'revoke' && id === undefined) throw new NaiadError('PROTO_ERR_USAGE', 'node revoke needs the node\'s ID (see supernode node list)')
   if (verb === 'list' && id !== undefined) throw new NaiadError('PROTO_ERR_USAGE', `unexpected argument "${id}"`)
-  const { registry, close } = openRegistry(values['data-dir'])
+  const { registry, close } = await openRegistry(values['data-dir'], values.database)
   try {
     if (verb === 'revoke') {
-      const n = registry.revoke(id!)
+      const n = await registry.revoke(id!)
       out(`revoked ${n.id}${n.hostname === '' ? '' : ` (${n.hostname})`} at ${new Date(n.revokedAt!).toISOString()}`)
       return
     }
-    const nodes = registry.list()
+    const nodes = await registry.list()
     if (values.json) {
       out(JSON.stringify(nodes, null, 2))
       return
     }
     out(table(nodes))
   } finally {
-    close()
+    await close()
   }
 }
 

@@ -1,10 +1,11 @@
-// The nodes that joined the cluster, in the supernode's database (table
-// `admission_nodes`): who joined with which token, and who was revoked. The running
-// supernode keeps a copy in memory for the handshake's check and picks up what
-// `supernode node revoke` (another process on the same database) wrote, with `refresh`.
+// The nodes that joined the cluster, in the shared database (table `admission_nodes`): who
+// joined with which token, and who was revoked. The running supernode keeps a copy in
+// memory for the handshake's check and picks up what other processes on the same database
+// wrote (`supernode node revoke`, the other supernodes of the cluster), with `refresh`.
 
-import type Database from 'better-sqlite3'
 import { NaiadError } from '@naiad/proto'
+
+import type { Sql } from '../database/sql.ts'
 
 export interface NodeRecord {
   id: string
@@ -26,67 +27,86 @@ function toRecord(r: Row): NodeRecord {
 }
 
 export class NodeRegistry {
-  private readonly db: Database.Database
+  private readonly sql: Sql
   /** id → revokedAt (null while admitted). */
   private readonly nodes = new Map<string, number | null>()
   private seen = 0
   private seq = 0
+  private refreshing: Promise<string[]> | undefined
 
-  constructor(db: Database.Database) {
-    this.db = db
-    db.exec(`CREATE TABLE IF NOT EXISTS admission_nodes (
-      id TEXT PRIMARY KEY, hostname TEXT NOT NULL, token_id TEXT NOT NULL, joined_at INTEGER NOT NULL,
-      last_join_at INTEGER NOT NULL, revoked_at INTEGER, changed_at INTEGER NOT NULL)`)
-    this.refresh()
+  private constructor(sql: Sql) {
+    this.sql = sql
+  }
+
+  /** The registry with what the database holds now. */
+  static async open(sql: Sql, signal?: AbortSignal): Promise<NodeRegistry> {
+    const registry = new NodeRegistry(sql)
+    await registry.refresh(signal)
+    return registry
   }
 
   /** Joins or joins again (a node whose credential lapsed); a revoked node stays out. */
-  join(id: string, hostname: string, tokenId: string, now = Date.now()): NodeRecord {
+  async join(id: string, hostname: string, tokenId: string, now = Date.now(), signal?: AbortSignal): Promise<NodeRecord> {
     if (!PEER_ID.test(id)) throw new NaiadError('SN_ERR_BAD_REQUEST', `"${id.slice(0, 80)}" is not a peer ID`)
-    const existing = this.get(id)
+    const existing = await this.get(id, signal)
     if (existing?.revokedAt != null) throw new NaiadError('SN_ERR_NODE_REVOKED', `node ${id} was revoked at ${new Date(existing.revokedAt).toISOString()}; it cannot join again under this identity`)
-    this.db.prepare(`INSERT INTO admission_nodes VALUES (@id, @hostname, @tokenId, @now, @now, NULL, @changed)
-      ON CONFLICT(id) DO UPDATE SET hostname = @hostname, token_id = @tokenId, last_join_at = @now, changed_at = @changed`)
-      .run({ id, hostname: hostname.slice(0, 255), tokenId, now, changed: this.stamp(now) })
+    const [changed, params] = this.stamp(now)
+    await this.sql.run(`INSERT INTO admission_nodes (id, hostname, token_id, joined_at, last_join_at, revoked_at, changed_at) VALUES (?, ?, ?, ?, ?, NULL, ${changed})
+      ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, token_id = excluded.token_id, last_join_at = excluded.last_join_at, changed_at = excluded.changed_at`,
+    [id, hostname.slice(0, 255), tokenId, now, now, ...params], signal)
     this.nodes.set(id, null)
-    return this.get(id)!
+    return (await this.get(id, signal))!
   }
 
-  /** Joined and not revoked. */
+  /** Joined and not revoked (as of the last refresh). */
   isAdmitted(id: string): boolean {
     return this.nodes.has(id) && this.nodes.get(id) === null
+  }
+
+  /** Whether `id` was ever seen here (admitted or revoked). */
+  knows(id: string): boolean {
+    return this.nodes.has(id)
   }
 
   isRevoked(id: string): boolean {
     return typeof this.nodes.get(id) === 'number'
   }
 
-  revoke(id: string, now = Date.now()): NodeRecord {
-    const existing = this.get(id)
+  async revoke(id: string, now = Date.now(), signal?: AbortSignal): Promise<NodeRecord> {
+    const existing = await this.get(id, signal)
     if (existing === undefined) throw new NaiadError('SN_ERR_NODE_NOT_FOUND', `no node ${id.slice(0, 80)} joined this cluster (see supernode node list)`)
     if (existing.revokedAt !== null) return existing
-    this.db.prepare('UPDATE admission_nodes SET revoked_at = ?, changed_at = ? WHERE id = ?').run(now, this.stamp(now), id)
+    const [changed, params] = this.stamp(now)
+    await this.sql.run(`UPDATE admission_nodes SET revoked_at = ?, changed_at = ${changed} WHERE id = ?`, [now, ...params, id], signal)
     this.nodes.set(id, now)
-    return this.get(id)!
+    return (await this.get(id, signal))!
   }
 
-  get(id: string): NodeRecord | undefined {
-    const r = this.db.prepare<[string], Row>('SELECT * FROM admission_nodes WHERE id = ?').get(id)
+  async get(id: string, signal?: AbortSignal): Promise<NodeRecord | undefined> {
+    const r = await this.sql.get<Row>('SELECT * FROM admission_nodes WHERE id = ?', [id], signal)
     return r === undefined ? undefined : toRecord(r)
   }
 
-  list(): NodeRecord[] {
-    return this.db.prepare<[], Row>('SELECT * FROM admission_nodes ORDER BY joined_at, id').all().map(toRecord)
+  async list(signal?: AbortSignal): Promise<NodeRecord[]> {
+    return (await this.sql.all<Row>('SELECT * FROM admission_nodes ORDER BY joined_at, id', [], signal)).map(toRecord)
   }
 
-  /** Nodes revoked at or after `since` (their credentials may not have run out yet). */
+  /** Nodes revoked at or after `since`, as of the last refresh (their credentials may not have run out yet). */
   revokedSince(since: number): string[] {
-    return this.db.prepare<[number], { id: string }>('SELECT id FROM admission_nodes WHERE revoked_at >= ? ORDER BY revoked_at').all(since).map((r) => r.id)
+    return [...this.nodes].filter((e): e is [string, number] => e[1] !== null && e[1] >= since).sort((a, b) => a[1] - b[1]).map(([id]) => id)
   }
 
-  /** Reads what changed in the table since the last look (another process's joins and revocations); returns the newly revoked. */
-  refresh(): string[] {
-    const rows = this.db.prepare<[number], Row>('SELECT * FROM admission_nodes WHERE changed_at > ? ORDER BY changed_at').all(this.seen)
+  /**
+   * Reads what changed in the table since the last look (other processes' joins and
+   * revocations); returns the newly revoked. Calls while one runs share it.
+   */
+  refresh(signal?: AbortSignal): Promise<string[]> {
+    this.refreshing ??= this.readChanges(signal).finally(() => { this.refreshing = undefined })
+    return this.refreshing
+  }
+
+  private async readChanges(signal?: AbortSignal): Promise<string[]> {
+    const rows = await this.sql.all<Row>('SELECT * FROM admission_nodes WHERE changed_at > ? ORDER BY changed_at', [this.seen], signal)
     const revoked: string[] = []
     for (const r of rows) {
       if (r.revoked_at !== null && this.nodes.get(r.id) === null) revoked.push(r.id)
@@ -96,9 +116,14 @@ export class NodeRegistry {
     return revoked
   }
 
-  /** A change stamp above every earlier one, even within the same millisecond. */
-  private stamp(now: number): number {
+  /**
+   * A change stamp above every earlier one. PostgreSQL's comes from a sequence, so the
+   * stamps of every supernode writing to it are ordered; on SQLite (one machine) the clock
+   * in µs, kept rising within the same millisecond.
+   */
+  private stamp(now: number): [string, number[]] {
+    if (this.sql.dialect === 'postgres') return ["nextval('admission_changes')", []]
     this.seq = Math.max(this.seq + 1, now * 1000)
-    return this.seq
+    return ['?', [this.seq]]
   }
 }

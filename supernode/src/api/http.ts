@@ -113,8 +113,8 @@ export function buildHttpApi(components: HttpApiComponents): FastifyInstance {
 
   app.post('/api/v1/join', async (req) => admission.join(req.body))
 
-  app.get('/api/v1/nodes', async () => admission.nodes.list().map(record))
-  app.post<{ Params: { id: string } }>('/api/v1/nodes/:id/revoke', async (req) => record(admission.revoke(req.params.id)))
+  app.get('/api/v1/nodes', async () => (await admission.nodes.list()).map(record))
+  app.post<{ Params: { id: string } }>('/api/v1/nodes/:id/revoke', async (req) => record(await admission.revoke(req.params.id)))
 
   app.get('/api/v1/peers', async () => [...scheduler.hosts.values()].map((h) => ({
     id: h.info.id,

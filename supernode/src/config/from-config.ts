@@ -20,6 +20,7 @@ export function supernodeOptionsFromConfig(v: SupernodeConfig, logger: Logger): 
   }
   return {
     dataDir: v['data-dir'],
+    database: v.database,
     logger,
     listen: v.listen,
     p2pListen: [v['p2p.listen']],

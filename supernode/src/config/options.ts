@@ -8,6 +8,8 @@ import { join } from 'node:path'
 import { DOWNLOAD_OPTIONS, ORIGIN_OPTIONS } from '@naiad/peer'
 import { defineCommand, LIMITS, prefixOptions, type OptionSpec, type OptionValues } from '@naiad/proto'
 
+import { databaseUrl } from '../database/open.ts'
+
 /** `plugin-config`: settings per plugin name, each a mapping (each plugin checks its own against its schema). */
 function pluginConfig(raw: Record<string, unknown>): Record<string, Record<string, unknown>> {
   for (const [name, v] of Object.entries(raw)) {
@@ -18,11 +20,12 @@ function pluginConfig(raw: Record<string, unknown>): Record<string, Record<strin
 
 export const SUPERNODE_COMMAND = defineCommand({
   name: 'supernode',
-  usage: 'supernode [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--p2p-listen MULTIADDR] [--no-seed] [--log-level LEVEL]\n       supernode token create [--config FILE] [--data-dir DIR] [--ttl DURATION] [--scope join|api]\n       supernode node list|revoke ID [--config FILE] [--data-dir DIR]',
-  summary: 'The Naiad supernode: schedules piece transfers between dfdaemons, runs the seed peer that fetches each task from its origin once, and keeps cluster state in SQLite.',
+  usage: 'supernode [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--p2p-listen MULTIADDR] [--database URL] [--no-seed] [--log-level LEVEL]\n       supernode token create [--config FILE] [--data-dir DIR] [--ttl DURATION] [--scope join|api]\n       supernode node list|revoke ID [--config FILE] [--data-dir DIR]',
+  summary: 'The Naiad supernode: schedules piece transfers between dfdaemons, runs the seed peer that fetches each task from its origin once, and keeps cluster state in SQLite (or, shared by several supernodes, in PostgreSQL).',
   configFile: true,
   options: [
     { key: 'data-dir', flag: 'data-dir', type: 'string', default: join(homedir(), '.naiad', 'supernode'), meta: 'DIR', help: 'state database, seed cache, identity and the cluster key' },
+    { key: 'database', flag: 'database', type: 'string', default: '', meta: 'URL', parse: databaseUrl, help: 'shared state for several supernodes: postgres://USER:PASSWORD@HOST:PORT/DB (default: SQLite in the data dir)' },
     { key: 'listen', flag: 'listen', type: 'hostport', default: '0.0.0.0:8002', meta: 'HOST:PORT', help: 'HTTP API' },
     { key: 'p2p.listen', flag: 'p2p-listen', type: 'multiaddr', default: '/ip4/0.0.0.0/tcp/8003', meta: 'MULTIADDR', help: 'fabric address daemons dial' },
     { key: 'seed.enabled', flag: 'seed', type: 'bool', default: true, help: 'run the embedded seed peer (--no-seed: the first peer of each task fetches from the origin)' },

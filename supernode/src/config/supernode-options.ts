@@ -20,6 +20,8 @@ export interface SeedSettings {
 
 export interface SupernodeOptions {
   dataDir: string
+  /** `database`: a postgres:// URL for state shared by several supernodes; empty: SQLite in dataDir. */
+  database?: string
   logger: Logger
   listen: string
   p2pListen: string[]

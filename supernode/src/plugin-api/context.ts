@@ -3,12 +3,12 @@
 // typed. A plugin for the supernode is made with `supernodePlugin`, which types its settings
 // from its schema; it is a type error in the daemon's catalog and refused by a daemon at load.
 
-import type Database from 'better-sqlite3'
 import type { HostContext } from '@naiad/host'
 import type { DestinationPolicy, DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/peer'
 import { definePlugin, type Disposer, type NaiadPlugin, type OptionSpec, type PluginDefinition } from '@naiad/proto'
 
 import type { ControlClient } from '../control/control-client.ts'
+import type { Sql } from '../database/sql.ts'
 import type { HostState } from '../scheduler/scheduler.ts'
 import type { ParentFilter, ParentScorer } from '../scheduler/scoring.ts'
 
@@ -30,8 +30,11 @@ export interface SupernodePluginContext extends HostContext<'supernode'> {
   readonly scheduler: SchedulerView
   /** Undefined when the supernode runs without its seed (`--no-seed`). */
   readonly seed: SeedDownloader | undefined
-  /** The supernode's SQLite database, for a plugin's own tables. */
-  readonly database: Database.Database
+  /**
+   * The shared database (the supernode's SQLite file, or PostgreSQL with --database), whose
+   * schema database/migrations.ts keeps: a plugin's tables are added there as a new step.
+   */
+  readonly database: Sql
   /** Typed commands to daemons (proto's ControlCommands) and the daemons they can go to. */
   readonly control: Pick<ControlClient, 'send' | 'hosts'>
   /** Where the supernode may fetch (`source.allow`). */

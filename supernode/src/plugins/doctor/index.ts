@@ -80,13 +80,13 @@ export const doctorAggregatorPlugin = supernodePlugin({
     await ctx.serve(PROTOCOLS.doctor, DoctorReportRequest, DoctorReportResponse, async (req, { remotePeer }) => {
       validateReport(req.report)
       // Keyed by the authenticated peer ID: a node can only replace its own report.
-      store.put({ peerId: remotePeer.toString(), hostname: req.hostname.slice(0, 255), receivedAt: Date.now(), report: req.report })
+      await store.put({ peerId: remotePeer.toString(), hostname: req.hostname.slice(0, 255), receivedAt: Date.now(), report: req.report })
       return {}
     }, { maxInboundStreams: 64 })
 
-    ctx.route('GET', '/api/v1/doctor', () => {
+    ctx.route('GET', '/api/v1/doctor', async () => {
       const now = Date.now()
-      const nodes = store.all().map((r) => nodeView(r, staleAfterMs, now))
+      const nodes = (await store.all()).map((r) => nodeView(r, staleAfterMs, now))
       const byRule: Record<string, { warn: number; fail: number; info: number }> = {}
       for (const n of nodes) {
         for (const r of n.results as RuleResult[]) {
@@ -109,8 +109,8 @@ export const doctorAggregatorPlugin = supernodePlugin({
       }
     })
 
-    ctx.route('GET', '/api/v1/doctor/:peerId', (req) => {
-      const r = store.get(req.params.peerId)
+    ctx.route('GET', '/api/v1/doctor/:peerId', async (req) => {
+      const r = await store.get(req.params.peerId)
       if (r === undefined) return { status: 404, body: { message: `no doctor report from ${req.params.peerId}` } }
       return { body: nodeView(r, staleAfterMs, Date.now()) }
     })

@@ -45,8 +45,11 @@ export const healthPlugin = supernodePlugin({
         const h = scheduler.hosts.get(id)
         return h === undefined ? {} : { servedBadPieces: h.badPieces, servedFailedPieces: h.failedPieces, servedGoodPieces: h.goodPieces }
       },
-      heal: (hostId) => control.send(hostId, 'heal', {}, { timeoutMs: settings.healTimeoutMs })
+      heal: (hostId) => control.send(hostId, 'heal', {}, { timeoutMs: settings.healTimeoutMs }),
+      self: ctx.fabric.peerId.toString()
     })
+    await engine.restore()
+    ctx.onClose(() => engine.leave())
 
     // Isolated hosts are never offered as parents; degraded ones lose score against the rest.
     scheduler.addFilter((c) => engine.levelOf(c.host.info.id) !== 'isolated')
@@ -87,14 +90,14 @@ export const healthPlugin = supernodePlugin({
       return { body: { breaker: engine.breakerState, hosts } }
     })
 
-    ctx.route('GET', '/api/v1/health/events', (req) => {
+    ctx.route('GET', '/api/v1/health/events', async (req) => {
       const int = (v: string | undefined, key: string): number | undefined => {
         if (v === undefined) return undefined
         const n = Number(v)
         if (!Number.isSafeInteger(n) || n < 0) throw new NaiadError('SN_ERR_BAD_REQUEST', `bad ${key} "${v}": expected a whole number`)
         return n
       }
-      return { body: events.list({ host: req.query.host, afterId: int(req.query.after, 'after'), limit: int(req.query.limit, 'limit') }) }
+      return { body: await events.list({ host: req.query.host, afterId: int(req.query.after, 'after'), limit: int(req.query.limit, 'limit') }) }
     })
   }
 })

@@ -28,6 +28,7 @@ export const PREHEAT_SETTINGS = defineOptions([
   { key: 'ttlAfterFinished', type: 'any', default: 0, parse: (v: unknown) => parseDurationMs(v, 'ttlAfterFinished', 1000), help: 'default TTL of finished jobs (a duration or seconds); 0 keeps them' },
   { key: 'checkInterval', type: 'duration', min: 1, default: '1s', help: 'how often deadlines and TTLs are checked' },
   { key: 'nodeParallelism', type: 'int', min: 1, max: 1024, default: 16, help: 'peer scopes: daemons preheated at once per job' },
+  { key: 'lease', type: 'duration', min: 1000, default: '15s', help: 'with several supernodes on one database: how long a job stays with a supernode that stopped renewing it (at least 3 checkIntervals)' },
   { key: 'nodeTimeout', type: 'duration', min: 1, default: '30m', help: 'peer scopes: the longest one daemon may take for one blob, for jobs without a deadline' }
 ])
 
@@ -55,10 +56,14 @@ export const preheatPlugin = supernodePlugin({
   name: 'preheat',
   version: '1.0.0',
   settings: PREHEAT_SETTINGS,
-  setup(ctx) {
+  async setup(ctx) {
     const settings = ctx.settings
     const { seed, control } = ctx
     const store = new JobStore(ctx.database)
+    // Each job runs on one supernode, which holds its lease in the shared database and renews
+    // it every check; when that supernode dies, another takes the job once the lease runs out.
+    const self = ctx.fabric.peerId.toString()
+    const leaseMs = Math.max(settings.lease, 3 * settings.checkInterval)
     // Manifest reads obey the supernode's source policy; preheat's insecure registries count as allowed.
     const policy = ctx.sourcePolicy.with(settings.insecureRegistries)
     const seedNode = { hostname: 'supernode-seed', peerId: ctx.fabric.peerId.toString() }
@@ -95,15 +100,15 @@ export const preheatPlugin = supernodePlugin({
       return 'SUCCESS'
     }
 
-    const jobView = (job: JobRow, openApi: boolean): Record<string, unknown> => {
-      const blobs = store.blobs(job.id)
+    const jobView = async (job: JobRow, openApi: boolean): Promise<Record<string, unknown>> => {
+      const blobs = await store.blobs(job.id)
       const count = (s: BlobRow['state']): number => blobs.filter((b) => b.state === s).length
       const views = blobs.map((b) => blobView(job, b))
       const finished = job.state === 'SUCCESS' || job.state === 'FAILURE' || job.state === 'CANCELED'
       const host = { hostname: seedNode.hostname, ip: '' }
       const byIdx = new Map(blobs.map((b) => [b.idx, b]))
-      const nodeBlobs = store.nodeBlobs(job.id)
-      const peers = store.nodes(job.id).map((n) => {
+      const nodeBlobs = await store.nodeBlobs(job.id)
+      const peers = (await store.nodes(job.id)).map((n) => {
         const mine = nodeBlobs.filter((b) => b.hostId === n.hostId)
         return {
           node: 'peer', hostname: n.hostname, peerId: n.hostId, labels: n.labels,
@@ -164,13 +169,13 @@ export const preheatPlugin = supernodePlugin({
       if (!Number.isSafeInteger(id)) throw new NaiadError('SN_ERR_BAD_REQUEST', `bad job id "${String(raw).slice(0, 40)}": expected a positive integer`)
       return id
     }
-    const mustGet = (id: number): JobRow => {
-      const job = store.get(id)
+    const mustGet = async (id: number): Promise<JobRow> => {
+      const job = await store.get(id)
       if (job === undefined) throw new NaiadError('SN_ERR_JOB_NOT_FOUND', `no preheat job ${id}`)
       return job
     }
 
-    const create = (body: unknown, openApi: boolean): { status: number; body: object } => {
+    const create = async (body: unknown, openApi: boolean): Promise<{ status: number; body: object }> => {
       const args = parseJobRequest(body, {
         insecureRegistries: settings.insecureRegistries, defaultParallelism: settings.parallelism, defaultTtlMs: settings.ttlAfterFinished, peerScopes: true
       })
@@ -178,55 +183,69 @@ export const preheatPlugin = supernodePlugin({
       if (policy !== undefined) {
         for (const u of args.urls ?? []) policy.checkUrl(u)
       }
-      const job = store.create('preheat', args, Date.now())
+      const job = await store.create('preheat', args, Date.now(), { owner: self, ms: leaseMs })
       ctx.logger.info({ job: job.id, type: args.type, url: args.url, urls: args.urls?.length, scope: args.scope, labels: args.labels }, 'preheat job created')
       runner.start(job, splitSecrets(args).secrets)
-      return { status: openApi ? 200 : 201, body: jobView(store.get(job.id)!, openApi) }
+      return { status: openApi ? 200 : 201, body: await jobView((await store.get(job.id))!, openApi) }
     }
 
     const cancel = async (id: number, openApi: boolean): Promise<{ status: number; body: object }> => {
-      const job = mustGet(id)
+      const job = await mustGet(id)
       if (job.state === 'PENDING' || job.state === 'RUNNING') {
-        await runner?.stop(id, 'canceled')
-        return { status: 200, body: jobView(mustGet(id), openApi) }
+        // Another supernode's job is marked here; that one stops it at its next lease renewal.
+        if (await runner?.stop(id, 'canceled') !== true) await runner?.finishStopped(id, 'canceled')
+        return { status: 200, body: await jobView(await mustGet(id), openApi) }
       }
       // A finished job has nothing to stop: DELETE removes its record.
-      store.delete(id)
+      await store.delete(id)
       runner?.forget(id)
       return { status: 200, body: { id, deleted: true } }
     }
 
     for (const [prefix, openApi] of [['/api/v1', false], ['/oapi/v1', true]] as const) {
       ctx.route('POST', `${prefix}/jobs`, (req) => create(req.body, openApi))
-      ctx.route('GET', `${prefix}/jobs`, () => ({ body: store.list().map((j) => jobView(j, openApi)) }))
-      ctx.route('GET', `${prefix}/jobs/:id`, (req) => ({ body: jobView(mustGet(jobId(req.params.id)), openApi) }))
+      ctx.route('GET', `${prefix}/jobs`, async () => ({ body: await Promise.all((await store.list()).map((j) => jobView(j, openApi))) }))
+      ctx.route('GET', `${prefix}/jobs/:id`, async (req) => ({ body: await jobView(await mustGet(jobId(req.params.id)), openApi) }))
       ctx.route('DELETE', `${prefix}/jobs/:id`, (req) => cancel(jobId(req.params.id), openApi))
     }
     ctx.route('GET', '/healthy', () => ({ body: { status: 'ok' } }))
 
-    // Deadlines and time-to-live. Deadlines count from creation, across restarts.
+    /** Runs an unfinished job here if no live supernode holds it (at start-up: the jobs this one ran before it stopped). */
+    const adopt = async (job: JobRow): Promise<void> => {
+      if (runner === undefined || runner.isActive(job.id) || !await store.claim(job.id, self, leaseMs, Date.now())) return
+      ctx.logger.info({ job: job.id, state: job.state }, 'resuming preheat job')
+      runner.start(job)
+    }
+
+    // Leases, deadlines and time-to-live. Deadlines count from creation, across restarts.
     ctx.every(settings.checkInterval, async () => {
       const now = Date.now()
-      for (const job of store.unfinished()) {
+      if (runner !== undefined) {
+        const held = await store.renew(self, runner.activeIds(), leaseMs, now)
+        // Canceled or finished through another supernode: stop without writing over what it recorded.
+        for (const id of runner.activeIds()) if (!held.has(id)) await runner.stop(id, 'shutdown')
+      }
+      for (const job of await store.unfinished()) {
         if (job.args.deadlineMs > 0 && job.createdAt + job.args.deadlineMs <= now && runner?.isActive(job.id) === true) {
           ctx.logger.warn({ job: job.id }, 'preheat job passed its deadline')
           await runner.stop(job.id, 'deadline')
         }
       }
-      for (const id of store.expired(now)) {
-        store.delete(id)
+      for (const id of await store.expired(now)) {
+        await store.delete(id)
         runner?.forget(id)
         ctx.logger.info({ job: id }, 'finished preheat job expired')
       }
+      for (const job of await store.unfinished()) await adopt(job)
     })
 
     // Jobs unfinished at the last shutdown resume: blobs already in the seed's cache are instant.
     if (runner !== undefined) {
-      for (const job of store.unfinished()) {
-        ctx.logger.info({ job: job.id, state: job.state }, 'resuming preheat job')
-        runner.start(job)
-      }
-      ctx.onClose(() => runner.close())
+      for (const job of await store.unfinished()) await adopt(job)
+      ctx.onClose(async () => {
+        await runner.close()
+        await store.release(self)
+      })
     }
   }
 })

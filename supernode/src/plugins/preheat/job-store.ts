@@ -1,11 +1,11 @@
-// Preheat jobs and their blobs in the supernode's SQLite database (tables `preheat_*`), so a
-// job outlives a supernode restart. A job's credentials (password, Authorization and every
+// Preheat jobs and their blobs in the shared database (tables `preheat_*`), so a job
+// outlives a supernode restart (and, on PostgreSQL, the supernode that took it). A job's credentials (password, Authorization and every
 // other header not on the allow-list, the token resolved from the registry) never reach the
 // database: the runner keeps them in memory (see splitSecrets). Progress bytes are kept in memory by the runner and
 // written when a blob finishes: a restart loses only the progress counter, not the work,
 // because the seed's cache already holds what was fetched.
 
-import type Database from 'better-sqlite3'
+import type { Param, Sql } from '../../database/sql.ts'
 
 export type JobState = 'PENDING' | 'RUNNING' | 'SUCCESS' | 'FAILURE' | 'CANCELED'
 export type BlobState = 'PENDING' | 'RUNNING' | 'SUCCESS' | 'FAILURE' | 'SKIPPED'
@@ -152,165 +152,170 @@ export function splitSecrets(args: JobArgs): { stored: JobArgs; secrets: JobSecr
   }
 }
 
+/** `SET a = ?, b = ?` and its values, from the columns that are set. */
+function assignments(cols: Record<string, Param>): [string, Param[]] {
+  const names = Object.keys(cols)
+  return [names.map((n) => `${n} = ?`).join(', '), names.map((n) => cols[n])]
+}
+
+const orNull = (v: unknown): Param => (typeof v === 'boolean' ? (v ? 1 : 0) : v as Param)
+
 export class JobStore {
-  private readonly db: Database.Database
+  private readonly sql: Sql
 
-  constructor(db: Database.Database) {
-    this.db = db
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS preheat_jobs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, args TEXT NOT NULL, state TEXT NOT NULL,
-        error_code TEXT, error TEXT, authorization TEXT, resolved INTEGER NOT NULL DEFAULT 0,
-        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER);
-      CREATE TABLE IF NOT EXISTS preheat_blobs (
-        job_id INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, url TEXT NOT NULL, digest TEXT, size INTEGER NOT NULL,
-        state TEXT NOT NULL, bytes INTEGER NOT NULL DEFAULT 0, cached INTEGER NOT NULL DEFAULT 0, task_id TEXT,
-        error_code TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, PRIMARY KEY (job_id, idx)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS preheat_nodes (
-        job_id INTEGER NOT NULL, host_id TEXT NOT NULL, hostname TEXT NOT NULL, labels TEXT NOT NULL,
-        error_code TEXT, error TEXT, PRIMARY KEY (job_id, host_id)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS preheat_node_blobs (
-        job_id INTEGER NOT NULL, host_id TEXT NOT NULL, idx INTEGER NOT NULL, state TEXT NOT NULL, bytes INTEGER NOT NULL DEFAULT 0,
-        cached INTEGER NOT NULL DEFAULT 0, from_peers INTEGER NOT NULL DEFAULT 0, from_origin INTEGER NOT NULL DEFAULT 0, task_id TEXT,
-        error_code TEXT, error TEXT, started_at INTEGER, finished_at INTEGER, PRIMARY KEY (job_id, host_id, idx)) WITHOUT ROWID;
-    `)
-    // Databases from before credentials stayed in memory: drop what they kept.
-    db.prepare('UPDATE preheat_jobs SET authorization = NULL WHERE authorization IS NOT NULL').run()
-    for (const r of db.prepare<[], { id: number; args: string }>('SELECT id, args FROM preheat_jobs').all()) {
-      const args = JSON.parse(r.args) as JobArgs
-      const secrets = splitSecrets(args).secrets
-      const held = secrets !== undefined && (secrets.password !== undefined || secrets.username !== undefined || Object.values(secrets.headers).some((v) => v !== '<redacted>'))
-      if (held) db.prepare('UPDATE preheat_jobs SET args = ? WHERE id = ?').run(JSON.stringify(splitSecrets(args).stored), r.id)
-    }
+  constructor(sql: Sql) {
+    this.sql = sql
   }
 
-  /** Stores a job; its secrets (see splitSecrets) are dropped here, whatever the caller passes. */
-  create(type: string, args: JobArgs, now: number): JobRow {
-    const r = this.db.prepare<[string, string, number, number], { id: number }>(
-      "INSERT INTO preheat_jobs (type, args, state, created_at, updated_at) VALUES (?, ?, 'PENDING', ?, ?) RETURNING id"
-    ).get(type, JSON.stringify(splitSecrets(args).stored), now, now)
-    return this.get(r!.id)!
+  /**
+   * Stores a job, leased to `lease.owner` (the supernode that runs it); its secrets (see
+   * splitSecrets) are dropped here, whatever the caller passes.
+   */
+  async create(type: string, args: JobArgs, now: number, lease: { owner: string; ms: number }, signal?: AbortSignal): Promise<JobRow> {
+    const r = await this.sql.get<{ id: number }>(
+      "INSERT INTO preheat_jobs (type, args, state, created_at, updated_at, owner, lease_until) VALUES (?, ?, 'PENDING', ?, ?, ?, ?) RETURNING id",
+      [type, JSON.stringify(splitSecrets(args).stored), now, now, lease.owner, now + lease.ms], signal)
+    return (await this.get(r!.id, signal))!
   }
 
-  get(id: number): JobRow | undefined {
-    const r = this.db.prepare<[number], JobRecord>('SELECT * FROM preheat_jobs WHERE id = ?').get(id)
+  /**
+   * Takes or keeps the lease on an unfinished job: true when `owner` holds it now. A job is
+   * free when it has no owner or its owner's lease ran out (that supernode stopped or died).
+   */
+  async claim(id: number, owner: string, leaseMs: number, now: number, signal?: AbortSignal): Promise<boolean> {
+    return await this.sql.run(`UPDATE preheat_jobs SET owner = ?, lease_until = ?
+      WHERE id = ? AND state IN ('PENDING', 'RUNNING') AND (owner IS NULL OR owner = ? OR lease_until < ?)`, [owner, now + leaseMs, id, owner, now], signal) === 1
+  }
+
+  /** Extends the leases `owner` holds on `ids`; returns those it still holds on unfinished jobs (another supernode may have canceled one). */
+  async renew(owner: string, ids: number[], leaseMs: number, now: number, signal?: AbortSignal): Promise<Set<number>> {
+    if (ids.length === 0) return new Set()
+    const rows = await this.sql.all<{ id: number }>(`UPDATE preheat_jobs SET lease_until = ?
+      WHERE owner = ? AND state IN ('PENDING', 'RUNNING') AND id IN (${ids.map(() => '?').join(', ')}) RETURNING id`, [now + leaseMs, owner, ...ids], signal)
+    return new Set(rows.map((r) => r.id))
+  }
+
+  /** Gives up `owner`'s leases (a clean shutdown), so another supernode takes its jobs at once. */
+  async release(owner: string, signal?: AbortSignal): Promise<void> {
+    await this.sql.run("UPDATE preheat_jobs SET lease_until = 0 WHERE owner = ? AND state IN ('PENDING', 'RUNNING')", [owner], signal)
+  }
+
+  async get(id: number, signal?: AbortSignal): Promise<JobRow | undefined> {
+    const r = await this.sql.get<JobRecord>('SELECT * FROM preheat_jobs WHERE id = ?', [id], signal)
     return r === undefined ? undefined : toJob(r)
   }
 
-  list(): JobRow[] {
-    return this.db.prepare<[], JobRecord>('SELECT * FROM preheat_jobs ORDER BY id').all().map(toJob)
+  async list(signal?: AbortSignal): Promise<JobRow[]> {
+    return (await this.sql.all<JobRecord>('SELECT * FROM preheat_jobs ORDER BY id', [], signal)).map(toJob)
   }
 
   /** Jobs that were not finished when the supernode stopped. */
-  unfinished(): JobRow[] {
-    return this.db.prepare<[], JobRecord>("SELECT * FROM preheat_jobs WHERE state IN ('PENDING', 'RUNNING') ORDER BY id").all().map(toJob)
+  async unfinished(signal?: AbortSignal): Promise<JobRow[]> {
+    return (await this.sql.all<JobRecord>("SELECT * FROM preheat_jobs WHERE state IN ('PENDING', 'RUNNING') ORDER BY id", [], signal)).map(toJob)
   }
 
-  update(id: number, fields: Partial<Pick<JobRow, 'state' | 'errorCode' | 'error' | 'resolved' | 'startedAt' | 'finishedAt'>>, now: number): void {
-    const cols: Record<string, unknown> = { updated_at: now }
+  async update(id: number, fields: Partial<Pick<JobRow, 'state' | 'errorCode' | 'error' | 'resolved' | 'startedAt' | 'finishedAt'>>, now: number, signal?: AbortSignal): Promise<void> {
+    const cols: Record<string, Param> = { updated_at: now }
     if (fields.state !== undefined) cols.state = fields.state
     if (fields.errorCode !== undefined) cols.error_code = fields.errorCode
     if (fields.error !== undefined) cols.error = fields.error
     if (fields.resolved !== undefined) cols.resolved = fields.resolved ? 1 : 0
     if (fields.startedAt !== undefined) cols.started_at = fields.startedAt
     if (fields.finishedAt !== undefined) cols.finished_at = fields.finishedAt
-    const names = Object.keys(cols)
-    this.db.prepare(`UPDATE preheat_jobs SET ${names.map((n) => `${n} = @${n}`).join(', ')} WHERE id = @id`).run({ ...cols, id })
+    const [set, values] = assignments(cols)
+    await this.sql.run(`UPDATE preheat_jobs SET ${set} WHERE id = ?`, [...values, id], signal)
   }
 
-  delete(id: number): void {
-    this.db.transaction(() => {
-      this.db.prepare('DELETE FROM preheat_node_blobs WHERE job_id = ?').run(id)
-      this.db.prepare('DELETE FROM preheat_nodes WHERE job_id = ?').run(id)
-      this.db.prepare('DELETE FROM preheat_blobs WHERE job_id = ?').run(id)
-      this.db.prepare('DELETE FROM preheat_jobs WHERE id = ?').run(id)
-    })()
+  async delete(id: number, signal?: AbortSignal): Promise<void> {
+    await this.sql.transaction(async (tx) => {
+      await tx.run('DELETE FROM preheat_node_blobs WHERE job_id = ?', [id])
+      await tx.run('DELETE FROM preheat_nodes WHERE job_id = ?', [id])
+      await tx.run('DELETE FROM preheat_blobs WHERE job_id = ?', [id])
+      await tx.run('DELETE FROM preheat_jobs WHERE id = ?', [id])
+    }, signal)
   }
 
-  addBlobs(jobId: number, blobs: Array<Pick<BlobRow, 'kind' | 'url' | 'digest' | 'size'>>): void {
-    const insert = this.db.prepare("INSERT OR IGNORE INTO preheat_blobs (job_id, idx, kind, url, digest, size, state) VALUES (?, ?, ?, ?, ?, ?, 'PENDING')")
-    this.db.transaction(() => { blobs.forEach((b, i) => insert.run(jobId, i, b.kind, b.url, b.digest, b.size)) })()
+  async addBlobs(jobId: number, blobs: Array<Pick<BlobRow, 'kind' | 'url' | 'digest' | 'size'>>, signal?: AbortSignal): Promise<void> {
+    await this.sql.transaction(async (tx) => {
+      for (const [i, b] of blobs.entries()) {
+        await tx.run("INSERT INTO preheat_blobs (job_id, idx, kind, url, digest, size, state) VALUES (?, ?, ?, ?, ?, ?, 'PENDING') ON CONFLICT DO NOTHING",
+          [jobId, i, b.kind, b.url, b.digest, b.size])
+      }
+    }, signal)
   }
 
-  blobs(jobId: number): BlobRow[] {
-    return this.db.prepare<[number], BlobRecord>('SELECT * FROM preheat_blobs WHERE job_id = ? ORDER BY idx').all(jobId).map(toBlob)
+  async blobs(jobId: number, signal?: AbortSignal): Promise<BlobRow[]> {
+    return (await this.sql.all<BlobRecord>('SELECT * FROM preheat_blobs WHERE job_id = ? ORDER BY idx', [jobId], signal)).map(toBlob)
   }
 
-  updateBlob(jobId: number, idx: number, fields: Partial<Pick<BlobRow, 'state' | 'bytes' | 'cached' | 'taskId' | 'errorCode' | 'error' | 'startedAt' | 'finishedAt' | 'size'>>): void {
-    const cols: Record<string, unknown> = {}
-    if (fields.state !== undefined) cols.state = fields.state
-    if (fields.bytes !== undefined) cols.bytes = fields.bytes
-    if (fields.size !== undefined) cols.size = fields.size
-    if (fields.cached !== undefined) cols.cached = fields.cached ? 1 : 0
-    if (fields.taskId !== undefined) cols.task_id = fields.taskId
-    if (fields.errorCode !== undefined) cols.error_code = fields.errorCode
-    if (fields.error !== undefined) cols.error = fields.error
-    if (fields.startedAt !== undefined) cols.started_at = fields.startedAt
-    if (fields.finishedAt !== undefined) cols.finished_at = fields.finishedAt
-    const names = Object.keys(cols)
-    if (names.length === 0) return
-    this.db.prepare(`UPDATE preheat_blobs SET ${names.map((n) => `${n} = @${n}`).join(', ')} WHERE job_id = @jobId AND idx = @idx`).run({ ...cols, jobId, idx })
+  async updateBlob(jobId: number, idx: number, fields: Partial<Pick<BlobRow, 'state' | 'bytes' | 'cached' | 'taskId' | 'errorCode' | 'error' | 'startedAt' | 'finishedAt' | 'size'>>, signal?: AbortSignal): Promise<void> {
+    const columns: Record<string, string> = {
+      state: 'state', bytes: 'bytes', size: 'size', cached: 'cached', taskId: 'task_id', errorCode: 'error_code', error: 'error', startedAt: 'started_at', finishedAt: 'finished_at'
+    }
+    const cols: Record<string, Param> = {}
+    for (const [k, v] of Object.entries(fields)) if (v !== undefined) cols[columns[k]] = orNull(v)
+    if (Object.keys(cols).length === 0) return
+    const [set, values] = assignments(cols)
+    await this.sql.run(`UPDATE preheat_blobs SET ${set} WHERE job_id = ? AND idx = ?`, [...values, jobId, idx], signal)
   }
 
   /** Blobs left RUNNING by a stopped supernode start over (the seed's cache makes finished work instant). */
-  resetRunningBlobs(jobId: number): void {
-    this.db.prepare("UPDATE preheat_blobs SET state = 'PENDING', started_at = NULL WHERE job_id = ? AND state = 'RUNNING'").run(jobId)
+  async resetRunningBlobs(jobId: number, signal?: AbortSignal): Promise<void> {
+    await this.sql.run("UPDATE preheat_blobs SET state = 'PENDING', started_at = NULL WHERE job_id = ? AND state = 'RUNNING'", [jobId], signal)
   }
 
   /** Records the target daemons of a job, each with the blobs (by index) it is to get. */
-  addNodes(jobId: number, nodes: Array<Pick<NodeRow, 'hostId' | 'hostname' | 'labels'>>, idxs: number[]): void {
-    const node = this.db.prepare('INSERT OR IGNORE INTO preheat_nodes (job_id, host_id, hostname, labels) VALUES (?, ?, ?, ?)')
-    const blob = this.db.prepare("INSERT OR IGNORE INTO preheat_node_blobs (job_id, host_id, idx, state) VALUES (?, ?, ?, 'PENDING')")
-    this.db.transaction(() => {
+  async addNodes(jobId: number, nodes: Array<Pick<NodeRow, 'hostId' | 'hostname' | 'labels'>>, idxs: number[], signal?: AbortSignal): Promise<void> {
+    await this.sql.transaction(async (tx) => {
       for (const n of nodes) {
-        node.run(jobId, n.hostId, n.hostname, JSON.stringify(n.labels))
-        for (const idx of idxs) blob.run(jobId, n.hostId, idx)
+        await tx.run('INSERT INTO preheat_nodes (job_id, host_id, hostname, labels) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING', [jobId, n.hostId, n.hostname, JSON.stringify(n.labels)])
+        for (const idx of idxs) {
+          await tx.run("INSERT INTO preheat_node_blobs (job_id, host_id, idx, state) VALUES (?, ?, ?, 'PENDING') ON CONFLICT DO NOTHING", [jobId, n.hostId, idx])
+        }
       }
-    })()
+    }, signal)
   }
 
-  nodes(jobId: number): NodeRow[] {
-    return this.db.prepare<[number], NodeRecord>('SELECT * FROM preheat_nodes WHERE job_id = ? ORDER BY hostname, host_id').all(jobId).map((r) => ({
+  async nodes(jobId: number, signal?: AbortSignal): Promise<NodeRow[]> {
+    const rows = await this.sql.all<NodeRecord>('SELECT * FROM preheat_nodes WHERE job_id = ? ORDER BY hostname, host_id', [jobId], signal)
+    return rows.map((r) => ({
       jobId: r.job_id, hostId: r.host_id, hostname: r.hostname, labels: JSON.parse(r.labels) as Record<string, string>, errorCode: r.error_code, error: r.error
     }))
   }
 
-  updateNode(jobId: number, hostId: string, fields: { errorCode: string | null; error: string | null }): void {
-    this.db.prepare('UPDATE preheat_nodes SET error_code = ?, error = ? WHERE job_id = ? AND host_id = ?').run(fields.errorCode, fields.error, jobId, hostId)
+  async updateNode(jobId: number, hostId: string, fields: { errorCode: string | null; error: string | null }, signal?: AbortSignal): Promise<void> {
+    await this.sql.run('UPDATE preheat_nodes SET error_code = ?, error = ? WHERE job_id = ? AND host_id = ?', [fields.errorCode, fields.error, jobId, hostId], signal)
   }
 
-  nodeBlobs(jobId: number, hostId?: string): NodeBlobRow[] {
+  async nodeBlobs(jobId: number, hostId?: string, signal?: AbortSignal): Promise<NodeBlobRow[]> {
     const rows = hostId === undefined
-      ? this.db.prepare<[number], NodeBlobRecord>('SELECT * FROM preheat_node_blobs WHERE job_id = ? ORDER BY host_id, idx').all(jobId)
-      : this.db.prepare<[number, string], NodeBlobRecord>('SELECT * FROM preheat_node_blobs WHERE job_id = ? AND host_id = ? ORDER BY idx').all(jobId, hostId)
+      ? await this.sql.all<NodeBlobRecord>('SELECT * FROM preheat_node_blobs WHERE job_id = ? ORDER BY host_id, idx', [jobId], signal)
+      : await this.sql.all<NodeBlobRecord>('SELECT * FROM preheat_node_blobs WHERE job_id = ? AND host_id = ? ORDER BY idx', [jobId, hostId], signal)
     return rows.map((r) => ({
       jobId: r.job_id, hostId: r.host_id, idx: r.idx, state: r.state as BlobState, bytes: r.bytes, cached: r.cached === 1, fromPeers: r.from_peers,
       fromOrigin: r.from_origin, taskId: r.task_id, errorCode: r.error_code, error: r.error, startedAt: r.started_at, finishedAt: r.finished_at
     }))
   }
 
-  updateNodeBlob(jobId: number, hostId: string, idx: number, fields: Partial<Pick<NodeBlobRow, 'state' | 'bytes' | 'cached' | 'fromPeers' | 'fromOrigin' | 'taskId' | 'errorCode' | 'error' | 'startedAt' | 'finishedAt'>>): void {
+  async updateNodeBlob(jobId: number, hostId: string, idx: number, fields: Partial<Pick<NodeBlobRow, 'state' | 'bytes' | 'cached' | 'fromPeers' | 'fromOrigin' | 'taskId' | 'errorCode' | 'error' | 'startedAt' | 'finishedAt'>>, signal?: AbortSignal): Promise<void> {
     const columns: Record<string, string> = {
       state: 'state', bytes: 'bytes', cached: 'cached', fromPeers: 'from_peers', fromOrigin: 'from_origin', taskId: 'task_id',
       errorCode: 'error_code', error: 'error', startedAt: 'started_at', finishedAt: 'finished_at'
     }
-    const cols: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(fields)) {
-      if (v !== undefined) cols[columns[k]] = typeof v === 'boolean' ? (v ? 1 : 0) : v
-    }
-    const names = Object.keys(cols)
-    if (names.length === 0) return
-    this.db.prepare(`UPDATE preheat_node_blobs SET ${names.map((n) => `${n} = @${n}`).join(', ')} WHERE job_id = @jobId AND host_id = @hostId AND idx = @idx`)
-      .run({ ...cols, jobId, hostId, idx })
+    const cols: Record<string, Param> = {}
+    for (const [k, v] of Object.entries(fields)) if (v !== undefined) cols[columns[k]] = orNull(v)
+    if (Object.keys(cols).length === 0) return
+    const [set, values] = assignments(cols)
+    await this.sql.run(`UPDATE preheat_node_blobs SET ${set} WHERE job_id = ? AND host_id = ? AND idx = ?`, [...values, jobId, hostId, idx], signal)
   }
 
   /** Node blobs left RUNNING by a stopped supernode start over (the daemons' caches make finished work instant). */
-  resetRunningNodeBlobs(jobId: number): void {
-    this.db.prepare("UPDATE preheat_node_blobs SET state = 'PENDING', started_at = NULL WHERE job_id = ? AND state = 'RUNNING'").run(jobId)
+  async resetRunningNodeBlobs(jobId: number, signal?: AbortSignal): Promise<void> {
+    await this.sql.run("UPDATE preheat_node_blobs SET state = 'PENDING', started_at = NULL WHERE job_id = ? AND state = 'RUNNING'", [jobId], signal)
   }
 
   /** Finished jobs whose time to live has run out. */
-  expired(now: number): number[] {
-    return this.list().filter((j) => j.finishedAt !== null && j.args.ttlMs > 0 && j.finishedAt + j.args.ttlMs <= now).map((j) => j.id)
+  async expired(now: number, signal?: AbortSignal): Promise<number[]> {
+    return (await this.list(signal)).filter((j) => j.finishedAt !== null && j.args.ttlMs > 0 && j.finishedAt + j.args.ttlMs <= now).map((j) => j.id)
   }
 }

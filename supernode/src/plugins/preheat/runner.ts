@@ -74,6 +74,11 @@ export class PreheatRunner {
     return this.active.has(id)
   }
 
+  /** The jobs running here. */
+  activeIds(): number[] {
+    return [...this.active.keys()]
+  }
+
   /** Bytes fetched so far for a blob in flight, if it is in flight. */
   inFlight(jobId: number, idx: number): number | undefined {
     return this.active.get(jobId)?.progress.get(idx)
@@ -113,14 +118,14 @@ export class PreheatRunner {
   private async run(job: JobRow, entry: ActiveJob): Promise<void> {
     const { store, logger } = this.c
     const signal = entry.controller.signal
-    store.update(job.id, { state: 'RUNNING', startedAt: job.startedAt ?? this.now() }, this.now())
-    store.resetRunningBlobs(job.id)
+    await store.update(job.id, { state: 'RUNNING', startedAt: job.startedAt ?? this.now() }, this.now())
+    await store.resetRunningBlobs(job.id)
     const args = job.args
     const secrets = this.secrets.get(job.id)
     if (args.credentials === true && secrets === undefined) {
       // Credentials are never stored: a job that needed them cannot resume after a restart.
       const error = 'the job\'s credentials are kept in memory only and the supernode restarted since it was created; create the job again'
-      store.update(job.id, { state: 'FAILURE', errorCode: 'SN_ERR_UNAUTHORIZED', error, finishedAt: this.now() }, this.now())
+      await store.update(job.id, { state: 'FAILURE', errorCode: 'SN_ERR_UNAUTHORIZED', error, finishedAt: this.now() }, this.now())
       logger.warn({ job: job.id }, 'preheat job lost its credentials in a restart')
       return
     }
@@ -137,22 +142,22 @@ export class PreheatRunner {
           const r = await resolveImage(ref, { headers, platform: args.platform, signal, connect: this.c.connect })
           authorization = r.authorization
           if (secrets !== undefined) secrets.authorization = authorization
-          if (!job.resolved) store.addBlobs(job.id, r.blobs.map((b) => ({ kind: b.kind, url: blobUrl(ref, b.digest), digest: b.digest, size: b.size })))
+          if (!job.resolved) await store.addBlobs(job.id, r.blobs.map((b) => ({ kind: b.kind, url: blobUrl(ref, b.digest), digest: b.digest, size: b.size })))
         } else {
-          store.addBlobs(job.id, (args.urls ?? []).map((url) => ({ kind: 'file' as const, url, digest: null, size: -1 })))
+          await store.addBlobs(job.id, (args.urls ?? []).map((url) => ({ kind: 'file' as const, url, digest: null, size: -1 })))
         }
-        store.update(job.id, { resolved: true }, this.now())
+        await store.update(job.id, { resolved: true }, this.now())
       } catch (err) {
         if (signal.aborted) return this.finishStopped(job.id, signal.reason as StopReason)
         const e = toNaiadError(err, 'OCI_ERR_REGISTRY')
         logger.warn({ job: job.id, code: e.code, err: e.message }, 'preheat could not resolve its image')
-        store.update(job.id, { state: 'FAILURE', errorCode: e.code, error: e.message, finishedAt: this.now() }, this.now())
+        await store.update(job.id, { state: 'FAILURE', errorCode: e.code, error: e.message, finishedAt: this.now() }, this.now())
         return
       }
     }
 
     const blobHeaders = { ...headers, ...(authorization === undefined ? {} : { authorization }) }
-    const queue = store.blobs(job.id).filter((b) => b.state !== 'SUCCESS')
+    const queue = (await store.blobs(job.id)).filter((b) => b.state !== 'SUCCESS')
     const worker = async (): Promise<void> => {
       for (let b = queue.shift(); b !== undefined && !signal.aborted; b = queue.shift()) await this.fetchBlob(job.id, b, blobHeaders, entry)
     }
@@ -163,23 +168,23 @@ export class PreheatRunner {
       await this.distribute(job, blobHeaders, entry)
       if (signal.aborted) return this.finishStopped(job.id, signal.reason as StopReason)
     }
-    this.finish(job.id, entry)
+    await this.finish(job.id, entry)
   }
 
-  private finish(jobId: number, entry: ActiveJob): void {
+  private async finish(jobId: number, entry: ActiveJob): Promise<void> {
     const { store, logger } = this.c
-    const blobs = store.blobs(jobId)
+    const blobs = await store.blobs(jobId)
     const failed = blobs.filter((b) => b.state === 'FAILURE')
-    const nodes = store.nodes(jobId)
-    const nodeBlobs = store.nodeBlobs(jobId)
+    const nodes = await store.nodes(jobId)
+    const nodeBlobs = await store.nodeBlobs(jobId)
     const failedNodes = nodes.filter((n) => n.error !== null || nodeBlobs.some((b) => b.hostId === n.hostId && b.state === 'FAILURE'))
     const now = this.now()
     if (entry.failure !== undefined) {
-      store.update(jobId, { state: 'FAILURE', errorCode: entry.failure.code, error: entry.failure.message, finishedAt: now }, now)
+      await store.update(jobId, { state: 'FAILURE', errorCode: entry.failure.code, error: entry.failure.message, finishedAt: now }, now)
       logger.warn({ job: jobId, code: entry.failure.code, err: entry.failure.message }, 'preheat job failed')
     } else if (failed.length > 0) {
       const first = failed[0]
-      store.update(jobId, {
+      await store.update(jobId, {
         state: 'FAILURE', errorCode: first.errorCode, finishedAt: now,
         error: `${failed.length} of ${blobs.length} blobs failed; first: ${first.url}: ${first.error ?? 'unknown error'}`
       }, now)
@@ -188,13 +193,13 @@ export class PreheatRunner {
       const node = failedNodes[0]
       const blob = nodeBlobs.find((b) => b.hostId === node.hostId && b.state === 'FAILURE')
       const url = blob === undefined ? undefined : blobs.find((b) => b.idx === blob.idx)?.url
-      store.update(jobId, {
+      await store.update(jobId, {
         state: 'FAILURE', errorCode: node.errorCode ?? blob?.errorCode ?? null, finishedAt: now,
         error: `${failedNodes.length} of ${nodes.length} nodes failed; first: ${node.hostname || node.hostId}: ${node.error ?? `${url ?? ''}: ${blob?.error ?? 'unknown error'}`}`
       }, now)
       logger.warn({ job: jobId, failedNodes: failedNodes.length, nodes: nodes.length }, 'preheat job failed on some nodes')
     } else {
-      store.update(jobId, { state: 'SUCCESS', finishedAt: now }, now)
+      await store.update(jobId, { state: 'SUCCESS', finishedAt: now }, now)
       logger.info({ job: jobId, blobs: blobs.length, cached: blobs.filter((b) => b.cached).length, nodes: nodes.length }, 'preheat job succeeded')
     }
   }
@@ -207,9 +212,9 @@ export class PreheatRunner {
       entry.failure = new NaiadError('SN_ERR_SCOPE_UNSUPPORTED', `scope "${job.args.scope}" needs the control service, which this supernode does not offer`)
       return
     }
-    const blobs = store.blobs(job.id)
+    const blobs = await store.blobs(job.id)
     const ready = blobs.filter((b) => b.state === 'SUCCESS').map((b) => b.idx)
-    let nodes = store.nodes(job.id)
+    let nodes = await store.nodes(job.id)
     if (nodes.length === 0) {
       // Nothing reached the seed (the job fails on the seed's errors): no daemon to bother.
       if (ready.length === 0) return
@@ -219,11 +224,11 @@ export class PreheatRunner {
         entry.failure = new NaiadError('SN_ERR_HOST_NOT_FOUND', `no live daemon ${which}; the seed holds the blobs`)
         return
       }
-      store.addNodes(job.id, targets.map((t) => ({ hostId: t.id, hostname: t.hostname, labels: t.labels })), ready)
-      nodes = store.nodes(job.id)
+      await store.addNodes(job.id, targets.map((t) => ({ hostId: t.id, hostname: t.hostname, labels: t.labels })), ready)
+      nodes = await store.nodes(job.id)
       logger.info({ job: job.id, nodes: nodes.length }, 'preheating daemons')
     }
-    store.resetRunningNodeBlobs(job.id)
+    await store.resetRunningNodeBlobs(job.id)
     const byIdx = new Map(blobs.map((b) => [b.idx, b]))
     const queue = nodes.filter((n) => n.error === null)
     const worker = async (): Promise<void> => {
@@ -236,33 +241,33 @@ export class PreheatRunner {
     const { store } = this.c
     const control = this.c.control!
     const signal = entry.controller.signal
-    const queue = store.nodeBlobs(job.id, node.hostId).filter((b) => b.state !== 'SUCCESS')
+    const queue = (await store.nodeBlobs(job.id, node.hostId)).filter((b) => b.state !== 'SUCCESS')
     let fatal: NaiadError | undefined
     const send = async (nb: NodeBlobRow): Promise<void> => {
       const blob = blobs.get(nb.idx)
       if (blob === undefined) return
       if (fatal !== undefined) {
-        store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'FAILURE', errorCode: fatal.code, error: `not sent: ${fatal.message}`, finishedAt: this.now() })
+        await store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'FAILURE', errorCode: fatal.code, error: `not sent: ${fatal.message}`, finishedAt: this.now() })
         return
       }
-      store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'RUNNING', startedAt: this.now(), errorCode: null, error: null })
+      await store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'RUNNING', startedAt: this.now(), errorCode: null, error: null })
       try {
         const r = await control.send(node.hostId, 'download', {
           url: blob.url, headers, digest: blob.digest ?? undefined, priority: 'preheat'
         }, { signal, timeoutMs: this.blobTimeoutMs(job) })
-        store.updateNodeBlob(job.id, node.hostId, nb.idx, {
+        await store.updateNodeBlob(job.id, node.hostId, nb.idx, {
           state: 'SUCCESS', bytes: r.contentLength, cached: r.cached, fromPeers: r.fromPeers, fromOrigin: r.fromOrigin, taskId: r.taskId, finishedAt: this.now()
         })
       } catch (err) {
         if (signal.aborted) {
-          if (signal.reason !== 'shutdown') store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'PENDING', startedAt: null })
+          if (signal.reason !== 'shutdown') await store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'PENDING', startedAt: null })
           return
         }
         const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
-        store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'FAILURE', errorCode: e.code, error: e.message, finishedAt: this.now() })
+        await store.updateNodeBlob(job.id, node.hostId, nb.idx, { state: 'FAILURE', errorCode: e.code, error: e.message, finishedAt: this.now() })
         if (NODE_FATAL.has(e.code) && fatal === undefined) {
           fatal = e
-          store.updateNode(job.id, node.hostId, { errorCode: e.code, error: e.message })
+          await store.updateNode(job.id, node.hostId, { errorCode: e.code, error: e.message })
           this.c.logger.warn({ job: job.id, node: node.hostname || node.hostId, code: e.code, err: e.message }, 'preheat cannot reach a node; its remaining blobs are not sent')
         }
       }
@@ -282,37 +287,38 @@ export class PreheatRunner {
   private async fetchBlob(jobId: number, b: BlobRow, headers: Record<string, string>, entry: ActiveJob): Promise<void> {
     const { store } = this.c
     const signal = entry.controller.signal
-    store.updateBlob(jobId, b.idx, { state: 'RUNNING', startedAt: this.now(), errorCode: null, error: null })
+    await store.updateBlob(jobId, b.idx, { state: 'RUNNING', startedAt: this.now(), errorCode: null, error: null })
     entry.progress.set(b.idx, 0)
     try {
       const r = await this.c.seed.download(
         { url: b.url, headers, digest: b.digest ?? undefined },
         { signal, onProgress: (p) => entry.progress.set(b.idx, p.completedBytes) }
       )
-      store.updateBlob(jobId, b.idx, { state: 'SUCCESS', bytes: r.contentLength, size: r.contentLength, cached: r.cached, taskId: r.taskId, finishedAt: this.now() })
+      await store.updateBlob(jobId, b.idx, { state: 'SUCCESS', bytes: r.contentLength, size: r.contentLength, cached: r.cached, taskId: r.taskId, finishedAt: this.now() })
     } catch (err) {
       // A stopped job leaves the blob to the stop handling: PENDING again, to resume or skip.
       if (signal.aborted) {
-        if (signal.reason !== 'shutdown') store.updateBlob(jobId, b.idx, { state: 'PENDING', startedAt: null })
+        if (signal.reason !== 'shutdown') await store.updateBlob(jobId, b.idx, { state: 'PENDING', startedAt: null })
         return
       }
       const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
-      store.updateBlob(jobId, b.idx, { state: 'FAILURE', errorCode: e.code, error: e.message, finishedAt: this.now() })
+      await store.updateBlob(jobId, b.idx, { state: 'FAILURE', errorCode: e.code, error: e.message, finishedAt: this.now() })
     } finally {
       entry.progress.delete(b.idx)
     }
   }
 
-  private finishStopped(jobId: number, reason: StopReason): void {
+  /** Records a job as stopped (its pending blobs skipped); also for a job another supernode runs, which notices at its next lease renewal. */
+  async finishStopped(jobId: number, reason: StopReason): Promise<void> {
     if (reason === 'shutdown') return
     const now = this.now()
     const { store } = this.c
-    for (const b of store.blobs(jobId)) if (b.state === 'PENDING') store.updateBlob(jobId, b.idx, { state: 'SKIPPED' })
-    for (const b of store.nodeBlobs(jobId)) if (b.state === 'PENDING') store.updateNodeBlob(jobId, b.hostId, b.idx, { state: 'SKIPPED' })
+    for (const b of await store.blobs(jobId)) if (b.state === 'PENDING') await store.updateBlob(jobId, b.idx, { state: 'SKIPPED' })
+    for (const b of await store.nodeBlobs(jobId)) if (b.state === 'PENDING') await store.updateNodeBlob(jobId, b.hostId, b.idx, { state: 'SKIPPED' })
     if (reason === 'canceled') {
-      store.update(jobId, { state: 'CANCELED', error: 'canceled by DELETE before all blobs were preheated', finishedAt: now }, now)
+      await store.update(jobId, { state: 'CANCELED', error: 'canceled by DELETE before all blobs were preheated', finishedAt: now }, now)
     } else {
-      store.update(jobId, { state: 'FAILURE', errorCode: 'DFD_ERR_TIMEOUT', error: 'the job passed its deadline before all blobs were preheated', finishedAt: now }, now)
+      await store.update(jobId, { state: 'FAILURE', errorCode: 'DFD_ERR_TIMEOUT', error: 'the job passed its deadline before all blobs were preheated', finishedAt: now }, now)
     }
   }
 }

@@ -83,7 +83,7 @@ export const sloSupernodePlugin = supernodePlugin({
     const settings = sloSettings(ctx.settings)
     const store = new TraceStore(ctx.database)
     // The binary's registry, which the metrics plugin serves at /metrics.
-    const metrics = new SloMetrics(ctx.metrics, () => settings.objectives.map((o) => evaluate(store, o, Date.now())))
+    const metrics = new SloMetrics(ctx.metrics, () => Promise.all(settings.objectives.map((o) => evaluate(store, o, Date.now()))))
 
     await ctx.serve(SLO_TRACE_PROTOCOL, TraceBatch, TraceAck, async (req, { remotePeer }) => {
       // The sender is the connection's authenticated peer, whatever the trace says.
@@ -96,13 +96,13 @@ export const sloSupernodePlugin = supernodePlugin({
         accepted++
         // A trace that waited on its daemon past the retention would be pruned at once.
         if (t.finishedAtMs < now - settings.retentionMs) continue
-        if (store.insert(peerId, t, now)) metrics.observe(t)
+        if (await store.insert(peerId, t, now)) metrics.observe(t)
       }
       if (skipped > 0) ctx.logger.warn({ peer: peerId, skipped }, 'skipped malformed traces')
       return { accepted }
     })
 
-    ctx.route('GET', '/api/v1/slo', (req) => {
+    ctx.route('GET', '/api/v1/slo', async (req) => {
       let windowMs = settings.windowMs
       let window = settings.window
       if (req.query.window !== undefined) {
@@ -118,24 +118,24 @@ export const sloSupernodePlugin = supernodePlugin({
         body: {
           generatedAt: new Date(now).toISOString(),
           retention: formatMs(settings.retentionMs),
-          sli: indicators(store, windowMs, window, now),
-          objectives: settings.objectives.map((o) => evaluate(store, o, now))
+          sli: await indicators(store, windowMs, window, now),
+          objectives: await Promise.all(settings.objectives.map((o) => evaluate(store, o, now)))
         }
       }
     })
 
-    ctx.route('GET', '/api/v1/traces', (req) => {
+    ctx.route('GET', '/api/v1/traces', async (req) => {
       const limit = req.query.limit === undefined ? 100 : Number(req.query.limit)
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new NaiadError('SN_ERR_BAD_REQUEST', `bad limit "${req.query.limit}": expected an integer from 1 to 10000`)
-      const rows = store.list({ taskId: req.query.task, peerId: req.query.peer, limit })
+      const rows = await store.list({ taskId: req.query.task, peerId: req.query.peer, limit })
       return { body: rows.map(traceView) }
     })
 
-    const prune = (): void => {
-      const n = store.prune(Date.now() - settings.retentionMs)
+    const prune = async (): Promise<void> => {
+      const n = await store.prune(Date.now() - settings.retentionMs)
       if (n > 0) ctx.logger.info({ deleted: n }, 'pruned traces past their retention')
     }
-    prune()
+    await prune()
     ctx.every(settings.pruneIntervalMs, prune)
   }
 })

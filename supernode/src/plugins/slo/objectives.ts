@@ -105,15 +105,18 @@ export function readSloSettings(raw: Record<string, unknown>): SloSettings {
   return sloSettings(loadSettings(SLO_SETTINGS, raw, 'plugin-config.slo'))
 }
 
+/** A threshold as a real number in both dialects (PostgreSQL would otherwise guess the column's BIGINT for it). */
+const THRESHOLD = 'CAST(? AS DOUBLE PRECISION)'
+
 /** Which pulls count for an SLI and which of them are good, as SQL over one `slo_traces` row. */
 function conditions(o: Objective): { eligible: string; good: string; params: number[] } {
   switch (o.sli) {
     case 'success-rate':
-      return { eligible: '1', good: "result = 'succeeded'", params: [] }
+      return { eligible: 'TRUE', good: "result = 'succeeded'", params: [] }
     case 'seconds-per-gib':
-      return { eligible: "result = 'succeeded' AND content_length > 0", good: `duration_ms / 1000.0 <= ? * (content_length / ${GIB}.0)`, params: [o.threshold!] }
+      return { eligible: "result = 'succeeded' AND content_length > 0", good: `duration_ms / 1000.0 <= ${THRESHOLD} * (content_length / ${GIB}.0)`, params: [o.threshold!] }
     case 'back-to-source-ratio':
-      return { eligible: 'bytes_peer + bytes_seed + bytes_origin > 0', good: 'bytes_origin <= ? * (bytes_peer + bytes_seed + bytes_origin)', params: [o.threshold!] }
+      return { eligible: 'bytes_peer + bytes_seed + bytes_origin > 0', good: `bytes_origin <= ${THRESHOLD} * (bytes_peer + bytes_seed + bytes_origin)`, params: [o.threshold!] }
   }
 }
 
@@ -140,10 +143,10 @@ function burn(good: number, eligible: number, target: number): number {
   return eligible === 0 ? 0 : (1 - good / eligible) / (1 - target)
 }
 
-export function evaluate(store: TraceStore, o: Objective, now: number): ObjectiveReport {
+export async function evaluate(store: TraceStore, o: Objective, now: number, signal?: AbortSignal): Promise<ObjectiveReport> {
   const c = conditions(o)
-  const long = store.count(now - o.windowMs, c.eligible, c.good, c.params)
-  const short = store.count(now - o.shortWindowMs, c.eligible, c.good, c.params)
+  const long = await store.count(now - o.windowMs, c.eligible, c.good, c.params, signal)
+  const short = await store.count(now - o.shortWindowMs, c.eligible, c.good, c.params, signal)
   const burnRate = burn(long.good, long.eligible, o.target)
   const compliance = long.eligible === 0 ? null : long.good / long.eligible
   return {
@@ -171,8 +174,8 @@ export interface SliReport {
   bytes: { peer: number; seed: number; origin: number }
 }
 
-export function indicators(store: TraceStore, windowMs: number, window: string, now: number): SliReport {
-  const t = store.totals(now - windowMs)
+export async function indicators(store: TraceStore, windowMs: number, window: string, now: number, signal?: AbortSignal): Promise<SliReport> {
+  const t = await store.totals(now - windowMs, signal)
   const all = t.bytesPeer + t.bytesSeed + t.bytesOrigin
   return {
     window,

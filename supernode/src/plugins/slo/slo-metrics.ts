@@ -25,7 +25,7 @@ export class SloMetrics {
   private readonly pulls: Counter<'result'>
   private readonly failures: Counter<'code'>
 
-  constructor(registry: Registry, objectives: () => ObjectiveReport[]) {
+  constructor(registry: Registry, objectives: () => Promise<ObjectiveReport[]>) {
     const registers = [registry]
     this.duration = new Histogram({
       name: 'naiad_slo_pull_duration_seconds', help: 'Duration of pulls reported by the daemons, by result', labelNames: ['result'],
@@ -46,21 +46,22 @@ export class SloMetrics {
     const reports = objectives
     new Gauge({
       name: 'naiad_slo_objective_compliance', help: 'Share of eligible pulls that were good over the objective window (NaN with no eligible pull)', labelNames: ['objective', 'sli'], registers,
-      collect() { this.reset(); for (const r of reports()) this.set({ objective: r.name, sli: r.sli }, r.compliance ?? Number.NaN) }
+      async collect() { const rs = await reports(); this.reset(); for (const r of rs) this.set({ objective: r.name, sli: r.sli }, r.compliance ?? Number.NaN) }
     })
     new Gauge({
       name: 'naiad_slo_objective_target', help: 'Target of each objective', labelNames: ['objective', 'sli'], registers,
-      collect() { this.reset(); for (const r of reports()) this.set({ objective: r.name, sli: r.sli }, r.target) }
+      async collect() { const rs = await reports(); this.reset(); for (const r of rs) this.set({ objective: r.name, sli: r.sli }, r.target) }
     })
     new Gauge({
       name: 'naiad_slo_error_budget_remaining', help: 'Share of the error budget left over the objective window (negative when overspent)', labelNames: ['objective'], registers,
-      collect() { this.reset(); for (const r of reports()) this.set({ objective: r.name }, r.errorBudgetRemaining) }
+      async collect() { const rs = await reports(); this.reset(); for (const r of rs) this.set({ objective: r.name }, r.errorBudgetRemaining) }
     })
     new Gauge({
       name: 'naiad_slo_burn_rate', help: 'Error-budget burn rate over the objective window (long) and its short window', labelNames: ['objective', 'window'], registers,
-      collect() {
+      async collect() {
+        const rs = await reports()
         this.reset()
-        for (const r of reports()) {
+        for (const r of rs) {
           this.set({ objective: r.name, window: 'long' }, r.burnRate)
           this.set({ objective: r.name, window: 'short' }, r.burnRateShort)
         }

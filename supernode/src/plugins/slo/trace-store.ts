@@ -1,8 +1,9 @@
-// Pull traces in the supernode's SQLite database (table `slo_traces`), kept for the
-// retention period, and the aggregates the SLIs and objectives are computed from.
+// Pull traces in the shared database (table `slo_traces`), kept for the retention period,
+// and the aggregates the SLIs and objectives are computed from.
 
-import type Database from 'better-sqlite3'
 import type { PullTrace } from '@naiad/proto'
+
+import type { Sql } from '../../database/sql.ts'
 
 export interface TraceRow {
   traceId: string
@@ -70,50 +71,21 @@ export interface WindowTotals {
 
 export const GIB = 1024 ** 3
 
-export class TraceStore {
-  private readonly db: Database.Database
-  private readonly insertStmt: Database.Statement
+const COLUMNS = ['trace_id', 'task_id', 'peer_id', 'url', 'result', 'error_code', 'error_message', 'started_at', 'registered_at', 'scheduled',
+  'first_piece_at', 'finished_at', 'received_at', 'duration_ms', 'content_length', 'bytes_peer', 'bytes_seed', 'bytes_origin',
+  'back_to_source', 'parents', 'pieces', 'piece_failures'] as const satisfies ReadonlyArray<keyof TraceRecord>
 
-  constructor(db: Database.Database) {
-    this.db = db
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS slo_traces (
-        trace_id TEXT PRIMARY KEY,
-        task_id TEXT NOT NULL,
-        peer_id TEXT NOT NULL,
-        url TEXT NOT NULL,
-        result TEXT NOT NULL,
-        error_code TEXT,
-        error_message TEXT,
-        started_at INTEGER NOT NULL,
-        registered_at INTEGER,
-        scheduled INTEGER NOT NULL,
-        first_piece_at INTEGER,
-        finished_at INTEGER NOT NULL,
-        received_at INTEGER NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        content_length INTEGER NOT NULL,
-        bytes_peer INTEGER NOT NULL,
-        bytes_seed INTEGER NOT NULL,
-        bytes_origin INTEGER NOT NULL,
-        back_to_source TEXT NOT NULL,
-        parents TEXT NOT NULL,
-        pieces INTEGER NOT NULL,
-        piece_failures INTEGER NOT NULL
-      );
-      CREATE INDEX IF NOT EXISTS slo_traces_finished ON slo_traces (finished_at);
-      CREATE INDEX IF NOT EXISTS slo_traces_task ON slo_traces (task_id, finished_at);
-      CREATE INDEX IF NOT EXISTS slo_traces_peer ON slo_traces (peer_id, finished_at);
-    `)
-    this.insertStmt = db.prepare(`
-      INSERT OR IGNORE INTO slo_traces VALUES (
-        @trace_id, @task_id, @peer_id, @url, @result, @error_code, @error_message, @started_at, @registered_at, @scheduled,
-        @first_piece_at, @finished_at, @received_at, @duration_ms, @content_length, @bytes_peer, @bytes_seed, @bytes_origin,
-        @back_to_source, @parents, @pieces, @piece_failures)`)
+const INSERT = `INSERT INTO slo_traces (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (trace_id) DO NOTHING`
+
+export class TraceStore {
+  private readonly sql: Sql
+
+  constructor(sql: Sql) {
+    this.sql = sql
   }
 
   /** Stores a trace sent by `peerId`; false when a trace with its ID is already stored (a retried batch). */
-  insert(peerId: string, t: PullTrace, receivedAt: number): boolean {
+  async insert(peerId: string, t: PullTrace, receivedAt: number, signal?: AbortSignal): Promise<boolean> {
     const orNull = (n: number): number | null => (n < 0 ? null : n)
     const r: TraceRecord = {
       trace_id: t.traceId,
@@ -139,47 +111,49 @@ export class TraceStore {
       pieces: t.pieces,
       piece_failures: t.pieceFailures
     }
-    return this.insertStmt.run(r).changes === 1
+    return await this.sql.run(INSERT, COLUMNS.map((c) => r[c]), signal) === 1
   }
 
   /** Newest first, optionally of one task and/or one peer. */
-  list(filter: { taskId?: string; peerId?: string; since?: number; limit: number }): TraceRow[] {
+  async list(filter: { taskId?: string; peerId?: string; since?: number; limit: number }, signal?: AbortSignal): Promise<TraceRow[]> {
     const where: string[] = []
     const args: Array<string | number> = []
     if (filter.taskId !== undefined) { where.push('task_id = ?'); args.push(filter.taskId) }
     if (filter.peerId !== undefined) { where.push('peer_id = ?'); args.push(filter.peerId) }
     if (filter.since !== undefined) { where.push('finished_at >= ?'); args.push(filter.since) }
     const sql = `SELECT * FROM slo_traces ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`} ORDER BY finished_at DESC, trace_id LIMIT ?`
-    return (this.db.prepare(sql).all(...args, filter.limit) as TraceRecord[]).map(toRow)
+    return (await this.sql.all<TraceRecord>(sql, [...args, filter.limit], signal)).map(toRow)
   }
 
-  totals(since: number): WindowTotals {
-    const r = this.db.prepare(`
+  async totals(since: number, signal?: AbortSignal): Promise<WindowTotals> {
+    const sized = "result = 'succeeded' AND content_length > 0"
+    const r = await this.sql.get<Omit<WindowTotals, 'failed'>>(`
       SELECT COUNT(*) AS pulls,
-        COALESCE(SUM(result = 'succeeded'), 0) AS succeeded,
-        COALESCE(SUM(result = 'succeeded' AND content_length > 0), 0) AS sizedPulls,
-        COALESCE(SUM(CASE WHEN result = 'succeeded' AND content_length > 0 THEN duration_ms ELSE 0 END), 0) / 1000.0 AS sizedSeconds,
-        COALESCE(SUM(CASE WHEN result = 'succeeded' AND content_length > 0 THEN content_length ELSE 0 END), 0) AS sizedBytes,
-        COALESCE(SUM(bytes_peer), 0) AS bytesPeer,
-        COALESCE(SUM(bytes_seed), 0) AS bytesSeed,
-        COALESCE(SUM(bytes_origin), 0) AS bytesOrigin
-      FROM slo_traces WHERE finished_at >= ?`).get(since) as Omit<WindowTotals, 'failed'>
-    return { ...r, failed: r.pulls - r.succeeded }
+        COALESCE(SUM(CASE WHEN result = 'succeeded' THEN 1 ELSE 0 END), 0) AS succeeded,
+        COALESCE(SUM(CASE WHEN ${sized} THEN 1 ELSE 0 END), 0) AS "sizedPulls",
+        COALESCE(SUM(CASE WHEN ${sized} THEN duration_ms ELSE 0 END), 0) / 1000.0 AS "sizedSeconds",
+        COALESCE(SUM(CASE WHEN ${sized} THEN content_length ELSE 0 END), 0) AS "sizedBytes",
+        COALESCE(SUM(bytes_peer), 0) AS "bytesPeer",
+        COALESCE(SUM(bytes_seed), 0) AS "bytesSeed",
+        COALESCE(SUM(bytes_origin), 0) AS "bytesOrigin"
+      FROM slo_traces WHERE finished_at >= ?`, [since], signal)
+    return { ...r!, failed: r!.pulls - r!.succeeded }
   }
 
   /**
    * Eligible and good pulls of an objective since a time. `eligible` and `good` are fixed
    * SQL conditions over one row (see objectives.ts); the `?` in `good` bind to `goodParams`.
    */
-  count(since: number, eligible: string, good: string, goodParams: number[]): { eligible: number; good: number } {
-    return this.db.prepare(`
-      SELECT COUNT(*) AS eligible, COALESCE(SUM(${good}), 0) AS good
-      FROM slo_traces WHERE finished_at >= ? AND (${eligible})`).get(...goodParams, since) as { eligible: number; good: number }
+  async count(since: number, eligible: string, good: string, goodParams: number[], signal?: AbortSignal): Promise<{ eligible: number; good: number }> {
+    const r = await this.sql.get<{ eligible: number; good: number }>(`
+      SELECT COUNT(*) AS eligible, COALESCE(SUM(CASE WHEN ${good} THEN 1 ELSE 0 END), 0) AS good
+      FROM slo_traces WHERE finished_at >= ? AND (${eligible})`, [...goodParams, since], signal)
+    return r!
   }
 
   /** Deletes traces that finished before `before`; returns how many. */
-  prune(before: number): number {
-    return this.db.prepare('DELETE FROM slo_traces WHERE finished_at < ?').run(before).changes
+  async prune(before: number, signal?: AbortSignal): Promise<number> {
+    return this.sql.run('DELETE FROM slo_traces WHERE finished_at < ?', [before], signal)
   }
 }
 
