@@ -199,6 +199,27 @@ describe('cluster scheduler client', () => {
     expect(client.available).toBe(true)
   })
 
+  it('forgets the client of a supernode that left the live set once no task routes to it', async () => {
+    const { sns, client, setLive } = cluster(3)
+    const closed: string[] = []
+    for (const s of sns) Object.assign(s, { close: async () => { closed.push(s.id) } })
+    await client.announceHost(HOST)
+    const t = taskIds.find((id) => ownerOf(id, sns.map((s) => s.id)) === 'sn2')!
+    await client.registerTask(req(t))
+    await client.reportPieces({ taskId: t, results: [] })
+    // sn2 leaves while a task routes to it: its client stays until the task has moved.
+    setLive([sns[0], sns[1]])
+    sns[2].dead = true
+    await client.announceHost(HOST)
+    await waitFor(() => client.ownerOf(t) !== 'sn2')
+    await client.announceHost(HOST)
+    expect(closed).toEqual(['sn2'])
+    // sn0 is configured: it stays even when it is out of the live set.
+    setLive([sns[1]])
+    await client.announceHost(HOST)
+    expect(closed).toEqual(['sn2'])
+  })
+
   it('is unavailable, and says so at once, when no supernode can be reached', async () => {
     const { sns, client } = cluster(2)
     await client.announceHost(HOST)

@@ -272,6 +272,7 @@ export class ClusterSchedulerClient implements SchedulerClient {
         const before = this.live?.map((m) => m.id).join(',')
         this.live = live
         if (live.map((m) => m.id).join(',') !== before) this.options.logger.info({ supernodes: live.map((m) => m.apiUrl) }, 'live supernodes')
+        this.prune()
         return true
       } catch (err) {
         this.options.logger.debug({ supernode: url, err: (err as Error).message }, 'cannot read the live supernodes there')
@@ -286,6 +287,22 @@ export class ClusterSchedulerClient implements SchedulerClient {
     for (const url of await this.configuredUrls()) {
       this.member(url)
       if (await ask(url)) return
+    }
+  }
+
+  /**
+   * Forgets the clients of supernodes that left the live set (pods come and go, each at a new
+   * address), except the configured URLs and owners a task still routes to (it moves at its
+   * next call or keep-alive).
+   */
+  private prune(): void {
+    const keep = new Set(this.options.supernodeUrls.map((u) => u.replace(/\/+$/, '')))
+    for (const l of this.live ?? []) keep.add(l.apiUrl.replace(/\/+$/, ''))
+    for (const r of this.routes.values()) keep.add(r.owner.url)
+    for (const [url, m] of this.members) {
+      if (keep.has(url)) continue
+      this.members.delete(url)
+      m.client.close?.().catch((err: unknown) => this.options.logger.debug({ supernode: url, err: (err as Error).message }, 'closing a departed supernode\'s client failed'))
     }
   }
 
