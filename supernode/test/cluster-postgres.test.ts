@@ -132,6 +132,8 @@ describe('three supernodes on PostgreSQL, six daemons, supernodes killed one by 
     let log: HealthEvent[] = []
     await waitFor(async () => {
       log = (await events(0)).filter((e) => bad.includes(e.host))
+      // A second remedy ends the wait at once: the assertion below shows the log.
+      if (log.filter((e) => e.decision === 'applied').length > 1) return true
       return log.filter((e) => e.decision === 'suppressed').length >= BAD.length - 1
     }, 60_000, 'the supernodes to judge the three bad hosts')
     const applied = log.filter((e) => e.decision === 'applied')
