@@ -2,17 +2,18 @@
 // and on a real PostgreSQL server (Debian's package, started here on a unix socket: one
 // server for the file, one database per case), two supernodes migrating one database at
 // once, a data dir written by main opening unchanged, and --database refused or
-// unreachable at start-up.
+// unreachable at start-up. Supernode processes sharing one database (the preheat job taken
+// over, the stores read from PostgreSQL) are in cluster-postgres.test.ts.
 
 import { spawnSync } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import Database from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLogger } from '@naiad/proto'
-import { makeBlob, startPostgres, startSupernode, TestOrigin, waitFor, type PostgresHandle, type SupernodeHandle } from '@naiad/testkit'
+import { startPostgres, type PostgresHandle } from '@naiad/testkit'
 
 import { NodeRegistry } from '../src/admission/node-registry.ts'
 import { MemoryMembership } from '../src/cluster/membership.ts'
@@ -150,45 +151,6 @@ describe('shared state on PostgreSQL', () => {
     expect(applied.flat().sort((a, b) => a - b)).toEqual(MIGRATIONS.map((m) => m.version))
     expect((await clients[0].all('SELECT version FROM schema_migrations')).length).toBe(MIGRATIONS.length)
   })
-
-  it('two supernode processes on one database: they start at once; a preheat job made on one is seen by the other, which finishes it when the first is killed', async () => {
-    const url = await pg.createDatabase(`t${++dbs}`)
-    const origin = await new TestOrigin().start()
-    closers.push(() => origin.stop())
-    const blob = makeBlob(2 << 20, 'takeover')
-    origin.files.set('/blob', { data: blob })
-    // A's seed waits on the origin until A is gone.
-    origin.faults.set('/blob', { stallMs: 600_000 })
-    const config = join(dir, 'cluster.yaml')
-    await writeFile(config, 'plugins: [metrics, preheat, health, slo, doctor]\nplugin-config:\n  preheat:\n    checkInterval: 200ms\n    lease: 2s\n')
-    const [a, b] = await Promise.all(['sn-a', 'sn-b'].map((name) => startSupernode(join(dir, name), { args: ['--config', config], env: { NAIAD_DATABASE: url } })))
-    closers.push(() => a.process.stop(), () => b.process.stop())
-    const api = async (sn: SupernodeHandle, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> => {
-      const res = await fetch(`${sn.url}/api/v1${path}`, {
-        method, headers: { authorization: `Bearer ${sn.apiToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body)
-      })
-      return { status: res.status, json: await res.json() as Record<string, unknown> }
-    }
-    const created = await api(a, 'POST', '/jobs', { type: 'preheat', args: { type: 'file', url: `${origin.url}/blob` } })
-    expect(created.status, JSON.stringify(created.json)).toBe(201)
-    const id = created.json.id as number
-    await waitFor(async () => origin.requests.some((r) => r.path === '/blob'), 30_000, 'A\'s seed to ask the origin')
-    expect((await api(b, 'GET', `/jobs/${id}`)).json).toMatchObject({ id, state: 'RUNNING' })
-    // Every shared store answers from PostgreSQL in a real process.
-    for (const path of ['/slo', '/health/hosts', '/doctor', '/nodes']) expect((await api(b, 'GET', path)).status, path).toBe(200)
-    expect(await (await fetch(`${b.url}/api/v1/health/events`, { headers: { authorization: `Bearer ${b.apiToken}` } })).json()).toEqual([])
-    const metrics = await (await fetch(`${b.url}/metrics`, { headers: { authorization: `Bearer ${b.apiToken}` } })).text()
-    expect(metrics).toContain('naiad_slo_objective_compliance')
-    await a.process.kill('SIGKILL')
-    origin.faults.delete('/blob')
-    let last: Record<string, unknown> = {}
-    await waitFor(async () => {
-      last = (await api(b, 'GET', `/jobs/${id}`)).json
-      return last.state === 'SUCCESS' || last.state === 'FAILURE'
-    }, 60_000, 'B to take the job over and finish it')
-    expect(last.state, JSON.stringify(last)).toBe('SUCCESS')
-    expect(origin.bytesServed('/blob')).toBeGreaterThanOrEqual(blob.length)
-  }, 120_000)
 
   it('a supernode whose database is unreachable does not start: SN_ERR_DATABASE, without the password', async () => {
     const logger = createLogger('test', 'silent')
