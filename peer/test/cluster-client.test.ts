@@ -199,6 +199,22 @@ describe('cluster scheduler client', () => {
     expect(client.available).toBe(true)
   })
 
+  it('sends a host\'s plugin calls to one supernode chosen by its host ID, so hosts spread over the cluster', async () => {
+    const chosen = new Set<string>()
+    for (let h = 0; h < 12; h++) {
+      const { sns, client } = cluster(3)
+      const asked: string[] = []
+      for (const s of sns) Object.assign(s, { supernodeAddrs: async () => { asked.push(s.id); return [] } })
+      const host = { ...HOST, id: `host-${h}` }
+      await client.announceHost(host)
+      await client.supernodeAddrs()
+      await client.supernodeAddrs()
+      expect(asked).toEqual([ownerOf(host.id, sns.map((s) => s.id)), ownerOf(host.id, sns.map((s) => s.id))])
+      chosen.add(asked[0])
+    }
+    expect(chosen.size).toBeGreaterThan(1)
+  })
+
   it('forgets the client of a supernode that left the live set once no task routes to it', async () => {
     const { sns, client, setLive } = cluster(3)
     const closed: string[] = []

@@ -110,6 +110,8 @@ export class ClusterSchedulerClient implements SchedulerClient {
   private live: LiveSupernode[] | undefined
   private readonly routes = new Map<string, Route>()
   private rehoming: Promise<void> | undefined
+  /** This host's ID, as last announced (it picks the supernode of plugin calls). */
+  private hostId = ''
   private readonly options: ClusterSchedulerClientOptions
   private readonly connect: (apiUrl: string) => MemberClient
   private readonly fetchLive: (apiUrl: string, signal: AbortSignal) => Promise<LiveSupernode[]>
@@ -157,8 +159,15 @@ export class ClusterSchedulerClient implements SchedulerClient {
     return pace
   }
 
+  /**
+   * The supernode this host's plugin calls (health reports, SLO traces, doctor reports) go to:
+   * chosen by rendezvous hashing of the host's ID over the usable supernodes, so that hosts
+   * spread over the cluster and each keeps one while the live set holds.
+   */
   async supernodeAddrs(signal?: AbortSignal): Promise<Multiaddr[]> {
-    const m = this.usable()[0]
+    const usable = this.usable()
+    const id = ownerOf(this.hostId, usable.map((m) => this.idOf(m)))
+    const m = usable.find((c) => this.idOf(c) === id)
     if (m?.client.supernodeAddrs === undefined) throw new NaiadError('PROTO_ERR_DIAL', 'no supernode of the cluster is reachable')
     return m.client.supernodeAddrs(signal)
   }
@@ -169,6 +178,7 @@ export class ClusterSchedulerClient implements SchedulerClient {
    * finished ones whose owner came back, in the background.
    */
   async announceHost(host: Host, signal?: AbortSignal): Promise<void> {
+    this.hostId = host.id
     await this.refreshLive(signal)
     const targets = this.candidates()
     const results = await Promise.allSettled(targets.map((m) => m.client.announceHost(host, signal)))
