@@ -360,6 +360,19 @@ describe('Scheduler', () => {
       expect(parentIds(s, 'b')).toContain('a') // exactly the TTL is still fresh
     })
 
+    it('offers the seed again once a failed task starts over, whatever its children failed to get from it before', () => {
+      const s = swarm(4, 'a')
+      // The seed's origin read breaks: the child's pieces from it fail, then the seed reports the task failed.
+      s.reportPieces('a', report(T, [bad(0, SEED, 'DFD_ERR_ORIGIN_TRUNCATED'), bad(1, SEED, 'DFD_ERR_PIECE_UNAVAILABLE'), bad(2, SEED, 'DFD_ERR_PIECE_UNAVAILABLE')]))
+      s.reportPieces(SEED, report(T, [], { state: 'failed' }))
+      expect(s.hosts.get(SEED)!.consecutiveFailures).toBe(3)
+      register(s, 'a')
+      expect(triggered).toHaveLength(2)
+      register(s, SEED)
+      publish(s, SEED, 4)
+      expect(parentIds(s, 'a')).toEqual([SEED])
+    })
+
     it('excludes hosts with three consecutive failures until they recover', () => {
       const s = swarm(3, 'a', 'b', 'c')
       s.reportPieces('a', report(T, [ok(0, SEED), ok(1, SEED), ok(2, SEED)]))

@@ -159,6 +159,12 @@ export class Scheduler {
         const seedPeer: PeerState = { hostId: this.options.seedHostId, state: 'running', bitmap: task.peers.get(this.options.seedHostId)?.bitmap ?? new Bitmap(), parents: new Map(), blocked: new Set(), updatedAt: now }
         swarm.put(seedPeer)
         this.persist.markPeer(task.id, seedPeer)
+        // Pieces children failed to get from the seed while an earlier read of its failed
+        // belong to that read: left standing, they kept the seed out of every child's
+        // parents (it never serves a good piece to reset them, nor announces itself again),
+        // and each child waited for its stall timeout and went to the origin.
+        const seedHost = this.hosts.get(this.options.seedHostId)
+        if (seedHost !== undefined) seedHost.consecutiveFailures = 0
         this.options.triggerSeed(task)
       } else {
         // No seed: the first peer fetches from the origin and its digests are the reference.
