@@ -15,6 +15,9 @@ import type { PieceStore, Reservation } from '../storage/piece-store.ts'
 import { StagedWriter, STAGING_BYTES, type StagingPool } from './staging.ts'
 
 
+/** Whole pieces whose writes may still be landing while the next ones are read. */
+const MAX_LANDING = 4
+
 export interface OriginReadTask {
   id: string
   url: string
@@ -123,10 +126,19 @@ export class OriginReader {
       return c
     }
 
-    /** The last byte of the current piece arrived: check, store and announce it. */
+    /** Pieces whose bytes are all in, oldest first, until their writes land and they are committed. */
+    const landing: Array<{ piece: Current; done: Promise<void> }> = []
+    /** The last of them: each commits after the one before, so pieces are stored and announced in order. */
+    let previous: Promise<void> = Promise.resolve()
+
+    /**
+     * The last byte of the current piece arrived: check it, then store and announce it once
+     * its writes have landed, while the next pieces are read. Waiting here for the disk left
+     * the seed idle three quarters of a 256 MiB read on loopback (1.9 s of 2.5 s; a 1 MiB
+     * write into this machine's page cache costs 1.5 ms of kernel time, more on a busy one).
+     */
     const finishPiece = async (): Promise<void> => {
       const piece = cur!
-      await piece.out?.close()
       const sha = piece.hash.digest()
       const known = task.digest(piece.num)
       if (known !== undefined && !sha.equals(known)) {
@@ -134,16 +146,30 @@ export class OriginReader {
       }
       // The last piece of a content of known length: every byte went through the whole hash.
       if (length >= 0 && piece.offset + piece.fill === length) wholeSha = whole.digest()
-      if (!piece.skip) {
-        // A piece of a content without a length learns its length only now.
-        const stored = { num: piece.num, offset: piece.offset, length: piece.fill, sha256: sha }
-        store.commitPiece(task.id, stored, piece.reservation!)
-        piece.live?.settle(wholeSha === undefined ? { sha256: sha } : { sha256: sha, contentSha256: wholeSha })
-        live?.close(task.id, piece.num)
-      }
-      hooks.piece(piece.num, piece.fill, sha, !piece.skip, Date.now() - piece.started)
+      const contentSha = wholeSha
       cur = undefined
       num++
+      const done = previous.then(async () => {
+        await piece.out?.close()
+        if (!piece.skip) {
+          // A piece of a content without a length learns its length only now.
+          const stored = { num: piece.num, offset: piece.offset, length: piece.fill, sha256: sha }
+          store.commitPiece(task.id, stored, piece.reservation!)
+          piece.reservation = undefined
+          piece.live?.settle(contentSha === undefined ? { sha256: sha } : { sha256: sha, contentSha256: contentSha })
+          live?.close(task.id, piece.num)
+        }
+        hooks.piece(piece.num, piece.fill, sha, !piece.skip, Date.now() - piece.started)
+      })
+      // Seen by whoever awaits it (the bound below, the end of the read or its failure).
+      done.catch(() => {})
+      previous = done
+      landing.push({ piece, done })
+      // Shifted only once stored: a piece whose write failed stays listed, so that its room is given back.
+      while (landing.length > MAX_LANDING) {
+        await landing[0].done
+        landing.shift()
+      }
     }
 
     try {
@@ -174,19 +200,26 @@ export class OriginReader {
         await finishPiece()
       }
       if (length >= 0 && total !== length) throw new NaiadError('DFD_ERR_ORIGIN_TRUNCATED', `origin closed the body after ${total} of ${length} bytes`)
+      await previous
       store.setTaskLength(task.id, total, num)
       live?.end(task.id, new NaiadError('DFD_ERR_PIECE_UNAVAILABLE', 'the source read ended'))
       return { contentLength: total, pieceCount: num, sha256: wholeSha ?? whole.digest() }
     } catch (err) {
       res.cancel()
       await cur?.out?.abandon()
+      // Pieces already whole land and are stored as they would have been; after a failed
+      // write, none of the later ones is (their room is given back below).
+      await previous.catch(() => {})
       const e = err instanceof NaiadError
         ? err
         : signal.aborted
           ? new NaiadError('PROTO_ERR_ABORTED', 'origin read aborted', { cause: err })
           : new NaiadError('DFD_ERR_ORIGIN_TRUNCATED', `origin body failed after ${total} bytes: ${(err as Error).message}`, { cause: err })
-      cur?.live?.settle({ error: e })
-      cur?.reservation?.release()
+      for (const p of [...landing.map((l) => l.piece), ...(cur === undefined ? [] : [cur])]) {
+        if (p.reservation !== undefined) await p.out?.abandon()
+        p.live?.settle({ error: e })
+        p.reservation?.release()
+      }
       live?.end(task.id, e)
       throw e
     }
