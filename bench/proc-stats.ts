@@ -23,6 +23,15 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return stat === '' ? 0 : parseStat(stat).cpuS
 }
 
+/**
+ * CPU seconds one thread of a process has used so far (by default its main thread, the one
+ * that runs JavaScript: a process busy on other threads is not limited by it); 0 once gone.
+ */
+export async function threadCpuSeconds(pid: number, tid = pid): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '')
+  return stat === '' ? 0 : parseStat(stat).cpuS
+}
+
 /** CPU seconds used by each of `pids` while `fn` ran. */
 export async function cpuDuring<T>(pids: Record<string, number>, fn: () => Promise<T>): Promise<{ value: T; cpu: Record<string, number> }> {
   const sample = async (): Promise<Record<string, number>> =>

@@ -20,7 +20,7 @@ import { BINS, createToken, metric, NaiadProcess, pushBlobFile, startDaemon, sta
 
 import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile-summary.ts'
 
-import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
+import { cpuSeconds, foreignCpu, killDescendants, threadCpuSeconds } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { checkGoal, goalLine, machineNote, mbps, table } from '../report/goals.ts'
 import { median, withSignal, writeResults } from '../report/helpers.ts'
@@ -93,15 +93,16 @@ await mkdir(work, { recursive: true })
 const blobPath = join(work, 'blob')
 
 /** A GET in a child process (tcp-pipe.ts http-get): counts the body, times request to last byte. */
-async function httpGet(url: string, pids: Record<string, number>): Promise<{ ms: number; cpu: Record<string, number> }> {
-  const cpu0 = await Promise.all(Object.values(pids).map(cpuSeconds))
+async function httpGet(url: string, pids: Record<string, number>, mainThreads: Record<string, number> = {}): Promise<{ ms: number; cpu: Record<string, number> }> {
+  const read = (): Promise<number[]> => Promise.all([...Object.values(pids).map(cpuSeconds), ...Object.values(mainThreads).map((p) => threadCpuSeconds(p))])
+  const cpu0 = await read()
   const get = childLines(TCP_PIPE, ['http-get', '--url', url], step())
   const r = await get.next()
   await get.exited
-  const cpu1 = await Promise.all(Object.values(pids).map(cpuSeconds))
+  const cpu1 = await read()
   if (r.bytes !== size) throw new Error(`GET ${url} got ${String(r.bytes)} bytes, expected ${size}`)
   const cpu: Record<string, number> = { client: r.cpuS as number }
-  Object.keys(pids).forEach((k, i) => { cpu[k] = Math.round((cpu1[i] - cpu0[i]) * 100) / 100 })
+  ;[...Object.keys(pids), ...Object.keys(mainThreads)].forEach((k, i) => { cpu[k] = Math.round((cpu1[i] - cpu0[i]) * 100) / 100 })
   return { ms: r.ms as number, cpu }
 }
 
@@ -140,7 +141,8 @@ async function naiad(registry: RegistryHandle, blobUrlPath: string, run: number,
     const pids = { daemon: d.process.pid, supernode: sn.pid, registry: registry.process.pid! }
     const url = `${d.proxyUrl}${blobUrlPath}`
     const c0 = nowUs()
-    const cold = await httpGet(url, pids)
+    // The supernode's main thread too: the seed's pace is set by it, not by its other threads.
+    const cold = await httpGet(url, pids, { 'supernode main thread': sn.pid })
     if (windows !== undefined) windows.coldUs = [c0, nowUs()]
     const daemonBytes = {
       origin: await metric(d.apiUrl, 'naiad_download_bytes_total', { source: 'origin' }),
