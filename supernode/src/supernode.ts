@@ -69,7 +69,7 @@ export class Supernode {
     this.options = options
     this.cluster = new Cluster(options.cluster?.membership ?? this.membership, () => ({
       id: node.peerId.toString(),
-      apiUrl: advertiseUrl(options.cluster?.advertiseUrl, this.httpAddress, node.getMultiaddrs().map(String)),
+      apiUrl: advertiseUrl(options.cluster?.advertiseUrl, this.listenUrl(), node.getMultiaddrs().map(String)),
       multiaddrs: advertisedAddrs(node.getMultiaddrs().map(String))
     }), { heartbeatMs: options.cluster?.heartbeatMs ?? 1000, ttlMs: options.cluster?.ttlMs ?? 4000, logger: options.logger.child({ module: 'cluster' }) })
     admission.othersLive = () => this.cluster.live().length > 1
@@ -119,6 +119,17 @@ export class Supernode {
         })
       }
     })
+  }
+
+  /**
+   * The HTTP API's URL with the host it was told to listen on: fastify reports 127.0.0.1 for a
+   * wildcard listen, which other hosts cannot dial (advertiseUrl replaces a wildcard with the
+   * fabric's advertised address).
+   */
+  private listenUrl(): string {
+    if (this.httpAddress === '') return ''
+    const host = splitHostPort(this.options.listen)[0]
+    return `http://${host.includes(':') ? `[${host}]` : host}:${new URL(this.httpAddress).port}`
   }
 
   get url(): string {
