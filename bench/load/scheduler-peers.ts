@@ -1,7 +1,7 @@
 // Load generator for the scheduler-scale scenario: one process simulating many peers, each
 // with its own Ed25519 identity (the scheduler knows a peer by the Noise-authenticated key of
 // its connection, never by a message field), speaking the real scheduler protocol over the
-// fabric (libp2p: TCP + Noise + yamux) to one supernode.
+// fabric (libp2p: TCP + Noise + yamux) to one supernode, or to several of one cluster.
 //
 //   node bench/load/scheduler-peers.ts --supernode MULTIADDR/p2p/ID --http URL --token JOIN_TOKEN
 //        --origin URL --first 0 --count 250 --tasks 5 --pieces 128 --keys DIR --live 32 --duration 20s
@@ -33,6 +33,12 @@
 // Calls go over one scheduler session per peer (/naiad/scheduler/1.1.0, as a dfdaemon's
 // do); `--protocol stream` uses a stream per call (1.0.0, daemons before sessions) instead,
 // to compare the two side by side.
+// Several supernodes (`--supernode` and `--http` given once for each, in the same order, all
+// live in one cluster): the peers behave like a dfdaemon's cluster client. Each joins at one
+// of them (peer i at supernode i mod n: the credential holds at every member), dials each and
+// announces its host to each, registers its task with the task's owner (proto's ownerOf over
+// the supernodes' IDs) and sends that task's calls there only. The summary counts the piece
+// reports each supernode acknowledged.
 // Everything is bounded: the duration, a call timeout of 5 s, and stdin closing stops it.
 
 import { mkdir } from 'node:fs/promises'
@@ -47,13 +53,13 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import {
   ClusterVerifier, guardNode, joinRequest, MemberGuard, PROTOCOLS, RpcSession, SchedulerRequest, SchedulerResponse, call, loadIdentity,
-  parseDuration, parseToken, raiseRemote, taskIdOf, type FabricNode, type PieceResult
+  ownerOf, parseDuration, parseToken, raiseRemote, taskIdOf, type FabricNode, type PieceResult
 } from '@naiad/proto'
 
 const { values } = parseArgs({
   options: {
-    supernode: { type: 'string' },
-    http: { type: 'string' },
+    supernode: { type: 'string', multiple: true },
+    http: { type: 'string', multiple: true },
     token: { type: 'string' },
     origin: { type: 'string' },
     first: { type: 'string', default: '0' },
@@ -74,11 +80,19 @@ const { values } = parseArgs({
     protocol: { type: 'string', default: 'session' }
   }
 })
-if (values.supernode === undefined || values.keys === undefined || values.http === undefined || values.token === undefined || values.origin === undefined) {
-  process.stderr.write('usage: scheduler-peers.ts --supernode MULTIADDR --http URL --token JOIN_TOKEN --origin URL --keys DIR [--first N --count N --tasks N --pieces N --live N --duration D --model daemon|rounds --rate N --beat D --poll D --batch N --parents-every N --rounds N --protocol session|stream]\n')
+if (values.supernode === undefined || values.keys === undefined || values.http === undefined || values.token === undefined || values.origin === undefined ||
+  values.supernode.length !== values.http.length) {
+  process.stderr.write('usage: scheduler-peers.ts (--supernode MULTIADDR --http URL)… --token JOIN_TOKEN --origin URL --keys DIR [--first N --count N --tasks N --pieces N --live N --duration D --model daemon|rounds --rate N --beat D --poll D --batch N --parents-every N --rounds N --protocol session|stream]\n')
   process.exit(2)
 }
-const target = multiaddr(values.supernode)
+/** The supernodes, in the order given; a task's calls go to targets[ownerIndex(t)]. */
+const targets = values.supernode.map((a) => multiaddr(a))
+const https = values.http
+const memberIds = values.supernode.map((a) => a.slice(a.lastIndexOf('/p2p/') + 5))
+if (values.supernode.some((a) => !a.includes('/p2p/'))) {
+  process.stderr.write('--supernode: each multiaddr must end in /p2p/<id>\n')
+  process.exit(2)
+}
 const first = Number(values.first)
 const count = Number(values.count)
 const tasks = Number(values.tasks)
@@ -126,12 +140,17 @@ const out = (msg: Record<string, unknown>): void => { process.stdout.write(`${JS
 const taskUrl = (t: number): string => `${values.origin}/scheduler-scale/task-${t}`
 /** The scheduler recomputes a task's ID from its URL: every generator derives the same. */
 const taskId = (t: number): string => taskIdOf({ url: taskUrl(t) })
+/** Index of the supernode that owns task t, as a daemon's cluster client works it out. */
+const owners = Array.from({ length: tasks }, (_, t) => memberIds.indexOf(ownerOf(taskId(t), memberIds)!))
+const ownerIndex = (t: number): number => owners[t]
 const peerIds = new Map<number, string>()
 const random = (n: number): number => Math.floor(Math.random() * n)
 
 export interface Stats {
   reportCalls: number
   pieceReports: number
+  /** Piece reports acknowledged by each supernode (in the order given). */
+  pieceReportsBy: number[]
   parentsCalls: number
   parentsMs: number[]
   /** When each timed getParents went out, ms into the window. */
@@ -149,21 +168,32 @@ export interface Stats {
   sessions: number
   connectMs: number[]
 }
-const fresh = (): Stats => ({ reportCalls: 0, pieceReports: 0, parentsCalls: 0, parentsMs: [], parentsAt: [], busy: 0, offered: 0, paceMaxMs: 0, paceSumMs: 0, paceAnswers: 0, errors: 0, errorCodes: {}, sessions: 0, connectMs: [] })
+const fresh = (): Stats => ({ reportCalls: 0, pieceReports: 0, pieceReportsBy: targets.map(() => 0), parentsCalls: 0, parentsMs: [], parentsAt: [], busy: 0, offered: 0, paceMaxMs: 0, paceSumMs: 0, paceAnswers: 0, errors: 0, errorCodes: {}, sessions: 0, connectMs: [] })
 
-/** A peer's way to the scheduler: its fabric node and, unless --protocol stream, its session. */
+/** A peer's way to the schedulers: its fabric node and, unless --protocol stream, a session with each supernode. */
 interface Peer {
   node: FabricNode
-  session: RpcSession<typeof SchedulerRequest.fields, typeof SchedulerResponse.fields>
+  sessions: Array<RpcSession<typeof SchedulerRequest.fields, typeof SchedulerResponse.fields>>
 }
 
-async function rpc(peer: Peer, req: Partial<SchedulerRequest>): Promise<SchedulerResponse> {
-  const options = { signal: stop.signal, timeoutMs: CALL_TIMEOUT_MS }
-  const res = perCall
-    ? await call(peer.node, target, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, options)
-    : await peer.session.call(req, options)
+/** A call to supernode `k` (the only one when there is one); raises the answer's error. */
+async function rpc(peer: Peer, req: Partial<SchedulerRequest>, k = 0): Promise<SchedulerResponse> {
+  const res = await rawCall(peer, req, k)
   raiseRemote(res.error)
   return res
+}
+
+/** A call whose answer may carry an error (SN_ERR_BUSY): returns the answer without raising it. */
+async function rawCall(peer: Peer, req: Partial<SchedulerRequest>, k = 0): Promise<SchedulerResponse> {
+  const options = { signal: stop.signal, timeoutMs: CALL_TIMEOUT_MS }
+  return perCall
+    ? call(peer.node, targets[k], PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, options)
+    : peer.sessions[k].call(req, options)
+}
+
+/** The host announced to every supernode, as a cluster daemon does (any of them may pick it as a parent). */
+async function announceAll(peer: Peer, req: Partial<SchedulerRequest>): Promise<void> {
+  await Promise.all(targets.map((_, k) => rpc(peer, req, k)))
 }
 
 /**
@@ -194,7 +224,7 @@ async function open(i: number): Promise<Peer> {
     peerIds.set(i, node.peerId.toString())
     let credential = credentials.get(i)
     if (credential === undefined) {
-      const res = await fetch(`${values.http}/api/v1/join`, {
+      const res = await fetch(`${https[i % https.length]}/api/v1/join`, {
         method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(joinRequest(joinToken, node.peerId.toString())), signal: stop.signal
       })
       const body = await res.json() as { credential?: string; message?: string }
@@ -206,20 +236,22 @@ async function open(i: number): Promise<Peer> {
     await guardNode(node, new MemberGuard({ verifier: () => verifier, credential: () => own, revoked: () => false }))
     // Connect now, retrying refusals (the supernode's pending-handshake limit), so that the
     // scheduler calls after this measure the scheduler rather than connection set-up.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await node.dial(target, { signal: AbortSignal.any([stop.signal, AbortSignal.timeout(CALL_TIMEOUT_MS)]) })
-        break
-      } catch (err) {
-        dialRetries++
-        if (attempt >= 8 || stop.signal.aborted) {
-          await node.stop()
-          throw err
+    for (const target of targets) {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await node.dial(target, { signal: AbortSignal.any([stop.signal, AbortSignal.timeout(CALL_TIMEOUT_MS)]) })
+          break
+        } catch (err) {
+          dialRetries++
+          if (attempt >= 8 || stop.signal.aborted) {
+            await node.stop()
+            throw err
+          }
+          await new Promise((r) => setTimeout(r, 20 * 2 ** attempt))
         }
-        await new Promise((r) => setTimeout(r, 20 * 2 ** attempt))
       }
     }
-    return { node, session: new RpcSession(node, () => target, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse) }
+    return { node, sessions: targets.map((target) => new RpcSession(node, () => target, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse)) }
   } finally {
     opening--
   }
@@ -242,15 +274,16 @@ async function register(i: number): Promise<void> {
   const peer = await open(i)
   try {
     const t = i % tasks
-    await rpc(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: sourceIp(i), idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/${sourceIp(i)}/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' } })
-    const res = await rpc(peer, { registerTask: { taskId: taskId(t), url: taskUrl(t), headers: [], digest: '', range: '', filter: [] } })
+    const k = ownerIndex(t)
+    await announceAll(peer, { announceHost: { id: '', hostname: `sim-${i}`, ip: sourceIp(i), idc: `idc-${i % 4}`, location: `zone|rack-${i % 16}`, multiaddrs: [`/ip4/${sourceIp(i)}/tcp/${20000 + (i % 40000)}`], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' } })
+    const res = await rpc(peer, { registerTask: { taskId: taskId(t), url: taskUrl(t), headers: [], digest: '', range: '', filter: [] } }, k)
     if (res.task?.backToSource === true) {
       // The trusted peer: publishes the task's metadata and every piece digest, then succeeds.
       const all = Array.from({ length: pieceCount }, (_, n) => ({ num: n, parentId: '', length: PIECE_SIZE, costMs: 0, sha256: new Uint8Array(32).fill(n & 0xff), errorCode: '' }))
-      await rpc(peer, { reportPieces: { taskId: taskId(t), results: all, contentLength: pieceCount * PIECE_SIZE, pieceSize: PIECE_SIZE, pieceCount, sha256: new Uint8Array(32).fill(7), state: 'succeeded', error: undefined } })
+      await rpc(peer, { reportPieces: { taskId: taskId(t), results: all, contentLength: pieceCount * PIECE_SIZE, pieceSize: PIECE_SIZE, pieceCount, sha256: new Uint8Array(32).fill(7), state: 'succeeded', error: undefined } }, k)
     } else {
       const nums = Array.from({ length: pieceCount }, (_, n) => n).filter(() => Math.random() < 0.5)
-      await rpc(peer, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } })
+      await rpc(peer, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } }, k)
     }
   } finally {
     await peer.node.stop()
@@ -304,7 +337,7 @@ if (model === 'daemon') {
     const c0 = performance.now()
     try {
       const peer = await open(i)
-      await rpc(peer, hostOf(i))
+      await announceAll(peer, hostOf(i))
       connected.push({ i, peer })
       load.connectMs.push(Math.round((performance.now() - c0) * 10) / 10)
     } catch (err) {
@@ -342,14 +375,6 @@ function paced(res: SchedulerResponse): number {
   return res.paceMs
 }
 
-/** A call whose answer may be SN_ERR_BUSY: returns the answer without raising its error. */
-async function rawCall(peer: Peer, req: Partial<SchedulerRequest>): Promise<SchedulerResponse> {
-  const options = { signal: stop.signal, timeoutMs: CALL_TIMEOUT_MS }
-  return perCall
-    ? call(peer.node, target, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, req, options)
-    : peer.session.call(req, options)
-}
-
 /**
  * One downloading daemon: pieces arrive at `rate` a second; results go out on the beat (or
  * the pace), at most one report in flight; parents are polled every `poll` (or the pace),
@@ -358,14 +383,15 @@ async function rawCall(peer: Peer, req: Partial<SchedulerRequest>): Promise<Sche
 async function daemon(i: number, peer: Peer): Promise<void> {
   const t = i % tasks
   const id = taskId(t)
+  const k = ownerIndex(t)
   let pace = 0
   let known = { epoch: 0, count: 0 }
   let order: number[] = []
   let next = 0
   let pending: PieceResult[] = []
   const restart = async (): Promise<void> => {
-    await rpc(peer, { leaveTask: { taskId: id } })
-    paced(await rpc(peer, registration(t)))
+    await rpc(peer, { leaveTask: { taskId: id } }, k)
+    paced(await rpc(peer, registration(t), k))
     order = Array.from({ length: pieceCount }, (_, n) => n)
     for (let k = order.length - 1; k > 0; k--) {
       const j = random(k + 1)
@@ -394,11 +420,12 @@ async function daemon(i: number, peer: Peer): Promise<void> {
       const results = pending
       pending = []
       try {
-        const res = await rpc(peer, { reportPieces: { taskId: id, results, contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: finished ? 'succeeded' : '', error: undefined } })
+        const res = await rpc(peer, { reportPieces: { taskId: id, results, contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: finished ? 'succeeded' : '', error: undefined } }, k)
         pace = paced(res)
         if (inWindow(performance.now())) {
           load.reportCalls++
           load.pieceReports += results.length
+          load.pieceReportsBy[k] += results.length
         }
         if (finished) {
           // The next download starts where this one ended (no time lost to the reports).
@@ -417,7 +444,7 @@ async function daemon(i: number, peer: Peer): Promise<void> {
       const q0 = performance.now()
       if (q0 >= end) break
       try {
-        const res = await rawCall(peer, { getParents: { taskId: id, limit: 8, digestEpoch: known.epoch, digests: known.count } })
+        const res = await rawCall(peer, { getParents: { taskId: id, limit: 8, digestEpoch: known.epoch, digests: known.count } }, k)
         const q1 = performance.now()
         pace = paced(res)
         if (res.error?.code === 'SN_ERR_BUSY') {
@@ -450,8 +477,9 @@ async function session(i: number): Promise<void> {
   try {
     peer = await open(i)
     const t = i % tasks
+    const k = ownerIndex(t)
     // The first call dials: connection set-up is timed apart from the scheduler's work.
-    await rpc(peer, hostOf(i))
+    await announceAll(peer, hostOf(i))
     if (load.connectMs.length < 100_000) load.connectMs.push(Math.round((performance.now() - c0) * 10) / 10)
     load.sessions++
     for (let r = 0; r < rounds && performance.now() < end && !stop.signal.aborted; r++) {
@@ -459,10 +487,11 @@ async function session(i: number): Promise<void> {
       const nums = Array.from({ length: batch }, (_, k) => (p + k) % pieceCount)
       progress.set(i, (p + batch) % pieceCount)
       try {
-        await rpc(peer, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } })
+        await rpc(peer, { reportPieces: { taskId: taskId(t), results: pieces(nums, i), contentLength: 0, pieceSize: 0, pieceCount: 0, sha256: new Uint8Array(0), state: '', error: undefined } }, k)
         if (inWindow(performance.now())) {
           load.reportCalls++
           load.pieceReports += batch
+          load.pieceReportsBy[k] += batch
         }
       } catch (err) {
         countError(load, err)
@@ -470,7 +499,7 @@ async function session(i: number): Promise<void> {
       if ((r + 1) % parentsEvery !== 0 || performance.now() >= end) continue
       const q0 = performance.now()
       try {
-        await rpc(peer, { getParents: { taskId: taskId(t), limit: 8, digestEpoch: 0, digests: 0 } })
+        await rpc(peer, { getParents: { taskId: taskId(t), limit: 8, digestEpoch: 0, digests: 0 } }, k)
         const q1 = performance.now()
         if (q0 >= measureFrom && q1 <= end) {
           load.parentsCalls++

@@ -5,24 +5,29 @@
 // report pieces, get parents.
 //
 //   node bench/scenarios/scheduler-scale.ts [--quick] [--peers 10000] [--processes 3] [--duration 30s] [--profile]
-//        [--alt-bin /tmp/main/supernode/bin/supernode.ts --alt-label main]
+//        [--alt-bin /tmp/main/supernode/bin/supernode.ts --alt-label main] [--supernodes 1,3]
 //
 // Reports piece reports per second sustained over the load window, get-parents p50/p99
 // latency (as the peers saw it, over the fabric), and the supernode's peak RSS (VmHWM from
 // /proc). Goal (issue 5): at least 20,000 reports/s, p99 at most 50 ms, RSS at most 1 GiB.
 // With --alt-bin the same load runs against another build's supernode first (a fresh
 // supernode, its own registration), and the table puts both side by side.
+// With --supernodes N (N > 1) the load runs against a cluster of N supernodes on one
+// PostgreSQL (the same cluster key in every data dir), the peers acting as cluster daemons
+// (each task's calls to its owner, the host announced to all); throughput is summed, CPU and
+// RSS are per supernode. A list (--supernodes 1,3) runs each size in turn, each with its own
+// fresh supernodes and registration, and the table gives the ratio of the last to the first.
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
-import { formatBytes, parseDuration } from '@naiad/proto'
-import { BINS, NaiadProcess, createToken, TestOrigin } from '@naiad/testkit'
+import { formatBytes, ownerOf, parseDuration, taskIdOf } from '@naiad/proto'
+import { BINS, NaiadProcess, createToken, startPostgres, TestOrigin, type PostgresHandle } from '@naiad/testkit'
 
 import { summarizeFile, formatSummary, type ProfileSummary } from '../cpuprofile-summary.ts'
 import type { Stats } from '../load/scheduler-peers.ts'
@@ -53,6 +58,9 @@ const USAGE = `usage: node bench/scenarios/scheduler-scale.ts [options]
   --alt-bin FILE          also run the same load against this supernode entry point first (another build, e.g. a
                           checkout of main: /tmp/main/supernode/bin/supernode.ts), with its own registration
   --alt-label NAME        its name in the table (default alt)
+  --supernodes N[,N…]     supernodes in the cluster (default 1: one supernode, no database); more than one: that many
+                          on one PostgreSQL (a Debian postgresql server the scenario starts), the peers acting as cluster
+                          daemons; a list (1,3) runs each size in turn with fresh supernodes and compares them
   --profile               run the supernode(s) under --cpu-prof and summarise the load window
   --timeout DURATION      bound on the whole scenario (default 40m)
   --out PREFIX            results: PREFIX.json, PREFIX.md (default bench/results/scheduler-scale)`
@@ -75,6 +83,7 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     duration: { type: 'string' },
     'alt-bin': { type: 'string' },
     'alt-label': { type: 'string', default: 'alt' },
+    supernodes: { type: 'string', default: '1' },
     profile: { type: 'boolean', default: false },
     timeout: { type: 'string', default: '40m' },
     out: { type: 'string', default: join(RESULTS, 'scheduler-scale') },
@@ -98,6 +107,8 @@ const batch = whole(args.batch, '--batch')
 const protocol = args.protocol
 if (protocol !== 'session' && protocol !== 'stream') usageError(`--protocol is session or stream, not ${protocol}`)
 const parentsEvery = whole(args['parents-every'], '--parents-every')
+const clusterSizes = args.supernodes.split(',').map((v) => whole(v.trim(), '--supernodes'))
+if (clusterSizes.length > 1 && args['alt-bin'] !== undefined) usageError('--alt-bin compares builds at one cluster size: give one --supernodes')
 let durationMs = 0
 let timeoutMs = 0
 try {
@@ -233,25 +244,72 @@ interface Result {
   otherCpuS: number
   stealS: number
   profile?: ProfileSummary
+  /** With more than one supernode: each one's share (the figures above are summed, RSS the largest). */
+  cluster?: Array<{ id: string; tasks: number; cpuS: number; rssPeakBytes: number; pieceReportsPerS: number; reportsPerCpuS: number }>
 }
 
-/** One supernode build against the whole load: start it, register every peer, connect, run the window. */
-async function run(label: string, bin: string, work: string, origin: TestOrigin): Promise<Result> {
+/** The supernodes of one run: one alone (its own SQLite), or `n` sharing a PostgreSQL database and a cluster key. */
+interface Supernodes {
+  procs: NaiadProcess[]
+  /** Each one's fabric address (ending in /p2p/<id>) and HTTP URL, in start order. */
+  targets: string[]
+  https: string[]
+  dataDirs: string[]
+  profDirs: string[]
+}
+
+async function startSupernodes(bin: string, work: string, origin: TestOrigin, n: number, database: string | undefined, procs: NaiadProcess[]): Promise<Supernodes> {
+  const dataDirs = n === 1 ? [join(work, 'sn')] : Array.from({ length: n }, (_, k) => join(work, `sn${k}`))
+  const profDirs = n === 1 ? [join(work, 'prof')] : Array.from({ length: n }, (_, k) => join(work, `prof${k}`))
+  const start = (k: number): Promise<NaiadProcess> => {
+    const p = new NaiadProcess(bin, [
+      '--data-dir', dataDirs[k], '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--no-seed', '--log-level', 'info', ...(database === undefined ? [] : ['--database', database])
+    ], { NAIAD_SOURCE_ALLOW: new URL(origin.url).host, ...(args.profile ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDirs[k]}` } : {}) })
+    procs.push(p)
+    return withSignal(p.ready, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the supernode').then(() => p)
+  }
+  const first = await start(0)
+  // The first one made the cluster key; the operator copies it to every other member (tokens and credentials hold at each).
+  for (let k = 1; k < n; k++) {
+    await mkdir(dataDirs[k], { recursive: true, mode: 0o700 })
+    await copyFile(join(dataDirs[0], 'cluster.key'), join(dataDirs[k], 'cluster.key'))
+  }
+  const rest = await Promise.all(Array.from({ length: n - 1 }, (_, k) => start(k + 1)))
+  const readies = await Promise.all([first, ...rest].map((p) => p.ready))
+  const targets = readies.map((r) => (r.p2p as string[])[0])
+  const https = readies.map((r) => r.http as string)
+  if (n > 1) await waitLive(https, targets.map((t) => t.slice(t.lastIndexOf('/p2p/') + 5)))
+  return { procs: [first, ...rest], targets, https, dataDirs, profDirs }
+}
+
+/** Until every supernode's live set (GET /api/v1/supernodes, what daemons read) is exactly `ids`: ownership agrees everywhere. */
+async function waitLive(https: string[], ids: string[]): Promise<void> {
+  const want = [...ids].sort().join(',')
+  const signal = AbortSignal.any([overall, AbortSignal.timeout(30_000)])
+  for (const http of https) {
+    for (;;) {
+      const members = await fetch(`${http}/api/v1/supernodes`, { signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
+        .then(async (res) => (await res.json() as { members: Array<{ id: string }> }).members.map((m) => m.id).sort().join(','), () => '')
+      if (members === want) break
+      if (signal.aborted) throw new Error(`the supernode at ${http} did not see all ${ids.length} members live within 30 s (it sees: ${members || 'none'})`)
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  }
+}
+
+/** One supernode build (one or a cluster of `n`) against the whole load: start it, register every peer, connect, run the window. */
+async function run(label: string, bin: string, work: string, origin: TestOrigin, n: number, database: string | undefined): Promise<Result> {
   const workers: Worker[] = []
-  const profDir = join(work, 'prof')
-  const supernode = new NaiadProcess(bin, [
-    '--data-dir', join(work, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--no-seed', '--log-level', 'info'
-  ], { NAIAD_SOURCE_ALLOW: new URL(origin.url).host, ...(args.profile ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}` } : {}) })
+  const procs: NaiadProcess[] = []
   const onAbort = (): void => { for (const w of workers) w.stop() }
   overall.addEventListener('abort', onAbort, { once: true })
   let sampler: NodeJS.Timeout | undefined
   try {
-    const ready = await withSignal(supernode.ready, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the supernode')
-    const target = (ready.p2p as string[])[0]
-    const http = ready.http as string
-    const joinToken = await createToken(join(work, 'sn'), 'join')
-    const snPid = supernode.pid
-    log(`[${label}] supernode ${target} (pid ${snPid}); ${peers} peers over ${tasks} tasks of ${pieces} pieces, ${processes} load generators × ${live} live peers, model ${model}`)
+    const sns = await startSupernodes(bin, work, origin, n, database, procs)
+    const joinToken = await createToken(sns.dataDirs[0], 'join')
+    const pids = sns.procs.map((p) => p.pid)
+    const where = n === 1 ? `supernode ${sns.targets[0]} (pid ${pids[0]})` : `${n} supernodes ${sns.targets.map((t, k) => `${t} (pid ${pids[k]})`).join(', ')} on one PostgreSQL`
+    log(`[${label}] ${where}; ${peers} peers over ${tasks} tasks of ${pieces} pieces, ${processes} load generators × ${live} live peers, model ${model}`)
 
     const per = Math.ceil(peers / processes)
     for (let k = 0; k < processes; k++) {
@@ -259,39 +317,42 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin)
       const count = Math.min(per, peers - first)
       if (count <= 0) break
       workers.push(new Worker([
-        '--supernode', target, '--http', http, '--token', joinToken, '--origin', origin.url, '--keys', join(work, 'keys'), '--first', String(first), '--count', String(count), '--tasks', String(tasks),
+        ...sns.targets.flatMap((t, j) => ['--supernode', t, '--http', sns.https[j]]), '--token', joinToken, '--origin', origin.url, '--keys', join(work, 'keys'), '--first', String(first), '--count', String(count), '--tasks', String(tasks),
         '--pieces', String(pieces), '--live', String(live), '--duration', `${durationMs}ms`, '--warmup', `${WARMUP_MS}ms`, '--batch', String(batch),
         '--parents-every', String(parentsEvery), '--protocol', protocol, '--model', model, '--rate', String(rate)
       ]))
     }
 
-    let rssPeakSampled = 0
-    sampler = setInterval(() => { rss(snPid).then((r) => { rssPeakSampled = Math.max(rssPeakSampled, r.now) }, () => {}) }, 250)
+    const rssPeakSampled = pids.map(() => 0)
+    sampler = setInterval(() => { pids.forEach((pid, k) => { rss(pid).then((r) => { rssPeakSampled[k] = Math.max(rssPeakSampled[k], r.now) }, () => {}) }) }, 250)
     const r0 = performance.now()
     const regs = await withSignal(Promise.all(workers.map((w) => w.registered)), overall, 'registering the peers')
     const registerS = (performance.now() - r0) / 1000
     const registerErrors = regs.reduce((a, r) => a + r.errors, 0)
-    const afterRegister = await rss(snPid)
-    log(`[${label}] registered ${peers - registerErrors} peers in ${registerS.toFixed(1)} s (${registerErrors} failed); supernode RSS ${formatBytes(afterRegister.now)}`)
+    const afterRegister = await Promise.all(pids.map((pid) => rss(pid)))
+    const rssAfterRegister = Math.max(...afterRegister.map((r) => r.now))
+    log(`[${label}] registered ${peers - registerErrors} peers in ${registerS.toFixed(1)} s (${registerErrors} failed); supernode RSS ${afterRegister.map((r) => formatBytes(r.now)).join(', ')}`)
     for (const w of workers) w.send('connect')
     const conns = await withSignal(Promise.all(workers.map((w) => w.connected)), overall, 'connecting the live peers')
     const connected = conns.reduce((a, c) => a + c.connected, 0)
     if (model === 'daemon') log(`[${label}] ${connected} peers connected`)
 
-    const sn0 = await cpuSeconds(snPid)
+    const sn0 = await Promise.all(pids.map((pid) => cpuSeconds(pid)))
     const tGo = process.hrtime.bigint()
     const { value: dones, otherCpuS, stealS } = await foreignCpu(async () => {
       for (const w of workers) w.send('go')
       return withSignal(Promise.all(workers.map((w) => w.done)), AbortSignal.any([overall, AbortSignal.timeout(durationMs + 60_000)]), 'the load window')
     })
-    const sn1 = await cpuSeconds(snPid)
+    const sn1 = await Promise.all(pids.map((pid) => cpuSeconds(pid)))
+    const snCpu = pids.map((_, k) => sn1[k] - sn0[k])
+    const snCpuTotal = snCpu.reduce((a, c) => a + c, 0)
     const windowS = dones[0].windowMs / 1000
     const sum = (f: (d: WorkerDone) => number): number => dones.reduce((a, d) => a + f(d), 0)
     const lat = dones.flatMap((d) => d.parentsMs).sort((a, b) => a - b)
     const connect = dones.flatMap((d) => d.connectMs)
     const errorCodes: Record<string, number> = {}
     for (const d of dones) for (const [c, n] of Object.entries(d.errorCodes)) errorCodes[c] = (errorCodes[c] ?? 0) + n
-    const peak = await rss(snPid)
+    const peaks = await Promise.all(pids.map(async (pid, k) => Math.max((await rss(pid)).peak, rssPeakSampled[k])))
     const paceAnswers = sum((d) => d.paceAnswers)
     const result: Result = {
       label, bin, peers, tasks, pieces, processes: workers.length, model, concurrency: workers.length * live, rate, batch, parentsEvery, protocol,
@@ -316,21 +377,38 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin)
       dialRetries: sum((d) => d.dialRetries),
       errors: sum((d) => d.errors),
       errorCodes,
-      rssPeakBytes: Math.max(peak.peak, rssPeakSampled),
-      rssAfterRegisterBytes: afterRegister.now,
-      supernodeCpuS: Math.round((sn1 - sn0) * 100) / 100,
-      reportsPerSupernodeCpuS: Math.round(sum((d) => d.pieceReports) / Math.max(0.01, sn1 - sn0)),
+      rssPeakBytes: Math.max(...peaks),
+      rssAfterRegisterBytes: rssAfterRegister,
+      supernodeCpuS: Math.round(snCpuTotal * 100) / 100,
+      reportsPerSupernodeCpuS: Math.round(sum((d) => d.pieceReports) / Math.max(0.01, snCpuTotal)),
       generatorsCpuS: Math.round(sum((d) => d.cpuS) * 100) / 100,
       otherCpuS,
       stealS
     }
+    if (n > 1) {
+      const ids = sns.targets.map((t) => t.slice(t.lastIndexOf('/p2p/') + 5))
+      // The tasks each one owns, as the generators route them: the hash spreads few tasks unevenly.
+      const owners = Array.from({ length: tasks }, (_, t) => ownerOf(taskIdOf({ url: `${origin.url}/scheduler-scale/task-${t}` }), ids))
+      result.cluster = ids.map((id, k) => {
+        const reports = sum((d) => d.pieceReportsBy[k])
+        return {
+          id,
+          tasks: owners.filter((o) => o === id).length,
+          cpuS: Math.round(snCpu[k] * 100) / 100,
+          rssPeakBytes: peaks[k],
+          pieceReportsPerS: Math.round(reports / windowS),
+          reportsPerCpuS: Math.round(reports / Math.max(0.01, snCpu[k]))
+        }
+      })
+    }
     for (const w of workers) w.stop()
-    await supernode.stop()
+    await Promise.all(procs.map((p) => p.stop()))
     if (args.profile) {
-      const files = (await readdir(profDir).catch(() => [] as string[])).filter((f) => f.endsWith('.cpuprofile'))
+      // The first supernode's profile (with several, each runs the same code on its share of the tasks).
+      const files = (await readdir(sns.profDirs[0]).catch(() => [] as string[])).filter((f) => f.endsWith('.cpuprofile'))
       if (files.length > 0) {
         const fromUs = Number(tGo / 1000n) + WARMUP_MS * 1000
-        result.profile = await summarizeFile(join(profDir, files[0]), { top: 15, from: fromUs, to: fromUs + windowS * 1e6 })
+        result.profile = await summarizeFile(join(sns.profDirs[0], files[0]), { top: 15, from: fromUs, to: fromUs + windowS * 1e6 })
       }
     }
     log(`[${label}] ${result.pieceReportsPerS} reports/s, get-parents p99 ${result.parentsP99Ms} ms, peak RSS ${formatBytes(result.rssPeakBytes)}`)
@@ -339,20 +417,31 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin)
     if (sampler !== undefined) clearInterval(sampler)
     overall.removeEventListener('abort', onAbort)
     for (const w of workers) w.stop()
-    await supernode.stop()
+    await Promise.all(procs.map((p) => p.stop()))
   }
 }
 
 const work = await mkdtemp(join(tmpdir(), 'naiad-sched-scale-'))
 let origin: TestOrigin | undefined
+let pg: PostgresHandle | undefined
 let failed = false
 try {
   // The tasks' origin: the supernode checks a task is public before it grants it to peers.
   origin = await new TestOrigin().start()
   for (let t = 0; t < tasks; t++) origin.files.set(`/scheduler-scale/task-${t}`, { data: Buffer.alloc(0) })
+  // Several supernodes share their state on PostgreSQL: one server, a fresh database per run.
+  if (clusterSizes.some((n) => n > 1)) pg = await startPostgres()
+  const database = async (n: number, name: string): Promise<string | undefined> => (n > 1 ? pg!.createDatabase(name) : undefined)
   const results: Result[] = []
-  if (args['alt-bin'] !== undefined) results.push(await run(args['alt-label'], args['alt-bin'], join(work, 'alt'), origin))
-  results.push(await run('this', BINS.supernode, join(work, 'this'), origin))
+  if (clusterSizes.length > 1) {
+    for (const [k, n] of clusterSizes.entries()) {
+      results.push(await run(`${n} supernode${n === 1 ? '' : 's'}`, BINS.supernode, join(work, `sn-${k}`), origin, n, await database(n, `sched_${k}`)))
+    }
+  } else {
+    const n = clusterSizes[0]
+    if (args['alt-bin'] !== undefined) results.push(await run(args['alt-label'], args['alt-bin'], join(work, 'alt'), origin, n, await database(n, 'sched_alt')))
+    results.push(await run('this', BINS.supernode, join(work, 'this'), origin, n, await database(n, 'sched_this')))
+  }
   const md = markdown(results)
   process.stdout.write(`${md}\n`)
   const main = results[results.length - 1]
@@ -363,6 +452,7 @@ try {
   log(`scheduler-scale: ${overall.aborted ? (overall.reason as Error).message : (err as Error).stack ?? String(err)}`)
 } finally {
   await origin?.stop()
+  await pg?.stop()
   await killDescendants()
   await rm(work, { recursive: true, force: true })
 }
@@ -386,12 +476,14 @@ function markdown(results: Result[]): string {
   const how = r.model === 'daemon'
     ? `${r.connected} peers connected at once (${r.processes} load generators), each downloading like a dfdaemon at ${r.rate} pieces/s (offered ${r.concurrency * r.rate} reports/s): reports on a 100 ms beat, a getParents every 250 ms, both slower when the supernode asks for a pace; every peer restarts its download when it has every piece`
     : `${r.processes} load-generator processes, ${r.concurrency} peers connected at once (each peer connects, runs up to 50 rounds as fast as answers come, disconnects; the next takes its place), ${r.batch} piece results per reportPieces, one getParents per ${r.parentsEvery} reports`
+  const clustered = results.some((x) => x.cluster !== undefined)
   const lines = [
     `## Scheduler scale, ${r.peers} synthetic peers, ${r.tasks} tasks of ${r.pieces} pieces`,
     '',
     `${how}; ${r.protocol === 'stream' ? 'a stream per call (/naiad/scheduler/1.0.0)' : 'one scheduler session per peer (/naiad/scheduler/1.1.0)'}. Load window ${r.windowS.toFixed(0)} s after 2 s of warm-up; all ${r.peers} peers registered first (${results.map((x) => `${x.label} ${x.registerS} s`).join(', ')}).`,
+    ...(clustered ? ['', 'Several supernodes: one cluster on one PostgreSQL database (the same cluster key in each data dir), every one seeing all live before the peers start; each peer joins at one, dials and announces its host to every one, and registers its task with the task\'s owner (rendezvous hashing over the live IDs), which gets all its calls. Rates are summed over the supernodes, CPU-s summed, RSS the largest one\'s.'] : []),
     '',
-    `| figure | ${results.map((x) => x.label).join(' | ')} | goal |${results.length > 1 ? ' this / ' + results[0].label + ' |' : ''}`,
+    `| figure | ${results.map((x) => x.label).join(' | ')} | goal |${results.length > 1 ? ` ${r.label} / ${results[0].label} |` : ''}`,
     `|---|${results.map(() => '---:').join('|')}|---:|${results.length > 1 ? '---:|' : ''}`
   ]
   const row = (name: string, f: (x: Result) => number, fmt: (v: number) => string, goalText = ''): void => {
@@ -401,6 +493,7 @@ function markdown(results: Result[]): string {
   }
   const int = (v: number): string => Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : '–'
   const ms = (v: number): string => Number.isFinite(v) ? v.toFixed(1) : '–'
+  if (clustered) row('supernodes', (x) => x.cluster?.length ?? 1, int)
   if (r.model === 'daemon') row('piece reports offered/s', (x) => x.offeredPerS, int)
   row('piece reports/s acknowledged', (x) => x.pieceReportsPerS, int, `≥ ${GOALS.reportsPerS.toLocaleString('en-US')}`)
   row('get-parents p99, ms', (x) => x.parentsP99Ms, ms, `≤ ${GOALS.p99Ms}`)
@@ -414,6 +507,12 @@ function markdown(results: Result[]): string {
   row('pace asked (max), ms', (x) => x.paceMaxMs, int)
   row('failed calls', (x) => x.errors, int)
   row('supernode CPU-s in the window', (x) => x.supernodeCpuS, (v) => v.toFixed(1))
+  if (clustered) {
+    const busiest = (x: Result): number => Math.max(...(x.cluster?.map((m) => m.cpuS) ?? [x.supernodeCpuS]))
+    row('busiest supernode CPU-s in the window', busiest, (v) => v.toFixed(1))
+    // What the cluster would carry with a free core for each supernode: the busiest one saturates first.
+    row('piece reports per CPU-s of the busiest supernode', (x) => (x.pieceReportsPerS * x.windowS) / Math.max(0.01, busiest(x)), int)
+  }
   lines.push(
     '',
     `Goal for this build (≥ 20,000 reports/s, p99 ≤ 50 ms, RSS ≤ 1 GiB): **${g.met ? 'met' : 'not met'}**${g.met ? '' : ` (${g.misses.join('; ')})`}: ${mark(r.pieceReportsPerS >= GOALS.reportsPerS)} / ${mark(r.parentsP99Ms <= GOALS.p99Ms)} / ${mark(r.rssPeakBytes <= GOALS.rssBytes)}.`,
@@ -422,6 +521,9 @@ function markdown(results: Result[]): string {
   for (const x of results) {
     const worst = [...x.parentsBySecond].sort((a, b) => b.p99 - a.p99).slice(0, 3).map((b) => `${b.s}–${b.s + 1} s: ${b.p99.toFixed(0)} ms over ${b.n}`).join(', ')
     lines.push(`${x.label}: get-parents max ${x.parentsMaxMs.toFixed(0)} ms (${x.parentsSamples} timed; worst seconds by p99: ${worst}); connection set-up p50 ${x.connectP50Ms} ms (${x.sessions} sessions, ${x.dialRetries} refused dials retried); ${x.errors} failed calls${x.errors > 0 ? ` (${Object.entries(x.errorCodes).map(([c, n]) => `${c} ${n}`).join(', ')})` : ''}; ${x.registerErrors} peers failed to register; RSS after registration ${formatBytes(x.rssAfterRegisterBytes)}. CPU in the window: supernode ${x.supernodeCpuS.toFixed(1)} s (${((x.supernodeCpuS / x.windowS) * 100).toFixed(0)} % of one core), load generators ${x.generatorsCpuS.toFixed(1)} s, other processes ${x.otherCpuS.toFixed(1)} s${share(x) > 0.1 ? ' (**the machine was not idle: the rates are noisy**)' : ''}, stolen ${x.stealS.toFixed(1)} s.`, '')
+    if (x.cluster !== undefined) {
+      lines.push(`${x.label}, each supernode: ${x.cluster.map((m) => `${m.id.slice(-6)} (${m.tasks} tasks): ${m.pieceReportsPerS.toLocaleString('en-US')} reports/s, ${m.cpuS.toFixed(1)} CPU-s (${m.reportsPerCpuS.toLocaleString('en-US')} reports per CPU-s), peak RSS ${formatBytes(m.rssPeakBytes)}`).join('; ')}.`, '')
+    }
   }
   lines.push(`Per CPU-second of the supernode: the piece reports (with the getParents calls that came with them) one free core would sustain at this mix. Load generators and supernode share the machine (${cpus().length} cores), so the rates are a lower bound of what the supernode alone sustains. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`, '')
   for (const x of results) if (x.profile !== undefined) lines.push(formatSummary(x.profile, `Supernode CPU profile over the load window (${x.label})`), '')
