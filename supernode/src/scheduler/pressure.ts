@@ -29,7 +29,7 @@ export interface PressureOptions {
   /** Pace the first step of pressure sets, and the most it grows to. */
   minPaceMs: number
   maxPaceMs: number
-  /** Lag (smoothed) above which get_parents is put off (SN_ERR_BUSY). */
+  /** Lag (smoothed) above which get_parents is put off (SN_ERR_BUSY), while the loop's utilisation is above `low`. */
   busyLagMs: number
 }
 
@@ -95,7 +95,10 @@ export class PressureGauge implements Pressure {
   }
 
   busy(): boolean {
-    return this.lagMs >= this.options.busyLagMs
+    // As with the pace: a late timer over a mostly idle loop means other processes hold the
+    // CPU, and putting off get_parents then only starves daemons that have no parents yet (a
+    // shared host saw hundreds of SN_ERR_BUSY answers a second for that alone).
+    return this.lagMs >= this.options.busyLagMs && this.utilization > this.options.low
   }
 
   /** One sample of the loop: its utilisation over the last interval and how late the timer fired. */
