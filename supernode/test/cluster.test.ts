@@ -9,13 +9,14 @@
 // shared database lands, no store is shared across processes); the daemons are real
 // processes, so everything between daemon and supernode crosses a process boundary.
 
-import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { loadOptions, ownerOf, taskIdOf } from '@naiad/proto'
+import { multiaddr } from '@multiformats/multiaddr'
+import { callSeedFetch, ClusterSigner, ClusterVerifier, createFabricNode, loadOptions, loadPeerId, MemberGuard, ownerOf, taskIdOf } from '@naiad/proto'
 import {
   createToken, downloadVia, makeBlob, sha256Hex, startDaemon, TestOrigin, waitFor,
   type DaemonHandle, type DoneEvent, type ProgressEvent
@@ -140,6 +141,24 @@ describe('several supernodes, one cluster', () => {
     expect(pulled.fromOrigin).toBe(0)
     // Served by the origin exactly once, to the owner's seed at preheat.
     expect(origin.bytesServed('/p')).toBe(blobs['/p'].length)
+  })
+
+  it('serves seed fetches to the supernodes of the cluster only, not to its daemons', async () => {
+    // A member of the cluster with the role node (what every daemon holds).
+    const signer = ClusterSigner.fromPem(await readFile(join(dir, 'sn0', 'cluster.key')))
+    const nodeDir = join(dir, 'member-node')
+    const peerId = await loadPeerId(nodeDir)
+    const verifier = new ClusterVerifier(signer.publicKey)
+    const node = await createFabricNode({
+      dataDir: nodeDir, listen: ['/ip4/127.0.0.1/tcp/0'],
+      guard: new MemberGuard({ verifier: () => verifier, credential: () => signer.membershipFor(peerId, 'node', 60_000), revoked: () => false })
+    })
+    try {
+      const target = sns[0].node.getMultiaddrs().map((a) => multiaddr(a.toString()))
+      await expect(callSeedFetch(node, target, { url: `${origin.url}/a` }, { timeoutMs: 10_000 })).rejects.toMatchObject({ code: 'PROTO_ERR_FORBIDDEN' })
+    } finally {
+      await node.stop()
+    }
   })
 
   it('moves a task to the next owner when its owner crashes mid-download, and every download completes', async () => {
