@@ -70,7 +70,8 @@ export async function serveSeedFetch(
     try {
       last = { ...await handler(req, { remotePeer: connection.remotePeer, connection, signal, progress: (p) => { latest = p } }), done: true }
     } catch (err) {
-      const e = signal.aborted && !(err instanceof NaiadError) ? fabricError(err, signal, 'seed fetch') : toNaiadError(err, 'PROTO_ERR_REMOTE')
+      // When the wait was cut short, say why (timeout, shutdown) rather than how the seed noticed.
+      const e = signal.aborted ? fabricError(new Error('seed fetch stopped'), signal, 'seed fetch') : toNaiadError(err, 'PROTO_ERR_REMOTE')
       last = { done: true, error: { code: e.code, message: e.message } }
     } finally {
       clearInterval(timer)
