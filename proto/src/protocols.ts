@@ -9,7 +9,9 @@ export const PROTOCOLS = {
   /** The scheduler calls of 1.0.0 as a session: one long-lived stream, pipelined calls matched by ID (docs/protocol.md). */
   schedulerSession: '/naiad/scheduler/1.1.0',
   /** Any node ↔ any node: show your membership credential; to the supernode: renew mine (docs/security.md). */
-  membership: '/naiad/membership/1.0.0'
+  membership: '/naiad/membership/1.0.0',
+  /** Supernode → supernode of its cluster: fetch a task into your seed (the owner's), answering progress and the result. */
+  seedFetch: '/naiad/seed-fetch/1.0.0'
 } as const
 
 export const LIMITS = {

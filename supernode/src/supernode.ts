@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { advertisedAddrs, PluginHost, splitHostPort, type Stats } from '@naiad/host'
 import { ClusterAccess, DestinationPolicy, OriginClient } from '@naiad/peer'
-import { ClusterVerifier, createFabricNode, hangUpPeer, loadPeerId, secureDir, type FabricNode } from '@naiad/proto'
+import { ClusterVerifier, createFabricNode, hangUpPeer, LIMITS, loadPeerId, secureDir, type FabricNode } from '@naiad/proto'
 
 import { Admission } from './admission/admission.ts'
 import { loadClusterKey } from './admission/cluster-key.ts'
@@ -15,6 +15,7 @@ import { GATE_DEFAULTS, SchedulerGate } from './admission/scheduler-gate.ts'
 import { TaskAccess } from './admission/task-access.ts'
 import { buildHttpApi } from './api/http.ts'
 import { advertiseUrl, Cluster } from './cluster/cluster.ts'
+import { ClusterSeeds, serveSeedFetches } from './cluster/cluster-seeds.ts'
 import type { MembershipStore } from './cluster/membership.ts'
 import { SqlMembership } from './cluster/sql-membership.ts'
 import type { SupernodeOptions } from './config/supernode-options.ts'
@@ -91,6 +92,7 @@ export class Supernode {
       if (i >= 0) list.splice(i, 1)
     }
     const control = this.control
+    const clusterSeeds = new ClusterSeeds({ node, cluster: this.cluster })
     this.plugins = new PluginHost({
       host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, stats,
       extend: (base, scope): SupernodePluginContext => ({
@@ -101,6 +103,7 @@ export class Supernode {
           addScorer: (f) => { scheduler.scorers.push(f); return scope.track(() => remove(scheduler.scorers, f)) }
         },
         seed: seed === undefined ? undefined : { download: (req, opts) => seed.engine.tasks.download(req, opts) },
+        clusterSeeds: seed === undefined ? undefined : clusterSeeds,
         database: shared,
         control: { send: (hostId, command, args, opts) => control.send(hostId, command, args, opts), hosts: (labels) => control.hosts(labels) },
         sourcePolicy: parts.policy
@@ -147,6 +150,12 @@ export class Supernode {
         id: this.node.peerId.toString(), hostname: 'supernode-seed', ip: '', idc: '', location: '',
         multiaddrs: advertisedAddrs(this.node.getMultiaddrs().map(String)), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: [], dataPort: this.seed.engine.dataChannel.port, dataTransport: this.seed.engine.dataChannel.transport
       })
+      // The other supernodes warm this seed with the tasks this supernode owns (preheat).
+      const engine = this.seed.engine
+      await serveSeedFetches({
+        node: this.node, seed: { download: (req, opts) => engine.tasks.download(req, opts) },
+        isSupernode: (id) => this.admission.isSupernode(id), logger: this.options.logger.child({ module: 'seed-fetch' })
+      }, LIMITS.controlMaxTimeoutMs)
     }
     await this.plugins.setup(this.options.plugins ?? [])
     const [host, port] = splitHostPort(this.options.listen)

@@ -2,19 +2,21 @@
 // over the live supernodes), daemons given several supernodes (or one, learning the rest)
 // send each task there, and when the owner crashes mid-download its tasks move to the next
 // owner and every download completes with the right bytes; when it comes back, new tasks go
-// to it at once and finished ones move back.
+// to it at once and finished ones move back. A preheat job warms the seed of each task's
+// owner, whichever supernode runs the job.
 //
 // The supernodes run in this process and share one in-memory membership store (until the
 // shared database lands, no store is shared across processes); the daemons are real
 // processes, so everything between daemon and supernode crosses a process boundary.
 
-import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { loadOptions, ownerOf, taskIdOf } from '@naiad/proto'
+import { multiaddr } from '@multiformats/multiaddr'
+import { callSeedFetch, ClusterSigner, ClusterVerifier, createFabricNode, loadOptions, loadPeerId, MemberGuard, ownerOf, taskIdOf } from '@naiad/proto'
 import {
   createToken, downloadVia, makeBlob, sha256Hex, startDaemon, TestOrigin, waitFor,
   type DaemonHandle, type DoneEvent, type ProgressEvent
@@ -24,6 +26,7 @@ import { loadClusterKey } from '../src/admission/cluster-key.ts'
 import { MemoryMembership, type MembershipStore, type SupernodeMember } from '../src/cluster/membership.ts'
 import { SUPERNODE_COMMAND } from '../src/config/options.ts'
 import { supernodeOptionsFromConfig } from '../src/config/from-config.ts'
+import { preheatPlugin } from '../src/plugins/preheat/index.ts'
 import { createSupernode, type Supernode } from '../src/supernode.ts'
 
 const MiB = 1024 * 1024
@@ -45,14 +48,14 @@ describe('several supernodes, one cluster', () => {
   const membership = new CrashableMembership()
   const sns: Supernode[] = []
   const daemons: DaemonHandle[] = []
-  const blobs = { '/a': makeBlob(8 * MiB, 'a'), '/b': makeBlob(16 * MiB, 'b') }
+  const blobs = { '/a': makeBlob(8 * MiB, 'a'), '/b': makeBlob(16 * MiB, 'b'), '/p': makeBlob(4 * MiB, 'p') }
 
   const startSn = async (i: number): Promise<Supernode> => {
     const dataDir = join(dir, `sn${i}`)
     const v = loadOptions(SUPERNODE_COMMAND, ['--data-dir', dataDir, '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0'], {}).values
     const options = supernodeOptionsFromConfig(v, pino({ level: 'silent' }))
     const sn = await createSupernode({
-      ...options, sourceAllow: ['127.0.0.1'], publicRead: true, plugins: [],
+      ...options, sourceAllow: ['127.0.0.1'], publicRead: true, plugins: [preheatPlugin], pluginSettings: { preheat: { checkInterval: '200ms' } },
       cluster: { membership, heartbeatMs: 300, ttlMs: 1500 }
     })
     await sn.start()
@@ -108,6 +111,53 @@ describe('several supernodes, one cluster', () => {
       const known = (await tasksOf(sn)).find((t) => t.id === first.taskId)
       if (sn.node.peerId.toString() === owner) expect(known?.peers).toBeGreaterThanOrEqual(3) // its seed and both daemons
       else expect(known).toBeUndefined()
+    }
+  })
+
+  it('preheats into the seed of the task\'s owner, not of the supernode that runs the job', async () => {
+    const url = `${origin.url}/p`
+    const taskId = taskIdOf({ url })
+    const owner = sns.find((s) => s.node.peerId.toString() === ownerOf(taskId, ids()))!
+    const creator = sns.find((s) => s !== owner)!
+    const auth = { authorization: `Bearer ${await createToken(join(dir, 'sn0'), 'api')}`, 'content-type': 'application/json' }
+    const created = await fetch(`${creator.url}/api/v1/jobs`, { method: 'POST', headers: auth, body: JSON.stringify({ type: 'preheat', args: { type: 'file', urls: [url], scope: 'seed' } }) })
+    expect(created.status, await created.clone().text()).toBe(201)
+    const { id } = await created.json() as { id: number }
+    let job: { state: string; nodes: Array<{ blobs: Array<{ task_id: string; error: unknown }> }> } | undefined
+    await waitFor(async () => {
+      job = await (await fetch(`${creator.url}/api/v1/jobs/${id}`, { headers: auth })).json() as typeof job
+      return ['SUCCESS', 'FAILURE', 'CANCELED'].includes(job!.state)
+    }, 30_000, 'the preheat job to finish')
+    expect(job!.state, JSON.stringify(job)).toBe('SUCCESS')
+    expect(job!.nodes[0].blobs[0].task_id).toBe(taskId)
+    // The owner's seed holds it; the creator never took the task on.
+    expect((await tasksOf(owner)).find((t) => t.id === taskId)?.state).toBe('succeeded')
+    expect((await tasksOf(creator)).find((t) => t.id === taskId)).toBeUndefined()
+    expect(origin.bytesServed('/p')).toBe(blobs['/p'].length)
+
+    const pulled = await downloadVia(daemons[1].apiUrl, { url }) as DoneEvent
+    expect(pulled.event, JSON.stringify(pulled)).toBe('done')
+    expect(pulled.sha256).toBe(sha256Hex(blobs['/p']))
+    expect(pulled.fromOrigin).toBe(0)
+    // Served by the origin exactly once, to the owner's seed at preheat.
+    expect(origin.bytesServed('/p')).toBe(blobs['/p'].length)
+  })
+
+  it('serves seed fetches to the supernodes of the cluster only, not to its daemons', async () => {
+    // A member of the cluster with the role node (what every daemon holds).
+    const signer = ClusterSigner.fromPem(await readFile(join(dir, 'sn0', 'cluster.key')))
+    const nodeDir = join(dir, 'member-node')
+    const peerId = await loadPeerId(nodeDir)
+    const verifier = new ClusterVerifier(signer.publicKey)
+    const node = await createFabricNode({
+      dataDir: nodeDir, listen: ['/ip4/127.0.0.1/tcp/0'],
+      guard: new MemberGuard({ verifier: () => verifier, credential: () => signer.membershipFor(peerId, 'node', 60_000), revoked: () => false })
+    })
+    try {
+      const target = sns[0].node.getMultiaddrs().map((a) => multiaddr(a.toString()))
+      await expect(callSeedFetch(node, target, { url: `${origin.url}/a` }, { timeoutMs: 10_000 })).rejects.toMatchObject({ code: 'PROTO_ERR_FORBIDDEN' })
+    } finally {
+      await node.stop()
     }
   })
 

@@ -60,6 +60,11 @@ export class Admission implements FabricGuard {
     return this.own.bytes
   }
 
+  /** Whether `peerId` proved a credential of this cluster with the role supernode (on a connection the guard admitted). */
+  isSupernode(peerId: string): boolean {
+    return peerId !== this.selfId && this.proven.roleOf(peerId) === 'supernode'
+  }
+
   denyPeer(peerId: string): boolean {
     if (peerId === this.selfId || this.nodes.isAdmitted(peerId)) return false
     return this.nodes.isRevoked(peerId) || !this.othersLive()

@@ -7,6 +7,7 @@ import type { HostContext } from '@naiad/host'
 import type { DestinationPolicy, DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/peer'
 import { definePlugin, type Disposer, type NaiadPlugin, type OptionSpec, type PluginDefinition } from '@naiad/proto'
 
+import type { ClusterSeeds } from '../cluster/cluster-seeds.ts'
 import type { ControlClient } from '../control/control-client.ts'
 import type { Sql } from '../database/sql.ts'
 import type { HostState } from '../scheduler/scheduler.ts'
@@ -30,6 +31,11 @@ export interface SupernodePluginContext extends HostContext<'supernode'> {
   readonly scheduler: SchedulerView
   /** Undefined when the supernode runs without its seed (`--no-seed`). */
   readonly seed: SeedDownloader | undefined
+  /**
+   * The seed of a task is its owner's: which live supernode owns a task, and having that
+   * one's seed fetch it (`/naiad/seed-fetch/1.0.0`). Undefined without a seed.
+   */
+  readonly clusterSeeds: Pick<ClusterSeeds, 'selfId' | 'ownerOf' | 'download'> | undefined
   /**
    * The shared database (the supernode's SQLite file, or PostgreSQL with --database), whose
    * schema database/migrations.ts keeps: a plugin's tables are added there as a new step.

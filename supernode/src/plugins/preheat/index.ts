@@ -58,7 +58,7 @@ export const preheatPlugin = supernodePlugin({
   settings: PREHEAT_SETTINGS,
   async setup(ctx) {
     const settings = ctx.settings
-    const { seed, control } = ctx
+    const { seed, control, clusterSeeds } = ctx
     const store = new JobStore(ctx.database)
     // Each job runs on one supernode, which holds its lease in the shared database and renews
     // it every check; when that supernode dies, another takes the job once the lease runs out.
@@ -70,7 +70,7 @@ export const preheatPlugin = supernodePlugin({
     const runner = seed === undefined
       ? undefined
       : new PreheatRunner({
-        store, seed, logger: ctx.logger, insecureRegistries: settings.insecureRegistries,
+        store, seed, clusterSeeds, logger: ctx.logger, insecureRegistries: settings.insecureRegistries,
         control, nodeParallelism: settings.nodeParallelism, nodeTimeoutMs: settings.nodeTimeout,
         connect: policy.connector({ timeout: 10_000 })
       })

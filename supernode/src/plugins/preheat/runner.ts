@@ -1,5 +1,8 @@
 // Runs preheat jobs: resolves an image to its blobs (once; the list is stored), then fetches
-// the blobs through the seed, `parallelism` at a time. With a peer scope (`all_peers`, a label
+// the blobs through the seed, `parallelism` at a time. The seed of a task is its owner's: with
+// several supernodes, a blob whose task another supernode owns is fetched by that one's seed
+// (clusterSeeds), where daemons pulling it will look; only when the owner cannot be reached
+// does this supernode's seed fetch it (correct, only less useful). With a peer scope (`all_peers`, a label
 // selector) the target daemons are then chosen (once; stored) and each gets a control
 // `download` per blob, `parallelism` blobs at a time per daemon, `nodeParallelism` daemons at
 // a time; they fetch from the seed and from each other. A job stops starting blobs when it is
@@ -9,7 +12,8 @@
 
 import type { Logger } from 'pino'
 import type { buildConnector } from 'undici'
-import { NaiadError, toNaiadError } from '@naiad/proto'
+import type { DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/peer'
+import { NaiadError, taskIdOf, toNaiadError } from '@naiad/proto'
 
 import { blobUrl, parseImageRef } from './image-ref.ts'
 import { isPeerScope } from './job-request.ts'
@@ -25,6 +29,12 @@ export type StopReason = 'canceled' | 'deadline' | 'shutdown'
 /** Codes after which a daemon is not sent its remaining blobs: it cannot be reached or will not listen. */
 const NODE_FATAL = new Set(['PROTO_ERR_DIAL', 'SN_ERR_HOST_NOT_FOUND', 'DFD_ERR_CONTROL_FORBIDDEN', 'DFD_ERR_CONTROL_UNKNOWN'])
 
+/**
+ * Codes of a seed fetch sent to a task's owner that say the owner was not reached, refused,
+ * went silent or stopped (not that the fetch itself failed): the local seed fetches instead.
+ */
+const OWNER_UNREACHABLE = new Set(['PROTO_ERR_DIAL', 'PROTO_ERR_TIMEOUT', 'PROTO_ERR_FORBIDDEN', 'PROTO_ERR_ABORTED', 'PROTO_ERR_DECODE'])
+
 interface ActiveJob {
   controller: AbortController
   /** Bytes so far per blob index, for blobs in flight. */
@@ -37,6 +47,8 @@ interface ActiveJob {
 export interface RunnerComponents {
   store: JobStore
   seed: SeedDownloader
+  /** The cluster's seeds: a blob whose task another supernode owns is fetched by that one's seed. */
+  clusterSeeds?: SupernodePluginContext['clusterSeeds']
   logger: Logger
   insecureRegistries: readonly string[]
   /** Needed for peer scopes. */
@@ -159,7 +171,7 @@ export class PreheatRunner {
     const blobHeaders = { ...headers, ...(authorization === undefined ? {} : { authorization }) }
     const queue = (await store.blobs(job.id)).filter((b) => b.state !== 'SUCCESS')
     const worker = async (): Promise<void> => {
-      for (let b = queue.shift(); b !== undefined && !signal.aborted; b = queue.shift()) await this.fetchBlob(job.id, b, blobHeaders, entry)
+      for (let b = queue.shift(); b !== undefined && !signal.aborted; b = queue.shift()) await this.fetchBlob(job, b, blobHeaders, entry)
     }
     await Promise.all(Array.from({ length: Math.max(1, Math.min(args.parallelism, queue.length)) }, worker))
 
@@ -284,16 +296,14 @@ export class PreheatRunner {
     return this.c.nodeTimeoutMs ?? 30 * 60_000
   }
 
-  private async fetchBlob(jobId: number, b: BlobRow, headers: Record<string, string>, entry: ActiveJob): Promise<void> {
+  private async fetchBlob(job: JobRow, b: BlobRow, headers: Record<string, string>, entry: ActiveJob): Promise<void> {
     const { store } = this.c
+    const jobId = job.id
     const signal = entry.controller.signal
     await store.updateBlob(jobId, b.idx, { state: 'RUNNING', startedAt: this.now(), errorCode: null, error: null })
     entry.progress.set(b.idx, 0)
     try {
-      const r = await this.c.seed.download(
-        { url: b.url, headers, digest: b.digest ?? undefined },
-        { signal, onProgress: (p) => entry.progress.set(b.idx, p.completedBytes) }
-      )
+      const r = await this.seedDownload(job, { url: b.url, headers, digest: b.digest ?? undefined }, signal, (p) => entry.progress.set(b.idx, p.completedBytes))
       await store.updateBlob(jobId, b.idx, { state: 'SUCCESS', bytes: r.contentLength, size: r.contentLength, cached: r.cached, taskId: r.taskId, finishedAt: this.now() })
     } catch (err) {
       // A stopped job leaves the blob to the stop handling: PENDING again, to resume or skip.
@@ -306,6 +316,28 @@ export class PreheatRunner {
     } finally {
       entry.progress.delete(b.idx)
     }
+  }
+
+  /** Fetches through the seed of the task's owner; through this supernode's own when that one is this or cannot be reached. */
+  private async seedDownload(job: JobRow, req: DownloadRequest, signal: AbortSignal, onProgress: (p: Pick<DownloadProgress, 'completedBytes'>) => void): Promise<DownloadResult> {
+    const seeds = this.c.clusterSeeds
+    if (seeds !== undefined) {
+      const owner = seeds.ownerOf(taskIdOf({ url: req.url, digest: req.digest }))
+      if (owner.id !== seeds.selfId) {
+        // The owner's whole fetch is bounded as a daemon's would be; running out of that time is
+        // the blob failing, not the owner being unreachable (its silence is the idle timeout).
+        const timeoutMs = this.blobTimeoutMs(job)
+        const overall = AbortSignal.timeout(timeoutMs)
+        try {
+          return await seeds.download(owner, req, { signal: AbortSignal.any([signal, overall]), timeoutMs, onProgress })
+        } catch (err) {
+          const e = toNaiadError(err, 'PROTO_ERR_REMOTE')
+          if (signal.aborted || overall.aborted || !OWNER_UNREACHABLE.has(e.code)) throw e
+          this.c.logger.warn({ job: job.id, url: req.url, owner: owner.id, code: e.code, err: e.message }, 'cannot have the task owner\'s seed fetch a blob; this supernode\'s seed fetches it instead (the owner\'s seed will fetch it again for the daemons)')
+        }
+      }
+    }
+    return this.c.seed.download(req, { signal, onProgress })
   }
 
   /** Records a job as stopped (its pending blobs skipped); also for a job another supernode runs, which notices at its next lease renewal. */
