@@ -165,7 +165,7 @@ describe('outsider suite', () => {
   })
 
   it('refuses a stranger and a node of another cluster on every protocol of the supernode and the daemons', async () => {
-    const supernodeProtocols = [PROTOCOLS.scheduler, PROTOCOLS.schedulerSession, PROTOCOLS.doctor, HEALTH_PROTOCOL, SLO_TRACE_PROTOCOL, PROTOCOLS.membership]
+    const supernodeProtocols = [PROTOCOLS.scheduler, PROTOCOLS.schedulerSession, PROTOCOLS.doctor, HEALTH_PROTOCOL, SLO_TRACE_PROTOCOL, PROTOCOLS.membership, PROTOCOLS.seedFetch]
     for (const node of [stranger, foreign]) {
       for (const protocol of supernodeProtocols) {
         await expect(call(node, snAddrs, protocol, SchedulerRequest, SchedulerResponse, {
