@@ -9,6 +9,7 @@ import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { MemoryDatastore } from 'datastore-core'
 import type { Key } from 'interface-datastore'
 import { createLibp2p } from 'libp2p'
@@ -135,6 +136,24 @@ export function peerIdOf(peerId: string): PeerId {
   } catch (err) {
     throw new NaiadError('PROTO_ERR_DECODE', `"${peerId.slice(0, 80)}" is not a peer ID`, { cause: err })
   }
+}
+
+/**
+ * The addresses of `multiaddrs` a call to `peerId` may dial, each ending in `/p2p/<peerId>`. An
+ * address naming another peer is dropped (it would reach that peer instead), and a malformed
+ * one is skipped: the others may work.
+ */
+export function dialableAddrs(multiaddrs: readonly string[], peerId: string): Multiaddr[] {
+  const out: Multiaddr[] = []
+  for (const a of multiaddrs) {
+    if (a.includes('/p2p/') && !a.endsWith(`/p2p/${peerId}`)) continue
+    try {
+      out.push(multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`))
+    } catch {
+      // skipped
+    }
+  }
+  return out
 }
 
 /** Closes every connection to `peerId` (a revoked node); unknown or malformed IDs are ignored. */

@@ -5,9 +5,8 @@
 // what they ask; `ClusterSeeds` is the asking side, with the owner of every task.
 
 import type { Logger } from 'pino'
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/peer'
-import { callSeedFetch, NaiadError, serveSeedFetch, type FabricNode } from '@naiad/proto'
+import { callSeedFetch, dialableAddrs, NaiadError, serveSeedFetch, type FabricNode } from '@naiad/proto'
 
 import type { SeedDownloader } from '../plugin-api/context.ts'
 import type { SupernodeMember } from './membership.ts'
@@ -79,7 +78,7 @@ export class ClusterSeeds {
    * PROTO_ERR_FORBIDDEN when the owner cannot be reached or refuses, else the seed's own code.
    */
   async download(owner: Pick<SupernodeMember, 'id' | 'multiaddrs'>, req: DownloadRequest, options: RemoteSeedOptions): Promise<DownloadResult> {
-    const addrs = dialable(owner)
+    const addrs = dialableAddrs(owner.multiaddrs, owner.id)
     if (addrs.length === 0) throw new NaiadError('PROTO_ERR_DIAL', `supernode ${owner.id} lists no fabric address`)
     const f = await callSeedFetch(this.c.node, addrs, {
       url: req.url,
@@ -93,15 +92,3 @@ export class ClusterSeeds {
 }
 
 /** A member's addresses that name it (one naming another peer would reach that peer instead). */
-function dialable(owner: Pick<SupernodeMember, 'id' | 'multiaddrs'>): Multiaddr[] {
-  const out: Multiaddr[] = []
-  for (const a of owner.multiaddrs) {
-    if (a.includes('/p2p/') && !a.endsWith(`/p2p/${owner.id}`)) continue
-    try {
-      out.push(multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${owner.id}`))
-    } catch {
-      // A malformed address is skipped; the others may work.
-    }
-  }
-  return out
-}

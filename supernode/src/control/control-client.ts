@@ -2,9 +2,8 @@
 // fabric (`/naiad/control/1.0.0`), typed by proto's ControlCommands, and lists the daemons
 // commands can go to. Plugins reach it as their context's `control`.
 
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import {
-  call, ControlRequest, ControlResponse, isErrorCode, NaiadError, PROTOCOLS,
+  call, ControlRequest, ControlResponse, dialableAddrs, isErrorCode, NaiadError, PROTOCOLS,
   type ControlArgs, type ControlCommandName, type ControlResult, type FabricNode, type Host
 } from '@naiad/proto'
 
@@ -85,7 +84,7 @@ export class ControlClient {
     if (host === undefined || host.gone || host.info.isSeed) {
       throw new NaiadError('SN_ERR_HOST_NOT_FOUND', `no daemon ${hostId} to send "${command}" to${host?.gone === true ? ' (it left)' : host?.info.isSeed === true ? ' (it is a seed)' : ''}`)
     }
-    const addrs = dialable(host.info, hostId)
+    const addrs = dialableAddrs(host.info.multiaddrs, hostId)
     if (addrs.length === 0) throw new NaiadError('PROTO_ERR_DIAL', `daemon ${hostId} announced no address to dial`)
     const timeoutMs = Math.max(1, Math.round(options.timeoutMs ?? this.options.defaultTimeoutMs))
     const res = await call(this.c.node, addrs, PROTOCOLS.control, ControlRequest, ControlResponse, {
@@ -103,16 +102,3 @@ export class ControlClient {
   }
 }
 
-function dialable(info: Host, hostId: string): Multiaddr[] {
-  const out: Multiaddr[] = []
-  for (const a of info.multiaddrs) {
-    // An address naming another peer would send the command to that peer instead.
-    if (a.includes('/p2p/') && !a.endsWith(`/p2p/${hostId}`)) continue
-    try {
-      out.push(multiaddr(a.includes('/p2p/') ? a : `${a}/p2p/${hostId}`))
-    } catch {
-      // A malformed announced address is skipped; the others may work.
-    }
-  }
-  return out
-}
