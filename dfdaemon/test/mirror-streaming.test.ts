@@ -119,5 +119,9 @@ describe('registry mirror streaming a cold blob', () => {
     expect(res.status).toBe(200)
     expect(await readAtLeast(res.body!.getReader(), got, Number.POSITIVE_INFINITY)).toBe(false)
     expect(`sha256:${sha256Hex(Buffer.concat(got.chunks))}`).toBe(layer.digest)
+    // From the seed, which fetched the blob again: the failed attempt left no stale pieces at
+    // the scheduler, which had kept the retry waiting for a parent and sent it to the origin.
+    const last = daemon.process.logs.filter((l) => l.includes('"download complete"')).map((l) => JSON.parse(l) as { fromOrigin: number }).at(-1)
+    expect(last?.fromOrigin).toBe(0)
   }, 120_000)
 })

@@ -102,6 +102,8 @@ export class PeerTask {
   /** Consecutive stored pieces from the start. */
   private prefixPieces = 0
   private finished = false
+  /** The task's pieces were deleted (its content failed its digest): the scheduler must forget them too. */
+  private dropped = false
   /** How finish() found the whole content's digest, for the log. */
   private wholeDigestBy = ''
   private wake: (() => void) | undefined
@@ -230,6 +232,13 @@ export class PeerTask {
       taskFailed.publish({ taskId: this.id, code: e.code, message: e.message, durationMs: Date.now() - started })
       await this.stopFetches(e)
       await this.reports.flush({ state: 'failed', error: { code: e.code, message: e.message } }).catch(() => {})
+      if (this.dropped) {
+        // Left standing, the scheduler would keep this peer's bitmap of pieces it no longer
+        // holds, and on the next registration offer it no parent for them: the retry waited
+        // out the stall timeout and went to the origin.
+        await this.c.scheduler.leaveTask(this.id, AbortSignal.timeout(this.options.schedulerTimeoutMs))
+          .catch((err: unknown) => this.log.debug({ err: (err as Error).message }, 'could not tell the scheduler the pieces are gone'))
+      }
       throw e
     } finally {
       signal.removeEventListener('abort', onTaskAbort)
@@ -658,12 +667,14 @@ export class PeerTask {
     this.wholeDigestBy = by
     if (this.sourceSha256 !== undefined && !this.trusted && !sha.equals(this.sourceSha256)) {
       await store.deleteTask(this.id)
+      this.dropped = true
       throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `content SHA-256 ${sha.toString('hex')} differs from the source's ${Buffer.from(this.sourceSha256).toString('hex')}`)
     }
     try {
       this.checkUserDigest(sha)
     } catch (err) {
       await store.deleteTask(this.id)
+      this.dropped = true
       throw err
     }
     store.complete(this.id, sha)
