@@ -32,7 +32,7 @@ const SWARM_BYTES = 256 * MiB
 const BAD = [3, 4, 5]
 
 interface Live { members: Array<{ id: string; apiUrl: string }> }
-interface HealthEvent { id: number; at: number; host: string; action: string; decision: string; reason: string }
+interface HealthEvent { id: number; at: number; host: string; action: string; decision: string; reason: string; supernode: string | null }
 
 describe('three supernodes on PostgreSQL, six daemons, supernodes killed one by one', () => {
   let dir: string
@@ -146,6 +146,8 @@ describe('three supernodes on PostgreSQL, six daemons, supernodes killed one by 
     // The log is one, in the shared database: every supernode shows the same.
     for (const i of [1, 2]) expect((await events(i)).filter((e) => bad.includes(e.host))).toEqual(log)
     remedied = applied[0].host
+    // Each decision names the supernode that made it: the one that judges the host.
+    for (const e of log) expect(e.supernode, JSON.stringify(e)).toBe(ownerOf(e.host, ids))
     // Each daemon reports health to one supernode, by rendezvous hashing of its host ID (so
     // hosts spread over the cluster): the bad ones may be judged by different supernodes,
     // which still held to one remedy between them.
@@ -232,6 +234,8 @@ describe('three supernodes on PostgreSQL, six daemons, supernodes killed one by 
     }, 30_000, 'a survivor to hold back the remedies of the bad hosts the dead supernode judged')
     expect(log.filter((e) => e.decision === 'applied'), JSON.stringify(log, null, 1)).toHaveLength(1)
     for (const e of log.filter((e) => e.decision === 'suppressed')) expect(e.reason).toContain('risk limit of 1 remedies')
+    // The moved hosts were held back by a survivor, as their events say.
+    for (const e of log.filter((e) => moved.includes(e.host) && e.at > killedAt)) expect(e.supernode).not.toBe(killedId)
     // Some rounds more, in which a survivor with a budget of its own would have applied one.
     await new Promise((r) => setTimeout(r, 2_000))
     log = (await events(anySurvivor)).filter((e) => bad.includes(e.host))

@@ -119,6 +119,9 @@ const V4 = (bigint: string): string => `
   ALTER TABLE preheat_jobs ADD COLUMN lease_until ${bigint} NOT NULL DEFAULT 0
 `
 
+// Step 5: which supernode recorded each health decision (with several, any of them may).
+const V5 = 'ALTER TABLE health_events ADD COLUMN supernode TEXT'
+
 /** Databases from before credentials stayed in the runner's memory may still hold some in preheat_jobs: drop them. */
 async function scrubJobCredentials(tx: Sql): Promise<void> {
   await tx.run('UPDATE preheat_jobs SET "authorization" = NULL WHERE "authorization" IS NOT NULL')
@@ -133,7 +136,8 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'shared state: admission, preheat, slo, health, doctor', up: { sqlite: SQLITE_V1, postgres: POSTGRES_V1 } },
   { version: 2, name: 'membership, the cluster-wide remedy budget and breaker', up: { sqlite: V2('INTEGER'), postgres: V2('BIGINT') } },
   { version: 3, name: 'preheat: no credentials at rest', up: { sqlite: scrubJobCredentials, postgres: scrubJobCredentials } },
-  { version: 4, name: 'preheat: a job is leased to the supernode that runs it', up: { sqlite: V4('INTEGER'), postgres: V4('BIGINT') } }
+  { version: 4, name: 'preheat: a job is leased to the supernode that runs it', up: { sqlite: V4('INTEGER'), postgres: V4('BIGINT') } },
+  { version: 5, name: 'health: the supernode that recorded each event', up: { sqlite: V5, postgres: V5 } }
 ]
 
 /** The advisory lock key the PostgreSQL migrations run under ("naiad-mg"). */

@@ -18,6 +18,8 @@ export interface HealthEvent {
   decision: Decision
   reason: string
   facts: Record<string, unknown> | null
+  /** The supernode (peer ID) that recorded it; null in events from before this was kept. */
+  supernode?: string | null
 }
 
 interface Row {
@@ -29,6 +31,7 @@ interface Row {
   decision: Decision
   reason: string
   facts: string | null
+  supernode: string | null
 }
 
 /** A host's remedy state, kept across supernode restarts so an isolated host stays isolated. */
@@ -63,9 +66,12 @@ const fromRow = (r: Row): HealthEvent => ({ ...r, facts: r.facts === null ? null
 
 export class HealthEventStore {
   private readonly sql: Sql
+  /** This supernode's peer ID, stamped on the events it records. */
+  private readonly self: string | null
 
-  constructor(sql: Sql) {
+  constructor(sql: Sql, self?: string) {
     this.sql = sql
+    this.self = self ?? null
   }
 
   async add(e: Omit<HealthEvent, 'id'>, signal?: AbortSignal): Promise<HealthEvent> {
@@ -157,8 +163,8 @@ export class HealthEventStore {
   }
 
   private async insert(sql: Sql, e: Omit<HealthEvent, 'id'>, signal?: AbortSignal): Promise<HealthEvent> {
-    const r = await sql.get<{ id: number }>('INSERT INTO health_events (at, host, rule, action, decision, reason, facts) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id',
-      [e.at, e.host, e.rule, e.action, e.decision, e.reason, e.facts === null ? null : JSON.stringify(e.facts)], signal)
-    return { ...e, id: r!.id }
+    const r = await sql.get<{ id: number }>('INSERT INTO health_events (at, host, rule, action, decision, reason, facts, supernode) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id',
+      [e.at, e.host, e.rule, e.action, e.decision, e.reason, e.facts === null ? null : JSON.stringify(e.facts), this.self], signal)
+    return { ...e, supernode: this.self, id: r!.id }
   }
 }

@@ -34,7 +34,7 @@ export const healthPlugin = supernodePlugin({
   async setup(ctx) {
     const settings = healthSettings(ctx.settings)
     const { scheduler, control } = ctx
-    const events = new HealthEventStore(ctx.database)
+    const events = new HealthEventStore(ctx.database, ctx.fabric.peerId.toString())
 
     const engine = new HealthEngine({
       settings,
