@@ -202,6 +202,13 @@ describe('three supernodes on PostgreSQL, six daemons, supernodes killed one by 
       }
       return true
     }, 30_000, 'the survivors to drop the dead supernode from their live set')
+    // The survivor that does not own the task says which one does.
+    const taskId = (results[0] as DoneEvent).taskId
+    const newOwner = ownerOf(taskId, alive().map((i) => ids[i]))!
+    const other = alive().find((i) => ids[i] !== newOwner)!
+    const lookup = await api(other, 'GET', `/tasks/${taskId}`)
+    expect(lookup.status).toBe(404)
+    expect(String(lookup.json.message)).toContain(sns[ids.indexOf(newOwner)].url)
   }, 240_000)
 
   it('the bad hosts the dead supernode judged, now reporting to a survivor, are held back by the cluster\'s budget', async () => {
