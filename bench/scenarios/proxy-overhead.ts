@@ -9,7 +9,7 @@
 // Goals (issue 5): cold time at most 1.15× the direct time; warm throughput at least 60 % of
 // raw loopback TCP. See bench/README.md for exactly what "cold" includes.
 
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -36,6 +36,8 @@ const USAGE = `usage: node bench/scenarios/proxy-overhead.ts [options]
   --runs N             measurements of each row, interleaved (default 3)
   --profile            after the measured runs, one more cold + warm pair with the daemon and the
                        supernode under --cpu-prof; prints their top self-time functions per phase
+  --timeline DIR       supernode and daemon at debug level; their logs (the per-piece timeline of
+                       each cold pull: bench/README.md) go to DIR/<run>-<process>.log
   --timeout DURATION   bound on the whole scenario (default 20m)
   --dir DIR            work directory, kept afterwards (default: a temp dir, removed)
   --out PREFIX         results: PREFIX.json, PREFIX.md (default bench/results/proxy-overhead)`
@@ -48,6 +50,7 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     size: { type: 'string' },
     runs: { type: 'string' },
     profile: { type: 'boolean', default: false },
+    timeline: { type: 'string' },
     timeout: { type: 'string', default: '20m' },
     dir: { type: 'string' },
     out: { type: 'string', default: join(RESULTS, 'proxy-overhead') },
@@ -134,16 +137,22 @@ async function naiad(registry: RegistryHandle, blobUrlPath: string, run: number,
   let d: DaemonHandle | undefined
   try {
     // As testkit's startSupernode, with the environment for the profiler.
-    sn = new NaiadProcess(BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info'], { NAIAD_SOURCE_ALLOW: TEST_SOURCE_ALLOW, ...env('supernode') })
+    const level = args.timeline === undefined ? 'info' : 'debug'
+    sn = new NaiadProcess(BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', level], { NAIAD_SOURCE_ALLOW: TEST_SOURCE_ALLOW, ...env('supernode') })
     const snUrl = String((await withSignal(sn.ready, overall, 'starting the supernode')).http)
     const joinToken = await createToken(join(dir, 'sn'), 'join')
-    d = await withSignal(startDaemon(join(dir, 'daemon'), snUrl, { args: ['--insecure-registry', registry.host, '--default-registry', registry.url], env: env('daemon'), joinToken }), overall, 'starting the daemon')
+    d = await withSignal(startDaemon(join(dir, 'daemon'), snUrl, { args: ['--insecure-registry', registry.host, '--default-registry', registry.url, '--log-level', level], env: env('daemon'), joinToken }), overall, 'starting the daemon')
     const pids = { daemon: d.process.pid, supernode: sn.pid, registry: registry.process.pid! }
     const url = `${d.proxyUrl}${blobUrlPath}`
     const c0 = nowUs()
+    const coldAt = Date.now()
     // The supernode's main thread too: the seed's pace is set by it, not by its other threads.
     const cold = await httpGet(url, pids, { 'supernode main thread': sn.pid })
     if (windows !== undefined) windows.coldUs = [c0, nowUs()]
+    if (args.timeline !== undefined) {
+      await mkdir(args.timeline, { recursive: true })
+      await writeFile(join(args.timeline, `${run}-cold.json`), JSON.stringify({ startMs: coldAt, endMs: Date.now() }))
+    }
     const daemonBytes = {
       origin: await metric(d.apiUrl, 'naiad_download_bytes_total', { source: 'origin' }),
       peer: await metric(d.apiUrl, 'naiad_download_bytes_total', { source: 'peer' })
@@ -161,6 +170,11 @@ async function naiad(registry: RegistryHandle, blobUrlPath: string, run: number,
   } finally {
     await d?.process.stop()
     await sn?.stop()
+    if (args.timeline !== undefined) {
+      await mkdir(args.timeline, { recursive: true })
+      if (sn !== undefined) await writeFile(join(args.timeline, `${run}-supernode.log`), sn.logs.join('\n'))
+      if (d !== undefined) await writeFile(join(args.timeline, `${run}-daemon.log`), d.process.logs.join('\n'))
+    }
     await rm(dir, { recursive: true, force: true })
   }
 }

@@ -483,11 +483,25 @@ describe('Scheduler', () => {
         expect(seedPieces(s, 'b')).toEqual([0, 1])
       })
 
-      it('a lone child gets a window of 16 of the seed pieces', () => {
+      it('a lone child is granted every seed piece (its own window paces it, not the polls)', () => {
         const s = swarm(20, 'a')
-        expect(seedPieces(s, 'a')).toEqual([...Array(16).keys()])
+        expect(seedPieces(s, 'a')).toEqual([...Array(20).keys()])
         s.reportPieces('a', report(T, [ok(0, SEED), ok(1, SEED), ok(2, SEED)]))
-        expect(seedPieces(s, 'a')).toEqual([...Array(16).keys()].map((n) => n + 3))
+        expect(seedPieces(s, 'a')).toEqual([...Array(17).keys()].map((n) => n + 3))
+      })
+
+      it('takes back what a lone child was granted beyond the window once a second child runs', () => {
+        const s = swarm(40, 'a')
+        expect(seedPieces(s, 'a')).toEqual([...Array(40).keys()])
+        register(s, 'b')
+        // b is handed a piece a no longer holds a grant for; a keeps its lowest 16, which its
+        // own window may have asked for already.
+        const b = seedPieces(s, 'b')
+        expect(b.length).toBeGreaterThan(0)
+        expect(b.every((n) => n >= 16)).toBe(true)
+        const a = seedPieces(s, 'a')
+        expect(a.slice(0, 16)).toEqual([...Array(16).keys()])
+        expect(a.some((n) => b.includes(n))).toBe(false)
       })
 
       it('offers the pieces the seed is still fetching, so that a child streams them as they arrive', () => {

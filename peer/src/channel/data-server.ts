@@ -247,6 +247,7 @@ class ServerSession implements ConnectionHandler {
       return
     }
     const unpin = store.pin(req.taskId)
+    const receivedAt = Date.now()
     let headerSent = false
     try {
       let stored = store.getPiece(req.taskId, req.num)
@@ -273,6 +274,10 @@ class ServerSession implements ConnectionHandler {
         await this.sendLive(id, req.taskId, livePiece!, signal)
       }
       uploaded.publish({ taskId: req.taskId, num: req.num, length, peerId: peer })
+      // The per-piece timeline of a pull (bench/README.md): off unless the level is debug.
+      if (this.server.parts.logger.isLevelEnabled('debug')) {
+        this.server.parts.logger.debug({ task: req.taskId.slice(0, 12), piece: req.num, live: livePiece !== undefined, receivedAt, waitedMs: Date.now() - receivedAt }, 'piece sent')
+      }
     } catch (err) {
       const e = toNaiadError(err, 'DFD_ERR_STORE', 'upload')
       uploadFailed.publish({ taskId: req.taskId, num: req.num, peerId: peer, code: e.code })

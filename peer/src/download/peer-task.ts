@@ -412,6 +412,10 @@ export class PeerTask {
       if (res.task !== undefined) this.applyInfo(res.task)
       if (res.grant.length > 0) this.grant = res.grant
       this.parents.update(res.parents)
+      if (this.log.isLevelEnabled('debug')) {
+        const source = this.parents.get(this.sourcePeer)
+        this.log.debug({ parents: res.parents.length, sourceOffers: source?.bitmap.count() ?? -1, inflight: this.inflight.size, have: this.c.store.bitmap(this.id).count() }, 'parents')
+      }
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'getParents failed; keeping the parents we have')
     }
@@ -633,6 +637,7 @@ export class PeerTask {
       piece: (num, length, sha256, written, costMs) => {
         this.digests.set(num, sha256)
         if (written) {
+          this.log.debug({ piece: num, ms: costMs }, 'origin piece stored')
           this.fromOrigin += length
           this.completedBytes += length
           stored.publish({ taskId: this.id, num, length, source: 'origin', parentId: '', costMs })

@@ -17,9 +17,8 @@ import type { TaskState } from './state.ts'
 /** Pieces only the seed holds (or is still fetching) that one child may be handed at a time, at least. */
 const SEED_GRANTS_PER_CHILD = 2
 /**
- * Seed-only bytes handed out at once over all children of a task (at least SEED_WINDOW_PIECES):
- * a lone child streams a window this deep from the seed (live, while the origin sends it),
- * many children share it.
+ * Seed-only bytes handed out at once over the children of a task (at least SEED_WINDOW_PIECES)
+ * when there are several: they share it. A lone child is granted them all.
  */
 const SEED_WINDOW_BYTES = 64 * 1024 * 1024
 const SEED_WINDOW_PIECES = 16
@@ -77,12 +76,20 @@ export class SeedGrants {
       g.at = Math.max(g.at, g.availableAt ??= now)
       return now - g.at < lapseMs
     }
-    // Live grants per holder: every holder is a running child (live() drops the others).
+    const shared = Math.max(SEED_WINDOW_PIECES, task.pieceSize > 0 ? Math.floor(SEED_WINDOW_BYTES / task.pieceSize) : 0)
+    // A lone child shares the seed's uplink with nobody: it is granted every seed-only piece,
+    // and its own request window (as deep as `shared`) paces it. Held to a window, it learned
+    // of the next pieces only by polling, and the seed's in-process origin read loads the
+    // scheduler enough to pace those polls to 250-333 ms: a cold 256 MiB mirror pull sat idle
+    // about 0.3 s of 2.1 s for that (bench/README.md).
+    const window = children <= 1 && task.pieceCount > 0 ? Math.max(shared, task.pieceCount) : shared
+    for (const [num, g] of grants) if (!live(g, num)) grants.delete(num)
+    // Once another child runs, a child granted everything while alone keeps only its lowest
+    // `shared` grants: the ones its window may have asked for (it asks in ascending order).
+    if (window === shared) trimToWindow(grants, shared)
+    // Live grants per holder: every holder is a running child (live() dropped the others).
     const heldBy = new Map<string, number>()
-    for (const [num, g] of grants) {
-      if (!live(g, num)) grants.delete(num)
-      else heldBy.set(g.hostId, (heldBy.get(g.hostId) ?? 0) + 1)
-    }
+    for (const g of grants.values()) heldBy.set(g.hostId, (heldBy.get(g.hostId) ?? 0) + 1)
     let held = heldBy.get(hostId) ?? 0
     // The fewest grants another running child holds, read from the grants alone (at most a
     // window of them), not from the task's peers: while more children than holders run,
@@ -91,7 +98,7 @@ export class SeedGrants {
     const otherChildren = children - (requester?.state === 'running' ? 1 : 0)
     let fewestOther = otherChildren > heldBy.size - (heldBy.has(hostId) ? 1 : 0) ? 0 : Number.POSITIVE_INFINITY
     if (fewestOther !== 0) for (const [id, n] of heldBy) if (id !== hostId) fewestOther = Math.min(fewestOther, n)
-    const window = Math.max(SEED_WINDOW_PIECES, task.pieceSize > 0 ? Math.floor(SEED_WINDOW_BYTES / task.pieceSize) : 0)
+
     const perChild = Math.max(SEED_GRANTS_PER_CHILD, Math.floor(window / Math.max(1, children)))
     // A lone child takes a whole window at once; among several, one new grant per call.
     let taken = 0
@@ -121,5 +128,20 @@ export class SeedGrants {
       for (const [num, g] of grants) if (g.hostId === hostId && !seedHas.has(num)) shown.set(num)
     }
     return shown
+  }
+}
+
+/** Drops each holder's grants beyond its `window` lowest-numbered ones. */
+function trimToWindow(grants: Map<number, SeedGrant>, window: number): void {
+  const byHolder = new Map<string, number[]>()
+  for (const [num, g] of grants) {
+    const nums = byHolder.get(g.hostId)
+    if (nums === undefined) byHolder.set(g.hostId, [num])
+    else nums.push(num)
+  }
+  for (const nums of byHolder.values()) {
+    if (nums.length <= window) continue
+    nums.sort((a, b) => a - b)
+    for (const num of nums.slice(window)) grants.delete(num)
   }
 }
