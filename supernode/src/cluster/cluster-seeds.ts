@@ -8,7 +8,6 @@ import type { Logger } from 'pino'
 import type { DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/peer'
 import { callSeedFetch, dialableAddrs, NaiadError, serveSeedFetch, type FabricNode } from '@naiad/proto'
 
-import type { SeedDownloader } from '../plugin-api/context.ts'
 import type { SupernodeMember } from './membership.ts'
 
 export interface SeedFetchServiceComponents {
@@ -42,6 +41,11 @@ export async function serveSeedFetches(c: SeedFetchServiceComponents, maxTimeout
     })
     return { taskId: r.taskId, contentLength: r.contentLength, sha256: r.sha256, fromPeers: r.fromPeers, fromOrigin: r.fromOrigin, cached: r.cached, completedBytes: r.contentLength, totalBytes: r.contentLength }
   }, { maxTimeoutMs, stopping: c.stopping })
+}
+
+/** What fetches a task through this supernode's seed (the seed's engine; plugins get it as ctx.seed). */
+export interface SeedDownloader {
+  download(req: DownloadRequest, options: { signal?: AbortSignal; onProgress?: (p: DownloadProgress) => void }): Promise<DownloadResult>
 }
 
 export interface ClusterSeedsComponents {

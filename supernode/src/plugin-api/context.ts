@@ -4,10 +4,10 @@
 // from its schema; it is a type error in the daemon's catalog and refused by a daemon at load.
 
 import type { HostContext } from '@naiad/host'
-import type { DestinationPolicy, DownloadProgress, DownloadRequest, DownloadResult } from '@naiad/peer'
+import type { DestinationPolicy } from '@naiad/peer'
 import { definePlugin, type Disposer, type NaiadPlugin, type OptionSpec, type PluginDefinition } from '@naiad/proto'
 
-import type { ClusterSeeds } from '../cluster/cluster-seeds.ts'
+import type { ClusterSeeds, SeedDownloader } from '../cluster/cluster-seeds.ts'
 import type { ControlClient } from '../control/control-client.ts'
 import type { Sql } from '../database/sql.ts'
 import type { HostState } from '../scheduler/scheduler.ts'
@@ -23,9 +23,8 @@ export interface SchedulerView {
 }
 
 /** The seed as plugins see it: downloads into its cache (which every daemon then fetches from). */
-export interface SeedDownloader {
-  download(req: DownloadRequest, options: { signal?: AbortSignal; onProgress?: (p: DownloadProgress) => void }): Promise<DownloadResult>
-}
+
+export type { SeedDownloader }
 
 export interface SupernodePluginContext extends HostContext<'supernode'> {
   readonly scheduler: SchedulerView
