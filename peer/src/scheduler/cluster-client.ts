@@ -73,6 +73,11 @@ interface Route {
   moving: Promise<void> | undefined
 }
 
+/** A supernode URL as the client keys its members by (no trailing slash). */
+function urlKey(url: string): string {
+  return url.replace(/\/+$/, '')
+}
+
 function codeOf(err: unknown): string {
   return (err as Partial<NaiadError> | undefined)?.code ?? ''
 }
@@ -230,7 +235,7 @@ export class ClusterSchedulerClient implements SchedulerClient {
   }
 
   private member(url: string): Member {
-    const key = url.replace(/\/+$/, '')
+    const key = urlKey(url)
     let m = this.members.get(key)
     if (m === undefined) {
       m = { url: key, id: undefined, client: this.connect(key) }
@@ -306,8 +311,8 @@ export class ClusterSchedulerClient implements SchedulerClient {
    * next call or keep-alive).
    */
   private prune(): void {
-    const keep = new Set(this.options.supernodeUrls.map((u) => u.replace(/\/+$/, '')))
-    for (const l of this.live ?? []) keep.add(l.apiUrl.replace(/\/+$/, ''))
+    const keep = new Set(this.options.supernodeUrls.map(urlKey))
+    for (const l of this.live ?? []) keep.add(urlKey(l.apiUrl))
     for (const r of this.routes.values()) keep.add(r.owner.url)
     for (const [url, m] of this.members) {
       if (keep.has(url)) continue
