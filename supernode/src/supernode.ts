@@ -15,7 +15,7 @@ import { GATE_DEFAULTS, SchedulerGate } from './admission/scheduler-gate.ts'
 import { TaskAccess } from './admission/task-access.ts'
 import { buildHttpApi } from './api/http.ts'
 import { advertiseUrl, Cluster } from './cluster/cluster.ts'
-import { ClusterSeeds, serveSeedFetches } from './cluster/cluster-seeds.ts'
+import { ClusterSeeds, serveSeedFetches, type SeedDownloader } from './cluster/cluster-seeds.ts'
 import type { MembershipStore } from './cluster/membership.ts'
 import { SqlMembership } from './cluster/sql-membership.ts'
 import type { SupernodeOptions } from './config/supernode-options.ts'
@@ -50,6 +50,8 @@ export class Supernode {
   private readonly probes: OriginClient | undefined
   private readonly state: StateStore
   private readonly shared: Sql
+  /** The seed as plugins and the other supernodes' seed fetches use it (undefined with --no-seed). */
+  private readonly seedDownloader: SeedDownloader | undefined
   private readonly plugins: PluginHost<'supernode', SupernodePluginContext>
   private readonly options: SupernodeOptions
   private poller: NodeJS.Timeout | undefined
@@ -75,7 +77,7 @@ export class Supernode {
     }), { heartbeatMs: options.cluster?.heartbeatMs ?? 1000, ttlMs: options.cluster?.ttlMs ?? 4000, logger: options.logger.child({ module: 'cluster' }) })
     admission.othersLive = () => this.cluster.live().length > 1
     this.control = new ControlClient({ node, hosts: scheduler.hosts }, { hostTtlMs: options.hostTtlMs, defaultTimeoutMs: options.controlTimeoutMs })
-    this.http = buildHttpApi({ scheduler, node, ready: () => this.ready, seed: seed !== undefined, admission, publicRead: options.publicRead === true, members: () => this.cluster.live() })
+    this.http = buildHttpApi({ scheduler, node, ready: () => this.ready, seed: seed !== undefined, admission, publicRead: options.publicRead === true, members: () => this.cluster.live(), ownerOf: (taskId) => this.cluster.ownerOf(taskId) })
     const stats: Stats = {
       scheduler_tasks: { help: 'Tasks the scheduler knows', read: () => scheduler.tasks.size },
       scheduler_hosts: { help: 'Hosts that announced themselves and did not leave', read: () => [...scheduler.hosts.values()].filter((h) => !h.gone).length },
@@ -93,6 +95,7 @@ export class Supernode {
     }
     const control = this.control
     const clusterSeeds = new ClusterSeeds({ node, cluster: this.cluster })
+    this.seedDownloader = seed === undefined ? undefined : { download: (req, opts) => seed.engine.tasks.download(req, opts) }
     this.plugins = new PluginHost({
       host: 'supernode', http: this.http, fabric: node, logger: options.logger, settings: options.pluginSettings ?? {}, stats,
       extend: (base, scope): SupernodePluginContext => ({
@@ -102,7 +105,7 @@ export class Supernode {
           addFilter: (f) => { scheduler.filters.push(f); return scope.track(() => remove(scheduler.filters, f)) },
           addScorer: (f) => { scheduler.scorers.push(f); return scope.track(() => remove(scheduler.scorers, f)) }
         },
-        seed: seed === undefined ? undefined : { download: (req, opts) => seed.engine.tasks.download(req, opts) },
+        seed: this.seedDownloader,
         clusterSeeds: seed === undefined ? undefined : clusterSeeds,
         database: shared,
         control: { send: (hostId, command, args, opts) => control.send(hostId, command, args, opts), hosts: (labels) => control.hosts(labels) },
@@ -151,9 +154,8 @@ export class Supernode {
         multiaddrs: advertisedAddrs(this.node.getMultiaddrs().map(String)), uploadSlots: this.options.seed.uploadSlots, isSeed: true, labels: [], dataPort: this.seed.engine.dataChannel.port, dataTransport: this.seed.engine.dataChannel.transport
       })
       // The other supernodes warm this seed with the tasks this supernode owns (preheat).
-      const engine = this.seed.engine
       await serveSeedFetches({
-        node: this.node, seed: { download: (req, opts) => engine.tasks.download(req, opts) },
+        node: this.node, seed: this.seedDownloader!,
         isSupernode: (id) => this.admission.isSupernode(id), logger: this.options.logger.child({ module: 'seed-fetch' })
       }, LIMITS.controlMaxTimeoutMs)
     }

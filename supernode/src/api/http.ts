@@ -6,7 +6,7 @@
 // plugins add (preheat jobs, SLO, health) are behind the same check.
 
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
-import { NaiadError, ownerOf, toNaiadError, type FabricNode } from '@naiad/proto'
+import { NaiadError, toNaiadError, type FabricNode } from '@naiad/proto'
 
 import type { Admission } from '../admission/admission.ts'
 import type { SupernodeMember } from '../cluster/membership.ts'
@@ -64,6 +64,8 @@ export interface HttpApiComponents {
   publicRead: boolean
   /** The live supernodes of the cluster (this one alone without others). */
   members?: () => readonly SupernodeMember[]
+  /** The live supernode that owns a task (the cluster's). */
+  ownerOf?: (taskId: string) => SupernodeMember
 }
 
 export function buildHttpApi(components: HttpApiComponents): FastifyInstance {
@@ -139,8 +141,7 @@ export function buildHttpApi(components: HttpApiComponents): FastifyInstance {
     const t = scheduler.tasks.get(req.params.id)
     if (t === undefined) {
       // With several supernodes a task lives on its owner: say which, so the caller can ask there.
-      const members = components.members?.() ?? []
-      const owner = members.find((m) => m.id === ownerOf(req.params.id, members.map((x) => x.id)))
+      const owner = components.ownerOf?.(req.params.id)
       const elsewhere = owner !== undefined && owner.id !== node.peerId.toString() ? `; its owner is supernode ${owner.id} at ${owner.apiUrl}` : ''
       throw new NaiadError('SN_ERR_TASK_NOT_FOUND', `no task ${req.params.id} here${elsewhere}`)
     }
