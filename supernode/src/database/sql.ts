@@ -30,6 +30,45 @@ const CONNECT_TIMEOUT_MS = 10_000
 // SQLite
 
 /**
+ * Prepared statements of one SQLite handle, by their text: the stores run a few dozen distinct
+ * statements over and over, and preparing one costs more than running it. A few statements
+ * are built per call (an IN list as long as its ids), so the cache is bounded: the oldest
+ * entry goes first.
+ */
+const STATEMENT_CACHE_SIZE = 256
+
+class SqliteStatements {
+  readonly db: Database.Database
+  private readonly cache = new Map<string, Database.Statement>()
+
+  constructor(db: Database.Database) {
+    this.db = db
+  }
+
+  all<T>(sql: string, params: readonly Param[]): T[] {
+    return this.statement(sql).all(...params) as T[]
+  }
+
+  get<T>(sql: string, params: readonly Param[]): T | undefined {
+    return this.statement(sql).get(...params) as T | undefined
+  }
+
+  run(sql: string, params: readonly Param[]): number {
+    return this.statement(sql).run(...params).changes
+  }
+
+  private statement(sql: string): Database.Statement {
+    let s = this.cache.get(sql)
+    if (s === undefined) {
+      s = this.db.prepare(sql)
+      if (this.cache.size >= STATEMENT_CACHE_SIZE) this.cache.delete(this.cache.keys().next().value as string)
+      this.cache.set(sql, s)
+    }
+    return s
+  }
+}
+
+/**
  * The supernode's SQLite handle behind the async interface. A transaction's callback awaits,
  * so other callers queue behind it: their statements would otherwise land inside it (one
  * connection) and be rolled back with it. The stores' transactions await only their own
@@ -40,29 +79,31 @@ const CONNECT_TIMEOUT_MS = 10_000
 export class SqliteSql implements Sql {
   readonly dialect = 'sqlite' as const
   readonly db: Database.Database
+  private readonly statements: SqliteStatements
   private queue: Promise<unknown> = Promise.resolve()
   private inTx = false
 
   constructor(db: Database.Database) {
     this.db = db
+    this.statements = new SqliteStatements(db)
   }
 
   all<T>(sql: string, params: readonly Param[] = [], signal?: AbortSignal): Promise<T[]> {
-    return this.outside(signal, () => this.db.prepare(sql).all(...params) as T[])
+    return this.outside(signal, () => this.statements.all<T>(sql, params))
   }
 
   get<T>(sql: string, params: readonly Param[] = [], signal?: AbortSignal): Promise<T | undefined> {
-    return this.outside(signal, () => this.db.prepare(sql).get(...params) as T | undefined)
+    return this.outside(signal, () => this.statements.get<T>(sql, params))
   }
 
   run(sql: string, params: readonly Param[] = [], signal?: AbortSignal): Promise<number> {
-    return this.outside(signal, () => this.db.prepare(sql).run(...params).changes)
+    return this.outside(signal, () => this.statements.run(sql, params))
   }
 
   transaction<T>(fn: (tx: Sql) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const result = this.queue.then(async () => {
       signal?.throwIfAborted()
-      const tx = new SqliteTx(this.db)
+      const tx = new SqliteTx(this.statements)
       // IMMEDIATE takes the write lock now, so another process's writer waits (busy_timeout)
       // instead of failing this transaction halfway.
       this.db.exec('BEGIN IMMEDIATE')
@@ -99,25 +140,25 @@ export class SqliteSql implements Sql {
 class SqliteTx implements Sql {
   readonly dialect = 'sqlite' as const
   done = false
-  private readonly db: Database.Database
+  private readonly statements: SqliteStatements
 
-  constructor(db: Database.Database) {
-    this.db = db
+  constructor(statements: SqliteStatements) {
+    this.statements = statements
   }
 
   async all<T>(sql: string, params: readonly Param[] = []): Promise<T[]> {
     this.check()
-    return this.db.prepare(sql).all(...params) as T[]
+    return this.statements.all<T>(sql, params)
   }
 
   async get<T>(sql: string, params: readonly Param[] = []): Promise<T | undefined> {
     this.check()
-    return this.db.prepare(sql).get(...params) as T | undefined
+    return this.statements.get<T>(sql, params)
   }
 
   async run(sql: string, params: readonly Param[] = []): Promise<number> {
     this.check()
-    return this.db.prepare(sql).run(...params).changes
+    return this.statements.run(sql, params)
   }
 
   async transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> {
