@@ -220,7 +220,8 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], origin: Origin, url:
       '--p2p-listen', `/ip4/${h.ip}/tcp/65002`, '--log-level', args['log-level']
     ], { ...allow, NAIAD_JOIN_TOKEN: joinToken, ...(h === hosts[0] ? prof('daemon') : {}) }))
     started.push(...daemons)
-    await withSignal(Promise.all(daemons.map((d) => d.ready)), AbortSignal.any([overall, AbortSignal.timeout(60_000)]), 'starting the daemons')
+    // Many daemons loading their modules at once on a shared machine can take minutes.
+    await withSignal(Promise.all(daemons.map((d) => d.ready)), AbortSignal.any([overall, AbortSignal.timeout(Math.max(60_000, 10_000 * hosts.length))]), 'starting the daemons')
     const cpu0 = await Promise.all(started.map((p) => cpuSeconds(p.pid)))
     const reaped0 = await reapedChildrenCpu()
     const window = { from: Number(process.hrtime.bigint() / 1000n), to: 0 }

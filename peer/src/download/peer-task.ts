@@ -115,6 +115,8 @@ export class PeerTask {
   private fatal: NaiadError | undefined
   /** Ask the scheduler again at the next turn (a refused grant, an empty plan). */
   private refreshNow = true
+  /** Calls to getParents (in the completion line: what the download cost the scheduler). */
+  private polls = 0
   private readonly log: Logger
   private priority: Priority
   private readonly req: DownloadRequest
@@ -224,7 +226,7 @@ export class PeerTask {
         }
       }
       const sha = await this.finish(signal)
-      this.log.info({ ms: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, wholeDigest: this.wholeDigestBy }, 'download complete')
+      this.log.info({ ms: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, wholeDigest: this.wholeDigestBy, polls: this.polls }, 'download complete')
       succeeded.publish({ taskId: this.id, contentLength: this.contentLength, durationMs: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin })
       return { taskId: this.id, contentLength: this.contentLength, sha256: sha.toString('hex'), fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, cached: false }
     } catch (err) {
@@ -347,12 +349,20 @@ export class PeerTask {
     let published = this.digests.size
     /** The last turn left slots free with nothing to fill them: what to fetch next is the scheduler's to say. */
     let starving = true
+    /** Other peers than the source could serve at the last turn: the download is in a swarm. */
+    let swarming = false
+    // Starving with pieces in flight: a lone child streaming from the source polls fast (its
+    // next grants come with the next answer); in a swarm new pieces appear at the peers as fast
+    // as they arrive anywhere, and a poll each refreshMs finds them — 16 peers polling every
+    // 100 ms put the scheduler's codec, the fabric and the planner among the daemons' largest
+    // CPU costs per GiB.
+    const starvingPollMs = (): number => Math.max(idlePoll, this.inflight.size === 0 ? IDLE_POLL_MIN_MS : swarming ? this.options.refreshMs : BUSY_POLL_MIN_MS)
     while (!this.complete()) {
       signal.throwIfAborted()
       if (this.fatal !== undefined) throw this.fatal
       const now = Date.now()
       let refreshed = false
-      const pollMs = starving ? Math.max(idlePoll, this.inflight.size === 0 ? IDLE_POLL_MIN_MS : BUSY_POLL_MIN_MS) : this.options.refreshMs
+      const pollMs = starving ? starvingPollMs() : this.options.refreshMs
       if (this.refreshNow || now - lastRefresh >= pollMs) {
         this.refreshNow = false
         lastRefresh = now
@@ -366,8 +376,9 @@ export class PeerTask {
         lastProgress = Date.now()
       }
       this.abortSlowFetches()
-      const { started, room } = this.schedule(signal)
+      const { started, room, peersServe } = this.schedule(signal)
       starving = room
+      swarming = peersServe
       // Polls while starving come fast when a poll brings work, and back off to refreshMs
       // while polls bring nothing (the scheduler carries every idle peer's polls).
       if (refreshed) idlePoll = started > 0 ? IDLE_POLL_MIN_MS : Math.min(this.options.refreshMs, idlePoll * 2)
@@ -387,7 +398,7 @@ export class PeerTask {
       }
       // Starving (a lone child streaming from the seed runs out of granted pieces every few
       // pieces): ask again soon; polls back off while nothing at all progresses.
-      const waitMs = starving ? Math.max(idlePoll, this.inflight.size === 0 ? IDLE_POLL_MIN_MS : BUSY_POLL_MIN_MS) : this.options.refreshMs
+      const waitMs = starving ? starvingPollMs() : this.options.refreshMs
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, waitMs)
         this.wake = () => { clearTimeout(t); resolve() }
@@ -408,6 +419,7 @@ export class PeerTask {
       // A timeout alone (not tied to the task's signal): polls are frequent, and a signal
       // derived from the long-lived task signal per call was garbage the collector traced.
       signal.throwIfAborted()
+      this.polls++
       const res = await scheduler.getParents(this.id, 8, AbortSignal.timeout(this.options.schedulerTimeoutMs))
       if (res.task !== undefined) this.applyInfo(res.task)
       if (res.grant.length > 0) this.grant = res.grant
@@ -421,9 +433,9 @@ export class PeerTask {
     }
   }
 
-  /** Starts the fetches the planner chooses; `room`: slots were left that nothing could fill. */
-  private schedule(signal: AbortSignal): { started: number; room: boolean } {
-    if (this.pieceSize === 0 || this.pieceCount <= 0) return { started: 0, room: true }
+  /** Starts the fetches the planner chooses; `room`: slots were left that nothing could fill; `peersServe`: parents other than the source hold pieces. */
+  private schedule(signal: AbortSignal): { started: number; room: boolean; peersServe: boolean } {
+    if (this.pieceSize === 0 || this.pieceCount <= 0) return { started: 0, room: true, peersServe: false }
     const now = Date.now()
     const usable = this.parents.usable(now)
     const have = this.c.store.bitmap(this.id)
@@ -432,7 +444,7 @@ export class PeerTask {
     // Live pieces from a lone source stream back to back: they get a window of their own.
     const sourceOnly = !peersServe && usable.some((p) => p.id === this.sourcePeer)
     const slots = (sourceOnly ? Math.max(this.options.concurrency, sourceWindow) : this.options.concurrency) - this.inflight.size
-    if (slots <= 0) return { started: 0, room: false }
+    if (slots <= 0) return { started: 0, room: false, peersServe }
     const plan = planPieces({
       pieceCount: this.pieceCount,
       have: (n) => have.has(n),
@@ -453,7 +465,7 @@ export class PeerTask {
       slots
     })
     for (const a of plan) this.startFetch(a.num, this.parents.get(a.parent)!, a.live, signal)
-    return { started: plan.length, room: plan.length < slots }
+    return { started: plan.length, room: plan.length < slots, peersServe }
   }
 
   /**
