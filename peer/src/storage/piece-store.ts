@@ -98,6 +98,8 @@ interface TaskRow {
 }
 
 const evicted = channel(EVENTS.cacheEvicted)
+/** A task's last-access time is written at most this often (see pin). */
+const TOUCH_EVERY_MS = 1000
 
 function rowToTask(r: TaskRow): StoredTask {
   return {
@@ -119,6 +121,8 @@ export class DiskPieceStore implements PieceStore {
   private readonly quota: number
   private readonly onEvicted: ((taskId: string) => void) | undefined
   private readonly pins = new Map<string, number>()
+  /** When pin last wrote each task's last-access time. */
+  private readonly touchedAt = new Map<string, number>()
   private readonly files = new Map<string, Promise<FileHandle>>()
   private readonly bitmaps = new Map<string, Bitmap>()
   private used: number
@@ -361,7 +365,13 @@ export class DiskPieceStore implements PieceStore {
 
   pin(id: string): () => void {
     this.pins.set(id, (this.pins.get(id) ?? 0) + 1)
-    this.stmt.touch.run(Date.now(), id)
+    // The data channel pins a task for every piece it serves: a database write per piece cost
+    // more than the piece's disk read. The LRU order needs no finer grain than a second.
+    const now = Date.now()
+    if (now - (this.touchedAt.get(id) ?? Number.NEGATIVE_INFINITY) >= TOUCH_EVERY_MS) {
+      this.stmt.touch.run(now, id)
+      this.touchedAt.set(id, now)
+    }
     let done = false
     return () => {
       if (done) return
@@ -417,6 +427,7 @@ export class DiskPieceStore implements PieceStore {
     })()
     this.used -= task.bytes
     this.bitmaps.delete(id)
+    this.touchedAt.delete(id)
     this.wakeRoomWaiters()
     const fh = this.files.get(id)
     this.files.delete(id)
