@@ -100,6 +100,8 @@ interface TaskRow {
 const evicted = channel(EVENTS.cacheEvicted)
 /** A task's last-access time is written at most this often (see pin). */
 const TOUCH_EVERY_MS = 1000
+/** How long an unpinned task's file stays open for the next pin. */
+const FILE_LINGER_MS = 1000
 
 function rowToTask(r: TaskRow): StoredTask {
   return {
@@ -381,12 +383,18 @@ export class DiskPieceStore implements PieceStore {
         this.pins.set(id, n)
         return
       }
-      // Nothing uses the task any more: give its file descriptor back.
+      // Nothing uses the task any more: give its file descriptor back — a moment later, since
+      // the data channel unpins after each piece it serves and pins again for the next one
+      // (closing and opening the file per piece was four system calls and a FileHandle each).
       this.pins.delete(id)
       this.wakeRoomWaiters()
       const fh = this.files.get(id)
-      this.files.delete(id)
-      fh?.then((h) => h.close()).catch(() => {})
+      if (fh === undefined) return
+      setTimeout(() => {
+        if (this.pins.has(id) || this.files.get(id) !== fh) return
+        this.files.delete(id)
+        fh.then((h) => h.close()).catch(() => {})
+      }, FILE_LINGER_MS).unref()
     }
   }
 
