@@ -211,8 +211,14 @@ class ServerSession implements ConnectionHandler {
           }
           const abort = new AbortController()
           this.current = { id: next.id, abort }
-          const signal = AbortSignal.any([abort.signal, AbortSignal.timeout(this.server.settings.pieceTimeoutMs + this.server.settings.liveWaitMs)])
-          await this.serve(next.id, next.req, signal)
+          // One controller and a plain timer per request: a composite signal per piece
+          // (AbortSignal.any) left weak references and finalizers for the collector.
+          const timer = setTimeout(() => abort.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), this.server.settings.pieceTimeoutMs + this.server.settings.liveWaitMs)
+          try {
+            await this.serve(next.id, next.req, abort.signal)
+          } finally {
+            clearTimeout(timer)
+          }
           this.current = undefined
         }
       } catch (err) {
