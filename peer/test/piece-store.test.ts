@@ -224,6 +224,22 @@ describe('DiskPieceStore', () => {
       expect(store.usage()).toBe(3 * PIECE)
     })
 
+    it('counts a pin as an access at most once a second (the data channel pins for every piece it serves)', async () => {
+      store = open()
+      const a = await putTask(store, 'a', PIECE)
+      store.pin(a.id)()
+      const first = store.getTask(a.id)!.lastAccess
+      expect(first).toBe(now)
+      tick(500)
+      store.pin(a.id)()
+      expect(store.getTask(a.id)!.lastAccess).toBe(first)
+      // Unpinned, its file lingers for the next pin: reads go on as before.
+      expect((await store.readPiece(a.id, 0))!.data.equals(a.blob)).toBe(true)
+      tick(500)
+      store.pin(a.id)()
+      expect(store.getTask(a.id)!.lastAccess).toBe(now)
+    })
+
     it('never evicts a pinned task, even the least recently used one', async () => {
       store = open(2 * PIECE)
       const a = await putTask(store, 'a', PIECE)
