@@ -3,17 +3,11 @@
 // owner's seed, just after the task moved to a new owner whose seed has nothing yet) is not
 // that: the download waits for the new parents, up to its stall timeout.
 
-import { mkdtemp, rm } from 'node:fs/promises'
-import { subscribe, unsubscribe } from 'node:diagnostics_channel'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import type { GetParentsResponse, Parent, TaskInfo } from '@naiad/proto'
 
-import pino from 'pino'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { EVENTS, type GetParentsResponse, type Parent, type TaskInfo } from '@naiad/proto'
-import { makeBlob, TestOrigin } from '@naiad/testkit'
-
-import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type PeerEngine, type SchedulerClient } from '../src/index.ts'
+import type { SchedulerClient } from '../src/index.ts'
+import { stubSchedulerEngines } from './stub-scheduler-engines.ts'
 
 const PIECE = 1024 * 1024
 const PIECES = 3
@@ -50,34 +44,8 @@ function scheduler(parents: (poll: number) => Parent[]): SchedulerClient & { pol
 }
 
 describe('a download whose parents cannot be reached', () => {
-  let origin: TestOrigin
-  let dir: string
-  const engines: PeerEngine[] = []
-  const reasons: string[] = []
-  const onBackToSource = (m: unknown): void => { reasons.push((m as { reason: string }).reason) }
-
-  beforeAll(async () => {
-    origin = await new TestOrigin().start()
-    dir = await mkdtemp(join(tmpdir(), 'naiad-unreachable-'))
-    subscribe(EVENTS.backToSource, onBackToSource)
-  })
-  afterAll(async () => {
-    unsubscribe(EVENTS.backToSource, onBackToSource)
-    for (const e of engines) await e.stop()
-    await origin.stop()
-    await rm(dir, { recursive: true, force: true })
-  })
-
-  async function pull(s: SchedulerClient, name: string, stallTimeoutMs: number): Promise<{ fromOrigin: number }> {
-    origin.files.set(`/${name}`, { data: makeBlob(PIECE * PIECES, name) })
-    const engine = await createPeerEngine({
-      dataDir: join(dir, name), logger: pino({ level: 'silent' }), p2pListen: ['/ip4/127.0.0.1/tcp/0'], cacheQuota: 64 * 2 ** 20, uploadSlots: 4,
-      download: { ...DOWNLOAD_DEFAULTS, stallTimeoutMs, refreshMs: 50 }, origin: ORIGIN_DEFAULTS, data: { host: '127.0.0.1', port: 0, transport: 'tcp' }
-    }, { scheduler: s })
-    engines.push(engine)
-    reasons.length = 0
-    return engine.tasks.download({ url: `${origin.url}/${name}`, headers: {} })
-  }
+  const { reasons, pull: pullWith } = stubSchedulerEngines('unreachable')
+  const pull = (s: SchedulerClient, name: string, stallTimeoutMs: number): ReturnType<typeof pullWith> => pullWith(s, name, PIECE * PIECES, { stallTimeoutMs, refreshMs: 50 })
 
   it('goes to the origin at once when every parent the scheduler names cannot be reached', async () => {
     // A stall timeout far beyond the test's: only the "unreachable" rule can end this download.
