@@ -2,7 +2,8 @@
 // cgroup v1 `cpu` controller, limited by CFS bandwidth to a fraction of one core. That models
 // "one machine of FRACTION cores" for a process that in production has a machine of its own,
 // on a test machine whose few cores also hold the load generators (scheduler-scale's
-// `--supernode-cpu`).
+// `--supernode-cpu`). The group's weight is raised too, so that the process gets its fraction
+// even when the machine is busy (a reservation as well as a limit).
 //
 //   const caps = await createCpuCaps(0.3, 'naiad-sched-scale')
 //   caps.join('sn0', child.pid)           // right after spawn, before the child does any work
@@ -26,6 +27,14 @@ export const DEFAULT_PERIOD_US = 10_000
 /** The smallest quota the kernel accepts (1 ms). */
 const MIN_QUOTA_US = 1_000
 const MAX_PERIOD_US = 1_000_000
+/**
+ * The weight of a capped group against the machine's other processes (1,024 each). A machine
+ * of its own would give the process its whole fraction; on a shared test machine with a load
+ * of 20, the default weight would leave it a tenth of a core whatever the cap, and the cap
+ * would measure the neighbours. Sixteen times the default reserves the fraction up to a load of
+ * about 100; the quota still bounds what the group takes.
+ */
+export const RESERVE_SHARES = 16 * 1024
 
 /** `--supernode-cpu` and the like: a positive number of cores, at most `maxCores` (the machine's). */
 export function parseCpuFraction(v: string, flag: string, maxCores: number): number {
@@ -124,6 +133,7 @@ export async function createCpuCaps(fraction: number, prefix: string, root = CPU
       // Period first: a quota longer than the current period would otherwise be refused.
       writeFileSync(join(g, 'cpu.cfs_period_us'), String(periodUs))
       writeFileSync(join(g, 'cpu.cfs_quota_us'), String(quotaUs))
+      writeFileSync(join(g, 'cpu.shares'), String(RESERVE_SHARES))
     }
     return g
   }

@@ -5,7 +5,7 @@
 // report pieces, get parents.
 //
 //   node bench/scenarios/scheduler-scale.ts [--quick] [--peers 10000] [--processes 3] [--duration 30s] [--profile]
-//        [--alt-bin /tmp/main/supernode/bin/supernode.ts --alt-label main] [--supernodes 1,3] [--supernode-cpu 0.3]
+//        [--alt-bin /tmp/main/supernode/bin/supernode.ts --alt-label main] [--supernodes 1,3] [--supernode-cpu 0.3 [--generator-cpu 0.2]]
 //
 // Reports piece reports per second sustained over the load window, get-parents p50/p99
 // latency (as the peers saw it, over the fabric), and the supernode's peak RSS (VmHWM from
@@ -19,7 +19,9 @@
 // fresh supernodes and registration, and the table gives the ratio of the last to the first.
 // With --supernode-cpu FRACTION each supernode runs in its own CPU cgroup capped at that
 // fraction of a core (bench/lib/cpu-cap.ts): a model of one machine per supernode on a test
-// machine whose cores also run the load generators, so that adding supernodes adds capacity.
+// machine whose cores also run the load generators, so that adding supernodes adds capacity;
+// --generator-cpu does the same for each load generator, so that on a busy machine they still
+// get enough CPU to offer more than the supernodes take.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
@@ -67,6 +69,8 @@ const USAGE = `usage: node bench/scenarios/scheduler-scale.ts [options]
                           daemons; a list (1,3) runs each size in turn with fresh supernodes and compares them
   --supernode-cpu F       run each supernode in its own cgroup (v1 cpu controller; needs root) capped at F of a core
                           (e.g. 0.3): one machine of that size per supernode, the other cores left to the generators
+  --generator-cpu F       with --supernode-cpu: each load generator in its own group too, capped at F of a core and
+                          weighted so that a machine busy with other work still gives it that much
   --profile               run the supernode(s) under --cpu-prof and summarise the load window
   --timeout DURATION      bound on the whole scenario (default 40m)
   --out PREFIX            results: PREFIX.json, PREFIX.md (default bench/results/scheduler-scale)`
@@ -91,6 +95,7 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     'alt-label': { type: 'string', default: 'alt' },
     supernodes: { type: 'string', default: '1' },
     'supernode-cpu': { type: 'string' },
+    'generator-cpu': { type: 'string' },
     profile: { type: 'boolean', default: false },
     timeout: { type: 'string', default: '40m' },
     out: { type: 'string', default: join(RESULTS, 'scheduler-scale') },
@@ -117,13 +122,14 @@ const parentsEvery = whole(args['parents-every'], '--parents-every')
 const clusterSizes = args.supernodes.split(',').map((v) => whole(v.trim(), '--supernodes'))
 if (clusterSizes.length > 1 && args['alt-bin'] !== undefined) usageError('--alt-bin compares builds at one cluster size: give one --supernodes')
 let supernodeCpu: number | undefined
-if (args['supernode-cpu'] !== undefined) {
-  try {
-    supernodeCpu = parseCpuFraction(args['supernode-cpu'], '--supernode-cpu', cpus().length)
-  } catch (err) {
-    usageError((err as Error).message)
-  }
+let generatorCpu: number | undefined
+try {
+  if (args['supernode-cpu'] !== undefined) supernodeCpu = parseCpuFraction(args['supernode-cpu'], '--supernode-cpu', cpus().length)
+  if (args['generator-cpu'] !== undefined) generatorCpu = parseCpuFraction(args['generator-cpu'], '--generator-cpu', cpus().length)
+} catch (err) {
+  usageError((err as Error).message)
 }
+if (generatorCpu !== undefined && supernodeCpu === undefined) usageError('--generator-cpu goes with --supernode-cpu')
 let durationMs = 0
 let timeoutMs = 0
 try {
@@ -272,10 +278,14 @@ interface CapResult {
   /** Wall time between the two CPU reads that bracket the load window (warm-up included). */
   wallS: number
   members: Array<{ cpuS: number; allowedS: number; under: boolean } & ThrottleStat>
+  /** With --generator-cpu: each load generator's cap and its CPU over its window. */
+  generators?: { cores: number; allowedS: number; cpuS: number[] }
 }
 
 /** The CPU caps of the whole scenario (one group per supernode of each run), with --supernode-cpu. */
 let caps: CpuCaps | undefined
+/** The load generators' caps, with --generator-cpu. */
+let genCaps: CpuCaps | undefined
 const capGroup = (work: string, k: number): string => `${basename(work)}-sn${k}`
 
 /** The supernodes of one run: one alone (its own SQLite), or `n` sharing a PostgreSQL database and a cluster key. */
@@ -348,11 +358,13 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin,
       const first = k * per
       const count = Math.min(per, peers - first)
       if (count <= 0) break
-      workers.push(new Worker([
+      const w = new Worker([
         ...sns.targets.flatMap((t, j) => ['--supernode', t, '--http', sns.https[j]]), '--token', joinToken, '--origin', origin.url, '--keys', join(work, 'keys'), '--first', String(first), '--count', String(count), '--tasks', String(tasks),
         '--pieces', String(pieces), '--live', String(live), '--duration', `${durationMs}ms`, '--warmup', `${WARMUP_MS}ms`, '--batch', String(batch),
         '--parents-every', String(parentsEvery), '--protocol', protocol, '--model', model, '--rate', String(rate)
-      ]))
+      ])
+      workers.push(w)
+      genCaps?.join(`${basename(work)}-gen${k}`, w.child.pid!)
     }
 
     const rssPeakSampled = pids.map(() => 0)
@@ -435,6 +447,9 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin,
           ...throttleDelta(throttle0[k], throttle1[k])
         }))
       }
+      if (genCaps !== undefined) {
+        result.cap.generators = { cores: genCaps.fraction, allowedS: Math.round(genCaps.fraction * cpuWallS * 100) / 100, cpuS: dones.map((d) => Math.round(d.cpuS * 100) / 100) }
+      }
     }
     if (n > 1) {
       const ids = sns.targets.map((t) => t.slice(t.lastIndexOf('/p2p/') + 5))
@@ -486,6 +501,10 @@ try {
     caps = await createCpuCaps(supernodeCpu, 'naiad-sched-scale')
     log(`capping each supernode at ${supernodeCpu} core: cgroup ${caps.dir}, CFS quota ${caps.quotaUs} µs every ${caps.periodUs} µs`)
   }
+  if (generatorCpu !== undefined) {
+    genCaps = await createCpuCaps(generatorCpu, 'naiad-sched-scale-gen')
+    log(`capping each load generator at ${generatorCpu} core: cgroup ${genCaps.dir}`)
+  }
   const database = async (n: number, name: string): Promise<string | undefined> => (n > 1 ? pg!.createDatabase(name) : undefined)
   const results: Result[] = []
   if (clusterSizes.length > 1) {
@@ -509,7 +528,7 @@ try {
   await origin?.stop()
   await pg?.stop()
   await killDescendants()
-  await caps?.remove().catch((err: unknown) => { log(`scheduler-scale: ${(err as Error).message}`) })
+  for (const c of [caps, genCaps]) await c?.remove().catch((err: unknown) => { log(`scheduler-scale: ${(err as Error).message}`) })
   await rm(work, { recursive: true, force: true })
 }
 process.exit(failed ? 1 : 0)
@@ -538,7 +557,7 @@ function markdown(results: Result[]): string {
     `## Scheduler scale, ${r.peers} synthetic peers, ${r.tasks} tasks of ${r.pieces} pieces`,
     '',
     `${how}; ${r.protocol === 'stream' ? 'a stream per call (/naiad/scheduler/1.0.0)' : 'one scheduler session per peer (/naiad/scheduler/1.1.0)'}. Load window ${r.windowS.toFixed(0)} s after 2 s of warm-up; all ${r.peers} peers registered first (${results.map((x) => `${x.label} ${x.registerS} s`).join(', ')}).`,
-    ...(capped === undefined ? [] : ['', `Each supernode in its own CPU cgroup capped at ${capped.cores} core (CFS quota ${capped.quotaUs.toLocaleString('en-US')} µs every ${capped.periodUs.toLocaleString('en-US')} µs, from its spawn): a model of one machine of ${capped.cores} core per supernode, the load generators (uncapped) having the rest of the ${cpus().length} cores. It models per-machine capacity; it is not a measurement of ${r.cluster?.length ?? 1} machines (no network between them, one kernel, shared caches and memory bandwidth).`]),
+    ...(capped === undefined ? [] : ['', `Each supernode in its own CPU cgroup capped at ${capped.cores} core (CFS quota ${capped.quotaUs.toLocaleString('en-US')} µs every ${capped.periodUs.toLocaleString('en-US')} µs, from its spawn, and a raised weight so that a busy machine still gives it that much): a model of one machine of ${capped.cores} core per supernode, the load generators (uncapped) having the rest of the ${cpus().length} cores. It models per-machine capacity; it is not a measurement of ${r.cluster?.length ?? 1} machines (no network between them, one kernel, shared caches and memory bandwidth).`]),
     ...(clustered ? ['', 'Several supernodes: one cluster on one PostgreSQL database (the same cluster key in each data dir), every one seeing all live before the peers start; each peer joins at one, dials and announces its host to every one, and registers its task with the task\'s owner (rendezvous hashing over the live IDs), which gets all its calls. Rates are summed over the supernodes, CPU-s summed, RSS the largest one\'s.'] : []),
     '',
     `| figure | ${results.map((x) => x.label).join(' | ')} | goal |${results.length > 1 ? ` ${r.label} / ${results[0].label} |` : ''}`,
@@ -577,6 +596,7 @@ function markdown(results: Result[]): string {
     lines.push(`| CPU-s per supernode in the window / allowed by the cap | ${cells((c) => `${c.members.map((m) => m.cpuS.toFixed(1)).join(', ')} / ${c.members[0].allowedS.toFixed(1)}`)} | |${tail}`)
     lines.push(`| every supernode under its cap | ${cells((c) => (c.members.every((m) => m.under) ? 'yes' : '**no**'))} | |${tail}`)
     lines.push(`| CFS periods throttled (of those it ran in), per supernode | ${cells((c) => c.members.map((m) => `${m.throttled.toLocaleString('en-US')} / ${m.periods.toLocaleString('en-US')}`).join(', '))} | |${tail}`)
+    if (capped.generators !== undefined) lines.push(`| CPU-s per load generator in the window / allowed by its cap | ${cells((c) => (c.generators === undefined ? '–' : `${c.generators.cpuS.map((v) => v.toFixed(1)).join(', ')} / ${c.generators.allowedS.toFixed(1)}`))} | |${tail}`)
   }
   lines.push(
     '',
@@ -591,14 +611,16 @@ function markdown(results: Result[]): string {
     }
   }
   if (capped !== undefined && results.length > 1) {
-    // Nothing can grow if the smallest cluster already acknowledged what the generators offered.
+    // Nothing can grow if the smallest cluster already acknowledged what the peers would offer
+    // unpaced (the offered row counts what they sent after the supernode's pace slowed them).
     const small = results[0]
-    if (small.model === 'daemon' && small.pieceReportsPerS >= 0.9 * small.offeredPerS) {
-      lines.push(`**${small.label} acknowledged ${Math.round((small.pieceReportsPerS / small.offeredPerS) * 100)} % of the offered load: it was not saturated, so the ratio cannot show growth; raise --rate or --live (or lower --supernode-cpu).**`, '')
+    const nominal = small.concurrency * small.rate
+    if (small.model === 'daemon' && small.pieceReportsPerS >= 0.9 * nominal) {
+      lines.push(`**${small.label} acknowledged ${Math.round((small.pieceReportsPerS / nominal) * 100)} % of the ${nominal.toLocaleString('en-US')} reports/s the peers offer unpaced: it was not saturated, so the ratio cannot show growth; raise --rate or --live (or lower --supernode-cpu).**`, '')
     }
   }
   if (capped === undefined) lines.push(`Per CPU-second of the supernode: the piece reports (with the getParents calls that came with them) one free core would sustain at this mix. Load generators and supernode share the machine (${cpus().length} cores), so the rates are a lower bound of what the supernode alone sustains. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`, '')
-  else lines.push(`Per CPU-second of the supernode: the piece reports (with the getParents calls that came with them) one free core would sustain at this mix. The supernodes were capped, the load generators not: when the generators' CPU-s come near what the ${cpus().length} cores leave them (the window's core-seconds less the caps and the other processes), the generators, not the supernodes, set the rate. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`, '')
+  else lines.push(`Per CPU-second of the supernode: the piece reports (with the getParents calls that came with them) one free core would sustain at this mix. The supernodes were capped${capped.generators === undefined ? ', the load generators not: when the generators\' CPU-s come near what the ' + String(cpus().length) + ' cores leave them (the window\'s core-seconds less the caps and the other processes)' : ' and so were the load generators: when their CPU-s come near their caps'}, the generators, not the supernodes, set the rate. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`, '')
   for (const x of results) if (x.profile !== undefined) lines.push(formatSummary(x.profile, `Supernode CPU profile over the load window (${x.label})`), '')
   return lines.join('\n')
 }
