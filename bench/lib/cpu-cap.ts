@@ -35,6 +35,19 @@ const MAX_PERIOD_US = 1_000_000
  * about 100; the quota still bounds what the group takes.
  */
 export const RESERVE_SHARES = 16 * 1024
+/** The kernel's largest cpu.shares. */
+const MAX_SHARES = 262_144
+
+/**
+ * The weight of the parent group that holds `n` capped groups. In v1 a child's weight only
+ * divides its parent's share among siblings: the parent competes at its own level as one
+ * entity, so with the default 1,024 all `n` capped processes together would weigh as one
+ * process (what the first runs measured: three supernodes sharing one process's share of a
+ * busy machine). The parent gets the sum of its children's weights.
+ */
+export function parentShares(n: number): number {
+  return Math.min(MAX_SHARES, RESERVE_SHARES * Math.max(1, n))
+}
 
 /** `--supernode-cpu` and the like: a positive number of cores, at most `maxCores` (the machine's). */
 export function parseCpuFraction(v: string, flag: string, maxCores: number): number {
@@ -134,6 +147,7 @@ export async function createCpuCaps(fraction: number, prefix: string, root = CPU
       writeFileSync(join(g, 'cpu.cfs_period_us'), String(periodUs))
       writeFileSync(join(g, 'cpu.cfs_quota_us'), String(quotaUs))
       writeFileSync(join(g, 'cpu.shares'), String(RESERVE_SHARES))
+      writeFileSync(join(dir, 'cpu.shares'), String(parentShares(made.length)))
     }
     return g
   }

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 
 import { describe, expect, it } from 'vitest'
 
-import { cfsBandwidth, createCpuCaps, ownGroup, parseCpuFraction, parseCpuStat, throttleDelta, underCap } from '../lib/cpu-cap.ts'
+import { cfsBandwidth, createCpuCaps, ownGroup, parentShares, parseCpuFraction, parseCpuStat, RESERVE_SHARES, throttleDelta, underCap } from '../lib/cpu-cap.ts'
 
 describe('cfsBandwidth', () => {
   it('gives the fraction of a 10 ms period', () => {
@@ -27,6 +27,15 @@ describe('cfsBandwidth', () => {
   it('refuses a cap that is not positive', () => {
     expect(() => cfsBandwidth(0)).toThrow(/positive/)
     expect(() => cfsBandwidth(Number.NaN)).toThrow(/positive/)
+  })
+})
+
+describe('parentShares', () => {
+  it('weighs the parent as all its capped children together, within the kernel limit', () => {
+    expect(parentShares(1)).toBe(RESERVE_SHARES)
+    expect(parentShares(3)).toBe(3 * RESERVE_SHARES)
+    expect(parentShares(0)).toBe(RESERVE_SHARES)
+    expect(parentShares(100)).toBe(262_144)
   })
 })
 
