@@ -199,7 +199,8 @@ export class PeerTask {
     signal.addEventListener('abort', onTaskAbort, { once: true })
     try {
       const existing = store.getTask(this.id)
-      if (existing?.complete === true && existing.sha256 !== null) {
+      // A file changed since it completed (a hard-linked output written to) is dropped, and fetched again.
+      if (existing?.complete === true && existing.sha256 !== null && await store.checkFile(this.id)) {
         this.checkUserDigest(existing.sha256)
         this.contentLength = existing.contentLength
         this.pieceSize = existing.pieceSize
