@@ -121,10 +121,13 @@ export class AtomicFile {
       const st = await src.stat({ bigint: true })
       checkSource(st, expected)
       if (await this.linkTo(source, st)) return 'link'
-      // The copy takes the source's mode: keep the one this file was created with.
-      const { mode } = await this.handle.stat()
+      // The copy takes the source's mode and, where it may (root), its owner: keep the ones
+      // this file was created with, or a root dfget's FILE would be the daemon user's.
+      const created = await this.handle.stat()
       await copyFile(`/proc/self/fd/${src.fd}`, this.tempPath, constants.COPYFILE_FICLONE)
-      await this.handle.chmod(mode & 0o7777)
+      const copied = await this.handle.stat()
+      if (copied.uid !== created.uid || copied.gid !== created.gid) await this.handle.chown(created.uid, created.gid)
+      await this.handle.chmod(created.mode & 0o7777)
       // Written while we copied (a linked output of an earlier dfget): not the verified bytes.
       checkSource(await src.stat({ bigint: true }), expected)
       return 'copy'
@@ -181,8 +184,13 @@ export class AtomicFile {
     try {
       await handle.sync()
       this.handle = undefined
+      const ours = await handle.stat()
       await handle.close()
-      await rename(this.tempPath, this.path)
+      // FILE already is this inode (linked from the cache by an earlier dfget): rename would
+      // succeed doing nothing and leave the temporary name behind.
+      const existing = await stat(this.path).catch(() => undefined)
+      if (existing?.dev === ours.dev && existing.ino === ours.ino) await unlink(this.tempPath)
+      else await rename(this.tempPath, this.path)
     } catch (err) {
       await this.discard()
       throw outputError(`cannot save ${this.path}`, err)
