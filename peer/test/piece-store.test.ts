@@ -427,6 +427,9 @@ describe('DiskPieceStore', () => {
       const fh = await openFile(a.linked, 'r+')
       await fh.truncate(PIECE)
       await fh.close()
+      // fileChanged only tells; checkFile drops.
+      expect(store.fileChanged(a.id)).toBe(true)
+      expect(store.getTask(a.id)).toBeDefined()
       expect(await store.checkFile(a.id)).toBe(false)
       expect(store.getTask(a.id)).toBeUndefined()
       const b = await completeTask(store, 'b', PIECE)
