@@ -200,7 +200,12 @@ export class PeerTask {
     signal.addEventListener('abort', onTaskAbort, { once: true })
     try {
       const existing = store.getTask(this.id)
-      if (existing?.complete === true && existing.sha256 !== null) {
+      // A file changed since it completed (a hard-linked output written to) is dropped, and
+      // fetched again. The check is synchronous: a cached task is finished before run() first
+      // yields, as the mirror's first wait for servable bytes expects.
+      const changed = existing?.complete === true && store.fileChanged(this.id)
+      if (changed) await store.checkFile(this.id)
+      if (!changed && existing?.complete === true && existing.sha256 !== null) {
         this.checkUserDigest(existing.sha256)
         this.contentLength = existing.contentLength
         this.pieceSize = existing.pieceSize
