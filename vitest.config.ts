@@ -14,6 +14,7 @@ export const UNIT = [
   'host/test/**/*.test.ts',
   'peer/test/**/*.test.ts',
   'node-tools/test/**/*.test.ts',
+  'bench/test/cpu-cap.test.ts',
   'dfdaemon/test/qos-limiters.test.ts',
   'dfdaemon/test/slo-daemon.test.ts',
   'dfdaemon/test/mirror-unit.test.ts',

@@ -235,21 +235,28 @@ async function open(i: number): Promise<Peer> {
     const own = credential
     await guardNode(node, new MemberGuard({ verifier: () => verifier, credential: () => own, revoked: () => false }))
     // Connect now, retrying refusals (the supernode's pending-handshake limit), so that the
-    // scheduler calls after this measure the scheduler rather than connection set-up.
-    for (const target of targets) {
+    // scheduler calls after this measure the scheduler rather than connection set-up. Every
+    // supernode at once, as a dfdaemon's cluster client reaches its members (each member's
+    // client dials on its first call, and the host is announced to all together): one at a
+    // time made registering with three cost 2.4-2.8 times one. Each supernode still sees at
+    // most OPEN_AT_ONCE handshakes from this process.
+    const dial = async (target: (typeof targets)[number]): Promise<void> => {
       for (let attempt = 0; ; attempt++) {
         try {
           await node.dial(target, { signal: AbortSignal.any([stop.signal, AbortSignal.timeout(CALL_TIMEOUT_MS)]) })
-          break
+          return
         } catch (err) {
           dialRetries++
-          if (attempt >= 8 || stop.signal.aborted) {
-            await node.stop()
-            throw err
-          }
+          if (attempt >= 8 || stop.signal.aborted) throw err
           await new Promise((r) => setTimeout(r, 20 * 2 ** attempt))
         }
       }
+    }
+    try {
+      await Promise.all(targets.map(dial))
+    } catch (err) {
+      await node.stop()
+      throw err
     }
     return { node, sessions: targets.map((target) => new RpcSession(node, () => target, PROTOCOLS.schedulerSession, SchedulerRequest, SchedulerResponse)) }
   } finally {

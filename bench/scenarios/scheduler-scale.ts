@@ -5,7 +5,7 @@
 // report pieces, get parents.
 //
 //   node bench/scenarios/scheduler-scale.ts [--quick] [--peers 10000] [--processes 3] [--duration 30s] [--profile]
-//        [--alt-bin /tmp/main/supernode/bin/supernode.ts --alt-label main] [--supernodes 1,3]
+//        [--alt-bin /tmp/main/supernode/bin/supernode.ts --alt-label main] [--supernodes 1,3] [--supernode-cpu 0.3 [--generator-cpu 0.2]]
 //
 // Reports piece reports per second sustained over the load window, get-parents p50/p99
 // latency (as the peers saw it, over the fabric), and the supernode's peak RSS (VmHWM from
@@ -17,11 +17,16 @@
 // (each task's calls to its owner, the host announced to all); throughput is summed, CPU and
 // RSS are per supernode. A list (--supernodes 1,3) runs each size in turn, each with its own
 // fresh supernodes and registration, and the table gives the ratio of the last to the first.
+// With --supernode-cpu FRACTION each supernode runs in its own CPU cgroup capped at that
+// fraction of a core (bench/lib/cpu-cap.ts): a model of one machine per supernode on a test
+// machine whose cores also run the load generators, so that adding supernodes adds capacity;
+// --generator-cpu does the same for each load generator, so that on a busy machine they still
+// get enough CPU to offer more than the supernodes take.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -29,6 +34,7 @@ import { parseArgs } from 'node:util'
 import { formatBytes, ownerOf, parseDuration, taskIdOf } from '@naiad/proto'
 import { BINS, NaiadProcess, createToken, startPostgres, TestOrigin, type PostgresHandle } from '@naiad/testkit'
 
+import { createCpuCaps, parseCpuFraction, throttleDelta, underCap, type CpuCaps, type ThrottleStat } from '../lib/cpu-cap.ts'
 import { summarizeFile, formatSummary, type ProfileSummary } from '../cpuprofile-summary.ts'
 import type { Stats } from '../load/scheduler-peers.ts'
 import { cpuSeconds, foreignCpu, killDescendants } from '../proc-stats.ts'
@@ -61,6 +67,10 @@ const USAGE = `usage: node bench/scenarios/scheduler-scale.ts [options]
   --supernodes N[,N…]     supernodes in the cluster (default 1: one supernode, no database); more than one: that many
                           on one PostgreSQL (a Debian postgresql server the scenario starts), the peers acting as cluster
                           daemons; a list (1,3) runs each size in turn with fresh supernodes and compares them
+  --supernode-cpu F       run each supernode in its own cgroup (v1 cpu controller; needs root) capped at F of a core
+                          (e.g. 0.3): one machine of that size per supernode, the other cores left to the generators
+  --generator-cpu F       with --supernode-cpu: each load generator in its own group too, capped at F of a core and
+                          weighted so that a machine busy with other work still gives it that much
   --profile               run the supernode(s) under --cpu-prof and summarise the load window
   --timeout DURATION      bound on the whole scenario (default 40m)
   --out PREFIX            results: PREFIX.json, PREFIX.md (default bench/results/scheduler-scale)`
@@ -84,6 +94,8 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     'alt-bin': { type: 'string' },
     'alt-label': { type: 'string', default: 'alt' },
     supernodes: { type: 'string', default: '1' },
+    'supernode-cpu': { type: 'string' },
+    'generator-cpu': { type: 'string' },
     profile: { type: 'boolean', default: false },
     timeout: { type: 'string', default: '40m' },
     out: { type: 'string', default: join(RESULTS, 'scheduler-scale') },
@@ -109,6 +121,15 @@ if (protocol !== 'session' && protocol !== 'stream') usageError(`--protocol is s
 const parentsEvery = whole(args['parents-every'], '--parents-every')
 const clusterSizes = args.supernodes.split(',').map((v) => whole(v.trim(), '--supernodes'))
 if (clusterSizes.length > 1 && args['alt-bin'] !== undefined) usageError('--alt-bin compares builds at one cluster size: give one --supernodes')
+let supernodeCpu: number | undefined
+let generatorCpu: number | undefined
+try {
+  if (args['supernode-cpu'] !== undefined) supernodeCpu = parseCpuFraction(args['supernode-cpu'], '--supernode-cpu', cpus().length)
+  if (args['generator-cpu'] !== undefined) generatorCpu = parseCpuFraction(args['generator-cpu'], '--generator-cpu', cpus().length)
+} catch (err) {
+  usageError((err as Error).message)
+}
+if (generatorCpu !== undefined && supernodeCpu === undefined) usageError('--generator-cpu goes with --supernode-cpu')
 let durationMs = 0
 let timeoutMs = 0
 try {
@@ -244,9 +265,28 @@ interface Result {
   otherCpuS: number
   stealS: number
   profile?: ProfileSummary
+  /** With --supernode-cpu: the cap, and each supernode's CPU over the window against it. */
+  cap?: CapResult
   /** With more than one supernode: each one's share (the figures above are summed, RSS the largest). */
   cluster?: Array<{ id: string; tasks: number; cpuS: number; rssPeakBytes: number; pieceReportsPerS: number; reportsPerCpuS: number }>
 }
+
+interface CapResult {
+  cores: number
+  periodUs: number
+  quotaUs: number
+  /** Wall time between the two CPU reads that bracket the load window (warm-up included). */
+  wallS: number
+  members: Array<{ cpuS: number; allowedS: number; under: boolean } & ThrottleStat>
+  /** With --generator-cpu: each load generator's cap and its CPU over its window. */
+  generators?: { cores: number; allowedS: number; cpuS: number[] }
+}
+
+/** The CPU caps of the whole scenario (one group per supernode of each run), with --supernode-cpu. */
+let caps: CpuCaps | undefined
+/** The load generators' caps, with --generator-cpu. */
+let genCaps: CpuCaps | undefined
+const capGroup = (work: string, k: number): string => `${basename(work)}-sn${k}`
 
 /** The supernodes of one run: one alone (its own SQLite), or `n` sharing a PostgreSQL database and a cluster key. */
 interface Supernodes {
@@ -266,6 +306,8 @@ async function startSupernodes(bin: string, work: string, origin: TestOrigin, n:
       '--data-dir', dataDirs[k], '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--no-seed', '--log-level', 'info', ...(database === undefined ? [] : ['--database', database])
     ], { NAIAD_SOURCE_ALLOW: new URL(origin.url).host, ...(args.profile ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDirs[k]}` } : {}) })
     procs.push(p)
+    // In the same turn as the spawn: the child is capped before its bootstrap gets far.
+    caps?.join(capGroup(work, k), p.pid)
     return withSignal(p.ready, AbortSignal.any([overall, AbortSignal.timeout(30_000)]), 'starting the supernode').then(() => p)
   }
   const first = await start(0)
@@ -316,11 +358,13 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin,
       const first = k * per
       const count = Math.min(per, peers - first)
       if (count <= 0) break
-      workers.push(new Worker([
+      const w = new Worker([
         ...sns.targets.flatMap((t, j) => ['--supernode', t, '--http', sns.https[j]]), '--token', joinToken, '--origin', origin.url, '--keys', join(work, 'keys'), '--first', String(first), '--count', String(count), '--tasks', String(tasks),
         '--pieces', String(pieces), '--live', String(live), '--duration', `${durationMs}ms`, '--warmup', `${WARMUP_MS}ms`, '--batch', String(batch),
         '--parents-every', String(parentsEvery), '--protocol', protocol, '--model', model, '--rate', String(rate)
-      ]))
+      ])
+      workers.push(w)
+      genCaps?.join(`${basename(work)}-gen${k}`, w.child.pid!)
     }
 
     const rssPeakSampled = pids.map(() => 0)
@@ -337,13 +381,17 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin,
     const connected = conns.reduce((a, c) => a + c.connected, 0)
     if (model === 'daemon') log(`[${label}] ${connected} peers connected`)
 
+    const groups = pids.map((_, k) => capGroup(work, k))
+    const throttle0 = caps === undefined ? [] : await Promise.all(groups.map((g) => caps!.stat(g)))
     const sn0 = await Promise.all(pids.map((pid) => cpuSeconds(pid)))
+    const w0 = performance.now()
     const tGo = process.hrtime.bigint()
     const { value: dones, otherCpuS, stealS } = await foreignCpu(async () => {
       for (const w of workers) w.send('go')
       return withSignal(Promise.all(workers.map((w) => w.done)), AbortSignal.any([overall, AbortSignal.timeout(durationMs + 60_000)]), 'the load window')
     })
     const sn1 = await Promise.all(pids.map((pid) => cpuSeconds(pid)))
+    const cpuWallS = (performance.now() - w0) / 1000
     const snCpu = pids.map((_, k) => sn1[k] - sn0[k])
     const snCpuTotal = snCpu.reduce((a, c) => a + c, 0)
     const windowS = dones[0].windowMs / 1000
@@ -384,6 +432,24 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin,
       generatorsCpuS: Math.round(sum((d) => d.cpuS) * 100) / 100,
       otherCpuS,
       stealS
+    }
+    if (caps !== undefined) {
+      const throttle1 = await Promise.all(groups.map((g) => caps!.stat(g)))
+      result.cap = {
+        cores: caps.fraction,
+        periodUs: caps.periodUs,
+        quotaUs: caps.quotaUs,
+        wallS: Math.round(cpuWallS * 100) / 100,
+        members: snCpu.map((cpuS, k) => ({
+          cpuS: Math.round(cpuS * 100) / 100,
+          allowedS: Math.round(caps!.fraction * cpuWallS * 100) / 100,
+          under: underCap(cpuS, cpuWallS, caps!.fraction),
+          ...throttleDelta(throttle0[k], throttle1[k])
+        }))
+      }
+      if (genCaps !== undefined) {
+        result.cap.generators = { cores: genCaps.fraction, allowedS: Math.round(genCaps.fraction * cpuWallS * 100) / 100, cpuS: dones.map((d) => Math.round(d.cpuS * 100) / 100) }
+      }
     }
     if (n > 1) {
       const ids = sns.targets.map((t) => t.slice(t.lastIndexOf('/p2p/') + 5))
@@ -431,6 +497,14 @@ try {
   for (let t = 0; t < tasks; t++) origin.files.set(`/scheduler-scale/task-${t}`, { data: Buffer.alloc(0) })
   // Several supernodes share their state on PostgreSQL: one server, a fresh database per run.
   if (clusterSizes.some((n) => n > 1)) pg = await startPostgres()
+  if (supernodeCpu !== undefined) {
+    caps = await createCpuCaps(supernodeCpu, 'naiad-sched-scale')
+    log(`capping each supernode at ${supernodeCpu} core: cgroup ${caps.dir}, CFS quota ${caps.quotaUs} µs every ${caps.periodUs} µs`)
+  }
+  if (generatorCpu !== undefined) {
+    genCaps = await createCpuCaps(generatorCpu, 'naiad-sched-scale-gen')
+    log(`capping each load generator at ${generatorCpu} core: cgroup ${genCaps.dir}`)
+  }
   const database = async (n: number, name: string): Promise<string | undefined> => (n > 1 ? pg!.createDatabase(name) : undefined)
   const results: Result[] = []
   if (clusterSizes.length > 1) {
@@ -454,6 +528,7 @@ try {
   await origin?.stop()
   await pg?.stop()
   await killDescendants()
+  for (const c of [caps, genCaps]) await c?.remove().catch((err: unknown) => { log(`scheduler-scale: ${(err as Error).message}`) })
   await rm(work, { recursive: true, force: true })
 }
 process.exit(failed ? 1 : 0)
@@ -477,10 +552,12 @@ function markdown(results: Result[]): string {
     ? `${r.connected} peers connected at once (${r.processes} load generators), each downloading like a dfdaemon at ${r.rate} pieces/s (offered ${r.concurrency * r.rate} reports/s): reports on a 100 ms beat, a getParents every 250 ms, both slower when the supernode asks for a pace; every peer restarts its download when it has every piece`
     : `${r.processes} load-generator processes, ${r.concurrency} peers connected at once (each peer connects, runs up to 50 rounds as fast as answers come, disconnects; the next takes its place), ${r.batch} piece results per reportPieces, one getParents per ${r.parentsEvery} reports`
   const clustered = results.some((x) => x.cluster !== undefined)
+  const capped = r.cap
   const lines = [
     `## Scheduler scale, ${r.peers} synthetic peers, ${r.tasks} tasks of ${r.pieces} pieces`,
     '',
     `${how}; ${r.protocol === 'stream' ? 'a stream per call (/naiad/scheduler/1.0.0)' : 'one scheduler session per peer (/naiad/scheduler/1.1.0)'}. Load window ${r.windowS.toFixed(0)} s after 2 s of warm-up; all ${r.peers} peers registered first (${results.map((x) => `${x.label} ${x.registerS} s`).join(', ')}).`,
+    ...(capped === undefined ? [] : ['', `Each supernode in its own CPU cgroup capped at ${capped.cores} core (CFS quota ${capped.quotaUs.toLocaleString('en-US')} µs every ${capped.periodUs.toLocaleString('en-US')} µs, from its spawn, and a raised weight so that a busy machine still gives it that much): a model of one machine of ${capped.cores} core per supernode, the load generators (uncapped) having the rest of the ${cpus().length} cores. It models per-machine capacity; it is not a measurement of ${r.cluster?.length ?? 1} machines (no network between them, one kernel, shared caches and memory bandwidth).`]),
     ...(clustered ? ['', 'Several supernodes: one cluster on one PostgreSQL database (the same cluster key in each data dir), every one seeing all live before the peers start; each peer joins at one, dials and announces its host to every one, and registers its task with the task\'s owner (rendezvous hashing over the live IDs), which gets all its calls. Rates are summed over the supernodes, CPU-s summed, RSS the largest one\'s.'] : []),
     '',
     `| figure | ${results.map((x) => x.label).join(' | ')} | goal |${results.length > 1 ? ` ${r.label} / ${results[0].label} |` : ''}`,
@@ -513,6 +590,14 @@ function markdown(results: Result[]): string {
     // What the cluster would carry with a free core for each supernode: the busiest one saturates first.
     row('piece reports per CPU-s of the busiest supernode', (x) => (x.pieceReportsPerS * x.windowS) / Math.max(0.01, busiest(x)), int)
   }
+  if (capped !== undefined) {
+    const cells = (f: (c: CapResult) => string): string => results.map((x) => (x.cap === undefined ? '–' : f(x.cap))).join(' | ')
+    const tail = `${results.length > 1 ? ' |' : ''}`
+    lines.push(`| CPU-s per supernode in the window / allowed by the cap | ${cells((c) => `${c.members.map((m) => m.cpuS.toFixed(1)).join(', ')} / ${c.members[0].allowedS.toFixed(1)}`)} | |${tail}`)
+    lines.push(`| every supernode under its cap | ${cells((c) => (c.members.every((m) => m.under) ? 'yes' : '**no**'))} | |${tail}`)
+    lines.push(`| CFS periods throttled (of those it ran in), per supernode | ${cells((c) => c.members.map((m) => `${m.throttled.toLocaleString('en-US')} / ${m.periods.toLocaleString('en-US')}`).join(', '))} | |${tail}`)
+    if (capped.generators !== undefined) lines.push(`| CPU-s per load generator in the window / allowed by its cap | ${cells((c) => (c.generators === undefined ? '–' : `${c.generators.cpuS.map((v) => v.toFixed(1)).join(', ')} / ${c.generators.allowedS.toFixed(1)}`))} | |${tail}`)
+  }
   lines.push(
     '',
     `Goal for this build (≥ 20,000 reports/s, p99 ≤ 50 ms, RSS ≤ 1 GiB): **${g.met ? 'met' : 'not met'}**${g.met ? '' : ` (${g.misses.join('; ')})`}: ${mark(r.pieceReportsPerS >= GOALS.reportsPerS)} / ${mark(r.parentsP99Ms <= GOALS.p99Ms)} / ${mark(r.rssPeakBytes <= GOALS.rssBytes)}.`,
@@ -525,7 +610,17 @@ function markdown(results: Result[]): string {
       lines.push(`${x.label}, each supernode: ${x.cluster.map((m) => `${m.id.slice(-6)} (${m.tasks} tasks): ${m.pieceReportsPerS.toLocaleString('en-US')} reports/s, ${m.cpuS.toFixed(1)} CPU-s (${m.reportsPerCpuS.toLocaleString('en-US')} reports per CPU-s), peak RSS ${formatBytes(m.rssPeakBytes)}`).join('; ')}.`, '')
     }
   }
-  lines.push(`Per CPU-second of the supernode: the piece reports (with the getParents calls that came with them) one free core would sustain at this mix. Load generators and supernode share the machine (${cpus().length} cores), so the rates are a lower bound of what the supernode alone sustains. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`, '')
+  if (capped !== undefined && results.length > 1) {
+    // Nothing can grow if the smallest cluster already acknowledged what the peers would offer
+    // unpaced (the offered row counts what they sent after the supernode's pace slowed them).
+    const small = results[0]
+    const nominal = small.concurrency * small.rate
+    if (small.model === 'daemon' && small.pieceReportsPerS >= 0.9 * nominal) {
+      lines.push(`**${small.label} acknowledged ${Math.round((small.pieceReportsPerS / nominal) * 100)} % of the ${nominal.toLocaleString('en-US')} reports/s the peers offer unpaced: it was not saturated, so the ratio cannot show growth; raise --rate or --live (or lower --supernode-cpu).**`, '')
+    }
+  }
+  if (capped === undefined) lines.push(`Per CPU-second of the supernode: the piece reports (with the getParents calls that came with them) one free core would sustain at this mix. Load generators and supernode share the machine (${cpus().length} cores), so the rates are a lower bound of what the supernode alone sustains. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`, '')
+  else lines.push(`Per CPU-second of the supernode: the piece reports (with the getParents calls that came with them) one free core would sustain at this mix. The supernodes were capped${capped.generators === undefined ? ', the load generators not: when the generators\' CPU-s come near what the ' + String(cpus().length) + ' cores leave them (the window\'s core-seconds less the caps and the other processes)' : ' and so were the load generators: when their CPU-s come near their caps'}, the generators, not the supernodes, set the rate. Load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(', ')}.`, '')
   for (const x of results) if (x.profile !== undefined) lines.push(formatSummary(x.profile, `Supernode CPU profile over the load window (${x.label})`), '')
   return lines.join('\n')
 }

@@ -217,7 +217,7 @@ try {
     `- dfget warm / (cp, then sync): ${(med('dfget-warm') / med('cp-sync')).toFixed(2)} (not a goal: the same durability on both sides)`,
     '',
     `Each row is a whole command, from spawn to exit, writing the file (${dfgetBin.endsWith('.js') ? 'dfget is the installable bundle' : 'dfget runs from its TypeScript source'}: ${dfgetBin}). ` +
-    '"Cold": a URL neither the daemon nor the seed has seen; the seed fetches it from the origin while the daemon streams it from the seed, and dfget copies the verified file from the daemon\'s store. ' +
+    '"Cold": a URL neither the daemon nor the seed has seen; the seed fetches it from the origin while the daemon streams it from the seed, and dfget links (or, across file systems, copies) the verified file from the daemon\'s store. ' +
     '"Warm": the same URL again. Every output is checked against the file\'s SHA-256 after the clock stops.',
     '',
     machineNote(other, wall),

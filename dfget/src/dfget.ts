@@ -1,7 +1,8 @@
 // One dfget run: ask the daemon for the task, follow its events, copy the verified content
 // into a temporary file beside FILE while hashing it, check the hash against the daemon's
-// and the user's digest, fsync, and rename into place. Any failure removes the temporary
-// file, so FILE exists only complete and verified.
+// and the user's digest, fsync, and rename into place. On the daemon's host the temporary
+// file is a hard link to (or a kernel copy of) the daemon's verified file instead. Any
+// failure removes the temporary file, so FILE exists only complete and verified.
 
 import { daemonError, formatBytes, LocalApiClient, NaiadError, parseDigest, type DownloadEvent, type LocalApi } from '@naiad/proto/contracts'
 
@@ -60,7 +61,7 @@ export class Dfget {
       for (let attempt = 1; ; attempt++) {
         const { done, path } = await this.runTask(signal, started)
         try {
-          const written = (path !== undefined ? await this.copyFromDaemonFile(file, done, path) : undefined) ?? await this.save(file, done, signal)
+          const written = (path !== undefined ? await this.fromDaemonFile(file, done, path) : undefined) ?? await this.save(file, done, signal)
           await file.commit()
           progress.done(`saved ${this.options.output} (${formatBytes(written)}, sha256:${done.sha256}) in ${formatElapsed(now() - started)}` +
             `${done.cached ? ', from the daemon cache' : ''}`)
@@ -135,19 +136,20 @@ export class Dfget {
   }
 
   /**
-   * On the daemon's own host, the content is copied from the task's data file by the kernel
-   * (copy_file_range), not streamed over HTTP: the daemon verified every byte before it
-   * listed the task complete, and a complete task's file is never written again. Returns
-   * undefined (the caller falls back to the HTTP copy) when the daemon is not on this host
-   * or its file cannot be read here (another user's data directory).
+   * On the daemon's own host, the output is a hard link to the task's data file, or a copy
+   * made by the kernel (copy_file_range), not bytes streamed over HTTP: the daemon verified
+   * every byte before it listed the task complete, a complete task's file is never written
+   * again, and the daemon drops a task whose file changed (done.file is the identity it
+   * recorded). Returns undefined (the caller falls back to the HTTP copy) when the daemon
+   * is not on this host or its file cannot be read here (another user's data directory).
    */
-  private async copyFromDaemonFile(file: AtomicFile, done: DoneEvent, path: string): Promise<number | undefined> {
+  private async fromDaemonFile(file: AtomicFile, done: DoneEvent, path: string): Promise<number | undefined> {
     if (!isLoopback(this.options.daemonUrl)) return undefined
     this.checkAnnounced(done)
-    const copied = await file.copyFrom(path, done.contentLength)
-    if (copied === undefined) return undefined
-    this.components.progress.update({ phase: 'download', completedBytes: copied, totalBytes: done.contentLength, fromPeers: done.fromPeers, fromOrigin: done.fromOrigin })
-    return copied
+    const how = await file.takeFrom(path, { length: done.contentLength, ...(done.file !== undefined ? { file: done.file } : {}) })
+    if (how === undefined) return undefined
+    this.components.progress.update({ phase: 'download', completedBytes: done.contentLength, totalBytes: done.contentLength, fromPeers: done.fromPeers, fromOrigin: done.fromOrigin })
+    return done.contentLength
   }
 
   /** The daemon's digest must be well-formed and agree with the user's before a byte is copied. */

@@ -1,7 +1,8 @@
 // Good downloads through a real supernode + dfdaemon: the right bytes land in FILE, --json
-// describes them, --range, -H and --filter reach the daemon and the origin as they should.
+// describes them, --range, -H and --filter reach the daemon and the origin as they should;
+// a warm FILE is a hard link to the daemon's file, and a write into it does not reach clients.
 
-import { readFile, writeFile } from 'node:fs/promises'
+import { open, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -13,11 +14,13 @@ import { leftovers, lines, startCluster, type Cluster } from './fixtures.ts'
 let c: Cluster
 const blob = makeBlob(5 * (1 << 20) + 12345, 'dfget-download')
 const small = makeBlob(300_000, 'dfget-small')
+const linkBlob = makeBlob(3 * (1 << 20) + 777, 'dfget-linked')
 
 beforeAll(async () => {
   c = await startCluster('dfget-download')
   c.origin.files.set('/blob', { data: blob })
   c.origin.files.set('/small', { data: small })
+  c.origin.files.set('/linked', { data: linkBlob })
 })
 
 afterAll(async () => {
@@ -124,5 +127,57 @@ describe('dfget downloads', () => {
     const dir = await c.outDir('env')
     const r = await run(BINS.dfget, [`${c.origin.url}/small`, '-O', join(dir, 'f'), '--no-progress'], { env: { NAIAD_DAEMON: c.daemon.apiUrl } })
     expect(r.code, r.stderr).toBe(EXIT.OK)
+  })
+})
+
+/** dfget of /linked into `out` with --json; it must succeed. */
+async function linked(out: string): Promise<JsonResult> {
+  const r = await dfget([`${c.origin.url}/linked`, '-O', out, '--json', '--no-progress'])
+  expect(r.code, r.stderr).toBe(EXIT.OK)
+  return JSON.parse(r.stdout) as JsonResult
+}
+
+// On the daemon's host a warm download's FILE is a hard link to the daemon's verified file.
+// A user who then writes into FILE writes into that file too: the daemon must notice, serve
+// none of the changed bytes and fetch the content again.
+describe('dfget warm output by hard link', () => {
+  it('links the cache, and a write into FILE makes the daemon drop and fetch the task again', async () => {
+    const dir = await c.outDir('link')
+    const first = await linked(join(dir, 'first'))
+    const second = await linked(join(dir, 'second'))
+    expect(second).toMatchObject({ ok: true, cached: true })
+    const a = await stat(join(dir, 'first'))
+    const b = await stat(join(dir, 'second'))
+    // One inode: the daemon's file and both outputs.
+    expect(b.ino).toBe(a.ino)
+    expect(b.nlink).toBe(3)
+    // Again onto a FILE that already is that inode: nothing is left behind.
+    await linked(join(dir, 'second'))
+    expect(await leftovers(dir)).toEqual(['first', 'second'])
+    expect(sha256Hex(await readFile(join(dir, 'second')))).toBe(sha256Hex(linkBlob))
+
+    const userWrites = async (name: string): Promise<void> => {
+      const fh = await open(join(dir, name), 'r+')
+      await fh.write(Buffer.from('written by the user'), 0, 19, 1 << 20)
+      await fh.close()
+    }
+    await userWrites('first')
+
+    // The next download notices, and fetches the content again into a file of the daemon's own.
+    const third = await linked(join(dir, 'third'))
+    expect(third).toMatchObject({ ok: true, cached: false, sha256: sha256Hex(linkBlob) })
+    // Every byte came again, from the supernode's seed or the origin, and was verified again.
+    expect(third.ok && third.fromPeers + third.fromOrigin).toBe(linkBlob.length)
+    expect(sha256Hex(await readFile(join(dir, 'third')))).toBe(sha256Hex(linkBlob))
+    expect((await stat(join(dir, 'third'))).ino).not.toBe(a.ino)
+    // The user's files keep what the user wrote (both names of the one inode).
+    expect((await readFile(join(dir, 'second'))).subarray(1 << 20, (1 << 20) + 19).toString()).toBe('written by the user')
+
+    // Nor does the content API serve changed bytes: the task is gone.
+    await userWrites('third')
+    const res = await fetch(`${c.daemon.apiUrl}/api/v1/tasks/${third.ok ? third.taskId : ''}/content`)
+    expect(res.status).toBe(404)
+    expect(await res.json()).toMatchObject({ code: 'DFD_ERR_TASK_NOT_FOUND' })
+    expect(first.ok && first.taskId).toBe(third.ok && third.taskId)
   })
 })

@@ -179,6 +179,49 @@ describe('cluster scheduler client', () => {
     expect(client.ownerOf(fresh)).toBe('sn0')
   })
 
+  it('keeps a task, running or finished, with an owner that still answers while reads of the live set leave it out', async () => {
+    // On a loaded machine a heartbeat lands late and a supernode's view drops a live member
+    // for a moment: a task moved on such a read was seeded from the origin again by the other.
+    const { sns, client, setLive } = cluster(3)
+    await client.announceHost(HOST)
+    const mine = taskIds.filter((id) => ownerOf(id, sns.map((s) => s.id)) === 'sn1')
+    const [running, done] = mine
+    for (const t of [running, done]) await client.registerTask(req(t))
+    await client.reportPieces({ taskId: done, results: [{ num: 0, parentId: '', length: 5, costMs: 1, sha256: new Uint8Array(0), errorCode: '' }], state: 'succeeded' })
+    // Two reads in a row without sn1 (the others' views drop it; it answers all along).
+    for (let read = 0; read < 2; read++) {
+      setLive([sns[0], sns[2]])
+      await client.announceHost(HOST)
+      await new Promise((r) => setTimeout(r, 20))
+      await client.getParents(running, 8)
+    }
+    for (const t of [running, done]) expect(client.ownerOf(t)).toBe('sn1')
+    for (const other of [sns[0], sns[2]]) expect(other.calls.filter((c) => c.startsWith('register') || c.startsWith('report'))).toEqual([])
+    // Once it fails to answer, the running one moves at its next call, the finished one at the next announcement.
+    sns[1].dead = true
+    await client.getParents(running, 8)
+    await client.announceHost(HOST)
+    await waitFor(() => client.ownerOf(done) !== 'sn1')
+    expect(client.ownerOf(running)).toBe(ownerOf(running, ['sn0', 'sn2']))
+  })
+
+  it('counts a supernode missing from one read of the live set still a candidate owner for new tasks', async () => {
+    const { sns, client, setLive } = cluster(3)
+    await client.announceHost(HOST)
+    const t = taskIds.find((id) => ownerOf(id, sns.map((s) => s.id)) === 'sn1')!
+    // One daemon's read, from a supernode whose view dropped sn1 for a moment; sn1's own view holds.
+    setLive([sns[0], sns[2]])
+    sns[1].view = sns.map((s) => s.id)
+    await client.announceHost(HOST)
+    await client.registerTask(req(t))
+    expect(client.ownerOf(t)).toBe('sn1')
+    // Left out of a second read in a row, it is gone for new tasks.
+    await client.announceHost(HOST)
+    const u = taskIds.filter((id) => ownerOf(id, sns.map((s) => s.id)) === 'sn1')[1]
+    await client.registerTask(req(u))
+    expect(client.ownerOf(u)).toBe(ownerOf(u, ['sn0', 'sn2']))
+  })
+
   it('learns the live set through any configured supernode, a name standing for each of its addresses', async () => {
     // sn0 does not answer the live set yet (starting): sn1 does, for both.
     const sns = [new StubSupernode('sn0', 'http://10.0.0.1:8002'), new StubSupernode('sn1', 'http://10.0.0.2:8002')]

@@ -4,12 +4,12 @@
 import { createHash } from 'node:crypto'
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { chmod, link, mkdtemp, open as openFile, readFile, rm, stat, utimes } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { EVENTS, NaiadError } from '@naiad/proto'
+import { EVENTS, fileIdentity, NaiadError } from '@naiad/proto'
 import { makeBlob } from '@naiad/testkit'
 
 import { DiskPieceStore } from '../src/storage/piece-store.ts'
@@ -365,6 +365,129 @@ describe('DiskPieceStore', () => {
       const again = await putTask(store, 'a', 2 * PIECE)
       expect(store.usage()).toBe(2 * PIECE)
       expect((await store.read(again.id, 0, 2 * PIECE)).equals(a.blob)).toBe(true)
+    })
+  })
+
+  // dfget hard-links a complete task's file as its output: the output and the cache share an inode.
+  describe("a complete task's file", () => {
+    async function completeTask(s: DiskPieceStore, name: string, size: number): Promise<{ id: string; blob: Buffer; linked: string }> {
+      const t = await putTask(s, name, size)
+      s.complete(t.id, sha(t.blob))
+      const linked = join(dir, `${name}.out`)
+      await link(dataFile(t.id), linked)
+      return { ...t, linked }
+    }
+
+    /** What a user does to a linked output: writes into it (same size, new mtime). */
+    async function overwrite(path: string, at: number, text: string): Promise<void> {
+      const fh = await openFile(path, 'r+')
+      await fh.write(Buffer.from(text), 0, text.length, at)
+      await fh.close()
+      // The kernel's clock is coarse: make the write's mtime differ for certain.
+      const later = new Date(Date.now() + 5000)
+      await utimes(path, later, later)
+    }
+
+    it('records the identity of the file when the task completes; a link or a chmod does not change it', async () => {
+      store = open()
+      const a = await completeTask(store, 'a', 2 * PIECE)
+      expect(store.fileIdentity(a.id)).toBe(fileIdentity(await stat(dataFile(a.id), { bigint: true })))
+      expect(await store.checkFile(a.id)).toBe(true)
+      await chmod(a.linked, 0o644)
+      expect(await store.checkFile(a.id)).toBe(true)
+      expect((await store.read(a.id, 0, 2 * PIECE)).equals(a.blob)).toBe(true)
+      // Not complete: nothing recorded, nothing to check.
+      const b = await putTask(store, 'b', PIECE)
+      expect(store.fileIdentity(b.id)).toBeUndefined()
+      expect(await store.checkFile(b.id)).toBe(true)
+    })
+
+    it('is never written again', async () => {
+      store = open()
+      const a = await completeTask(store, 'a', PIECE)
+      await expectCode(store.writeAt(a.id, 0, Buffer.from('x')), 'DFD_ERR_STORE')
+      await store.writePiece(a.id, { num: 0, offset: 0, length: PIECE, sha256: sha(a.blob) }, a.blob) // listed: a no-op
+      expect((await readFile(a.linked)).equals(a.blob)).toBe(true)
+    })
+
+    it('drops the task instead of serving bytes written through a linked output, and tells the scheduler', async () => {
+      const gone: string[] = []
+      store = open(1e9, (id) => gone.push(id))
+      const a = await completeTask(store, 'a', 3 * PIECE)
+      const evictions: unknown[] = []
+      const onEvicted = (m: unknown): void => { evictions.push(m) }
+      subscribe(EVENTS.cacheEvicted, onEvicted)
+      try {
+        await overwrite(a.linked, PIECE + 10, 'changed by the user')
+        await expectCode(store.read(a.id, PIECE, PIECE), 'DFD_ERR_TASK_NOT_FOUND')
+      } finally {
+        unsubscribe(EVENTS.cacheEvicted, onEvicted)
+      }
+      expect(gone).toEqual([a.id])
+      expect(evictions).toEqual([{ taskId: a.id, bytes: 3 * PIECE, reason: 'modified' }])
+      expect(store.getTask(a.id)).toBeUndefined()
+      expect(store.usage()).toBe(0)
+      // Only the store's name went: the user's output keeps its (changed) bytes.
+      expect(existsSync(dataFile(a.id))).toBe(false)
+      expect((await readFile(a.linked)).subarray(PIECE + 10, PIECE + 29).toString()).toBe('changed by the user')
+      // Fetched again, the task has a new file of its own.
+      const again = await putTask(store, 'a', 3 * PIECE)
+      store.complete(again.id, sha(again.blob))
+      expect((await stat(dataFile(a.id))).ino).not.toBe((await stat(a.linked)).ino)
+      expect((await store.read(a.id, 0, 3 * PIECE)).equals(a.blob)).toBe(true)
+    })
+
+    it('checkFile drops a task whose file changed size or is gone', async () => {
+      store = open()
+      const a = await completeTask(store, 'a', 2 * PIECE)
+      const fh = await openFile(a.linked, 'r+')
+      await fh.truncate(PIECE)
+      await fh.close()
+      // fileChanged only tells; checkFile drops.
+      expect(store.fileChanged(a.id)).toBe(true)
+      expect(store.getTask(a.id)).toBeDefined()
+      expect(await store.checkFile(a.id)).toBe(false)
+      expect(store.getTask(a.id)).toBeUndefined()
+      const b = await completeTask(store, 'b', PIECE)
+      await rm(dataFile(b.id))
+      expect(await store.checkFile(b.id)).toBe(false)
+      expect(store.getTask(b.id)).toBeUndefined()
+    })
+
+    it('eviction unlinks only the store\'s name: a linked output keeps its bytes', async () => {
+      store = open(2 * PIECE)
+      const a = await completeTask(store, 'a', 2 * PIECE)
+      await putTask(store, 'b', 2 * PIECE) // evicts a
+      expect(store.getTask(a.id)).toBeUndefined()
+      expect((await readFile(a.linked)).equals(a.blob)).toBe(true)
+    })
+
+    it('keeps the identity across a reopen, and a task completed before identities were recorded adopts one', async () => {
+      store = open()
+      const a = await completeTask(store, 'a', PIECE)
+      const b = await completeTask(store, 'b', PIECE)
+      await store.close()
+      // As a store of an older version left it: complete, no identity.
+      const Database = (await import('better-sqlite3')).default
+      const db = new Database(join(dir, 'index.db'))
+      db.prepare('UPDATE tasks SET file_id = NULL WHERE id = ?').run(b.id)
+      db.close()
+      store = open()
+      expect(store.fileIdentity(a.id)).toBe(fileIdentity(await stat(dataFile(a.id), { bigint: true })))
+      await overwrite(a.linked, 0, 'x')
+      expect(await store.checkFile(a.id)).toBe(false)
+      expect(store.fileIdentity(b.id)).toBeUndefined()
+      expect((await store.read(b.id, 0, PIECE)).equals(b.blob)).toBe(true)
+      expect(store.fileIdentity(b.id)).toBe(fileIdentity(await stat(dataFile(b.id), { bigint: true })))
+    })
+
+    it('records an identity for an empty task, whose file no write created', async () => {
+      store = open()
+      const id = idOf('empty')
+      store.ensureTask(id, 'http://origin/empty', PIECE)
+      store.setTaskLength(id, 0, 0)
+      store.complete(id, sha(Buffer.alloc(0)))
+      expect(store.fileIdentity(id)).toBe(fileIdentity(await stat(dataFile(id), { bigint: true })))
     })
   })
 })

@@ -3,17 +3,11 @@
 // download to the origin at the first slow answer; after a few, or once the client gives
 // the supernode up, the download goes to the origin.
 
-import { mkdtemp, rm } from 'node:fs/promises'
-import { subscribe, unsubscribe } from 'node:diagnostics_channel'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { NaiadError, type TaskInfo } from '@naiad/proto'
 
-import pino from 'pino'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { EVENTS, NaiadError, type TaskInfo } from '@naiad/proto'
-import { makeBlob, TestOrigin } from '@naiad/testkit'
-
-import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type PeerEngine, type SchedulerClient } from '../src/index.ts'
+import type { SchedulerClient } from '../src/index.ts'
+import { stubSchedulerEngines } from './stub-scheduler-engines.ts'
 
 const SIZE = 3 * 1024 * 1024
 
@@ -40,35 +34,8 @@ function lateScheduler(late: number): SchedulerClient & { registrations: number 
 }
 
 describe('task registration with a supernode that answers late', () => {
-  let origin: TestOrigin
-  let dir: string
-  const engines: PeerEngine[] = []
-  const reasons: string[] = []
-  const onBackToSource = (m: unknown): void => { reasons.push((m as { reason: string }).reason) }
-
-  beforeAll(async () => {
-    origin = await new TestOrigin().start()
-    dir = await mkdtemp(join(tmpdir(), 'naiad-register-'))
-    subscribe(EVENTS.backToSource, onBackToSource)
-  })
-  afterAll(async () => {
-    unsubscribe(EVENTS.backToSource, onBackToSource)
-    for (const e of engines) await e.stop()
-    await origin.stop()
-    await rm(dir, { recursive: true, force: true })
-  })
-
-  async function pull(scheduler: SchedulerClient, name: string): Promise<{ fromOrigin: number; sha256: string }> {
-    const blob = makeBlob(SIZE, name)
-    origin.files.set(`/${name}`, { data: blob })
-    const engine = await createPeerEngine({
-      dataDir: join(dir, name), logger: pino({ level: 'silent' }), p2pListen: ['/ip4/127.0.0.1/tcp/0'], cacheQuota: 64 * 2 ** 20, uploadSlots: 4,
-      download: { ...DOWNLOAD_DEFAULTS, schedulerTimeoutMs: 200 }, origin: ORIGIN_DEFAULTS, data: { host: '127.0.0.1', port: 0, transport: 'tcp' }
-    }, { scheduler })
-    engines.push(engine)
-    reasons.length = 0
-    return engine.tasks.download({ url: `${origin.url}/${name}`, headers: {} })
-  }
+  const { reasons, pull: pullWith } = stubSchedulerEngines('register')
+  const pull = (scheduler: SchedulerClient, name: string): ReturnType<typeof pullWith> => pullWith(scheduler, name, SIZE, { schedulerTimeoutMs: 200 })
 
   it('asks again after a late answer and downloads as the scheduler says', async () => {
     const scheduler = lateScheduler(2)

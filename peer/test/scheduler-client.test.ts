@@ -114,6 +114,21 @@ describe.each([
     await c.close()
   })
 
+  it('counts calls that time out together as one silence, and a keep-alive that times out like any call', async () => {
+    // On a loaded machine the supernode (or this process) stalls once and every call in
+    // flight times out at the same moment: that is one late answer, not three.
+    const c = client(1000)
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    stall = 3
+    expect(await Promise.all([0, 1, 2].map((i) => code(c.getParents(`t-${i}`, 4))))).toEqual(['PROTO_ERR_TIMEOUT', 'PROTO_ERR_TIMEOUT', 'PROTO_ERR_TIMEOUT'])
+    expect(c.available).toBe(true)
+    stall = 1
+    await expect(c.announceHost({ id: '', hostname: 'h', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 1, isSeed: false, labels: [], dataPort: 0, dataTransport: '' })).rejects.toMatchObject({ code: 'PROTO_ERR_TIMEOUT' })
+    expect(c.available).toBe(true)
+    expect(await code(c.getParents('t', 4))).toBe('ok')
+    await c.close()
+  })
+
   it('gives a supernode that said it is saturated more patience before taking it for dead', async () => {
     const c = client(500)
     pace = 200

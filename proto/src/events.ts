@@ -38,7 +38,8 @@ export interface EventPayloads {
   [EVENTS.taskSucceeded]: { taskId: string; contentLength: number; durationMs: number; fromPeers: number; fromOrigin: number }
   [EVENTS.taskFailed]: { taskId: string; code: string; message: string; durationMs?: number }
   [EVENTS.backToSource]: { taskId: string; reason: string }
-  [EVENTS.cacheEvicted]: { taskId: string; bytes: number }
+  /** `reason` 'modified': its data file changed outside the daemon (a hard-linked output written to). */
+  [EVENTS.cacheEvicted]: { taskId: string; bytes: number; reason?: 'modified' }
   [EVENTS.parentsScheduled]: { taskId: string; peerId: string; parents: number; durationMs: number }
   [EVENTS.piecesReported]: { taskId: string; peerId: string; count: number }
   [EVENTS.taskStarted]: { taskId: string; url: string }

@@ -115,7 +115,8 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
       out.end()
     }, body.timeoutMs)
     handle.done.then((r) => {
-      if (!settled) write({ event: 'done', ...r })
+      const file = store.fileIdentity(handle.id)
+      if (!settled) write({ event: 'done', ...r, ...(file !== undefined ? { file } : {}) })
     }, (err: unknown) => {
       const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
       if (!settled) write({ event: 'error', code: e.code, message: e.message })
@@ -143,7 +144,7 @@ export function buildLocalApi(components: LocalApiComponents): FastifyInstance {
   app.get<{ Params: { id: string } }>('/api/v1/tasks/:id/content', async (request, reply) => {
     const id = request.params.id
     const t = store.getTask(id)
-    if (t === undefined || !t.complete || t.sha256 === null) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `task ${id} is not complete in this daemon`)
+    if (t === undefined || !t.complete || t.sha256 === null || !await store.checkFile(id)) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `task ${id} is not complete in this daemon`)
     await components.permission?.checkTask(store, id, request.headers)
     const range = parseRangeHeader(request.headers.range, t.contentLength)
     if (range.kind === 'unsatisfiable') return reply.code(416).header('content-range', contentRange(range, t.contentLength)).send()

@@ -1,13 +1,15 @@
 // The output file is written under a temporary name next to it, hashed while it is
 // written, fsynced, and renamed into place only once verified. A reader (or a crash)
 // therefore sees either no FILE, the old FILE, or the complete new one — never a part.
+// On the daemon's host the temporary name is instead a hard link to the daemon's verified
+// file (or a kernel copy of it), and the same fsync and rename make it FILE.
 
 import { createHash, randomBytes } from 'node:crypto'
-import { constants } from 'node:fs'
-import { copyFile, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { constants, type BigIntStats } from 'node:fs'
+import { copyFile, link, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 
-import { NaiadError } from '@naiad/proto/contracts'
+import { fileIdentity, NaiadError } from '@naiad/proto/contracts'
 
 /** Bytes gathered before one writev. */
 const WRITE_BATCH = 1024 * 1024
@@ -30,7 +32,8 @@ function outputError(message: string, err: unknown): NaiadError {
 export class AtomicFile {
   /** Absolute path of the final file. */
   readonly path: string
-  readonly tempPath: string
+  /** The temporary name: the file created at first, or the hard link that replaced it. */
+  tempPath: string
   private handle: FileHandle | undefined
   private settled = false
 
@@ -97,14 +100,16 @@ export class AtomicFile {
   }
 
   /**
-   * Fills the temporary file with a copy of `source` made by the kernel (copy_file_range,
-   * or a reflink where the file system has them). Returns the bytes copied, or undefined
-   * when `source` cannot be opened here (missing, or not readable by this user) — nothing is
-   * written then. A source whose size is not `expectedLength` is refused (DFD_ERR_TASK_NOT_FOUND:
-   * it is no longer the task's file).
+   * Makes the temporary file the content of `source`, the daemon's data file of a complete
+   * task: a hard link to it when it is this user's file on this file system, else a copy made
+   * by the kernel (copy_file_range, or a reflink where the file system has them). Returns how,
+   * or undefined when `source` cannot be opened here (missing, or not readable by this user)
+   * — nothing is written then. A source that is not the file the daemon verified (its size,
+   * or the identity `expected.file` the daemon recorded, differs) is refused with
+   * DFD_ERR_TASK_NOT_FOUND: it is no longer the task's file, and the caller asks again.
    */
-  async copyFrom(source: string, expectedLength: number): Promise<number | undefined> {
-    if (this.handle === undefined) throw new Error('AtomicFile.copyFrom after commit or discard')
+  async takeFrom(source: string, expected: { length: number; file?: string }): Promise<'link' | 'copy' | undefined> {
+    if (this.handle === undefined) throw new Error('AtomicFile.takeFrom after commit or discard')
     let src: FileHandle
     try {
       src = await open(source, 'r')
@@ -112,20 +117,64 @@ export class AtomicFile {
       return undefined
     }
     try {
-      const size = (await src.stat()).size
-      if (size !== expectedLength) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `the task's file has ${size} bytes, the daemon announced ${expectedLength}`)
-      // The copy takes the source's mode: keep the one this file was created with.
-      const { mode } = await this.handle.stat()
       // The open descriptor keeps the file alive if the daemon evicts it meanwhile.
+      const st = await src.stat({ bigint: true })
+      checkSource(st, expected)
+      if (await this.linkTo(source, st)) return 'link'
+      // The copy takes the source's mode and, where it may (root), its owner: keep the ones
+      // this file was created with, or a root dfget's FILE would be the daemon user's.
+      const created = await this.handle.stat()
       await copyFile(`/proc/self/fd/${src.fd}`, this.tempPath, constants.COPYFILE_FICLONE)
-      await this.handle.chmod(mode & 0o7777)
+      const copied = await this.handle.stat()
+      if (copied.uid !== created.uid || copied.gid !== created.gid) await this.handle.chown(created.uid, created.gid)
+      await this.handle.chmod(created.mode & 0o7777)
+      // Written while we copied (a linked output of an earlier dfget): not the verified bytes.
+      checkSource(await src.stat({ bigint: true }), expected)
+      return 'copy'
     } catch (err) {
       if (err instanceof NaiadError) throw err
       throw outputError(`cannot copy ${source} to ${this.tempPath}`, err)
     } finally {
       await src.close().catch(() => {})
     }
-    return expectedLength
+  }
+
+  /**
+   * Hard-links `source` (whose status is `st`) beside FILE in place of the empty temporary
+   * file. False, with nothing changed, when it cannot: another file system (EXDEV), no right
+   * to link (EPERM, EACCES), or a file the daemon replaced meanwhile. Only a file this user
+   * owns is linked: FILE must not belong to (and be writable by) the daemon's user when that
+   * is someone else, e.g. a root dfget beside a daemon running as its own user.
+   */
+  private async linkTo(source: string, st: BigIntStats): Promise<boolean> {
+    const handle = this.handle
+    if (handle === undefined || process.geteuid === undefined || BigInt(process.geteuid()) !== st.uid) return false
+    const linkPath = tempNameFor(this.path)
+    try {
+      await link(source, linkPath)
+    } catch {
+      return false
+    }
+    let linked: FileHandle | undefined
+    try {
+      linked = await open(linkPath, 'r')
+      const got = await linked.stat({ bigint: true })
+      if (got.dev !== st.dev || got.ino !== st.ino || fileIdentity(got) !== fileIdentity(st)) throw new Error('the file changed while it was linked')
+      // FILE gets the mode a new file gets here, however it was made. The cache's own name
+      // stays reachable only through the daemon's 0700 directory.
+      const { mode } = await handle.stat()
+      await linked.chmod(mode & 0o7777)
+    } catch {
+      await linked?.close().catch(() => {})
+      await unlink(linkPath).catch(() => {})
+      return false
+    }
+    const empty = this.tempPath
+    this.handle = linked
+    this.tempPath = linkPath
+    await handle.close().catch(() => {})
+    await unlink(empty).catch(() => {})
+    return true
   }
 
   /** Flushes to disk and renames onto the final path; the caller has verified the content. */
@@ -135,8 +184,13 @@ export class AtomicFile {
     try {
       await handle.sync()
       this.handle = undefined
+      const ours = await handle.stat()
       await handle.close()
-      await rename(this.tempPath, this.path)
+      // FILE already is this inode (linked from the cache by an earlier dfget): rename would
+      // succeed doing nothing and leave the temporary name behind.
+      const existing = await stat(this.path).catch(() => undefined)
+      if (existing?.dev === ours.dev && existing.ino === ours.ino) await unlink(this.tempPath)
+      else await rename(this.tempPath, this.path)
     } catch (err) {
       await this.discard()
       throw outputError(`cannot save ${this.path}`, err)
@@ -156,6 +210,14 @@ export class AtomicFile {
     this.handle = undefined
     await handle?.close().catch(() => {})
     await unlink(this.tempPath).catch(() => {})
+  }
+}
+
+/** Refuses a source that is not the file the daemon verified (see takeFrom). */
+function checkSource(st: BigIntStats, expected: { length: number; file?: string }): void {
+  if (st.size !== BigInt(expected.length)) throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `the task's file has ${st.size} bytes, the daemon announced ${expected.length}`)
+  if (expected.file !== undefined && fileIdentity(st) !== expected.file) {
+    throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', "the task's file changed since the daemon verified it")
   }
 }
 

@@ -17,6 +17,8 @@ export interface ParentState {
   inflight: number
   failures: number
   coolUntil: number
+  /** Its last fetch could not reach it (a failed dial, a timeout); cleared by a piece it serves. */
+  unreachable: boolean
 }
 
 const MAX_FAILURES = 3
@@ -63,7 +65,7 @@ export class ParentSet {
       seen.add(p.id)
       const st = this.parents.get(p.id)
       if (st === undefined) {
-        this.parents.set(p.id, { id: p.id, target, bitmap: Bitmap.from(p.bitmap), score: p.score, isSeed: p.isSeed, inflight: 0, failures: 0, coolUntil: 0 })
+        this.parents.set(p.id, { id: p.id, target, bitmap: Bitmap.from(p.bitmap), score: p.score, isSeed: p.isSeed, inflight: 0, failures: 0, coolUntil: 0, unreachable: false })
       } else {
         st.target = target
         st.bitmap = Bitmap.from(p.bitmap)
@@ -93,6 +95,18 @@ export class ParentSet {
 
   succeeded(p: ParentState): void {
     p.failures = 0
+    p.unreachable = false
+  }
+
+  /**
+   * Whether the scheduler names parents and none of them can be reached. An empty set is not
+   * that: right after a task moved to a new owner, or before anyone holds a piece, the
+   * scheduler names nobody yet, and the stall timeout is what bounds the wait.
+   */
+  allUnreachable(): boolean {
+    if (this.parents.size === 0) return false
+    for (const p of this.parents.values()) if (!p.unreachable) return false
+    return true
   }
 
   /** A fetch failed: the parent cools down, longer each time, and is dropped after a few. */

@@ -109,8 +109,9 @@ export class PeerTask {
   private wake: (() => void) | undefined
   /** This node is the task's trusted source: its digests are the reference. */
   private trusted = false
-  /** Fetches that failed because a parent could not be dialled or timed out. */
-  private unreachableParents = 0
+  /** Answers of getParents so far, and their count when a parent last could not be reached. */
+  private parentAnswers = 0
+  private answersAtUnreachable = 0
   /** A failure that ends the task (the cache cannot take it), raised by the loop. */
   private fatal: NaiadError | undefined
   /** Ask the scheduler again at the next turn (a refused grant, an empty plan). */
@@ -201,7 +202,12 @@ export class PeerTask {
     signal.addEventListener('abort', onTaskAbort, { once: true })
     try {
       const existing = store.getTask(this.id)
-      if (existing?.complete === true && existing.sha256 !== null) {
+      // A file changed since it completed (a hard-linked output written to) is dropped, and
+      // fetched again. The check is synchronous: a cached task is finished before run() first
+      // yields, as the mirror's first wait for servable bytes expects.
+      const changed = existing?.complete === true && store.fileChanged(this.id)
+      if (changed) await store.checkFile(this.id)
+      if (!changed && existing?.complete === true && existing.sha256 !== null) {
         this.checkUserDigest(existing.sha256)
         this.contentLength = existing.contentLength
         this.pieceSize = existing.pieceSize
@@ -389,7 +395,11 @@ export class PeerTask {
         if (!this.c.scheduler.available && this.parents.usable(Date.now()).length === 0) {
           return this.backToSource('scheduler lost and no parent can serve', signal)
         }
-        if (this.unreachableParents > 0 && this.parents.usable(Date.now()).length === 0) {
+        // Every parent the scheduler names, asked again since, failed to answer; not merely "a
+        // parent failed once and none is named now": that was the moment just after a failover,
+        // when the dead owner's seed had failed and the new owner named nobody yet, and it sent
+        // whole downloads to the origin.
+        if (this.parents.allUnreachable() && this.parentAnswers > this.answersAtUnreachable && this.parents.usable(Date.now()).length === 0) {
           return this.backToSource('no parent is reachable', signal)
         }
         if (Date.now() - lastProgress > this.options.stallTimeoutMs) {
@@ -424,6 +434,7 @@ export class PeerTask {
       if (res.task !== undefined) this.applyInfo(res.task)
       if (res.grant.length > 0) this.grant = res.grant
       this.parents.update(res.parents)
+      this.parentAnswers++
       if (this.log.isLevelEnabled('debug')) {
         const source = this.parents.get(this.sourcePeer)
         this.log.debug({ parents: res.parents.length, sourceOffers: source?.bitmap.count() ?? -1, inflight: this.inflight.size, have: this.c.store.bitmap(this.id).count() }, 'parents')
@@ -581,7 +592,10 @@ export class PeerTask {
         break
       case 'PROTO_ERR_DIAL':
       case 'PROTO_ERR_TIMEOUT':
-        this.unreachableParents++
+        parent.unreachable = true
+        this.answersAtUnreachable = this.parentAnswers
+        // Whether the scheduler still names only parents like this one is its to say, now.
+        this.refreshNow = true
         break
     }
     this.parents.failed(parent, Date.now())

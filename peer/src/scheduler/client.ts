@@ -86,6 +86,8 @@ export class FabricSchedulerClient implements SchedulerClient {
   private resolving: Promise<Multiaddr[]> | undefined
   private down = false
   private timeouts = 0
+  /** When the last timeout counted towards "down" (calls in flight then are the same silence). */
+  private lastTimeoutAt = 0
   private peerId: string | undefined
   /** The supernode answered 1.1.0 with "unsupported": use 1.0.0, a stream per call. */
   private legacy = false
@@ -169,6 +171,7 @@ export class FabricSchedulerClient implements SchedulerClient {
   private async rpc(req: Partial<SchedulerRequest>, signal?: AbortSignal, probe = false): Promise<SchedulerResponse> {
     if (this.down && !probe) throw new NaiadError('PROTO_ERR_DIAL', 'supernode unavailable (waiting for the keep-alive to reach it again)')
     const answersBefore = this.answers
+    const sentAt = Date.now()
     try {
       const addrs = await this.resolve(signal)
       const res = await this.send(addrs, req, signal)
@@ -184,8 +187,17 @@ export class FabricSchedulerClient implements SchedulerClient {
       const e = err instanceof NaiadError ? err : new NaiadError('PROTO_ERR_DIAL', String(err), { cause: err })
       // A call that timed out while the supernode answered others is slow, not lost: it
       // counts towards "down" only when nothing was heard since it went out.
-      if (e.code === 'PROTO_ERR_TIMEOUT' && !probe && this.answers > answersBefore) throw e
-      if (e.code === 'PROTO_ERR_TIMEOUT' && !probe && ++this.timeouts < (this.busyRecently() ? TIMEOUTS_BEFORE_DOWN_BUSY : TIMEOUTS_BEFORE_DOWN)) throw e
+      // The keep-alive announcement of a supernode still up is a call like the others: only
+      // the probe of one already down stays down on a timeout.
+      const counts = e.code === 'PROTO_ERR_TIMEOUT' && !(probe && this.down)
+      if (counts && this.answers > answersBefore) throw e
+      // Calls in flight together time out together: a supernode busy for one timeout, or this
+      // process stalled on a loaded machine (every timer then fires at once), is one silence,
+      // counted once. Three of them at once had marked every supernode of a cluster down, and
+      // the downloads' tasks moved (and were seeded from the origin again).
+      if (counts && sentAt < this.lastTimeoutAt) throw e
+      if (counts) this.lastTimeoutAt = Date.now()
+      if (counts && ++this.timeouts < (this.busyRecently() ? TIMEOUTS_BEFORE_DOWN_BUSY : TIMEOUTS_BEFORE_DOWN)) throw e
       if (e.code.startsWith('PROTO_ERR_') && e.code !== 'PROTO_ERR_ABORTED' && e.code !== 'PROTO_ERR_REMOTE') {
         if (!this.down) this.options.logger.warn({ err: e.message }, 'supernode unreachable; downloads go to peers and the origin')
         this.down = true

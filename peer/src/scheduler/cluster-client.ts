@@ -12,6 +12,14 @@
 // from the origin: digests are never taken from a daemon. A supernode that comes back gets
 // its tasks back as they finish (a download in flight finishes where it runs), and new
 // registrations at once.
+//
+// A supernode missing from one read of the live set is not taken for dead: on a loaded
+// machine a heartbeat lands late and each supernode's view drops a live member for a moment,
+// each at another moment. A task that moved on such a read was registered anew at a supernode
+// whose seed read the whole content from the origin again, and moved back at the next read
+// (a 256 MiB failover served 2.1x from the origin). So a task stays with an owner that still
+// answers, and a member stays a candidate owner until it is missing from LIVE_MISSES_BEFORE_GONE
+// reads in a row or its client marks it down.
 
 import { lookup as dnsLookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
@@ -56,6 +64,8 @@ const MAX_ROUTES = 1024
 const REPORT_CHUNK = 1024
 /** How long a registration waits between tries while the supernodes' view of the live set catches up with the daemon's. */
 const NOT_OWNER_RETRY_MS = 500
+/** Reads of the live set in a row that must leave a still-answering supernode out before it stops being a candidate owner. */
+const LIVE_MISSES_BEFORE_GONE = 2
 
 interface Member {
   url: string
@@ -111,8 +121,10 @@ async function lookupAll(host: string): Promise<string[]> {
 export class ClusterSchedulerClient implements SchedulerClient {
   /** Clients by supernode URL. */
   private readonly members = new Map<string, Member>()
-  /** The live set as last read; undefined before any read succeeded. */
+  /** The live set as last read, with the members that missed fewer than LIVE_MISSES_BEFORE_GONE reads; undefined before any read succeeded. */
   private live: LiveSupernode[] | undefined
+  /** Consecutive live-set reads that left a member out, by supernode ID. */
+  private readonly misses = new Map<string, number>()
   private readonly routes = new Map<string, Route>()
   private rehoming: Promise<void> | undefined
   /** This host's ID, as last announced (it picks the supernode of plugin calls). */
@@ -186,6 +198,9 @@ export class ClusterSchedulerClient implements SchedulerClient {
     this.hostId = host.id
     await this.refreshLive(signal)
     const targets = this.candidates()
+    // Owners a task still routes to but the live set left out: the announcement probes them,
+    // and only one that fails it is left behind (rehome).
+    for (const r of this.routes.values()) if (!targets.includes(r.owner)) targets.push(r.owner)
     const results = await Promise.allSettled(targets.map((m) => m.client.announceHost(host, signal)))
     const failed = results.filter((r) => r.status === 'rejected')
     this.rehoming ??= this.rehome().finally(() => { this.rehoming = undefined })
@@ -285,8 +300,8 @@ export class ClusterSchedulerClient implements SchedulerClient {
         const live = await this.fetchLive(url, AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), ...(signal === undefined ? [] : [signal])]))
         if (live.length === 0) return false
         const before = this.live?.map((m) => m.id).join(',')
-        this.live = live
-        if (live.map((m) => m.id).join(',') !== before) this.options.logger.info({ supernodes: live.map((m) => m.apiUrl) }, 'live supernodes')
+        this.live = this.withLingering(live)
+        if (this.live.map((m) => m.id).join(',') !== before) this.options.logger.info({ supernodes: this.live.map((m) => m.apiUrl), read: live.map((m) => m.apiUrl) }, 'live supernodes')
         this.prune()
         return true
       } catch (err) {
@@ -303,6 +318,30 @@ export class ClusterSchedulerClient implements SchedulerClient {
       this.member(url)
       if (await ask(url)) return
     }
+  }
+
+  /**
+   * A fresh read of the live set, plus the members of the last one it leaves out that still
+   * answer and have not yet missed LIVE_MISSES_BEFORE_GONE reads in a row (a late heartbeat
+   * is not a death; a dead supernode's client is marked down and drops out of `usable` anyway).
+   */
+  private withLingering(read: LiveSupernode[]): LiveSupernode[] {
+    const out = [...read]
+    for (const prev of this.live ?? []) {
+      if (read.some((l) => l.id === prev.id)) {
+        this.misses.delete(prev.id)
+        continue
+      }
+      const misses = (this.misses.get(prev.id) ?? 0) + 1
+      const client = this.members.get(urlKey(prev.apiUrl))?.client
+      if (misses < LIVE_MISSES_BEFORE_GONE && client?.available === true) {
+        this.misses.set(prev.id, misses)
+        out.push(prev)
+      } else {
+        this.misses.delete(prev.id)
+      }
+    }
+    return out
   }
 
   /**
@@ -399,8 +438,17 @@ export class ClusterSchedulerClient implements SchedulerClient {
     }
   }
 
+  /**
+   * Whether a task may stay with `m`: while it answers. Absence from the live set alone is
+   * no reason to move (see the top of the file); a departed supernode that is really gone
+   * fails its next call or the announcement's probe, and is marked down.
+   */
   private stillUsable(m: Member): boolean {
-    return m.client.available && (this.live === undefined || this.live.some((l) => l.id === this.idOf(m)))
+    return m.client.available
+  }
+
+  private inLive(m: Member): boolean {
+    return this.live === undefined || this.live.some((l) => l.id === this.idOf(m))
   }
 
   /** Registers the task with its (new) owner and reports there the pieces this daemon holds. One move at a time per task. */
@@ -430,7 +478,10 @@ export class ClusterSchedulerClient implements SchedulerClient {
     for (const route of [...this.routes.values()]) {
       const gone = !this.stillUsable(route.owner)
       const home = this.ownerFor(route.req.taskId)
-      if (!gone && !(route.succeeded && home !== undefined && home !== route.owner)) continue
+      // A finished task goes home when a supernode joined (its owner is still live), not when
+      // its owner merely fell out of the live set: moved there, it would be seeded from the origin anew.
+      const handBack = route.succeeded && home !== undefined && home !== route.owner && this.inLive(route.owner)
+      if (!gone && !handBack) continue
       try {
         await this.move(route, AbortSignal.timeout(this.options.timeoutMs * 2), !gone)
       } catch (err) {

@@ -1,14 +1,22 @@
 // The piece store: task data on disk (one sparse file per task, pieces at their offsets)
 // with an SQLite index of verified pieces. A piece is in the index only after its bytes
 // were verified and written, so whatever the index lists may be served.
+//
+// A complete task's file is never written again, and dfget may hard-link it as its output
+// on this host: the output and the cache then share one inode. So the store records the
+// file's identity (fileIdentity: device, inode, size, mtime) when the task completes, checks
+// it after every read of a complete task and before a download reuses it (checkFile), and
+// drops a task whose file changed — someone wrote into a linked output — instead of serving
+// its bytes; the next download fetches it again into a new file. Deleting a task only
+// unlinks the store's own name: a linked output keeps its bytes.
 
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs'
+import { chmodSync, closeSync, fstatSync, mkdirSync, openSync, statSync } from 'node:fs'
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { channel } from 'node:diagnostics_channel'
 
 import Database from 'better-sqlite3'
-import { Bitmap, EVENTS, NaiadError } from '@naiad/proto'
+import { Bitmap, EVENTS, fileIdentity, NaiadError } from '@naiad/proto'
 
 export interface StoredTask {
   id: string
@@ -61,6 +69,16 @@ export interface PieceStore {
   commitPiece(id: string, piece: StoredPiece, reservation: Reservation): void
   /** The task's data file, for same-host exports (a complete task's file is never written again). */
   dataPath(id: string): string
+  /** The identity recorded for a complete task's data file (fileIdentity), if any. */
+  fileIdentity(id: string): string | undefined
+  /**
+   * Whether a complete task's data file is still the one it completed with; a changed one
+   * (written through a hard-linked output) drops the task and answers false. True for a
+   * task that is not complete.
+   */
+  checkFile(id: string): Promise<boolean>
+  /** checkFile's test alone, synchronous and without dropping anything: true when a complete task's file changed. */
+  fileChanged(id: string): boolean
   readPiece(id: string, num: number): Promise<{ piece: StoredPiece; data: Buffer } | undefined>
   /** Reads [start, end) of a task's content; the caller must hold a pin. */
   read(id: string, start: number, length: number): Promise<Buffer>
@@ -95,6 +113,7 @@ interface TaskRow {
   complete: number
   bytes: number
   last_access: number
+  file_id: string | null
 }
 
 const evicted = channel(EVENTS.cacheEvicted)
@@ -127,6 +146,8 @@ export class DiskPieceStore implements PieceStore {
   private readonly touchedAt = new Map<string, number>()
   private readonly files = new Map<string, Promise<FileHandle>>()
   private readonly bitmaps = new Map<string, Bitmap>()
+  /** Complete tasks and their files' identities (null: completed before identities were recorded). */
+  private readonly completed = new Map<string, string | null>()
   private used: number
   /** Bytes of writes in flight: counted against the quota before they land. */
   private reserved = 0
@@ -156,12 +177,19 @@ export class DiskPieceStore implements PieceStore {
         sha256 BLOB NOT NULL, PRIMARY KEY (task_id, num)) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS tasks_lru ON tasks (last_access);
     `)
+    // Stores made before file identities were recorded gain the column; their complete tasks
+    // record one at their next check.
+    if (!this.db.prepare<[], { name: string }>('PRAGMA table_info(tasks)').all().some((c) => c.name === 'file_id')) {
+      this.db.exec('ALTER TABLE tasks ADD COLUMN file_id TEXT')
+    }
     this.stmt = {
       getTask: this.db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE id = ?'),
       insertTask: this.db.prepare('INSERT OR IGNORE INTO tasks (id, url, content_length, piece_size, piece_count, last_access) VALUES (?, ?, -1, ?, -1, ?)'),
       setLength: this.db.prepare('UPDATE tasks SET content_length = ?, piece_count = ? WHERE id = ?'),
       touch: this.db.prepare('UPDATE tasks SET last_access = ? WHERE id = ?'),
-      complete: this.db.prepare('UPDATE tasks SET complete = 1, sha256 = ?, last_access = ? WHERE id = ?'),
+      complete: this.db.prepare('UPDATE tasks SET complete = 1, sha256 = ?, last_access = ?, file_id = ? WHERE id = ?'),
+      setFileId: this.db.prepare('UPDATE tasks SET file_id = ? WHERE id = ?'),
+      completed: this.db.prepare<[], { id: string; file_id: string | null }>('SELECT id, file_id FROM tasks WHERE complete = 1'),
       getPiece: this.db.prepare<[string, number], { num: number; offset: number; length: number; sha256: Buffer }>('SELECT num, offset, length, sha256 FROM pieces WHERE task_id = ? AND num = ?'),
       pieceNums: this.db.prepare<[string], { num: number }>('SELECT num FROM pieces WHERE task_id = ?'),
       insertPiece: this.db.prepare('INSERT OR IGNORE INTO pieces (task_id, num, offset, length, sha256) VALUES (?, ?, ?, ?, ?)'),
@@ -173,6 +201,7 @@ export class DiskPieceStore implements PieceStore {
       all: this.db.prepare<[], TaskRow>('SELECT * FROM tasks ORDER BY last_access DESC')
     }
     this.used = this.stmt.usage.get()?.total ?? 0
+    for (const t of this.stmt.completed.all()) this.completed.set(t.id, t.file_id)
   }
 
   dataPath(id: string): string {
@@ -288,6 +317,8 @@ export class DiskPieceStore implements PieceStore {
   }
 
   async writeAt(id: string, offset: number, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    // A complete task's file may be a user's output too (a hard link): never write into it.
+    if (this.completed.has(id)) throw new NaiadError('DFD_ERR_STORE', `task ${id} is complete: its file is not written again`)
     try {
       const fh = await this.file(id)
       if (data instanceof Uint8Array) {
@@ -347,6 +378,7 @@ export class DiskPieceStore implements PieceStore {
   }
 
   async readInto(id: string, start: number, buf: Buffer): Promise<void> {
+    let intact = true
     try {
       const fh = await this.file(id)
       const length = buf.length
@@ -356,13 +388,70 @@ export class DiskPieceStore implements PieceStore {
         if (r.bytesRead === 0) throw new Error(`unexpected end of data at ${start + got}`)
         got += r.bytesRead
       }
+      // After the read: a write into the file changes its mtime before its bytes, so an
+      // unchanged identity now means these bytes are the verified ones.
+      if (this.completed.has(id)) intact = this.matches(id, fstatSync(fh.fd, { bigint: true }))
     } catch (err) {
       throw new NaiadError('DFD_ERR_STORE', `cannot read task ${id}: ${(err as Error).message}`, { cause: err })
+    }
+    if (!intact) {
+      await this.dropModified(id)
+      throw new NaiadError('DFD_ERR_TASK_NOT_FOUND', `task ${id} was dropped: its data file was changed outside the daemon (written through a hard-linked output?)`)
     }
   }
 
   complete(id: string, sha256: Buffer): void {
-    this.stmt.complete.run(sha256, Date.now(), id)
+    const file = this.identify(id)
+    this.stmt.complete.run(sha256, Date.now(), file, id)
+    this.completed.set(id, file)
+  }
+
+  fileIdentity(id: string): string | undefined {
+    return this.completed.get(id) ?? undefined
+  }
+
+  async checkFile(id: string): Promise<boolean> {
+    if (!this.fileChanged(id)) return true
+    await this.dropModified(id)
+    return false
+  }
+
+  fileChanged(id: string): boolean {
+    if (!this.completed.has(id)) return false
+    try {
+      return !this.matches(id, statSync(this.dataPath(id), { bigint: true }))
+    } catch {
+      return true // the file is gone
+    }
+  }
+
+  /** The identity of a task's data file now, creating it if no byte was ever written (an empty task). */
+  private identify(id: string): string {
+    const path = this.dataPath(id)
+    mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 })
+    closeSync(openSync(path, 'a', 0o600))
+    return fileIdentity(statSync(path, { bigint: true }))
+  }
+
+  /** Whether `st` is the complete task's recorded file; a task recorded without one adopts it. */
+  private matches(id: string, st: { dev: bigint; ino: bigint; size: bigint; mtimeNs: bigint }): boolean {
+    const recorded = this.completed.get(id)
+    const now = fileIdentity(st)
+    if (recorded === null || recorded === undefined) {
+      this.stmt.setFileId.run(now, id)
+      this.completed.set(id, now)
+      return true
+    }
+    return recorded === now
+  }
+
+  /** Forgets a task whose file changed; the scheduler must stop naming this node for it. */
+  private async dropModified(id: string): Promise<void> {
+    const task = this.getTask(id)
+    if (task === undefined) return
+    await this.deleteTask(id)
+    evicted.publish({ taskId: id, bytes: task.bytes, reason: 'modified' })
+    this.onEvicted?.(id)
   }
 
   pin(id: string): () => void {
@@ -436,6 +525,7 @@ export class DiskPieceStore implements PieceStore {
     this.used -= task.bytes
     this.bitmaps.delete(id)
     this.touchedAt.delete(id)
+    this.completed.delete(id)
     this.wakeRoomWaiters()
     const fh = this.files.get(id)
     this.files.delete(id)

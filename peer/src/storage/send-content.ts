@@ -100,14 +100,16 @@ export async function waitServable(handle: TaskHandle, beyond: number, signal?: 
   let failure: { err: unknown } | undefined
   let ended = false
   // One settlement handler for the whole wait: no derived promise is left to reject unseen.
-  handle.done.then(() => { ended = true }, (err: unknown) => { failure = { err }; ended = true })
+  const settled = handle.done.then(() => { ended = true }, (err: unknown) => { failure = { err }; ended = true })
   for (;;) {
     signal?.throwIfAborted()
     if (handle.servable() > beyond) return
     await Promise.resolve() // a settled `done` runs its handler first
     if (failure !== undefined) throw failure.err
     if (ended) return
-    await handle.changed(signal)
+    // The end wakes this wait too: the task's last change can come between the checks above
+    // and this wait, and a task that ends emits no change after it.
+    await Promise.race([handle.changed(signal), settled])
   }
 }
 

@@ -260,7 +260,7 @@ function parseEvent(line: string): DownloadEvent | undefined {
       if (typeof e.taskId !== 'string' || !num('completedBytes') || !num('totalBytes')) bad()
       break
     case 'done':
-      if (typeof e.taskId !== 'string' || !num('contentLength') || typeof e.sha256 !== 'string') bad()
+      if (typeof e.taskId !== 'string' || !num('contentLength') || typeof e.sha256 !== 'string' || (e.file !== undefined && typeof e.file !== 'string')) bad()
       break
     case 'error':
       if (typeof e.code !== 'string' || typeof e.message !== 'string') bad()

@@ -25,5 +25,26 @@ export type DownloadEvent =
   | { event: 'started'; taskId: string; path?: string }
   /** `servableBytes`: bytes from the start that are verified and may be read now. */
   | { event: 'progress'; taskId: string; completedBytes: number; totalBytes: number; fromPeers: number; fromOrigin: number; servableBytes?: number }
-  | { event: 'done'; taskId: string; contentLength: number; sha256: string; fromPeers: number; fromOrigin: number; cached: boolean }
+  /**
+   * `file`: the identity (fileIdentity) the daemon recorded for the data file when the task
+   * completed; a same-host client links or copies that file only while it still has it.
+   */
+  | { event: 'done'; taskId: string; contentLength: number; sha256: string; fromPeers: number; fromOrigin: number; cached: boolean; file?: string }
   | { event: 'error'; code: string; message: string }
+
+/** The parts of a file's status that any write into it (or its replacement) changes. */
+export interface FileStatus {
+  dev: bigint
+  ino: bigint
+  size: bigint
+  mtimeNs: bigint
+}
+
+/**
+ * A complete task's data file as the daemon recorded it: device, inode, size and mtime in
+ * nanoseconds. Not ctime: a hard link to the file (dfget's output) or a chmod changes it
+ * without changing a byte.
+ */
+export function fileIdentity(st: FileStatus): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`
+}
