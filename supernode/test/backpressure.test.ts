@@ -18,7 +18,7 @@ import { createFabricNode, taskIdOf, type FabricNode, type Host, type NaiadError
 
 import { PressureGauge, type Pressure } from '../src/scheduler/pressure.ts'
 import { Scheduler, type SchedulerPersistence } from '../src/scheduler/scheduler.ts'
-import { SCHEDULER_CALL_EVENT, serveScheduler } from '../src/scheduler/service.ts'
+import { PACE_SPREAD, SCHEDULER_CALL_EVENT, serveScheduler, spreadPace } from '../src/scheduler/service.ts'
 
 const none: SchedulerPersistence = { markTask() {}, markPieces() {}, markPeer() {}, deletePeer() {}, markHost() {} }
 const host: Host = { id: '', hostname: 'd', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' }
@@ -114,7 +114,9 @@ describe('scheduler backpressure', () => {
     await b.flush({})
     expect(held(T1)).toBe(n)
     expect(client.available).toBe(true)
-    expect(client.paceMs).toBe(400)
+    // The pace each answer names is the gauge's, stretched by up to half (spreadPace).
+    expect(client.paceMs).toBeGreaterThanOrEqual(400)
+    expect(client.paceMs).toBeLessThanOrEqual(400 * (1 + PACE_SPREAD))
     // About 20 calls a second unpaced (50 ms beat; wide margins, the machine may be loaded),
     // at most one per 400 ms paced: 2 s → 5, and one that may have been under way.
     expect(unpaced).toBeGreaterThanOrEqual(6)
@@ -194,6 +196,23 @@ describe('scheduler backpressure', () => {
     } finally {
       spy.mockRestore()
     }
+  })
+})
+
+describe('the pace an answer names', () => {
+  it('is the gauge\'s stretched by a random share, never shorter, so that daemons told at once come back spread', () => {
+    expect(spreadPace(0)).toBe(0)
+    expect(spreadPace(1_000, () => 0)).toBe(1_000)
+    expect(spreadPace(1_000, () => 0.999_999)).toBe(1_000 * (1 + PACE_SPREAD))
+    // 768 daemons told 5 s in one second: their next calls spread over 2.5 s, not one instant.
+    const paces = Array.from({ length: 768 }, () => spreadPace(5_000))
+    expect(Math.min(...paces)).toBeGreaterThanOrEqual(5_000)
+    expect(Math.max(...paces)).toBeLessThanOrEqual(7_500)
+    const perQuarterSecond = new Map<number, number>()
+    for (const p of paces) perQuarterSecond.set(Math.floor(p / 250), (perQuarterSecond.get(Math.floor(p / 250)) ?? 0) + 1)
+    // Ten quarter-seconds of about 77 each; none holds more than a fifth of them.
+    expect(perQuarterSecond.size).toBeGreaterThanOrEqual(9)
+    expect(Math.max(...perQuarterSecond.values())).toBeLessThan(768 / 5)
   })
 })
 
