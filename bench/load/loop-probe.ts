@@ -2,10 +2,13 @@
 // `NODE_OPTIONS="--import ./bench/load/loop-probe.ts" NAIAD_LOOP_PROBE_DIR=DIR`, it writes one
 // JSON line a second to DIR/<pid>-<script>.jsonl: the wall-clock second, how late the event
 // loop ran (max and p99 of perf_hooks' delay histogram), its utilisation, and the GC pauses of
-// that second (count, total, longest, and the kinds). Nothing else in the process changes; a
+// that second (count, total, longest, and the kinds), and in a supernode the scheduler calls
+// that arrived (from its diagnostics channel): get_parents in the second and in its busiest
+// 100 ms, the burstiness that machine load does not change. Nothing else in the process changes; a
 // client's latency and the server's loop lag, second by second, side by side, say on which side
 // of the wire a slow answer waited.
 
+import { subscribe } from 'node:diagnostics_channel'
 import { appendFileSync, mkdirSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { constants, monitorEventLoopDelay, performance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks'
@@ -30,6 +33,17 @@ if (dir !== undefined && dir !== '') {
       gc.kinds[kind] = (gc.kinds[kind] ?? 0) + Math.round(e.duration)
     }
   }).observe({ entryTypes: ['gc'] })
+  // The supernode's SCHEDULER_CALL_EVENT (supernode/src/scheduler/service.ts), by name: a
+  // channel is global, so the probe needs nothing from the process it is loaded into.
+  const slots = new Uint32Array(10)
+  let polls = 0
+  let calls = 0
+  subscribe('naiad:scheduler:call', (m) => {
+    calls++
+    if ((m as { call?: string }).call !== 'get_parents') return
+    polls++
+    slots[Math.floor((Date.now() % 1000) / 100)]++
+  })
   let elu = performance.eventLoopUtilization()
   const timer = setInterval(() => {
     const now = performance.eventLoopUtilization()
@@ -41,8 +55,12 @@ if (dir !== undefined && dir !== '') {
       lagP99Ms: Math.round(delay.percentile(99) / 1e5) / 10,
       elu: Math.round(u * 100) / 100,
       gcN: gc.n, gcMs: Math.round(gc.ms), gcMaxMs: Math.round(gc.maxMs), gcKinds: gc.kinds,
-      rssMiB: Math.round(process.memoryUsage.rss() / 2 ** 20)
+      rssMiB: Math.round(process.memoryUsage.rss() / 2 ** 20),
+      calls, polls, pollsMax100ms: Math.max(...slots)
     }
+    slots.fill(0)
+    polls = 0
+    calls = 0
     delay.reset()
     gc = { n: 0, ms: 0, maxMs: 0, kinds: {} }
     try {

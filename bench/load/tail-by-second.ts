@@ -13,7 +13,7 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-interface ProbeLine { t: number; lagMaxMs: number; elu: number; gcMs: number; gcMaxMs: number; gcKinds: Record<string, number> }
+interface ProbeLine { t: number; lagMaxMs: number; elu: number; gcMs: number; gcMaxMs: number; gcKinds: Record<string, number>; polls?: number; pollsMax100ms?: number }
 interface RunResult {
   label: string
   windowStartedAt?: number
@@ -35,7 +35,8 @@ const probes = readdirSync(probeDir).filter((f) => f.endsWith('.jsonl')).map((f)
   file: f,
   lines: readFileSync(join(probeDir, f), 'utf8').trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as ProbeLine)
 }))
-const at = (lines: ProbeLine[], t: number): ProbeLine | undefined => lines.find((l) => l.t === t)
+/** The line that covers second t: a starved process's timer may skip a second, and its next line then covers both. */
+const at = (lines: ProbeLine[], t: number): ProbeLine | undefined => lines.find((l) => l.t >= t && l.t <= t + 2)
 const pad = (x: unknown, n: number): string => String(x).padStart(n)
 
 for (const r of results) {
@@ -44,18 +45,18 @@ for (const r of results) {
     continue
   }
   const t0 = Math.floor(r.windowStartedAt / 1000)
-  const live = (f: { lines: ProbeLine[] }): boolean => at(f.lines, t0 + 1) !== undefined
+  const live = (f: { lines: ProbeLine[] }): boolean => f.lines.some((l) => l.t >= t0 && l.t <= t0 + 30)
   const supernodes = probes.filter((p) => p.file.includes('supernode') && live(p))
   const generators = probes.filter((p) => p.file.includes('scheduler-peers') && live(p))
   process.stdout.write(`${r.label}: get-parents p50 ${r.parentsP50Ms} ms, p99 ${r.parentsP99Ms} ms; generators' own loop lag p99 ${r.generatorsLoopLagP99Ms ?? '?'} ms, max ${r.generatorsLoopLagMaxMs ?? '?'} ms\n`)
-  process.stdout.write(' s     n   p99   max | supernode: lag max  elu  GC ms (longest) | generators: lag max each\n')
+  process.stdout.write(' s     n   p99   max | supernode: lag max  elu  GC ms (longest)  polls (most in 100 ms) | generators: lag max each\n')
   let sum = { n: 0, snLag: 0, seconds: 0 }
   for (const b of r.parentsBySecond) {
     // A probe line stamped t covers the second that ends at t.
     const t = t0 + b.s + 1
     const sn = supernodes.map((p) => at(p.lines, t)).find((l) => l !== undefined)
     const gens = generators.map((p) => at(p.lines, t)?.lagMaxMs ?? '-')
-    const snText = sn === undefined ? `${pad('-', 17)}` : `${pad(sn.lagMaxMs, 8)} ${pad(sn.elu.toFixed(2), 5)} ${pad(sn.gcMs, 5)} (${sn.gcMaxMs}${sn.gcKinds.major !== undefined ? ' major' : ''})`
+    const snText = sn === undefined ? `${pad('-', 17)}` : `${pad(sn.lagMaxMs, 8)} ${pad(sn.elu.toFixed(2), 5)} ${pad(sn.gcMs, 5)} (${sn.gcMaxMs}${sn.gcKinds.major !== undefined ? ' major' : ''}) ${pad(sn.polls ?? '', 6)} (${sn.pollsMax100ms ?? ''})`
     process.stdout.write(`${pad(b.s, 2)} ${pad(b.n, 5)} ${pad(Math.round(b.p99), 5)} ${pad(Math.round(b.max), 5)} | ${snText} | ${gens.join(' ')}\n`)
     sum = { n: sum.n + b.n, snLag: sum.snLag + (sn?.lagMaxMs ?? 0), seconds: sum.seconds + 1 }
   }
