@@ -51,6 +51,7 @@ for (const r of results) {
   process.stdout.write(`${r.label}: get-parents p50 ${r.parentsP50Ms} ms, p99 ${r.parentsP99Ms} ms; generators' own loop lag p99 ${r.generatorsLoopLagP99Ms ?? '?'} ms, max ${r.generatorsLoopLagMaxMs ?? '?'} ms\n`)
   process.stdout.write(' s     n   p99   max | supernode: lag max  elu  GC ms (longest)  polls (most in 100 ms) | generators: lag max each\n')
   let sum = { n: 0, snLag: 0, seconds: 0 }
+  const burst = { polls: 0, peaks: 0 }
   for (const b of r.parentsBySecond) {
     // A probe line stamped t covers the second that ends at t.
     const t = t0 + b.s + 1
@@ -60,6 +61,15 @@ for (const r of results) {
     process.stdout.write(`${pad(b.s, 2)} ${pad(b.n, 5)} ${pad(Math.round(b.p99), 5)} ${pad(Math.round(b.max), 5)} | ${snText} | ${gens.join(' ')}\n`)
     sum = { n: sum.n + b.n, snLag: sum.snLag + (sn?.lagMaxMs ?? 0), seconds: sum.seconds + 1 }
   }
+  // How bunched the polls reached the supernode, whatever the machine's load: the busiest
+  // 100 ms of each second of the window, summed, against a tenth of the polls (1: even).
+  for (const p of supernodes) {
+    for (const l of p.lines.filter((x) => x.t > t0 && x.t <= t0 + 1 + (r.parentsBySecond.at(-1)?.s ?? 0))) {
+      burst.polls += l.polls ?? 0
+      burst.peaks += l.pollsMax100ms ?? 0
+    }
+  }
+  if (burst.polls > 0) process.stdout.write(`polls reaching the supernode in the window: ${burst.polls}; busiest 100 ms of each second against an even spread: ${(burst.peaks / (burst.polls / 10)).toFixed(2)}×\n`)
   const counts = r.parentsBySecond.map((b) => b.n)
   const mean = sum.n / Math.max(1, counts.length)
   const sd = Math.sqrt(counts.reduce((a, c) => a + (c - mean) ** 2, 0) / Math.max(1, counts.length))
