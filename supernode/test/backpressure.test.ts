@@ -18,7 +18,7 @@ import { createFabricNode, taskIdOf, type FabricNode, type Host, type NaiadError
 
 import { PressureGauge, type Pressure } from '../src/scheduler/pressure.ts'
 import { Scheduler, type SchedulerPersistence } from '../src/scheduler/scheduler.ts'
-import { PACE_SPREAD, SCHEDULER_CALL_EVENT, serveScheduler, spreadPace } from '../src/scheduler/service.ts'
+import { PACE_SPREAD, paceShare, SCHEDULER_CALL_EVENT, serveScheduler, spreadPace } from '../src/scheduler/service.ts'
 
 const none: SchedulerPersistence = { markTask() {}, markPieces() {}, markPeer() {}, deletePeer() {}, markHost() {} }
 const host: Host = { id: '', hostname: 'd', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' }
@@ -200,12 +200,16 @@ describe('scheduler backpressure', () => {
 })
 
 describe('the pace an answer names', () => {
-  it('is the gauge\'s stretched by a random share, never shorter, so that daemons told at once come back spread', () => {
-    expect(spreadPace(0)).toBe(0)
-    expect(spreadPace(1_000, () => 0)).toBe(1_000)
-    expect(spreadPace(1_000, () => 0.999_999)).toBe(1_000 * (1 + PACE_SPREAD))
-    // 768 daemons told 5 s in one second: their next calls spread over 2.5 s, not one instant.
-    const paces = Array.from({ length: 768 }, () => spreadPace(5_000))
+  it('is the gauge\'s stretched by a share fixed for each daemon, never shorter, so that daemons told at once come back spread', () => {
+    expect(spreadPace(0, 0.7)).toBe(0)
+    expect(spreadPace(1_000, 0)).toBe(1_000)
+    expect(spreadPace(1_000, 1)).toBe(1_000 * (1 + PACE_SPREAD))
+    // One daemon always hears the same stretch (its report beat keeps one grid).
+    expect(paceShare('12D3KooWexample')).toBe(paceShare('12D3KooWexample'))
+    // 768 daemons (peer IDs differ in their tails) told 5 s in one second: their next calls
+    // spread over 2.5 s, not one instant.
+    const ids = Array.from({ length: 768 }, (_, i) => `12D3KooW${createHash('sha256').update(`peer ${i}`).digest('base64url').slice(0, 44)}`)
+    const paces = ids.map((id) => spreadPace(5_000, paceShare(id)))
     expect(Math.min(...paces)).toBeGreaterThanOrEqual(5_000)
     expect(Math.max(...paces)).toBeLessThanOrEqual(7_500)
     const perQuarterSecond = new Map<number, number>()
