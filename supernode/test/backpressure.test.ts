@@ -262,6 +262,22 @@ describe('pressure gauge', () => {
     expect(g.paceMs).toBeGreaterThan(before)
   })
 
+  it('doubles the pace at each step while calls queue (a large lag on a busy loop), which utilisation alone cannot show', () => {
+    const time = (lagMs: number, pace: number): number => {
+      const g = new PressureGauge()
+      let ms = 0
+      while (g.paceMs < pace && ms < 60_000) {
+        g.sample(1, lagMs)
+        ms += 100
+      }
+      return ms
+    }
+    // Saturated and queueing: 250, 500, 1,000, 2,000 ms within about 2.5 s.
+    expect(time(300, 2_000)).toBeLessThanOrEqual(3_000)
+    // Saturated without a queue: the utilisation's 1.33× a step, several times slower.
+    expect(time(0, 2_000)).toBeGreaterThan(6_000)
+  })
+
   it('is busy, and raises the pace for a large lag, only while the loop is busy too', () => {
     const g = new PressureGauge()
     // Other processes hold the CPU: the timer is late, the loop mostly idle. Neither are calls
