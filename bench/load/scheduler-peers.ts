@@ -43,6 +43,7 @@
 
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 
@@ -359,6 +360,14 @@ out({ connected: connected.length })
 await started
 const cpu0 = process.cpuUsage()
 const start = performance.now()
+/** Wall clock at the start of the window, so that a run's timings line up with other processes' (loop-probe.ts). */
+const startedAt = Date.now()
+// This process's own event-loop lag in the window: a getParents timed here includes the time
+// its answer waited for this loop, which a daemon with one task would not (it reads the same
+// latency next to the supernode's). Reset at the end of the warm-up, read at the end.
+const ownLag = monitorEventLoopDelay({ resolution: 5 })
+ownLag.enable()
+setTimeout(() => ownLag.reset(), warmupMs).unref()
 const measureFrom = start + warmupMs
 const end = start + durationMs
 const deadline = setTimeout(() => stop.abort(new Error('duration over')), durationMs + CALL_TIMEOUT_MS + 2000)
@@ -408,10 +417,17 @@ async function daemon(i: number, peer: Peer): Promise<void> {
     }
     next = 0
   }
+  // Daemons start their downloads when their pulls begin, not in one millisecond: each
+  // synthetic daemon starts at a random point of the first poll interval and keeps a beat of
+  // its own phase (as a dfdaemon's ReportBatcher does per process). Started together, the
+  // 768 of them sent their first calls, and every call a pace later, in one burst that no
+  // fleet of real daemons sends. The start falls in the warm-up, which is not counted.
+  await sleep(Math.random() * pollMs)
   await restart()
   let produced = performance.now()
   let finished = false
   const reporter = async (): Promise<void> => {
+    await sleep(Math.random() * beatMs)
     while (performance.now() < end && !stop.signal.aborted) {
       await sleep(Math.max(beatMs, pace))
       const now = performance.now()
@@ -537,8 +553,13 @@ if (model === 'daemon') {
   }, session)
 }
 clearTimeout(deadline)
+ownLag.disable()
 const cpu = process.cpuUsage(cpu0)
-out({ done: true, windowMs: Math.round(end - measureFrom), dialRetries, cpuS: (cpu.user + cpu.system) / 1e6, ...load })
+const lagMs = (ns: number): number => Math.round(ns / 1e5) / 10
+out({
+  done: true, windowMs: Math.round(end - measureFrom), startedAt, warmupMs, dialRetries, cpuS: (cpu.user + cpu.system) / 1e6,
+  loopLagP50Ms: lagMs(ownLag.percentile(50)), loopLagP99Ms: lagMs(ownLag.percentile(99)), loopLagMaxMs: lagMs(ownLag.max), ...load
+})
 for (const { peer } of connected) {
   try {
     await peer.node.stop()

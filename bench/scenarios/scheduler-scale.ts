@@ -164,7 +164,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
 }
 
-type WorkerDone = Stats & { windowMs: number; dialRetries: number; cpuS: number }
+type WorkerDone = Stats & { windowMs: number; startedAt: number; warmupMs: number; dialRetries: number; cpuS: number; loopLagP99Ms: number; loopLagMaxMs: number }
 
 class Worker {
   readonly child: ChildProcess
@@ -248,6 +248,11 @@ interface Result {
   parentsSamples: number
   /** Per second of the window: timed getParents, their p99 and max (where the tail comes from). */
   parentsBySecond: Array<{ s: number; n: number; p99: number; max: number }>
+  /** The load generators' own event-loop lag in the window (the worst generator's): part of every latency they time. */
+  generatorsLoopLagP99Ms: number
+  generatorsLoopLagMaxMs: number
+  /** Wall clock (ms since the epoch) at which the counted window began, to line up with loop-probe.ts's per-second lines. */
+  windowStartedAt: number
   busyPerS: number
   paceMaxMs: number
   paceMeanMs: number
@@ -417,6 +422,9 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin,
       parentsMaxMs: lat[lat.length - 1] ?? NaN,
       parentsSamples: lat.length,
       parentsBySecond: bySecond(dones),
+      generatorsLoopLagP99Ms: Math.max(...dones.map((d) => d.loopLagP99Ms)),
+      generatorsLoopLagMaxMs: Math.max(...dones.map((d) => d.loopLagMaxMs)),
+      windowStartedAt: Math.min(...dones.map((d) => d.startedAt + d.warmupMs)),
       busyPerS: Math.round(sum((d) => d.busy) / windowS),
       paceMaxMs: Math.max(...dones.map((d) => d.paceMaxMs)),
       paceMeanMs: paceAnswers === 0 ? 0 : Math.round(sum((d) => d.paceSumMs) / paceAnswers),

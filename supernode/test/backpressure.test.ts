@@ -18,7 +18,7 @@ import { createFabricNode, taskIdOf, type FabricNode, type Host, type NaiadError
 
 import { PressureGauge, type Pressure } from '../src/scheduler/pressure.ts'
 import { Scheduler, type SchedulerPersistence } from '../src/scheduler/scheduler.ts'
-import { SCHEDULER_CALL_EVENT, serveScheduler } from '../src/scheduler/service.ts'
+import { PACE_SPREAD, paceShare, SCHEDULER_CALL_EVENT, serveScheduler, spreadPace } from '../src/scheduler/service.ts'
 
 const none: SchedulerPersistence = { markTask() {}, markPieces() {}, markPeer() {}, deletePeer() {}, markHost() {} }
 const host: Host = { id: '', hostname: 'd', ip: '', idc: '', location: '', multiaddrs: [], uploadSlots: 4, isSeed: false, labels: [], dataPort: 0, dataTransport: '' }
@@ -114,7 +114,9 @@ describe('scheduler backpressure', () => {
     await b.flush({})
     expect(held(T1)).toBe(n)
     expect(client.available).toBe(true)
-    expect(client.paceMs).toBe(400)
+    // The pace each answer names is the gauge's, stretched by up to half (spreadPace).
+    expect(client.paceMs).toBeGreaterThanOrEqual(400)
+    expect(client.paceMs).toBeLessThanOrEqual(400 * (1 + PACE_SPREAD))
     // About 20 calls a second unpaced (50 ms beat; wide margins, the machine may be loaded),
     // at most one per 400 ms paced: 2 s → 5, and one that may have been under way.
     expect(unpaced).toBeGreaterThanOrEqual(6)
@@ -197,6 +199,27 @@ describe('scheduler backpressure', () => {
   })
 })
 
+describe('the pace an answer names', () => {
+  it('is the gauge\'s stretched by a share fixed for each daemon, never shorter, so that daemons told at once come back spread', () => {
+    expect(spreadPace(0, 0.7)).toBe(0)
+    expect(spreadPace(1_000, 0)).toBe(1_000)
+    expect(spreadPace(1_000, 1)).toBe(1_000 * (1 + PACE_SPREAD))
+    // One daemon always hears the same stretch (its report beat keeps one grid).
+    expect(paceShare('12D3KooWexample')).toBe(paceShare('12D3KooWexample'))
+    // 768 daemons (peer IDs differ in their tails) told 5 s in one second: their next calls
+    // spread over 2.5 s, not one instant.
+    const ids = Array.from({ length: 768 }, (_, i) => `12D3KooW${createHash('sha256').update(`peer ${i}`).digest('base64url').slice(0, 44)}`)
+    const paces = ids.map((id) => spreadPace(5_000, paceShare(id)))
+    expect(Math.min(...paces)).toBeGreaterThanOrEqual(5_000)
+    expect(Math.max(...paces)).toBeLessThanOrEqual(7_500)
+    const perQuarterSecond = new Map<number, number>()
+    for (const p of paces) perQuarterSecond.set(Math.floor(p / 250), (perQuarterSecond.get(Math.floor(p / 250)) ?? 0) + 1)
+    // Ten quarter-seconds of about 77 each; none holds more than a fifth of them.
+    expect(perQuarterSecond.size).toBeGreaterThanOrEqual(9)
+    expect(Math.max(...perQuarterSecond.values())).toBeLessThan(768 / 5)
+  })
+})
+
 describe('pressure gauge', () => {
   /** Feeds `seconds` of samples (every 100 ms) of one utilisation and lag. */
   const feed = (g: PressureGauge, seconds: number, utilization: number, lagMs = 0): void => {
@@ -237,6 +260,22 @@ describe('pressure gauge', () => {
     expect(g.paceMs).toBe(before)
     feed(g, 0.2, 1)
     expect(g.paceMs).toBeGreaterThan(before)
+  })
+
+  it('doubles the pace at each step while calls queue (a large lag on a busy loop), which utilisation alone cannot show', () => {
+    const time = (lagMs: number, pace: number): number => {
+      const g = new PressureGauge()
+      let ms = 0
+      while (g.paceMs < pace && ms < 60_000) {
+        g.sample(1, lagMs)
+        ms += 100
+      }
+      return ms
+    }
+    // Saturated and queueing: 250, 500, 1,000, 2,000 ms within about 2.5 s.
+    expect(time(300, 2_000)).toBeLessThanOrEqual(3_000)
+    // Saturated without a queue: the utilisation's 1.33× a step, several times slower.
+    expect(time(0, 2_000)).toBeGreaterThan(6_000)
   })
 
   it('is busy, and raises the pace for a large lag, only while the loop is busy too', () => {

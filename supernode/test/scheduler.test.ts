@@ -684,6 +684,10 @@ describe('scoring', () => {
     expect(locality(h({ location: 'eu|fr|par' }), h({ location: 'eu|fr|lyon' }))).toBeCloseTo(0.5 * 2 / 3)
     expect(locality(h({ idc: 'a', location: 'eu|fr' }), h({ idc: 'a', location: 'eu|fr' }))).toBe(1)
     expect(locality(h({ location: 'eu' }), h({ location: 'us|ca' }))).toBe(0)
+    // Levels compare whole: a level that is a prefix of the other's is not the same level.
+    expect(locality(h({ location: 'eu|fr' }), h({ location: 'eu|fra' }))).toBeCloseTo(0.5 * 1 / 2)
+    expect(locality(h({ location: 'eu' }), h({ location: 'eu|fr|par' }))).toBeCloseTo(0.5 * 1 / 3)
+    expect(locality(h({ location: 'eu||par' }), h({ location: 'eu||lyon' }))).toBeCloseTo(0.5 * 2 / 3)
   })
 
   it('health: 1 when clean, lower with bad, failed and consecutive failures', () => {

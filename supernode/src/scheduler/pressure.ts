@@ -117,8 +117,13 @@ export class PressureGauge implements Pressure {
     // A large lag raises it too, but only while the loop is busy: a late timer over a mostly
     // idle loop means other processes hold the CPU, and slowing the daemons' polls would only
     // slow their downloads (on a shared host the pace sat at its ceiling for that alone).
+    // Utilisation tops out at 1 and so cannot tell a loop 30 % over its capacity from one three
+    // times over; a lag past lagHighMs while busy is calls queueing, and the pace then doubles.
+    // At 1.33× a step a saturated loop took 8 s to reach a 2 s pace, and the calls of those
+    // seconds waited for every daemon's (scheduler-scale: the worst seconds were the first).
     if (u > o.high || (this.lagMs > o.lagHighMs && u > o.low)) {
-      this.paceMs = this.paceMs === 0 ? o.minPaceMs : Math.min(o.maxPaceMs, Math.round(this.paceMs * clamp(u / o.target, 1.2, 2)))
+      const step = this.lagMs > o.lagHighMs ? 2 : clamp(u / o.target, 1.2, 2)
+      this.paceMs = this.paceMs === 0 ? o.minPaceMs : Math.min(o.maxPaceMs, Math.round(this.paceMs * step))
     } else if (u < o.low && this.paceMs > 0) {
       const next = this.paceMs * clamp(u / o.target, 0.5, 0.9)
       this.paceMs = next < o.minPaceMs * 0.75 ? 0 : Math.round(next)

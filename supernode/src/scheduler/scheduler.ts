@@ -283,8 +283,15 @@ export class Scheduler {
     const mine = me?.bitmap ?? EMPTY
     const now = Date.now()
     // Rare pieces make a candidate more valuable: each piece it could give counts 1 / holders.
+    // The weights are worked out once per call (0 for the pieces the requester holds), not
+    // once per candidate and bit: up to 64 candidates are read against the same pieces.
     const holders = swarm.holders
     const mineBits = mine.view()
+    const weights = new Float64Array(holders.length)
+    for (let n = 0; n < holders.length; n++) {
+      const byte = n >> 3
+      if (holders[n] !== 0 && !(byte < mineBits.length && (mineBits[byte] & (1 << (n & 7))) !== 0)) weights[n] = 1 / holders[n]
+    }
     const ttl = this.options.hostTtlMs
     const eligible = (p: PeerState): boolean => {
       if (p.hostId === hostId || p.state === 'failed') return false
@@ -302,9 +309,9 @@ export class Scheduler {
       let useful = 0
       const bits = p.bitmap.view()
       for (let i = 0; i < bits.length; i++) {
-        const b = bits[i] & ~(i < mineBits.length ? mineBits[i] : 0)
+        const b = bits[i]
         if (b === 0) continue
-        for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) useful += 1 / holders[i * 8 + j]
+        for (let j = 0; j < 8; j++) if ((b & (1 << j)) !== 0) useful += weights[i * 8 + j]
       }
       // The seed still fetching from the origin has pieces coming that a child can stream
       // from it as they arrive (see SeedGrants), before it has any to show.

@@ -25,14 +25,36 @@ export function locality(a: Host | undefined, b: Host): number {
   if (a === undefined) return 0
   let score = 0
   if (a.idc !== '' && a.idc === b.idc) score += 0.5
-  if (a.location !== '' && b.location !== '') {
-    const x = a.location.split('|')
-    const y = b.location.split('|')
-    let same = 0
-    while (same < x.length && same < y.length && x[same] === y[same]) same++
-    score += 0.5 * (same / Math.max(x.length, y.length))
-  }
+  if (a.location !== '' && b.location !== '') score += 0.5 * sharedLevels(a.location, b.location)
   return score
+}
+
+/**
+ * The share of two `|`-separated locations' levels that are the same from the first on,
+ * read in place: it runs for every candidate of every getParents, and splitting both strings
+ * each time was a tenth of the call.
+ */
+function sharedLevels(x: string, y: string): number {
+  let same = 0
+  for (let i = 0; ;) {
+    const ex = x.indexOf('|', i)
+    const ey = y.indexOf('|', i)
+    const endX = ex < 0 ? x.length : ex
+    if (endX !== (ey < 0 ? y.length : ey)) break
+    let k = i
+    while (k < endX && x.charCodeAt(k) === y.charCodeAt(k)) k++
+    if (k < endX) break
+    same++
+    if (ex < 0 || ey < 0) break
+    i = ex + 1
+  }
+  return same / Math.max(levels(x), levels(y))
+}
+
+function levels(s: string): number {
+  let n = 1
+  for (let i = s.indexOf('|'); i >= 0; i = s.indexOf('|', i + 1)) n++
+  return n
 }
 
 export function health(host: HostState): number {

@@ -26,6 +26,31 @@ const calls = channel(SCHEDULER_CALL_EVENT)
 /** The least retry time a busy answer names. */
 const BUSY_RETRY_MS = 500
 
+/**
+ * How far past the gauge's pace an answer's pace may reach. Daemons wait the pace they last
+ * heard; when the pace jumps, every daemon answered in that second hears the same figure, and
+ * without a spread all of them come back in the same instant a pace later, and again a pace
+ * after that: at 10,000 peers the supernode got hundreds of polls in one burst and answered
+ * the last of them 0.5–1 s late, idle between bursts (bench/README.md, scheduler-scale).
+ * Each daemon gets a fixed share of the spread, from its ID: a daemon's report beat runs on a
+ * grid of multiples of its pace (ReportBatcher), which a pace drawn anew for every answer
+ * would move at every call. Stretching only upwards keeps the pace what it says, the least
+ * time between calls; the gauge corrects for the mean.
+ */
+export const PACE_SPREAD = 0.5
+
+/** A host's fixed place in [0, 1) (FNV-1a of its ID): the same daemon always hears the same stretch. */
+export function paceShare(hostId: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < hostId.length; i++) h = Math.imul(h ^ hostId.charCodeAt(i), 0x01000193)
+  return (h >>> 0) / 2 ** 32
+}
+
+/** The pace one daemon is told: the gauge's, stretched by its share (0..1) of PACE_SPREAD. */
+export function spreadPace(paceMs: number, share: number): number {
+  return paceMs <= 0 ? 0 : Math.round(paceMs * (1 + share * PACE_SPREAD))
+}
+
 /** Reports one report_batch may carry (a daemon has a few tasks running at once). */
 export const MAX_BATCH_REPORTS = 256
 
@@ -47,16 +72,17 @@ export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gat
       try {
         checkOwner(scheduler, ownership, req.registerTask.taskId)
       } catch (err) {
-        return { error: rpcError(err), paceMs: pressure?.paceMs ?? 0, features: FEATURES }
+        return { error: rpcError(err), paceMs: spreadPace(pressure?.paceMs ?? 0, paceShare(hostId)), features: FEATURES }
       }
     }
     if (pressure === undefined) return handleRemoteRequest(scheduler, gate, hostId, connection, req, signal)
     if (busy) {
       if (pressure.deferred !== undefined) pressure.deferred++
       // Answered at once, without the scheduler's work: the daemon keeps the parents it has.
-      return { error: { code: 'SN_ERR_BUSY', message: 'the scheduler is saturated; ask again after pace_ms' }, paceMs: Math.max(BUSY_RETRY_MS, pressure.paceMs), features: FEATURES }
+      return { error: { code: 'SN_ERR_BUSY', message: 'the scheduler is saturated; ask again after pace_ms' }, paceMs: spreadPace(Math.max(BUSY_RETRY_MS, pressure.paceMs), paceShare(hostId)), features: FEATURES }
     }
-    const paced = (res: Partial<SchedulerResponse>): Partial<SchedulerResponse> => ({ ...res, paceMs: pressure.paceMs, features: FEATURES })
+    const share = paceShare(hostId)
+    const paced = (res: Partial<SchedulerResponse>): Partial<SchedulerResponse> => ({ ...res, paceMs: spreadPace(pressure.paceMs, share), features: FEATURES })
     let res: Partial<SchedulerResponse> | Promise<Partial<SchedulerResponse>>
     try {
       res = handleRemoteRequest(scheduler, gate, hostId, connection, req, signal)
