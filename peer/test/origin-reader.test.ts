@@ -109,4 +109,32 @@ describe('origin reader', () => {
     room.release()
     await store.close()
   })
+
+  it('stops at a piece that differs from its published digest: it and none after it is stored or settled as verified', async () => {
+    const store = slowStore('lying', 1)
+    const live = new LivePieces()
+    const reader = new OriginReader({ origin, store, live, staging: new StagingPool() }, { reserveWaitMs: 1000 })
+    const id = sha(Buffer.from('lying')).toString('hex')
+    const outcomes = new Map<number, string>()
+    const stored: number[] = []
+    const task = { ...taskFor(id), contentLength: BLOB.length, digest: (n: number) => (n === 3 ? sha(Buffer.from('not piece 3')) : sha(BLOB.subarray(n * MiB, (n + 1) * MiB))) }
+    await expect(reader.read(task, {
+      layout: (_length, _pieceSize, count) => {
+        void (async () => {
+          for (let n = 0; n < count; n++) {
+            const p = await live.await(id, n, () => store.hasPiece(id, n), AbortSignal.timeout(10_000)).catch(() => undefined)
+            if (p === undefined) continue
+            while (p.outcome === undefined) await p.changed()
+            outcomes.set(n, 'sha256' in p.outcome ? 'verified' : p.outcome.error.code)
+          }
+        })()
+      },
+      piece: (num) => stored.push(num)
+    }, traffic, AbortSignal.timeout(30_000))).rejects.toMatchObject({ code: 'DFD_ERR_ORIGIN_CHANGED' })
+    expect(stored).toEqual([0, 1, 2])
+    for (let n = 3; n < 12; n++) expect(store.hasPiece(id, n)).toBe(false)
+    expect(outcomes.get(3)).toBe('DFD_ERR_ORIGIN_CHANGED')
+    expect([...outcomes].filter(([n, o]) => n >= 3 && o === 'verified')).toEqual([])
+    await store.close()
+  })
 })
