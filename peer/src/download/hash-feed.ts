@@ -14,7 +14,7 @@ import type { HashReply, HashRequest } from './hash-thread.ts'
 /** Bytes per batch posted to the worker. */
 const BATCH_BYTES = 1024 * 1024
 /** Batches posted and not yet hashed before a feed asks its source to wait. */
-const MAX_IN_FLIGHT = 8
+const MAX_IN_FLIGHT = 32
 /** Idle batch buffers kept for reuse. */
 const KEEP_FREE = 8
 
@@ -106,7 +106,11 @@ export class HashFeed {
   private roomWaiters: Array<() => void> = []
   private error: NaiadError | undefined
 
-  constructor() {
+  /** Whether piece digests are asked for (else only the whole content's). */
+  private readonly pieces: boolean
+
+  constructor(options: { pieces?: boolean } = {}) {
+    this.pieces = options.pieces ?? true
     thread ??= new HashThread()
     this.thread = thread
     this.id = this.thread.open(this)
@@ -203,7 +207,7 @@ export class HashFeed {
     this.view = undefined
     this.fill = 0
     this.inFlight++
-    this.thread.post({ op: 'data', feed: this.id, buf, length }, [buf])
+    this.thread.post({ op: 'data', feed: this.id, buf, length, pieces: this.pieces }, [buf])
   }
 
   private wakeRoom(): void {

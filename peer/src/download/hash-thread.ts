@@ -6,7 +6,7 @@ import { createHash, type Hash } from 'node:crypto'
 import { parentPort } from 'node:worker_threads'
 
 export type HashRequest =
-  | { op: 'data'; feed: number; buf: ArrayBuffer; length: number }
+  | { op: 'data'; feed: number; buf: ArrayBuffer; length: number; pieces: boolean }
   | { op: 'piece'; feed: number; seq: number }
   | { op: 'end'; feed: number; seq: number }
   | { op: 'drop'; feed: number }
@@ -35,7 +35,7 @@ port.on('message', (m: HashRequest) => {
   }
   if (m.op === 'data') {
     const bytes = new Uint8Array(m.buf, 0, m.length)
-    f.piece.update(bytes)
+    if (m.pieces) f.piece.update(bytes)
     f.whole.update(bytes)
     port.postMessage({ op: 'buffer', feed: m.feed, buf: m.buf } satisfies HashReply, [m.buf])
   } else if (m.op === 'piece') {

@@ -1,8 +1,10 @@
 // Back to source: a task's bytes from its origin into the piece store. Each body chunk is
-// fed to the hashing thread as it arrives (its piece's digest and the whole content's,
-// hash-feed.ts) and copied into a staging buffer written into place when full (staging.ts),
-// the writes of a piece in order, a couple in flight while the next buffer fills. On the task's trusted source every piece is also live while it is written (see
+// hashed as it arrives (its piece's digest here, the whole content's on the hashing thread:
+// hash-feed.ts) and copied into a staging buffer written into place when full (staging.ts), the writes of a piece in
+// order, a couple in flight while the next buffer fills. On the task's trusted source every piece is also live while it is written (see
 // LivePieces): peers that asked for it receive its bytes as they reach the disk.
+
+import { createHash, type Hash } from 'node:crypto'
 
 import { NaiadError, pieceSizeFor } from '@naiad/proto'
 
@@ -58,6 +60,7 @@ interface Current {
   offset: number
   length: number
   fill: number
+  hash: Hash
   out: StagedWriter | undefined
   skip: boolean
   reservation: Reservation | undefined
@@ -94,7 +97,9 @@ export class OriginReader {
       throw err
     }
 
-    const hashes = new HashFeed()
+    // A piece's digest is needed the moment its last byte is in; the whole content's only
+    // at the end, so it is the one taken off this thread (which also sends live pieces).
+    const whole = new HashFeed({ pieces: false })
     let total = 0
     let num = 0
     let cur: Current | undefined
@@ -105,7 +110,7 @@ export class OriginReader {
     const startPiece = async (): Promise<Current> => {
       const len = length >= 0 ? Math.min(pieceSize, length - num * pieceSize) : pieceSize
       const skip = store.hasPiece(task.id, num)
-      const c: Current = { num, offset: num * pieceSize, length: len, fill: 0, out: undefined, skip, reservation: undefined, live: undefined, started: Date.now() }
+      const c: Current = { num, offset: num * pieceSize, length: len, fill: 0, hash: createHash('sha256'), out: undefined, skip, reservation: undefined, live: undefined, started: Date.now() }
       if (!skip) {
         c.reservation = await store.reserve(task.id, len, { waitMs: this.reserveWaitMs, signal })
         // A piece of unknown length cannot be promised to a peer.
@@ -137,19 +142,17 @@ export class OriginReader {
      */
     const finishPiece = async (): Promise<void> => {
       const piece = cur!
-      const pieceSha = hashes.pieceDigest()
+      const sha = piece.hash.digest()
+      const known = task.digest(piece.num)
+      if (known !== undefined && !sha.equals(known)) {
+        throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `piece ${piece.num} from the origin differs from the digest the source published`)
+      }
       // The last piece of a content of known length: every byte went through the whole hash.
-      if (length >= 0 && piece.offset + piece.fill === length) wholeSha = hashes.wholeDigest()
+      if (length >= 0 && piece.offset + piece.fill === length) wholeSha = whole.wholeDigest()
       const contentShaP = wholeSha
       cur = undefined
       num++
       const done = previous.then(async () => {
-        // Checked before the piece is committed or settled: nothing downstream sees it as verified sooner.
-        const sha = await pieceSha
-        const known = task.digest(piece.num)
-        if (known !== undefined && !sha.equals(known)) {
-          throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `piece ${piece.num} from the origin differs from the digest the source published`)
-        }
         const contentSha = await contentShaP
         await piece.out?.close()
         if (!piece.skip) {
@@ -176,6 +179,7 @@ export class OriginReader {
     try {
       for await (const chunk of res.body) {
         if (qos !== undefined) await qos.acquire(chunk.length, traffic, signal)
+        whole.push(chunk)
         total += chunk.length
         if (length >= 0 && total > length) throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `origin sent more than its announced ${length} bytes`)
         let pos = 0
@@ -183,7 +187,7 @@ export class OriginReader {
           cur ??= await startPiece()
           const n = Math.min(cur.length - cur.fill, chunk.length - pos)
           const part = chunk.subarray(pos, pos + n)
-          hashes.push(part)
+          cur.hash.update(part)
           cur.out?.push(part)
           cur.fill += n
           pos += n
@@ -194,7 +198,7 @@ export class OriginReader {
             await cur.out.drained()
           }
         }
-        if (hashes.full) await hashes.room()
+        if (whole.full) await whole.room()
       }
       if (cur !== undefined && cur.fill > 0) {
         if (length >= 0) throw new NaiadError('DFD_ERR_ORIGIN_TRUNCATED', `origin closed the body after ${total} of ${length} bytes`)
@@ -204,10 +208,10 @@ export class OriginReader {
       await previous
       store.setTaskLength(task.id, total, num)
       live?.end(task.id, new NaiadError('DFD_ERR_PIECE_UNAVAILABLE', 'the source read ended'))
-      return { contentLength: total, pieceCount: num, sha256: await (wholeSha ?? hashes.wholeDigest()) }
+      return { contentLength: total, pieceCount: num, sha256: await (wholeSha ?? whole.wholeDigest()) }
     } catch (err) {
       res.cancel()
-      hashes.drop()
+      whole.drop()
       await cur?.out?.abandon()
       // Pieces already whole land and are stored as they would have been; after a failed
       // write, none of the later ones is (their room is given back below).
