@@ -1,6 +1,6 @@
 // Back to source: a task's bytes from its origin into the piece store. Each body chunk is
-// hashed as it arrives (its piece's digest here, the whole content's on the hashing thread:
-// hash-feed.ts) and copied into a staging buffer written into place when full (staging.ts), the writes of a piece in
+// hashed as it arrives (its piece's digest and the whole content's) and copied into a
+// staging buffer written into place when full (staging.ts), the writes of a piece in
 // order, a couple in flight while the next buffer fills. On the task's trusted source every piece is also live while it is written (see
 // LivePieces): peers that asked for it receive its bytes as they reach the disk.
 
@@ -12,7 +12,6 @@ import type { QosHooks, Traffic } from '../qos/hooks.ts'
 import type { OriginClient } from '../source/origin.ts'
 import type { LivePiece, LivePieces } from '../storage/live-pieces.ts'
 import type { PieceStore, Reservation } from '../storage/piece-store.ts'
-import { HashFeed } from './hash-feed.ts'
 import { StagedWriter, STAGING_BYTES, type StagingPool } from './staging.ts'
 
 
@@ -97,14 +96,12 @@ export class OriginReader {
       throw err
     }
 
-    // A piece's digest is needed the moment its last byte is in; the whole content's only
-    // at the end, so it is the one taken off this thread (which also sends live pieces).
-    const whole = new HashFeed({ pieces: false })
+    const whole = createHash('sha256')
     let total = 0
     let num = 0
     let cur: Current | undefined
-    /** The whole content's digest, asked for when the last byte arrives (a hash gives one digest). */
-    let wholeSha: Promise<Buffer> | undefined
+    /** The whole content's digest, taken when the last byte arrives (a hash gives one digest). */
+    let wholeSha: Buffer | undefined
     live?.begin(task.id)
 
     const startPiece = async (): Promise<Current> => {
@@ -148,12 +145,11 @@ export class OriginReader {
         throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `piece ${piece.num} from the origin differs from the digest the source published`)
       }
       // The last piece of a content of known length: every byte went through the whole hash.
-      if (length >= 0 && piece.offset + piece.fill === length) wholeSha = whole.wholeDigest()
-      const contentShaP = wholeSha
+      if (length >= 0 && piece.offset + piece.fill === length) wholeSha = whole.digest()
+      const contentSha = wholeSha
       cur = undefined
       num++
       const done = previous.then(async () => {
-        const contentSha = await contentShaP
         await piece.out?.close()
         if (!piece.skip) {
           // A piece of a content without a length learns its length only now.
@@ -179,7 +175,7 @@ export class OriginReader {
     try {
       for await (const chunk of res.body) {
         if (qos !== undefined) await qos.acquire(chunk.length, traffic, signal)
-        whole.push(chunk)
+        whole.update(chunk)
         total += chunk.length
         if (length >= 0 && total > length) throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', `origin sent more than its announced ${length} bytes`)
         let pos = 0
@@ -198,7 +194,6 @@ export class OriginReader {
             await cur.out.drained()
           }
         }
-        if (whole.full) await whole.room()
       }
       if (cur !== undefined && cur.fill > 0) {
         if (length >= 0) throw new NaiadError('DFD_ERR_ORIGIN_TRUNCATED', `origin closed the body after ${total} of ${length} bytes`)
@@ -208,10 +203,9 @@ export class OriginReader {
       await previous
       store.setTaskLength(task.id, total, num)
       live?.end(task.id, new NaiadError('DFD_ERR_PIECE_UNAVAILABLE', 'the source read ended'))
-      return { contentLength: total, pieceCount: num, sha256: await (wholeSha ?? whole.wholeDigest()) }
+      return { contentLength: total, pieceCount: num, sha256: wholeSha ?? whole.digest() }
     } catch (err) {
       res.cancel()
-      whole.drop()
       await cur?.out?.abandon()
       // Pieces already whole land and are stored as they would have been; after a failed
       // write, none of the later ones is (their room is given back below).
