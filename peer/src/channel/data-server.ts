@@ -343,39 +343,11 @@ class ServerSession implements ConnectionHandler {
     this.conn.send(FRAME.end, id, DataEnd.encode(task?.complete === true && task.sha256 !== null ? { contentSha256: task.sha256 } : {}))
   }
 
-  /**
-   * A piece the origin is still sending: its bytes as they reach the disk, then its digest.
-   * Bytes still in the source's staging buffers go to the socket from there (reading them
-   * back from the disk was a thread-pool round trip per MiB on the seed's busy thread).
-   */
+  /** A piece the origin is still sending: its bytes as they reach the disk, then its digest. */
   private async sendLive(id: number, taskId: string, piece: LivePiece, signal: AbortSignal): Promise<void> {
     let sent = 0
-    let failure: Error | undefined
     for (;;) {
-      if (failure !== undefined) throw failure
       const ready = piece.written
-      const mem = ready > sent ? piece.borrow(sent) : undefined
-      if (mem !== undefined) {
-        signal.throwIfAborted()
-        let landed = false
-        let drained: (() => void) | undefined
-        const ok = this.conn.sendData(id, mem.bytes, (err) => {
-          if (err !== undefined && err !== null) failure ??= err
-          landed = true
-          mem.release()
-          drained?.()
-        })
-        sent += mem.bytes.length
-        // Back-pressure: a slow requester does not get the whole piece queued at once.
-        if (!ok && !landed) {
-          await new Promise<void>((resolve) => {
-            drained = resolve
-            signal.addEventListener('abort', () => resolve(), { once: true })
-          })
-          signal.throwIfAborted()
-        }
-        continue
-      }
       if (ready > sent) {
         await this.sendBytes(id, taskId, piece.offset + sent, ready - sent, signal)
         sent = ready

@@ -117,13 +117,8 @@ export class OriginReader {
         c.out = new StagedWriter({
           pool: this.c.staging,
           at: c.offset,
-          write: (at, bytes, lend) => {
-            chain = chain.then(() => store.writeAt(task.id, at, bytes)).then(() => {
-              if (c.live === undefined) return
-              // Peers sending this piece live take these bytes from memory, not back from the disk.
-              c.live.keep(at - c.offset, bytes, lend())
-              c.live.advance(at + bytes.length - c.offset)
-            })
+          write: (at, bytes) => {
+            chain = chain.then(() => store.writeAt(task.id, at, bytes)).then(() => c.live?.advance(at + bytes.length - c.offset))
             return chain
           }
         })

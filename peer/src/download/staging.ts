@@ -40,16 +40,11 @@ export class StagedWriter {
   private readonly writes = new Set<Promise<void>>()
   private error: Error | undefined
   private readonly pool: StagingPool
-  private readonly write: (at: number, bytes: Buffer, lend: () => () => void) => Promise<void>
+  private readonly write: (at: number, bytes: Buffer) => Promise<void>
   private readonly onPressure: (pause: boolean) => void
   private readonly highWater: number
 
-  /**
-   * `write` may call `lend()` to keep the buffer past its write (a live piece sends it from
-   * memory): the buffer goes back to the pool only once the write settled and every loan
-   * was given back (a loan never given back leaves it to the collector, never to reuse).
-   */
-  constructor(options: { pool: StagingPool; at: number; write: (at: number, bytes: Buffer, lend: () => () => void) => Promise<void>; onPressure?: (pause: boolean) => void; highWater?: number }) {
+  constructor(options: { pool: StagingPool; at: number; write: (at: number, bytes: Buffer) => Promise<void>; onPressure?: (pause: boolean) => void; highWater?: number }) {
     this.pool = options.pool
     this.at = options.at
     this.write = options.write
@@ -90,23 +85,10 @@ export class StagedWriter {
       this.paused = true
       this.onPressure(true)
     }
-    let holds = 1
-    const giveBack = (): void => {
-      if (--holds === 0) this.pool.give(buf)
-    }
-    const lend = (): (() => void) => {
-      holds++
-      let given = false
-      return () => {
-        if (given) return
-        given = true
-        giveBack()
-      }
-    }
-    const p = this.write(at, buf.subarray(0, n), lend).then(() => {}, (err: unknown) => { this.error ??= err as Error }).finally(() => {
+    const p = this.write(at, buf.subarray(0, n)).then(() => {}, (err: unknown) => { this.error ??= err as Error }).finally(() => {
       this.pending -= n
       this.writes.delete(p)
-      giveBack()
+      this.pool.give(buf)
       if (this.paused && (this.pending <= this.highWater / 2 || this.error !== undefined)) {
         this.paused = false
         this.onPressure(false)

@@ -18,11 +18,6 @@ export class LivePiece {
   written = 0
   outcome: LiveOutcome | undefined
   private readonly waiters = new Set<() => void>()
-  /** Written bytes still in the source's staging buffers, each with how to give it back. */
-  private kept: Array<{ from: number; bytes: Buffer; giveBack: () => void }> = []
-  /** Borrows of kept bytes not yet released (a send in flight). */
-  private users = 0
-  private retired = false
 
   constructor(num: number, offset: number, length: number) {
     this.num = num
@@ -34,49 +29,6 @@ export class LivePiece {
   advance(written: number): void {
     this.written = written
     this.wake()
-  }
-
-  /** Bytes [from, from + bytes.length) of the piece, written, stay in memory until retire(). */
-  keep(from: number, bytes: Buffer, giveBack: () => void): void {
-    if (this.retired) {
-      giveBack()
-      return
-    }
-    this.kept.push({ from, bytes, giveBack })
-  }
-
-  /**
-   * Written bytes of the piece from `from` still in memory (at most up to `written`), held
-   * until `release()`; undefined when they are not (then read them from the disk).
-   */
-  borrow(from: number): { bytes: Buffer; release: () => void } | undefined {
-    const k = this.kept.find((x) => x.from <= from && from < x.from + x.bytes.length)
-    if (k === undefined || from >= this.written) return undefined
-    this.users++
-    let released = false
-    const end = Math.min(k.bytes.length, this.written - k.from)
-    return {
-      bytes: k.bytes.subarray(from - k.from, end),
-      release: () => {
-        if (released) return
-        released = true
-        this.users--
-        this.giveBackIfIdle()
-      }
-    }
-  }
-
-  /** The piece is stored or failed: its kept bytes go back once no send uses them. */
-  retire(): void {
-    this.retired = true
-    this.giveBackIfIdle()
-  }
-
-  private giveBackIfIdle(): void {
-    if (!this.retired || this.users > 0) return
-    const kept = this.kept
-    this.kept = []
-    for (const k of kept) k.giveBack()
   }
 
   settle(outcome: LiveOutcome): void {
@@ -137,9 +89,7 @@ export class LivePieces {
 
   /** The piece is stored (or failed): peers asking from now on get it from the store. */
   close(taskId: string, num: number): void {
-    const t = this.tasks.get(taskId)
-    t?.pieces.get(num)?.retire()
-    t?.pieces.delete(num)
+    this.tasks.get(taskId)?.pieces.delete(num)
   }
 
   /** The source read ended: pieces still open fail with `error`. */
@@ -147,10 +97,7 @@ export class LivePieces {
     const t = this.tasks.get(taskId)
     if (t === undefined) return
     t.ended = true
-    for (const p of t.pieces.values()) {
-      p.settle({ error })
-      p.retire()
-    }
+    for (const p of t.pieces.values()) p.settle({ error })
     t.pieces.clear()
     this.wake(t)
     this.tasks.delete(taskId)
