@@ -1,6 +1,7 @@
 // The origin reader reads on while a whole piece's writes land, and still stores pieces in
 // order, each only once its bytes are on disk; a write that fails stops the read with
-// nothing after it stored and the room of every piece not stored given back.
+// nothing after it stored and the room of every piece not stored given back; a piece that
+// differs from its published digest stops the read before it is stored or settled as verified.
 
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
