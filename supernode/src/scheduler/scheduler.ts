@@ -30,8 +30,12 @@ export interface SchedulerPersistence {
   markPieces(task: TaskState, nums: number[]): void
   markPeer(taskId: string, peer: PeerState): void
   deletePeer(taskId: string, hostId: string): void
-  markHost(host: HostState): void
+  /** `counters`: only the host's last-seen time, bandwidth and piece counts changed (the store may write just those). */
+  markHost(host: HostState, change?: HostChange): void
 }
+
+/** How much of a host changed since it was last marked. */
+export type HostChange = 'all' | 'counters'
 
 const scheduled = channel(EVENTS.parentsScheduled)
 const reported = channel(EVENTS.piecesReported)
@@ -242,7 +246,7 @@ export class Scheduler {
           parent.consecutiveFailures++
         }
       }
-      if (parent !== undefined) this.persist.markHost(parent)
+      if (parent !== undefined) this.persist.markHost(parent, 'counters')
     }
     if (req.state === 'succeeded') {
       swarm.setState(peer, 'succeeded')
@@ -381,7 +385,7 @@ export class Scheduler {
     host.lastSeen = Date.now()
     if (host.lastSeen - (this.touchedAt.get(host) ?? 0) < TOUCH_PERSIST_MS) return
     this.touchedAt.set(host, host.lastSeen)
-    this.persist.markHost(host)
+    this.persist.markHost(host, 'counters')
   }
 
   /** The task as peers see it; `from` leaves out the first digests of the current epoch (the caller holds them). */
