@@ -271,6 +271,22 @@ describe('StateStore', () => {
     }
   })
 
+  it('writes every kind of row in its turn while peers are marked faster than a slice drains them', () => {
+    const s = start(60_000, 4)
+    const children = ['b', 'c', 'd', 'e', 'f', 'g']
+    for (const id of ['a', ...children]) register(s, id, RUNNING)
+    store!.flush(true)
+    const goodOfA = (): number => store!.database.prepare<[string], { good_pieces: number }>('SELECT good_pieces FROM hosts WHERE id = ?').get('a')!.good_pieces
+    for (let turn = 0; turn < 10; turn++) {
+      for (const c of children) s.reportPieces(c, report(RUNNING, [ok(turn, 'a')]))
+      store!.flush()
+    }
+    // Six peers and the task marked every turn, four rows a turn: a fixed order (tasks,
+    // pieces, peers, hosts, counters) never reached a's counters.
+    expect(goodOfA()).toBeGreaterThan(0)
+    expect(store!.pending).toBeGreaterThan(0)
+  })
+
   it("writes a parent's counters alone, not its info, and they survive a restart", () => {
     const s = start()
     register(s, 'a', RUNNING)

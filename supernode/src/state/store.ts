@@ -1,10 +1,10 @@
 // Cluster state in SQLite: tasks, their piece digests, hosts and per-task peers survive a
 // restart. Changes are collected in memory and written in one transaction every
 // `flushMs`, so a burst of piece reports costs one fsync, not thousands. The flush runs on
-// the scheduler's event loop, so one turn writes at most FLUSH_ROWS rows: at 10,000 peers
-// the marked rows of 200 ms took 15 ms and more, every call queued behind them; what is
-// left waits for the next turn (a row marked again meanwhile is written once, as it is
-// then), and close() writes everything. A host whose piece counters alone changed (every
+// the scheduler's event loop, so one turn writes at most FLUSH_ROWS rows (at 10,000 peers
+// the marked rows of 200 ms took 15 ms and more, every call queued behind them); the rest
+// waits for the next turn (a row marked again meanwhile is written once, as it is then),
+// and close() writes everything. A host whose piece counters alone changed (every
 // report naming it as a parent) gets an UPDATE of those columns, not its encoded info. A task's request
 // headers (which carry registry credentials) are kept in memory only: the database, mode
 // 0600, never holds them.
@@ -18,10 +18,14 @@ import { Bitmap, Host } from '@naiad/proto'
 import type { HostChange, HostState, PeerState, SchedulerPersistence, Scheduler, TaskState } from '../scheduler/scheduler.ts'
 
 /**
- * Rows one flush turn writes at most (about 1.5 ms of the loop at 2-4 us a row). Marked rows
- * are one per task, peer or host, so what waits is bounded by the state's size, not the rate.
+ * Rows one flush turn writes at most: about 1 ms of the loop (6 us a row, the transaction
+ * included). A loop near saturation takes a stall many times its length to drain the calls
+ * that queued behind it, so several short turns are better than one long one. Marked rows are
+ * one per task, peer or host, so what waits is bounded by the state's size, not the rate.
  */
-export const FLUSH_ROWS = 400
+export const FLUSH_ROWS = 160
+/** A backlog's next turn comes after this share of flushMs: 160 rows every 50 ms, 3,200 rows a second at most. */
+const BACKLOG_DELAY = 0.25
 
 interface TaskRow {
   id: string; url: string; headers: string; digest: string; range: string; filter: string; state: string
@@ -42,7 +46,12 @@ export class StateStore implements SchedulerPersistence {
   private readonly db: Database.Database
   private readonly dirtyTasks = new Map<string, TaskState>()
   private readonly dirtyPieces = new Map<string, { task: TaskState; nums: Set<number> }>()
-  private readonly dirtyPeers = new Map<string, { taskId: string; peer: PeerState | undefined; hostId: string }>()
+  /**
+   * Task → host → its peer, or undefined when the peer is to be deleted. Nested so that a
+   * report marking a peer already marked allocates nothing (a "task/host" key and an entry
+   * object for each of 20,000 reports a second were garbage the loop then collected).
+   */
+  private readonly dirtyPeers = new Map<string, Map<string, PeerState | undefined>>()
   private readonly dirtyHosts = new Map<string, HostState>()
   /** Hosts whose counters alone changed; a host also in dirtyHosts is written there in full. */
   private readonly dirtyCounters = new Map<string, HostState>()
@@ -50,6 +59,8 @@ export class StateStore implements SchedulerPersistence {
   private readonly flushMs: number
   private readonly rowsPerFlush: number
   private statements: Statements | undefined
+  /** Flush turns so far: which kind of row a turn writes first. */
+  private turn = 0
 
   constructor(dir: string, flushMs = 200, rowsPerFlush = FLUSH_ROWS) {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
@@ -123,12 +134,12 @@ export class StateStore implements SchedulerPersistence {
     }
   }
 
-  private schedule(): void {
+  private schedule(delayMs = this.flushMs): void {
     if (this.timer !== undefined) return
     this.timer = setTimeout(() => {
       this.timer = undefined
       this.flush()
-    }, this.flushMs)
+    }, delayMs)
     this.timer.unref()
   }
 
@@ -143,8 +154,17 @@ export class StateStore implements SchedulerPersistence {
     }
     this.schedule()
   }
-  markPeer(taskId: string, peer: PeerState): void { this.dirtyPeers.set(`${taskId}/${peer.hostId}`, { taskId, peer, hostId: peer.hostId }); this.schedule() }
-  deletePeer(taskId: string, hostId: string): void { this.dirtyPeers.set(`${taskId}/${hostId}`, { taskId, peer: undefined, hostId }); this.schedule() }
+  markPeer(taskId: string, peer: PeerState): void { this.peersOf(taskId).set(peer.hostId, peer); this.schedule() }
+  deletePeer(taskId: string, hostId: string): void { this.peersOf(taskId).set(hostId, undefined); this.schedule() }
+
+  private peersOf(taskId: string): Map<string, PeerState | undefined> {
+    let peers = this.dirtyPeers.get(taskId)
+    if (peers === undefined) {
+      peers = new Map()
+      this.dirtyPeers.set(taskId, peers)
+    }
+    return peers
+  }
   markPieces(task: TaskState, nums: number[]): void {
     if (nums.length === 0) return
     let e = this.dirtyPieces.get(task.id)
@@ -155,9 +175,10 @@ export class StateStore implements SchedulerPersistence {
 
   /** Rows marked and not yet written. */
   get pending(): number {
-    let pieces = 0
-    for (const e of this.dirtyPieces.values()) pieces += e.nums.size
-    return this.dirtyTasks.size + pieces + this.dirtyPeers.size + this.dirtyHosts.size + this.dirtyCounters.size
+    let n = this.dirtyTasks.size + this.dirtyHosts.size + this.dirtyCounters.size
+    for (const e of this.dirtyPieces.values()) n += e.nums.size
+    for (const peers of this.dirtyPeers.values()) n += peers.size
+    return n
   }
 
   /** Prepared once: preparing five statements on every flush was a parse each on the loop. */
@@ -176,7 +197,11 @@ export class StateStore implements SchedulerPersistence {
 
   /**
    * Writes what is marked, at most rowsPerFlush rows (`all` writes everything), oldest marks
-   * first; what is left is written on the next turn.
+   * of each kind first; what is left is written on the next turn. Each turn starts at the
+   * next kind: with a fixed order, peers re-marked by every report filled every turn and the
+   * hosts' counters after them were never written. No kind needs another written first: an
+   * orphan piece or peer row waits for its task row, and a host's counters are marked only
+   * while its row is not waiting to be written in full.
    */
   flush(all = false): void {
     if (this.pending === 0) return
@@ -186,46 +211,66 @@ export class StateStore implements SchedulerPersistence {
     // leaves every mark for the next turn.
     const tasks: string[] = []
     const pieces: Array<[string, number]> = []
-    const peers: string[] = []
+    const peers: Array<[string, string]> = []
     const hosts: string[] = []
     const counters: string[] = []
-    this.db.transaction(() => {
-      // Tasks before their pieces and peers, hosts in full before their counters (an UPDATE
-      // of a host with no row yet would match nothing).
-      for (const [id, t] of this.dirtyTasks) {
-        if (budget-- <= 0) return
-        st.upsertTask.run({
-          id: t.id, url: t.url, headers: '[]', digest: t.digest, range: t.range, filter: JSON.stringify(t.filter),
-          state: t.state, content_length: t.contentLength, piece_size: t.pieceSize, piece_count: t.pieceCount,
-          sha256: t.sha256.length === 0 ? null : Buffer.from(t.sha256), error_code: t.error?.code ?? null,
-          error_message: t.error?.message ?? null, back_source_peer: t.backSourcePeer, created_at: t.createdAt, updated_at: t.updatedAt
-        })
-        tasks.push(id)
-      }
-      for (const [id, e] of this.dirtyPieces) {
-        for (const n of e.nums) {
-          if (budget-- <= 0) return
-          const p = e.task.pieces.get(n)
-          if (p !== undefined) st.insertPiece.run(e.task.id, n, p.length, Buffer.from(p.sha256))
-          pieces.push([id, n])
+    // Each writes rows of one kind while the budget lasts; false once it is spent.
+    const kinds: Array<() => boolean> = [
+      () => {
+        for (const [id, t] of this.dirtyTasks) {
+          if (budget-- <= 0) return false
+          st.upsertTask.run({
+            id: t.id, url: t.url, headers: '[]', digest: t.digest, range: t.range, filter: JSON.stringify(t.filter),
+            state: t.state, content_length: t.contentLength, piece_size: t.pieceSize, piece_count: t.pieceCount,
+            sha256: t.sha256.length === 0 ? null : Buffer.from(t.sha256), error_code: t.error?.code ?? null,
+            error_message: t.error?.message ?? null, back_source_peer: t.backSourcePeer, created_at: t.createdAt, updated_at: t.updatedAt
+          })
+          tasks.push(id)
         }
+        return true
+      },
+      () => {
+        for (const [id, e] of this.dirtyPieces) {
+          for (const n of e.nums) {
+            if (budget-- <= 0) return false
+            const p = e.task.pieces.get(n)
+            if (p !== undefined) st.insertPiece.run(e.task.id, n, p.length, Buffer.from(p.sha256))
+            pieces.push([id, n])
+          }
+        }
+        return true
+      },
+      () => {
+        for (const [taskId, marked] of this.dirtyPeers) {
+          for (const [hostId, peer] of marked) {
+            if (budget-- <= 0) return false
+            if (peer === undefined) st.deletePeer.run(taskId, hostId)
+            else st.upsertPeer.run(taskId, hostId, peer.state, Buffer.from(peer.bitmap.toBytes()), JSON.stringify([...peer.blocked]), peer.updatedAt)
+            peers.push([taskId, hostId])
+          }
+        }
+        return true
+      },
+      () => {
+        for (const [id, h] of this.dirtyHosts) {
+          if (budget-- <= 0) return false
+          st.upsertHost.run(h.info.id, Buffer.from(Host.encode(h.info)), h.lastSeen, h.bandwidth, h.goodPieces, h.badPieces, h.failedPieces, h.gone ? 1 : 0)
+          hosts.push(id)
+        }
+        return true
+      },
+      () => {
+        for (const [id, h] of this.dirtyCounters) {
+          if (budget-- <= 0) return false
+          st.updateCounters.run(h.lastSeen, h.bandwidth, h.goodPieces, h.badPieces, h.failedPieces, id)
+          counters.push(id)
+        }
+        return true
       }
-      for (const [key, { taskId, peer, hostId }] of this.dirtyPeers) {
-        if (budget-- <= 0) return
-        if (peer === undefined) st.deletePeer.run(taskId, hostId)
-        else st.upsertPeer.run(taskId, hostId, peer.state, Buffer.from(peer.bitmap.toBytes()), JSON.stringify([...peer.blocked]), peer.updatedAt)
-        peers.push(key)
-      }
-      for (const [id, h] of this.dirtyHosts) {
-        if (budget-- <= 0) return
-        st.upsertHost.run(h.info.id, Buffer.from(Host.encode(h.info)), h.lastSeen, h.bandwidth, h.goodPieces, h.badPieces, h.failedPieces, h.gone ? 1 : 0)
-        hosts.push(id)
-      }
-      for (const [id, h] of this.dirtyCounters) {
-        if (budget-- <= 0) return
-        st.updateCounters.run(h.lastSeen, h.bandwidth, h.goodPieces, h.badPieces, h.failedPieces, id)
-        counters.push(id)
-      }
+    ]
+    const first = this.turn++ % kinds.length
+    this.db.transaction(() => {
+      for (let k = 0; k < kinds.length; k++) if (!kinds[(first + k) % kinds.length]()) return
     })()
     for (const id of tasks) this.dirtyTasks.delete(id)
     for (const [id, n] of pieces) {
@@ -234,10 +279,15 @@ export class StateStore implements SchedulerPersistence {
       e.nums.delete(n)
       if (e.nums.size === 0) this.dirtyPieces.delete(id)
     }
-    for (const key of peers) this.dirtyPeers.delete(key)
+    for (const [taskId, hostId] of peers) {
+      const marked = this.dirtyPeers.get(taskId)
+      if (marked === undefined) continue
+      marked.delete(hostId)
+      if (marked.size === 0) this.dirtyPeers.delete(taskId)
+    }
     for (const id of hosts) this.dirtyHosts.delete(id)
     for (const id of counters) this.dirtyCounters.delete(id)
-    if (this.pending > 0) this.schedule()
+    if (this.pending > 0) this.schedule(this.flushMs * BACKLOG_DELAY)
   }
 
   close(): void {
