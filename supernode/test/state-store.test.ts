@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { Host, PieceResult, ReportPiecesRequest } from '@naiad/proto'
+import { Host, type PieceResult, type ReportPiecesRequest } from '@naiad/proto'
 
 import { Scheduler, type TaskState } from '../src/scheduler/scheduler.ts'
 import { StateStore } from '../src/state/store.ts'
@@ -45,8 +45,8 @@ describe('StateStore', () => {
   })
 
   /** A scheduler over a store in `dir`, loaded with whatever the store holds. */
-  function start(flushMs = 60_000): Scheduler {
-    store = new StateStore(dir, flushMs)
+  function start(flushMs = 60_000, rowsPerFlush?: number): Scheduler {
+    store = new StateStore(dir, flushMs, rowsPerFlush)
     const s = new Scheduler({ hostTtlMs: TTL, seedHostId: SEED, triggerSeed: (t) => triggered.push(t.id) }, store)
     store.load(s)
     return s
@@ -244,6 +244,69 @@ describe('StateStore', () => {
     expect(peers.has('a')).toBe(false)
     expect(peers.get('b')!.state).toBe('succeeded')
     expect([...peers.get('b')!.bitmap.pieces()]).toEqual([0, 1])
+  })
+
+  it('writes a backlog a slice of rows per turn, and all of it by the last slice', () => {
+    const before = start(60_000, 3)
+    populate(before)
+    const marked = store!.pending
+    expect(marked).toBeGreaterThan(9)
+    store!.flush()
+    expect(store!.pending).toBe(marked - 3)
+    let turns = 1
+    while (store!.pending > 0 && turns < 100) {
+      store!.flush()
+      turns++
+    }
+    expect(turns).toBe(Math.ceil(marked / 3))
+    // Written by the slices alone (close has nothing left): the state comes back whole.
+    const after = restart()
+    expect([...after.tasks.keys()].sort()).toEqual([DONE, FAILED, RUNNING].sort())
+    expect([...after.tasks.get(DONE)!.pieces.keys()]).toEqual([0, 1, 2])
+    expect([...after.tasks.get(DONE)!.peers.keys()].sort()).toEqual(['a', 'b', SEED])
+    for (const id of ['a', 'b', 'c', SEED]) {
+      const was = before.hosts.get(id)!
+      expect(after.hosts.get(id)!.info, id).toEqual(was.info)
+      expect(after.hosts.get(id), id).toMatchObject({ goodPieces: was.goodPieces, badPieces: was.badPieces, bandwidth: was.bandwidth, gone: was.gone })
+    }
+  })
+
+  it('writes every kind of row in its turn while peers are marked faster than a slice drains them', () => {
+    const s = start(60_000, 4)
+    const children = ['b', 'c', 'd', 'e', 'f', 'g']
+    for (const id of ['a', ...children]) register(s, id, RUNNING)
+    store!.flush(true)
+    const goodOfA = (): number => store!.database.prepare<[string], { good_pieces: number }>('SELECT good_pieces FROM hosts WHERE id = ?').get('a')!.good_pieces
+    for (let turn = 0; turn < 10; turn++) {
+      for (const c of children) s.reportPieces(c, report(RUNNING, [ok(turn, 'a')]))
+      store!.flush()
+    }
+    // Six peers and the task marked every turn, four rows a turn: a fixed order (tasks,
+    // pieces, peers, hosts, counters) never reached a's counters.
+    expect(goodOfA()).toBeGreaterThan(0)
+    expect(store!.pending).toBeGreaterThan(0)
+  })
+
+  it("writes a parent's counters alone, not its info, and they survive a restart", () => {
+    const s = start()
+    register(s, 'a', RUNNING)
+    register(s, 'b', RUNNING)
+    store!.flush()
+    // Another info in the row than in memory: a narrow UPDATE leaves it, a rewrite of the host would not.
+    store!.database.prepare('UPDATE hosts SET info = ? WHERE id = ?').run(Buffer.from(Host.encode(hostInfo('a', { idc: 'dc9' }))), 'a')
+    s.reportPieces('b', report(RUNNING, [ok(0, 'a'), { ...ok(1, 'a'), errorCode: 'DFD_ERR_PIECE_DIGEST' }]))
+    store!.flush()
+    expect(store!.pending).toBe(0)
+    const after = restart()
+    const a = after.hosts.get('a')!
+    expect(a.info.idc).toBe('dc9')
+    expect(a).toMatchObject({ goodPieces: 1, badPieces: 1, bandwidth: s.hosts.get('a')!.bandwidth })
+    expect(a.bandwidth).toBeGreaterThan(0)
+    // Announcing again writes the host whole.
+    after.announceHost('a', hostInfo('a'))
+    const again = restart()
+    expect(again.hosts.get('a')!.info.idc).toBe('dc1')
+    expect(again.hosts.get('a')!.goodPieces).toBe(1)
   })
 
   it('starts empty on a fresh directory, and survives an empty flush', () => {

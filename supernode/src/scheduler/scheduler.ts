@@ -30,8 +30,12 @@ export interface SchedulerPersistence {
   markPieces(task: TaskState, nums: number[]): void
   markPeer(taskId: string, peer: PeerState): void
   deletePeer(taskId: string, hostId: string): void
-  markHost(host: HostState): void
+  /** `counters`: only the host's last-seen time, bandwidth and piece counts changed (the store may write just those). */
+  markHost(host: HostState, change?: HostChange): void
 }
+
+/** How much of a host changed since it was last marked. */
+export type HostChange = 'all' | 'counters'
 
 const scheduled = channel(EVENTS.parentsScheduled)
 const reported = channel(EVENTS.piecesReported)
@@ -206,15 +210,17 @@ export class Scheduler {
     }
     const trusted = hostId === task.backSourcePeer
     const limit = task.pieceCount >= 0 ? task.pieceCount : MAX_PIECES
-    const beyond = req.results.find((r) => r.num >= limit)
-    if (beyond !== undefined) throw new NaiadError('SN_ERR_BAD_REQUEST', `piece ${beyond.num} of task ${req.taskId.slice(0, 12)} is beyond its ${limit} pieces`)
+    for (const r of req.results) {
+      if (r.num >= limit) throw new NaiadError('SN_ERR_BAD_REQUEST', `piece ${r.num} of task ${req.taskId.slice(0, 12)} is beyond its ${limit} pieces`)
+    }
     if (trusted && req.pieceSize > 0) {
       task.pieceSize = req.pieceSize
       task.contentLength = req.contentLength
       task.pieceCount = req.pieceCount
       if (task.state === 'pending') task.state = 'running'
     }
-    const newPieces: number[] = []
+    // Allocated only for the few reports that publish digests (20,000 reports a second are garbage enough).
+    let newPieces: number[] | undefined
     for (const r of req.results) {
       const parent = r.parentId === '' ? undefined : this.hosts.get(r.parentId)
       if (r.errorCode === '') {
@@ -222,6 +228,7 @@ export class Scheduler {
         if (trusted && r.sha256.length === 32 && !task.pieces.has(r.num)) {
           task.pieces.set(r.num, { length: r.length, sha256: r.sha256 })
           swarm.addDigest({ num: r.num, length: r.length, sha256: r.sha256 })
+          newPieces ??= []
           newPieces.push(r.num)
         }
         if (parent !== undefined) {
@@ -242,7 +249,7 @@ export class Scheduler {
           parent.consecutiveFailures++
         }
       }
-      if (parent !== undefined) this.persist.markHost(parent)
+      if (parent !== undefined) this.persist.markHost(parent, 'counters')
     }
     if (req.state === 'succeeded') {
       swarm.setState(peer, 'succeeded')
@@ -262,9 +269,9 @@ export class Scheduler {
     peer.updatedAt = now
     task.updatedAt = now
     this.persist.markPeer(task.id, peer)
-    if (newPieces.length > 0) this.persist.markPieces(task, newPieces)
+    if (newPieces !== undefined) this.persist.markPieces(task, newPieces)
     this.persist.markTask(task)
-    reported.publish({ taskId: task.id, peerId: hostId, count: req.results.length })
+    if (reported.hasSubscribers) reported.publish({ taskId: task.id, peerId: hostId, count: req.results.length })
   }
 
   /**
@@ -356,7 +363,7 @@ export class Scheduler {
         dataPort: c.host.info.dataPort,
         dataTransport: c.host.info.dataTransport
       }))
-    scheduled.publish({ taskId, peerId: hostId, parents: out.length, durationMs: performance.now() - started })
+    if (scheduled.hasSubscribers) scheduled.publish({ taskId, peerId: hostId, parents: out.length, durationMs: performance.now() - started })
     const from = known !== undefined && known.epoch === swarm.epoch && known.count <= swarm.published ? known.count : 0
     return { task: this.taskInfo(task, from), parents: out, grant: new Uint8Array(0) }
   }
@@ -381,7 +388,7 @@ export class Scheduler {
     host.lastSeen = Date.now()
     if (host.lastSeen - (this.touchedAt.get(host) ?? 0) < TOUCH_PERSIST_MS) return
     this.touchedAt.set(host, host.lastSeen)
-    this.persist.markHost(host)
+    this.persist.markHost(host, 'counters')
   }
 
   /** The task as peers see it; `from` leaves out the first digests of the current epoch (the caller holds them). */
