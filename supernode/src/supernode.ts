@@ -196,6 +196,7 @@ export async function createSupernode(options: SupernodeOptions): Promise<Supern
   await secureDir(options.dataDir)
   const signer = await loadClusterKey(options.dataDir)
   const state = new StateStore(options.dataDir)
+  state.onFlushError = (err) => { options.logger.warn({ err }, 'cannot write the scheduler state to the data dir; its changes stay in memory and are written again shortly') }
   let shared: Sql
   try {
     shared = await openSharedDatabase(options.database ?? '', () => state.database)

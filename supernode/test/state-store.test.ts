@@ -63,6 +63,22 @@ describe('StateStore', () => {
     return s.registerTask(host, { taskId: id, url: extra.url ?? `http://origin/${id.slice(0, 8)}`, headers: extra.headers ?? [], digest: extra.digest ?? '', range: extra.range ?? '', filter: extra.filter ?? [] })
   }
 
+  it('a timed flush that fails is reported, not thrown, and its rows are written by a later turn', async () => {
+    const s = start(20)
+    const errors: unknown[] = []
+    store!.onFlushError = (err) => errors.push(err)
+    // A temporary trigger makes the host's INSERT fail the way a full disk would.
+    store!.database.exec("CREATE TEMP TRIGGER refuse BEFORE INSERT ON hosts BEGIN SELECT RAISE(ABORT, 'disk is full'); END")
+    s.announceHost('h1', hostInfo('h1'))
+    const hosts = (): number => (store!.database.prepare("SELECT count(*) AS n FROM hosts WHERE id = 'h1'").get() as { n: number }).n
+    for (let i = 0; i < 200 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 10))
+    expect(String(errors[0])).toContain('disk is full')
+    expect(hosts()).toBe(0)
+    store!.database.exec('DROP TRIGGER refuse')
+    for (let i = 0; i < 300 && hosts() === 0; i++) await new Promise((r) => setTimeout(r, 10))
+    expect(hosts()).toBe(1)
+  })
+
   const DONE = taskId('done')
   const RUNNING = taskId('running')
   const FAILED = taskId('failed')

@@ -26,6 +26,8 @@ import type { HostChange, HostState, PeerState, SchedulerPersistence, Scheduler,
 export const FLUSH_ROWS = 160
 /** A backlog's next turn comes after this share of flushMs: 160 rows every 50 ms, 3,200 rows a second at most. */
 const BACKLOG_DELAY = 0.25
+/** After a failed flush the next turn waits this many flushMs (a full disk stays full for a while). */
+const FAILED_FLUSH_PAUSE = 25
 
 interface TaskRow {
   id: string; url: string; headers: string; digest: string; range: string; filter: string; state: string
@@ -61,6 +63,12 @@ export class StateStore implements SchedulerPersistence {
   private statements: Statements | undefined
   /** Flush turns so far: which kind of row a turn writes first. */
   private turn = 0
+  /**
+   * Told when a timed flush fails (a full disk, a lock held past busy_timeout). The rows stay
+   * marked, so the next turn, after a pause, writes them again; the scheduler keeps running on
+   * its memory meanwhile. Without it the error escaped a timer and ended the process.
+   */
+  onFlushError: (err: unknown) => void = () => {}
 
   constructor(dir: string, flushMs = 200, rowsPerFlush = FLUSH_ROWS) {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
@@ -138,7 +146,12 @@ export class StateStore implements SchedulerPersistence {
     if (this.timer !== undefined) return
     this.timer = setTimeout(() => {
       this.timer = undefined
-      this.flush()
+      try {
+        this.flush()
+      } catch (err) {
+        this.onFlushError(err)
+        this.schedule(this.flushMs * FAILED_FLUSH_PAUSE)
+      }
     }, delayMs)
     this.timer.unref()
   }
