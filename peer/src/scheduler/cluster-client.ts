@@ -156,6 +156,17 @@ export class ClusterSchedulerClient implements SchedulerClient {
     return false
   }
 
+  /**
+   * Unavailable since the last member that may come back went down (a member found gone
+   * does not count): downloads wait for the cluster as long as for any one of them.
+   */
+  get unavailableSince(): number {
+    if (this.available) return 0
+    let since = 0
+    for (const m of this.candidates()) since = Math.max(since, m.client.unavailableSince ?? 0)
+    return since
+  }
+
   /** A reachable supernode's ID (the daemon renews its membership there). */
   get supernodeId(): string | undefined {
     return this.usable()[0]?.client.supernodeId ?? this.usable()[0]?.id
