@@ -12,6 +12,7 @@ import {
 } from '@naiad/peer'
 import { call, loadPeerId, NaiadError, raiseRemote, secureDir, type FabricNode, type InfoCommandResult } from '@naiad/proto'
 
+import { KeepAlive } from './admission/keepalive.ts'
 import { NodeMembership } from './admission/membership.ts'
 import { buildLocalApi } from './api/local-api.ts'
 import type { DaemonOptions } from './config/daemon-options.ts'
@@ -49,7 +50,7 @@ export class Daemon {
   readonly api: FastifyInstance | undefined
   readonly proxy: ProxyServer | undefined
   private proxyAddress: string | undefined
-  private keepalive: NodeJS.Timeout | undefined
+  private keepalive: KeepAlive | undefined
   private refresher: NodeJS.Timeout | undefined
   private readonly plugins: PluginHost<'dfdaemon', DaemonPluginContext> | undefined
   private apiAddress: string | undefined
@@ -98,7 +99,7 @@ export class Daemon {
           store,
           scheduler,
           supernode,
-          announce: () => this.announce(),
+          announce: async () => { await this.announce() },
           handle: (command, handler, parse) => scope.track(control.handle(command, handler, parse)),
           installQos: (limiter) => scope.track(qos.install(limiter))
         })
@@ -147,9 +148,8 @@ export class Daemon {
       const [host, port] = splitHostPort(this.options.proxyListen)
       this.proxyAddress = await this.proxy.listen(host, Number(port))
     }
-    await this.announce()
-    this.keepalive = setInterval(() => { this.announce().catch(() => {}) }, this.options.keepaliveMs)
-    this.keepalive.unref()
+    this.keepalive = new KeepAlive({ announce: () => this.announce(), available: () => this.scheduler.available, intervalMs: this.options.keepaliveMs })
+    this.keepalive.start(await this.announce())
     if (this.membership !== undefined) {
       this.refresher = setInterval(() => { this.refreshMembership().catch(() => {}) }, MEMBERSHIP_REFRESH_MS)
       this.refresher.unref()
@@ -172,7 +172,8 @@ export class Daemon {
     }
   }
 
-  private async announce(): Promise<void> {
+  /** One host announcement; true when the supernode took it. */
+  private async announce(): Promise<boolean> {
     const wasDown = !this.scheduler.available
     try {
       await this.scheduler.announceHost({
@@ -189,13 +190,15 @@ export class Daemon {
         dataTransport: this.engine.dataChannel.transport
       }, AbortSignal.timeout(this.options.download.schedulerTimeoutMs))
       if (wasDown) this.options.logger.info('reconnected to the supernode')
+      return true
     } catch (err) {
-      this.options.logger.warn({ err: (err as Error).message }, 'cannot announce to the supernode; downloads fall back to peers and the origin')
+      this.options.logger.warn({ err: (err as Error).message }, 'cannot announce to the supernode; trying again soon (downloads wait for it a while, then go to peers and the origin)')
+      return false
     }
   }
 
   async stop(): Promise<void> {
-    if (this.keepalive !== undefined) clearInterval(this.keepalive)
+    this.keepalive?.stop()
     if (this.refresher !== undefined) clearInterval(this.refresher)
     await this.control.stop()
     if (this.scheduler.available) {

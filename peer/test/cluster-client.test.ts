@@ -258,6 +258,28 @@ describe('cluster scheduler client', () => {
     expect(chosen.size).toBeGreaterThan(1)
   })
 
+  it('keeps a host\'s plugin calls with its owner while that one is marked down, and moves them once the live set drops it', async () => {
+    const { sns, client, setLive } = cluster(3)
+    const asked: string[] = []
+    for (const s of sns) Object.assign(s, { supernodeAddrs: async () => { asked.push(s.id); return [] } })
+    await client.announceHost(HOST)
+    const owner = sns.find((s) => s.id === ownerOf(HOST.id, sns.map((x) => x.id)))!
+    // A timeout on a loaded machine marked the owner down; it is still in the live set, and
+    // still the one that judges this host.
+    owner.available = false
+    await client.supernodeAddrs()
+    expect(asked).toEqual([owner.id])
+    // Gone from the live set (two reads in a row): the host's calls go to the owner among the rest.
+    const rest = sns.filter((s) => s !== owner)
+    setLive(rest)
+    owner.dead = true
+    await client.announceHost(HOST)
+    await client.announceHost(HOST)
+    asked.length = 0
+    await client.supernodeAddrs()
+    expect(asked).toEqual([ownerOf(HOST.id, rest.map((s) => s.id))])
+  })
+
   it('forgets the client of a supernode that left the live set once no task routes to it', async () => {
     const { sns, client, setLive } = cluster(3)
     const closed: string[] = []

@@ -1,7 +1,8 @@
 // Registration against a supernode that answers late: a timed-out registerTask is asked
 // again while the scheduler client still counts the supernode up, instead of sending the
 // download to the origin at the first slow answer; after a few, or once the client gives
-// the supernode up, the download goes to the origin.
+// the supernode up, the download goes to the origin. A scheduler the client marked down for
+// a reason that may pass is waited for (bounded by the stall timeout) before that.
 
 import { describe, expect, it } from 'vitest'
 import { NaiadError, type TaskInfo } from '@naiad/proto'
@@ -51,6 +52,29 @@ describe('task registration with a supernode that answers late', () => {
     expect(scheduler.registrations).toBe(3)
     expect(reasons).toEqual(['scheduler unavailable'])
     expect(result.fromOrigin).toBe(SIZE)
+  })
+
+  it('waits for a scheduler marked down for a reason that may pass, and downloads as it says once it is back', async () => {
+    // A loaded supernode that had not admitted this daemon yet: its client is down, and the
+    // keep-alive reaches it again a moment later.
+    const scheduler = Object.assign(lateScheduler(0), { available: false, unavailableSince: Date.now() })
+    const back = setTimeout(() => { scheduler.available = true; scheduler.unavailableSince = 0 }, 300)
+    const result = await pull(scheduler, 'down-a-moment')
+    clearTimeout(back)
+    expect(scheduler.registrations).toBe(1)
+    expect(reasons).toEqual(['scheduler chose this peer to fetch from the origin'])
+    expect(result.fromOrigin).toBe(SIZE)
+  })
+
+  it('waits for a scheduler a bounded while only: down for longer than the stall timeout, or found gone, it goes to the origin', async () => {
+    const longDown = Object.assign(lateScheduler(0), { available: false, unavailableSince: Date.now() - 60_000 })
+    await pull(longDown, 'down-long')
+    expect(longDown.registrations).toBe(0)
+    expect(reasons).toEqual(['scheduler unavailable'])
+    const gone = Object.assign(lateScheduler(0), { available: false, unavailableSince: 0 })
+    await pull(gone, 'gone')
+    expect(gone.registrations).toBe(0)
+    expect(reasons).toEqual(['scheduler unavailable'])
   })
 
   it('goes to the origin at once when the scheduler refuses for another reason', async () => {

@@ -148,6 +148,25 @@ describe('fabric guard', () => {
       .rejects.toMatchObject({ code: 'PROTO_ERR_FORBIDDEN' })
   })
 
+  it('tells a member that proves itself late from a stranger: the caller\'s timeout, not a refusal', async () => {
+    // A member whose membership answer comes after the caller's call has timed out (a loaded machine).
+    const v = new ClusterVerifier(signer.publicKey)
+    let id = ''
+    const inner = new MemberGuard({ verifier: () => v, credential: () => signer.membershipFor(id, 'node', 60_000), revoked: () => false })
+    const slowGuard = Object.assign(Object.create(inner) as MemberGuard, {
+      answer: async (req: Parameters<MemberGuard['answer']>[0]) => { await new Promise((resolve) => setTimeout(resolve, 5000)); return inner.answer(req) }
+    })
+    const slow = await createFabricNode({ dataDir: join(dir, 'slow'), listen: ['/ip4/127.0.0.1/tcp/0'], guard: slowGuard })
+    id = slow.peerId.toString()
+    try {
+      await serve(slow, '/naiad/test-guarded/1.0.0', SchedulerRequest, SchedulerResponse, async () => ({}))
+      await expect(call(member, slow.getMultiaddrs(), '/naiad/test-guarded/1.0.0', SchedulerRequest, SchedulerResponse, { leaveHost: true }, { timeoutMs: 1500 }))
+        .rejects.toMatchObject({ code: 'PROTO_ERR_TIMEOUT' })
+    } finally {
+      await slow.stop()
+    }
+  })
+
   it('refuses a revoked member at the handshake', async () => {
     revoked.add(member.peerId.toString())
     await member.hangUp(server.peerId)

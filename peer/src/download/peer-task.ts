@@ -71,6 +71,11 @@ const REPORT_DELAY_MS = 100
 const SOURCE_DIGEST_WAIT_MS = 2_000
 /** Registrations tried while the scheduler client still counts the supernode up (a loaded one answers late). */
 const REGISTER_ATTEMPTS = 3
+/** The same, counting those after which the supernode was marked down and came back (a flapping one must not hold a download forever). */
+const REGISTER_ATTEMPTS_AFTER_OUTAGES = 10
+/** How often a download waiting for an unavailable scheduler looks again, and logs that it waits. */
+const SCHEDULER_WAIT_POLL_MS = 100
+const SCHEDULER_WAIT_LOG_MS = 1_000
 /** Bytes asked of a lone source at once (at least 16 pieces): the scheduler grants as much. */
 const DEFAULT_SOURCE_WINDOW_BYTES = 64 * 1024 * 1024
 /** While peers can serve, pieces in flight from the source at once (its uplink is everyone's). */
@@ -325,17 +330,26 @@ export class PeerTask {
    * Registers the task; undefined when the scheduler cannot be had (the download then goes to
    * the origin). A slow answer from a loaded supernode is not a reason to go there: a call that
    * timed out is tried again while the scheduler client still counts the supernode up — it
-   * marks it down after a few timeouts with nothing heard meanwhile.
+   * marks it down after a few timeouts with nothing heard meanwhile — and a scheduler marked
+   * down for a reason that may pass (slow, not yet admitting this node) is waited for.
    */
   private async register(signal: AbortSignal): Promise<TaskInfo | undefined> {
     const { scheduler } = this.c
-    for (let attempt = 1; scheduler.available; attempt++) {
+    let lastErr: unknown
+    for (let attempt = 1; ; attempt++) {
+      if (!scheduler.available && !await this.waitForScheduler(signal)) {
+        this.log.warn({ err: (lastErr as Error | undefined)?.message, attempts: attempt - 1 }, 'scheduler unavailable, going to the origin')
+        return undefined
+      }
       try {
         return await scheduler.registerTask(this.registration(), AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
       } catch (err) {
         signal.throwIfAborted()
+        lastErr = err
         const code = (err as Partial<NaiadError>).code
         const slow = code === 'PROTO_ERR_TIMEOUT' || code === 'PROTO_ERR_ABORTED'
+        // Marked down by this call: the wait at the top of the loop decides.
+        if (!scheduler.available && this.schedulerMayReturn() && attempt < REGISTER_ATTEMPTS_AFTER_OUTAGES) continue
         if (!slow || attempt >= REGISTER_ATTEMPTS || !scheduler.available) {
           this.log.warn({ err: (err as Error).message, attempts: attempt }, 'scheduler unavailable, going to the origin')
           return undefined
@@ -343,7 +357,37 @@ export class PeerTask {
         this.log.info({ err: (err as Error).message, attempt }, 'the scheduler answered late; registering again')
       }
     }
-    return undefined
+  }
+
+  /**
+   * Whether an unavailable scheduler is worth waiting for: it went down for a reason that may
+   * pass (see SchedulerClient.unavailableSince) less than stallTimeoutMs ago — as long as a
+   * download waits for a silent swarm before it goes to the origin.
+   */
+  private schedulerMayReturn(): boolean {
+    const since = this.c.scheduler.unavailableSince ?? 0
+    return since > 0 && Date.now() - since < this.options.stallTimeoutMs
+  }
+
+  /** Waits while the scheduler may come back; true once it is available again. */
+  private async waitForScheduler(signal: AbortSignal): Promise<boolean> {
+    const { scheduler } = this.c
+    let logged = 0
+    while (!scheduler.available) {
+      signal.throwIfAborted()
+      if (!this.schedulerMayReturn()) return false
+      const now = Date.now()
+      if (now - logged >= SCHEDULER_WAIT_LOG_MS) {
+        logged = now
+        this.log.info({ downMs: now - (scheduler.unavailableSince ?? now), giveUpAfterMs: this.options.stallTimeoutMs }, 'waiting for the scheduler before going to the origin')
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, SCHEDULER_WAIT_POLL_MS)
+        signal.addEventListener('abort', done, { once: true })
+        function done(): void { clearTimeout(t); signal.removeEventListener('abort', done); resolve() }
+      })
+    }
+    return true
   }
 
   /** Pieces from parents until every piece is here; the origin when the swarm cannot help. */
@@ -392,7 +436,7 @@ export class PeerTask {
         if (this.taskState === 'failed') {
           return this.backToSource(`source failed: ${this.taskError?.code ?? 'unknown'} ${this.taskError?.message ?? ''}`.trim(), signal)
         }
-        if (!this.c.scheduler.available && this.parents.usable(Date.now()).length === 0) {
+        if (!this.c.scheduler.available && !this.schedulerMayReturn() && this.parents.usable(Date.now()).length === 0) {
           return this.backToSource('scheduler lost and no parent can serve', signal)
         }
         // Every parent the scheduler names, asked again since, failed to answer; not merely "a

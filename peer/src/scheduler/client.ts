@@ -11,6 +11,13 @@ import {
 export interface SchedulerClient {
   /** False while the scheduler is known to be unreachable; callers skip it instead of waiting. */
   readonly available: boolean
+  /**
+   * While unavailable for a reason that may pass (calls timing out on a loaded supernode, one
+   * that has not admitted this node yet): when that began (Date.now()). 0 or absent while
+   * available, and once a probe found nothing listening: downloads wait a bounded while for a
+   * scheduler that may come back, and go to the origin at once for one that is gone.
+   */
+  readonly unavailableSince?: number
   /** The supernode's peer ID once known (from its /api/v1/info); the one peer allowed to send control commands. */
   readonly supernodeId?: string
   /** Whether a peer is a supernode of the cluster (several supernodes); absent: only `supernodeId` is. */
@@ -73,18 +80,29 @@ function unsupported(err: unknown): boolean {
   return false
 }
 
+/** Whether a failure was a refused connection (nothing listens there), anywhere in its causes. */
+function refused(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e !== undefined && e !== null && depth < 6; e = e.cause as typeof e, depth++) {
+    if (e.code === 'ECONNREFUSED') return true
+  }
+  return false
+}
+
 /**
  * A scheduler client over the fabric. Calls share one long-lived session stream
  * (/naiad/scheduler/1.1.0, pipelined); a supernode that only speaks 1.0.0 gets a stream per
- * call instead. After a failure it reports itself unavailable, so
- * downloads go to the origin at once instead of waiting on a dead supernode; only the
- * daemon's keep-alive announcement (a probe) tries the supernode again and, when it
- * answers, makes the client available.
+ * call instead. After a failure it reports itself unavailable, so downloads stop calling a
+ * dead supernode (they wait a bounded while for one that may come back, see
+ * unavailableSince); only the daemon's keep-alive announcement (a probe, sent again soon
+ * while the supernode is unavailable) tries it again and, when it answers, makes the client
+ * available.
  */
 export class FabricSchedulerClient implements SchedulerClient {
   private addrs: Multiaddr[] | undefined
   private resolving: Promise<Multiaddr[]> | undefined
   private down = false
+  /** See SchedulerClient.unavailableSince. */
+  private downSince = 0
   private timeouts = 0
   /** When the last timeout counted towards "down" (calls in flight then are the same silence). */
   private lastTimeoutAt = 0
@@ -120,6 +138,10 @@ export class FabricSchedulerClient implements SchedulerClient {
 
   get available(): boolean {
     return !this.down
+  }
+
+  get unavailableSince(): number {
+    return this.down ? this.downSince : 0
   }
 
   get supernodeId(): string | undefined {
@@ -199,7 +221,12 @@ export class FabricSchedulerClient implements SchedulerClient {
       if (counts) this.lastTimeoutAt = Date.now()
       if (counts && ++this.timeouts < (this.busyRecently() ? TIMEOUTS_BEFORE_DOWN_BUSY : TIMEOUTS_BEFORE_DOWN)) throw e
       if (e.code.startsWith('PROTO_ERR_') && e.code !== 'PROTO_ERR_ABORTED' && e.code !== 'PROTO_ERR_REMOTE') {
-        if (!this.down) this.options.logger.warn({ err: e.message }, 'supernode unreachable; downloads go to peers and the origin')
+        if (!this.down) {
+          this.options.logger.warn({ err: e.message }, 'supernode unreachable; downloads wait for it a while, then go to peers and the origin')
+          this.downSince = Date.now()
+        }
+        // Nothing listens at its address: it is gone, not slow; nobody should wait for it.
+        if (refused(e)) this.downSince = 0
         this.down = true
         this.addrs = undefined
         // A half-open stream would swallow the probe too: the probe opens a fresh one.

@@ -156,6 +156,17 @@ export class ClusterSchedulerClient implements SchedulerClient {
     return false
   }
 
+  /**
+   * Unavailable since the last member that may come back went down (a member found gone
+   * does not count): downloads wait for the cluster as long as for any one of them.
+   */
+  get unavailableSince(): number {
+    if (this.available) return 0
+    let since = 0
+    for (const m of this.candidates()) since = Math.max(since, m.client.unavailableSince ?? 0)
+    return since
+  }
+
   /** A reachable supernode's ID (the daemon renews its membership there). */
   get supernodeId(): string | undefined {
     return this.usable()[0]?.client.supernodeId ?? this.usable()[0]?.id
@@ -178,13 +189,18 @@ export class ClusterSchedulerClient implements SchedulerClient {
 
   /**
    * The supernode this host's plugin calls (health reports, SLO traces, doctor reports) go to:
-   * chosen by rendezvous hashing of the host's ID over the usable supernodes, so that hosts
-   * spread over the cluster and each keeps one while the live set holds.
+   * chosen by rendezvous hashing of the host's ID over the live set, as the supernodes judge
+   * it (ownerOf(host, live ids)), so that hosts spread over the cluster and each keeps one
+   * while the live set holds. Not over the members this client counts up: one marked down
+   * for a moment (a slow answer, admission lag on a loaded machine) would send the host's
+   * health reports to a member that does not judge it. While the owner cannot be reached the
+   * call fails (the plugin reports again at its next round); the host moves only when the
+   * live set drops the owner. Before any read of the live set: over the usable members.
    */
   async supernodeAddrs(signal?: AbortSignal): Promise<Multiaddr[]> {
-    const usable = this.usable()
-    const id = ownerOf(this.hostId, usable.map((m) => this.idOf(m)))
-    const m = usable.find((c) => this.idOf(c) === id)
+    const among = this.live === undefined ? this.usable() : this.candidates()
+    const id = ownerOf(this.hostId, among.map((m) => this.idOf(m)))
+    const m = among.find((c) => this.idOf(c) === id)
     if (m?.client.supernodeAddrs === undefined) throw new NaiadError('PROTO_ERR_DIAL', 'no supernode of the cluster is reachable')
     return m.client.supernodeAddrs(signal)
   }

@@ -78,7 +78,14 @@ export async function guardNode(node: Libp2p, guard: FabricGuard): Promise<void>
 
   node.dialProtocol = async (peer, protocols, options = {}) => {
     const connection = await node.dial(peer, options)
-    const ok = await guard.admit(connection, options.signal ?? AbortSignal.timeout(LIMITS.callTimeoutMs)).catch(() => false)
+    const signal = options.signal ?? AbortSignal.timeout(LIMITS.callTimeoutMs)
+    // The caller gave up (its call timed out) before the other side proved itself: that is a
+    // late answer, not a refusal. Taken for "not a member", it marked a loaded supernode
+    // unreachable at once and sent a daemon's downloads to the origin.
+    const ok = await guard.admit(connection, signal).catch((err: unknown) => {
+      if (signal.aborted) throw err
+      return false
+    })
     if (!ok) {
       void connection.close().catch(() => {})
       throw new NaiadError('PROTO_ERR_FORBIDDEN', `${connection.remotePeer.toString()} is not a member of this cluster`)

@@ -1,0 +1,46 @@
+// The daemon's announcements: after a failed one the next comes within a fraction of a
+// second, backing off to the keep-alive interval, and a supernode the scheduler client
+// marked down between two announcements is probed again at once, not at the next interval.
+// Fake timers: the schedule is logic, and must not depend on how loaded the machine is.
+
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+
+import { KeepAlive, RETRY_MIN_MS } from '../src/admission/keepalive.ts'
+
+const INTERVAL_MS = 60_000
+
+describe('keep-alive announcements', () => {
+  beforeEach(() => { vi.useFakeTimers() })
+  afterEach(() => { vi.useRealTimers() })
+
+  it('tries again soon after a failed announcement, backing off, and keeps the interval once it succeeds', async () => {
+    const outcomes = [false, false, false, true]
+    const at: number[] = []
+    const start = Date.now()
+    const k = new KeepAlive({ announce: async () => { at.push(Date.now() - start); return outcomes.shift() ?? true }, available: () => true, intervalMs: INTERVAL_MS })
+    k.start(false) // the first announcement, at start, failed
+    await vi.advanceTimersByTimeAsync(20 * RETRY_MIN_MS)
+    // 250 ms after the failure at start, then 500, 1000 and 2000 ms after each failure: the
+    // fourth, taken, within 4 s (not after a minute's interval).
+    expect(at).toEqual([1, 3, 7, 15].map((n) => n * RETRY_MIN_MS))
+    await vi.advanceTimersByTimeAsync(INTERVAL_MS - 6 * RETRY_MIN_MS)
+    expect(at.length).toBe(4)
+    await vi.advanceTimersByTimeAsync(2 * RETRY_MIN_MS)
+    expect(at.length).toBe(5)
+    k.stop()
+  })
+
+  it('probes a supernode marked down between two announcements within the retry pace', async () => {
+    let available = true
+    let calls = 0
+    const k = new KeepAlive({ announce: async () => { calls++; available = true; return true }, available: () => available, intervalMs: INTERVAL_MS })
+    k.start(true)
+    await vi.advanceTimersByTimeAsync(5_000)
+    expect(calls).toBe(0)
+    available = false // a download's call marked it down
+    await vi.advanceTimersByTimeAsync(2 * RETRY_MIN_MS)
+    expect(calls).toBe(1)
+    expect(available).toBe(true)
+    k.stop()
+  })
+})
