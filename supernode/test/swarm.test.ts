@@ -218,18 +218,24 @@ describe('swarm index against the brute-force reference', () => {
     expect(asked).toBeGreaterThan(0)
   })
 
-  it('in a swarm of 2,000, the one peer holding a piece the requester lacks is offered first', () => {
+  /** src holds and published pieces 0..11 (succeeded), peers p0..p(count-1) hold 0..9. */
+  function tenOfTwelve(count: number): { s: Scheduler; register: (id: string) => void } {
     const s = new Scheduler({ hostTtlMs: TTL }, none)
     const register = (id: string): void => {
-      s.announceHost(id, hostInfo(id))
+      if (!s.hosts.has(id)) s.announceHost(id, hostInfo(id))
       s.registerTask(id, { taskId: T, url: URL, headers: [], digest: '', range: '', filter: [] })
     }
     register('src')
     s.reportPieces('src', report(Array.from({ length: 12 }, (_, n) => result(n, '', { sha256: createHash('sha256').update(`p${n}`).digest() })), { contentLength: 12 * PIECE, pieceSize: PIECE, pieceCount: 12, state: 'succeeded' }))
-    for (let i = 0; i < 2000; i++) {
+    for (let i = 0; i < count; i++) {
       register(`p${i}`)
       s.reportPieces(`p${i}`, report(Array.from({ length: 10 }, (_, n) => result(n, 'src'))))
     }
+    return { s, register }
+  }
+
+  it('in a swarm of 2,000, the one peer holding a piece the requester lacks is offered first', () => {
+    const { s, register } = tenOfTwelve(2000)
     s.reportPieces('p1234', report([result(10, 'src')]))
     advance(EDGE_WINDOW_MS) // the edges to src no longer count
     s.announceHost('src', hostInfo('src'))
@@ -243,17 +249,7 @@ describe('swarm index against the brute-force reference', () => {
   })
 
   it('in a swarm larger than the pool, a holder\'s host and peer state changes reach gather at once (its typed rows)', () => {
-    const s = new Scheduler({ hostTtlMs: TTL }, none)
-    const register = (id: string): void => {
-      if (!s.hosts.has(id)) s.announceHost(id, hostInfo(id))
-      s.registerTask(id, { taskId: T, url: URL, headers: [], digest: '', range: '', filter: [] })
-    }
-    register('src')
-    s.reportPieces('src', report(Array.from({ length: 12 }, (_, n) => result(n, '', { sha256: createHash('sha256').update(`p${n}`).digest() })), { contentLength: 12 * PIECE, pieceSize: PIECE, pieceCount: 12, state: 'succeeded' }))
-    for (let i = 0; i < 100; i++) {
-      register(`p${i}`)
-      s.reportPieces(`p${i}`, report(Array.from({ length: 10 }, (_, n) => result(n, 'src'))))
-    }
+    const { s, register } = tenOfTwelve(100)
     // r alone besides src holds piece 10; me holds 0..9 and asks.
     register('r')
     s.reportPieces('r', report(Array.from({ length: 11 }, (_, n) => result(n, 'src'))))

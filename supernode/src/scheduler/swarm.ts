@@ -81,15 +81,9 @@ export class HostRows {
 
   private grow(min: number): void {
     const size = Math.max(min, this.flags.length * 2)
-    const lastSeen = new Float64Array(size)
-    lastSeen.set(this.lastSeen)
-    this.lastSeen = lastSeen
-    const flags = new Uint8Array(size)
-    flags.set(this.flags)
-    this.flags = flags
-    const failures = new Uint32Array(size)
-    failures.set(this.failures)
-    this.failures = failures
+    this.lastSeen = grown(this.lastSeen, new Float64Array(size))
+    this.flags = grown(this.flags, new Uint8Array(size))
+    this.failures = grown(this.failures, new Uint32Array(size))
   }
 }
 
@@ -345,18 +339,10 @@ export class Swarm {
 
   private grow(min: number): void {
     const size = Math.max(min, this.seen.length * 2)
-    const seen = new Uint32Array(size)
-    seen.set(this.seen)
-    this.seen = seen
-    const gen = new Float64Array(size)
-    gen.set(this.gen)
-    this.gen = gen
-    const failed = new Uint8Array(size)
-    failed.set(this.failed)
-    this.failed = failed
-    const hostRow = new Int32Array(size)
-    hostRow.set(this.hostRow)
-    this.hostRow = hostRow
+    this.seen = grown(this.seen, new Uint32Array(size))
+    this.gen = grown(this.gen, new Float64Array(size))
+    this.failed = grown(this.failed, new Uint8Array(size))
+    this.hostRow = grown(this.hostRow, new Int32Array(size))
   }
 
   private holdAll(peer: PeerState, slot: number): void {
@@ -406,6 +392,12 @@ export class Swarm {
     list.length = w
     return list
   }
+}
+
+/** `next` (a larger array of the same kind) holding `old`'s values first. */
+function grown<A extends Float64Array | Uint32Array | Int32Array | Uint8Array>(old: A, next: A): A {
+  next.set(old)
+  return next
 }
 
 function newEpoch(): number {
