@@ -12,7 +12,7 @@ import { prng } from '@naiad/testkit'
 
 import { CANDIDATE_POOL, Scheduler, type SchedulerPersistence, type TaskState } from '../src/scheduler/scheduler.ts'
 import { scoreCandidate, type Candidate } from '../src/scheduler/scoring.ts'
-import { EDGE_WINDOW_MS, Swarm } from '../src/scheduler/swarm.ts'
+import { EDGE_WINDOW_MS, HostRows, Swarm } from '../src/scheduler/swarm.ts'
 
 const TTL = 30_000
 const SEED = 'seed'
@@ -218,18 +218,24 @@ describe('swarm index against the brute-force reference', () => {
     expect(asked).toBeGreaterThan(0)
   })
 
-  it('in a swarm of 2,000, the one peer holding a piece the requester lacks is offered first', () => {
+  /** src holds and published pieces 0..11 (succeeded), peers p0..p(count-1) hold 0..9. */
+  function tenOfTwelve(count: number): { s: Scheduler; register: (id: string) => void } {
     const s = new Scheduler({ hostTtlMs: TTL }, none)
     const register = (id: string): void => {
-      s.announceHost(id, hostInfo(id))
+      if (!s.hosts.has(id)) s.announceHost(id, hostInfo(id))
       s.registerTask(id, { taskId: T, url: URL, headers: [], digest: '', range: '', filter: [] })
     }
     register('src')
     s.reportPieces('src', report(Array.from({ length: 12 }, (_, n) => result(n, '', { sha256: createHash('sha256').update(`p${n}`).digest() })), { contentLength: 12 * PIECE, pieceSize: PIECE, pieceCount: 12, state: 'succeeded' }))
-    for (let i = 0; i < 2000; i++) {
+    for (let i = 0; i < count; i++) {
       register(`p${i}`)
       s.reportPieces(`p${i}`, report(Array.from({ length: 10 }, (_, n) => result(n, 'src'))))
     }
+    return { s, register }
+  }
+
+  it('in a swarm of 2,000, the one peer holding a piece the requester lacks is offered first', () => {
+    const { s, register } = tenOfTwelve(2000)
     s.reportPieces('p1234', report([result(10, 'src')]))
     advance(EDGE_WINDOW_MS) // the edges to src no longer count
     s.announceHost('src', hostInfo('src'))
@@ -240,6 +246,82 @@ describe('swarm index against the brute-force reference', () => {
     // Piece 10 is held by src and p1234, piece 11 by src alone: src first, then p1234.
     expect(parents.slice(0, 2)).toEqual(['src', 'p1234'])
     expect(parents).toHaveLength(2)
+  })
+
+  it('in a swarm larger than the pool, a holder\'s host and peer state changes reach gather at once (its typed rows)', () => {
+    const { s, register } = tenOfTwelve(100)
+    // r alone besides src holds piece 10; me holds 0..9 and asks.
+    register('r')
+    s.reportPieces('r', report(Array.from({ length: 11 }, (_, n) => result(n, 'src'))))
+    register('me')
+    s.reportPieces('me', report(Array.from({ length: 10 }, (_, n) => result(n, 'src'))))
+    expect(s.tasks.get(T)!.peers.size).toBeGreaterThan(CANDIDATE_POOL)
+    // getParents checks every pooled peer against the HostStates again, which would hide a row
+    // that kept a peer in; so the scheduler's rows are also compared with rows filled afresh.
+    const rows = (s as unknown as { hostRows: HostRows }).hostRows
+    const offered = (asker = 'me'): string[] => {
+      const fresh = new HostRows(s.hosts)
+      for (const id of ['r', 'src', 'me', 'p0']) {
+        const [a, b] = [rows.rowFor(id), fresh.rowFor(id)]
+        expect([rows.flags[a], rows.lastSeen[a], rows.failures[a]], `row of ${id}`).toEqual([fresh.flags[b], fresh.lastSeen[b], fresh.failures[b]])
+      }
+      return s.getParents(asker, T, 8).parents.map((p) => p.id)
+    }
+    expect(offered().sort()).toEqual(['r', 'src'])
+
+    // Silent past the TTL, then heard from again.
+    advance(TTL + 1)
+    s.announceHost('src', hostInfo('src'))
+    expect(offered()).toEqual(['src'])
+    s.announceHost('r', hostInfo('r'))
+    expect(offered().sort()).toEqual(['r', 'src'])
+    // Three failures in a row as a parent, then a good piece served.
+    for (let i = 0; i < 3; i++) s.reportPieces('p0', report([result(10, 'r', { errorCode: 'DFD_ERR_TIMEOUT' })]))
+    expect(offered()).toEqual(['src'])
+    s.reportPieces('p1', report([result(10, 'r')]))
+    expect(offered()).toContain('r')
+    // Failed, then running again (keeping its pieces).
+    s.reportPieces('r', report([], { state: 'failed' }))
+    expect(offered()).not.toContain('r')
+    register('r')
+    expect(offered()).toContain('r')
+    // Blocked by one requester only.
+    s.reportPieces('me', report([result(10, 'r', { errorCode: 'DFD_ERR_PIECE_DIGEST' })]))
+    expect(offered()).not.toContain('r')
+    expect(offered('p2')).toContain('r')
+    // Gone.
+    s.leaveHost('r')
+    expect(offered('p2')).not.toContain('r')
+  })
+
+  it('gather takes from the holder lists only live, eligible holders: rows and peer states as the rule says', () => {
+    const s = new Scheduler({ hostTtlMs: TTL, seedHostId: 'g' }, none)
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f', 'g']
+    for (const id of ids) {
+      s.announceHost(id, hostInfo(id))
+      s.registerTask(id, { taskId: T, url: URL, headers: [], digest: '', range: '', filter: [] })
+      if (id !== 'a') s.reportPieces(id, report([result(0, '')]))
+    }
+    const task = s.tasks.get(T)!
+    const hostRows = new HostRows(s.hosts)
+    const swarm = new Swarm(task, hostRows)
+    const rule = { now, ttlMs: TTL, maxFailures: 3, blocked: new Set(['f']) }
+    const take = (): string[] => swarm.gather(task.peers.get('a')!.bitmap, 'a', 64, 512, rule).map((p) => p.hostId).sort()
+    expect(take()).toEqual(['b', 'c', 'd', 'e', 'g'])
+    swarm.setState(task.peers.get('b')!, 'failed')
+    s.hosts.get('c')!.consecutiveFailures = 3
+    s.hosts.get('d')!.gone = true
+    s.hosts.get('e')!.lastSeen = now - TTL - 1
+    s.hosts.get('g')!.lastSeen = now - TTL - 1 // a seed: no TTL
+    for (const id of ids) hostRows.sync(id)
+    expect(take()).toEqual(['g'])
+    // A departed peer's slot, reused by one without the piece, is not a holder of it.
+    swarm.remove('g')
+    swarm.put({ hostId: 'h', state: 'running', bitmap: new Bitmap(), parents: new Map(), blocked: new Set(), updatedAt: now })
+    s.announceHost('h', hostInfo('h'))
+    hostRows.sync('h')
+    expect(take()).toEqual([])
+    expect(swarm.holders[0]).toBe(5)
   })
 
   it('keeps its counts through random operations, and a swarm rebuilt from the same peers has the same', () => {

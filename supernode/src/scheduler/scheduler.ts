@@ -11,7 +11,7 @@ import {
 import { scoreCandidate, type Candidate, type ParentFilter, type ParentScorer } from './scoring.ts'
 import { SeedGrants } from './seed-grants.ts'
 import type { HostState, PeerState, TaskState } from './state.ts'
-import { Swarm } from './swarm.ts'
+import { HostRows, Swarm } from './swarm.ts'
 
 export type { HostState, PeerState, TaskState } from './state.ts'
 
@@ -74,6 +74,8 @@ export class Scheduler {
   private readonly options: SchedulerOptions
   private readonly persist: SchedulerPersistence
   private readonly seedGrants = new SeedGrants()
+  /** What gather reads of each host, in typed arrays: synced wherever lastSeen, gone, isSeed or consecutiveFailures change. */
+  private readonly hostRows = new HostRows(this.hosts)
   /** Each task's index (holder counts, candidate sets, children): built on first use from the task's peers. */
   private readonly swarms = new WeakMap<TaskState, Swarm>()
   /** When each host's last-seen time was last handed to the store. */
@@ -92,6 +94,7 @@ export class Scheduler {
     host.gone = false
     host.consecutiveFailures = 0
     this.hosts.set(hostId, host)
+    this.hostRows.sync(hostId, host)
     this.persist.markHost(host)
     this.touchedAt.set(host, host.lastSeen)
   }
@@ -100,6 +103,7 @@ export class Scheduler {
     const host = this.hosts.get(hostId)
     if (host === undefined) return
     host.gone = true
+    this.hostRows.sync(hostId, host)
     this.persist.markHost(host)
     for (const task of this.tasks.values()) {
       if (task.peers.has(hostId) && this.swarmOf(task).remove(hostId)) this.persist.deletePeer(task.id, hostId)
@@ -168,7 +172,10 @@ export class Scheduler {
         // parents (it never serves a good piece to reset them, nor announces itself again),
         // and each child waited for its stall timeout and went to the origin.
         const seedHost = this.hosts.get(this.options.seedHostId)
-        if (seedHost !== undefined) seedHost.consecutiveFailures = 0
+        if (seedHost !== undefined) {
+          seedHost.consecutiveFailures = 0
+          this.hostRows.sync(this.options.seedHostId, seedHost)
+        }
         this.options.triggerSeed(task)
       } else {
         // No seed: the first peer fetches from the origin and its digests are the reference.
@@ -184,14 +191,14 @@ export class Scheduler {
   /** Adds a task whose state was kept elsewhere (the store, at start); its index is built from its peers. */
   adoptTask(task: TaskState): void {
     this.tasks.set(task.id, task)
-    this.swarms.set(task, new Swarm(task))
+    this.swarms.set(task, new Swarm(task, this.hostRows))
   }
 
   /** The task's swarm index, built from its peers when the task is new to it. */
   private swarmOf(task: TaskState): Swarm {
     let swarm = this.swarms.get(task)
     if (swarm === undefined) {
-      swarm = new Swarm(task)
+      swarm = new Swarm(task, this.hostRows)
       this.swarms.set(task, swarm)
     }
     return swarm
@@ -249,7 +256,10 @@ export class Scheduler {
           parent.consecutiveFailures++
         }
       }
-      if (parent !== undefined) this.persist.markHost(parent, 'counters')
+      if (parent !== undefined) {
+        this.hostRows.sync(r.parentId, parent)
+        this.persist.markHost(parent, 'counters')
+      }
     }
     if (req.state === 'succeeded') {
       swarm.setState(peer, 'succeeded')
@@ -332,7 +342,8 @@ export class Scheduler {
     if (task.peers.size <= CANDIDATE_POOL) {
       for (const p of task.peers.values()) consider(p)
     } else {
-      const pool = swarm.gather(mine, hostId, CANDIDATE_POOL, GATHER_BUDGET, eligible)
+      // The same test as `eligible`, read from typed arrays (consider applies `eligible` again).
+      const pool = swarm.gather(mine, hostId, CANDIDATE_POOL, GATHER_BUDGET, { now, ttlMs: ttl, maxFailures: MAX_FAILURES, blocked: me?.blocked })
       // The seed is always a candidate: it may have pieces coming that nobody holds yet.
       const seed = this.options.seedHostId === undefined ? undefined : task.peers.get(this.options.seedHostId)
       if (seed !== undefined && !pool.includes(seed)) pool.push(seed)
@@ -386,6 +397,7 @@ export class Scheduler {
     const host = this.hosts.get(hostId)
     if (host === undefined) return
     host.lastSeen = Date.now()
+    this.hostRows.sync(hostId, host)
     if (host.lastSeen - (this.touchedAt.get(host) ?? 0) < TOUCH_PERSIST_MS) return
     this.touchedAt.set(host, host.lastSeen)
     this.persist.markHost(host, 'counters')

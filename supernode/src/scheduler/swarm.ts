@@ -13,7 +13,7 @@ import { randomInt } from 'node:crypto'
 
 import type { Bitmap, PieceDigest } from '@naiad/proto'
 
-import type { PeerState, TaskState } from './state.ts'
+import type { HostState, PeerState, TaskState } from './state.ts'
 
 /** How long a parent edge counts towards its parent's children (its busy upload slots). */
 export const EDGE_WINDOW_MS = 2_000
@@ -23,6 +23,80 @@ const PIECE_KEY = 2 ** 21
 
 /** A holder list is compacted when it holds this many more entries than live holders (and twice as many). */
 const COMPACT_SLACK = 16
+
+/**
+ * A holder-list entry is `generation * SLOT_SPAN + slot`: the entry is live while its slot's
+ * generation is unchanged, so the walk decides that from two contiguous arrays instead of
+ * reading the peer's bitmap (a cache miss per entry at 10,000 peers). Exact in a double
+ * while a slot's generation stays below 2^29 (one step per departure or replaced bitmap).
+ */
+const SLOT_SPAN = 2 ** 24
+
+/** HostRows flags: the host is known and has not left; the host is a seed (no last-seen limit). */
+const HOST_PRESENT = 1
+const HOST_SEED = 2
+
+/**
+ * What gather's eligibility test reads of each host (present, seed, last seen, failures in a
+ * row), one row per host in typed arrays shared by every task's swarm. The HostState objects
+ * stay the truth: a row is filled from one when first asked for and refreshed by `sync`,
+ * which the scheduler calls wherever it changes one of those fields. The scheduler checks
+ * every candidate against the HostState again, so a row that lagged could only leave a peer
+ * out of one pool, never offer an ineligible one.
+ */
+export class HostRows {
+  lastSeen = new Float64Array(64)
+  flags = new Uint8Array(64)
+  failures = new Uint32Array(64)
+  private readonly hosts: ReadonlyMap<string, HostState>
+  private readonly rowOf = new Map<string, number>()
+
+  constructor(hosts: ReadonlyMap<string, HostState>) {
+    this.hosts = hosts
+  }
+
+  /** The host's row, filled from its current state when new. */
+  rowFor(hostId: string): number {
+    let row = this.rowOf.get(hostId)
+    if (row === undefined) {
+      row = this.rowOf.size
+      this.rowOf.set(hostId, row)
+      if (row >= this.flags.length) this.grow(row + 1)
+      this.fill(row, this.hosts.get(hostId))
+    }
+    return row
+  }
+
+  /** The host's fields changed (or it was added); a host no swarm has asked for yet is filled later. */
+  sync(hostId: string, host: HostState | undefined = this.hosts.get(hostId)): void {
+    const row = this.rowOf.get(hostId)
+    if (row !== undefined) this.fill(row, host)
+  }
+
+  private fill(row: number, host: HostState | undefined): void {
+    this.flags[row] = host === undefined || host.gone ? 0 : HOST_PRESENT | (host.info.isSeed ? HOST_SEED : 0)
+    this.lastSeen[row] = host?.lastSeen ?? 0
+    this.failures[row] = host?.consecutiveFailures ?? 0
+  }
+
+  private grow(min: number): void {
+    const size = Math.max(min, this.flags.length * 2)
+    this.lastSeen = grown(this.lastSeen, new Float64Array(size))
+    this.flags = grown(this.flags, new Uint8Array(size))
+    this.failures = grown(this.failures, new Uint32Array(size))
+  }
+}
+
+/** Which peers gather may take, besides the requester itself (the scheduler's eligibility test). */
+export interface GatherRule {
+  now: number
+  /** Hosts silent for longer are left out (seeds excepted). */
+  ttlMs: number
+  /** Hosts with this many failures in a row are left out. */
+  maxFailures: number
+  /** Hosts the requester blocked (it got a corrupt piece from them). */
+  blocked: ReadonlySet<string> | undefined
+}
 
 export class Swarm {
   /** Peers holding each piece: every peer of the task, whatever its state (getParents's rarity weights). */
@@ -37,21 +111,30 @@ export class Swarm {
   epoch = 0
 
   private readonly task: TaskState
-  /** Per piece, the slots of the peers that set its bit; may hold stale entries (see holdersOf). */
+  private readonly rows: HostRows
+  /** Per piece, the entries (generation and slot, see SLOT_SPAN) of the peers that set its bit; may hold stale ones. */
   private readonly lists: number[][] = []
   private readonly slots: Array<PeerState | undefined> = []
   private readonly slotOf = new Map<string, number>()
   private readonly free: number[] = []
   /** Per slot, the stamp of the last gather that took it (each peer once per call). */
   private seen = new Uint32Array(64)
+  /** Per slot, its generation: a step when the peer leaves or its bitmap is replaced (older entries go stale). */
+  private gen = new Float64Array(64)
+  /** Per slot, 1 while its peer is failed. */
+  private failed = new Uint8Array(64)
+  /** Per slot, its host's row in `rows`. */
+  private hostRow = new Int32Array(64)
   private stamp = 0
   /** Parent → child → when the child last fetched a piece from it (the reverse of each peer's `parents`). */
   private readonly childrenOf = new Map<string, Map<string, number>>()
   /** The task's digests, in the order they were published. */
   private digests: PieceDigest[] = []
 
-  constructor(task: TaskState) {
+  /** `rows`: the scheduler's host rows (by default rows of no host, when nothing gathers). */
+  constructor(task: TaskState, rows: HostRows = new HostRows(new Map())) {
     this.task = task
+    this.rows = rows
     this.epoch = newEpoch()
     for (const peer of task.peers.values()) this.index(peer)
     for (const [num, p] of task.pieces) this.digests.push({ num, length: p.length, sha256: p.sha256 })
@@ -66,14 +149,14 @@ export class Swarm {
         for (const [parent, at] of peer.parents) this.addEdge(peer, parent, at)
       }
       if (old.state === 'running') this.running--
+      const slot = this.slotOf.get(peer.hostId)!
+      this.task.peers.set(peer.hostId, peer)
+      this.slots[slot] = peer
+      this.failed[slot] = peer.state === 'failed' ? 1 : 0
       if (old.bitmap !== peer.bitmap) {
         this.unholdAll(old.bitmap)
-        this.task.peers.set(peer.hostId, peer)
-        this.slots[this.slotOf.get(peer.hostId)!] = peer
-        this.holdAll(peer, this.slotOf.get(peer.hostId)!)
-      } else {
-        this.task.peers.set(peer.hostId, peer)
-        this.slots[this.slotOf.get(peer.hostId)!] = peer
+        this.gen[slot]++
+        this.holdAll(peer, slot)
       }
       if (peer.state === 'running') this.running++
       return
@@ -93,6 +176,7 @@ export class Swarm {
     const slot = this.slotOf.get(hostId)!
     this.slotOf.delete(hostId)
     this.slots[slot] = undefined
+    this.gen[slot]++
     this.free.push(slot)
     return true
   }
@@ -110,6 +194,8 @@ export class Swarm {
     if (peer.state === 'running') this.running--
     if (state === 'running') this.running++
     peer.state = state
+    const slot = this.slotOf.get(peer.hostId)
+    if (slot !== undefined && this.slots[slot] === peer) this.failed[slot] = state === 'failed' ? 1 : 0
   }
 
   /** `child` fetched a piece from `parentId` at `at`. */
@@ -170,11 +256,11 @@ export class Swarm {
   /**
    * Up to `max` peers worth scoring for a requester holding `mine`: holders of the pieces it
    * lacks, the rarest pieces first (ties in random order), each list entered at a random
-   * place so that every holder of a common piece gets its turn. `eligible` rules out peers
-   * that cannot be parents now; at most `budget` list entries are read, so the cost of a call
-   * does not grow with the swarm.
+   * place so that every holder of a common piece gets its turn. `rule` rules out peers that
+   * cannot be parents now, read from per-slot and per-host typed arrays only (see HostRows);
+   * at most `budget` list entries are read, so the cost of a call does not grow with the swarm.
    */
-  gather(mine: Bitmap, requester: string, max: number, budget: number, eligible: (peer: PeerState) => boolean): PeerState[] {
+  gather(mine: Bitmap, requester: string, max: number, budget: number, rule: GatherRule): PeerState[] {
     // Pieces the requester lacks that somebody holds, rarest first, ties in random order:
     // each as one number (holders, a random tiebreak, the piece) sorted natively.
     const bits = mine.view()
@@ -200,7 +286,7 @@ export class Swarm {
     const perPiece = Math.max(4, Math.ceil(max / 8))
     for (let pass = 0; pass < 2 && out.length < max && budget > 0; pass++) {
       for (const key of missing) {
-        budget = this.take(key % PIECE_KEY, pass === 0 ? perPiece : max, max, budget, out, eligible)
+        budget = this.take(key % PIECE_KEY, pass === 0 ? perPiece : max, max, budget, out, rule)
         if (out.length >= max || budget <= 0) break
       }
     }
@@ -208,21 +294,31 @@ export class Swarm {
   }
 
   /** Takes up to `want` eligible, unseen holders of piece `n` into `out`; returns the budget left. */
-  private take(n: number, want: number, max: number, budget: number, out: PeerState[], eligible: (peer: PeerState) => boolean): number {
+  private take(n: number, want: number, max: number, budget: number, out: PeerState[], rule: GatherRule): number {
     let list = this.lists[n]
     if (list === undefined || list.length === 0) return budget
     if (list.length > 2 * this.holders[n] + COMPACT_SLACK) list = this.compact(n)
+    const { seen, stamp, gen, failed, hostRow } = this
+    const { flags, lastSeen, failures } = this.rows
+    const oldest = rule.now - rule.ttlMs
+    const blocked = rule.blocked !== undefined && rule.blocked.size > 0 ? rule.blocked : undefined
     const len = list.length
     const start = randomIndex(len)
     let taken = 0
     for (let k = 0; k < len && budget > 0; k++) {
       budget--
-      const slot = list[(start + k) % len]
-      if (this.seen[slot] === this.stamp) continue
-      const peer = this.slots[slot]
-      if (peer === undefined || !peer.bitmap.has(n)) continue
-      this.seen[slot] = this.stamp
-      if (!eligible(peer)) continue
+      const entry = list[(start + k) % len]
+      const slot = entry % SLOT_SPAN
+      if (seen[slot] === stamp || gen[slot] !== (entry - slot) / SLOT_SPAN) continue
+      seen[slot] = stamp
+      // The scheduler's eligibility test, on contiguous arrays: not failed, host present, seen
+      // within the TTL (seeds always), fewer than maxFailures failures in a row, not blocked.
+      if (failed[slot] !== 0) continue
+      const row = hostRow[slot]
+      const f = flags[row]
+      if ((f & HOST_PRESENT) === 0 || ((f & HOST_SEED) === 0 && lastSeen[row] < oldest) || failures[row] >= rule.maxFailures) continue
+      const peer = this.slots[slot]!
+      if (blocked?.has(peer.hostId) === true) continue
       out.push(peer)
       if (++taken >= want || out.length >= max) break
     }
@@ -233,14 +329,20 @@ export class Swarm {
     const slot = this.free.pop() ?? this.slots.length
     this.slots[slot] = peer
     this.slotOf.set(peer.hostId, slot)
-    if (slot >= this.seen.length) {
-      const next = new Uint32Array(Math.max(slot + 1, this.seen.length * 2))
-      next.set(this.seen)
-      this.seen = next
-    }
+    if (slot >= this.seen.length) this.grow(slot + 1)
+    this.failed[slot] = peer.state === 'failed' ? 1 : 0
+    this.hostRow[slot] = this.rows.rowFor(peer.hostId)
     if (peer.state === 'running') this.running++
     this.holdAll(peer, slot)
     for (const [parent, at] of peer.parents) this.addEdge(peer, parent, at)
+  }
+
+  private grow(min: number): void {
+    const size = Math.max(min, this.seen.length * 2)
+    this.seen = grown(this.seen, new Uint32Array(size))
+    this.gen = grown(this.gen, new Float64Array(size))
+    this.failed = grown(this.failed, new Uint8Array(size))
+    this.hostRow = grown(this.hostRow, new Int32Array(size))
   }
 
   private holdAll(peer: PeerState, slot: number): void {
@@ -252,6 +354,7 @@ export class Swarm {
     }
   }
 
+  /** Adds the peer in `slot` (its current generation) to piece `num`'s holders. */
   private hold(num: number, slot: number): void {
     if (num >= this.holders.length) {
       const next = new Uint32Array(Math.max(num + 1, this.holders.length * 2))
@@ -260,7 +363,7 @@ export class Swarm {
     }
     this.holders[num]++
     const list = this.lists[num] ??= []
-    list.push(slot)
+    list.push(this.gen[slot] * SLOT_SPAN + slot)
     if (list.length > 2 * this.holders[num] + COMPACT_SLACK) this.compact(num)
   }
 
@@ -280,15 +383,21 @@ export class Swarm {
     const kept = new Set<number>()
     let w = 0
     for (let r = 0; r < list.length; r++) {
-      const slot = list[r]
-      const peer = this.slots[slot]
-      if (peer === undefined || kept.has(slot) || !peer.bitmap.has(num)) continue
+      const entry = list[r]
+      const slot = entry % SLOT_SPAN
+      if (kept.has(slot) || this.gen[slot] !== (entry - slot) / SLOT_SPAN) continue
       kept.add(slot)
-      list[w++] = slot
+      list[w++] = entry
     }
     list.length = w
     return list
   }
+}
+
+/** `next` (a larger array of the same kind) holding `old`'s values first. */
+function grown<A extends Float64Array | Uint32Array | Int32Array | Uint8Array>(old: A, next: A): A {
+  next.set(old)
+  return next
 }
 
 function newEpoch(): number {
