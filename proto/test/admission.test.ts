@@ -167,6 +167,29 @@ describe('fabric guard', () => {
     }
   })
 
+  it('keeps the connection of a member that proves itself too late for one stream: only that stream fails', async () => {
+    // The caller is the slow one here: the server's guard asks it for its membership, and the
+    // answer comes after the server's own wait (a loaded daemon calling a supernode).
+    const v = new ClusterVerifier(signer.publicKey)
+    let id = ''
+    const inner = new MemberGuard({ verifier: () => v, credential: () => signer.membershipFor(id, 'node', 60_000), revoked: () => false })
+    const slowGuard = Object.assign(Object.create(inner) as MemberGuard, {
+      answer: async (req: Parameters<MemberGuard['answer']>[0]) => { await new Promise((resolve) => setTimeout(resolve, 6000)); return inner.answer(req) }
+    })
+    const slow = await createFabricNode({ dataDir: join(dir, 'slow-caller'), listen: ['/ip4/127.0.0.1/tcp/0'], guard: slowGuard })
+    id = slow.peerId.toString()
+    const before = handled
+    try {
+      await expect(call(slow, server.getMultiaddrs(), '/naiad/test-guarded/1.0.0', SchedulerRequest, SchedulerResponse, { leaveHost: true }, { timeoutMs: 10_000 }))
+        .rejects.toBeDefined()
+      expect(handled).toBe(before)
+      // Before, the server closed the whole connection, every other call of the node with it.
+      expect(server.getConnections(slow.peerId).filter((c) => c.status === 'open')).toHaveLength(1)
+    } finally {
+      await slow.stop()
+    }
+  }, 20_000)
+
   it('refuses a revoked member at the handshake', async () => {
     revoked.add(member.peerId.toString())
     await member.hangUp(server.peerId)

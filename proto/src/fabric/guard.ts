@@ -66,10 +66,17 @@ export async function guardNode(node: Libp2p, guard: FabricGuard): Promise<void>
   }, { maxInboundStreams: 8 })
 
   node.handle = async (protocol, handler, options) => handle(protocol, async (stream, connection) => {
+    const signal = AbortSignal.timeout(LIMITS.callTimeoutMs)
     let ok = false
     try {
-      ok = await guard.admit(connection, AbortSignal.timeout(LIMITS.callTimeoutMs))
-    } catch {
+      ok = await guard.admit(connection, signal)
+    } catch (err) {
+      // A member that proves itself late (a loaded daemon) loses this stream, not its
+      // connection: closing it cut every call of the node and made it dial again under load.
+      if (signal.aborted || isTimeout(err)) {
+        stream.abort(new NaiadError('PROTO_ERR_TIMEOUT', `${connection.remotePeer.toString()} did not prove its membership within ${LIMITS.callTimeoutMs} ms`))
+        return
+      }
       ok = false
     }
     if (!ok) return refuse(stream, connection, `${connection.remotePeer.toString()} is not a member of this cluster`)
@@ -83,7 +90,7 @@ export async function guardNode(node: Libp2p, guard: FabricGuard): Promise<void>
     // late answer, not a refusal. Taken for "not a member", it marked a loaded supernode
     // unreachable at once and sent a daemon's downloads to the origin.
     const ok = await guard.admit(connection, signal).catch((err: unknown) => {
-      if (signal.aborted) throw err
+      if (signal.aborted || isTimeout(err)) throw err
       return false
     })
     if (!ok) {
@@ -92,4 +99,9 @@ export async function guardNode(node: Libp2p, guard: FabricGuard): Promise<void>
     }
     return connection.newStream(protocols, options)
   }
+}
+
+/** The guard could not tell in time (a late answer), as opposed to a refusal. */
+function isTimeout(err: unknown): boolean {
+  return err instanceof NaiadError && err.code === 'PROTO_ERR_TIMEOUT'
 }

@@ -15,6 +15,7 @@ import type { Connection } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 
 import type { ClusterVerifier, MemberRole } from '../admission/credentials.ts'
+import { NaiadError } from '../errors.ts'
 import { LIMITS, PROTOCOLS } from '../protocols.ts'
 import { MembershipRequest, MembershipResponse, type FabricGuard } from './guard.ts'
 import type { FabricNode } from './node.ts'
@@ -82,11 +83,15 @@ export class MemberGuard implements FabricGuard {
     const verifier = this.options.verifier()
     if (verifier === undefined) return false
     let credential: Uint8Array
+    const timeout = AbortSignal.timeout(LIMITS.callTimeoutMs)
     try {
-      const res = await exchange(connection, { renew: false }, AbortSignal.timeout(LIMITS.callTimeoutMs))
+      const res = await exchange(connection, { renew: false }, timeout)
       credential = res.credential
-    } catch {
-      return false // a stranger speaks no membership protocol, or did not answer in time
+    } catch (err) {
+      // A stranger speaks no membership protocol and fails at once; no answer in time is as
+      // likely a member on a loaded machine: the caller decides what a late answer means.
+      if (timeout.aborted) throw new NaiadError('PROTO_ERR_TIMEOUT', `${peer} did not show its membership within ${LIMITS.callTimeoutMs} ms`, { cause: err })
+      return false
     }
     let role: MemberRole
     let expiresAt: number
