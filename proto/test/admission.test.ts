@@ -127,6 +127,19 @@ describe('fabric guard', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
+  /** A member of the cluster whose answer to "show me your membership" takes `delayMs` (a loaded machine). */
+  const slowMember = async (name: string, delayMs: number): Promise<FabricNode> => {
+    const v = new ClusterVerifier(signer.publicKey)
+    let id = ''
+    const inner = new MemberGuard({ verifier: () => v, credential: () => signer.membershipFor(id, 'node', 60_000), revoked: () => false })
+    const slowGuard = Object.assign(Object.create(inner) as MemberGuard, {
+      answer: async (req: Parameters<MemberGuard['answer']>[0]) => { await new Promise((resolve) => setTimeout(resolve, delayMs)); return inner.answer(req) }
+    })
+    const node = await createFabricNode({ dataDir: join(dir, name), listen: ['/ip4/127.0.0.1/tcp/0'], guard: slowGuard })
+    id = node.peerId.toString()
+    return node
+  }
+
   const ask = (from: FabricNode): Promise<unknown> =>
     call(from, server.getMultiaddrs(), '/naiad/test-guarded/1.0.0', SchedulerRequest, SchedulerResponse, { leaveHost: true }, { timeoutMs: 5000 })
 
@@ -150,14 +163,7 @@ describe('fabric guard', () => {
 
   it('tells a member that proves itself late from a stranger: the caller\'s timeout, not a refusal', async () => {
     // A member whose membership answer comes after the caller's call has timed out (a loaded machine).
-    const v = new ClusterVerifier(signer.publicKey)
-    let id = ''
-    const inner = new MemberGuard({ verifier: () => v, credential: () => signer.membershipFor(id, 'node', 60_000), revoked: () => false })
-    const slowGuard = Object.assign(Object.create(inner) as MemberGuard, {
-      answer: async (req: Parameters<MemberGuard['answer']>[0]) => { await new Promise((resolve) => setTimeout(resolve, 5000)); return inner.answer(req) }
-    })
-    const slow = await createFabricNode({ dataDir: join(dir, 'slow'), listen: ['/ip4/127.0.0.1/tcp/0'], guard: slowGuard })
-    id = slow.peerId.toString()
+    const slow = await slowMember('slow', 5000)
     try {
       await serve(slow, '/naiad/test-guarded/1.0.0', SchedulerRequest, SchedulerResponse, async () => ({}))
       await expect(call(member, slow.getMultiaddrs(), '/naiad/test-guarded/1.0.0', SchedulerRequest, SchedulerResponse, { leaveHost: true }, { timeoutMs: 1500 }))
@@ -170,14 +176,7 @@ describe('fabric guard', () => {
   it('keeps the connection of a member that proves itself too late for one stream: only that stream fails', async () => {
     // The caller is the slow one here: the server's guard asks it for its membership, and the
     // answer comes after the server's own wait (a loaded daemon calling a supernode).
-    const v = new ClusterVerifier(signer.publicKey)
-    let id = ''
-    const inner = new MemberGuard({ verifier: () => v, credential: () => signer.membershipFor(id, 'node', 60_000), revoked: () => false })
-    const slowGuard = Object.assign(Object.create(inner) as MemberGuard, {
-      answer: async (req: Parameters<MemberGuard['answer']>[0]) => { await new Promise((resolve) => setTimeout(resolve, 6000)); return inner.answer(req) }
-    })
-    const slow = await createFabricNode({ dataDir: join(dir, 'slow-caller'), listen: ['/ip4/127.0.0.1/tcp/0'], guard: slowGuard })
-    id = slow.peerId.toString()
+    const slow = await slowMember('slow-caller', 6000)
     const before = handled
     try {
       await expect(call(slow, server.getMultiaddrs(), '/naiad/test-guarded/1.0.0', SchedulerRequest, SchedulerResponse, { leaveHost: true }, { timeoutMs: 10_000 }))
