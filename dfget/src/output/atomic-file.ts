@@ -159,7 +159,7 @@ export class AtomicFile {
     try {
       linked = await open(linkPath, 'r')
       const got = await linked.stat({ bigint: true })
-      if (got.dev !== st.dev || got.ino !== st.ino || fileIdentity(got) !== fileIdentity(st)) throw new Error('the file changed while it was linked')
+      if (fileIdentity(got) !== fileIdentity(st)) throw new Error('the file changed while it was linked')
       // FILE gets the mode a new file gets here, however it was made. The cache's own name
       // stays reachable only through the daemon's 0700 directory.
       const { mode } = await handle.stat()

@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { channel } from 'node:diagnostics_channel'
 
 import Database from 'better-sqlite3'
-import { Bitmap, EVENTS, fileIdentity, NaiadError } from '@naiad/proto'
+import { Bitmap, EVENTS, fileIdentity, NaiadError, type FileStatus } from '@naiad/proto'
 
 export interface StoredTask {
   id: string
@@ -434,7 +434,7 @@ export class DiskPieceStore implements PieceStore {
   }
 
   /** Whether `st` is the complete task's recorded file; a task recorded without one adopts it. */
-  private matches(id: string, st: { dev: bigint; ino: bigint; size: bigint; mtimeNs: bigint }): boolean {
+  private matches(id: string, st: FileStatus): boolean {
     const recorded = this.completed.get(id)
     const now = fileIdentity(st)
     if (recorded === null || recorded === undefined) {
