@@ -6,6 +6,7 @@
 // the piece (or the task), never the process.
 
 import { channel } from 'node:diagnostics_channel'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 import type { Logger } from 'pino'
 import {
@@ -381,11 +382,8 @@ export class PeerTask {
         logged = now
         this.log.info({ downMs: now - (scheduler.unavailableSince ?? now), giveUpAfterMs: this.options.stallTimeoutMs }, 'waiting for the scheduler before going to the origin')
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, SCHEDULER_WAIT_POLL_MS)
-        signal.addEventListener('abort', done, { once: true })
-        function done(): void { clearTimeout(t); signal.removeEventListener('abort', done); resolve() }
-      })
+      // An abort ends the sleep; the loop's first line then throws it.
+      await sleep(SCHEDULER_WAIT_POLL_MS, undefined, { signal }).catch(() => {})
     }
     return true
   }
