@@ -310,11 +310,13 @@ describe('qos plugin between peers', () => {
     await waitUntil(async () => await progressOf(preId) > 0, 30_000)
     const od = startDownload(preempting.apiUrl, { url: `${origin.url}/files/urgent.bin` })
     const odId = await od.taskId
-    // From on-demand's first stored piece until only its last is missing, on-demand always has
-    // pieces waiting for the slot. Preheat may finish only a piece that held the slot before
-    // on-demand asked (counted once stored, which may be late on a busy disk) and, at the
-    // end, one that got the slot between two polls: two pieces, against about half of
-    // on-demand's bytes if the two shared the slot.
+    // From on-demand's first stored piece until only its last is missing, on-demand has pieces
+    // waiting for the slot whenever its one parent is usable. Quiet, preheat finishes at most
+    // a piece that held the slot before on-demand asked and one that got it between two polls
+    // (0-1 MiB measured). In one loaded run of the full suite preheat moved 10 MiB against 44:
+    // the slot goes to preheat whenever on-demand has nothing waiting (for example while a
+    // failed fetch cools its only parent). Sharing the slot would give preheat about as much
+    // as on-demand, so a third of on-demand's bytes still tells the two apart.
     await waitUntil(async () => await progressOf(odId) > 0, 30_000)
     const [p0, o0] = [await progressOf(preId), await progressOf(odId)]
     await waitUntil(async () => await progressOf(odId) >= urgent.length - 4 * MiB, 60_000)
@@ -324,7 +326,7 @@ describe('qos plugin between peers', () => {
     expect(odResult).toMatchObject({ event: 'done', sha256: sha256Hex(urgent) })
     expect(preResult).toMatchObject({ event: 'done', sha256: sha256Hex(background) })
     expect(o1 - o0).toBeGreaterThanOrEqual(16 * MiB)
-    expect(p1 - p0).toBeLessThanOrEqual(8 * MiB)
+    expect(p1 - p0).toBeLessThanOrEqual(Math.max(8 * MiB, (o1 - o0) / 3))
   })
 })
 
