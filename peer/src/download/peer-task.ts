@@ -21,9 +21,10 @@ import type { OriginClient } from '../source/origin.ts'
 import type { LivePieces } from '../storage/live-pieces.ts'
 import type { PieceStore } from '../storage/piece-store.ts'
 import { OriginReader } from './origin-reader.ts'
-import { ParentSet, type ParentState } from './parent-set.ts'
-import { PieceWriter } from './piece-writer.ts'
+import { ParentSet } from './parent-set.ts'
+import { PieceFetcher, type FetchTask } from './piece-fetcher.ts'
 import { planPieces } from './planner.ts'
+import { ProgressNotifier } from './progress-notifier.ts'
 import { ReportBatcher } from './report-batcher.ts'
 import type { StagingPool } from './staging.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './types.ts'
@@ -47,16 +48,7 @@ export interface PeerTaskComponents {
   staging: StagingPool
 }
 
-interface Inflight {
-  parent: ParentState
-  /** When the fetch was planned, and when its bytes could start moving (after QoS). */
-  queued: number
-  started: number
-  abort: AbortController
-}
-
 const stored = channel(EVENTS.pieceStored)
-const failed = channel(EVENTS.pieceFailed)
 const backToSourceEvents = channel(EVENTS.backToSource)
 const succeeded = channel(EVENTS.taskSucceeded)
 const taskFailed = channel(EVENTS.taskFailed)
@@ -84,13 +76,10 @@ const SOURCE_SHARE = 2
 
 export class PeerTask {
   readonly id: string
-  private readonly listeners = new Set<(p: DownloadProgress) => void>()
-  private readonly changeWaiters = new Set<() => void>()
+  private readonly notifier = new ProgressNotifier<DownloadProgress>()
   private readonly digests = new Map<number, Uint8Array>()
   private readonly parents: ParentSet
-  private readonly inflight = new Map<number, Inflight>()
-  /** Durations of the last pieces fetched from parents, to tell a slow parent from a slow network. */
-  private readonly recentCosts: number[] = []
+  private readonly fetcher: PieceFetcher
   private readonly reports: ReportBatcher
   private contentLength = -1
   private pieceSize = 0
@@ -139,6 +128,37 @@ export class PeerTask {
     this.priority = req.priority ?? 'on-demand'
     this.parents = new ParentSet(components.badPeers)
     this.reports = new ReportBatcher(components.scheduler, { taskId: id, delayMs: REPORT_DELAY_MS, timeoutMs: options.schedulerTimeoutMs, trusted: () => this.trusted })
+    this.fetcher = new PieceFetcher(this.fetchTask(), { ...components, parents: this.parents, reports: this.reports, log: this.log }, {
+      pieceTimeoutMs: options.pieceTimeoutMs,
+      reserveWaitMs: options.reserveWaitMs ?? options.stallTimeoutMs,
+      slowPieceMinMs: options.slowPieceMinMs
+    })
+  }
+
+  /** What the piece fetcher reads of this download, and how its results land here. */
+  private fetchTask(): FetchTask {
+    return {
+      id: this.id,
+      piece: (num) => ({ offset: num * this.pieceSize, length: this.pieceLength(num) }),
+      digest: (num) => this.digests.get(num),
+      isSource: (peerId) => peerId === this.sourcePeer,
+      grant: () => this.grant,
+      traffic: () => this.traffic(),
+      stored: ({ num, length, sha256, contentSha256 }) => {
+        if (!this.digests.has(num) && sha256 !== undefined) this.digests.set(num, sha256)
+        if (this.sourceSha256 === undefined && contentSha256 !== undefined) this.sourceSha256 = contentSha256
+        this.fromPeers += length
+        this.completedBytes += length
+        this.advancePrefix()
+      },
+      progressed: () => this.emit(),
+      failed: (verdict, e) => {
+        if (verdict.fatal) this.fatal ??= e
+        if (verdict.unreachable) this.answersAtUnreachable = this.parentAnswers
+        if (verdict.refresh) this.refreshNow = true
+      },
+      settled: () => this.wake?.()
+    }
   }
 
   /** A caller of a more urgent class joined: the rest of the download runs in that class. */
@@ -151,8 +171,7 @@ export class PeerTask {
   }
 
   onProgress(listener: (p: DownloadProgress) => void): () => void {
-    this.listeners.add(listener)
-    return () => this.listeners.delete(listener)
+    return this.notifier.listen(listener)
   }
 
   progress(): DownloadProgress {
@@ -179,22 +198,11 @@ export class PeerTask {
 
   /** Resolves at the next change of progress (a piece, the end), or when `signal` fires. */
   changed(signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        this.changeWaiters.delete(done)
-        signal?.removeEventListener('abort', done)
-        resolve()
-      }
-      if (signal?.aborted === true) return resolve()
-      this.changeWaiters.add(done)
-      signal?.addEventListener('abort', done, { once: true })
-    })
+    return this.notifier.changed(signal)
   }
 
   private emit(): void {
-    const p = this.progress()
-    for (const l of this.listeners) l(p)
-    for (const w of [...this.changeWaiters]) w()
+    this.notifier.emit(this.progress())
   }
 
   async run(signal: AbortSignal): Promise<DownloadResult> {
@@ -202,7 +210,7 @@ export class PeerTask {
     const unpin = store.pin(this.id)
     const started = Date.now()
     const onTaskAbort = (): void => {
-      for (const f of this.inflight.values()) f.abort.abort(signal.reason)
+      this.fetcher.abortAll(signal.reason)
       this.wake?.()
     }
     signal.addEventListener('abort', onTaskAbort, { once: true })
@@ -244,7 +252,7 @@ export class PeerTask {
     } catch (err) {
       const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
       taskFailed.publish({ taskId: this.id, code: e.code, message: e.message, durationMs: Date.now() - started })
-      await this.stopFetches(e)
+      await this.fetcher.stopAll(e)
       await this.reports.flush({ state: 'failed', error: { code: e.code, message: e.message } }).catch(() => {})
       if (this.dropped) {
         // Left standing, the scheduler would keep this peer's bitmap of pieces it no longer
@@ -404,7 +412,7 @@ export class PeerTask {
     // as they arrive anywhere, and a poll each refreshMs finds them — 16 peers polling every
     // 100 ms put the scheduler's codec, the fabric and the planner among the daemons' largest
     // CPU costs per GiB.
-    const starvingPollMs = (): number => Math.max(idlePoll, this.inflight.size === 0 ? IDLE_POLL_MIN_MS : swarming ? this.options.refreshMs : BUSY_POLL_MIN_MS)
+    const starvingPollMs = (): number => Math.max(idlePoll, this.fetcher.size === 0 ? IDLE_POLL_MIN_MS : swarming ? this.options.refreshMs : BUSY_POLL_MIN_MS)
     while (!this.complete()) {
       signal.throwIfAborted()
       if (this.fatal !== undefined) throw this.fatal
@@ -423,14 +431,14 @@ export class PeerTask {
         published = this.digests.size
         lastProgress = Date.now()
       }
-      this.abortSlowFetches()
+      this.fetcher.abortSlow()
       const { started, room, peersServe } = this.schedule(signal)
       starving = room
       swarming = peersServe
       // Polls while starving come fast when a poll brings work, and back off to refreshMs
       // while polls bring nothing (the scheduler carries every idle peer's polls).
       if (refreshed) idlePoll = started > 0 ? IDLE_POLL_MIN_MS : Math.min(this.options.refreshMs, idlePoll * 2)
-      if (this.inflight.size === 0 && started === 0) {
+      if (this.fetcher.size === 0 && started === 0) {
         if (this.taskState === 'failed') {
           return this.backToSource(`source failed: ${this.taskError?.code ?? 'unknown'} ${this.taskError?.message ?? ''}`.trim(), signal)
         }
@@ -479,7 +487,7 @@ export class PeerTask {
       this.parentAnswers++
       if (this.log.isLevelEnabled('debug')) {
         const source = this.parents.get(this.sourcePeer)
-        this.log.debug({ parents: res.parents.length, sourceOffers: source?.bitmap.count() ?? -1, inflight: this.inflight.size, have: this.c.store.bitmap(this.id).count() }, 'parents')
+        this.log.debug({ parents: res.parents.length, sourceOffers: source?.bitmap.count() ?? -1, inflight: this.fetcher.size, have: this.c.store.bitmap(this.id).count() }, 'parents')
       }
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'getParents failed; keeping the parents we have')
@@ -496,12 +504,12 @@ export class PeerTask {
     const sourceWindow = this.options.sourceWindow ?? Math.max(16, Math.floor(DEFAULT_SOURCE_WINDOW_BYTES / this.pieceSize))
     // Live pieces from a lone source stream back to back: they get a window of their own.
     const sourceOnly = !peersServe && usable.some((p) => p.id === this.sourcePeer)
-    const slots = (sourceOnly ? Math.max(this.options.concurrency, sourceWindow) : this.options.concurrency) - this.inflight.size
+    const slots = (sourceOnly ? Math.max(this.options.concurrency, sourceWindow) : this.options.concurrency) - this.fetcher.size
     if (slots <= 0) return { started: 0, room: false, peersServe }
     const plan = planPieces({
       pieceCount: this.pieceCount,
       have: (n) => have.has(n),
-      inflight: (n) => this.inflight.has(n),
+      inflight: (n) => this.fetcher.has(n),
       published: (n) => this.digests.has(n),
       parents: usable.map((p) => {
         const isSource = p.id === this.sourcePeer
@@ -517,139 +525,12 @@ export class PeerTask {
       }),
       slots
     })
-    for (const a of plan) this.startFetch(a.num, this.parents.get(a.parent)!, a.live, signal)
+    for (const a of plan) this.fetcher.start(a.num, this.parents.get(a.parent)!, a.live, signal)
     return { started: plan.length, room: plan.length < slots, peersServe }
-  }
-
-  /**
-   * A piece taking four times as long as the recent median (and at least slowPieceMinMs)
-   * while another parent holds it is abandoned: the slow parent cools down, loses score
-   * with the scheduler, and the piece goes elsewhere.
-   */
-  private abortSlowFetches(): void {
-    if (this.recentCosts.length < 2) return
-    const sorted = [...this.recentCosts].sort((a, b) => a - b)
-    const median = sorted[Math.floor(sorted.length / 2)]
-    const limit = Math.max(this.options.slowPieceMinMs, 4 * median)
-    const now = Date.now()
-    for (const [num, f] of this.inflight) {
-      if (now - f.started < limit || f.abort.signal.aborted) continue
-      const elsewhere = this.parents.usable(now).some((p) => p !== f.parent && p.bitmap.has(num))
-      if (!elsewhere) continue
-      f.abort.abort(new NaiadError('DFD_ERR_PIECE_SLOW', `piece ${num} from ${f.parent.id} took over ${limit} ms (recent median ${median} ms)`))
-    }
   }
 
   private pieceLength(num: number): number {
     return this.contentLength >= 0 ? Math.min(this.pieceSize, this.contentLength - num * this.pieceSize) : this.pieceSize
-  }
-
-  private startFetch(num: number, parent: ParentState, live: boolean, signal: AbortSignal): void {
-    const now = Date.now()
-    const entry: Inflight = { parent, queued: now, started: now, abort: new AbortController() }
-    this.inflight.set(num, entry)
-    parent.inflight++
-    this.fetch(num, parent, live, entry, signal).catch((err: unknown) => {
-      this.log.warn({ err: (err as Error).message, piece: num }, 'piece fetch failed unexpectedly')
-    }).finally(() => {
-      this.inflight.delete(num)
-      parent.inflight--
-      this.wake?.()
-    })
-  }
-
-  /** One piece from one parent. Never rejects: a failure is counted, reported and handled here. */
-  private async fetch(num: number, parent: ParentState, live: boolean, entry: Inflight, signal: AbortSignal): Promise<void> {
-    const { store, data, qos } = this.c
-    const length = this.pieceLength(num)
-    // The fetch's own controller: the task's abort reaches it through onTaskAbort (one
-    // listener per task, not a composite signal per piece on the long-lived task signal).
-    const fetchSignal = entry.abort.signal
-    let release: (() => void) | undefined
-    try {
-      if (qos?.active === true) {
-        // While QoS holds the piece back it is not slow: its clock starts once it may move.
-        entry.started = Number.POSITIVE_INFINITY
-        await qos.acquire(length, this.traffic(), fetchSignal)
-        release = await qos.slot(this.traffic(), fetchSignal)
-        entry.started = Date.now()
-      }
-      const reservation = await store.reserve(this.id, length, { waitMs: this.options.reserveWaitMs ?? this.options.stallTimeoutMs, signal: fetchSignal })
-      const writer = new PieceWriter({
-        store, taskId: this.id, piece: { num, offset: num * this.pieceSize, length },
-        expected: this.digests.get(num), fromSource: parent.id === this.sourcePeer, reservation, staging: this.c.staging
-      })
-      try {
-        await data.fetch(parent.target!, { taskId: this.id, num, grant: this.grant, live }, writer, { signal: fetchSignal, idleMs: this.options.pieceTimeoutMs })
-      } finally {
-        await writer.settled()
-        reservation.release()
-      }
-      const costMs = Date.now() - entry.started
-      if (!this.digests.has(num) && writer.sha256 !== undefined) this.digests.set(num, writer.sha256)
-      if (this.sourceSha256 === undefined && writer.contentSha256 !== undefined) this.sourceSha256 = writer.contentSha256
-      this.recentCosts.push(costMs)
-      if (this.recentCosts.length > 16) this.recentCosts.shift()
-      this.parents.succeeded(parent)
-      this.fromPeers += length
-      this.completedBytes += length
-      this.advancePrefix()
-      stored.publish({ taskId: this.id, num, length, source: 'peer', parentId: parent.id, costMs, seed: parent.isSeed })
-      this.log.debug({ piece: num, parent: parent.id, live, ms: costMs, waitedMs: entry.started - entry.queued }, 'piece stored')
-      this.reports.add({ num, parentId: parent.id, length, costMs, sha256: new Uint8Array(0), errorCode: '' })
-      this.emit()
-    } catch (err) {
-      const e = entry.abort.signal.aborted && entry.abort.signal.reason instanceof NaiadError ? entry.abort.signal.reason : toNaiadError(err, 'DFD_ERR_PIECE_UNAVAILABLE')
-      if (signal.aborted) return
-      failed.publish({ taskId: this.id, num, parentId: parent.id, code: e.code })
-      this.onFetchFailed(num, parent, e)
-      this.reports.add({ num, parentId: parent.id, length: 0, costMs: Date.now() - entry.started, sha256: new Uint8Array(0), errorCode: e.code })
-    } finally {
-      release?.()
-    }
-  }
-
-  private onFetchFailed(num: number, parent: ParentState, e: NaiadError): void {
-    switch (e.code) {
-      case 'DFD_ERR_PIECE_DIGEST':
-        // A parent that sends one bad piece is never asked again, by any task of this node.
-        this.parents.block(parent.id)
-        this.log.warn({ parent: parent.id, piece: num, err: e.message }, 'parent sent a corrupt piece; blocked')
-        return
-      case 'PROTO_ERR_IDENTITY':
-        this.parents.drop(parent.id)
-        this.log.warn({ parent: parent.id, err: e.message }, 'parent is not who the scheduler said; dropped')
-        return
-      case 'DFD_ERR_CACHE_FULL':
-        // No room even after waiting for pieces in use: this download cannot go on.
-        this.fatal ??= e
-        return
-      case 'DFD_ERR_PIECE_NO_DIGEST':
-        // Not the parent's fault: this node asked before it knew the digest. Learn it first.
-        this.refreshNow = true
-        break
-      case 'DFD_ERR_PIECE_FORBIDDEN':
-        // A lapsed or missing grant: ask the scheduler for a fresh one.
-        this.refreshNow = true
-        break
-      case 'PROTO_ERR_DIAL':
-      case 'PROTO_ERR_TIMEOUT':
-        parent.unreachable = true
-        this.answersAtUnreachable = this.parentAnswers
-        // Whether the scheduler still names only parents like this one is its to say, now.
-        this.refreshNow = true
-        break
-    }
-    this.parents.failed(parent, Date.now())
-    this.log.debug({ parent: parent.id, piece: num, err: e.message }, 'piece fetch failed')
-  }
-
-  /** Stops every fetch in flight and waits until they let go of their pieces. */
-  private async stopFetches(reason: NaiadError): Promise<void> {
-    const pending = [...this.inflight.values()]
-    if (pending.length === 0) return
-    for (const f of pending) f.abort.abort(reason)
-    while (this.inflight.size > 0) await new Promise((r) => setTimeout(r, 5))
   }
 
   private advancePrefix(): void {
@@ -662,7 +543,7 @@ export class PeerTask {
     backToSourceEvents.publish({ taskId: this.id, reason })
     this.log.info({ reason, trusted: this.trusted }, 'back to source')
     // Pieces still in flight from parents would race the origin for the same room.
-    await this.stopFetches(new NaiadError('PROTO_ERR_ABORTED', 'the download went to the origin'))
+    await this.fetcher.stopAll(new NaiadError('PROTO_ERR_ABORTED', 'the download went to the origin'))
     let lastErr: unknown
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
