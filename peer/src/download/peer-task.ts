@@ -24,6 +24,7 @@ import { OriginReader } from './origin-reader.ts'
 import { ParentSet } from './parent-set.ts'
 import { PieceFetcher, type FetchTask } from './piece-fetcher.ts'
 import { planPieces } from './planner.ts'
+import { giveUpReason, PollPolicy, schedulerMayReturn, type Turn } from './poll-policy.ts'
 import { ProgressNotifier } from './progress-notifier.ts'
 import { ReportBatcher } from './report-batcher.ts'
 import type { StagingPool } from './staging.ts'
@@ -55,10 +56,6 @@ const taskFailed = channel(EVENTS.taskFailed)
 const taskStarted = channel(EVENTS.taskStarted)
 const taskRegistered = channel(EVENTS.taskRegistered)
 
-/** Polls of a starving download (free slots, nothing to fill them) start this fast — a cold task's layout appears within milliseconds — and back off to refreshMs while they bring nothing. */
-const IDLE_POLL_MIN_MS = 20
-/** The fastest polls while pieces are still in flight: the scheduler carries every peer's polls. */
-const BUSY_POLL_MIN_MS = 100
 const REPORT_DELAY_MS = 100
 /** Longest wait at the end for the source's whole-content digest before reading the content back. */
 const SOURCE_DIGEST_WAIT_MS = 2_000
@@ -374,8 +371,7 @@ export class PeerTask {
    * download waits for a silent swarm before it goes to the origin.
    */
   private schedulerMayReturn(): boolean {
-    const since = this.c.scheduler.unavailableSince ?? 0
-    return since > 0 && Date.now() - since < this.options.stallTimeoutMs
+    return schedulerMayReturn(this.c.scheduler.unavailableSince, Date.now(), this.options.stallTimeoutMs)
   }
 
   /** Waits while the scheduler may come back; true once it is available again. */
@@ -398,69 +394,35 @@ export class PeerTask {
 
   /** Pieces from parents until every piece is here; the origin when the swarm cannot help. */
   private async swarm(signal: AbortSignal): Promise<void> {
-    let lastProgress = Date.now()
-    let lastRefresh = 0
-    let idlePoll = IDLE_POLL_MIN_MS
-    let done = this.completedBytes
-    let published = this.digests.size
-    /** The last turn left slots free with nothing to fill them: what to fetch next is the scheduler's to say. */
-    let starving = true
-    /** Other peers than the source could serve at the last turn: the download is in a swarm. */
-    let swarming = false
-    // Starving with pieces in flight: a lone child streaming from the source polls fast (its
-    // next grants come with the next answer); in a swarm new pieces appear at the peers as fast
-    // as they arrive anywhere, and a poll each refreshMs finds them — 16 peers polling every
-    // 100 ms put the scheduler's codec, the fabric and the planner among the daemons' largest
-    // CPU costs per GiB.
-    const starvingPollMs = (): number => Math.max(idlePoll, this.fetcher.size === 0 ? IDLE_POLL_MIN_MS : swarming ? this.options.refreshMs : BUSY_POLL_MIN_MS)
+    const policy = new PollPolicy(this.options, Date.now(), this.completedBytes, this.digests.size)
     while (!this.complete()) {
       signal.throwIfAborted()
       if (this.fatal !== undefined) throw this.fatal
-      const now = Date.now()
-      let refreshed = false
-      const pollMs = starving ? starvingPollMs() : this.options.refreshMs
-      if (this.refreshNow || now - lastRefresh >= pollMs) {
+      const refreshed = policy.refreshDue(Date.now(), this.fetcher.size, this.refreshNow)
+      if (refreshed) {
         this.refreshNow = false
-        lastRefresh = now
-        refreshed = true
         await this.refreshParents(signal)
       }
-      // Progress is ours or the source's: a slow origin is not a stalled swarm.
-      if (this.completedBytes !== done || this.digests.size !== published) {
-        done = this.completedBytes
-        published = this.digests.size
-        lastProgress = Date.now()
-      }
+      policy.progress(Date.now(), this.completedBytes, this.digests.size)
       this.fetcher.abortSlow()
-      const { started, room, peersServe } = this.schedule(signal)
-      starving = room
-      swarming = peersServe
-      // Polls while starving come fast when a poll brings work, and back off to refreshMs
-      // while polls bring nothing (the scheduler carries every idle peer's polls).
-      if (refreshed) idlePoll = started > 0 ? IDLE_POLL_MIN_MS : Math.min(this.options.refreshMs, idlePoll * 2)
-      if (this.fetcher.size === 0 && started === 0) {
-        if (this.taskState === 'failed') {
-          return this.backToSource(`source failed: ${this.taskError?.code ?? 'unknown'} ${this.taskError?.message ?? ''}`.trim(), signal)
-        }
-        if (!this.c.scheduler.available && !this.schedulerMayReturn() && this.parents.usable(Date.now()).length === 0) {
-          return this.backToSource('scheduler lost and no parent can serve', signal)
-        }
-        // Every parent the scheduler names, asked again since, failed to answer; not merely "a
-        // parent failed once and none is named now": that was the moment just after a failover,
-        // when the dead owner's seed had failed and the new owner named nobody yet, and it sent
-        // whole downloads to the origin.
-        if (this.parents.allUnreachable() && this.parentAnswers > this.answersAtUnreachable && this.parents.usable(Date.now()).length === 0) {
-          return this.backToSource('no parent is reachable', signal)
-        }
-        if (Date.now() - lastProgress > this.options.stallTimeoutMs) {
-          return this.backToSource(`no parent could serve for ${this.options.stallTimeoutMs} ms`, signal)
-        }
+      const turn = this.schedule(signal)
+      policy.planned(turn, refreshed)
+      if (this.fetcher.size === 0 && turn.started === 0) {
+        const now = Date.now()
+        const reason = giveUpReason({
+          taskState: this.taskState,
+          taskError: this.taskError,
+          schedulerLost: !this.c.scheduler.available && !this.schedulerMayReturn(),
+          usableParents: this.parents.usable(now).length,
+          allUnreachable: this.parents.allUnreachable(),
+          answeredSinceUnreachable: this.parentAnswers > this.answersAtUnreachable,
+          stalled: policy.stalled(now),
+          stallTimeoutMs: this.options.stallTimeoutMs
+        })
+        if (reason !== undefined) return this.backToSource(reason, signal)
       }
-      // Starving (a lone child streaming from the seed runs out of granted pieces every few
-      // pieces): ask again soon; polls back off while nothing at all progresses.
-      const waitMs = starving ? starvingPollMs() : this.options.refreshMs
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, waitMs)
+        const t = setTimeout(resolve, policy.pollMs(this.fetcher.size))
         this.wake = () => { clearTimeout(t); resolve() }
       })
       this.wake = undefined
@@ -495,7 +457,7 @@ export class PeerTask {
   }
 
   /** Starts the fetches the planner chooses; `room`: slots were left that nothing could fill; `peersServe`: parents other than the source hold pieces. */
-  private schedule(signal: AbortSignal): { started: number; room: boolean; peersServe: boolean } {
+  private schedule(signal: AbortSignal): Turn {
     if (this.pieceSize === 0 || this.pieceCount <= 0) return { started: 0, room: true, peersServe: false }
     const now = Date.now()
     const usable = this.parents.usable(now)
