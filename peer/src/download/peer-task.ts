@@ -6,12 +6,11 @@
 // the piece (or the task), never the process.
 
 import { channel } from 'node:diagnostics_channel'
-import { setTimeout as sleep } from 'node:timers/promises'
 
 import type { Logger } from 'pino'
 import {
   EVENTS, higherPriority, NaiadError, parseRange, toNaiadError,
-  type PieceResult, type Priority, type RegisterTaskRequest, type TaskInfo
+  type Priority, type TaskInfo
 } from '@naiad/proto'
 
 import type { DataClient } from '../channel/data-client.ts'
@@ -26,6 +25,7 @@ import { PieceFetcher, type FetchTask } from './piece-fetcher.ts'
 import { planPieces } from './planner.ts'
 import { giveUpReason, PollPolicy, schedulerMayReturn, type Turn } from './poll-policy.ts'
 import { ProgressNotifier } from './progress-notifier.ts'
+import { Registration, registrationRequest } from './registration.ts'
 import { ReportBatcher } from './report-batcher.ts'
 import type { StagingPool } from './staging.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './types.ts'
@@ -59,13 +59,6 @@ const taskRegistered = channel(EVENTS.taskRegistered)
 const REPORT_DELAY_MS = 100
 /** Longest wait at the end for the source's whole-content digest before reading the content back. */
 const SOURCE_DIGEST_WAIT_MS = 2_000
-/** Registrations tried while the scheduler client still counts the supernode up (a loaded one answers late). */
-const REGISTER_ATTEMPTS = 3
-/** The same, counting those after which the supernode was marked down and came back (a flapping one must not hold a download forever). */
-const REGISTER_ATTEMPTS_AFTER_OUTAGES = 10
-/** How often a download waiting for an unavailable scheduler looks again, and logs that it waits. */
-const SCHEDULER_WAIT_POLL_MS = 100
-const SCHEDULER_WAIT_LOG_MS = 1_000
 /** Bytes asked of a lone source at once (at least 16 pieces): the scheduler grants as much. */
 const DEFAULT_SOURCE_WINDOW_BYTES = 64 * 1024 * 1024
 /** While peers can serve, pieces in flight from the source at once (its uplink is everyone's). */
@@ -78,6 +71,7 @@ export class PeerTask {
   private readonly parents: ParentSet
   private readonly fetcher: PieceFetcher
   private readonly reports: ReportBatcher
+  private readonly registration: Registration
   private contentLength = -1
   private pieceSize = 0
   private pieceCount = -1
@@ -125,6 +119,7 @@ export class PeerTask {
     this.priority = req.priority ?? 'on-demand'
     this.parents = new ParentSet(components.badPeers)
     this.reports = new ReportBatcher(components.scheduler, { taskId: id, delayMs: REPORT_DELAY_MS, timeoutMs: options.schedulerTimeoutMs, trusted: () => this.trusted })
+    this.registration = new Registration(registrationRequest(id, req), { ...components, log: this.log }, options)
     this.fetcher = new PieceFetcher(this.fetchTask(), { ...components, parents: this.parents, reports: this.reports, log: this.log }, {
       pieceTimeoutMs: options.pieceTimeoutMs,
       reserveWaitMs: options.reserveWaitMs ?? options.stallTimeoutMs,
@@ -224,11 +219,11 @@ export class PeerTask {
         this.pieceSize = existing.pieceSize
         this.pieceCount = existing.pieceCount
         this.finished = true
-        this.announceCached(existing.contentLength, existing.pieceSize, existing.pieceCount, existing.sha256).catch(() => {})
+        this.registration.announceComplete({ contentLength: existing.contentLength, pieceSize: existing.pieceSize, pieceCount: existing.pieceCount, sha256: existing.sha256 }).catch(() => {})
         return { taskId: this.id, contentLength: existing.contentLength, sha256: existing.sha256.toString('hex'), fromPeers: 0, fromOrigin: 0, cached: true }
       }
       taskStarted.publish({ taskId: this.id, url: this.req.url })
-      const info = await this.register(signal)
+      const info = await this.registration.register(signal)
       taskRegistered.publish({ taskId: this.id, scheduled: info !== undefined, backToSource: info?.backToSource ?? false })
       if (info === undefined) {
         await this.backToSource('scheduler unavailable', signal)
@@ -268,39 +263,6 @@ export class PeerTask {
     }
   }
 
-  /**
-   * Tells the scheduler that this node holds a complete task (after a restart of either
-   * side the scheduler may not know), so that it can serve as a parent.
-   */
-  private async announceCached(contentLength: number, pieceSize: number, pieceCount: number, sha256: Buffer): Promise<void> {
-    const { scheduler, store } = this.c
-    if (!scheduler.available) return
-    const info = await scheduler.registerTask(this.registration(), AbortSignal.timeout(this.options.schedulerTimeoutMs))
-    const trusted = info.backToSource
-    const results: PieceResult[] = []
-    for (const num of store.bitmap(this.id).pieces()) {
-      const p = store.getPiece(this.id, num)
-      if (p !== undefined) results.push({ num, parentId: '', length: p.length, costMs: 0, sha256: trusted ? p.sha256 : new Uint8Array(0), errorCode: '' })
-    }
-    await scheduler.reportPieces({
-      taskId: this.id,
-      results,
-      state: 'succeeded',
-      ...(trusted ? { contentLength, pieceSize, pieceCount, sha256 } : {})
-    }, AbortSignal.timeout(this.options.schedulerTimeoutMs))
-  }
-
-  private registration(): RegisterTaskRequest {
-    return {
-      taskId: this.id,
-      url: this.req.url,
-      headers: Object.entries(this.req.headers).map(([name, value]) => ({ name, value })),
-      digest: this.req.digest ?? '',
-      range: this.req.range ?? '',
-      filter: this.req.filter ?? []
-    }
-  }
-
   /** A content larger than the whole cache can never be stored: fail now, not after hoarding room. */
   private checkFits(contentLength: number): void {
     const capacity = this.c.store.capacity()
@@ -328,68 +290,12 @@ export class PeerTask {
     }
   }
 
-  private complete(): boolean {
-    return this.pieceCount >= 0 && this.pieceSize > 0 && this.c.store.bitmap(this.id).count() >= this.pieceCount
-  }
-
-  /**
-   * Registers the task; undefined when the scheduler cannot be had (the download then goes to
-   * the origin). A slow answer from a loaded supernode is not a reason to go there: a call that
-   * timed out is tried again while the scheduler client still counts the supernode up — it
-   * marks it down after a few timeouts with nothing heard meanwhile — and a scheduler marked
-   * down for a reason that may pass (slow, not yet admitting this node) is waited for.
-   */
-  private async register(signal: AbortSignal): Promise<TaskInfo | undefined> {
-    const { scheduler } = this.c
-    let lastErr: unknown
-    for (let attempt = 1; ; attempt++) {
-      if (!scheduler.available && !await this.waitForScheduler(signal)) {
-        this.log.warn({ err: (lastErr as Error | undefined)?.message, attempts: attempt - 1 }, 'scheduler unavailable, going to the origin')
-        return undefined
-      }
-      try {
-        return await scheduler.registerTask(this.registration(), AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
-      } catch (err) {
-        signal.throwIfAborted()
-        lastErr = err
-        const code = (err as Partial<NaiadError>).code
-        const slow = code === 'PROTO_ERR_TIMEOUT' || code === 'PROTO_ERR_ABORTED'
-        // Marked down by this call: the wait at the top of the loop decides.
-        if (!scheduler.available && this.schedulerMayReturn() && attempt < REGISTER_ATTEMPTS_AFTER_OUTAGES) continue
-        if (!slow || attempt >= REGISTER_ATTEMPTS || !scheduler.available) {
-          this.log.warn({ err: (err as Error).message, attempts: attempt }, 'scheduler unavailable, going to the origin')
-          return undefined
-        }
-        this.log.info({ err: (err as Error).message, attempt }, 'the scheduler answered late; registering again')
-      }
-    }
-  }
-
-  /**
-   * Whether an unavailable scheduler is worth waiting for: it went down for a reason that may
-   * pass (see SchedulerClient.unavailableSince) less than stallTimeoutMs ago — as long as a
-   * download waits for a silent swarm before it goes to the origin.
-   */
   private schedulerMayReturn(): boolean {
     return schedulerMayReturn(this.c.scheduler.unavailableSince, Date.now(), this.options.stallTimeoutMs)
   }
 
-  /** Waits while the scheduler may come back; true once it is available again. */
-  private async waitForScheduler(signal: AbortSignal): Promise<boolean> {
-    const { scheduler } = this.c
-    let logged = 0
-    while (!scheduler.available) {
-      signal.throwIfAborted()
-      if (!this.schedulerMayReturn()) return false
-      const now = Date.now()
-      if (now - logged >= SCHEDULER_WAIT_LOG_MS) {
-        logged = now
-        this.log.info({ downMs: now - (scheduler.unavailableSince ?? now), giveUpAfterMs: this.options.stallTimeoutMs }, 'waiting for the scheduler before going to the origin')
-      }
-      // An abort ends the sleep; the loop's first line then throws it.
-      await sleep(SCHEDULER_WAIT_POLL_MS, undefined, { signal }).catch(() => {})
-    }
-    return true
+  private complete(): boolean {
+    return this.pieceCount >= 0 && this.pieceSize > 0 && this.c.store.bitmap(this.id).count() >= this.pieceCount
   }
 
   /** Pieces from parents until every piece is here; the origin when the swarm cannot help. */
