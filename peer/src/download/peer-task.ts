@@ -22,7 +22,7 @@ import type { PieceStore } from '../storage/piece-store.ts'
 import { OriginReader } from './origin-reader.ts'
 import { ParentSet } from './parent-set.ts'
 import { PieceFetcher, type FetchTask } from './piece-fetcher.ts'
-import { planPieces } from './planner.ts'
+import { planTurn } from './planner.ts'
 import { giveUpReason, PollPolicy, schedulerMayReturn, type Turn } from './poll-policy.ts'
 import { ProgressNotifier } from './progress-notifier.ts'
 import { Registration, registrationRequest } from './registration.ts'
@@ -59,10 +59,6 @@ const taskRegistered = channel(EVENTS.taskRegistered)
 const REPORT_DELAY_MS = 100
 /** Longest wait at the end for the source's whole-content digest before reading the content back. */
 const SOURCE_DIGEST_WAIT_MS = 2_000
-/** Bytes asked of a lone source at once (at least 16 pieces): the scheduler grants as much. */
-const DEFAULT_SOURCE_WINDOW_BYTES = 64 * 1024 * 1024
-/** While peers can serve, pieces in flight from the source at once (its uplink is everyone's). */
-const SOURCE_SHARE = 2
 
 export class PeerTask {
   readonly id: string
@@ -362,39 +358,24 @@ export class PeerTask {
     }
   }
 
-  /** Starts the fetches the planner chooses; `room`: slots were left that nothing could fill; `peersServe`: parents other than the source hold pieces. */
+  /** Starts the fetches the planner chooses for this turn. */
   private schedule(signal: AbortSignal): Turn {
-    if (this.pieceSize === 0 || this.pieceCount <= 0) return { started: 0, room: true, peersServe: false }
-    const now = Date.now()
-    const usable = this.parents.usable(now)
     const have = this.c.store.bitmap(this.id)
-    const peersServe = usable.some((p) => p.id !== this.sourcePeer && p.bitmap.count() > 0)
-    const sourceWindow = this.options.sourceWindow ?? Math.max(16, Math.floor(DEFAULT_SOURCE_WINDOW_BYTES / this.pieceSize))
-    // Live pieces from a lone source stream back to back: they get a window of their own.
-    const sourceOnly = !peersServe && usable.some((p) => p.id === this.sourcePeer)
-    const slots = (sourceOnly ? Math.max(this.options.concurrency, sourceWindow) : this.options.concurrency) - this.fetcher.size
-    if (slots <= 0) return { started: 0, room: false, peersServe }
-    const plan = planPieces({
+    const { plan, room, peersServe } = planTurn({
       pieceCount: this.pieceCount,
+      pieceSize: this.pieceSize,
+      parents: this.parents.usable(Date.now()),
+      sourcePeer: this.sourcePeer,
       have: (n) => have.has(n),
       inflight: (n) => this.fetcher.has(n),
       published: (n) => this.digests.has(n),
-      parents: usable.map((p) => {
-        const isSource = p.id === this.sourcePeer
-        return {
-          id: p.id,
-          has: (n: number) => p.bitmap.has(n),
-          isSource,
-          inflight: p.inflight,
-          // The source's uplink is every child's: while peers can serve, take little from
-          // it; alone, keep a window of live pieces queued on it.
-          limit: isSource ? (peersServe ? SOURCE_SHARE : sourceWindow) : this.options.perParent
-        }
-      }),
-      slots
+      inflightCount: this.fetcher.size,
+      concurrency: this.options.concurrency,
+      perParent: this.options.perParent,
+      sourceWindow: this.options.sourceWindow
     })
     for (const a of plan) this.fetcher.start(a.num, this.parents.get(a.parent)!, a.live, signal)
-    return { started: plan.length, room: plan.length < slots, peersServe }
+    return { started: plan.length, room, peersServe }
   }
 
   private pieceLength(num: number): number {
