@@ -29,7 +29,7 @@ import { Registration, registrationRequest } from './registration.ts'
 import { ReportBatcher } from './report-batcher.ts'
 import type { StagingPool } from './staging.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './types.ts'
-import { wholeDigest } from './verifier.ts'
+import { checkContent, checkUserDigest, wholeDigest } from './verifier.ts'
 
 export interface PeerTaskComponents {
   store: PieceStore
@@ -210,7 +210,7 @@ export class PeerTask {
       const changed = existing?.complete === true && store.fileChanged(this.id)
       if (changed) await store.checkFile(this.id)
       if (!changed && existing?.complete === true && existing.sha256 !== null) {
-        this.checkUserDigest(existing.sha256)
+        checkUserDigest(existing.sha256, this.req.digest)
         this.contentLength = existing.contentLength
         this.pieceSize = existing.pieceSize
         this.pieceCount = existing.pieceCount
@@ -468,13 +468,8 @@ export class PeerTask {
       userDigest: this.req.digest
     })
     this.wholeDigestBy = by
-    if (this.sourceSha256 !== undefined && !this.trusted && !sha.equals(this.sourceSha256)) {
-      await store.deleteTask(this.id)
-      this.dropped = true
-      throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `content SHA-256 ${sha.toString('hex')} differs from the source's ${Buffer.from(this.sourceSha256).toString('hex')}`)
-    }
     try {
-      this.checkUserDigest(sha)
+      checkContent(sha, { source: this.trusted ? undefined : this.sourceSha256, user: this.req.digest })
     } catch (err) {
       await store.deleteTask(this.id)
       this.dropped = true
@@ -509,13 +504,6 @@ export class PeerTask {
   private sourceIsSeed(): boolean {
     if (this.sourcePeer === '') return false
     return this.c.scheduler.isSupernode?.(this.sourcePeer) ?? this.sourcePeer === this.c.scheduler.supernodeId
-  }
-
-  private checkUserDigest(sha: Buffer): void {
-    if (this.req.digest === undefined || this.req.digest === '') return
-    if (`sha256:${sha.toString('hex')}` !== this.req.digest) {
-      throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `content has sha256:${sha.toString('hex')}, expected ${this.req.digest}`)
-    }
   }
 }
 
