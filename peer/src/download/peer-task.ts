@@ -28,6 +28,7 @@ import { ProgressNotifier } from './progress-notifier.ts'
 import { Registration, registrationRequest } from './registration.ts'
 import { ReportBatcher } from './report-batcher.ts'
 import type { StagingPool } from './staging.ts'
+import { TaskView } from './task-view.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './types.ts'
 import { checkContent, checkUserDigest, wholeDigest } from './verifier.ts'
 
@@ -63,21 +64,13 @@ const SOURCE_DIGEST_WAIT_MS = 2_000
 export class PeerTask {
   readonly id: string
   private readonly notifier = new ProgressNotifier<DownloadProgress>()
-  private readonly digests = new Map<number, Uint8Array>()
+  private readonly view = new TaskView()
   private readonly parents: ParentSet
   private readonly fetcher: PieceFetcher
   private readonly reports: ReportBatcher
   private readonly registration: Registration
-  private contentLength = -1
-  private pieceSize = 0
-  private pieceCount = -1
-  private sourceSha256: Uint8Array | undefined
-  private sourcePeer = ''
-  private grant: Uint8Array = new Uint8Array(0)
   /** SHA-256 of the whole content when it was hashed while streaming from the origin. */
   private originSha256: Buffer | undefined
-  private taskState = 'pending'
-  private taskError: { code: string; message: string } | undefined
   private fromPeers = 0
   private fromOrigin = 0
   private completedBytes = 0
@@ -127,14 +120,14 @@ export class PeerTask {
   private fetchTask(): FetchTask {
     return {
       id: this.id,
-      piece: (num) => ({ offset: num * this.pieceSize, length: this.pieceLength(num) }),
-      digest: (num) => this.digests.get(num),
-      isSource: (peerId) => peerId === this.sourcePeer,
-      grant: () => this.grant,
+      piece: (num) => ({ offset: num * this.view.pieceSize, length: this.view.pieceLength(num) }),
+      digest: (num) => this.view.digests.get(num),
+      isSource: (peerId) => peerId === this.view.sourcePeer,
+      grant: () => this.view.grant,
       traffic: () => this.traffic(),
       stored: ({ num, length, sha256, contentSha256 }) => {
-        if (!this.digests.has(num) && sha256 !== undefined) this.digests.set(num, sha256)
-        if (this.sourceSha256 === undefined && contentSha256 !== undefined) this.sourceSha256 = contentSha256
+        if (!this.view.digests.has(num) && sha256 !== undefined) this.view.digests.set(num, sha256)
+        if (this.view.sourceSha256 === undefined && contentSha256 !== undefined) this.view.sourceSha256 = contentSha256
         this.fromPeers += length
         this.completedBytes += length
         this.advancePrefix()
@@ -166,22 +159,16 @@ export class PeerTask {
     return {
       taskId: this.id,
       completedBytes: this.completedBytes,
-      totalBytes: this.contentLength,
+      totalBytes: this.view.contentLength,
       fromPeers: this.fromPeers,
       fromOrigin: this.fromOrigin,
       servableBytes: this.servable()
     }
   }
 
-  /**
-   * Bytes from the start that may be served now: the consecutive verified pieces, but the
-   * last piece only once the whole content matched its digest, so that no client ever
-   * receives a complete wrong blob.
-   */
+  /** Bytes from the start that are verified and may be served now (see TaskView.servable). */
   servable(): number {
-    if (this.finished) return this.contentLength
-    if (this.pieceSize <= 0 || this.pieceCount <= 0) return 0
-    return Math.min(this.prefixPieces, this.pieceCount - 1) * this.pieceSize
+    return this.view.servable(this.prefixPieces, this.finished)
   }
 
   /** Resolves at the next change of progress (a piece, the end), or when `signal` fires. */
@@ -211,9 +198,9 @@ export class PeerTask {
       if (changed) await store.checkFile(this.id)
       if (!changed && existing?.complete === true && existing.sha256 !== null) {
         checkUserDigest(existing.sha256, this.req.digest)
-        this.contentLength = existing.contentLength
-        this.pieceSize = existing.pieceSize
-        this.pieceCount = existing.pieceCount
+        this.view.contentLength = existing.contentLength
+        this.view.pieceSize = existing.pieceSize
+        this.view.pieceCount = existing.pieceCount
         this.finished = true
         this.registration.announceComplete({ contentLength: existing.contentLength, pieceSize: existing.pieceSize, pieceCount: existing.pieceCount, sha256: existing.sha256 }).catch(() => {})
         return { taskId: this.id, contentLength: existing.contentLength, sha256: existing.sha256.toString('hex'), fromPeers: 0, fromOrigin: 0, cached: true }
@@ -235,8 +222,8 @@ export class PeerTask {
       }
       const sha = await this.finish(signal)
       this.log.info({ ms: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, wholeDigest: this.wholeDigestBy, polls: this.polls }, 'download complete')
-      succeeded.publish({ taskId: this.id, contentLength: this.contentLength, durationMs: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin })
-      return { taskId: this.id, contentLength: this.contentLength, sha256: sha.toString('hex'), fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, cached: false }
+      succeeded.publish({ taskId: this.id, contentLength: this.view.contentLength, durationMs: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin })
+      return { taskId: this.id, contentLength: this.view.contentLength, sha256: sha.toString('hex'), fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, cached: false }
     } catch (err) {
       const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
       taskFailed.publish({ taskId: this.id, code: e.code, message: e.message, durationMs: Date.now() - started })
@@ -268,21 +255,11 @@ export class PeerTask {
   }
 
   private applyInfo(info: TaskInfo): void {
-    // The store learns the layout once (this runs on every poll of the scheduler).
-    const layoutChanged = (info.pieceSize > 0 && info.pieceSize !== this.pieceSize) || (info.contentLength >= 0 && info.contentLength !== this.contentLength)
     if (info.contentLength >= 0) this.checkFits(info.contentLength)
-    if (info.contentLength >= 0) this.contentLength = info.contentLength
-    if (info.pieceSize > 0) this.pieceSize = info.pieceSize
-    if (info.pieceCount >= 0) this.pieceCount = info.pieceCount
-    if (info.sha256.length === 32) this.sourceSha256 = info.sha256
-    if (info.sourcePeer !== '') this.sourcePeer = info.sourcePeer
-    if (info.grant.length > 0) this.grant = info.grant
-    for (const p of info.pieces) this.digests.set(p.num, p.sha256)
-    this.taskState = info.state
-    this.taskError = info.error
-    if (layoutChanged && this.pieceSize > 0) {
-      this.c.store.ensureTask(this.id, this.req.url, this.pieceSize)
-      if (this.contentLength >= 0) this.c.store.setTaskLength(this.id, this.contentLength, this.pieceCount)
+    // The store learns the layout once (this runs on every poll of the scheduler).
+    if (this.view.apply(info) && this.view.pieceSize > 0) {
+      this.c.store.ensureTask(this.id, this.req.url, this.view.pieceSize)
+      if (this.view.contentLength >= 0) this.c.store.setTaskLength(this.id, this.view.contentLength, this.view.pieceCount)
     }
   }
 
@@ -291,12 +268,12 @@ export class PeerTask {
   }
 
   private complete(): boolean {
-    return this.pieceCount >= 0 && this.pieceSize > 0 && this.c.store.bitmap(this.id).count() >= this.pieceCount
+    return this.view.pieceCount >= 0 && this.view.pieceSize > 0 && this.c.store.bitmap(this.id).count() >= this.view.pieceCount
   }
 
   /** Pieces from parents until every piece is here; the origin when the swarm cannot help. */
   private async swarm(signal: AbortSignal): Promise<void> {
-    const policy = new PollPolicy(this.options, Date.now(), this.completedBytes, this.digests.size)
+    const policy = new PollPolicy(this.options, Date.now(), this.completedBytes, this.view.digests.size)
     while (!this.complete()) {
       signal.throwIfAborted()
       if (this.fatal !== undefined) throw this.fatal
@@ -305,15 +282,15 @@ export class PeerTask {
         this.refreshNow = false
         await this.refreshParents(signal)
       }
-      policy.progress(Date.now(), this.completedBytes, this.digests.size)
+      policy.progress(Date.now(), this.completedBytes, this.view.digests.size)
       this.fetcher.abortSlow()
       const turn = this.schedule(signal)
       policy.planned(turn, refreshed)
       if (this.fetcher.size === 0 && turn.started === 0) {
         const now = Date.now()
         const reason = giveUpReason({
-          taskState: this.taskState,
-          taskError: this.taskError,
+          taskState: this.view.state,
+          taskError: this.view.error,
           schedulerLost: !this.c.scheduler.available && !this.schedulerMayReturn(),
           usableParents: this.parents.usable(now).length,
           allUnreachable: this.parents.allUnreachable(),
@@ -346,11 +323,11 @@ export class PeerTask {
       this.polls++
       const res = await scheduler.getParents(this.id, 8, AbortSignal.timeout(this.options.schedulerTimeoutMs))
       if (res.task !== undefined) this.applyInfo(res.task)
-      if (res.grant.length > 0) this.grant = res.grant
+      if (res.grant.length > 0) this.view.grant = res.grant
       this.parents.update(res.parents)
       this.parentAnswers++
       if (this.log.isLevelEnabled('debug')) {
-        const source = this.parents.get(this.sourcePeer)
+        const source = this.parents.get(this.view.sourcePeer)
         this.log.debug({ parents: res.parents.length, sourceOffers: source?.bitmap.count() ?? -1, inflight: this.fetcher.size, have: this.c.store.bitmap(this.id).count() }, 'parents')
       }
     } catch (err) {
@@ -362,13 +339,13 @@ export class PeerTask {
   private schedule(signal: AbortSignal): Turn {
     const have = this.c.store.bitmap(this.id)
     const { plan, room, peersServe } = planTurn({
-      pieceCount: this.pieceCount,
-      pieceSize: this.pieceSize,
+      pieceCount: this.view.pieceCount,
+      pieceSize: this.view.pieceSize,
       parents: this.parents.usable(Date.now()),
-      sourcePeer: this.sourcePeer,
+      sourcePeer: this.view.sourcePeer,
       have: (n) => have.has(n),
       inflight: (n) => this.fetcher.has(n),
-      published: (n) => this.digests.has(n),
+      published: (n) => this.view.digests.has(n),
       inflightCount: this.fetcher.size,
       concurrency: this.options.concurrency,
       perParent: this.options.perParent,
@@ -376,10 +353,6 @@ export class PeerTask {
     })
     for (const a of plan) this.fetcher.start(a.num, this.parents.get(a.parent)!, a.live, signal)
     return { started: plan.length, room, peersServe }
-  }
-
-  private pieceLength(num: number): number {
-    return this.contentLength >= 0 ? Math.min(this.pieceSize, this.contentLength - num * this.pieceSize) : this.pieceSize
   }
 
   private advancePrefix(): void {
@@ -416,24 +389,24 @@ export class PeerTask {
       url: this.req.url,
       headers: this.req.headers,
       range: this.req.range === undefined ? undefined : parseRange(this.req.range),
-      pieceSize: this.pieceSize,
-      contentLength: this.contentLength,
-      digest: (n) => this.trusted ? undefined : this.digests.get(n)
+      pieceSize: this.view.pieceSize,
+      contentLength: this.view.contentLength,
+      digest: (n) => this.trusted ? undefined : this.view.digests.get(n)
     }, {
       layout: (contentLength, pieceSize, pieceCount) => {
         this.checkFits(contentLength)
         if (this.fatal !== undefined) throw this.fatal
-        this.pieceSize = pieceSize
+        this.view.pieceSize = pieceSize
         if (contentLength >= 0) {
-          this.contentLength = contentLength
-          this.pieceCount = pieceCount
+          this.view.contentLength = contentLength
+          this.view.pieceCount = pieceCount
         }
         // Children wait for the layout to ask for live pieces: publish it at once.
-        if (this.trusted) this.reports.flush({ contentLength: this.contentLength, pieceSize, pieceCount: this.pieceCount }).catch(() => {})
+        if (this.trusted) this.reports.flush({ contentLength: this.view.contentLength, pieceSize, pieceCount: this.view.pieceCount }).catch(() => {})
         this.emit()
       },
       piece: (num, length, sha256, written, costMs) => {
-        this.digests.set(num, sha256)
+        this.view.digests.set(num, sha256)
         if (written) {
           this.log.debug({ piece: num, ms: costMs }, 'origin piece stored')
           this.fromOrigin += length
@@ -445,9 +418,9 @@ export class PeerTask {
         this.emit()
       }
     }, this.traffic(), signal)
-    this.contentLength = result.contentLength
-    this.pieceCount = result.pieceCount
-    if (this.sourceSha256 !== undefined && !this.trusted && !result.sha256.equals(this.sourceSha256)) {
+    this.view.contentLength = result.contentLength
+    this.view.pieceCount = result.pieceCount
+    if (this.view.sourceSha256 !== undefined && !this.trusted && !result.sha256.equals(this.view.sourceSha256)) {
       throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', 'origin content differs from what the source published')
     }
     // Every byte passed through the hash on its way to the store.
@@ -461,15 +434,15 @@ export class PeerTask {
     const { sha256: sha, by } = await wholeDigest({
       store,
       taskId: this.id,
-      contentLength: this.contentLength,
-      pieceCount: this.pieceCount,
+      contentLength: this.view.contentLength,
+      pieceCount: this.view.pieceCount,
       originSha256: this.originSha256,
-      source: this.sourceSha256 === undefined ? undefined : { sha256: this.sourceSha256, digest: (n) => this.digests.get(n), isSeed: this.sourceIsSeed() },
+      source: this.view.sourceSha256 === undefined ? undefined : { sha256: this.view.sourceSha256, digest: (n) => this.view.digests.get(n), isSeed: this.sourceIsSeed() },
       userDigest: this.req.digest
     })
     this.wholeDigestBy = by
     try {
-      checkContent(sha, { source: this.trusted ? undefined : this.sourceSha256, user: this.req.digest })
+      checkContent(sha, { source: this.trusted ? undefined : this.view.sourceSha256, user: this.req.digest })
     } catch (err) {
       await store.deleteTask(this.id)
       this.dropped = true
@@ -480,7 +453,7 @@ export class PeerTask {
     this.emit()
     await this.reports.flush({
       state: 'succeeded',
-      ...(this.trusted ? { contentLength: this.contentLength, pieceSize: this.pieceSize, pieceCount: this.pieceCount, sha256: sha } : {})
+      ...(this.trusted ? { contentLength: this.view.contentLength, pieceSize: this.view.pieceSize, pieceCount: this.view.pieceCount, sha256: sha } : {})
     }).catch((err: unknown) => this.log.debug({ err: (err as Error).message }, 'final report failed'))
     return sha
   }
@@ -491,10 +464,10 @@ export class PeerTask {
    * ask for it a few more times before doing so.
    */
   private async awaitSourceDigest(signal: AbortSignal): Promise<void> {
-    if (this.originSha256 !== undefined || this.sourceSha256 !== undefined || this.sourcePeer === '' || this.trusted) return
+    if (this.originSha256 !== undefined || this.view.sourceSha256 !== undefined || this.view.sourcePeer === '' || this.trusted) return
     if (this.req.digest !== undefined && this.req.digest !== '' && !this.sourceIsSeed()) return
     const until = Date.now() + SOURCE_DIGEST_WAIT_MS
-    while (this.sourceSha256 === undefined && this.taskState !== 'failed' && this.c.scheduler.available && Date.now() < until) {
+    while (this.view.sourceSha256 === undefined && this.view.state !== 'failed' && this.c.scheduler.available && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 50))
       await this.refreshParents(signal)
     }
@@ -502,8 +475,8 @@ export class PeerTask {
 
   /** The source is the supernode's seed (it shares the supernode's peer ID). */
   private sourceIsSeed(): boolean {
-    if (this.sourcePeer === '') return false
-    return this.c.scheduler.isSupernode?.(this.sourcePeer) ?? this.sourcePeer === this.c.scheduler.supernodeId
+    if (this.view.sourcePeer === '') return false
+    return this.c.scheduler.isSupernode?.(this.view.sourcePeer) ?? this.view.sourcePeer === this.c.scheduler.supernodeId
   }
 }
 
