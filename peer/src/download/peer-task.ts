@@ -24,10 +24,10 @@ import { ParentSet } from './parent-set.ts'
 import { PieceFetcher, type FetchTask } from './piece-fetcher.ts'
 import { planTurn } from './planner.ts'
 import { giveUpReason, PollPolicy, schedulerMayReturn, type Turn } from './poll-policy.ts'
-import { ProgressNotifier } from './progress-notifier.ts'
 import { Registration, registrationRequest } from './registration.ts'
 import { ReportBatcher } from './report-batcher.ts'
 import type { StagingPool } from './staging.ts'
+import { TaskProgress } from './task-progress.ts'
 import { TaskView } from './task-view.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './types.ts'
 import { checkContent, checkUserDigest, wholeDigest } from './verifier.ts'
@@ -63,7 +63,7 @@ const SOURCE_DIGEST_WAIT_MS = 2_000
 
 export class PeerTask {
   readonly id: string
-  private readonly notifier = new ProgressNotifier<DownloadProgress>()
+  private readonly tally: TaskProgress
   private readonly view = new TaskView()
   private readonly parents: ParentSet
   private readonly fetcher: PieceFetcher
@@ -71,12 +71,6 @@ export class PeerTask {
   private readonly registration: Registration
   /** SHA-256 of the whole content when it was hashed while streaming from the origin. */
   private originSha256: Buffer | undefined
-  private fromPeers = 0
-  private fromOrigin = 0
-  private completedBytes = 0
-  /** Consecutive stored pieces from the start. */
-  private prefixPieces = 0
-  private finished = false
   /** The task's pieces were deleted (its content failed its digest): the scheduler must forget them too. */
   private dropped = false
   /** How finish() found the whole content's digest, for the log. */
@@ -108,6 +102,7 @@ export class PeerTask {
     this.priority = req.priority ?? 'on-demand'
     this.parents = new ParentSet(components.badPeers)
     this.reports = new ReportBatcher(components.scheduler, { taskId: id, delayMs: REPORT_DELAY_MS, timeoutMs: options.schedulerTimeoutMs, trusted: () => this.trusted })
+    this.tally = new TaskProgress(id, this.view, () => components.store.bitmap(id))
     this.registration = new Registration(registrationRequest(id, req), { ...components, log: this.log }, options)
     this.fetcher = new PieceFetcher(this.fetchTask(), { ...components, parents: this.parents, reports: this.reports, log: this.log }, {
       pieceTimeoutMs: options.pieceTimeoutMs,
@@ -128,11 +123,10 @@ export class PeerTask {
       stored: ({ num, length, sha256, contentSha256 }) => {
         if (!this.view.digests.has(num) && sha256 !== undefined) this.view.digests.set(num, sha256)
         if (this.view.sourceSha256 === undefined && contentSha256 !== undefined) this.view.sourceSha256 = contentSha256
-        this.fromPeers += length
-        this.completedBytes += length
-        this.advancePrefix()
+        this.tally.add('peer', length)
+        this.tally.advance()
       },
-      progressed: () => this.emit(),
+      progressed: () => this.tally.emit(),
       failed: (verdict, e) => {
         if (verdict.fatal) this.fatal ??= e
         if (verdict.unreachable) this.answersAtUnreachable = this.parentAnswers
@@ -152,32 +146,21 @@ export class PeerTask {
   }
 
   onProgress(listener: (p: DownloadProgress) => void): () => void {
-    return this.notifier.listen(listener)
+    return this.tally.listen(listener)
   }
 
   progress(): DownloadProgress {
-    return {
-      taskId: this.id,
-      completedBytes: this.completedBytes,
-      totalBytes: this.view.contentLength,
-      fromPeers: this.fromPeers,
-      fromOrigin: this.fromOrigin,
-      servableBytes: this.servable()
-    }
+    return this.tally.snapshot()
   }
 
   /** Bytes from the start that are verified and may be served now (see TaskView.servable). */
   servable(): number {
-    return this.view.servable(this.prefixPieces, this.finished)
+    return this.tally.servable()
   }
 
   /** Resolves at the next change of progress (a piece, the end), or when `signal` fires. */
   changed(signal?: AbortSignal): Promise<void> {
-    return this.notifier.changed(signal)
-  }
-
-  private emit(): void {
-    this.notifier.emit(this.progress())
+    return this.tally.changed(signal)
   }
 
   async run(signal: AbortSignal): Promise<DownloadResult> {
@@ -201,7 +184,7 @@ export class PeerTask {
         this.view.contentLength = existing.contentLength
         this.view.pieceSize = existing.pieceSize
         this.view.pieceCount = existing.pieceCount
-        this.finished = true
+        this.tally.finished = true
         this.registration.announceComplete({ contentLength: existing.contentLength, pieceSize: existing.pieceSize, pieceCount: existing.pieceCount, sha256: existing.sha256 }).catch(() => {})
         return { taskId: this.id, contentLength: existing.contentLength, sha256: existing.sha256.toString('hex'), fromPeers: 0, fromOrigin: 0, cached: true }
       }
@@ -221,9 +204,9 @@ export class PeerTask {
         }
       }
       const sha = await this.finish(signal)
-      this.log.info({ ms: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, wholeDigest: this.wholeDigestBy, polls: this.polls }, 'download complete')
-      succeeded.publish({ taskId: this.id, contentLength: this.view.contentLength, durationMs: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin })
-      return { taskId: this.id, contentLength: this.view.contentLength, sha256: sha.toString('hex'), fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, cached: false }
+      this.log.info({ ms: Date.now() - started, fromPeers: this.tally.fromPeers, fromOrigin: this.tally.fromOrigin, wholeDigest: this.wholeDigestBy, polls: this.polls }, 'download complete')
+      succeeded.publish({ taskId: this.id, contentLength: this.view.contentLength, durationMs: Date.now() - started, fromPeers: this.tally.fromPeers, fromOrigin: this.tally.fromOrigin })
+      return { taskId: this.id, contentLength: this.view.contentLength, sha256: sha.toString('hex'), fromPeers: this.tally.fromPeers, fromOrigin: this.tally.fromOrigin, cached: false }
     } catch (err) {
       const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
       taskFailed.publish({ taskId: this.id, code: e.code, message: e.message, durationMs: Date.now() - started })
@@ -242,7 +225,7 @@ export class PeerTask {
       this.c.sources.delete(this.id)
       this.reports.close()
       unpin()
-      this.emit()
+      this.tally.emit()
     }
   }
 
@@ -273,7 +256,7 @@ export class PeerTask {
 
   /** Pieces from parents until every piece is here; the origin when the swarm cannot help. */
   private async swarm(signal: AbortSignal): Promise<void> {
-    const policy = new PollPolicy(this.options, Date.now(), this.completedBytes, this.view.digests.size)
+    const policy = new PollPolicy(this.options, Date.now(), this.tally.completedBytes, this.view.digests.size)
     while (!this.complete()) {
       signal.throwIfAborted()
       if (this.fatal !== undefined) throw this.fatal
@@ -282,7 +265,7 @@ export class PeerTask {
         this.refreshNow = false
         await this.refreshParents(signal)
       }
-      policy.progress(Date.now(), this.completedBytes, this.view.digests.size)
+      policy.progress(Date.now(), this.tally.completedBytes, this.view.digests.size)
       this.fetcher.abortSlow()
       const turn = this.schedule(signal)
       policy.planned(turn, refreshed)
@@ -355,11 +338,6 @@ export class PeerTask {
     return { started: plan.length, room, peersServe }
   }
 
-  private advancePrefix(): void {
-    const have = this.c.store.bitmap(this.id)
-    while (have.has(this.prefixPieces)) this.prefixPieces++
-  }
-
   /** Reads the whole content from the origin, storing the pieces not yet here. */
   private async backToSource(reason: string, signal: AbortSignal): Promise<void> {
     backToSourceEvents.publish({ taskId: this.id, reason })
@@ -403,19 +381,18 @@ export class PeerTask {
         }
         // Children wait for the layout to ask for live pieces: publish it at once.
         if (this.trusted) this.reports.flush({ contentLength: this.view.contentLength, pieceSize, pieceCount: this.view.pieceCount }).catch(() => {})
-        this.emit()
+        this.tally.emit()
       },
       piece: (num, length, sha256, written, costMs) => {
         this.view.digests.set(num, sha256)
         if (written) {
           this.log.debug({ piece: num, ms: costMs }, 'origin piece stored')
-          this.fromOrigin += length
-          this.completedBytes += length
+          this.tally.add('origin', length)
           stored.publish({ taskId: this.id, num, length, source: 'origin', parentId: '', costMs })
           this.reports.add({ num, parentId: '', length, costMs, sha256: this.trusted ? sha256 : new Uint8Array(0), errorCode: '' })
         }
-        this.advancePrefix()
-        this.emit()
+        this.tally.advance()
+        this.tally.emit()
       }
     }, this.traffic(), signal)
     this.view.contentLength = result.contentLength
@@ -449,8 +426,8 @@ export class PeerTask {
       throw err
     }
     store.complete(this.id, sha)
-    this.finished = true
-    this.emit()
+    this.tally.finished = true
+    this.tally.emit()
     await this.reports.flush({
       state: 'succeeded',
       ...(this.trusted ? { contentLength: this.view.contentLength, pieceSize: this.view.pieceSize, pieceCount: this.view.pieceCount, sha256: sha } : {})
