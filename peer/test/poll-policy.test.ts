@@ -67,13 +67,12 @@ describe('poll policy', () => {
 describe('give-up rules', () => {
   const idle: IdleSwarm = {
     taskState: 'running', taskError: undefined, schedulerLost: false, usableParents: 0,
-    allUnreachable: false, answeredSinceUnreachable: false, stalled: false, stallTimeoutMs: 10_000
+    unreachable: false, stalled: false, stallTimeoutMs: 10_000
   }
 
   it('waits while nothing says the swarm cannot help', () => {
+    // No parent usable, none named yet (just after a failover): the stall timeout bounds the wait.
     expect(giveUpReason(idle)).toBeUndefined()
-    // No parent named yet (just after a failover): the stall timeout bounds the wait.
-    expect(giveUpReason({ ...idle, usableParents: 0, allUnreachable: false })).toBeUndefined()
   })
 
   it('goes to the origin when the source failed, with its error', () => {
@@ -87,10 +86,9 @@ describe('give-up rules', () => {
     expect(giveUpReason({ ...idle, schedulerLost: true })).toBe('scheduler lost and no parent can serve')
   })
 
-  it('goes when every named parent is unreachable, only after the scheduler answered again since', () => {
-    expect(giveUpReason({ ...idle, allUnreachable: true })).toBeUndefined()
-    expect(giveUpReason({ ...idle, allUnreachable: true, answeredSinceUnreachable: true, usableParents: 1 })).toBeUndefined()
-    expect(giveUpReason({ ...idle, allUnreachable: true, answeredSinceUnreachable: true })).toBe('no parent is reachable')
+  it('goes when every named parent is unreachable, only once none is usable', () => {
+    expect(giveUpReason({ ...idle, unreachable: true, usableParents: 1 })).toBeUndefined()
+    expect(giveUpReason({ ...idle, unreachable: true })).toBe('no parent is reachable')
   })
 
   it('goes after the stall timeout', () => {

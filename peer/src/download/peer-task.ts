@@ -78,9 +78,6 @@ export class PeerTask {
   private wake: (() => void) | undefined
   /** This node is the task's trusted source: its digests are the reference. */
   private trusted = false
-  /** Answers of getParents so far, and their count when a parent last could not be reached. */
-  private parentAnswers = 0
-  private answersAtUnreachable = 0
   /** A failure that ends the task (the cache cannot take it), raised by the loop. */
   private fatal: NaiadError | undefined
   /** Ask the scheduler again at the next turn (a refused grant, an empty plan). */
@@ -129,7 +126,6 @@ export class PeerTask {
       progressed: () => this.tally.emit(),
       failed: (verdict, e) => {
         if (verdict.fatal) this.fatal ??= e
-        if (verdict.unreachable) this.answersAtUnreachable = this.parentAnswers
         if (verdict.refresh) this.refreshNow = true
       },
       settled: () => this.wake?.()
@@ -276,8 +272,7 @@ export class PeerTask {
           taskError: this.view.error,
           schedulerLost: !this.c.scheduler.available && !this.schedulerMayReturn(),
           usableParents: this.parents.usable(now).length,
-          allUnreachable: this.parents.allUnreachable(),
-          answeredSinceUnreachable: this.parentAnswers > this.answersAtUnreachable,
+          unreachable: this.parents.unreachableSinceAsked(),
           stalled: policy.stalled(now),
           stallTimeoutMs: this.options.stallTimeoutMs
         })
@@ -308,7 +303,6 @@ export class PeerTask {
       if (res.task !== undefined) this.applyInfo(res.task)
       if (res.grant.length > 0) this.view.grant = res.grant
       this.parents.update(res.parents)
-      this.parentAnswers++
       if (this.log.isLevelEnabled('debug')) {
         const source = this.parents.get(this.view.sourcePeer)
         this.log.debug({ parents: res.parents.length, sourceOffers: source?.bitmap.count() ?? -1, inflight: this.fetcher.size, have: this.c.store.bitmap(this.id).count() }, 'parents')

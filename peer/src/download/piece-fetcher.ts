@@ -78,7 +78,7 @@ export interface FetchTask {
   stored(piece: { num: number; length: number; sha256: Buffer | undefined; contentSha256: Uint8Array | undefined }): void
   /** After a stored piece was published and reported. */
   progressed(): void
-  /** A fetch failed and the verdict asks something of the download (fatal, refresh, unreachable). */
+  /** A fetch failed and the verdict asks something of the download (it is fatal, or asks for a refresh). */
   failed(verdict: FailureVerdict, err: NaiadError): void
   /** A fetch ended, stored or not: a slot is free. */
   settled(): void
@@ -240,8 +240,8 @@ export class PieceFetcher {
   private onFailed(num: number, parent: ParentState, e: NaiadError): void {
     const { parents, log } = this.c
     const verdict = classifyFailure(e.code)
-    if (verdict.unreachable) parent.unreachable = true
-    if (verdict.fatal || verdict.refresh || verdict.unreachable) this.task.failed(verdict, e)
+    if (verdict.unreachable) parents.unreachable(parent)
+    if (verdict.fatal || verdict.refresh) this.task.failed(verdict, e)
     switch (verdict.parent) {
       case 'block':
         parents.block(parent.id)

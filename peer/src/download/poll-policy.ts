@@ -98,10 +98,8 @@ export interface IdleSwarm {
   schedulerLost: boolean
   /** Parents neither blocked nor cooling down. */
   usableParents: number
-  /** The scheduler names parents and none could be reached (ParentSet.allUnreachable). */
-  allUnreachable: boolean
-  /** The scheduler answered since a parent was last found unreachable. */
-  answeredSinceUnreachable: boolean
+  /** Every parent the scheduler names, asked again since, could not be reached (ParentSet.unreachableSinceAsked). */
+  unreachable: boolean
   stalled: boolean
   stallTimeoutMs: number
 }
@@ -110,11 +108,7 @@ export interface IdleSwarm {
 export function giveUpReason(s: IdleSwarm): string | undefined {
   if (s.taskState === 'failed') return `source failed: ${s.taskError?.code ?? 'unknown'} ${s.taskError?.message ?? ''}`.trim()
   if (s.schedulerLost && s.usableParents === 0) return 'scheduler lost and no parent can serve'
-  // Every parent the scheduler names, asked again since, failed to answer; not merely "a
-  // parent failed once and none is named now": that was the moment just after a failover,
-  // when the dead owner's seed had failed and the new owner named nobody yet, and it sent
-  // whole downloads to the origin.
-  if (s.allUnreachable && s.answeredSinceUnreachable && s.usableParents === 0) return 'no parent is reachable'
+  if (s.unreachable && s.usableParents === 0) return 'no parent is reachable'
   if (s.stalled) return `no parent could serve for ${s.stallTimeoutMs} ms`
   return undefined
 }
