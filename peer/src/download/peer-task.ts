@@ -9,7 +9,7 @@ import { channel } from 'node:diagnostics_channel'
 
 import type { Logger } from 'pino'
 import {
-  EVENTS, higherPriority, NaiadError, parseRange, toNaiadError,
+  EVENTS, higherPriority, NaiadError, toNaiadError,
   type Priority, type TaskInfo
 } from '@naiad/proto'
 
@@ -19,7 +19,7 @@ import type { SchedulerClient } from '../scheduler/client.ts'
 import type { OriginClient } from '../source/origin.ts'
 import type { LivePieces } from '../storage/live-pieces.ts'
 import type { PieceStore } from '../storage/piece-store.ts'
-import { OriginReader } from './origin-reader.ts'
+import { readFromOrigin } from './back-to-source.ts'
 import { ParentSet } from './parent-set.ts'
 import { PieceFetcher, type FetchTask } from './piece-fetcher.ts'
 import { planTurn } from './planner.ts'
@@ -50,7 +50,6 @@ export interface PeerTaskComponents {
   staging: StagingPool
 }
 
-const stored = channel(EVENTS.pieceStored)
 const backToSourceEvents = channel(EVENTS.backToSource)
 const succeeded = channel(EVENTS.taskSucceeded)
 const taskFailed = channel(EVENTS.taskFailed)
@@ -338,64 +337,19 @@ export class PeerTask {
     this.log.info({ reason, trusted: this.trusted }, 'back to source')
     // Pieces still in flight from parents would race the origin for the same room.
     await this.fetcher.stopAll(new NaiadError('PROTO_ERR_ABORTED', 'the download went to the origin'))
-    let lastErr: unknown
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        await this.readOrigin(signal)
-        return
-      } catch (err) {
-        lastErr = err
-        // Only a body cut off mid-way is worth another full attempt; the origin client
-        // already retried connection failures and 5xx answers.
-        if (signal.aborted || (err as NaiadError).code !== 'DFD_ERR_ORIGIN_TRUNCATED') throw err
-      }
-    }
-    throw lastErr
-  }
-
-  private async readOrigin(signal: AbortSignal): Promise<void> {
-    const { origin, store, live, qos } = this.c
-    const reader = new OriginReader({ origin, store, live: this.trusted ? live : undefined, qos, staging: this.c.staging }, { reserveWaitMs: this.options.reserveWaitMs ?? this.options.stallTimeoutMs })
-    const result = await reader.read({
+    this.originSha256 = await readFromOrigin({
       id: this.id,
-      url: this.req.url,
-      headers: this.req.headers,
-      range: this.req.range === undefined ? undefined : parseRange(this.req.range),
-      pieceSize: this.view.pieceSize,
-      contentLength: this.view.contentLength,
-      digest: (n) => this.trusted ? undefined : this.view.digests.get(n)
-    }, {
-      layout: (contentLength, pieceSize, pieceCount) => {
+      req: this.req,
+      view: this.view,
+      tally: this.tally,
+      reports: this.reports,
+      trusted: this.trusted,
+      traffic: () => this.traffic(),
+      checkLayout: (contentLength) => {
         this.checkFits(contentLength)
         if (this.fatal !== undefined) throw this.fatal
-        this.view.pieceSize = pieceSize
-        if (contentLength >= 0) {
-          this.view.contentLength = contentLength
-          this.view.pieceCount = pieceCount
-        }
-        // Children wait for the layout to ask for live pieces: publish it at once.
-        if (this.trusted) this.reports.flush({ contentLength: this.view.contentLength, pieceSize, pieceCount: this.view.pieceCount }).catch(() => {})
-        this.tally.emit()
-      },
-      piece: (num, length, sha256, written, costMs) => {
-        this.view.digests.set(num, sha256)
-        if (written) {
-          this.log.debug({ piece: num, ms: costMs }, 'origin piece stored')
-          this.tally.add('origin', length)
-          stored.publish({ taskId: this.id, num, length, source: 'origin', parentId: '', costMs })
-          this.reports.add({ num, parentId: '', length, costMs, sha256: this.trusted ? sha256 : new Uint8Array(0), errorCode: '' })
-        }
-        this.tally.advance()
-        this.tally.emit()
       }
-    }, this.traffic(), signal)
-    this.view.contentLength = result.contentLength
-    this.view.pieceCount = result.pieceCount
-    if (this.view.sourceSha256 !== undefined && !this.trusted && !result.sha256.equals(this.view.sourceSha256)) {
-      throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', 'origin content differs from what the source published')
-    }
-    // Every byte passed through the hash on its way to the store.
-    this.originSha256 = result.sha256
+    }, { ...this.c, log: this.log }, { reserveWaitMs: this.options.reserveWaitMs ?? this.options.stallTimeoutMs }, signal)
   }
 
   /** Settles the whole content's digest, marks the task complete and tells the scheduler. */
