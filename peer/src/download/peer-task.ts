@@ -1,9 +1,12 @@
-// One download on one node: register with the scheduler, fetch pieces from parents over
-// the data channel (planner.ts decides which from whom), or read the origin when this node
-// is the task's source or the swarm cannot help (origin-reader.ts), then settle the whole
-// content's digest (verifier.ts) and tell the scheduler. Piece results go out in batches
-// (report-batcher.ts). Every promise it starts is awaited or caught: a failing piece fails
-// the piece (or the task), never the process.
+// One download on one node, the coordinator of its parts: register with the scheduler
+// (registration.ts), fetch pieces from parents over the data channel — planner.ts decides
+// which from whom, piece-fetcher.ts fetches each, poll-policy.ts paces the polls of the
+// scheduler and says when the swarm cannot help — or read the origin when this node is the
+// task's source or the swarm cannot help (back-to-source.ts), then settle the whole
+// content's digest (verifier.ts) and tell the scheduler. What the scheduler said of the
+// task is in task-view.ts, how far the download got in task-progress.ts. Piece results go
+// out in batches (report-batcher.ts). Every promise it starts is awaited or caught: a
+// failing piece fails the piece (or the task), never the process.
 
 import { channel } from 'node:diagnostics_channel'
 
