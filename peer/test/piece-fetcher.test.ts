@@ -163,18 +163,29 @@ describe('piece fetcher', () => {
     await t.store.close()
   })
 
-  it('abandons a slow piece once another parent holds it, never before the slow limit', async () => {
+  /** A fetcher that stored two pieces from `fast` in no time (the recent median is 0, so the slow limit is slowPieceMinMs, 500) and now fetches piece 2 from `slow`. */
+  async function slowThird(blockFast: boolean): Promise<ReturnType<typeof setup>> {
     const t = setup({ fast: sends(), slow: hangs })
     const signal = new AbortController().signal
-    // Two pieces in no time: the recent median is 0, so the limit is slowPieceMinMs (500).
     t.fetcher.start(0, t.parent('fast'), false, signal)
     t.fetcher.start(1, t.parent('fast'), false, signal)
     await t.ended(2)
+    if (blockFast) t.parents.block('fast')
     t.fetcher.start(2, t.parent('slow'), false, signal)
-    t.clock.now += 499
+    return t
+  }
+
+  /** Advances the clock by `ms`, looks for slow pieces, and says whether piece 2 is still in flight. */
+  async function runningAfter(t: ReturnType<typeof setup>, ms: number): Promise<boolean> {
+    t.clock.now += ms
     t.fetcher.abortSlow()
     await new Promise((r) => setImmediate(r))
-    expect(t.fetcher.has(2)).toBe(true)
+    return t.fetcher.has(2)
+  }
+
+  it('abandons a slow piece once another parent holds it, never before the slow limit', async () => {
+    const t = await slowThird(false)
+    expect(await runningAfter(t, 499)).toBe(true)
     t.clock.now += 1
     t.fetcher.abortSlow()
     await t.ended(3)
@@ -184,17 +195,8 @@ describe('piece fetcher', () => {
   })
 
   it('lets a slow piece run when no other parent holds it', async () => {
-    const t = setup({ fast: sends(), slow: hangs })
-    const signal = new AbortController().signal
-    t.fetcher.start(0, t.parent('fast'), false, signal)
-    t.fetcher.start(1, t.parent('fast'), false, signal)
-    await t.ended(2)
-    t.parents.block('fast')
-    t.fetcher.start(2, t.parent('slow'), false, signal)
-    t.clock.now += 60_000
-    t.fetcher.abortSlow()
-    await new Promise((r) => setImmediate(r))
-    expect(t.fetcher.has(2)).toBe(true)
+    const t = await slowThird(true)
+    expect(await runningAfter(t, 60_000)).toBe(true)
     await t.fetcher.stopAll(new NaiadError('PROTO_ERR_ABORTED', 'test over'))
     expect(t.fetcher.size).toBe(0)
     await t.store.close()
