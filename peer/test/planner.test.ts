@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from 'vitest'
 
-import { planPieces, type PlanInput, type PlanParent } from '../src/download/planner.ts'
+import { planPieces, planTurn, SOURCE_SHARE, type PlanInput, type PlanParent, type TurnInput, type TurnParent } from '../src/download/planner.ts'
 
 function parent(id: string, pieces: number[], options: Partial<Omit<PlanParent, 'id' | 'has'>> = {}): PlanParent {
   const held = new Set(pieces)
@@ -84,5 +84,53 @@ describe('piece planner', () => {
     let i = 0
     const plan = planPieces(input(p, { pieceCount: 4, random: () => keys[i++] }))
     expect(plan.map((a) => a.num)).toEqual([1, 3, 2, 0])
+  })
+})
+
+describe('a turn of the swarm loop', () => {
+  /** A usable parent holding `pieces`. */
+  function usable(id: string, pieces: number[], inflight = 0): TurnParent {
+    const held = new Set(pieces)
+    return { id, bitmap: { has: (n) => held.has(n), count: () => held.size }, inflight }
+  }
+  const all = (n: number): number[] => [...Array(n).keys()]
+
+  function turn(parents: TurnParent[], options: Partial<TurnInput> = {}): ReturnType<typeof planTurn> {
+    return planTurn({
+      pieceCount: 64, pieceSize: 1024 * 1024, sourcePeer: 'seed', parents, inflightCount: 0, concurrency: 8, perParent: 3,
+      have: () => false, inflight: () => false, published: () => true, random: () => 0.5, ...options
+    })
+  }
+
+  it('plans nothing, with room, before the layout is known', () => {
+    expect(turn([usable('seed', all(64))], { pieceSize: 0 })).toEqual({ plan: [], room: true, peersServe: false })
+    expect(turn([usable('seed', all(64))], { pieceCount: -1 })).toEqual({ plan: [], room: true, peersServe: false })
+  })
+
+  it('gives a lone source a window of its own: 64 MiB of pieces, at least 16, or as configured', () => {
+    expect(turn([usable('seed', all(64))]).plan).toHaveLength(64)
+    expect(turn([usable('seed', all(64))], { pieceSize: 16 * 1024 * 1024 }).plan).toHaveLength(16)
+    expect(turn([usable('seed', all(64))], { sourceWindow: 10 }).plan).toHaveLength(10)
+    // The window counts what is already in flight.
+    expect(turn([usable('seed', all(64), 60)], { inflightCount: 60 }).plan).toHaveLength(4)
+  })
+
+  it('takes at most SOURCE_SHARE pieces from the source once peers serve, and perParent from each peer', () => {
+    const { plan, room, peersServe } = turn([usable('seed', all(64)), usable('a', [0, 1, 2, 3, 4]), usable('b', [0, 1])], { published: (n) => n < 8 })
+    const by = (id: string): number => plan.filter((a) => a.parent === id).length
+    expect({ seed: by('seed'), a: by('a'), b: by('b'), peersServe }).toEqual({ seed: SOURCE_SHARE, a: 3, b: 2, peersServe: true })
+    expect(plan).toHaveLength(7)
+    // Eight slots, seven fetches: what to fetch next is the scheduler's to say.
+    expect(room).toBe(true)
+  })
+
+  it('has no room when every slot is taken, and peers holding nothing are not a swarm', () => {
+    expect(turn([usable('a', all(64)), usable('b', all(64))], { inflightCount: 8 })).toEqual({ plan: [], room: false, peersServe: true })
+    const alone = turn([usable('seed', [0, 1]), usable('empty', [])], { sourceWindow: 4 })
+    expect({ peersServe: alone.peersServe, planned: alone.plan.length, room: alone.room }).toEqual({ peersServe: false, planned: 2, room: true })
+    // Every slot filled: no room, though a parent could take more.
+    expect(turn([usable('a', all(64)), usable('b', all(64)), usable('c', all(64))]).room).toBe(false)
+    // One parent at its perParent limit leaves slots nothing can fill.
+    expect(turn([usable('a', all(64))]).room).toBe(true)
   })
 })

@@ -46,7 +46,7 @@ export interface OriginReadResult {
 }
 
 export interface OriginReaderComponents {
-  origin: OriginClient
+  origin: Pick<OriginClient, 'open'>
   store: PieceStore
   /** Set on the task's trusted source: its pieces are offered live while written. */
   live?: LivePieces

@@ -38,6 +38,9 @@ export class ParentSet {
   private readonly blocked = new Set<string>()
   /** Parents that sent a bad piece, for every task of this node. */
   private readonly badPeers: Set<string>
+  /** Lists taken from the scheduler so far, and their count when a parent last could not be reached. */
+  private answers = 0
+  private answersAtUnreachable = 0
 
   constructor(badPeers: Set<string>) {
     this.badPeers = badPeers
@@ -74,6 +77,7 @@ export class ParentSet {
       }
     }
     for (const [id, st] of this.parents) if (!seen.has(id) && st.inflight === 0) this.parents.delete(id)
+    this.answers++
   }
 
   isBlocked(id: string): boolean {
@@ -107,6 +111,22 @@ export class ParentSet {
     if (this.parents.size === 0) return false
     for (const p of this.parents.values()) if (!p.unreachable) return false
     return true
+  }
+
+  /** A fetch could not reach the parent (a failed dial, a timeout). */
+  unreachable(p: ParentState): void {
+    p.unreachable = true
+    this.answersAtUnreachable = this.answers
+  }
+
+  /**
+   * Every parent the scheduler names, asked again since one was last found unreachable,
+   * failed to answer; not merely "a parent failed once and none is named now": that was
+   * the moment just after a failover, when the dead owner's seed had failed and the new
+   * owner named nobody yet, and it sent whole downloads to the origin.
+   */
+  unreachableSinceAsked(): boolean {
+    return this.allUnreachable() && this.answers > this.answersAtUnreachable
   }
 
   /** A fetch failed: the parent cools down, longer each time, and is dropped after a few. */

@@ -1,17 +1,19 @@
-// One download on one node: register with the scheduler, fetch pieces from parents over
-// the data channel (planner.ts decides which from whom), or read the origin when this node
-// is the task's source or the swarm cannot help (origin-reader.ts), then settle the whole
-// content's digest (verifier.ts) and tell the scheduler. Piece results go out in batches
-// (report-batcher.ts). Every promise it starts is awaited or caught: a failing piece fails
-// the piece (or the task), never the process.
+// One download on one node, the coordinator of its parts: register with the scheduler
+// (registration.ts), fetch pieces from parents over the data channel — planner.ts decides
+// which from whom, piece-fetcher.ts fetches each, poll-policy.ts paces the polls of the
+// scheduler and says when the swarm cannot help — or read the origin when this node is the
+// task's source or the swarm cannot help (back-to-source.ts), then settle the whole
+// content's digest (verifier.ts) and tell the scheduler. What the scheduler said of the
+// task is in task-view.ts, how far the download got in task-progress.ts. Piece results go
+// out in batches (report-batcher.ts). Every promise it starts is awaited or caught: a
+// failing piece fails the piece (or the task), never the process.
 
 import { channel } from 'node:diagnostics_channel'
-import { setTimeout as sleep } from 'node:timers/promises'
 
 import type { Logger } from 'pino'
 import {
-  EVENTS, higherPriority, NaiadError, parseRange, toNaiadError,
-  type PieceResult, type Priority, type RegisterTaskRequest, type TaskInfo
+  EVENTS, higherPriority, NaiadError, toNaiadError,
+  type Priority, type TaskInfo
 } from '@naiad/proto'
 
 import type { DataClient } from '../channel/data-client.ts'
@@ -20,14 +22,18 @@ import type { SchedulerClient } from '../scheduler/client.ts'
 import type { OriginClient } from '../source/origin.ts'
 import type { LivePieces } from '../storage/live-pieces.ts'
 import type { PieceStore } from '../storage/piece-store.ts'
-import { OriginReader } from './origin-reader.ts'
-import { ParentSet, type ParentState } from './parent-set.ts'
-import { PieceWriter } from './piece-writer.ts'
-import { planPieces } from './planner.ts'
+import { readFromOrigin } from './back-to-source.ts'
+import { ParentSet } from './parent-set.ts'
+import { PieceFetcher, type FetchTask } from './piece-fetcher.ts'
+import { planTurn } from './planner.ts'
+import { giveUpReason, PollPolicy, schedulerMayReturn, type Turn } from './poll-policy.ts'
+import { Registration, registrationRequest } from './registration.ts'
 import { ReportBatcher } from './report-batcher.ts'
 import type { StagingPool } from './staging.ts'
+import { TaskProgress } from './task-progress.ts'
+import { TaskView } from './task-view.ts'
 import type { DownloadProgress, DownloadRequest, DownloadResult, PeerTaskOptions } from './types.ts'
-import { wholeDigest } from './verifier.ts'
+import { checkContent, checkUserDigest, wholeDigest } from './verifier.ts'
 
 export interface PeerTaskComponents {
   store: PieceStore
@@ -47,67 +53,26 @@ export interface PeerTaskComponents {
   staging: StagingPool
 }
 
-interface Inflight {
-  parent: ParentState
-  /** When the fetch was planned, and when its bytes could start moving (after QoS). */
-  queued: number
-  started: number
-  abort: AbortController
-}
-
-const stored = channel(EVENTS.pieceStored)
-const failed = channel(EVENTS.pieceFailed)
 const backToSourceEvents = channel(EVENTS.backToSource)
 const succeeded = channel(EVENTS.taskSucceeded)
 const taskFailed = channel(EVENTS.taskFailed)
 const taskStarted = channel(EVENTS.taskStarted)
 const taskRegistered = channel(EVENTS.taskRegistered)
 
-/** Polls of a starving download (free slots, nothing to fill them) start this fast — a cold task's layout appears within milliseconds — and back off to refreshMs while they bring nothing. */
-const IDLE_POLL_MIN_MS = 20
-/** The fastest polls while pieces are still in flight: the scheduler carries every peer's polls. */
-const BUSY_POLL_MIN_MS = 100
 const REPORT_DELAY_MS = 100
 /** Longest wait at the end for the source's whole-content digest before reading the content back. */
 const SOURCE_DIGEST_WAIT_MS = 2_000
-/** Registrations tried while the scheduler client still counts the supernode up (a loaded one answers late). */
-const REGISTER_ATTEMPTS = 3
-/** The same, counting those after which the supernode was marked down and came back (a flapping one must not hold a download forever). */
-const REGISTER_ATTEMPTS_AFTER_OUTAGES = 10
-/** How often a download waiting for an unavailable scheduler looks again, and logs that it waits. */
-const SCHEDULER_WAIT_POLL_MS = 100
-const SCHEDULER_WAIT_LOG_MS = 1_000
-/** Bytes asked of a lone source at once (at least 16 pieces): the scheduler grants as much. */
-const DEFAULT_SOURCE_WINDOW_BYTES = 64 * 1024 * 1024
-/** While peers can serve, pieces in flight from the source at once (its uplink is everyone's). */
-const SOURCE_SHARE = 2
 
 export class PeerTask {
   readonly id: string
-  private readonly listeners = new Set<(p: DownloadProgress) => void>()
-  private readonly changeWaiters = new Set<() => void>()
-  private readonly digests = new Map<number, Uint8Array>()
+  private readonly tally: TaskProgress
+  private readonly view = new TaskView()
   private readonly parents: ParentSet
-  private readonly inflight = new Map<number, Inflight>()
-  /** Durations of the last pieces fetched from parents, to tell a slow parent from a slow network. */
-  private readonly recentCosts: number[] = []
+  private readonly fetcher: PieceFetcher
   private readonly reports: ReportBatcher
-  private contentLength = -1
-  private pieceSize = 0
-  private pieceCount = -1
-  private sourceSha256: Uint8Array | undefined
-  private sourcePeer = ''
-  private grant: Uint8Array = new Uint8Array(0)
+  private readonly registration: Registration
   /** SHA-256 of the whole content when it was hashed while streaming from the origin. */
   private originSha256: Buffer | undefined
-  private taskState = 'pending'
-  private taskError: { code: string; message: string } | undefined
-  private fromPeers = 0
-  private fromOrigin = 0
-  private completedBytes = 0
-  /** Consecutive stored pieces from the start. */
-  private prefixPieces = 0
-  private finished = false
   /** The task's pieces were deleted (its content failed its digest): the scheduler must forget them too. */
   private dropped = false
   /** How finish() found the whole content's digest, for the log. */
@@ -115,9 +80,6 @@ export class PeerTask {
   private wake: (() => void) | undefined
   /** This node is the task's trusted source: its digests are the reference. */
   private trusted = false
-  /** Answers of getParents so far, and their count when a parent last could not be reached. */
-  private parentAnswers = 0
-  private answersAtUnreachable = 0
   /** A failure that ends the task (the cache cannot take it), raised by the loop. */
   private fatal: NaiadError | undefined
   /** Ask the scheduler again at the next turn (a refused grant, an empty plan). */
@@ -139,6 +101,37 @@ export class PeerTask {
     this.priority = req.priority ?? 'on-demand'
     this.parents = new ParentSet(components.badPeers)
     this.reports = new ReportBatcher(components.scheduler, { taskId: id, delayMs: REPORT_DELAY_MS, timeoutMs: options.schedulerTimeoutMs, trusted: () => this.trusted })
+    this.tally = new TaskProgress(id, this.view, () => components.store.bitmap(id))
+    this.registration = new Registration(registrationRequest(id, req), { ...components, log: this.log }, options)
+    this.fetcher = new PieceFetcher(this.fetchTask(), { ...components, parents: this.parents, reports: this.reports, log: this.log }, {
+      pieceTimeoutMs: options.pieceTimeoutMs,
+      reserveWaitMs: options.reserveWaitMs ?? options.stallTimeoutMs,
+      slowPieceMinMs: options.slowPieceMinMs
+    })
+  }
+
+  /** What the piece fetcher reads of this download, and how its results land here. */
+  private fetchTask(): FetchTask {
+    return {
+      id: this.id,
+      piece: (num) => ({ offset: num * this.view.pieceSize, length: this.view.pieceLength(num) }),
+      digest: (num) => this.view.digests.get(num),
+      isSource: (peerId) => peerId === this.view.sourcePeer,
+      grant: () => this.view.grant,
+      traffic: () => this.traffic(),
+      stored: ({ num, length, sha256, contentSha256 }) => {
+        if (!this.view.digests.has(num) && sha256 !== undefined) this.view.digests.set(num, sha256)
+        if (this.view.sourceSha256 === undefined && contentSha256 !== undefined) this.view.sourceSha256 = contentSha256
+        this.tally.add('peer', length)
+        this.tally.advance()
+      },
+      progressed: () => this.tally.emit(),
+      failed: (verdict, e) => {
+        if (verdict.fatal) this.fatal ??= e
+        if (verdict.refresh) this.refreshNow = true
+      },
+      settled: () => this.wake?.()
+    }
   }
 
   /** A caller of a more urgent class joined: the rest of the download runs in that class. */
@@ -151,50 +144,21 @@ export class PeerTask {
   }
 
   onProgress(listener: (p: DownloadProgress) => void): () => void {
-    this.listeners.add(listener)
-    return () => this.listeners.delete(listener)
+    return this.tally.listen(listener)
   }
 
   progress(): DownloadProgress {
-    return {
-      taskId: this.id,
-      completedBytes: this.completedBytes,
-      totalBytes: this.contentLength,
-      fromPeers: this.fromPeers,
-      fromOrigin: this.fromOrigin,
-      servableBytes: this.servable()
-    }
+    return this.tally.snapshot()
   }
 
-  /**
-   * Bytes from the start that may be served now: the consecutive verified pieces, but the
-   * last piece only once the whole content matched its digest, so that no client ever
-   * receives a complete wrong blob.
-   */
+  /** Bytes from the start that are verified and may be served now (see TaskView.servable). */
   servable(): number {
-    if (this.finished) return this.contentLength
-    if (this.pieceSize <= 0 || this.pieceCount <= 0) return 0
-    return Math.min(this.prefixPieces, this.pieceCount - 1) * this.pieceSize
+    return this.tally.servable()
   }
 
   /** Resolves at the next change of progress (a piece, the end), or when `signal` fires. */
   changed(signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        this.changeWaiters.delete(done)
-        signal?.removeEventListener('abort', done)
-        resolve()
-      }
-      if (signal?.aborted === true) return resolve()
-      this.changeWaiters.add(done)
-      signal?.addEventListener('abort', done, { once: true })
-    })
-  }
-
-  private emit(): void {
-    const p = this.progress()
-    for (const l of this.listeners) l(p)
-    for (const w of [...this.changeWaiters]) w()
+    return this.tally.changed(signal)
   }
 
   async run(signal: AbortSignal): Promise<DownloadResult> {
@@ -202,7 +166,7 @@ export class PeerTask {
     const unpin = store.pin(this.id)
     const started = Date.now()
     const onTaskAbort = (): void => {
-      for (const f of this.inflight.values()) f.abort.abort(signal.reason)
+      this.fetcher.abortAll(signal.reason)
       this.wake?.()
     }
     signal.addEventListener('abort', onTaskAbort, { once: true })
@@ -214,16 +178,16 @@ export class PeerTask {
       const changed = existing?.complete === true && store.fileChanged(this.id)
       if (changed) await store.checkFile(this.id)
       if (!changed && existing?.complete === true && existing.sha256 !== null) {
-        this.checkUserDigest(existing.sha256)
-        this.contentLength = existing.contentLength
-        this.pieceSize = existing.pieceSize
-        this.pieceCount = existing.pieceCount
-        this.finished = true
-        this.announceCached(existing.contentLength, existing.pieceSize, existing.pieceCount, existing.sha256).catch(() => {})
+        checkUserDigest(existing.sha256, this.req.digest)
+        this.view.contentLength = existing.contentLength
+        this.view.pieceSize = existing.pieceSize
+        this.view.pieceCount = existing.pieceCount
+        this.tally.finished = true
+        this.registration.announceComplete({ contentLength: existing.contentLength, pieceSize: existing.pieceSize, pieceCount: existing.pieceCount, sha256: existing.sha256 }).catch(() => {})
         return { taskId: this.id, contentLength: existing.contentLength, sha256: existing.sha256.toString('hex'), fromPeers: 0, fromOrigin: 0, cached: true }
       }
       taskStarted.publish({ taskId: this.id, url: this.req.url })
-      const info = await this.register(signal)
+      const info = await this.registration.register(signal)
       taskRegistered.publish({ taskId: this.id, scheduled: info !== undefined, backToSource: info?.backToSource ?? false })
       if (info === undefined) {
         await this.backToSource('scheduler unavailable', signal)
@@ -238,13 +202,13 @@ export class PeerTask {
         }
       }
       const sha = await this.finish(signal)
-      this.log.info({ ms: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, wholeDigest: this.wholeDigestBy, polls: this.polls }, 'download complete')
-      succeeded.publish({ taskId: this.id, contentLength: this.contentLength, durationMs: Date.now() - started, fromPeers: this.fromPeers, fromOrigin: this.fromOrigin })
-      return { taskId: this.id, contentLength: this.contentLength, sha256: sha.toString('hex'), fromPeers: this.fromPeers, fromOrigin: this.fromOrigin, cached: false }
+      this.log.info({ ms: Date.now() - started, fromPeers: this.tally.fromPeers, fromOrigin: this.tally.fromOrigin, wholeDigest: this.wholeDigestBy, polls: this.polls }, 'download complete')
+      succeeded.publish({ taskId: this.id, contentLength: this.view.contentLength, durationMs: Date.now() - started, fromPeers: this.tally.fromPeers, fromOrigin: this.tally.fromOrigin })
+      return { taskId: this.id, contentLength: this.view.contentLength, sha256: sha.toString('hex'), fromPeers: this.tally.fromPeers, fromOrigin: this.tally.fromOrigin, cached: false }
     } catch (err) {
       const e = toNaiadError(err, 'DFD_ERR_TASK_FAILED')
       taskFailed.publish({ taskId: this.id, code: e.code, message: e.message, durationMs: Date.now() - started })
-      await this.stopFetches(e)
+      await this.fetcher.stopAll(e)
       await this.reports.flush({ state: 'failed', error: { code: e.code, message: e.message } }).catch(() => {})
       if (this.dropped) {
         // Left standing, the scheduler would keep this peer's bitmap of pieces it no longer
@@ -259,40 +223,7 @@ export class PeerTask {
       this.c.sources.delete(this.id)
       this.reports.close()
       unpin()
-      this.emit()
-    }
-  }
-
-  /**
-   * Tells the scheduler that this node holds a complete task (after a restart of either
-   * side the scheduler may not know), so that it can serve as a parent.
-   */
-  private async announceCached(contentLength: number, pieceSize: number, pieceCount: number, sha256: Buffer): Promise<void> {
-    const { scheduler, store } = this.c
-    if (!scheduler.available) return
-    const info = await scheduler.registerTask(this.registration(), AbortSignal.timeout(this.options.schedulerTimeoutMs))
-    const trusted = info.backToSource
-    const results: PieceResult[] = []
-    for (const num of store.bitmap(this.id).pieces()) {
-      const p = store.getPiece(this.id, num)
-      if (p !== undefined) results.push({ num, parentId: '', length: p.length, costMs: 0, sha256: trusted ? p.sha256 : new Uint8Array(0), errorCode: '' })
-    }
-    await scheduler.reportPieces({
-      taskId: this.id,
-      results,
-      state: 'succeeded',
-      ...(trusted ? { contentLength, pieceSize, pieceCount, sha256 } : {})
-    }, AbortSignal.timeout(this.options.schedulerTimeoutMs))
-  }
-
-  private registration(): RegisterTaskRequest {
-    return {
-      taskId: this.id,
-      url: this.req.url,
-      headers: Object.entries(this.req.headers).map(([name, value]) => ({ name, value })),
-      digest: this.req.digest ?? '',
-      range: this.req.range ?? '',
-      filter: this.req.filter ?? []
+      this.tally.emit()
     }
   }
 
@@ -305,154 +236,52 @@ export class PeerTask {
   }
 
   private applyInfo(info: TaskInfo): void {
-    // The store learns the layout once (this runs on every poll of the scheduler).
-    const layoutChanged = (info.pieceSize > 0 && info.pieceSize !== this.pieceSize) || (info.contentLength >= 0 && info.contentLength !== this.contentLength)
     if (info.contentLength >= 0) this.checkFits(info.contentLength)
-    if (info.contentLength >= 0) this.contentLength = info.contentLength
-    if (info.pieceSize > 0) this.pieceSize = info.pieceSize
-    if (info.pieceCount >= 0) this.pieceCount = info.pieceCount
-    if (info.sha256.length === 32) this.sourceSha256 = info.sha256
-    if (info.sourcePeer !== '') this.sourcePeer = info.sourcePeer
-    if (info.grant.length > 0) this.grant = info.grant
-    for (const p of info.pieces) this.digests.set(p.num, p.sha256)
-    this.taskState = info.state
-    this.taskError = info.error
-    if (layoutChanged && this.pieceSize > 0) {
-      this.c.store.ensureTask(this.id, this.req.url, this.pieceSize)
-      if (this.contentLength >= 0) this.c.store.setTaskLength(this.id, this.contentLength, this.pieceCount)
+    // The store learns the layout once (this runs on every poll of the scheduler).
+    if (this.view.apply(info) && this.view.pieceSize > 0) {
+      this.c.store.ensureTask(this.id, this.req.url, this.view.pieceSize)
+      if (this.view.contentLength >= 0) this.c.store.setTaskLength(this.id, this.view.contentLength, this.view.pieceCount)
     }
+  }
+
+  private schedulerMayReturn(): boolean {
+    return schedulerMayReturn(this.c.scheduler.unavailableSince, Date.now(), this.options.stallTimeoutMs)
   }
 
   private complete(): boolean {
-    return this.pieceCount >= 0 && this.pieceSize > 0 && this.c.store.bitmap(this.id).count() >= this.pieceCount
-  }
-
-  /**
-   * Registers the task; undefined when the scheduler cannot be had (the download then goes to
-   * the origin). A slow answer from a loaded supernode is not a reason to go there: a call that
-   * timed out is tried again while the scheduler client still counts the supernode up — it
-   * marks it down after a few timeouts with nothing heard meanwhile — and a scheduler marked
-   * down for a reason that may pass (slow, not yet admitting this node) is waited for.
-   */
-  private async register(signal: AbortSignal): Promise<TaskInfo | undefined> {
-    const { scheduler } = this.c
-    let lastErr: unknown
-    for (let attempt = 1; ; attempt++) {
-      if (!scheduler.available && !await this.waitForScheduler(signal)) {
-        this.log.warn({ err: (lastErr as Error | undefined)?.message, attempts: attempt - 1 }, 'scheduler unavailable, going to the origin')
-        return undefined
-      }
-      try {
-        return await scheduler.registerTask(this.registration(), AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
-      } catch (err) {
-        signal.throwIfAborted()
-        lastErr = err
-        const code = (err as Partial<NaiadError>).code
-        const slow = code === 'PROTO_ERR_TIMEOUT' || code === 'PROTO_ERR_ABORTED'
-        // Marked down by this call: the wait at the top of the loop decides.
-        if (!scheduler.available && this.schedulerMayReturn() && attempt < REGISTER_ATTEMPTS_AFTER_OUTAGES) continue
-        if (!slow || attempt >= REGISTER_ATTEMPTS || !scheduler.available) {
-          this.log.warn({ err: (err as Error).message, attempts: attempt }, 'scheduler unavailable, going to the origin')
-          return undefined
-        }
-        this.log.info({ err: (err as Error).message, attempt }, 'the scheduler answered late; registering again')
-      }
-    }
-  }
-
-  /**
-   * Whether an unavailable scheduler is worth waiting for: it went down for a reason that may
-   * pass (see SchedulerClient.unavailableSince) less than stallTimeoutMs ago — as long as a
-   * download waits for a silent swarm before it goes to the origin.
-   */
-  private schedulerMayReturn(): boolean {
-    const since = this.c.scheduler.unavailableSince ?? 0
-    return since > 0 && Date.now() - since < this.options.stallTimeoutMs
-  }
-
-  /** Waits while the scheduler may come back; true once it is available again. */
-  private async waitForScheduler(signal: AbortSignal): Promise<boolean> {
-    const { scheduler } = this.c
-    let logged = 0
-    while (!scheduler.available) {
-      signal.throwIfAborted()
-      if (!this.schedulerMayReturn()) return false
-      const now = Date.now()
-      if (now - logged >= SCHEDULER_WAIT_LOG_MS) {
-        logged = now
-        this.log.info({ downMs: now - (scheduler.unavailableSince ?? now), giveUpAfterMs: this.options.stallTimeoutMs }, 'waiting for the scheduler before going to the origin')
-      }
-      // An abort ends the sleep; the loop's first line then throws it.
-      await sleep(SCHEDULER_WAIT_POLL_MS, undefined, { signal }).catch(() => {})
-    }
-    return true
+    return this.view.pieceCount >= 0 && this.view.pieceSize > 0 && this.c.store.bitmap(this.id).count() >= this.view.pieceCount
   }
 
   /** Pieces from parents until every piece is here; the origin when the swarm cannot help. */
   private async swarm(signal: AbortSignal): Promise<void> {
-    let lastProgress = Date.now()
-    let lastRefresh = 0
-    let idlePoll = IDLE_POLL_MIN_MS
-    let done = this.completedBytes
-    let published = this.digests.size
-    /** The last turn left slots free with nothing to fill them: what to fetch next is the scheduler's to say. */
-    let starving = true
-    /** Other peers than the source could serve at the last turn: the download is in a swarm. */
-    let swarming = false
-    // Starving with pieces in flight: a lone child streaming from the source polls fast (its
-    // next grants come with the next answer); in a swarm new pieces appear at the peers as fast
-    // as they arrive anywhere, and a poll each refreshMs finds them — 16 peers polling every
-    // 100 ms put the scheduler's codec, the fabric and the planner among the daemons' largest
-    // CPU costs per GiB.
-    const starvingPollMs = (): number => Math.max(idlePoll, this.inflight.size === 0 ? IDLE_POLL_MIN_MS : swarming ? this.options.refreshMs : BUSY_POLL_MIN_MS)
+    const policy = new PollPolicy(this.options, Date.now(), this.tally.completedBytes, this.view.digests.size)
     while (!this.complete()) {
       signal.throwIfAborted()
       if (this.fatal !== undefined) throw this.fatal
-      const now = Date.now()
-      let refreshed = false
-      const pollMs = starving ? starvingPollMs() : this.options.refreshMs
-      if (this.refreshNow || now - lastRefresh >= pollMs) {
+      const refreshed = policy.refreshDue(Date.now(), this.fetcher.size, this.refreshNow)
+      if (refreshed) {
         this.refreshNow = false
-        lastRefresh = now
-        refreshed = true
         await this.refreshParents(signal)
       }
-      // Progress is ours or the source's: a slow origin is not a stalled swarm.
-      if (this.completedBytes !== done || this.digests.size !== published) {
-        done = this.completedBytes
-        published = this.digests.size
-        lastProgress = Date.now()
+      policy.progress(Date.now(), this.tally.completedBytes, this.view.digests.size)
+      this.fetcher.abortSlow()
+      const turn = this.schedule(signal)
+      policy.planned(turn, refreshed)
+      if (this.fetcher.size === 0 && turn.started === 0) {
+        const now = Date.now()
+        const reason = giveUpReason({
+          taskState: this.view.state,
+          taskError: this.view.error,
+          schedulerLost: !this.c.scheduler.available && !this.schedulerMayReturn(),
+          usableParents: this.parents.usable(now).length,
+          unreachable: this.parents.unreachableSinceAsked(),
+          stalled: policy.stalled(now),
+          stallTimeoutMs: this.options.stallTimeoutMs
+        })
+        if (reason !== undefined) return this.backToSource(reason, signal)
       }
-      this.abortSlowFetches()
-      const { started, room, peersServe } = this.schedule(signal)
-      starving = room
-      swarming = peersServe
-      // Polls while starving come fast when a poll brings work, and back off to refreshMs
-      // while polls bring nothing (the scheduler carries every idle peer's polls).
-      if (refreshed) idlePoll = started > 0 ? IDLE_POLL_MIN_MS : Math.min(this.options.refreshMs, idlePoll * 2)
-      if (this.inflight.size === 0 && started === 0) {
-        if (this.taskState === 'failed') {
-          return this.backToSource(`source failed: ${this.taskError?.code ?? 'unknown'} ${this.taskError?.message ?? ''}`.trim(), signal)
-        }
-        if (!this.c.scheduler.available && !this.schedulerMayReturn() && this.parents.usable(Date.now()).length === 0) {
-          return this.backToSource('scheduler lost and no parent can serve', signal)
-        }
-        // Every parent the scheduler names, asked again since, failed to answer; not merely "a
-        // parent failed once and none is named now": that was the moment just after a failover,
-        // when the dead owner's seed had failed and the new owner named nobody yet, and it sent
-        // whole downloads to the origin.
-        if (this.parents.allUnreachable() && this.parentAnswers > this.answersAtUnreachable && this.parents.usable(Date.now()).length === 0) {
-          return this.backToSource('no parent is reachable', signal)
-        }
-        if (Date.now() - lastProgress > this.options.stallTimeoutMs) {
-          return this.backToSource(`no parent could serve for ${this.options.stallTimeoutMs} ms`, signal)
-        }
-      }
-      // Starving (a lone child streaming from the seed runs out of granted pieces every few
-      // pieces): ask again soon; polls back off while nothing at all progresses.
-      const waitMs = starving ? starvingPollMs() : this.options.refreshMs
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, waitMs)
+        const t = setTimeout(resolve, policy.pollMs(this.fetcher.size))
         this.wake = () => { clearTimeout(t); resolve() }
       })
       this.wake = undefined
@@ -474,187 +303,35 @@ export class PeerTask {
       this.polls++
       const res = await scheduler.getParents(this.id, 8, AbortSignal.timeout(this.options.schedulerTimeoutMs))
       if (res.task !== undefined) this.applyInfo(res.task)
-      if (res.grant.length > 0) this.grant = res.grant
+      if (res.grant.length > 0) this.view.grant = res.grant
       this.parents.update(res.parents)
-      this.parentAnswers++
       if (this.log.isLevelEnabled('debug')) {
-        const source = this.parents.get(this.sourcePeer)
-        this.log.debug({ parents: res.parents.length, sourceOffers: source?.bitmap.count() ?? -1, inflight: this.inflight.size, have: this.c.store.bitmap(this.id).count() }, 'parents')
+        const source = this.parents.get(this.view.sourcePeer)
+        this.log.debug({ parents: res.parents.length, sourceOffers: source?.bitmap.count() ?? -1, inflight: this.fetcher.size, have: this.c.store.bitmap(this.id).count() }, 'parents')
       }
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'getParents failed; keeping the parents we have')
     }
   }
 
-  /** Starts the fetches the planner chooses; `room`: slots were left that nothing could fill; `peersServe`: parents other than the source hold pieces. */
-  private schedule(signal: AbortSignal): { started: number; room: boolean; peersServe: boolean } {
-    if (this.pieceSize === 0 || this.pieceCount <= 0) return { started: 0, room: true, peersServe: false }
-    const now = Date.now()
-    const usable = this.parents.usable(now)
+  /** Starts the fetches the planner chooses for this turn. */
+  private schedule(signal: AbortSignal): Turn {
     const have = this.c.store.bitmap(this.id)
-    const peersServe = usable.some((p) => p.id !== this.sourcePeer && p.bitmap.count() > 0)
-    const sourceWindow = this.options.sourceWindow ?? Math.max(16, Math.floor(DEFAULT_SOURCE_WINDOW_BYTES / this.pieceSize))
-    // Live pieces from a lone source stream back to back: they get a window of their own.
-    const sourceOnly = !peersServe && usable.some((p) => p.id === this.sourcePeer)
-    const slots = (sourceOnly ? Math.max(this.options.concurrency, sourceWindow) : this.options.concurrency) - this.inflight.size
-    if (slots <= 0) return { started: 0, room: false, peersServe }
-    const plan = planPieces({
-      pieceCount: this.pieceCount,
+    const { plan, room, peersServe } = planTurn({
+      pieceCount: this.view.pieceCount,
+      pieceSize: this.view.pieceSize,
+      parents: this.parents.usable(Date.now()),
+      sourcePeer: this.view.sourcePeer,
       have: (n) => have.has(n),
-      inflight: (n) => this.inflight.has(n),
-      published: (n) => this.digests.has(n),
-      parents: usable.map((p) => {
-        const isSource = p.id === this.sourcePeer
-        return {
-          id: p.id,
-          has: (n: number) => p.bitmap.has(n),
-          isSource,
-          inflight: p.inflight,
-          // The source's uplink is every child's: while peers can serve, take little from
-          // it; alone, keep a window of live pieces queued on it.
-          limit: isSource ? (peersServe ? SOURCE_SHARE : sourceWindow) : this.options.perParent
-        }
-      }),
-      slots
+      inflight: (n) => this.fetcher.has(n),
+      published: (n) => this.view.digests.has(n),
+      inflightCount: this.fetcher.size,
+      concurrency: this.options.concurrency,
+      perParent: this.options.perParent,
+      sourceWindow: this.options.sourceWindow
     })
-    for (const a of plan) this.startFetch(a.num, this.parents.get(a.parent)!, a.live, signal)
-    return { started: plan.length, room: plan.length < slots, peersServe }
-  }
-
-  /**
-   * A piece taking four times as long as the recent median (and at least slowPieceMinMs)
-   * while another parent holds it is abandoned: the slow parent cools down, loses score
-   * with the scheduler, and the piece goes elsewhere.
-   */
-  private abortSlowFetches(): void {
-    if (this.recentCosts.length < 2) return
-    const sorted = [...this.recentCosts].sort((a, b) => a - b)
-    const median = sorted[Math.floor(sorted.length / 2)]
-    const limit = Math.max(this.options.slowPieceMinMs, 4 * median)
-    const now = Date.now()
-    for (const [num, f] of this.inflight) {
-      if (now - f.started < limit || f.abort.signal.aborted) continue
-      const elsewhere = this.parents.usable(now).some((p) => p !== f.parent && p.bitmap.has(num))
-      if (!elsewhere) continue
-      f.abort.abort(new NaiadError('DFD_ERR_PIECE_SLOW', `piece ${num} from ${f.parent.id} took over ${limit} ms (recent median ${median} ms)`))
-    }
-  }
-
-  private pieceLength(num: number): number {
-    return this.contentLength >= 0 ? Math.min(this.pieceSize, this.contentLength - num * this.pieceSize) : this.pieceSize
-  }
-
-  private startFetch(num: number, parent: ParentState, live: boolean, signal: AbortSignal): void {
-    const now = Date.now()
-    const entry: Inflight = { parent, queued: now, started: now, abort: new AbortController() }
-    this.inflight.set(num, entry)
-    parent.inflight++
-    this.fetch(num, parent, live, entry, signal).catch((err: unknown) => {
-      this.log.warn({ err: (err as Error).message, piece: num }, 'piece fetch failed unexpectedly')
-    }).finally(() => {
-      this.inflight.delete(num)
-      parent.inflight--
-      this.wake?.()
-    })
-  }
-
-  /** One piece from one parent. Never rejects: a failure is counted, reported and handled here. */
-  private async fetch(num: number, parent: ParentState, live: boolean, entry: Inflight, signal: AbortSignal): Promise<void> {
-    const { store, data, qos } = this.c
-    const length = this.pieceLength(num)
-    // The fetch's own controller: the task's abort reaches it through onTaskAbort (one
-    // listener per task, not a composite signal per piece on the long-lived task signal).
-    const fetchSignal = entry.abort.signal
-    let release: (() => void) | undefined
-    try {
-      if (qos?.active === true) {
-        // While QoS holds the piece back it is not slow: its clock starts once it may move.
-        entry.started = Number.POSITIVE_INFINITY
-        await qos.acquire(length, this.traffic(), fetchSignal)
-        release = await qos.slot(this.traffic(), fetchSignal)
-        entry.started = Date.now()
-      }
-      const reservation = await store.reserve(this.id, length, { waitMs: this.options.reserveWaitMs ?? this.options.stallTimeoutMs, signal: fetchSignal })
-      const writer = new PieceWriter({
-        store, taskId: this.id, piece: { num, offset: num * this.pieceSize, length },
-        expected: this.digests.get(num), fromSource: parent.id === this.sourcePeer, reservation, staging: this.c.staging
-      })
-      try {
-        await data.fetch(parent.target!, { taskId: this.id, num, grant: this.grant, live }, writer, { signal: fetchSignal, idleMs: this.options.pieceTimeoutMs })
-      } finally {
-        await writer.settled()
-        reservation.release()
-      }
-      const costMs = Date.now() - entry.started
-      if (!this.digests.has(num) && writer.sha256 !== undefined) this.digests.set(num, writer.sha256)
-      if (this.sourceSha256 === undefined && writer.contentSha256 !== undefined) this.sourceSha256 = writer.contentSha256
-      this.recentCosts.push(costMs)
-      if (this.recentCosts.length > 16) this.recentCosts.shift()
-      this.parents.succeeded(parent)
-      this.fromPeers += length
-      this.completedBytes += length
-      this.advancePrefix()
-      stored.publish({ taskId: this.id, num, length, source: 'peer', parentId: parent.id, costMs, seed: parent.isSeed })
-      this.log.debug({ piece: num, parent: parent.id, live, ms: costMs, waitedMs: entry.started - entry.queued }, 'piece stored')
-      this.reports.add({ num, parentId: parent.id, length, costMs, sha256: new Uint8Array(0), errorCode: '' })
-      this.emit()
-    } catch (err) {
-      const e = entry.abort.signal.aborted && entry.abort.signal.reason instanceof NaiadError ? entry.abort.signal.reason : toNaiadError(err, 'DFD_ERR_PIECE_UNAVAILABLE')
-      if (signal.aborted) return
-      failed.publish({ taskId: this.id, num, parentId: parent.id, code: e.code })
-      this.onFetchFailed(num, parent, e)
-      this.reports.add({ num, parentId: parent.id, length: 0, costMs: Date.now() - entry.started, sha256: new Uint8Array(0), errorCode: e.code })
-    } finally {
-      release?.()
-    }
-  }
-
-  private onFetchFailed(num: number, parent: ParentState, e: NaiadError): void {
-    switch (e.code) {
-      case 'DFD_ERR_PIECE_DIGEST':
-        // A parent that sends one bad piece is never asked again, by any task of this node.
-        this.parents.block(parent.id)
-        this.log.warn({ parent: parent.id, piece: num, err: e.message }, 'parent sent a corrupt piece; blocked')
-        return
-      case 'PROTO_ERR_IDENTITY':
-        this.parents.drop(parent.id)
-        this.log.warn({ parent: parent.id, err: e.message }, 'parent is not who the scheduler said; dropped')
-        return
-      case 'DFD_ERR_CACHE_FULL':
-        // No room even after waiting for pieces in use: this download cannot go on.
-        this.fatal ??= e
-        return
-      case 'DFD_ERR_PIECE_NO_DIGEST':
-        // Not the parent's fault: this node asked before it knew the digest. Learn it first.
-        this.refreshNow = true
-        break
-      case 'DFD_ERR_PIECE_FORBIDDEN':
-        // A lapsed or missing grant: ask the scheduler for a fresh one.
-        this.refreshNow = true
-        break
-      case 'PROTO_ERR_DIAL':
-      case 'PROTO_ERR_TIMEOUT':
-        parent.unreachable = true
-        this.answersAtUnreachable = this.parentAnswers
-        // Whether the scheduler still names only parents like this one is its to say, now.
-        this.refreshNow = true
-        break
-    }
-    this.parents.failed(parent, Date.now())
-    this.log.debug({ parent: parent.id, piece: num, err: e.message }, 'piece fetch failed')
-  }
-
-  /** Stops every fetch in flight and waits until they let go of their pieces. */
-  private async stopFetches(reason: NaiadError): Promise<void> {
-    const pending = [...this.inflight.values()]
-    if (pending.length === 0) return
-    for (const f of pending) f.abort.abort(reason)
-    while (this.inflight.size > 0) await new Promise((r) => setTimeout(r, 5))
-  }
-
-  private advancePrefix(): void {
-    const have = this.c.store.bitmap(this.id)
-    while (have.has(this.prefixPieces)) this.prefixPieces++
+    for (const a of plan) this.fetcher.start(a.num, this.parents.get(a.parent)!, a.live, signal)
+    return { started: plan.length, room, peersServe }
   }
 
   /** Reads the whole content from the origin, storing the pieces not yet here. */
@@ -662,66 +339,20 @@ export class PeerTask {
     backToSourceEvents.publish({ taskId: this.id, reason })
     this.log.info({ reason, trusted: this.trusted }, 'back to source')
     // Pieces still in flight from parents would race the origin for the same room.
-    await this.stopFetches(new NaiadError('PROTO_ERR_ABORTED', 'the download went to the origin'))
-    let lastErr: unknown
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        await this.readOrigin(signal)
-        return
-      } catch (err) {
-        lastErr = err
-        // Only a body cut off mid-way is worth another full attempt; the origin client
-        // already retried connection failures and 5xx answers.
-        if (signal.aborted || (err as NaiadError).code !== 'DFD_ERR_ORIGIN_TRUNCATED') throw err
-      }
-    }
-    throw lastErr
-  }
-
-  private async readOrigin(signal: AbortSignal): Promise<void> {
-    const { origin, store, live, qos } = this.c
-    const reader = new OriginReader({ origin, store, live: this.trusted ? live : undefined, qos, staging: this.c.staging }, { reserveWaitMs: this.options.reserveWaitMs ?? this.options.stallTimeoutMs })
-    const result = await reader.read({
+    await this.fetcher.stopAll(new NaiadError('PROTO_ERR_ABORTED', 'the download went to the origin'))
+    this.originSha256 = await readFromOrigin({
       id: this.id,
-      url: this.req.url,
-      headers: this.req.headers,
-      range: this.req.range === undefined ? undefined : parseRange(this.req.range),
-      pieceSize: this.pieceSize,
-      contentLength: this.contentLength,
-      digest: (n) => this.trusted ? undefined : this.digests.get(n)
-    }, {
-      layout: (contentLength, pieceSize, pieceCount) => {
+      req: this.req,
+      view: this.view,
+      tally: this.tally,
+      reports: this.reports,
+      trusted: this.trusted,
+      traffic: () => this.traffic(),
+      checkLayout: (contentLength) => {
         this.checkFits(contentLength)
         if (this.fatal !== undefined) throw this.fatal
-        this.pieceSize = pieceSize
-        if (contentLength >= 0) {
-          this.contentLength = contentLength
-          this.pieceCount = pieceCount
-        }
-        // Children wait for the layout to ask for live pieces: publish it at once.
-        if (this.trusted) this.reports.flush({ contentLength: this.contentLength, pieceSize, pieceCount: this.pieceCount }).catch(() => {})
-        this.emit()
-      },
-      piece: (num, length, sha256, written, costMs) => {
-        this.digests.set(num, sha256)
-        if (written) {
-          this.log.debug({ piece: num, ms: costMs }, 'origin piece stored')
-          this.fromOrigin += length
-          this.completedBytes += length
-          stored.publish({ taskId: this.id, num, length, source: 'origin', parentId: '', costMs })
-          this.reports.add({ num, parentId: '', length, costMs, sha256: this.trusted ? sha256 : new Uint8Array(0), errorCode: '' })
-        }
-        this.advancePrefix()
-        this.emit()
       }
-    }, this.traffic(), signal)
-    this.contentLength = result.contentLength
-    this.pieceCount = result.pieceCount
-    if (this.sourceSha256 !== undefined && !this.trusted && !result.sha256.equals(this.sourceSha256)) {
-      throw new NaiadError('DFD_ERR_ORIGIN_CHANGED', 'origin content differs from what the source published')
-    }
-    // Every byte passed through the hash on its way to the store.
-    this.originSha256 = result.sha256
+    }, { ...this.c, log: this.log }, { reserveWaitMs: this.options.reserveWaitMs ?? this.options.stallTimeoutMs }, signal)
   }
 
   /** Settles the whole content's digest, marks the task complete and tells the scheduler. */
@@ -731,31 +362,26 @@ export class PeerTask {
     const { sha256: sha, by } = await wholeDigest({
       store,
       taskId: this.id,
-      contentLength: this.contentLength,
-      pieceCount: this.pieceCount,
+      contentLength: this.view.contentLength,
+      pieceCount: this.view.pieceCount,
       originSha256: this.originSha256,
-      source: this.sourceSha256 === undefined ? undefined : { sha256: this.sourceSha256, digest: (n) => this.digests.get(n), isSeed: this.sourceIsSeed() },
+      source: this.view.sourceSha256 === undefined ? undefined : { sha256: this.view.sourceSha256, digest: (n) => this.view.digests.get(n), isSeed: this.sourceIsSeed() },
       userDigest: this.req.digest
     })
     this.wholeDigestBy = by
-    if (this.sourceSha256 !== undefined && !this.trusted && !sha.equals(this.sourceSha256)) {
-      await store.deleteTask(this.id)
-      this.dropped = true
-      throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `content SHA-256 ${sha.toString('hex')} differs from the source's ${Buffer.from(this.sourceSha256).toString('hex')}`)
-    }
     try {
-      this.checkUserDigest(sha)
+      checkContent(sha, { source: this.trusted ? undefined : this.view.sourceSha256, user: this.req.digest })
     } catch (err) {
       await store.deleteTask(this.id)
       this.dropped = true
       throw err
     }
     store.complete(this.id, sha)
-    this.finished = true
-    this.emit()
+    this.tally.finished = true
+    this.tally.emit()
     await this.reports.flush({
       state: 'succeeded',
-      ...(this.trusted ? { contentLength: this.contentLength, pieceSize: this.pieceSize, pieceCount: this.pieceCount, sha256: sha } : {})
+      ...(this.trusted ? { contentLength: this.view.contentLength, pieceSize: this.view.pieceSize, pieceCount: this.view.pieceCount, sha256: sha } : {})
     }).catch((err: unknown) => this.log.debug({ err: (err as Error).message }, 'final report failed'))
     return sha
   }
@@ -766,10 +392,10 @@ export class PeerTask {
    * ask for it a few more times before doing so.
    */
   private async awaitSourceDigest(signal: AbortSignal): Promise<void> {
-    if (this.originSha256 !== undefined || this.sourceSha256 !== undefined || this.sourcePeer === '' || this.trusted) return
+    if (this.originSha256 !== undefined || this.view.sourceSha256 !== undefined || this.view.sourcePeer === '' || this.trusted) return
     if (this.req.digest !== undefined && this.req.digest !== '' && !this.sourceIsSeed()) return
     const until = Date.now() + SOURCE_DIGEST_WAIT_MS
-    while (this.sourceSha256 === undefined && this.taskState !== 'failed' && this.c.scheduler.available && Date.now() < until) {
+    while (this.view.sourceSha256 === undefined && this.view.state !== 'failed' && this.c.scheduler.available && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 50))
       await this.refreshParents(signal)
     }
@@ -777,15 +403,8 @@ export class PeerTask {
 
   /** The source is the supernode's seed (it shares the supernode's peer ID). */
   private sourceIsSeed(): boolean {
-    if (this.sourcePeer === '') return false
-    return this.c.scheduler.isSupernode?.(this.sourcePeer) ?? this.sourcePeer === this.c.scheduler.supernodeId
-  }
-
-  private checkUserDigest(sha: Buffer): void {
-    if (this.req.digest === undefined || this.req.digest === '') return
-    if (`sha256:${sha.toString('hex')}` !== this.req.digest) {
-      throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `content has sha256:${sha.toString('hex')}, expected ${this.req.digest}`)
-    }
+    if (this.view.sourcePeer === '') return false
+    return this.c.scheduler.isSupernode?.(this.view.sourcePeer) ?? this.view.sourcePeer === this.c.scheduler.supernodeId
   }
 }
 

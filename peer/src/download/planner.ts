@@ -9,6 +9,9 @@
 //   reads the origin front to back and answers a connection's requests in order.
 // - A peer other than the source is asked only for pieces whose digest the source has
 //   published: there is nothing else to check its bytes against.
+//
+// planTurn wraps it for one turn of the swarm loop: how many fetches may start, and how
+// many each parent may carry (a lone source gets a window of live pieces).
 
 export interface PlanParent {
   id: string
@@ -73,4 +76,72 @@ export function planPieces(input: PlanInput): Assignment[] {
     out.push({ num: c.num, parent: best.id, live: best.isSource && !input.published(c.num) })
   }
   return out
+}
+
+/** Bytes asked of a lone source at once (at least 16 pieces): the scheduler grants as much. */
+const DEFAULT_SOURCE_WINDOW_BYTES = 64 * 1024 * 1024
+/** While peers can serve, pieces in flight from the source at once (its uplink is everyone's). */
+export const SOURCE_SHARE = 2
+
+/** A usable parent (neither blocked nor cooling down) as the swarm loop knows it. */
+export interface TurnParent {
+  id: string
+  bitmap: { has(num: number): boolean; count(): number }
+  inflight: number
+}
+
+export interface TurnInput extends Omit<PlanInput, 'parents' | 'slots'> {
+  /** 0 while unknown. */
+  pieceSize: number
+  parents: readonly TurnParent[]
+  /** The task's source: its uplink is every child's. */
+  sourcePeer: string
+  /** Fetches in flight, over all parents. */
+  inflightCount: number
+  /** Pieces in flight at once, over all parents, and from one parent other than the source. */
+  concurrency: number
+  perParent: number
+  /** Pieces asked of a lone source at once; by default DEFAULT_SOURCE_WINDOW_BYTES' worth. */
+  sourceWindow?: number
+}
+
+export interface TurnPlan {
+  plan: Assignment[]
+  /** Slots were left that nothing could fill. */
+  room: boolean
+  /** Parents other than the source hold pieces. */
+  peersServe: boolean
+}
+
+/** One turn of the swarm loop: how many fetches may start, each parent's share, and the plan. */
+export function planTurn(input: TurnInput): TurnPlan {
+  if (input.pieceSize === 0 || input.pieceCount <= 0) return { plan: [], room: true, peersServe: false }
+  const { parents, sourcePeer } = input
+  const peersServe = parents.some((p) => p.id !== sourcePeer && p.bitmap.count() > 0)
+  const sourceWindow = input.sourceWindow ?? Math.max(16, Math.floor(DEFAULT_SOURCE_WINDOW_BYTES / input.pieceSize))
+  // Live pieces from a lone source stream back to back: they get a window of their own.
+  const sourceOnly = !peersServe && parents.some((p) => p.id === sourcePeer)
+  const slots = (sourceOnly ? Math.max(input.concurrency, sourceWindow) : input.concurrency) - input.inflightCount
+  if (slots <= 0) return { plan: [], room: false, peersServe }
+  const plan = planPieces({
+    pieceCount: input.pieceCount,
+    have: input.have,
+    inflight: input.inflight,
+    published: input.published,
+    random: input.random,
+    parents: parents.map((p) => {
+      const isSource = p.id === sourcePeer
+      return {
+        id: p.id,
+        has: (n: number) => p.bitmap.has(n),
+        isSource,
+        inflight: p.inflight,
+        // The source's uplink is every child's: while peers can serve, take little from
+        // it; alone, keep a window of live pieces queued on it.
+        limit: isSource ? (peersServe ? SOURCE_SHARE : sourceWindow) : input.perParent
+      }
+    }),
+    slots
+  })
+  return { plan, room: plan.length < slots, peersServe }
 }

@@ -7,8 +7,13 @@
 //    supernode's seed, which verified the whole content against that digest itself (a
 //    daemon acting as source without a seed is trusted for piece digests, not for that).
 // 3. Otherwise the stored content is read back and hashed.
+//
+// The digest found must then match the source's (unless this node is the source) and the
+// one the user named: checkContent.
 
 import { createHash } from 'node:crypto'
+
+import { NaiadError } from '@naiad/proto'
 
 import type { PieceStore } from '../storage/piece-store.ts'
 
@@ -47,4 +52,28 @@ export async function wholeDigest(input: WholeDigestInput): Promise<{ sha256: Bu
     whole.update(chunk)
   }
   return { sha256: whole.digest(), by: 'read-back' }
+}
+
+/** What the whole content must match: the source's digest (unless this node is the source), then the user's. */
+export interface ContentExpectations {
+  /** The whole content's digest as the task's source published it; undefined when this node is the source, or none was published. */
+  source: Uint8Array | undefined
+  /** `sha256:<hex>` the user asked for; undefined or empty: none. */
+  user: string | undefined
+}
+
+/** Throws DFD_ERR_DIGEST_MISMATCH when the content's digest differs from one it must match. */
+export function checkContent(sha256: Buffer, expected: ContentExpectations): void {
+  if (expected.source !== undefined && !sha256.equals(expected.source)) {
+    throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `content SHA-256 ${sha256.toString('hex')} differs from the source's ${Buffer.from(expected.source).toString('hex')}`)
+  }
+  checkUserDigest(sha256, expected.user)
+}
+
+/** Throws DFD_ERR_DIGEST_MISMATCH unless the content has the digest the user named (if any). */
+export function checkUserDigest(sha256: Buffer, digest: string | undefined): void {
+  if (digest === undefined || digest === '') return
+  if (`sha256:${sha256.toString('hex')}` !== digest) {
+    throw new NaiadError('DFD_ERR_DIGEST_MISMATCH', `content has sha256:${sha256.toString('hex')}, expected ${digest}`)
+  }
 }

@@ -1,0 +1,134 @@
+// How a download makes itself known to the scheduler: registering its task (the answer
+// says where the pieces come from, or that this node is to read the origin), and, for a
+// task this node already holds complete, announcing it so that it can serve as a parent.
+
+import { setTimeout as sleep } from 'node:timers/promises'
+
+import type { Logger } from 'pino'
+import type { NaiadError, PieceResult, RegisterTaskRequest, TaskInfo } from '@naiad/proto'
+
+import type { SchedulerClient } from '../scheduler/client.ts'
+import type { PieceStore } from '../storage/piece-store.ts'
+import { schedulerMayReturn } from './poll-policy.ts'
+import type { DownloadRequest } from './types.ts'
+
+/** Registrations tried while the scheduler client still counts the supernode up (a loaded one answers late). */
+const REGISTER_ATTEMPTS = 3
+/** The same, counting those after which the supernode was marked down and came back (a flapping one must not hold a download forever). */
+const REGISTER_ATTEMPTS_AFTER_OUTAGES = 10
+/** How often a download waiting for an unavailable scheduler looks again, and logs that it waits. */
+const SCHEDULER_WAIT_POLL_MS = 100
+const SCHEDULER_WAIT_LOG_MS = 1_000
+
+export interface RegistrationComponents {
+  scheduler: SchedulerClient
+  store: Pick<PieceStore, 'bitmap' | 'getPiece'>
+  log: Logger
+}
+
+export interface RegistrationOptions {
+  schedulerTimeoutMs: number
+  /** As long as a download waits for a silent swarm: the longest wait for a scheduler that may come back. */
+  stallTimeoutMs: number
+}
+
+export function registrationRequest(taskId: string, req: DownloadRequest): RegisterTaskRequest {
+  return {
+    taskId,
+    url: req.url,
+    headers: Object.entries(req.headers).map(([name, value]) => ({ name, value })),
+    digest: req.digest ?? '',
+    range: req.range ?? '',
+    filter: req.filter ?? []
+  }
+}
+
+export class Registration {
+  private readonly request: RegisterTaskRequest
+  private readonly c: RegistrationComponents
+  private readonly options: RegistrationOptions
+
+  constructor(request: RegisterTaskRequest, components: RegistrationComponents, options: RegistrationOptions) {
+    this.request = request
+    this.c = components
+    this.options = options
+  }
+
+  /**
+   * Registers the task; undefined when the scheduler cannot be had (the download then goes to
+   * the origin). A slow answer from a loaded supernode is not a reason to go there: a call that
+   * timed out is tried again while the scheduler client still counts the supernode up — it
+   * marks it down after a few timeouts with nothing heard meanwhile — and a scheduler marked
+   * down for a reason that may pass (slow, not yet admitting this node) is waited for.
+   */
+  async register(signal: AbortSignal): Promise<TaskInfo | undefined> {
+    const { scheduler, log } = this.c
+    let lastErr: unknown
+    for (let attempt = 1; ; attempt++) {
+      if (!scheduler.available && !await this.waitForScheduler(signal)) {
+        log.warn({ err: (lastErr as Error | undefined)?.message, attempts: attempt - 1 }, 'scheduler unavailable, going to the origin')
+        return undefined
+      }
+      try {
+        return await scheduler.registerTask(this.request, AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
+      } catch (err) {
+        signal.throwIfAborted()
+        lastErr = err
+        const code = (err as Partial<NaiadError>).code
+        const slow = code === 'PROTO_ERR_TIMEOUT' || code === 'PROTO_ERR_ABORTED'
+        // Marked down by this call: the wait at the top of the loop decides.
+        if (!scheduler.available && this.mayReturn() && attempt < REGISTER_ATTEMPTS_AFTER_OUTAGES) continue
+        if (!slow || attempt >= REGISTER_ATTEMPTS || !scheduler.available) {
+          log.warn({ err: (err as Error).message, attempts: attempt }, 'scheduler unavailable, going to the origin')
+          return undefined
+        }
+        log.info({ err: (err as Error).message, attempt }, 'the scheduler answered late; registering again')
+      }
+    }
+  }
+
+  /**
+   * Tells the scheduler that this node holds the task complete (after a restart of either
+   * side the scheduler may not know), so that it can serve as a parent.
+   */
+  async announceComplete(task: { contentLength: number; pieceSize: number; pieceCount: number; sha256: Buffer }): Promise<void> {
+    const { scheduler, store } = this.c
+    if (!scheduler.available) return
+    const taskId = this.request.taskId
+    const info = await scheduler.registerTask(this.request, AbortSignal.timeout(this.options.schedulerTimeoutMs))
+    const trusted = info.backToSource
+    const results: PieceResult[] = []
+    for (const num of store.bitmap(taskId).pieces()) {
+      const p = store.getPiece(taskId, num)
+      if (p !== undefined) results.push({ num, parentId: '', length: p.length, costMs: 0, sha256: trusted ? p.sha256 : new Uint8Array(0), errorCode: '' })
+    }
+    await scheduler.reportPieces({
+      taskId,
+      results,
+      state: 'succeeded',
+      ...(trusted ? task : {})
+    }, AbortSignal.timeout(this.options.schedulerTimeoutMs))
+  }
+
+  private mayReturn(): boolean {
+    return schedulerMayReturn(this.c.scheduler.unavailableSince, Date.now(), this.options.stallTimeoutMs)
+  }
+
+  /** Waits while the scheduler may come back; true once it is available again. */
+  private async waitForScheduler(signal: AbortSignal): Promise<boolean> {
+    const { scheduler, log } = this.c
+    let logged = 0
+    while (!scheduler.available) {
+      signal.throwIfAborted()
+      if (!this.mayReturn()) return false
+      const now = Date.now()
+      if (now - logged >= SCHEDULER_WAIT_LOG_MS) {
+        logged = now
+        log.info({ downMs: now - (scheduler.unavailableSince ?? now), giveUpAfterMs: this.options.stallTimeoutMs }, 'waiting for the scheduler before going to the origin')
+      }
+      // An abort ends the sleep; the loop's first line then throws it.
+      await sleep(SCHEDULER_WAIT_POLL_MS, undefined, { signal }).catch(() => {})
+    }
+    return true
+  }
+}
