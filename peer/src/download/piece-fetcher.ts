@@ -112,6 +112,8 @@ interface Inflight {
   queued: number
   started: number
   abort: AbortController
+  /** Settles once the fetch has let go of its piece (never rejects). */
+  settled?: Promise<void>
 }
 
 export class PieceFetcher {
@@ -148,7 +150,7 @@ export class PieceFetcher {
     const entry: Inflight = { parent, queued: now, started: now, abort: new AbortController() }
     this.inflight.set(num, entry)
     parent.inflight++
-    this.fetch(num, parent, live, entry, signal).catch((err: unknown) => {
+    entry.settled = this.fetch(num, parent, live, entry, signal).catch((err: unknown) => {
       this.c.log.warn({ err: (err as Error).message, piece: num }, 'piece fetch failed unexpectedly')
     }).finally(() => {
       this.inflight.delete(num)
@@ -167,7 +169,7 @@ export class PieceFetcher {
     const pending = [...this.inflight.values()]
     if (pending.length === 0) return
     for (const f of pending) f.abort.abort(reason)
-    while (this.inflight.size > 0) await new Promise((r) => setTimeout(r, 5))
+    await Promise.all(pending.map((f) => f.settled))
   }
 
   /**
