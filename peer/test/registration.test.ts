@@ -46,6 +46,21 @@ describe('registration', () => {
     expect(REQUEST).toEqual({ taskId: 't1', url: 'http://origin/blob', headers: [{ name: 'authorization', value: 'Bearer x' }], digest: 'sha256:00', range: '', filter: [] })
   })
 
+  it('waits out a supernode too busy to register the task, after the pace it names, without counting attempts', async () => {
+    // Four busy answers: more than the three attempts a late answer gets.
+    const scheduler = stub(async (s) => {
+      if (s.registrations <= 4) throw new NaiadError('SN_ERR_BUSY', 'the scheduler is saturated; ask again after pace_ms')
+      return info(false)
+    })
+    Object.defineProperty(scheduler, 'paceMs', { value: 150 })
+    const t0 = performance.now()
+    const result = await new Registration(REQUEST, { scheduler, store: noStore, log }, OPTIONS).register(new AbortController().signal)
+    expect(result).toMatchObject({ id: 't1', backToSource: false })
+    expect(scheduler.registrations).toBe(5)
+    // Four waits of the pace (timers fire late, never early).
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(4 * 150 - 10)
+  })
+
   it('gives a supernode that goes down at every call and comes back ten attempts, then goes to the origin', async () => {
     const scheduler = stub(async (s) => {
       // Each call times out and the client marks the supernode down; the keep-alive finds it again at once.

@@ -86,7 +86,7 @@ export class Supernode {
       scheduler_event_loop_utilization: { help: 'Share of time the supernode\'s event loop was busy (smoothed, 0..1)', read: () => this.pressure.utilization },
       scheduler_event_loop_lag_seconds: { help: 'How late a timer fires on the supernode\'s event loop (smoothed): how long a call waits before it is read', read: () => this.pressure.lagMs / 1000 },
       cluster_supernodes: { help: 'Live supernodes in this supernode\'s view of the cluster (tasks are spread over them)', read: () => this.cluster.live().length },
-      scheduler_deferred_calls: { help: 'get-parents calls answered SN_ERR_BUSY since start (the loop lagged too much to compute them)', read: () => this.pressure.deferred }
+      scheduler_deferred_calls: { help: 'get-parents calls and registrations answered SN_ERR_BUSY since start (the loop lagged too much to serve them)', read: () => this.pressure.deferred }
     }
     // Scheduler filters and scorers go into its arrays; a plugin's are taken out again when it closes.
     const remove = <T>(list: T[], item: T): void => {

@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import pino from 'pino'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { FabricSchedulerClient, ReportBatcher } from '@naiad/peer'
-import { createFabricNode, taskIdOf, type FabricNode, type Host, type NaiadError, type PieceResult } from '@naiad/proto'
+import { call, createFabricNode, PROTOCOLS, SchedulerRequest, SchedulerResponse, taskIdOf, type FabricNode, type Host, type NaiadError, type PieceResult } from '@naiad/proto'
 
 import { PressureGauge, type Pressure } from '../src/scheduler/pressure.ts'
 import { Scheduler, type SchedulerPersistence } from '../src/scheduler/scheduler.ts'
@@ -159,6 +159,29 @@ describe('scheduler backpressure', () => {
     expect(await code(client.getParents(T1, 8))).toBe('ok')
     expect(client.paceMs).toBe(0)
     expect(await code(client.getParents(T1, 8))).toBe('ok')
+  })
+
+  it('puts off the registration of a daemon that waits out a busy answer, and never that of one that does not say so', async () => {
+    const T3 = taskIdOf({ url: url('put-off') })
+    const T4 = taskIdOf({ url: url('older-daemon') })
+    pressure.overloaded = true
+    pressure.paceMs = 300
+    // The daemon's client says it waits out a busy registration (features bit busyRegister).
+    expect(await code(client.registerTask({ taskId: T3, url: url('put-off'), headers: [], digest: '', range: '', filter: [] }))).toBe('SN_ERR_BUSY')
+    expect(client.paceMs).toBeGreaterThanOrEqual(500)
+    expect(client.available).toBe(true)
+    expect(scheduler.tasks.get(T3)?.peers.has(daemon.peerId.toString()) ?? false).toBe(false)
+    // A daemon of an earlier build would take SN_ERR_BUSY for a refusal and go to the origin: served.
+    const addrs = supernode.getMultiaddrs()
+    const res = await call(daemon, addrs, PROTOCOLS.scheduler, SchedulerRequest, SchedulerResponse, { registerTask: { taskId: T4, url: url('older-daemon'), headers: [], digest: '', range: '', filter: [] } }, { timeoutMs: 10_000 })
+    expect(res.error).toBeUndefined()
+    expect(scheduler.tasks.get(T4)!.peers.has(daemon.peerId.toString())).toBe(true)
+    // Once the supernode keeps up, the registration put off goes through.
+    pressure.overloaded = false
+    pressure.paceMs = 0
+    await sleep(client.paceMs + 50)
+    expect(await code(client.registerTask({ taskId: T3, url: url('put-off'), headers: [], digest: '', range: '', filter: [] }))).toBe('ok')
+    expect(scheduler.tasks.get(T3)!.peers.has(daemon.peerId.toString())).toBe(true)
   })
 
   it('sends the reports several tasks make in one turn as one call', async () => {

@@ -19,6 +19,14 @@ const REGISTER_ATTEMPTS_AFTER_OUTAGES = 10
 /** How often a download waiting for an unavailable scheduler looks again, and logs that it waits. */
 const SCHEDULER_WAIT_POLL_MS = 100
 const SCHEDULER_WAIT_LOG_MS = 1_000
+/**
+ * How long a download registers again and again while the supernode answers that it is too
+ * busy to register it (SN_ERR_BUSY): each answer shows it is alive, and in a start of
+ * thousands of daemons at once the registry is the worse place to go.
+ */
+export const REGISTER_BUSY_MAX_MS = 60_000
+/** The least wait before registering again after a busy answer, when it named no pace. */
+const REGISTER_BUSY_MIN_MS = 100
 
 export interface RegistrationComponents {
   scheduler: SchedulerClient
@@ -64,6 +72,8 @@ export class Registration {
   async register(signal: AbortSignal): Promise<TaskInfo | undefined> {
     const { scheduler, log } = this.c
     let lastErr: unknown
+    let busySince: number | undefined
+    let busyLogged = 0
     for (let attempt = 1; ; attempt++) {
       if (!scheduler.available && !await this.waitForScheduler(signal)) {
         log.warn({ err: (lastErr as Error | undefined)?.message, attempts: attempt - 1 }, 'scheduler unavailable, going to the origin')
@@ -75,6 +85,20 @@ export class Registration {
         signal.throwIfAborted()
         lastErr = err
         const code = (err as Partial<NaiadError>).code
+        if (code === 'SN_ERR_BUSY') {
+          // Put off, not refused: after the pace the supernode names, again (not an attempt).
+          const now = Date.now()
+          busySince ??= now
+          if (now - busySince < REGISTER_BUSY_MAX_MS) {
+            if (now - busyLogged >= SCHEDULER_WAIT_LOG_MS) {
+              busyLogged = now
+              log.info({ paceMs: scheduler.paceMs ?? 0, busyMs: now - busySince }, 'the supernode is too busy to register the task now; registering again after its pace')
+            }
+            await sleep(Math.max(REGISTER_BUSY_MIN_MS, scheduler.paceMs ?? 0), undefined, { signal }).catch(() => {})
+            attempt--
+            continue
+          }
+        }
         const slow = code === 'PROTO_ERR_TIMEOUT' || code === 'PROTO_ERR_ABORTED'
         // Marked down by this call: the wait at the top of the loop decides.
         if (!scheduler.available && this.mayReturn() && attempt < REGISTER_ATTEMPTS_AFTER_OUTAGES) continue

@@ -257,7 +257,8 @@ export class FabricSchedulerClient implements SchedulerClient {
   }
 
   async registerTask(req: RegisterTaskRequest, signal?: AbortSignal): Promise<TaskInfo> {
-    const res = await this.rpc({ registerTask: req }, signal)
+    // The registration may be put off (SN_ERR_BUSY with a pace): Registration waits it out.
+    const res = await this.rpc({ registerTask: req, features: SCHEDULER_FEATURES.busyRegister }, signal)
     if (res.task === undefined) throw new NaiadError('PROTO_ERR_DECODE', 'scheduler answered registerTask without a task')
     this.keepDigests(req.taskId, res.task.digestEpoch, res.task.pieces.slice())
     return res.task

@@ -124,7 +124,8 @@ export const SchedulerRequest = message('SchedulerRequest', {
   getParents: f.message(4, GetParentsRequest),
   leaveTask: f.message(5, LeaveTaskRequest),
   leaveHost: f.bool(6),
-  reportBatch: f.message(7, ReportBatch)
+  reportBatch: f.message(7, ReportBatch),
+  features: f.uint32(8) // SCHEDULER_FEATURES bits: what the caller understands
 })
 
 export const SchedulerResponse = message('SchedulerResponse', {
@@ -140,8 +141,13 @@ export const SchedulerResponse = message('SchedulerResponse', {
 
 /** Bits of SchedulerResponse.features. */
 export const SCHEDULER_FEATURES = {
-  /** SchedulerRequest.report_batch */
-  reportBatch: 1
+  /** SchedulerRequest.report_batch (in answers: the supernode takes it). */
+  reportBatch: 1,
+  /**
+   * In requests: the caller waits out an SN_ERR_BUSY answer to register_task (the pace, then
+   * again), so a saturated supernode may put its registration off as it does get_parents.
+   */
+  busyRegister: 2
 } as const
 
 /**

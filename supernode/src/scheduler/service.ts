@@ -66,7 +66,11 @@ export interface TaskOwnership {
  */
 export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gate?: SchedulerGate, pressure?: Pressure & { deferred?: number }, ownership?: TaskOwnership): Promise<void> {
   const handle = (req: SchedulerRequest, hostId: string, connection: Connection, signal: AbortSignal): Partial<SchedulerResponse> | Promise<Partial<SchedulerResponse>> => {
-    const busy = req.getParents !== undefined && pressure?.busy() === true
+    // get_parents can wait (the daemon keeps the parents it has), and so can the registration
+    // of a daemon that says it waits out a busy answer: in a start of thousands at once, the
+    // registrations queued past the daemons' timeouts were served anyway, their retries queued
+    // behind them, and every daemon went to the origin (bench/sim, the 10,000-node rollout).
+    const busy = (req.getParents !== undefined || (req.registerTask !== undefined && (req.features & SCHEDULER_FEATURES.busyRegister) !== 0)) && pressure?.busy() === true
     if (calls.hasSubscribers) calls.publish({ hostId, call: callOf(req), reports: req.reportBatch?.reports.length ?? (req.reportPieces === undefined ? 0 : 1), busy })
     if (req.registerTask !== undefined && ownership !== undefined) {
       try {
@@ -78,7 +82,8 @@ export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gat
     if (pressure === undefined) return handleRemoteRequest(scheduler, gate, hostId, connection, req, signal)
     if (busy) {
       if (pressure.deferred !== undefined) pressure.deferred++
-      // Answered at once, without the scheduler's work: the daemon keeps the parents it has.
+      // Answered at once, without the scheduler's work: the daemon keeps the parents it has,
+      // or registers again after the pace.
       return { error: { code: 'SN_ERR_BUSY', message: 'the scheduler is saturated; ask again after pace_ms' }, paceMs: spreadPace(Math.max(BUSY_RETRY_MS, pressure.paceMs), paceShare(hostId)), features: FEATURES }
     }
     const share = paceShare(hostId)
