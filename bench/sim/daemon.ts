@@ -5,8 +5,10 @@
 // whose upload slots are full), reports them on a beat (100 ms, or the pace; one call for all
 // its tasks on a supernode that batches, one per task before), and serves its own pieces. A
 // call unanswered after the timeout counts towards "supernode down" by the client's rules;
-// a task goes to the origin when its supernode is down and no offered parent can serve, or
-// when nothing arrived for the stall timeout.
+// a registration is sent again and waits for a supernode that may come back, announcements
+// probe a down one from 250 ms; a task goes to the origin when its supernode has been down for
+// the stall timeout and no offered parent can serve, or when nothing arrived for the stall
+// timeout.
 
 import type { Clock } from './events.ts'
 import type { NetNode, Network } from './network.ts'
@@ -24,6 +26,13 @@ export interface DaemonOptions {
   /** The scheduler before issue 15: no pace, a report call per task, three timeouts in a row and it is down. */
   old: boolean
 }
+
+/** peer/src/download/registration.ts and dfdaemon/src/admission/keepalive.ts. */
+const REGISTER_ATTEMPTS = 3
+const REGISTER_ATTEMPTS_AFTER_OUTAGES = 10
+const REGISTER_BUSY_MAX_S = 60
+const SCHEDULER_WAIT_POLL_S = 0.1
+const PROBE_MIN_S = 0.25
 
 export const DAEMON_DEFAULTS: DaemonOptions = {
   concurrency: 8, perParent: 3, uploadSlots: 16, timeoutS: 2, stallS: 10, pollS: 0.25, beatS: 0.1, keepaliveS: 5, old: false
@@ -49,6 +58,10 @@ interface Link {
   paceMs: number
   pacedAt: number
   beating: boolean
+  /** When the client last marked it down. */
+  downAt: number
+  /** A probe (an announcement sooner than the keep-alive) is scheduled. */
+  probing: boolean
 }
 
 class DaemonTask {
@@ -65,6 +78,8 @@ class DaemonTask {
   /** Offered pieces, rarest among the offered parents first. */
   order: number[] = []
   registered = false
+  /** When the first busy answer to its registration came. */
+  busySince: number | undefined
   polling = false
   lastProgress = 0
   fromOrigin = false
@@ -100,7 +115,7 @@ export class Daemon {
     for (const v of views) {
       let link = this.links.get(v.owner)
       if (link === undefined) {
-        link = { sn: v.owner, down: false, timeouts: 0, answers: 0, paceMs: 0, pacedAt: -Infinity, beating: false }
+        link = { sn: v.owner, down: false, timeouts: 0, answers: 0, paceMs: 0, pacedAt: -Infinity, beating: false, downAt: -Infinity, probing: false }
         this.links.set(v.owner, link)
       }
       this.tasks.push(new DaemonTask(v, link))
@@ -116,12 +131,68 @@ export class Daemon {
     for (const t of this.tasks) {
       t.lastProgress = this.w.clock.now
       t.view.running.add(this.id)
-      this.call(t.link, { kind: 'register', results: 0, peers: 0, serve: () => { t.view.members++ } }, () => {
-        t.registered = true
-        this.poll(t)
-      }, () => this.giveUp(t))
+      this.register(t, 1)
     }
     for (const link of this.links.values()) this.keepalive(link)
+  }
+
+  /**
+   * As peer/src/download/registration.ts: a registration that timed out is sent again while
+   * the client counts the supernode up (three attempts); one that marked it down waits for it
+   * to come back (an announcement answered) for up to the stall timeout, ten attempts in all.
+   * The scheduler before issue 15's client went to the origin at the first failure.
+   */
+  private register(t: DaemonTask, attempt: number): void {
+    if (t.done || t.fromOrigin) return
+    if (t.link.down && !this.o.old) return this.waitUp(t, () => this.register(t, attempt))
+    this.call(t.link, { kind: 'register', results: 0, peers: 0, waitsBusy: !this.o.old, serve: () => { t.view.members++ } }, (a) => {
+      // Put off by a saturated supernode: again after its pace, not an attempt, for up to a
+      // minute (REGISTER_BUSY_MAX_MS).
+      if (a.busy) {
+        t.busySince ??= this.w.clock.now
+        if (this.w.clock.now - t.busySince < REGISTER_BUSY_MAX_S) {
+          this.w.clock.after(Math.max(0.1, a.paceMs / 1000), () => this.register(t, attempt))
+          return
+        }
+        return this.giveUp(t)
+      }
+      t.registered = true
+      // The stall clock starts with the swarm loop, after the registration (PollPolicy).
+      t.lastProgress = this.w.clock.now
+      this.poll(t)
+    }, () => {
+      if (this.o.old) return this.giveUp(t)
+      if (t.link.down ? attempt < REGISTER_ATTEMPTS_AFTER_OUTAGES : attempt < REGISTER_ATTEMPTS) {
+        return this.register(t, attempt + 1)
+      }
+      this.giveUp(t)
+    })
+  }
+
+  /** Runs `then` once the task's supernode counts up again; the origin once it has been down for the stall timeout. */
+  private waitUp(t: DaemonTask, then: () => void): void {
+    if (t.done || t.fromOrigin) return
+    if (!t.link.down) return then()
+    if (!this.mayReturn(t.link)) return this.giveUp(t)
+    this.w.clock.after(SCHEDULER_WAIT_POLL_S, () => this.waitUp(t, then))
+  }
+
+  /** A supernode marked down less than the stall timeout ago may come back (schedulerMayReturn). */
+  private mayReturn(link: Link): boolean {
+    return !this.o.old && link.down && this.w.clock.now - link.downAt < this.o.stallS
+  }
+
+  /** As dfdaemon/src/admission/keepalive.ts: while the supernode counts down, announce from 250 ms, doubling up to the keep-alive. */
+  private probe(link: Link, backoffS: number): void {
+    if (link.probing || this.doneAt >= 0) return
+    link.probing = true
+    this.w.clock.after(backoffS, () => {
+      link.probing = false
+      if (!link.down || this.doneAt >= 0) return
+      this.call(link, { kind: 'announce', results: 0, peers: 0 }, () => {
+        for (const t of this.tasks) if (!t.done && !t.fromOrigin && !t.polling && t.registered) this.poll(t)
+      }, () => this.probe(link, Math.min(this.o.keepaliveS, backoffS * 2)), true)
+    })
   }
 
   // ------------------------------------------------------------ calls
@@ -132,15 +203,16 @@ export class Daemon {
    * a timeout counts only when nothing was heard since the call went out (the old client:
    * always), and three (ten while the supernode asks for a pace) make it down.
    */
-  private call(link: Link, c: Omit<Call, 'answer'>, ok: (a: Answer) => void, failed: () => void, probe = false): void {
+  private call(link: Link, c: Omit<Call, 'answer' | 'from'>, ok: (a: Answer) => void, failed: () => void, probe = false): void {
     if (link.down && !probe) {
       failed()
       return
     }
     const before = link.answers
     let settled = false
-    const answerAt = link.sn.submit({
+    link.sn.submit({
       ...c,
+      from: `sim-daemon-${this.id}`,
       answer: (a) => {
         if (settled) return
         settled = true
@@ -152,7 +224,6 @@ export class Daemon {
         ok(a)
       }
     })
-    if (answerAt - this.w.clock.now <= this.o.timeoutS) return
     this.w.clock.after(this.o.timeoutS, () => {
       if (settled) return
       settled = true
@@ -162,7 +233,9 @@ export class Daemon {
       const busy = !this.o.old && link.paceMs > 0 && this.w.clock.now - link.pacedAt < 30
       if (++link.timeouts >= (busy ? 10 : 3) && !link.down) {
         link.down = true
+        link.downAt = this.w.clock.now
         this.downs++
+        if (!this.o.old) this.probe(link, PROBE_MIN_S)
       }
       failed()
     })
@@ -348,10 +421,14 @@ export class Daemon {
   /** Nothing in flight: go to the origin when the supernode is down and no parent serves, or after the stall timeout. */
   private stuck(t: DaemonTask): void {
     if (t.done || t.fromOrigin || t.inflight.size > 0) return
-    if (t.link.down && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t)
+    // Lost (down, and for the old client or past the stall timeout, not coming back) with
+    // nothing a known parent can serve: the origin (peer/src/download/poll-policy.ts).
+    const lost = t.link.down && !this.mayReturn(t.link)
+    if (lost && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t)
     const left = this.o.stallS - (this.w.clock.now - t.lastProgress)
     if (left <= 0) return this.backToSource(t)
-    this.w.clock.after(left + 0.001, () => { if (t.inflight.size === 0) this.stuck(t) })
+    const untilLost = t.link.down && !lost ? t.link.downAt + this.o.stallS - this.w.clock.now : Infinity
+    this.w.clock.after(Math.min(left, untilLost) + 0.001, () => { if (t.inflight.size === 0) this.stuck(t) })
   }
 
   private giveUp(t: DaemonTask): void {

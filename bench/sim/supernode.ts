@@ -5,7 +5,7 @@
 // grants). `old` is the scheduler before issue 15: no pace, no busy answers, and a getParents
 // whose cost grows with the task's peers.
 
-import { PressureGauge } from '@naiad/supernode'
+import { paceShare, PressureGauge, spreadPace } from '@naiad/supernode'
 
 import type { Costs } from './costs.ts'
 import type { Clock } from './events.ts'
@@ -24,6 +24,12 @@ export interface Call {
   results: number
   /** Peers of the task a getParents reads (the old scheduler's cost). */
   peers: number
+  /** A registration from a daemon that waits out SN_ERR_BUSY (SchedulerRequest.features). */
+  waitsBusy?: boolean
+  /** The calling daemon's name: the real supernode stretches each daemon's pace by a share fixed per peer ID. */
+  from: string
+  /** When it reached the supernode (set by submit). */
+  queuedAt?: number
   /** Runs when the supernode has done the call's work (reports change the swarm then). */
   serve?: () => void
   answer: (a: Answer) => void
@@ -55,8 +61,13 @@ export class SupernodeModel {
   maxWaitS = 0
   private readonly clock: Clock
   private readonly costs: Costs
-  /** When the loop has done every call queued so far. */
-  private queueEnd = 0
+  /** Calls waiting for the loop, in arrival order (from `head`), and the work they would take at full cost. */
+  private readonly queue: Call[] = []
+  private head = 0
+  private queuedS = 0
+  /** The loop is serving a call, which ends at `currentEnd`. */
+  private running = false
+  private currentEnd = 0
   private sampledBusy = 0
   private sampling = false
 
@@ -84,29 +95,46 @@ export class SupernodeModel {
   }
 
   /**
-   * Queues a call; the loop serves calls one at a time, in arrival order. Returns when its
-   * answer will go out (calls behind it do not delay it), so a caller sets a timeout only
-   * for an answer that will be late.
+   * Queues a call; the loop serves calls one at a time, in arrival order, and decides as it
+   * reads each one whether the scheduler is too busy for it (SN_ERR_BUSY, answered for the
+   * call's transport cost alone): get_parents always, a registration when the daemon says it
+   * waits out a busy answer (its client's features).
    */
-  submit(call: Call): number {
-    const now = this.clock.now
+  submit(call: Call): void {
     if (!this.sampling && this.gauge !== undefined) this.sample()
-    // Decided as the call is read: a lagging loop answers get_parents at once with SN_ERR_BUSY.
-    const busy = call.kind === 'parents' && this.gauge?.busy() === true
-    const cost = busy ? this.costs.callS : this.cost(call)
-    const start = Math.max(now, this.queueEnd)
-    this.queueEnd = start + cost
-    this.maxWaitS = Math.max(this.maxWaitS, start - now)
+    call.queuedAt = this.clock.now
+    this.queue.push(call)
+    this.queuedS += this.cost(call)
+    if (!this.running) this.next()
+  }
+
+  private next(): void {
+    if (this.head >= this.queue.length) {
+      this.queue.length = 0
+      this.head = 0
+      this.running = false
+      return
+    }
+    this.running = true
+    const call = this.queue[this.head]
+    this.queue[this.head++] = undefined as unknown as Call
+    const full = this.cost(call)
+    this.queuedS -= full
+    const now = this.clock.now
+    const busy = (call.kind === 'parents' || (call.kind === 'register' && call.waitsBusy === true)) && this.gauge?.busy() === true
+    const cost = busy ? this.costs.callS : full
+    this.maxWaitS = Math.max(this.maxWaitS, now - (call.queuedAt ?? now))
     this.busyS += cost
     this.calls++
     if (busy) this.deferred++
-    this.clock.at(this.queueEnd, () => {
+    this.currentEnd = now + cost
+    this.clock.at(this.currentEnd, () => {
       if (!busy) call.serve?.()
-      const paceMs = busy ? Math.max(500, this.paceMs) : this.paceMs
+      const paceMs = this.gauge === undefined ? 0 : spreadPace(busy ? Math.max(500, this.paceMs) : this.paceMs, paceShare(call.from))
       this.maxPaceMs = Math.max(this.maxPaceMs, paceMs)
       call.answer({ busy, paceMs })
+      this.next()
     })
-    return this.queueEnd
   }
 
   private cost(call: Call): number {
@@ -122,18 +150,20 @@ export class SupernodeModel {
   /** The gauge's sample: utilisation of the last 100 ms and how late a timer would fire (the work queued ahead). */
   private sample(): void {
     this.sampling = true
-    // Work is charged when queued: what lies beyond now is not yet done.
-    const ahead = Math.max(0, this.queueEnd - this.clock.now)
+    // A call's work is charged when the loop starts it: what lies beyond now is not yet done.
+    // A timer would fire after the call running now and every call queued before it.
+    const ahead = this.running ? Math.max(0, this.currentEnd - this.clock.now) : 0
+    const lag = ahead + this.queuedS
     const util = Math.min(1, Math.max(0, this.busyS - ahead - this.sampledBusy) / SAMPLE_S)
     this.sampledBusy = this.busyS - ahead
-    this.gauge!.sample(util, ahead * 1000)
+    this.gauge!.sample(util, lag * 1000)
     const bucket = Math.floor(this.clock.now / TIMELINE_S)
     const b = this.timeline[bucket] ??= { t: bucket * TIMELINE_S, util: 0, paceMs: 0, samples: 0 }
     b.util += util
     b.paceMs = Math.max(b.paceMs, this.gauge!.paceMs)
     b.samples++
     // Keep sampling while there is work, and for a while after (the pace must come down).
-    if (util > 0 || this.gauge!.paceMs > 0 || ahead > 0) this.clock.after(SAMPLE_S, () => this.sample())
+    if (util > 0 || this.gauge!.paceMs > 0 || lag > 0) this.clock.after(SAMPLE_S, () => this.sample())
     else this.sampling = false
   }
 }

@@ -32,3 +32,4 @@ export type { ControlHost, ControlSendOptions } from './control/control-client.t
 export type { Dialect, Param, Sql } from './database/sql.ts'
 // The scheduler's saturation signal, for bench/sim (it runs the gauge itself).
 export { PressureGauge } from './scheduler/pressure.ts'
+export { paceShare, spreadPace } from './scheduler/service.ts'
