@@ -16,6 +16,7 @@ import { createLibp2p } from 'libp2p'
 
 import { NaiadError } from '../errors.ts'
 import { guardNode, type FabricGuard } from './guard.ts'
+import { batchedWrites } from './socket-writes.ts'
 
 export type FabricNode = Libp2p
 
@@ -99,7 +100,7 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
       datastore: new CompactDatastore(),
       addresses: { listen: options.listen },
       transports: [tcp()],
-      connectionEncrypters: [noise()],
+      connectionEncrypters: [batchedWrites(noise())],
       streamMuxers: [yamux({ streamOptions: {
         // Pieces are megabytes: a larger window keeps a single stream from stalling on
         // window updates over a fast link.
