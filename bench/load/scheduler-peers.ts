@@ -53,7 +53,7 @@ import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import {
-  ClusterVerifier, guardNode, joinRequest, MemberGuard, batchedWrites, PROTOCOLS, RpcSession, SchedulerRequest, SchedulerResponse, call, loadIdentity,
+  ClusterVerifier, guardNode, joinRequest, lazyWindowUpdates, MemberGuard, batchedWrites, PROTOCOLS, RpcSession, SchedulerRequest, SchedulerResponse, call, loadIdentity,
   ownerOf, parseDuration, parseToken, raiseRemote, taskIdOf, type FabricNode, type PieceResult
 } from '@naiad/proto'
 
@@ -219,7 +219,7 @@ async function open(i: number): Promise<Peer> {
       // localAddress is handed on to net.connect, though TCPSocketOptions does not list it.
       transports: [tcp({ dialOpts: { localAddress: sourceIp(i) } as TCPSocketOptions })],
       connectionEncrypters: [batchedWrites(noise())],
-      streamMuxers: [yamux()],
+      streamMuxers: [lazyWindowUpdates(yamux())],
       connectionMonitor: { enabled: false }
     })
     peerIds.set(i, node.peerId.toString())

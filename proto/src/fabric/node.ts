@@ -17,6 +17,7 @@ import { createLibp2p } from 'libp2p'
 import { NaiadError } from '../errors.ts'
 import { guardNode, type FabricGuard } from './guard.ts'
 import { batchedWrites } from './socket-writes.ts'
+import { lazyWindowUpdates } from './window-updates.ts'
 
 export type FabricNode = Libp2p
 
@@ -101,7 +102,7 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
       addresses: { listen: options.listen },
       transports: [tcp()],
       connectionEncrypters: [batchedWrites(noise())],
-      streamMuxers: [yamux({ streamOptions: {
+      streamMuxers: [lazyWindowUpdates(yamux({ streamOptions: {
         // Pieces are megabytes: a larger window keeps a single stream from stalling on
         // window updates over a fast link.
         initialStreamWindowSize: 4 * 1024 * 1024,
@@ -109,7 +110,7 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
         // A stream may hold a full window before the reader drains it; a smaller read
         // buffer would reset fast piece transfers whenever the reader falls behind.
         maxReadBufferLength: 20 * 1024 * 1024
-      } })],
+      } }))],
       // Naiad's own calls carry timeouts; the monitor's pings would need an extra protocol.
       connectionMonitor: { enabled: false },
       // libp2p's default of 5 new connections per second per address is tight for many
