@@ -12,8 +12,9 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Uint8ArrayList } from 'uint8arraylist'
 
+import type { NaiadError} from '../src/index.ts';
 import {
-  createFabricNode, FrameDecoder, lengthPrefixed, NaiadError, RpcSession, SchedulerRequest, SchedulerResponse, serveSession,
+  createFabricNode, FrameDecoder, lengthPrefixed, RpcSession, SchedulerRequest, SchedulerResponse, serveSession,
   type FabricNode
 } from '../src/index.ts'
 
