@@ -32,7 +32,7 @@ describe('fabric writes', () => {
     client = await createFabricNode({ dataDir: join(dir, 'client'), listen: ['/ip4/127.0.0.1/tcp/0'] })
     // An answer above 1,200 bytes: Noise encrypts it in parts (the worst case for writes).
     const parents = Array.from({ length: 8 }, (_, i) => ({ id: `peer-${i}`.padEnd(52, 'x'), multiaddrs: ['/ip4/127.0.0.1/tcp/1'.padEnd(80, '0')], bitmap: new Uint8Array(16), score: i, isSeed: false, dataPort: 0, dataTransport: '' }))
-    await serveSession(server, SESSION, SchedulerRequest, SchedulerResponse, () => ({ paceMs: 5, parents: { parents, grant: new Uint8Array(180) } }))
+    await serveSession(server, SESSION, SchedulerRequest, SchedulerResponse, () => ({ paceMs: 5, parents: { task: undefined, parents, grant: new Uint8Array(180) } }))
     await server.handle(ECHO, (stream) => {
       stream.addEventListener('message', (evt) => {
         if (!stream.send(evt.data)) {

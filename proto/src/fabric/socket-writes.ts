@@ -12,6 +12,8 @@
 import type { ConnectionEncrypter, MessageStream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 
+import { quietLengthDecoder } from './noise-reads.ts'
+
 /**
  * Sends up to this size are held to the end of the microtask and copied into one buffer;
  * larger ones (bulk data, a backlog) go out as before, where the copy would cost more than
@@ -86,8 +88,8 @@ export function batchSends<T extends MessageStream>(conn: T): T {
 
 /**
  * Wraps a connection encrypter factory (noise()) so that every connection it secures sends
- * a microtask's frames as one message (batchSends) and writes each message once
- * (coalesceWrites).
+ * a microtask's frames as one message (batchSends), writes each message once
+ * (coalesceWrites) and reads without a thrown error per chunk (quietLengthDecoder).
  */
 export function batchedWrites<C, E>(factory: (components: C) => ConnectionEncrypter<E>): (components: C) => ConnectionEncrypter<E> {
   return (components) => {
@@ -97,11 +99,11 @@ export function batchedWrites<C, E>(factory: (components: C) => ConnectionEncryp
     const outbound = encrypter.secureOutbound.bind(encrypter)
     encrypter.secureInbound = async (conn, options) => {
       const secured = await inbound(coalesceWrites(conn), options)
-      return { ...secured, connection: batchSends(secured.connection) }
+      return { ...secured, connection: batchSends(quietLengthDecoder(secured.connection)) }
     }
     encrypter.secureOutbound = async (conn, options) => {
       const secured = await outbound(coalesceWrites(conn), options)
-      return { ...secured, connection: batchSends(secured.connection) }
+      return { ...secured, connection: batchSends(quietLengthDecoder(secured.connection)) }
     }
     return encrypter
   }
