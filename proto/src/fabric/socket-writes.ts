@@ -74,7 +74,8 @@ export function batchSends<T extends MessageStream>(conn: T): T {
       held = undefined
       return send(all)
     }
-    if (data.byteLength > COALESCE_MAX_BYTES || conn.writableNeedsDrain) return send(data)
+    // A closing connection answers at once, as before (send() throws there).
+    if (data.byteLength > COALESCE_MAX_BYTES || conn.writableNeedsDrain || conn.status !== 'open') return send(data)
     held = new Uint8ArrayList(data)
     queueMicrotask(flush)
     return true
