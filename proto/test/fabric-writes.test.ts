@@ -9,13 +9,13 @@ import { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
+import type { MessageStream } from '@libp2p/interface'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Uint8ArrayList } from 'uint8arraylist'
 
-import type { NaiadError} from '../src/index.ts';
 import {
-  createFabricNode, FrameDecoder, lengthPrefixed, RpcSession, SchedulerRequest, SchedulerResponse, serveSession,
-  type FabricNode
+  batchSends, COALESCE_MAX_BYTES, createFabricNode, FrameDecoder, lengthPrefixed, RpcSession, SchedulerRequest, SchedulerResponse,
+  serveSession, type FabricNode, type NaiadError
 } from '../src/index.ts'
 
 const SESSION = '/naiad/test-writes/1.1.0'
@@ -125,5 +125,49 @@ describe('session frame decoder', () => {
       }
     })()
     expect(code).toBe('PROTO_ERR_MESSAGE_TOO_LARGE')
+  })
+})
+
+describe('batched sends', () => {
+  /** What batchSends reaches of a connection: send, close and the state it checks. */
+  const fake = (): { conn: MessageStream; sent: number[][]; closed: boolean[] } => {
+    const sent: number[][] = []
+    const closed: boolean[] = []
+    const conn = {
+      status: 'open', writableNeedsDrain: false,
+      send(data: Uint8Array | Uint8ArrayList): boolean {
+        sent.push([...(data instanceof Uint8Array ? data : data.subarray())])
+        return true
+      },
+      async close(): Promise<void> { closed.push(true) },
+      abort(): void {}
+    }
+    return { conn: batchSends(conn as unknown as MessageStream), sent, closed }
+  }
+
+  it('sends the small frames of one microtask as one, in order', async () => {
+    const { conn, sent } = fake()
+    expect(conn.send(Uint8Array.of(1, 2))).toBe(true)
+    expect(conn.send(new Uint8ArrayList(Uint8Array.of(3), Uint8Array.of(4)))).toBe(true)
+    expect(sent).toHaveLength(0)
+    await Promise.resolve()
+    expect(sent).toEqual([[1, 2, 3, 4]])
+  })
+
+  it('sends what it holds before a large frame, and the large one at once', () => {
+    const { conn, sent } = fake()
+    conn.send(Uint8Array.of(1))
+    conn.send(new Uint8Array(COALESCE_MAX_BYTES + 1).fill(9))
+    expect(sent).toHaveLength(1)
+    expect(sent[0][0]).toBe(1)
+    expect(sent[0]).toHaveLength(COALESCE_MAX_BYTES + 2)
+  })
+
+  it('sends what it holds before the connection closes', async () => {
+    const { conn, sent, closed } = fake()
+    conn.send(Uint8Array.of(5))
+    await conn.close()
+    expect(sent).toEqual([[5]])
+    expect(closed).toEqual([true])
   })
 })
