@@ -53,7 +53,7 @@ import { tcp, type TCPSocketOptions } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import {
-  ClusterVerifier, guardNode, joinRequest, MemberGuard, PROTOCOLS, RpcSession, SchedulerRequest, SchedulerResponse, call, loadIdentity,
+  ClusterVerifier, guardNode, joinRequest, lazyWindowUpdates, MemberGuard, batchedWrites, PROTOCOLS, RpcSession, SchedulerRequest, SchedulerResponse, call, loadIdentity,
   ownerOf, parseDuration, parseToken, raiseRemote, taskIdOf, type FabricNode, type PieceResult
 } from '@naiad/proto'
 
@@ -218,8 +218,8 @@ async function open(i: number): Promise<Peer> {
       addresses: { listen: [] },
       // localAddress is handed on to net.connect, though TCPSocketOptions does not list it.
       transports: [tcp({ dialOpts: { localAddress: sourceIp(i) } as TCPSocketOptions })],
-      connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      connectionEncrypters: [batchedWrites(noise())],
+      streamMuxers: [lazyWindowUpdates(yamux())],
       connectionMonitor: { enabled: false }
     })
     peerIds.set(i, node.peerId.toString())

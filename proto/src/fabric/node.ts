@@ -16,6 +16,8 @@ import { createLibp2p } from 'libp2p'
 
 import { NaiadError } from '../errors.ts'
 import { guardNode, type FabricGuard } from './guard.ts'
+import { batchedWrites } from './socket-writes.ts'
+import { lazyWindowUpdates } from './window-updates.ts'
 
 export type FabricNode = Libp2p
 
@@ -99,8 +101,8 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
       datastore: new CompactDatastore(),
       addresses: { listen: options.listen },
       transports: [tcp()],
-      connectionEncrypters: [noise()],
-      streamMuxers: [yamux({ streamOptions: {
+      connectionEncrypters: [batchedWrites(noise())],
+      streamMuxers: [lazyWindowUpdates(yamux({ streamOptions: {
         // Pieces are megabytes: a larger window keeps a single stream from stalling on
         // window updates over a fast link.
         initialStreamWindowSize: 4 * 1024 * 1024,
@@ -108,7 +110,7 @@ export async function createFabricNode(options: FabricNodeOptions): Promise<Fabr
         // A stream may hold a full window before the reader drains it; a smaller read
         // buffer would reset fast piece transfers whenever the reader falls behind.
         maxReadBufferLength: 20 * 1024 * 1024
-      } })],
+      } }))],
       // Naiad's own calls carry timeouts; the monitor's pings would need an extra protocol.
       connectionMonitor: { enabled: false },
       // libp2p's default of 5 new connections per second per address is tight for many

@@ -5,7 +5,6 @@
 // See docs/protocol.md ("Sessions").
 
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
-import { LengthPrefixedDecoder } from '@libp2p/utils'
 import { Uint8ArrayList } from 'uint8arraylist'
 
 import { f, message, type Fields, type Infer, type MessageSchema } from '../codec/wire.ts'
@@ -33,6 +32,46 @@ export function lengthPrefixed(bytes: Uint8Array): Uint8Array {
   out.set(prefix, 0)
   out.set(bytes, prefix.length)
   return out
+}
+
+/**
+ * Splits a stream's chunks into its length-prefixed frames. libp2p's LengthPrefixedDecoder
+ * learns that a chunk holds no further frame from a RangeError (the varint of the missing
+ * next length), so every chunk that arrived cost an Error and its stack trace; this reads
+ * the prefix without throwing. A frame split over chunks waits for the rest.
+ */
+export class FrameDecoder {
+  private readonly pending = new Uint8ArrayList()
+  private readonly maxLength: number
+
+  constructor(maxLength: number) {
+    this.maxLength = maxLength
+  }
+
+  /** The frames `chunk` completes, in order (PROTO_ERR_MESSAGE_TOO_LARGE past the maximum). */
+  decode(chunk: Uint8Array | Uint8ArrayList): Uint8Array[] {
+    const pending = this.pending
+    pending.append(chunk)
+    const frames: Uint8Array[] = []
+    for (;;) {
+      const available = pending.byteLength
+      let length = 0
+      let prefix = 0
+      for (;;) {
+        if (prefix === available) return frames
+        const b = pending.get(prefix)
+        length += (b & 0x7f) * 2 ** (7 * prefix)
+        prefix++
+        if (b < 0x80) break
+        if (prefix === 5) throw new NaiadError('PROTO_ERR_DECODE', 'a session frame length longer than 5 bytes')
+      }
+      if (length > this.maxLength) throw new NaiadError('PROTO_ERR_MESSAGE_TOO_LARGE', `a session frame of ${length} bytes (at most ${this.maxLength})`)
+      if (available < prefix + length) return frames
+      // subarray(): the bytes in place when the frame lies in one chunk, else one copy.
+      frames.push(pending.subarray(prefix, prefix + length))
+      pending.consume(prefix + length)
+    }
+  }
 }
 
 function sessionFrame(id: number, body: Uint8Array): Uint8Array {
@@ -189,7 +228,7 @@ export class RpcSession<Q extends Fields, R extends Fields> {
       // A dial that ran out of time is a timeout, like a call's, not a refusal.
       throw fabricError(err, signal, `opening ${this.protocol}`)
     }
-    const decoder = new LengthPrefixedDecoder({ maxDataLength: this.options.maxResponseBytes ?? LIMITS.maxMessageBytes })
+    const decoder = new FrameDecoder(this.options.maxResponseBytes ?? LIMITS.maxMessageBytes)
     stream.addEventListener('message', (evt) => {
       try {
         for (const buf of decoder.decode(evt.data)) this.answer(buf)
@@ -204,8 +243,8 @@ export class RpcSession<Q extends Fields, R extends Fields> {
     return stream
   }
 
-  private answer(buf: Uint8ArrayList): void {
-    const frame = SessionFrame.decode(buf.subarray())
+  private answer(buf: Uint8Array): void {
+    const frame = SessionFrame.decode(buf)
     const p = this.pending.get(frame.id)
     if (p === undefined) return // the call gave up already
     this.pending.delete(frame.id)
@@ -271,7 +310,7 @@ export async function serveSession<Q extends Fields, R extends Fields>(
   await node.handle(protocol, (stream, connection) => {
     const closed = new AbortController()
     const ctx: SessionContext = { remotePeer: connection.remotePeer, connection, signal: closed.signal }
-    const decoder = new LengthPrefixedDecoder({ maxDataLength: options.maxRequestBytes ?? LIMITS.maxMessageBytes })
+    const decoder = new FrameDecoder(options.maxRequestBytes ?? LIMITS.maxMessageBytes)
     let inFlight = 0
     let paused = false
     const outbox = new Outbox(stream, () => { /* the stream closed meanwhile */ })
@@ -314,7 +353,7 @@ export async function serveSession<Q extends Fields, R extends Fields>(
     stream.addEventListener('message', (evt) => {
       try {
         for (const buf of decoder.decode(evt.data)) {
-          const frame = SessionFrame.decode(buf.subarray())
+          const frame = SessionFrame.decode(buf)
           handle(frame.id, frame.body)
         }
       } catch (err) {
