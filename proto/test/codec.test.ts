@@ -77,7 +77,7 @@ const FULL: Array<[MessageSchema<Fields>, Record<string, unknown>]> = [
   [LeaveTaskRequest, leaveTask],
   [ReportBatch, { reports: [reportPieces, { ...reportPieces, taskId: '1'.repeat(64) }] }],
   [SchedulerRequest, {
-    announceHost: host, registerTask, reportPieces, getParents, leaveTask, leaveHost: true, reportBatch: { reports: [reportPieces] }
+    announceHost: host, registerTask, reportPieces, getParents, leaveTask, leaveHost: true, reportBatch: { reports: [reportPieces] }, features: 2
   }],
   [SchedulerResponse, { error: rpcError, task: taskInfo, parents: getParentsResponse, paceMs: 750, results: [rpcError, { code: '', message: '' }], features: 1 }],
   [DataHello, { protocol: 'naiad-data/1', peerId: '12D3KooWQ', nonce: sha(8), credential: new Uint8Array([1, 2, 3]) }],
