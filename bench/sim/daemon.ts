@@ -10,6 +10,10 @@
 // the stall timeout and no offered parent can serve, or when nothing arrived for the stall
 // timeout.
 
+import {
+  REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS
+} from '@naiad/peer'
+
 import type { Clock } from './events.ts'
 import type { NetNode, Network } from './network.ts'
 import { has, type Answer, type Call, type ParentView, type SupernodeModel, type TaskView } from './supernode.ts'
@@ -27,11 +31,7 @@ export interface DaemonOptions {
   old: boolean
 }
 
-/** peer/src/download/registration.ts and dfdaemon/src/admission/keepalive.ts. */
-const REGISTER_ATTEMPTS = 3
-const REGISTER_ATTEMPTS_AFTER_OUTAGES = 10
-const REGISTER_BUSY_MAX_S = 60
-const SCHEDULER_WAIT_POLL_S = 0.1
+/** dfdaemon/src/admission/keepalive.ts's RETRY_MIN_MS: the first probe of a supernode marked down. */
 const PROBE_MIN_S = 0.25
 
 export const DAEMON_DEFAULTS: DaemonOptions = {
@@ -146,12 +146,12 @@ export class Daemon {
     if (t.done || t.fromOrigin) return
     if (t.link.down && !this.o.old) return this.waitUp(t, () => this.register(t, attempt))
     this.call(t.link, { kind: 'register', results: 0, peers: 0, waitsBusy: !this.o.old, serve: () => { t.view.members++ } }, (a) => {
-      // Put off by a saturated supernode: again after its pace, not an attempt, for up to a
-      // minute (REGISTER_BUSY_MAX_MS).
+      // Put off by a saturated supernode: again after its pace, not an attempt, for up to
+      // REGISTER_BUSY_MAX_MS.
       if (a.busy) {
         t.busySince ??= this.w.clock.now
-        if (this.w.clock.now - t.busySince < REGISTER_BUSY_MAX_S) {
-          this.w.clock.after(Math.max(0.1, a.paceMs / 1000), () => this.register(t, attempt))
+        if (this.w.clock.now - t.busySince < REGISTER_BUSY_MAX_MS / 1000) {
+          this.w.clock.after(Math.max(REGISTER_BUSY_MIN_MS, a.paceMs) / 1000, () => this.register(t, attempt))
           return
         }
         return this.giveUp(t)
@@ -174,7 +174,7 @@ export class Daemon {
     if (t.done || t.fromOrigin) return
     if (!t.link.down) return then()
     if (!this.mayReturn(t.link)) return this.giveUp(t)
-    this.w.clock.after(SCHEDULER_WAIT_POLL_S, () => this.waitUp(t, then))
+    this.w.clock.after(SCHEDULER_WAIT_POLL_MS / 1000, () => this.waitUp(t, then))
   }
 
   /** A supernode marked down less than the stall timeout ago may come back (schedulerMayReturn). */

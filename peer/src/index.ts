@@ -24,6 +24,10 @@ export type { DataTransport } from './channel/connection.ts'
 export { FabricSchedulerClient, type SchedulerClient } from './scheduler/client.ts'
 export { ClusterSchedulerClient, type ClusterSchedulerClientComponents, type ClusterSchedulerClientOptions, type LiveSupernode, type MemberClient } from './scheduler/cluster-client.ts'
 export { ReportBatcher, type ReportBatcherOptions } from './download/report-batcher.ts'
+// How a download's registration retries and waits, for bench/sim (it models this client).
+export {
+  REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS
+} from './download/registration.ts'
 export { DiskPieceStore, type PieceStore, type Reservation, type StoredPiece, type StoredTask } from './storage/piece-store.ts'
 export { contentStream, sendContent, sendServable, waitServable } from './storage/send-content.ts'
 export { OriginClient, discard, redact, trustedCAs, type OriginOptions } from './source/origin.ts'

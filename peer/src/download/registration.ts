@@ -13,11 +13,11 @@ import { schedulerMayReturn } from './poll-policy.ts'
 import type { DownloadRequest } from './types.ts'
 
 /** Registrations tried while the scheduler client still counts the supernode up (a loaded one answers late). */
-const REGISTER_ATTEMPTS = 3
+export const REGISTER_ATTEMPTS = 3
 /** The same, counting those after which the supernode was marked down and came back (a flapping one must not hold a download forever). */
-const REGISTER_ATTEMPTS_AFTER_OUTAGES = 10
+export const REGISTER_ATTEMPTS_AFTER_OUTAGES = 10
 /** How often a download waiting for an unavailable scheduler looks again, and logs that it waits. */
-const SCHEDULER_WAIT_POLL_MS = 100
+export const SCHEDULER_WAIT_POLL_MS = 100
 const SCHEDULER_WAIT_LOG_MS = 1_000
 /**
  * How long a download registers again and again while the supernode answers that it is too
@@ -26,7 +26,7 @@ const SCHEDULER_WAIT_LOG_MS = 1_000
  */
 export const REGISTER_BUSY_MAX_MS = 60_000
 /** The least wait before registering again after a busy answer, when it named no pace. */
-const REGISTER_BUSY_MIN_MS = 100
+export const REGISTER_BUSY_MIN_MS = 100
 
 export interface RegistrationComponents {
   scheduler: SchedulerClient
