@@ -55,6 +55,9 @@ export class Registration {
   private readonly request: RegisterTaskRequest
   private readonly c: RegistrationComponents
   private readonly options: RegistrationOptions
+  /** When the supernode first answered this task's registration busy (registerWhileBusy). */
+  private busySince: number | undefined
+  private busyLogged = 0
 
   constructor(request: RegisterTaskRequest, components: RegistrationComponents, options: RegistrationOptions) {
     this.request = request
@@ -67,38 +70,23 @@ export class Registration {
    * the origin). A slow answer from a loaded supernode is not a reason to go there: a call that
    * timed out is tried again while the scheduler client still counts the supernode up — it
    * marks it down after a few timeouts with nothing heard meanwhile — and a scheduler marked
-   * down for a reason that may pass (slow, not yet admitting this node) is waited for.
+   * down for a reason that may pass (slow, not yet admitting this node) is waited for. A busy
+   * answer is waited out inside an attempt (registerWhileBusy).
    */
   async register(signal: AbortSignal): Promise<TaskInfo | undefined> {
     const { scheduler, log } = this.c
     let lastErr: unknown
-    let busySince: number | undefined
-    let busyLogged = 0
     for (let attempt = 1; ; attempt++) {
       if (!scheduler.available && !await this.waitForScheduler(signal)) {
         log.warn({ err: (lastErr as Error | undefined)?.message, attempts: attempt - 1 }, 'scheduler unavailable, going to the origin')
         return undefined
       }
       try {
-        return await scheduler.registerTask(this.request, AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
+        return await this.registerWhileBusy(signal)
       } catch (err) {
         signal.throwIfAborted()
         lastErr = err
         const code = (err as Partial<NaiadError>).code
-        if (code === 'SN_ERR_BUSY') {
-          // Put off, not refused: after the pace the supernode names, again (not an attempt).
-          const now = Date.now()
-          busySince ??= now
-          if (now - busySince < REGISTER_BUSY_MAX_MS) {
-            if (now - busyLogged >= SCHEDULER_WAIT_LOG_MS) {
-              busyLogged = now
-              log.info({ paceMs: scheduler.paceMs ?? 0, busyMs: now - busySince }, 'the supernode is too busy to register the task now; registering again after its pace')
-            }
-            await sleep(Math.max(REGISTER_BUSY_MIN_MS, scheduler.paceMs ?? 0), undefined, { signal }).catch(() => {})
-            attempt--
-            continue
-          }
-        }
         const slow = code === 'PROTO_ERR_TIMEOUT' || code === 'PROTO_ERR_ABORTED'
         // Marked down by this call: the wait at the top of the loop decides.
         if (!scheduler.available && this.mayReturn() && attempt < REGISTER_ATTEMPTS_AFTER_OUTAGES) continue
@@ -132,6 +120,35 @@ export class Registration {
       state: 'succeeded',
       ...(trusted ? task : {})
     }, AbortSignal.timeout(this.options.schedulerTimeoutMs))
+  }
+
+  /**
+   * One registration call, sent again after the pace the supernode names while it answers
+   * that it is too busy to register the task (SN_ERR_BUSY): put off, not refused, so not an
+   * attempt. Gives the busy answer up (throws it) REGISTER_BUSY_MAX_MS after this task's
+   * first, counted across calls so that attempts do not stretch the bound. Any other error,
+   * and an abort (as the signal's reason), is thrown at once.
+   */
+  private async registerWhileBusy(signal: AbortSignal): Promise<TaskInfo> {
+    const { scheduler, log } = this.c
+    for (;;) {
+      try {
+        return await scheduler.registerTask(this.request, AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
+      } catch (err) {
+        signal.throwIfAborted()
+        if ((err as Partial<NaiadError>).code !== 'SN_ERR_BUSY') throw err
+        const now = Date.now()
+        this.busySince ??= now
+        if (now - this.busySince >= REGISTER_BUSY_MAX_MS) throw err
+        if (now - this.busyLogged >= SCHEDULER_WAIT_LOG_MS) {
+          this.busyLogged = now
+          log.info({ paceMs: scheduler.paceMs ?? 0, busyMs: now - this.busySince }, 'the supernode is too busy to register the task now; registering again after its pace')
+        }
+        // An abort ends the sleep; the next line then throws its reason, not the sleep's AbortError.
+        await sleep(Math.max(REGISTER_BUSY_MIN_MS, scheduler.paceMs ?? 0), undefined, { signal }).catch(() => {})
+        signal.throwIfAborted()
+      }
+    }
   }
 
   private mayReturn(): boolean {
