@@ -93,7 +93,7 @@ describe('registration', () => {
 
     it('reports its pieces with their digests and the layout when the scheduler makes it the source', async () => {
       const scheduler = stub(async () => info(true))
-      await new Registration(REQUEST, { scheduler, store, log }, OPTIONS).announceComplete(task)
+      await new Registration(REQUEST, { scheduler, store, log }, OPTIONS).announceComplete(task, new AbortController().signal)
       expect(scheduler.reports).toEqual([{
         taskId: 't1', state: 'succeeded', ...task,
         results: [0, 2].map((num) => ({ num, parentId: '', length: 10, costMs: 0, sha256: sha(num), errorCode: '' }))
@@ -102,16 +102,40 @@ describe('registration', () => {
 
     it('reports only which pieces it holds otherwise (its digests are no reference)', async () => {
       const scheduler = stub(async () => info(false))
-      await new Registration(REQUEST, { scheduler, store, log }, OPTIONS).announceComplete(task)
+      await new Registration(REQUEST, { scheduler, store, log }, OPTIONS).announceComplete(task, new AbortController().signal)
       expect(scheduler.reports).toEqual([{
         taskId: 't1', state: 'succeeded',
         results: [0, 2].map((num) => ({ num, parentId: '', length: 10, costMs: 0, sha256: new Uint8Array(0), errorCode: '' }))
       }])
     })
 
+    it('waits out a supernode too busy to register it, then reports its pieces', async () => {
+      const scheduler = stub(async (s) => {
+        if (s.registrations <= 2) throw new NaiadError('SN_ERR_BUSY', 'the scheduler is saturated; ask again after pace_ms')
+        return info(false)
+      })
+      await new Registration(REQUEST, { scheduler, store, log }, OPTIONS).announceComplete(task, new AbortController().signal)
+      expect(scheduler.registrations).toBe(3)
+      expect(scheduler.reports).toMatchObject([{ taskId: 't1', state: 'succeeded' }])
+    })
+
+    it('drops the announce, without rejecting, when the scheduler refuses it or the node shuts down while it is busy', async () => {
+      const refusing = stub(async () => { throw new NaiadError('SN_ERR_TASK_ID_MISMATCH', 'refused') })
+      await new Registration(REQUEST, { scheduler: refusing, store, log }, OPTIONS).announceComplete(task, new AbortController().signal)
+      expect({ registrations: refusing.registrations, reports: refusing.reports }).toEqual({ registrations: 1, reports: [] })
+
+      const busy = stub(async () => { throw new NaiadError('SN_ERR_BUSY', 'the scheduler is saturated; ask again after pace_ms') })
+      Object.defineProperty(busy, 'paceMs', { value: 60_000 })
+      const ac = new AbortController()
+      const announcing = new Registration(REQUEST, { scheduler: busy, store, log }, OPTIONS).announceComplete(task, ac.signal)
+      setTimeout(() => ac.abort(new NaiadError('PROTO_ERR_ABORTED', 'daemon is shutting down')), 50)
+      await announcing
+      expect({ registrations: busy.registrations, reports: busy.reports }).toEqual({ registrations: 1, reports: [] })
+    })
+
     it('says nothing to a scheduler known to be unavailable', async () => {
       const scheduler = Object.assign(stub(async () => info(true)), { available: false })
-      await new Registration(REQUEST, { scheduler, store, log }, OPTIONS).announceComplete(task)
+      await new Registration(REQUEST, { scheduler, store, log }, OPTIONS).announceComplete(task, new AbortController().signal)
       expect({ registrations: scheduler.registrations, reports: scheduler.reports }).toEqual({ registrations: 0, reports: [] })
     })
   })

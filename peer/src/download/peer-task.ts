@@ -183,7 +183,9 @@ export class PeerTask {
         this.view.pieceSize = existing.pieceSize
         this.view.pieceCount = existing.pieceCount
         this.tally.finished = true
-        this.registration.announceComplete({ contentLength: existing.contentLength, pieceSize: existing.pieceSize, pieceCount: existing.pieceCount, sha256: existing.sha256 }).catch(() => {})
+        // Not awaited: the cached content is served now, while a busy supernode may put the
+        // announce off for up to a minute; the task's signal, which shutdown aborts, ends that wait.
+        void this.registration.announceComplete({ contentLength: existing.contentLength, pieceSize: existing.pieceSize, pieceCount: existing.pieceCount, sha256: existing.sha256 }, signal)
         return { taskId: this.id, contentLength: existing.contentLength, sha256: existing.sha256.toString('hex'), fromPeers: 0, fromOrigin: 0, cached: true }
       }
       taskStarted.publish({ taskId: this.id, url: this.req.url })

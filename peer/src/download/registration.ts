@@ -101,25 +101,32 @@ export class Registration {
 
   /**
    * Tells the scheduler that this node holds the task complete (after a restart of either
-   * side the scheduler may not know), so that it can serve as a parent.
+   * side the scheduler may not know), so that it can serve as a parent. Best-effort, it never
+   * rejects: a refusal or an outage is logged and dropped (the next request for the task
+   * announces it again), but a supernode too busy to register it now is waited out like a
+   * download's registration, or the cached task would silently not be offered.
    */
-  async announceComplete(task: { contentLength: number; pieceSize: number; pieceCount: number; sha256: Buffer }): Promise<void> {
-    const { scheduler, store } = this.c
+  async announceComplete(task: { contentLength: number; pieceSize: number; pieceCount: number; sha256: Buffer }, signal: AbortSignal): Promise<void> {
+    const { scheduler, store, log } = this.c
     if (!scheduler.available) return
     const taskId = this.request.taskId
-    const info = await scheduler.registerTask(this.request, AbortSignal.timeout(this.options.schedulerTimeoutMs))
-    const trusted = info.backToSource
-    const results: PieceResult[] = []
-    for (const num of store.bitmap(taskId).pieces()) {
-      const p = store.getPiece(taskId, num)
-      if (p !== undefined) results.push({ num, parentId: '', length: p.length, costMs: 0, sha256: trusted ? p.sha256 : new Uint8Array(0), errorCode: '' })
+    try {
+      const info = await this.registerWhileBusy(signal)
+      const trusted = info.backToSource
+      const results: PieceResult[] = []
+      for (const num of store.bitmap(taskId).pieces()) {
+        const p = store.getPiece(taskId, num)
+        if (p !== undefined) results.push({ num, parentId: '', length: p.length, costMs: 0, sha256: trusted ? p.sha256 : new Uint8Array(0), errorCode: '' })
+      }
+      await scheduler.reportPieces({
+        taskId,
+        results,
+        state: 'succeeded',
+        ...(trusted ? task : {})
+      }, AbortSignal.any([signal, AbortSignal.timeout(this.options.schedulerTimeoutMs)]))
+    } catch (err) {
+      log.debug({ err: (err as Error).message }, 'could not announce the task held complete to the scheduler')
     }
-    await scheduler.reportPieces({
-      taskId,
-      results,
-      state: 'succeeded',
-      ...(trusted ? task : {})
-    }, AbortSignal.timeout(this.options.schedulerTimeoutMs))
   }
 
   /**
