@@ -11,7 +11,7 @@
 
 import { createHash } from 'node:crypto'
 import { createReadStream, existsSync } from 'node:fs'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { spawn } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -92,7 +92,7 @@ const ROW_TEXT: Record<Row, string> = {
   'cp-sync': 'cp, then sync of the copy (the durability dfget gives its output)'
 }
 
-interface Sample { row: Row; run: number; ms: number; naiadCpuS: number; otherCpuS: number }
+interface Sample { row: Row; run: number; ms: number; naiadCpuS: number; otherCpuS: number; startedAt: number }
 
 /** Where the node's commands run: this namespace (loopback), or the client namespace of a testbed. */
 interface Place {
@@ -168,13 +168,14 @@ try {
   const target = (name: string): string => join(work, `out-${name}`)
   const timed = async (row: Row, run: number, cmd: string, argv: string[], file: string): Promise<void> => {
     const cpu0 = await Promise.all(naiadPids().map(cpuSeconds))
+    const startedAt = Date.now()
     const { value: r, otherCpuS } = await foreignCpu(() => place.run(cmd, argv))
     const cpu1 = await Promise.all(naiadPids().map(cpuSeconds))
     if (r.code !== 0) throw new Error(`${row}: ${cmd} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`)
     if (await sha256File(file) !== sha) throw new Error(`${row}: ${file} does not have the file's SHA-256`)
     await rm(file, { force: true })
     const naiadCpuS = cpu1.reduce((a, c, i) => a + c - cpu0[i], 0)
-    samples.push({ row, run, ms: r.ms, naiadCpuS, otherCpuS })
+    samples.push({ row, run, ms: r.ms, naiadCpuS, otherCpuS, startedAt })
     log(`run ${run + 1}/${runs} ${row}: ${(r.ms / 1000).toFixed(3)} s (daemon + supernode ${naiadCpuS.toFixed(2)} cpu-s; other processes ${otherCpuS.toFixed(1)})`)
   }
   const dfget = (url: string, file: string): [string, string[]] => [process.execPath, [dfgetBin, url, '-O', file, '--daemon', api, '--no-progress']]
@@ -226,6 +227,13 @@ try {
   process.stdout.write(`${md}\n`)
   await writeResults(out, 'single-node', { size, runs, linkMbit, dfget: dfgetBin, goals, samples }, md)
   log(`wrote ${out}.json, .md`)
+  if (args.dir !== undefined) {
+    // The processes' own lines, to set a cold pull's phases (their pino times) against the
+    // samples' startedAt in the JSON.
+    await writeFile(join(work, 'supernode.log'), `${sn.logs.join('\n')}\n`)
+    await writeFile(join(work, 'dfdaemon.log'), `${daemon.logs.join('\n')}\n`)
+    log(`kept the supernode's and the daemon's logs in ${work}`)
+  }
 } catch (err) {
   failed = true
   log(`single-node: ${overall.aborted ? (overall.reason as Error).message : (err as Error).stack ?? String(err)}`)

@@ -125,6 +125,23 @@ describe('DiskPieceStore', () => {
       expect((await store.read(id, 0, blob.length)).equals(blob)).toBe(true)
     })
 
+    it('starts writing a task\'s file back to disk every 32 MiB written, without waiting for it', async () => {
+      store = open()
+      const mib = Buffer.alloc(1024 * 1024, 7)
+      const big = idOf('big')
+      store.ensureTask(big, 'http://origin/big', mib.length)
+      for (let num = 0; num < 40; num++) await store.writeAt(big, num * mib.length, mib)
+      // One flush began at 32 MiB; the 8 MiB after it wait for the next 32.
+      expect(store.writeBehinds).toBe(1)
+      const small = idOf('small')
+      store.ensureTask(small, 'http://origin/small', mib.length)
+      for (let num = 0; num < 8; num++) await store.writeAt(small, num * mib.length, [mib.subarray(0, 1000), mib.subarray(1000)])
+      expect(store.writeBehinds).toBe(1)
+      // Deleting the task while its flush may still run neither fails nor keeps its count.
+      await store.deleteTask(big)
+      await store.close()
+    })
+
     it('fails a read past the written data with DFD_ERR_STORE', async () => {
       store = open()
       const { id } = await putTask(store, 'short', PIECE)

@@ -121,6 +121,12 @@ const evicted = channel(EVENTS.cacheEvicted)
 const TOUCH_EVERY_MS = 1000
 /** How long an unpinned task's file stays open for the next pin. */
 const FILE_LINGER_MS = 1000
+/**
+ * Written bytes of one task after which the store starts writing its file back to disk (see
+ * writeBehind): small enough that an fsync at the end has little left, large enough that a
+ * flush is one system call per tens of pieces.
+ */
+const WRITE_BEHIND_BYTES = 32 * 1024 * 1024
 
 function rowToTask(r: TaskRow): StoredTask {
   return {
@@ -145,6 +151,10 @@ export class DiskPieceStore implements PieceStore {
   /** When pin last wrote each task's last-access time. */
   private readonly touchedAt = new Map<string, number>()
   private readonly files = new Map<string, Promise<FileHandle>>()
+  /** Per task file: bytes written since its last write-behind flush began, and whether one runs. */
+  private readonly unflushed = new Map<string, { bytes: number; flushing: boolean }>()
+  /** Write-behind flushes started (for tests and metrics). */
+  writeBehinds = 0
   private readonly bitmaps = new Map<string, Bitmap>()
   /** Complete tasks and their files' identities (null: completed before identities were recorded). */
   private readonly completed = new Map<string, string | null>()
@@ -316,6 +326,29 @@ export class DiskPieceStore implements PieceStore {
     for (const w of [...this.roomWaiters]) w()
   }
 
+  /**
+   * Starts writing a task's file back to disk once WRITE_BEHIND_BYTES more were written, one
+   * flush at a time per task, without waiting for it. The bytes reach the disk while the
+   * download still runs (on a link-bound pull the disk is idle), so the fsync that makes an
+   * output durable — dfget's, of its hard link to this file — finds little left to write
+   * instead of the whole file. The kernel would write the same pages back later anyway.
+   */
+  private writeBehind(id: string, fh: FileHandle, bytes: number): void {
+    const state = this.unflushed.get(id) ?? { bytes: 0, flushing: false }
+    state.bytes += bytes
+    this.unflushed.set(id, state)
+    if (state.flushing || state.bytes < WRITE_BEHIND_BYTES) return
+    state.flushing = true
+    state.bytes = 0
+    this.writeBehinds++
+    // A failure here is not the write's: the write landed in the page cache, and the fsync
+    // that needs durability (dfget's) reports its own error.
+    fh.datasync().catch(() => {}).finally(() => {
+      state.flushing = false
+      if (this.unflushed.get(id) === state && state.bytes === 0) this.unflushed.delete(id)
+    })
+  }
+
   async writeAt(id: string, offset: number, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     // A complete task's file may be a user's output too (a hard link): never write into it.
     if (this.completed.has(id)) throw new NaiadError('DFD_ERR_STORE', `task ${id} is complete: its file is not written again`)
@@ -327,11 +360,13 @@ export class DiskPieceStore implements PieceStore {
           const r = await fh.write(data, written, data.length - written, offset + written)
           written += r.bytesWritten
         }
+        this.writeBehind(id, fh, data.length)
         return
       }
       let total = 0
       for (const d of data) total += d.length
       const r = await fh.writev(data as Uint8Array[], offset)
+      this.writeBehind(id, fh, r.bytesWritten)
       if (r.bytesWritten === total) return
       // A short writev (rare for a regular file): write what is left buffer by buffer.
       let pos = 0
@@ -482,6 +517,7 @@ export class DiskPieceStore implements PieceStore {
       setTimeout(() => {
         if (this.pins.has(id) || this.files.get(id) !== fh) return
         this.files.delete(id)
+        this.unflushed.delete(id)
         fh.then((h) => h.close()).catch(() => {})
       }, FILE_LINGER_MS).unref()
     }
@@ -529,6 +565,7 @@ export class DiskPieceStore implements PieceStore {
     this.wakeRoomWaiters()
     const fh = this.files.get(id)
     this.files.delete(id)
+    this.unflushed.delete(id)
     if (fh !== undefined) await (await fh.catch(() => undefined))?.close().catch(() => {})
     await rm(this.dataPath(id), { force: true })
   }
