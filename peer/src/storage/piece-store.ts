@@ -101,6 +101,8 @@ export interface DiskPieceStoreOptions {
   quota: number
   /** Called after a task was evicted to make room (the scheduler must stop naming this node as its parent). */
   onEvicted?: (taskId: string) => void
+  /** Written bytes of a task after which its file is written back to disk (see writeBehind); default 32 MiB, 0: never. */
+  writeBehindBytes?: number
 }
 
 interface TaskRow {
@@ -153,7 +155,8 @@ export class DiskPieceStore implements PieceStore {
   private readonly files = new Map<string, Promise<FileHandle>>()
   /** Per task file: bytes written since its last write-behind flush began, and whether one runs. */
   private readonly unflushed = new Map<string, { bytes: number; flushing: boolean }>()
-  /** Write-behind flushes started (for tests and metrics). */
+  private readonly writeBehindBytes: number
+  /** Write-behind flushes started (for tests and benchmarks). */
   writeBehinds = 0
   private readonly bitmaps = new Map<string, Bitmap>()
   /** Complete tasks and their files' identities (null: completed before identities were recorded). */
@@ -168,6 +171,7 @@ export class DiskPieceStore implements PieceStore {
   constructor(options: DiskPieceStoreOptions) {
     this.dir = options.dir
     this.quota = options.quota
+    this.writeBehindBytes = options.writeBehindBytes ?? WRITE_BEHIND_BYTES
     this.onEvicted = options.onEvicted
     // The cache holds private blobs: its directories are the owner's alone, its files 0600.
     mkdirSync(join(this.dir, 'data'), { recursive: true, mode: 0o700 })
@@ -337,7 +341,7 @@ export class DiskPieceStore implements PieceStore {
     const state = this.unflushed.get(id) ?? { bytes: 0, flushing: false }
     state.bytes += bytes
     this.unflushed.set(id, state)
-    if (state.flushing || state.bytes < WRITE_BEHIND_BYTES) return
+    if (state.flushing || this.writeBehindBytes <= 0 || state.bytes < this.writeBehindBytes) return
     state.flushing = true
     state.bytes = 0
     this.writeBehinds++
