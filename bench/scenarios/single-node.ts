@@ -39,7 +39,9 @@ const USAGE = `usage: node bench/scenarios/single-node.ts [options]
   --link MBIT          put the origin behind a link of MBIT Mbit/s in a network namespace (needs root); 0: loopback (default)
   --dfget FILE         the dfget to time (default: the installable bundle dist/dfget.js when built, else dfget/bin/dfget.ts)
   --timeout DURATION   bound on the whole scenario (default 20m)
-  --dir DIR            work directory, kept afterwards (default: a temp dir, removed)
+  --dir DIR            work directory, kept afterwards with the processes' logs (default: a temp dir, removed);
+                       with --runs 1 and --log-level debug, \`node bench/timeline-summary.ts DIR\` reads the cold pull's per-piece timeline
+  --log-level LEVEL    the supernode's and the daemon's log level (default info)
   --out PREFIX         results: PREFIX.json, PREFIX.md (default bench/results/single-node[-linkMBIT])`
 
 const usageError = usageFailer('single-node', USAGE)
@@ -57,6 +59,7 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     dfget: { type: 'string' },
     timeout: { type: 'string', default: '20m' },
     dir: { type: 'string' },
+    'log-level': { type: 'string', default: 'info' },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false }
   }
@@ -153,10 +156,10 @@ try {
 
   // The origin is on loopback or the testbed's private network: the source policy must allow it.
   const allow = { NAIAD_SOURCE_ALLOW: new URL(originUrl).host }
-  const sn = place.naiad(BINS.supernode, ['--data-dir', join(work, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info'], allow)
+  const sn = place.naiad(BINS.supernode, ['--data-dir', join(work, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', args['log-level']], allow)
   procs.push(sn)
   const snReady = await withSignal(sn.ready, overall, 'starting the supernode')
-  const daemon = place.naiad(BINS.dfdaemon, ['--supernode', String(snReady.http), '--data-dir', join(work, 'daemon'), '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'info', '--cache-quota', `${Math.ceil(size * (runs + 2) / 2 ** 20)}MiB`],
+  const daemon = place.naiad(BINS.dfdaemon, ['--supernode', String(snReady.http), '--data-dir', join(work, 'daemon'), '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', args['log-level'], '--cache-quota', `${Math.ceil(size * (runs + 2) / 2 ** 20)}MiB`],
     { ...allow, NAIAD_JOIN_TOKEN: await createToken(join(work, 'sn'), 'join') })
   procs.push(daemon)
   const dReady = await withSignal(daemon.ready, overall, 'starting the dfdaemon')
@@ -229,9 +232,13 @@ try {
   log(`wrote ${out}.json, .md`)
   if (args.dir !== undefined) {
     // The processes' own lines, to set a cold pull's phases (their pino times) against the
-    // samples' startedAt in the JSON.
-    await writeFile(join(work, 'supernode.log'), `${sn.logs.join('\n')}\n`)
-    await writeFile(join(work, 'dfdaemon.log'), `${daemon.logs.join('\n')}\n`)
+    // samples' startedAt, in the layout timeline-summary.ts reads (one set per cold run; the
+    // logs are the whole session's).
+    for (const s of samples.filter((x) => x.row === 'dfget-cold')) {
+      await writeFile(join(work, `${s.run}-cold.json`), JSON.stringify({ startMs: s.startedAt, endMs: s.startedAt + s.ms }))
+      await writeFile(join(work, `${s.run}-supernode.log`), `${sn.logs.join('\n')}\n`)
+      await writeFile(join(work, `${s.run}-daemon.log`), `${daemon.logs.join('\n')}\n`)
+    }
     log(`kept the supernode's and the daemon's logs in ${work}`)
   }
 } catch (err) {
