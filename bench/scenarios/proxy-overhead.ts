@@ -2,12 +2,14 @@
 // blob in a real docker-registry on loopback is fetched, in the same run and interleaved:
 // directly from the registry; through a freshly started dfdaemon's mirror with nothing
 // cached anywhere (cold); through the same daemon again (warm); and raw loopback TCP of the
-// same bytes as the ceiling.
+// same bytes as the ceiling. With --link the registry sits in a network namespace behind a
+// shaped link, and everything else (clients, supernode, daemon, raw TCP) in another.
 //
-//   node bench/scenarios/proxy-overhead.ts [--quick] [--size 1GiB] [--runs 3]
+//   node bench/scenarios/proxy-overhead.ts [--quick] [--size 1GiB] [--runs 3] [--link MBIT]
 //
 // Goals (issue 5): cold time at most 1.15× the direct time; warm throughput at least 60 % of
-// raw loopback TCP. See bench/README.md for exactly what "cold" includes.
+// raw loopback TCP. Issue 10 asks the same 1.15× of the cold pull behind a 1 Gbit/s link.
+// See bench/README.md for exactly what "cold" includes.
 
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -16,7 +18,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
-import { BINS, createToken, metric, NaiadProcess, pushBlobFile, startDaemon, startRegistry, TEST_SOURCE_ALLOW, writeBlob, type DaemonHandle, type RegistryHandle } from '@naiad/testkit'
+import { BINS, createToken, metricIn, NaiadProcess, pushBlobFile, startRegistry, TEST_SOURCE_ALLOW, writeBlob, type RegistryHandle } from '@naiad/testkit'
 
 import { formatSummary, summarizeFile, type ProfileSummary } from '../cpuprofile-summary.ts'
 
@@ -24,7 +26,9 @@ import { cpuSeconds, foreignCpu, killDescendants, threadCpuSeconds } from '../pr
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { checkGoal, goalLine, machineNote, mbps, table } from '../report/goals.ts'
 import { median, withSignal, writeResults } from '../report/helpers.ts'
-import { childLines } from '../testbed/child-lines.ts'
+import { childLines, linesOf, type ChildLines } from '../testbed/child-lines.ts'
+import { Testbed, type Node } from '../testbed/netns.ts'
+import { NodeProcess, runIn } from '../testbed/processes.ts'
 
 const TCP_PIPE = fileURLToPath(new URL('../testbed/tcp-pipe.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
@@ -34,13 +38,14 @@ const USAGE = `usage: node bench/scenarios/proxy-overhead.ts [options]
   --quick              a 256 MiB blob and 1 run (unless given)
   --size SIZE          blob size (default 1GiB)
   --runs N             measurements of each row, interleaved (default 3)
+  --link MBIT          put the registry behind a link of MBIT Mbit/s in a network namespace (needs root); 0: loopback (default)
   --profile            after the measured runs, one more cold + warm pair with the daemon and the
                        supernode under --cpu-prof; prints their top self-time functions per phase
   --timeline DIR       supernode and daemon at debug level; their logs (the per-piece timeline of
                        each cold pull: bench/README.md) go to DIR/<run>-<process>.log
   --timeout DURATION   bound on the whole scenario (default 20m)
   --dir DIR            work directory, kept afterwards (default: a temp dir, removed)
-  --out PREFIX         results: PREFIX.json, PREFIX.md (default bench/results/proxy-overhead)`
+  --out PREFIX         results: PREFIX.json, PREFIX.md (default bench/results/proxy-overhead[-linkMBIT])`
 
 const usageError = usageFailer('proxy-overhead', USAGE)
 
@@ -49,11 +54,12 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     quick: { type: 'boolean', default: false },
     size: { type: 'string' },
     runs: { type: 'string' },
+    link: { type: 'string', default: '0' },
     profile: { type: 'boolean', default: false },
     timeline: { type: 'string' },
     timeout: { type: 'string', default: '20m' },
     dir: { type: 'string' },
-    out: { type: 'string', default: join(RESULTS, 'proxy-overhead') },
+    out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false }
   }
 }).values)
@@ -68,6 +74,9 @@ try {
 }
 const runs = Number(args.runs ?? (args.quick ? '1' : '3'))
 if (!Number.isInteger(runs) || runs < 1 || runs > 20) usageError(`--runs must be a whole number from 1 to 20, not ${args.runs}`)
+const linkMbit = Number(args.link)
+if (!Number.isFinite(linkMbit) || linkMbit < 0) usageError(`--link must be a number of Mbit/s (0: loopback), not ${args.link}`)
+const out = args.out ?? join(RESULTS, linkMbit > 0 ? `proxy-overhead-link${linkMbit}` : 'proxy-overhead')
 
 const interrupted = new AbortController()
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupted.abort(new Error(`interrupted by ${sig}`)))
@@ -91,15 +100,44 @@ interface Sample {
   stealS: number
 }
 
+/** Where the client side runs (the GETs, raw TCP, the supernode and the daemon): this namespace, or a testbed node. */
+interface Place {
+  /** A script of ours (tcp-pipe.ts) whose JSON lines are read. */
+  lines(script: string, argv: string[], signal: AbortSignal): ChildLines
+  naiad(bin: string, argv: string[], env: Record<string, string>): NaiadProcess | NodeProcess
+  /** A daemon's /metrics text. */
+  metrics(apiUrl: string): Promise<string>
+}
+
+const here: Place = {
+  lines: childLines,
+  naiad: (bin, argv, env) => new NaiadProcess(bin, argv, env),
+  metrics: async (apiUrl) => await (await fetch(`${apiUrl}/metrics`, { signal: step() })).text()
+}
+
+function inNode(bed: Testbed, node: Node): Place {
+  return {
+    lines: (script, argv, signal) => linesOf(bed.spawn(node, process.execPath, [script, ...argv]), `${script} ${argv[0] ?? ''}`, signal),
+    naiad: (bin, argv, env) => new NodeProcess(bed, node, bin, argv, env),
+    // The daemon's API is on the node's own loopback, which this namespace cannot reach.
+    metrics: async (apiUrl) => {
+      const r = await runIn(bed, node, 'curl', ['-sSf', `${apiUrl}/metrics`], step())
+      if (r.code !== 0) throw new Error(`curl ${apiUrl}/metrics in ${node.name} exited ${r.code}: ${r.stderr.trim()}`)
+      return r.stdout
+    }
+  }
+}
+
 const work = args.dir ?? await mkdtemp(join(tmpdir(), 'naiad-proxy-'))
 await mkdir(work, { recursive: true })
 const blobPath = join(work, 'blob')
+let place = here
 
 /** A GET in a child process (tcp-pipe.ts http-get): counts the body, times request to last byte. */
 async function httpGet(url: string, pids: Record<string, number>, mainThreads: Record<string, number> = {}): Promise<{ ms: number; cpu: Record<string, number> }> {
   const read = (): Promise<number[]> => Promise.all([...Object.values(pids).map(cpuSeconds), ...Object.values(mainThreads).map((p) => threadCpuSeconds(p))])
   const cpu0 = await read()
-  const get = childLines(TCP_PIPE, ['http-get', '--url', url], step())
+  const get = place.lines(TCP_PIPE, ['http-get', '--url', url], step())
   const r = await get.next()
   await get.exited
   const cpu1 = await read()
@@ -111,9 +149,9 @@ async function httpGet(url: string, pids: Record<string, number>, mainThreads: R
 
 async function rawTcp(): Promise<{ ms: number; cpu: Record<string, number> }> {
   const signal = step()
-  const recv = childLines(TCP_PIPE, ['receive', '--sink', 'count'], signal)
+  const recv = place.lines(TCP_PIPE, ['receive', '--sink', 'count'], signal)
   const { port } = await recv.next()
-  const send = childLines(TCP_PIPE, ['send', '--port', String(port), '--file', blobPath], signal)
+  const send = place.lines(TCP_PIPE, ['send', '--port', String(port), '--file', blobPath], signal)
   const r = await recv.next()
   const sent = await send.next()
   await Promise.all([recv.exited, send.exited])
@@ -133,17 +171,23 @@ interface Windows { coldUs: [number, number]; warmUs: [number, number] }
 async function naiad(registry: RegistryHandle, blobUrlPath: string, run: number, profileDir?: string, windows?: Windows): Promise<Array<Omit<Sample, 'otherCpuS' | 'stealS'>>> {
   const dir = join(work, `naiad-${run}`)
   const env = (name: string): Record<string, string> => profileDir === undefined ? {} : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${join(profileDir, name)}`.trim() }
-  let sn: NaiadProcess | undefined
-  let d: DaemonHandle | undefined
+  let sn: NaiadProcess | NodeProcess | undefined
+  let d: NaiadProcess | NodeProcess | undefined
   try {
-    // As testkit's startSupernode, with the environment for the profiler.
+    // As testkit's startSupernode and startDaemon, in `place`, with the environment for the
+    // profiler. Behind a link the registry is on the testbed's network: the source policy must allow it.
     const level = args.timeline === undefined ? 'info' : 'debug'
-    sn = new NaiadProcess(BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', level], { NAIAD_SOURCE_ALLOW: TEST_SOURCE_ALLOW, ...env('supernode') })
+    const allow = { NAIAD_SOURCE_ALLOW: linkMbit > 0 ? new URL(registry.url).hostname : TEST_SOURCE_ALLOW }
+    sn = place.naiad(BINS.supernode, ['--data-dir', join(dir, 'sn'), '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--log-level', level], { ...allow, ...env('supernode') })
     const snUrl = String((await withSignal(sn.ready, overall, 'starting the supernode')).http)
     const joinToken = await createToken(join(dir, 'sn'), 'join')
-    d = await withSignal(startDaemon(join(dir, 'daemon'), snUrl, { args: ['--insecure-registry', registry.host, '--default-registry', registry.url, '--log-level', level], env: env('daemon'), joinToken }), overall, 'starting the daemon')
-    const pids = { daemon: d.process.pid, supernode: sn.pid, registry: registry.process.pid! }
-    const url = `${d.proxyUrl}${blobUrlPath}`
+    d = place.naiad(BINS.dfdaemon, ['--supernode', snUrl, '--data-dir', join(dir, 'daemon'), '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0',
+      '--insecure-registry', registry.host, '--default-registry', registry.url, '--log-level', level], { ...allow, NAIAD_JOIN_TOKEN: joinToken, ...env('daemon') })
+    const ready = await withSignal(d.ready, overall, 'starting the daemon')
+    const apiUrl = String(ready.api)
+    const metric = async (name: string, labels?: Record<string, string>): Promise<number> => metricIn(await place.metrics(apiUrl), name, labels)
+    const pids = { daemon: d.pid, supernode: sn.pid, registry: registry.process.pid! }
+    const url = `${String(ready.proxy)}${blobUrlPath}`
     const c0 = nowUs()
     const coldAt = Date.now()
     // The supernode's main thread too: the seed's pace is set by it, not by its other threads.
@@ -154,26 +198,26 @@ async function naiad(registry: RegistryHandle, blobUrlPath: string, run: number,
       await writeFile(join(args.timeline, `${run}-cold.json`), JSON.stringify({ startMs: coldAt, endMs: Date.now() }))
     }
     const daemonBytes = {
-      origin: await metric(d.apiUrl, 'naiad_download_bytes_total', { source: 'origin' }),
-      peer: await metric(d.apiUrl, 'naiad_download_bytes_total', { source: 'peer' })
+      origin: await metric('naiad_download_bytes_total', { source: 'origin' }),
+      peer: await metric('naiad_download_bytes_total', { source: 'peer' })
     }
     if (daemonBytes.origin + daemonBytes.peer !== size) throw new Error(`the cold daemon stored ${daemonBytes.origin + daemonBytes.peer} bytes, expected ${size}: was the blob cached?`)
     const w0 = nowUs()
     const warm = await httpGet(url, pids)
     if (windows !== undefined) windows.warmUs = [w0, nowUs()]
-    const after = await metric(d.apiUrl, 'naiad_download_bytes_total')
+    const after = await metric('naiad_download_bytes_total')
     if (after !== size) throw new Error(`the warm GET made the daemon fetch ${after - size} more bytes: it was not served from its cache`)
     return [
       { row: 'naiad-cold', run, ms: cold.ms, mbps: mbps(size, cold.ms), cpu: cold.cpu, daemonBytes },
       { row: 'naiad-warm', run, ms: warm.ms, mbps: mbps(size, warm.ms), cpu: warm.cpu }
     ]
   } finally {
-    await d?.process.stop()
+    await d?.stop()
     await sn?.stop()
     if (args.timeline !== undefined) {
       await mkdir(args.timeline, { recursive: true })
       if (sn !== undefined) await writeFile(join(args.timeline, `${run}-supernode.log`), sn.logs.join('\n'))
-      if (d !== undefined) await writeFile(join(args.timeline, `${run}-daemon.log`), d.process.logs.join('\n'))
+      if (d !== undefined) await writeFile(join(args.timeline, `${run}-daemon.log`), d.logs.join('\n'))
     }
     await rm(dir, { recursive: true, force: true })
   }
@@ -206,7 +250,7 @@ function summarize(samples: Sample[]): Record<Row, { medianMs: number; bestMs: n
 function goals(samples: Sample[]): ReturnType<typeof checkGoal>[] {
   const m = summarize(samples)
   return [
-    checkGoal('cold time / direct time (medians)', m['naiad-cold'].medianMs / m.direct.medianMs, 'at most', 1.15),
+    checkGoal(`cold time / direct time (medians${linkMbit > 0 ? `, registry behind ${linkMbit} Mbit/s` : ''})`, m['naiad-cold'].medianMs / m.direct.medianMs, 'at most', 1.15),
     checkGoal('warm throughput / raw loopback TCP throughput (medians)', m['naiad-warm'].medianMbps / m['raw-tcp'].medianMbps, 'at least', 0.6)
   ]
 }
@@ -218,7 +262,7 @@ function markdown(samples: Sample[]): string {
   const other = samples.reduce((a, s) => a + s.otherCpuS + s.stealS, 0)
   const wall = samples.reduce((a, s) => a + s.ms / 1000, 0)
   return [
-    `## Proxy overhead on one host, ${formatBytes(size)} blob, ${runs} run${runs === 1 ? '' : 's'} of each, interleaved`,
+    `## Proxy overhead on one host, ${formatBytes(size)} blob, ${runs} run${runs === 1 ? '' : 's'} of each, interleaved${linkMbit > 0 ? ` (registry behind a ${linkMbit} Mbit/s link)` : ''}`,
     '',
     'Slowest first.',
     '',
@@ -236,7 +280,11 @@ function markdown(samples: Sample[]): string {
     '(neither the daemon\'s piece store nor the seed\'s): it includes the mirror\'s authorization HEAD to the registry, registering the task with the supernode, ' +
     'the swarm fetching the blob from the registry (the seed peer goes back to source, the daemon takes pieces from it or from the registry), ' +
     'SHA-256 of every piece and of the whole blob, and streaming it to the client from the piece store (piece by piece as the swarm stores them, the last piece once the whole blob matched its digest). "Warm" is the same GET again to the same daemon, ' +
-    'served from its piece store. Both sides read files the page cache holds (the blob was just written or read).',
+    'served from its piece store. Both sides read files the page cache holds (the blob was just written or read).' +
+    (linkMbit > 0
+      ? ` The registry runs in a network namespace whose link is shaped to ${linkMbit} Mbit/s each way (tc HTB, no added delay); the clients, supernode, daemon and both ends of raw TCP run in another namespace, ` +
+        'on its loopback, whose own link is not the bottleneck. Every byte from the registry (direct, or to the seed and the daemon) crosses the shaped link.'
+      : ''),
     '',
     machineNote(other, wall),
     ''
@@ -246,14 +294,29 @@ function markdown(samples: Sample[]): string {
 // ---------------------------------------------------------------- main
 
 let registry: RegistryHandle | undefined
+let bed: Testbed | undefined
 let failed = false
 try {
   log(`writing a ${formatBytes(size)} blob to ${blobPath}`)
   const sha = await writeBlob(blobPath, size, 'proxy-overhead')
-  registry = await withSignal(startRegistry(join(work, 'registry')), overall, 'starting the registry')
+  const registryDir = join(work, 'registry')
+  registry = await withSignal(startRegistry(registryDir), overall, 'starting the registry')
   await withSignal(pushBlobFile(registry.url, REPO, blobPath, `sha256:${sha}`), overall, 'pushing the blob')
+  if (linkMbit > 0) {
+    // The push went to a registry on loopback; one over the same storage in the origin
+    // namespace serves it. So the push crosses no link and this namespace needs no route in.
+    await registry.stop()
+    registry = undefined
+    const testbed = await Testbed.create({ signal: overall, log, exitOnSignal: false })
+    bed = testbed
+    const originNode = await testbed.addNode('origin', { rateMbit: linkMbit, rttMs: 0 })
+    // The node's own link is not the bottleneck: only the registry's is shaped to MBIT.
+    const client = await testbed.addNode('client', { rateMbit: Math.max(10_000, 10 * linkMbit), rttMs: 0 })
+    registry = await withSignal(startRegistry(registryDir, { host: originNode.ip, spawn: (cmd, argv, options) => testbed.spawn(originNode, cmd, argv, options) }), overall, 'starting the registry in its namespace')
+    place = inNode(testbed, client)
+  }
   const blobUrlPath = `/v2/${REPO}/blobs/sha256:${sha}`
-  log(`blob sha256:${sha} in ${registry.url}/v2/${REPO}`)
+  log(`blob sha256:${sha} in ${registry.url}/v2/${REPO}${linkMbit > 0 ? ` behind ${linkMbit} Mbit/s` : ''}`)
 
   const samples: Sample[] = []
   const units = ['direct', 'naiad', 'raw-tcp'] as const
@@ -297,20 +360,22 @@ try {
     md += `\n### Profile (one more cold + warm pair: cold ${(cold.ms / 1000).toFixed(2)} s, warm ${(warm.ms / 1000).toFixed(2)} s under the profiler)\n\n\`\`\`\n${Object.entries(profile).map(([k, v]) => formatSummary(v, k)).join('\n')}\n\`\`\`\n`
   }
   process.stdout.write(`${md}\n`)
-  await writeResults(args.out, 'proxy-overhead', {
+  await writeResults(out, 'proxy-overhead', {
     size,
     runs,
+    linkMbit,
     summary: summarize(samples),
     goals: goals(samples),
     samples,
     profile
   }, md)
-  log(`wrote ${args.out}.json, .md`)
+  log(`wrote ${out}.json, .md`)
 } catch (err) {
   failed = true
   log(`proxy-overhead: ${overall.aborted ? (overall.reason as Error).message : (err as Error).stack ?? String(err)}`)
 } finally {
   await registry?.stop()
+  await bed?.destroy()
   await killDescendants()
   if (args.dir === undefined) await rm(work, { recursive: true, force: true })
 }

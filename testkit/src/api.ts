@@ -43,7 +43,11 @@ export async function contentOf(apiUrl: string, taskId: string): Promise<Buffer>
 
 /** Sums the samples of a Prometheus metric whose labels include `labels`. */
 export async function metric(url: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text()
+  return metricIn(await (await fetch(`${url}/metrics`)).text(), name, labels)
+}
+
+/** The same sum over a /metrics text fetched elsewhere (from inside a network namespace, say). */
+export function metricIn(text: string, name: string, labels: Record<string, string> = {}): number {
   let total = 0
   for (const line of text.split('\n')) {
     if (!line.startsWith(name)) continue

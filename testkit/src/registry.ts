@@ -2,7 +2,7 @@
 // with its own config), a counting and fault-injecting proxy to put in front of it, and
 // synthetic multi-layer images pushed over the distribution API.
 
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { createServer, request as httpRequest, type Server } from 'node:http'
@@ -23,12 +23,22 @@ export interface RegistryHandle {
   stop(): Promise<void>
 }
 
+export interface RegistryOptions {
+  htpasswd?: string
+  tls?: { cert: string; key: string }
+  /** Address to bind (default 127.0.0.1): a benchmark's network namespace has its own. */
+  host?: string
+  /** Spawns the registry (default child_process.spawn): a benchmark spawns it inside a network namespace. */
+  spawn?: (cmd: string, args: string[], options: SpawnOptions) => ChildProcess
+}
+
 /**
- * Starts docker-registry on loopback; with `htpasswd` it requires basic auth. It binds port 0
- * itself and the port is read back from its "listening on" log line: no port is probed and
- * released for it.
+ * Starts docker-registry on loopback (or `host`); with `htpasswd` it requires basic auth. It
+ * binds port 0 itself and the port is read back from its "listening on" log line: no port is
+ * probed and released for it.
  */
-export async function startRegistry(dir: string, options: { htpasswd?: string; tls?: { cert: string; key: string } } = {}): Promise<RegistryHandle> {
+export async function startRegistry(dir: string, options: RegistryOptions = {}): Promise<RegistryHandle> {
+  const host = options.host ?? '127.0.0.1'
   await mkdir(join(dir, 'data'), { recursive: true })
   const auth = options.htpasswd === undefined ? '' : `auth:\n  htpasswd:\n    realm: naiad-test\n    path: ${options.htpasswd}\n`
   // Info, not warn: the "listening on" line is an info line. Access logs go to stdout (ignored).
@@ -39,23 +49,23 @@ storage:
   filesystem: {rootdirectory: ${join(dir, 'data')}}
   delete: {enabled: true}
 http:
-  addr: 127.0.0.1:0
+  addr: ${host}:0
 ${options.tls === undefined ? '' : `  tls:\n    certificate: ${options.tls.cert}\n    key: ${options.tls.key}\n`}${auth}`
   await writeFile(join(dir, 'config.yml'), config)
-  const proc = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const proc = (options.spawn ?? spawn)('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] })
   let log = ''
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`docker-registry did not say where it listens within 30 s: ${log}`)) }, 30_000)
     proc.stderr!.on('data', (d: Buffer) => {
       log = (log + d.toString()).slice(-4000)
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log)
+      const m = new RegExp(`listening on ${host.replaceAll('.', '\\.')}:(\\d+)`).exec(log)
       if (m !== null) { clearTimeout(timer); resolve(Number(m[1])) }
     })
     proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`docker-registry exited with ${code}: ${log}`)) })
   })
-  const url = `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`
+  const url = `${options.tls === undefined ? 'http' : 'https'}://${host}:${port}`
   return {
-    host: `127.0.0.1:${port}`,
+    host: `${host}:${port}`,
     url,
     process: proc,
     stop: async () => {
