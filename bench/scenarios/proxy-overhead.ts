@@ -7,8 +7,9 @@
 //
 //   node bench/scenarios/proxy-overhead.ts [--quick] [--size 1GiB] [--runs 3] [--link MBIT]
 //
-// Goals (issue 5): cold time at most 1.15× the direct time; warm throughput at least 60 % of
-// raw loopback TCP. Issue 10 asks the same 1.15× of the cold pull behind a 1 Gbit/s link.
+// Goals: cold time at most 2× the direct time on loopback and 1.15× behind a 1 Gbit/s link
+// (issue 10, which replaced issue 5's 1.15× on loopback: there the blob crosses two processes,
+// each hashing it, against one copy); warm throughput at least 60 % of raw loopback TCP.
 // See bench/README.md for exactly what "cold" includes.
 
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
@@ -250,7 +251,7 @@ function summarize(samples: Sample[]): Record<Row, { medianMs: number; bestMs: n
 function goals(samples: Sample[]): ReturnType<typeof checkGoal>[] {
   const m = summarize(samples)
   return [
-    checkGoal(`cold time / direct time (medians${linkMbit > 0 ? `, registry behind ${linkMbit} Mbit/s` : ''})`, m['naiad-cold'].medianMs / m.direct.medianMs, 'at most', 1.15),
+    checkGoal(`cold time / direct time (medians${linkMbit > 0 ? `, registry behind ${linkMbit} Mbit/s` : ''})`, m['naiad-cold'].medianMs / m.direct.medianMs, 'at most', linkMbit > 0 ? 1.15 : 2),
     checkGoal('warm throughput / raw loopback TCP throughput (medians)', m['naiad-warm'].medianMbps / m['raw-tcp'].medianMbps, 'at least', 0.6)
   ]
 }
