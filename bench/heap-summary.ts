@@ -42,6 +42,8 @@ export interface HeapSummary {
   totalBytes: number
   nodes: number
   groups: HeapGroup[]
+  /** The largest single objects below the roots' own (module scopes, caches), each with the edge its dominator holds it by. */
+  objects: Array<{ name: string; retainedBytes: number; heldBy: string }>
 }
 
 /** The group an object is counted in: its constructor for objects, its type otherwise ("(closure) name" for functions). */
@@ -197,7 +199,28 @@ export function summarize(snap: Snapshot, top = 30): HeapSummary {
   groups.sort((a, b) => b.retainedBytes - a.retainedBytes)
   let total = 0
   for (let i = 0; i < np; i++) total += nodes[post[i] * N + SELF]
-  return { totalBytes: total, nodes: np, groups: groups.slice(0, top) }
+  // The largest objects that are not (system) / code / contexts, named by the edge from their dominator.
+  const edgeName = (from: number, to: number): string => {
+    for (let e = firstEdge[from]; e < firstEdge[from + 1]; e += E) {
+      if (edges[e + ETO] / N !== to) continue
+      const t = edgeTypes[edges[e + ETYPE]]
+      const n = edges[e + ef.indexOf('name_or_index')]
+      return t === 'element' || t === 'hidden' ? `[${n}]` : snap.strings[n]
+    }
+    return '?'
+  }
+  const big = [...retained.keys()].filter((i) => i !== root && !groupOf[i].startsWith('(') && !groupOf[i].startsWith('system'))
+    .sort((a, b) => retained[b] - retained[a]).slice(0, 400)
+  const objects = big.filter((i) => !big.some((j) => j !== i && dominates(j, i))).slice(0, top).map((i) => ({
+    name: groupOf[i],
+    retainedBytes: retained[i],
+    heldBy: `${groupOf[idom[i]]}.${edgeName(post[idom[i]], post[i])}`
+  }))
+  function dominates(a: number, b: number): boolean {
+    for (let d = idom[b]; d !== root; d = idom[d]) if (d === a) return true
+    return false
+  }
+  return { totalBytes: total, nodes: np, groups: groups.slice(0, top), objects }
 }
 
 /** `s` less `base`, group by group (owners from `s`), largest retained difference first. */
@@ -208,7 +231,7 @@ export function subtract(s: HeapSummary, base: HeapSummary, top = 30): HeapSumma
     return { ...g, count: g.count - (b?.count ?? 0), selfBytes: g.selfBytes - (b?.selfBytes ?? 0), retainedBytes: g.retainedBytes - (b?.retainedBytes ?? 0) }
   })
   groups.sort((a, b) => b.retainedBytes - a.retainedBytes)
-  return { totalBytes: s.totalBytes - base.totalBytes, nodes: s.nodes - base.nodes, groups: groups.slice(0, top) }
+  return { totalBytes: s.totalBytes - base.totalBytes, nodes: s.nodes - base.nodes, groups: groups.slice(0, top), objects: [] }
 }
 
 export function formatHeap(s: HeapSummary, per?: number): string {
@@ -223,6 +246,10 @@ export function formatHeap(s: HeapSummary, per?: number): string {
   for (const g of s.groups) {
     const owners = g.owners.map((o) => `${o.chain} (${kb(o.bytes)})`).join('; ')
     lines.push(`| ${g.name.replace(/\|/g, '\\|')} | ${g.count.toLocaleString('en-US')} | ${kb(g.selfBytes)} | ${kb(g.retainedBytes)} |${per === undefined ? '' : `${each(g.selfBytes)}${each(g.retainedBytes)}`} ${owners.replace(/\|/g, '\\|')} |`)
+  }
+  if (s.objects.length > 0) {
+    lines.push('', `| largest objects (none inside another) | retained KiB |${per === undefined ? '' : ' B per |'} held as |`, `|---|---:|${per === undefined ? '' : '---:|'}---|`)
+    for (const o of s.objects) lines.push(`| ${o.name} | ${kb(o.retainedBytes)} |${per === undefined ? '' : each(o.retainedBytes)} ${o.heldBy.replace(/\|/g, '\\|')} |`)
   }
   return lines.join('\n')
 }
