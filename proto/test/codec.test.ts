@@ -182,6 +182,15 @@ describe('wire codec: round trips', () => {
     expect(norm(GetParentsResponse.decode(GetParentsResponse.encode(many)))).toEqual(norm(many))
   })
 
+  it('hands the same bytes to encodeTo without a copy of their own, for the caller to frame', () => {
+    const many: GetParentsResponse = { ...getParentsResponse, parents: Array.from({ length: 8 }, (_, k) => ({ ...parent, id: `p${k}` })) }
+    const framed = GetParentsResponse.encodeTo(many, (bytes) => {
+      expect(bytes.buffer.byteLength).toBeGreaterThan(bytes.byteLength) // scratch space, not an allocation of its own
+      return Uint8Array.from(bytes)
+    })
+    expect(hex(framed)).toBe(hex(GetParentsResponse.encode(many)))
+  })
+
   it('writes strings of any script in place, as UTF-8', () => {
     const names = ['', 'a', 'é', '⏱ timer', '😀'.repeat(300), 'x'.repeat(5000)]
     for (const message of names) {

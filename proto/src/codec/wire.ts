@@ -35,6 +35,11 @@ export interface MessageSchema<F extends Fields> {
   readonly name: string
   readonly fields: F
   encode(value: Partial<Infer<F>>): Uint8Array
+  /**
+   * Encodes `value` and hands its bytes to `use` without a copy of their own: they are
+   * scratch space, valid only while `use` runs (it copies them into a frame, a write).
+   */
+  encodeTo<T>(value: Partial<Infer<F>>, use: (bytes: Uint8Array) => T): T
   decode(bytes: Uint8Array): Infer<F>
 }
 
@@ -164,10 +169,15 @@ class Writer {
    * credential), on V8's heap when small.
    */
   finish(): Uint8Array {
-    if (this.depth > 0) return this.buf.subarray(0, this.pos)
+    if (this.depth > 0) return this.written()
     const out = new Uint8Array(this.pos)
-    out.set(this.buf.subarray(0, this.pos))
+    out.set(this.written())
     return out
+  }
+
+  /** The bytes written, in the scratch buffer: valid until the next message at this depth is encoded. */
+  written(): Uint8Array {
+    return this.buf.subarray(0, this.pos)
   }
 }
 
@@ -312,31 +322,38 @@ export function message<F extends Fields>(name: string, fields: F): MessageSchem
     byNo.set(spec.no, [key, spec])
   }
 
+  const write = (value: Partial<Infer<F>>): Writer => {
+    const w = new Writer(nesting)
+    const v = value as Record<string, unknown>
+    nesting++
+    try {
+      for (const [key, spec] of entries) {
+        const fieldValue = v[key]
+        const tag = spec.no * 8 + wireType(spec.kind)
+        if (spec.repeated) {
+          for (const item of (fieldValue as unknown[] | undefined) ?? []) {
+            w.varint(tag)
+            writeValue(w, spec, item)
+          }
+        } else if (!isDefault(spec, fieldValue)) {
+          w.varint(tag)
+          writeValue(w, spec, fieldValue)
+        }
+      }
+    } finally {
+      nesting--
+    }
+    return w
+  }
+
   return {
     name,
     fields,
     encode(value) {
-      const w = new Writer(nesting)
-      const v = value as Record<string, unknown>
-      nesting++
-      try {
-        for (const [key, spec] of entries) {
-          const fieldValue = v[key]
-          const tag = spec.no * 8 + wireType(spec.kind)
-          if (spec.repeated) {
-            for (const item of (fieldValue as unknown[] | undefined) ?? []) {
-              w.varint(tag)
-              writeValue(w, spec, item)
-            }
-          } else if (!isDefault(spec, fieldValue)) {
-            w.varint(tag)
-            writeValue(w, spec, fieldValue)
-          }
-        }
-      } finally {
-        nesting--
-      }
-      return w.finish()
+      return write(value).finish()
+    },
+    encodeTo(value, use) {
+      return use(write(value).written())
     },
     decode(bytes) {
       const r = new Reader(bytes, name)

@@ -261,7 +261,7 @@ export class RpcSession<Q extends Fields, R extends Fields> {
         resolve: (b) => { signal.removeEventListener('abort', onAbort); resolve(b) },
         reject: (e) => { signal.removeEventListener('abort', onAbort); reject(e) }
       })
-      outbox.push(sessionFrame(id, this.request.encode(value)))
+      outbox.push(this.request.encodeTo(value, (body) => sessionFrame(id, body)))
     })
     try {
       return this.response.decode(body)
@@ -388,7 +388,7 @@ export async function serveSession<Q extends Fields, R extends Fields>(
     const outbox = new Outbox(stream, () => { /* the stream closed meanwhile */ })
 
     const reply = (id: number, value: Partial<Infer<R>>): void => {
-      outbox.push(sessionFrame(id, response.encode(value)))
+      outbox.push(response.encodeTo(value, (body) => sessionFrame(id, body)))
     }
     const errorReply = (err: unknown): Partial<Infer<R>> => {
       const e = toNaiadError(err, 'PROTO_ERR_REMOTE')
