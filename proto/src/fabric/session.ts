@@ -121,33 +121,35 @@ export function sessionFrame(id: number, body: Uint8Array): Uint8Array {
  * body, is read here; any other (unknown fields) goes through the codec.
  */
 export function readSessionFrame(buf: Uint8Array): { id: number; body: Uint8Array } {
-  let pos = 0
+  framePos = 0
   let id = 0
-  if (buf[pos] === 0x08) {
-    pos++
-    let mul = 1
-    for (let i = 0; ; i++) {
-      if (pos >= buf.length || i === 5) return SessionFrame.decode(buf)
-      const b = buf[pos++]
-      id += (b & 0x7f) * mul
-      mul *= 128
-      if (b < 0x80) break
-    }
+  if (buf[framePos] === 0x08) {
+    framePos++
+    id = frameVarint(buf)
+    if (id < 0) return SessionFrame.decode(buf)
   }
-  if (pos === buf.length) return { id, body: new Uint8Array(0) }
-  if (buf[pos] !== 0x12) return SessionFrame.decode(buf)
-  pos++
-  let len = 0
+  if (framePos === buf.length) return { id, body: new Uint8Array(0) }
+  if (buf[framePos] !== 0x12) return SessionFrame.decode(buf)
+  framePos++
+  const len = frameVarint(buf)
+  if (len < 0 || framePos + len !== buf.length) return SessionFrame.decode(buf)
+  return { id, body: buf.subarray(framePos, framePos + len) }
+}
+
+/** readSessionFrame's place in the frame it reads (it runs to the end without yielding). */
+let framePos = 0
+
+/** The varint at framePos (moving past it), or -1 if it does not end within five bytes and the frame. */
+function frameVarint(buf: Uint8Array): number {
+  let value = 0
   let mul = 1
-  for (let i = 0; ; i++) {
-    if (pos >= buf.length || i === 5) return SessionFrame.decode(buf)
-    const b = buf[pos++]
-    len += (b & 0x7f) * mul
+  for (let i = 0; i < 5 && framePos < buf.length; i++) {
+    const b = buf[framePos++]
+    value += (b & 0x7f) * mul
+    if (b < 0x80) return value
     mul *= 128
-    if (b < 0x80) break
   }
-  if (pos + len !== buf.length) return SessionFrame.decode(buf)
-  return { id, body: buf.subarray(pos, pos + len) }
+  return -1
 }
 
 /**
