@@ -79,7 +79,7 @@ function shortUrl(url: string): string {
   return nm >= 0 ? url.slice(nm + '/node_modules/'.length) : url
 }
 
-function label(frame: CallFrame, caller: CallFrame | undefined): string {
+export function label(frame: CallFrame, caller: CallFrame | undefined): string {
   const name = frame.functionName === '' ? '(anonymous)' : frame.functionName
   if (frame.url === '') {
     if (name.startsWith('(') || caller === undefined || caller.url === '') return name

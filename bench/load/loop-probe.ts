@@ -2,15 +2,17 @@
 // `NODE_OPTIONS="--import ./bench/load/loop-probe.ts" NAIAD_LOOP_PROBE_DIR=DIR`, it writes one
 // JSON line a second to DIR/<pid>-<script>.jsonl: the wall-clock second, how late the event
 // loop ran (max and p99 of perf_hooks' delay histogram), its utilisation, and the GC pauses of
-// that second (count, total, longest, and the kinds), and in a supernode the scheduler calls
+// that second (count, total, longest, and the kinds), the RSS and what the JS heap holds of it, and in a supernode the scheduler calls
 // that arrived (from its diagnostics channel): get_parents in the second and in its busiest
 // 100 ms, the burstiness that machine load does not change. Nothing else in the process changes; a
 // client's latency and the server's loop lag, second by second, side by side, say on which side
 // of the wire a slow answer waited.
 
 import { subscribe } from 'node:diagnostics_channel'
-import { appendFileSync, mkdirSync } from 'node:fs'
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector'
 import { basename, join } from 'node:path'
+import { getHeapSpaceStatistics } from 'node:v8'
 import { constants, monitorEventLoopDelay, performance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks'
 
 const dir = process.env.NAIAD_LOOP_PROBE_DIR
@@ -44,6 +46,35 @@ if (dir !== undefined && dir !== '') {
     polls++
     slots[Math.floor((Date.now() % 1000) / 100)]++
   })
+  const memory = (): Record<string, number> => {
+    const m = process.memoryUsage()
+    const mib = (b: number): number => Math.round(b / 2 ** 20)
+    const old = getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')
+    return { heapTotalMiB: mib(m.heapTotal), heapUsedMiB: mib(m.heapUsed), oldUsedMiB: Math.round((old?.space_used_size ?? 0) / 2 ** 17) / 8, externalMiB: mib(m.external), arrayBuffersMiB: mib(m.arrayBuffers) }
+  }
+  // NAIAD_LOOP_PROBE_SAMPLE=SECONDS: from the first second with scheduler calls in it (a
+  // supernode's load window), sample allocations for that long, keeping only those that
+  // survived the young generation's collections (promoted, or still live at the end): what
+  // fills the old generation and brings on the major GCs. Written as DIR/<pid>.heapprofile
+  // (a V8 sampling heap profile; bench/heap-summary.ts --allocations reads it).
+  const sampleS = Number(process.env.NAIAD_LOOP_PROBE_SAMPLE ?? 0)
+  let sampling: 'no' | 'on' | 'done' = sampleS > 0 ? 'no' : 'done'
+  let session: Session | undefined
+  const sample = (calling: boolean): void => {
+    if (sampling === 'no' && calling) {
+      sampling = 'on'
+      session = new Session()
+      session.connect()
+      session.post('HeapProfiler.startSampling', { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: false })
+      setTimeout(() => {
+        session!.post('HeapProfiler.stopSampling', (err, res) => {
+          sampling = 'done'
+          if (err === null) writeFileSync(join(dir, `${process.pid}.heapprofile`), JSON.stringify((res as { profile: unknown }).profile))
+          session!.disconnect()
+        })
+      }, sampleS * 1000).unref()
+    }
+  }
   let elu = performance.eventLoopUtilization()
   const timer = setInterval(() => {
     const now = performance.eventLoopUtilization()
@@ -56,8 +87,12 @@ if (dir !== undefined && dir !== '') {
       elu: Math.round(u * 100) / 100,
       gcN: gc.n, gcMs: Math.round(gc.ms), gcMaxMs: Math.round(gc.maxMs), gcKinds: gc.kinds,
       rssMiB: Math.round(process.memoryUsage.rss() / 2 ** 20),
+      // What the RSS is made of: the JS heap's pages and what is live in them at this moment
+      // (garbage included until a collection), and memory outside it (buffers, native).
+      ...memory(),
       calls, polls, pollsMax100ms: Math.max(...slots)
     }
+    sample(polls > 0)
     slots.fill(0)
     polls = 0
     calls = 0

@@ -163,6 +163,41 @@ describe('wire codec: round trips', () => {
     expect(bytes.buffer.byteLength).toBeLessThan(Buffer.poolSize)
     expect(bytes.buffer.byteLength).toBeLessThanOrEqual(512)
   })
+
+  it('gives each encoded message a buffer of exactly its size, its own, however deep it nests', () => {
+    // Writers reuse scratch space per depth; what a caller gets is one allocation of the
+    // message's size (the doubling buffers of every writer were the supernode's churn).
+    const many: GetParentsResponse = { ...getParentsResponse, parents: Array.from({ length: 8 }, (_, k) => ({ ...parent, id: `parent-${k}-${'x'.repeat(40)}`, score: k })) }
+    const first = GetParentsResponse.encode(many)
+    expect(first.byteOffset).toBe(0)
+    expect(first.buffer.byteLength).toBe(first.byteLength)
+    const copy = Uint8Array.from(first)
+    const second = GetParentsResponse.encode({ ...many, parents: many.parents.slice(0, 1) })
+    expect(second.buffer.byteLength).toBe(second.byteLength)
+    expect(hex(first)).toBe(hex(copy))
+    expect(norm(GetParentsResponse.decode(first))).toEqual(norm(many))
+    // A message larger than the kept scratch space, then a small one: both whole.
+    const huge = GetParentsResponse.encode({ grant: new Uint8Array(200_000).fill(7) })
+    expect(GetParentsResponse.decode(huge).grant.length).toBe(200_000)
+    expect(norm(GetParentsResponse.decode(GetParentsResponse.encode(many)))).toEqual(norm(many))
+  })
+
+  it('hands the same bytes to encodeTo without a copy of their own, for the caller to frame', () => {
+    const many: GetParentsResponse = { ...getParentsResponse, parents: Array.from({ length: 8 }, (_, k) => ({ ...parent, id: `p${k}` })) }
+    const framed = GetParentsResponse.encodeTo(many, (bytes) => {
+      expect(bytes.buffer.byteLength).toBeGreaterThan(bytes.byteLength) // scratch space, not an allocation of its own
+      return Uint8Array.from(bytes)
+    })
+    expect(hex(framed)).toBe(hex(GetParentsResponse.encode(many)))
+  })
+
+  it('writes strings of any script in place, as UTF-8', () => {
+    const names = ['', 'a', 'é', '⏱ timer', '😀'.repeat(300), 'x'.repeat(5000)]
+    for (const message of names) {
+      const bytes = RpcError.encode({ code: 'X', message })
+      expect(RpcError.decode(bytes).message).toBe(message)
+    }
+  })
 })
 
 describe('wire codec: unknown fields', () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import {
-  createFabricNode, NaiadError, RpcSession, SchedulerRequest, SchedulerResponse, serveSession,
+  createFabricNode, lengthPrefixed, NaiadError, readSessionFrame, RpcSession, SchedulerRequest, SchedulerResponse, serveSession, SessionFrame, sessionFrame,
   type FabricNode, type SchedulerRequest as Req, type SchedulerResponse as Res
 } from '../src/index.ts'
 
@@ -128,5 +128,39 @@ describe('rpc session', () => {
     expect(answers.map((r) => r.task?.id)).toEqual(Array.from({ length: 20 }, (_, i) => `again-${i}`))
     expect(streams.size).toBe(1)
     await s.close()
+  })
+})
+
+describe('session frames', () => {
+  const bodies = [new Uint8Array(0), new Uint8Array([7]), new Uint8Array(200).fill(3), new Uint8Array(20_000).map((_, i) => i & 0xff)]
+  const ids = [0, 1, 127, 128, 300, 2 ** 32 - 1]
+
+  it('are built in one buffer, byte for byte what the codec and a length prefix make', () => {
+    for (const id of ids) {
+      for (const body of bodies) {
+        const frame = sessionFrame(id, body)
+        expect(Buffer.from(frame).equals(Buffer.from(lengthPrefixed(SessionFrame.encode({ id, body }))))).toBe(true)
+        expect(frame.buffer.byteLength).toBe(frame.byteLength)
+      }
+    }
+  })
+
+  it('are read without a copy of the body, as the codec reads them, and odd ones go to the codec', () => {
+    for (const id of ids) {
+      for (const body of bodies) {
+        const bytes = SessionFrame.encode({ id, body })
+        const frame = readSessionFrame(bytes)
+        expect(frame.id).toBe(id)
+        expect(Buffer.from(frame.body).equals(Buffer.from(body))).toBe(true)
+        if (body.length > 0) expect(frame.body.buffer).toBe(bytes.buffer)
+      }
+    }
+    // Body before ID, an unknown field, a truncated body: what SessionFrame.decode makes of them.
+    const reordered = new Uint8Array([0x12, 0x01, 0x09, 0x08, 0x05])
+    expect(readSessionFrame(reordered)).toEqual(SessionFrame.decode(reordered))
+    const extra = new Uint8Array([0x08, 0x05, 0x12, 0x01, 0x09, 0x18, 0x01])
+    expect(readSessionFrame(extra).id).toBe(5)
+    expect(Array.from(readSessionFrame(extra).body)).toEqual([9])
+    expect(() => readSessionFrame(new Uint8Array([0x08, 0x05, 0x12, 0x04, 0x09]))).toThrow(NaiadError)
   })
 })

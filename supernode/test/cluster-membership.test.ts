@@ -88,6 +88,19 @@ describe('cluster membership', () => {
     await a.stop()
   })
 
+  it('works out its own advertisement for the heartbeat only, not for every ownership check', async () => {
+    // self() reads libp2p's addresses; owns() runs on every registerTask.
+    let asked = 0
+    const store = new MemoryMembership()
+    const a = new Cluster(store, () => { asked++; return { id: 'a', apiUrl: 'http://a:8002', multiaddrs: [] } }, { heartbeatMs: 60_000, ttlMs: 4_000, logger })
+    await a.start()
+    const beats = asked
+    for (const t of tasks) expect(a.owns(t)).toBe(true)
+    expect(a.selfId).toBe('a')
+    expect(asked - beats).toBeLessThanOrEqual(1)
+    await a.stop()
+  })
+
   it('advertises the configured URL, else the listen address, with a dialable host in place of 0.0.0.0', () => {
     expect(advertiseUrl('http://sn-0.naiad:8002/', 'http://0.0.0.0:8002', [])).toBe('http://sn-0.naiad:8002')
     expect(advertiseUrl('', 'http://127.0.0.1:41234', ['/ip4/127.0.0.1/tcp/8003'])).toBe('http://127.0.0.1:41234')

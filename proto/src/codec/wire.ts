@@ -35,6 +35,11 @@ export interface MessageSchema<F extends Fields> {
   readonly name: string
   readonly fields: F
   encode(value: Partial<Infer<F>>): Uint8Array
+  /**
+   * Encodes `value` and hands its bytes to `use` without a copy of their own: they are
+   * scratch space, valid only while `use` runs (it copies them into a frame, a write).
+   */
+  encodeTo<T>(value: Partial<Infer<F>>, use: (bytes: Uint8Array) => T): T
   decode(bytes: Uint8Array): Infer<F>
 }
 
@@ -74,29 +79,42 @@ function wireType(kind: FieldSpec<unknown>['kind']): number {
   }
 }
 
-// How deep in nested encode calls we are. A nested message's bytes are copied into its
-// parent at once, so its writer may use Buffer's shared pool; the outermost one may be kept
-// for long (a cached grant, a credential) and must not keep a whole pool alive: the pool is
-// 64 KiB in Node 24, and 3,000 peers' cached grants had pinned 117 MiB of a supernode.
+// How deep in nested encode calls we are: each depth writes into its own scratch buffer. A
+// nested message's bytes are copied into its parent at once; the outermost one may be kept
+// for long (a cached grant, a credential) and must not keep anything larger alive (Buffer's
+// shared pool is 64 KiB in Node 24, and 3,000 peers' cached grants had pinned 117 MiB of a
+// supernode when they were slices of it).
 let nesting = 0
+
+/**
+ * Scratch space for the writers, one per nesting depth, kept between calls. Every buffer
+ * a writer allocated was an ArrayBuffer outside V8's heap (256 bytes, doubled as it filled:
+ * 3.8 KB of them for a 1.5 KB getParents answer, and a pooled copy of every string), and at
+ * 10,000 peers that churn, not the heap, is what started every major GC of the supernode
+ * ("external memory pressure", bench/README.md "What holds the heap").
+ */
+const scratch: Buffer[] = []
+/** A scratch buffer grown past this is not kept: one large message must not pin its size for good. */
+const SCRATCH_KEEP_BYTES = 64 * 1024
 
 class Writer {
   private buf: Buffer
   private pos = 0
-  private readonly alloc: (size: number) => Buffer
+  private readonly depth: number
 
-  constructor(pooled: boolean) {
-    this.alloc = pooled ? Buffer.allocUnsafe : Buffer.allocUnsafeSlow
-    this.buf = this.alloc(256)
+  constructor(depth: number) {
+    this.depth = depth
+    this.buf = scratch[depth] ??= Buffer.allocUnsafeSlow(1024)
   }
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return
     let size = this.buf.length * 2
     while (size < this.pos + n) size *= 2
-    const next = this.alloc(size)
+    const next = Buffer.allocUnsafeSlow(size)
     this.buf.copy(next, 0, 0, this.pos)
     this.buf = next
+    if (size <= SCRATCH_KEEP_BYTES) scratch[this.depth] = next
   }
 
   varint(value: number): void {
@@ -130,13 +148,35 @@ class Writer {
     this.pos += value.length
   }
 
+  /** A length-delimited UTF-8 string, written in place (no encoded copy of it). */
+  string(value: string): void {
+    const length = Buffer.byteLength(value, 'utf8')
+    this.varint(length)
+    this.ensure(length)
+    this.pos += this.buf.write(value, this.pos, length, 'utf8')
+  }
+
   double(value: number): void {
     this.ensure(8)
     this.buf.writeDoubleLE(value, this.pos)
     this.pos += 8
   }
 
+  /**
+   * The bytes written. A nested message's are a view of the scratch buffer, which its
+   * parent copies before any other message at its depth is encoded; the outermost
+   * message's are its own exact-size copy (callers keep some: a cached grant, a
+   * credential), on V8's heap when small.
+   */
   finish(): Uint8Array {
+    if (this.depth > 0) return this.written()
+    const out = new Uint8Array(this.pos)
+    out.set(this.written())
+    return out
+  }
+
+  /** The bytes written, in the scratch buffer: valid until the next message at this depth is encoded. */
+  written(): Uint8Array {
     return this.buf.subarray(0, this.pos)
   }
 }
@@ -145,10 +185,26 @@ class Reader {
   pos = 0
   private readonly buf: Uint8Array
   private readonly name: string
+  /** The same bytes as a Buffer, made when first needed: strings and doubles are read from it in place. */
+  private view: Buffer | undefined
 
   constructor(buf: Uint8Array, name: string) {
     this.buf = buf
     this.name = name
+  }
+
+  private asBuffer(): Buffer {
+    this.view ??= Buffer.from(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength)
+    return this.view
+  }
+
+  /** A length-delimited UTF-8 string (no copy of its bytes: a piece report's parent ID was one a piece). */
+  string(): string {
+    const len = this.varint()
+    if (this.pos + len > this.buf.length) this.fail('length-delimited field runs past the end')
+    const out = this.asBuffer().toString('utf8', this.pos, this.pos + len)
+    this.pos += len
+    return out
   }
 
   get done(): boolean { return this.pos >= this.buf.length }
@@ -194,7 +250,7 @@ class Reader {
 
   double(): number {
     if (this.pos + 8 > this.buf.length) this.fail('truncated double')
-    const v = Buffer.from(this.buf.buffer, this.buf.byteOffset + this.pos, 8).readDoubleLE(0)
+    const v = this.asBuffer().readDoubleLE(this.pos)
     this.pos += 8
     return v
   }
@@ -224,7 +280,7 @@ function defaultOf(spec: FieldSpec<unknown>): unknown {
 
 function writeValue(w: Writer, spec: FieldSpec<unknown>, value: unknown): void {
   switch (spec.kind) {
-    case 'string': w.bytes(Buffer.from(value as string, 'utf8')); break
+    case 'string': w.string(value as string); break
     case 'bytes': w.bytes(value as Uint8Array); break
     case 'bool': w.varint(value === true ? 1 : 0); break
     case 'uint32': case 'uint64': w.varint(value as number); break
@@ -247,7 +303,7 @@ function isDefault(spec: FieldSpec<unknown>, value: unknown): boolean {
 
 function readValue(r: Reader, spec: FieldSpec<unknown>): unknown {
   switch (spec.kind) {
-    case 'string': return Buffer.from(r.bytes()).toString('utf8')
+    case 'string': return r.string()
     case 'bytes': return Uint8Array.prototype.slice.call(r.bytes())
     case 'bool': return r.varint() !== 0
     case 'uint32': case 'uint64': return r.varint()
@@ -266,31 +322,38 @@ export function message<F extends Fields>(name: string, fields: F): MessageSchem
     byNo.set(spec.no, [key, spec])
   }
 
+  const write = (value: Partial<Infer<F>>): Writer => {
+    const w = new Writer(nesting)
+    const v = value as Record<string, unknown>
+    nesting++
+    try {
+      for (const [key, spec] of entries) {
+        const fieldValue = v[key]
+        const tag = spec.no * 8 + wireType(spec.kind)
+        if (spec.repeated) {
+          for (const item of (fieldValue as unknown[] | undefined) ?? []) {
+            w.varint(tag)
+            writeValue(w, spec, item)
+          }
+        } else if (!isDefault(spec, fieldValue)) {
+          w.varint(tag)
+          writeValue(w, spec, fieldValue)
+        }
+      }
+    } finally {
+      nesting--
+    }
+    return w
+  }
+
   return {
     name,
     fields,
     encode(value) {
-      const w = new Writer(nesting > 0)
-      const v = value as Record<string, unknown>
-      nesting++
-      try {
-        for (const [key, spec] of entries) {
-          const fieldValue = v[key]
-          const tag = spec.no * 8 + wireType(spec.kind)
-          if (spec.repeated) {
-            for (const item of (fieldValue as unknown[] | undefined) ?? []) {
-              w.varint(tag)
-              writeValue(w, spec, item)
-            }
-          } else if (!isDefault(spec, fieldValue)) {
-            w.varint(tag)
-            writeValue(w, spec, fieldValue)
-          }
-        }
-      } finally {
-        nesting--
-      }
-      return w.finish()
+      return write(value).finish()
+    },
+    encodeTo(value, use) {
+      return use(write(value).written())
     },
     decode(bytes) {
       const r = new Reader(bytes, name)

@@ -74,8 +74,82 @@ export class FrameDecoder {
   }
 }
 
-function sessionFrame(id: number, body: Uint8Array): Uint8Array {
-  return lengthPrefixed(SessionFrame.encode({ id, body }))
+/** Bytes of `n` as a varint. */
+function varintLength(n: number): number {
+  let len = 1
+  while (n >= 0x80) {
+    n = Math.floor(n / 128)
+    len++
+  }
+  return len
+}
+
+function writeVarint(out: Uint8Array, pos: number, n: number): number {
+  while (n >= 0x80) {
+    out[pos++] = (n & 0x7f) | 0x80
+    n = Math.floor(n / 128)
+  }
+  out[pos++] = n
+  return pos
+}
+
+/**
+ * lengthPrefixed(SessionFrame.encode({ id, body })), built in one buffer: the encoding and
+ * then the prefix were two more copies of every request and answer, each an ArrayBuffer
+ * outside V8's heap (whose churn started the supernode's major GCs, bench/README.md).
+ */
+export function sessionFrame(id: number, body: Uint8Array): Uint8Array {
+  // Fields at their defaults are left out, as the codec leaves them out.
+  const inner = (id === 0 ? 0 : 1 + varintLength(id)) + (body.length === 0 ? 0 : 1 + varintLength(body.length) + body.length)
+  const out = new Uint8Array(varintLength(inner) + inner)
+  let pos = writeVarint(out, 0, inner)
+  if (id !== 0) {
+    out[pos++] = 0x08 // field 1, varint
+    pos = writeVarint(out, pos, id)
+  }
+  if (body.length > 0) {
+    out[pos++] = 0x12 // field 2, length-delimited
+    pos = writeVarint(out, pos, body.length)
+    out.set(body, pos)
+  }
+  return out
+}
+
+/**
+ * A SessionFrame's call ID and body, the body a view of `buf` (SessionFrame.decode copies
+ * it: a second buffer per call, decoded at once and dropped). The usual frame, ID then
+ * body, is read here; any other (unknown fields) goes through the codec.
+ */
+export function readSessionFrame(buf: Uint8Array): { id: number; body: Uint8Array } {
+  framePos = 0
+  let id = 0
+  if (buf[framePos] === 0x08) {
+    framePos++
+    id = frameVarint(buf)
+    if (id < 0) return SessionFrame.decode(buf)
+  }
+  if (framePos === buf.length) return { id, body: new Uint8Array(0) }
+  if (buf[framePos] !== 0x12) return SessionFrame.decode(buf)
+  framePos++
+  const len = frameVarint(buf)
+  if (len < 0 || framePos + len !== buf.length) return SessionFrame.decode(buf)
+  return { id, body: buf.subarray(framePos, framePos + len) }
+}
+
+/** readSessionFrame's place in the frame it reads (it runs to the end without yielding). */
+let framePos = 0
+
+/** The varint at framePos (moving past it), or -1 if it does not end within five bytes and the frame. */
+function frameVarint(buf: Uint8Array): number {
+  let value = 0
+  let mul = 1
+  for (let i = 0; i < 5 && framePos < buf.length; i++) {
+    const b = buf[framePos++]
+    value += (b & 0x7f) * mul
+    if (b < 0x80) return value
+    mul *= 128
+  }
+  return -1
 }
 
 /**
@@ -189,7 +263,7 @@ export class RpcSession<Q extends Fields, R extends Fields> {
         resolve: (b) => { signal.removeEventListener('abort', onAbort); resolve(b) },
         reject: (e) => { signal.removeEventListener('abort', onAbort); reject(e) }
       })
-      outbox.push(sessionFrame(id, this.request.encode(value)))
+      outbox.push(this.request.encodeTo(value, (body) => sessionFrame(id, body)))
     })
     try {
       return this.response.decode(body)
@@ -244,7 +318,7 @@ export class RpcSession<Q extends Fields, R extends Fields> {
   }
 
   private answer(buf: Uint8Array): void {
-    const frame = SessionFrame.decode(buf)
+    const frame = readSessionFrame(buf)
     const p = this.pending.get(frame.id)
     if (p === undefined) return // the call gave up already
     this.pending.delete(frame.id)
@@ -316,7 +390,7 @@ export async function serveSession<Q extends Fields, R extends Fields>(
     const outbox = new Outbox(stream, () => { /* the stream closed meanwhile */ })
 
     const reply = (id: number, value: Partial<Infer<R>>): void => {
-      outbox.push(sessionFrame(id, response.encode(value)))
+      outbox.push(response.encodeTo(value, (body) => sessionFrame(id, body)))
     }
     const errorReply = (err: unknown): Partial<Infer<R>> => {
       const e = toNaiadError(err, 'PROTO_ERR_REMOTE')
@@ -353,7 +427,7 @@ export async function serveSession<Q extends Fields, R extends Fields>(
     stream.addEventListener('message', (evt) => {
       try {
         for (const buf of decoder.decode(evt.data)) {
-          const frame = SessionFrame.decode(buf)
+          const frame = readSessionFrame(buf)
           handle(frame.id, frame.body)
         }
       } catch (err) {

@@ -26,6 +26,8 @@ export class Cluster {
   private readonly stopping = new AbortController()
   private readonly store: MembershipStore
   private readonly self: () => Omit<SupernodeMember, 'seenAt'>
+  /** This supernode's ID (its fabric peer ID, fixed for the process), read once from `self`. */
+  private id: string | undefined
   private readonly options: ClusterOptions
 
   constructor(store: MembershipStore, self: () => Omit<SupernodeMember, 'seenAt'>, options: ClusterOptions) {
@@ -34,8 +36,15 @@ export class Cluster {
     this.options = options
   }
 
+  /**
+   * Read once: `self()` works out the advertised addresses (libp2p's address manager, a
+   * parse of every listen address), and owns() asks for the ID on every registerTask, some
+   * 200 a second at 10,000 peers, each leaving garbage the old generation collected
+   * (bench/README.md, "What holds the heap").
+   */
   get selfId(): string {
-    return this.self().id
+    this.id ??= this.self().id
+    return this.id
   }
 
   /** Beats once (so that the live set holds this supernode before it reports ready), then on the interval. */

@@ -80,6 +80,8 @@ export class Scheduler {
   private readonly swarms = new WeakMap<TaskState, Swarm>()
   /** When each host's last-seen time was last handed to the store. */
   private readonly touchedAt = new WeakMap<HostState, number>()
+  /** Scratch for getParents (weightsFor). */
+  private weights = new Float64Array(256)
 
   constructor(options: SchedulerOptions, persist: SchedulerPersistence) {
     this.options = options
@@ -304,10 +306,10 @@ export class Scheduler {
     // once per candidate and bit: up to 64 candidates are read against the same pieces.
     const holders = swarm.holders
     const mineBits = mine.view()
-    const weights = new Float64Array(holders.length)
+    const weights = this.weightsFor(holders.length)
     for (let n = 0; n < holders.length; n++) {
       const byte = n >> 3
-      if (holders[n] !== 0 && !(byte < mineBits.length && (mineBits[byte] & (1 << (n & 7))) !== 0)) weights[n] = 1 / holders[n]
+      weights[n] = holders[n] !== 0 && !(byte < mineBits.length && (mineBits[byte] & (1 << (n & 7))) !== 0) ? 1 / holders[n] : 0
     }
     const ttl = this.options.hostTtlMs
     const eligible = (p: PeerState): boolean => {
@@ -377,6 +379,17 @@ export class Scheduler {
     if (scheduled.hasSubscribers) scheduled.publish({ taskId, peerId: hostId, parents: out.length, durationMs: performance.now() - started })
     const from = known !== undefined && known.epoch === swarm.epoch && known.count <= swarm.published ? known.count : 0
     return { task: this.taskInfo(task, from), parents: out, grant: new Uint8Array(0) }
+  }
+
+  /**
+   * getParents's per-piece weights, in one array kept for every call (each call writes the
+   * task's whole range first). A new Float64Array per call was a kilobyte outside V8's heap
+   * each time, the kind of churn that started the supernode's major GCs (bench/README.md).
+   */
+  private weightsFor(pieces: number): Float64Array {
+    if (this.weights.length < pieces) this.weights = new Float64Array(Math.max(pieces, this.weights.length * 2))
+    // A view of the task's range: a piece past it reads as before, undefined, not another task's weight.
+    return this.weights.subarray(0, pieces)
   }
 
   private seedRunning(task: TaskState): boolean {

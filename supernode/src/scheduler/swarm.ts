@@ -126,6 +126,8 @@ export class Swarm {
   /** Per slot, its host's row in `rows`. */
   private hostRow = new Int32Array(64)
   private stamp = 0
+  /** gather's sort keys. */
+  private keys = new Float64Array(64)
   /** Parent → child → when the child last fetched a piece from it (the reverse of each peer's `parents`). */
   private readonly childrenOf = new Map<string, Map<string, number>>()
   /** The task's digests, in the order they were published. */
@@ -265,7 +267,9 @@ export class Swarm {
     // each as one number (holders, a random tiebreak, the piece) sorted natively.
     const bits = mine.view()
     const holders = this.holders
-    const keys = new Float64Array(holders.length)
+    // Scratch kept for every call (a new one each time was a kilobyte outside V8's heap, see Scheduler.weightsFor).
+    if (this.keys.length < holders.length) this.keys = new Float64Array(holders.length)
+    const keys = this.keys
     let m = 0
     for (let n = 0; n < holders.length; n++) {
       if (holders[n] === 0) continue
