@@ -134,19 +134,20 @@ export class DataConnection {
   }
 
   /**
-   * A DATA frame. `done` runs once the socket has taken the bytes (the buffer may then be
-   * reused). Returns false when the socket's buffer is full (wait for 'drain').
+   * A DATA frame whose payload follows FRAME_HEADER_BYTES of room at the start of `frame`:
+   * the header is written into that room and the frame goes out as one buffer. (Under TLS a
+   * header and payload written together as a writev are first joined into a fresh buffer of
+   * their own: a copy and an allocation of every payload byte on the sender.) `done` runs
+   * once the socket has taken the bytes (the buffer may then be reused). Returns false when
+   * the socket's buffer is full (wait for 'drain').
    */
-  sendData(id: number, bytes: Buffer, done: (err?: Error | null) => void): boolean {
+  sendData(id: number, frame: Buffer, done: (err?: Error | null) => void): boolean {
     if (this.state === 'closed') {
       done(this.closeError ?? new NaiadError('PROTO_ERR_ABORTED', 'data channel closed'))
       return false
     }
-    this.socket.cork()
-    this.socket.write(frameHeader(FRAME.data, id, bytes.length, Buffer.allocUnsafe(FRAME_HEADER_BYTES)))
-    const ok = this.socket.write(bytes, done)
-    this.socket.uncork()
-    return ok
+    frameHeader(FRAME.data, id, frame.length - FRAME_HEADER_BYTES, frame)
+    return this.socket.write(frame, done)
   }
 
   pause(): void {

@@ -12,7 +12,7 @@ import { createServer as createTlsServer } from 'node:tls'
 
 import type { Logger } from 'pino'
 import {
-  DATA_CHANNEL_PROTOCOL, DataEnd, DataRequest, DataResponse, EVENTS, FRAME, NaiadError, toNaiadError,
+  DATA_CHANNEL_PROTOCOL, DataEnd, DataRequest, DataResponse, EVENTS, FRAME, FRAME_HEADER_BYTES, NaiadError, toNaiadError,
   type FrameType
 } from '@naiad/proto'
 
@@ -301,7 +301,8 @@ class ServerSession implements ConnectionHandler {
   }
 
   private buffers(): BufferPool {
-    this.pool ??= new BufferPool(BUFFERS_PER_CONNECTION, this.server.settings.chunkBytes)
+    // Each buffer is a whole DATA frame: its header, then one chunk read from disk behind it.
+    this.pool ??= new BufferPool(BUFFERS_PER_CONNECTION, FRAME_HEADER_BYTES + this.server.settings.chunkBytes)
     return this.pool
   }
 
@@ -320,17 +321,17 @@ class ServerSession implements ConnectionHandler {
         pool.give(buf)
         throw failure
       }
-      const n = Math.min(buf.length, count - pos)
-      const chunk = buf.subarray(0, n)
+      const n = Math.min(buf.length - FRAME_HEADER_BYTES, count - pos)
+      const frame = buf.subarray(0, FRAME_HEADER_BYTES + n)
       try {
-        await store.readInto(taskId, offset + pos, chunk)
+        await store.readInto(taskId, offset + pos, frame.subarray(FRAME_HEADER_BYTES))
         signal.throwIfAborted()
       } catch (err) {
         pool.give(buf)
         throw err
       }
       pos += n
-      this.conn.sendData(id, chunk, (err) => {
+      this.conn.sendData(id, frame, (err) => {
         if (err !== undefined && err !== null) failure ??= err
         pool.give(buf)
       })
