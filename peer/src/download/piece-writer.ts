@@ -1,7 +1,6 @@
-// Where a piece from a parent goes as it arrives: every slice is copied into a staging
-// buffer at once (the slice goes back to its socket), and each staging buffer is hashed
-// once, whole, just before it is written into place (see staging.ts): one hash call per
-// MiB instead of one per 16 KiB TLS record. When the last byte has landed the
+// Where a piece from a parent goes as it arrives: every slice is hashed once, on arrival,
+// and copied into a staging buffer that is written into place when full (see staging.ts);
+// the slice itself goes back to its socket at once. When the last byte has landed the
 // digest is compared with the trusted one; only then is the piece listed in the store
 // (verified). Nothing is ever read back to verify.
 
@@ -50,7 +49,6 @@ export class PieceWriter implements PieceSink {
       pool: options.staging,
       at: piece.offset,
       write: (at, bytes) => store.writeAt(taskId, at, bytes),
-      staged: (bytes) => this.hash.update(bytes),
       onPressure: (pause) => { if (pause) this.flow?.pause(); else this.flow?.resume() }
     })
   }
@@ -66,6 +64,7 @@ export class PieceWriter implements PieceSink {
 
   data(bytes: Buffer): void {
     if (this.failed) return
+    this.hash.update(bytes)
     this.out.push(bytes)
     this.received += bytes.length
   }

@@ -42,19 +42,13 @@ export class StagedWriter {
   private readonly pool: StagingPool
   private readonly write: (at: number, bytes: Buffer) => Promise<void>
   private readonly onPressure: (pause: boolean) => void
-  private readonly staged: ((bytes: Buffer) => void) | undefined
   private readonly highWater: number
 
-  /**
-   * `staged` sees every byte once, in order, a staging buffer at a time, just before its
-   * write is issued (a hash fed there makes one call per buffer, not one per socket read).
-   */
-  constructor(options: { pool: StagingPool; at: number; write: (at: number, bytes: Buffer) => Promise<void>; onPressure?: (pause: boolean) => void; staged?: (bytes: Buffer) => void; highWater?: number }) {
+  constructor(options: { pool: StagingPool; at: number; write: (at: number, bytes: Buffer) => Promise<void>; onPressure?: (pause: boolean) => void; highWater?: number }) {
     this.pool = options.pool
     this.at = options.at
     this.write = options.write
     this.onPressure = options.onPressure ?? (() => {})
-    this.staged = options.staged
     this.highWater = options.highWater ?? 4 * STAGING_BYTES
   }
 
@@ -83,8 +77,6 @@ export class StagedWriter {
     if (buf === undefined || this.fill === 0) return
     const n = this.fill
     const at = this.at
-    const bytes = buf.subarray(0, n)
-    this.staged?.(bytes)
     this.buf = undefined
     this.fill = 0
     this.at += n
@@ -93,7 +85,7 @@ export class StagedWriter {
       this.paused = true
       this.onPressure(true)
     }
-    const p = this.write(at, bytes).then(() => {}, (err: unknown) => { this.error ??= err as Error }).finally(() => {
+    const p = this.write(at, buf.subarray(0, n)).then(() => {}, (err: unknown) => { this.error ??= err as Error }).finally(() => {
       this.pending -= n
       this.writes.delete(p)
       this.pool.give(buf)
