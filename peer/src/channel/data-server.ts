@@ -308,42 +308,32 @@ class ServerSession implements ConnectionHandler {
 
   /**
    * Sends `count` bytes of the task's data file from `offset` as DATA frames: each buffer is
-   * read from disk once and handed to the socket; reads run ahead of the socket by the
-   * pool's few buffers, which come back when the socket has taken their bytes. A frame goes
-   * to the socket only once the one before it was taken (and the last before this returns):
-   * frames queued together leave as one writev, and under TLS a writev's buffers are first
-   * joined into a fresh allocation, a copy of every byte; one buffer per write is encrypted
-   * in place.
+   * read from disk once and handed to the socket alone, once the socket took what came
+   * before it (see DataConnection.sendData); reads run ahead of the socket by the pool's
+   * few buffers, which come back when the socket has taken their bytes.
    */
   private async sendBytes(id: number, taskId: string, offset: number, count: number, signal: AbortSignal): Promise<void> {
     const { store } = this.server.parts
     const pool = this.buffers()
     let failure: Error | undefined
-    let sending: Promise<void> | undefined
     for (let pos = 0; pos < count;) {
       const buf = await pool.take(signal)
       const n = Math.min(buf.length - FRAME_HEADER_BYTES, count - pos)
       const frame = buf.subarray(0, FRAME_HEADER_BYTES + n)
       try {
         await store.readInto(taskId, offset + pos, frame.subarray(FRAME_HEADER_BYTES))
-        if (sending !== undefined) await untilTaken(sending, signal)
+        await this.conn.idle(signal)
         if (failure !== undefined) throw failure
-        signal.throwIfAborted()
       } catch (err) {
         pool.give(buf)
         throw err
       }
       pos += n
-      sending = new Promise<void>((resolve) => {
-        this.conn.sendData(id, frame, (err) => {
-          if (err !== undefined && err !== null) failure ??= err
-          pool.give(buf)
-          resolve()
-        })
+      this.conn.sendData(id, frame, (err) => {
+        if (err !== undefined && err !== null) failure ??= err
+        pool.give(buf)
       })
     }
-    if (sending !== undefined) await untilTaken(sending, signal)
-    if (failure !== undefined) throw failure
   }
 
   private async sendStored(id: number, taskId: string, piece: StoredPiece, signal: AbortSignal): Promise<void> {
@@ -375,16 +365,3 @@ class ServerSession implements ConnectionHandler {
   }
 }
 
-/** Waits for a frame's write to be taken by the socket, or for `signal` (a closed connection aborts it). */
-async function untilTaken(sending: Promise<void>, signal: AbortSignal): Promise<void> {
-  signal.throwIfAborted()
-  let onAbort: (() => void) | undefined
-  try {
-    await Promise.race([sending, new Promise<void>((resolve, reject) => {
-      onAbort = () => reject(signal.reason as Error)
-      signal.addEventListener('abort', onAbort, { once: true })
-    })])
-  } finally {
-    signal.removeEventListener('abort', onAbort!)
-  }
-}
