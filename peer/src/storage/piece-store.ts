@@ -145,8 +145,6 @@ export class DiskPieceStore implements PieceStore {
   /** When pin last wrote each task's last-access time. */
   private readonly touchedAt = new Map<string, number>()
   private readonly files = new Map<string, Promise<FileHandle>>()
-  /** Per task, the last write asked for, settled or not (see writeAt). */
-  private readonly writing = new Map<string, Promise<void>>()
   private readonly bitmaps = new Map<string, Bitmap>()
   /** Complete tasks and their files' identities (null: completed before identities were recorded). */
   private readonly completed = new Map<string, string | null>()
@@ -318,21 +316,7 @@ export class DiskPieceStore implements PieceStore {
     for (const w of [...this.roomWaiters]) w()
   }
 
-  writeAt(id: string, offset: number, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    // One write at a time per task file, in the order asked. A buffered write holds its
-    // file's inode lock in the kernel (ext4, xfs): writes issued together to one file only
-    // queued there, each holding a thread of the pool, the waiting ones spinning on the lock
-    // while its owner ran (a core's worth on a 2-core VM while a piece stream was landing).
-    const write = (this.writing.get(id) ?? Promise.resolve()).then(() => this.writeNow(id, offset, data))
-    const settled = write.then(() => {}, () => {})
-    this.writing.set(id, settled)
-    void settled.then(() => {
-      if (this.writing.get(id) === settled) this.writing.delete(id)
-    })
-    return write
-  }
-
-  private async writeNow(id: string, offset: number, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+  async writeAt(id: string, offset: number, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     // A complete task's file may be a user's output too (a hard link): never write into it.
     if (this.completed.has(id)) throw new NaiadError('DFD_ERR_STORE', `task ${id} is complete: its file is not written again`)
     try {
@@ -353,7 +337,7 @@ export class DiskPieceStore implements PieceStore {
       let pos = 0
       for (const d of data) {
         const skip = Math.max(0, Math.min(d.length, r.bytesWritten - pos))
-        if (skip < d.length) await this.writeNow(id, offset + pos + skip, d.subarray(skip))
+        if (skip < d.length) await this.writeAt(id, offset + pos + skip, d.subarray(skip))
         pos += d.length
       }
     } catch (err) {
