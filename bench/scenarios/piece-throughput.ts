@@ -12,7 +12,7 @@
 // verified TLS copy), the same over plain TCP, and one HTTP GET from the origin. B's peak
 // RSS is sampled during its download. See bench/README.md.
 
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -183,7 +183,25 @@ const origin = new TestOrigin()
 let blobSha = ''
 let blobUrl = ''
 
+/**
+ * The output of the last transfer that wrote one (a daemon B's data dir, a copy's file): it
+ * is deleted just before the next transfer that writes starts, not when its own ends. Pages
+ * the guest has not used lately cost a VM several times more to write into than pages just
+ * freed (page cache for 512 MiB: about 1 s of kernel CPU against 0.1 s on this one, see
+ * bench/README.md), so a transfer that ran right after another's output was deleted had an
+ * edge its neighbours did not. This way every transfer that writes starts with one blob's
+ * worth of just-freed pages (the first with the warm-up file's).
+ */
+let lastOutput: string | undefined
+
+async function freeLastOutput(): Promise<void> {
+  if (lastOutput === undefined) return
+  await rm(lastOutput, { recursive: true, force: true })
+  lastOutput = undefined
+}
+
 async function rawTcp(sink: 'count' | 'file', tls = false): Promise<Sample> {
+  if (sink === 'file') await freeLastOutput()
   const signal = step()
   const out = join(work, 'tcp-out')
   const t = tls ? ['--tls'] : []
@@ -195,7 +213,7 @@ async function rawTcp(sink: 'count' | 'file', tls = false): Promise<Sample> {
   const sent = await send.next()
   await Promise.all([recv.exited, send.exited])
   if (r.bytes !== size || sha !== blobSha) throw new Error(`raw TCP (${sink}) moved ${String(r.bytes)} bytes with sha256 ${String(sha)}, expected ${size} and ${blobSha}`)
-  if (sink === 'file') await rm(out, { force: true })
+  if (sink === 'file') lastOutput = out
   const ms = r.ms as number
   return { ms, mbps: mbps(size, ms), cpu: { receiver: r.cpuS as number, sender: sent.cpuS as number } }
 }
@@ -251,6 +269,7 @@ class Cluster {
 
   /** One download by a fresh daemon B, which can only get the blob from daemon A. */
   async transfer(sub: string, env: Record<string, string> = {}): Promise<Sample & { t0Us: number; t1Us: number }> {
+    await freeLastOutput()
     const b = await this.startDaemon(sub, env)
     try {
       const pids = { A: this.a!.process.pid, B: b.process.pid, supernode: this.supernode!.process.pid }
@@ -271,7 +290,7 @@ class Cluster {
     } finally {
       // B leaves the scheduler on SIGTERM, so the next B has A as its only parent.
       await this.stopDaemon(b)
-      await rm(this.dir(sub), { recursive: true, force: true })
+      lastOutput = this.dir(sub)
     }
   }
 
@@ -410,6 +429,9 @@ try {
   }
 
   const samples: Record<string, Sample[]> = Object.fromEntries(order.map(([name]) => [name, []]))
+  // The first transfer that writes starts with freed pages too (see lastOutput).
+  lastOutput = join(work, 'warm-up')
+  await copyFile(blobPath, lastOutput)
   for (let i = 0; i < runs; i++) {
     // Rotating the order keeps page cache and CPU frequency effects from favouring one row.
     for (let k = 0; k < order.length; k++) {

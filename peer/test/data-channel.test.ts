@@ -5,13 +5,14 @@
 
 import { createHash } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import pino from 'pino'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { NaiadError } from '@naiad/proto'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { FRAME_HEADER_BYTES, NaiadError } from '@naiad/proto'
 import { makeBlob } from '@naiad/testkit'
 
 import { OPEN_ACCESS, type PeerAccess } from '../src/access/access.ts'
@@ -111,6 +112,25 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     expect([...down.bitmap(TASK).pieces()]).toEqual([0, 1, 2, 3])
     expect((await down.read(TASK, 0, 4 * PIECE)).equals(blob.subarray(0, 4 * PIECE))).toBe(true)
     expect(server.activeUploads).toBe(0)
+  })
+
+  it('hands the socket each DATA frame alone, header and bytes in one buffer', async () => {
+    // Under TLS the buffers of one writev are joined into a fresh copy before they are
+    // encrypted: piece bytes must never go out that way (a corked header + chunk did).
+    const writev = vi.spyOn(Socket.prototype, '_writev')
+    const write = vi.spyOn(Socket.prototype, '_write')
+    try {
+      await Promise.all([0, 1, 2, 3].map((num) => fetchPiece(num)))
+      // Node passes a writev plain buffers, or { chunk } entries when they are not all buffers.
+      const gathered = writev.mock.calls.flatMap(([chunks]) => chunks.map((c) => ((c as { chunk?: Buffer }).chunk ?? (c as unknown as Buffer)).length))
+      expect(gathered.filter((n) => n > 4096)).toEqual([])
+      const whole = write.mock.calls.filter(([chunk]) => (chunk as Buffer).length === FRAME_HEADER_BYTES + 256 * 1024)
+      expect(whole).toHaveLength(16)
+    } finally {
+      writev.mockRestore()
+      write.mockRestore()
+    }
+    expect((await down.read(TASK, 0, 4 * PIECE)).equals(blob.subarray(0, 4 * PIECE))).toBe(true)
   })
 
   it('refuses a server whose key is not the peer ID it was dialled as', async () => {

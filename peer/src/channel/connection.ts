@@ -59,6 +59,12 @@ export class DataConnection {
   private settle!: { resolve: () => void; reject: (err: Error) => void }
   private closeError: Error | undefined
   private readonly timer: NodeJS.Timeout
+  /** Frames handed to the socket that it has not taken yet, and who waits for none to be left. */
+  private unwritten = 0
+  private readonly idleWaiters: Array<() => void> = []
+  private readonly taken = (): void => {
+    if (--this.unwritten === 0) for (const w of this.idleWaiters.splice(0)) w()
+  }
 
   constructor(socket: Socket, options: ConnectionOptions) {
     this.socket = socket
@@ -130,23 +136,48 @@ export class DataConnection {
   /** A control frame. */
   send(type: FrameType, id: number, payload: Uint8Array): void {
     if (this.state === 'closed') return
-    this.socket.write(encodeFrame(type, id, payload))
+    this.unwritten++
+    this.socket.write(encodeFrame(type, id, payload), this.taken)
   }
 
   /**
-   * A DATA frame. `done` runs once the socket has taken the bytes (the buffer may then be
-   * reused). Returns false when the socket's buffer is full (wait for 'drain').
+   * A DATA frame whose payload follows FRAME_HEADER_BYTES of room at the start of `frame`:
+   * the header is written into that room and the frame goes out as one buffer. Send it once
+   * idle() resolved: frames queued behind a write in progress leave together as one writev,
+   * and under TLS the buffers of a writev are first joined into a fresh allocation, a copy of
+   * every byte; one buffer per write is encrypted where it lies. `done` runs once the socket
+   * has taken the bytes (the buffer may then be reused).
    */
-  sendData(id: number, bytes: Buffer, done: (err?: Error | null) => void): boolean {
+  sendData(id: number, frame: Buffer, done: (err?: Error | null) => void): void {
     if (this.state === 'closed') {
       done(this.closeError ?? new NaiadError('PROTO_ERR_ABORTED', 'data channel closed'))
-      return false
+      return
     }
-    this.socket.cork()
-    this.socket.write(frameHeader(FRAME.data, id, bytes.length, Buffer.allocUnsafe(FRAME_HEADER_BYTES)))
-    const ok = this.socket.write(bytes, done)
-    this.socket.uncork()
-    return ok
+    frameHeader(FRAME.data, id, frame.length - FRAME_HEADER_BYTES, frame)
+    this.unwritten++
+    this.socket.write(frame, (err) => {
+      this.taken()
+      done(err)
+    })
+  }
+
+  /** Resolves once the socket has taken every frame handed to it (rejects when `signal` fires first). */
+  idle(signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted()
+    if (this.unwritten === 0) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        const i = this.idleWaiters.indexOf(done)
+        if (i >= 0) this.idleWaiters.splice(i, 1)
+        reject(signal.reason as Error)
+      }
+      const done = (): void => {
+        signal.removeEventListener('abort', onAbort)
+        resolve()
+      }
+      this.idleWaiters.push(done)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
   }
 
   pause(): void {

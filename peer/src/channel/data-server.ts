@@ -12,7 +12,7 @@ import { createServer as createTlsServer } from 'node:tls'
 
 import type { Logger } from 'pino'
 import {
-  DATA_CHANNEL_PROTOCOL, DataEnd, DataRequest, DataResponse, EVENTS, FRAME, NaiadError, toNaiadError,
+  DATA_CHANNEL_PROTOCOL, DataEnd, DataRequest, DataResponse, EVENTS, FRAME, FRAME_HEADER_BYTES, NaiadError, toNaiadError,
   type FrameType
 } from '@naiad/proto'
 
@@ -301,14 +301,16 @@ class ServerSession implements ConnectionHandler {
   }
 
   private buffers(): BufferPool {
-    this.pool ??= new BufferPool(BUFFERS_PER_CONNECTION, this.server.settings.chunkBytes)
+    // Each buffer is a whole DATA frame: its header, then one chunk read from disk behind it.
+    this.pool ??= new BufferPool(BUFFERS_PER_CONNECTION, FRAME_HEADER_BYTES + this.server.settings.chunkBytes)
     return this.pool
   }
 
   /**
    * Sends `count` bytes of the task's data file from `offset` as DATA frames: each buffer is
-   * read from disk once and handed to the socket; reads run ahead of the socket by the
-   * pool's few buffers, which come back when the socket has taken their bytes.
+   * read from disk once and handed to the socket alone, once the socket took what came
+   * before it (see DataConnection.sendData); reads run ahead of the socket by the pool's
+   * few buffers, which come back when the socket has taken their bytes.
    */
   private async sendBytes(id: number, taskId: string, offset: number, count: number, signal: AbortSignal): Promise<void> {
     const { store } = this.server.parts
@@ -316,21 +318,18 @@ class ServerSession implements ConnectionHandler {
     let failure: Error | undefined
     for (let pos = 0; pos < count;) {
       const buf = await pool.take(signal)
-      if (failure !== undefined) {
-        pool.give(buf)
-        throw failure
-      }
-      const n = Math.min(buf.length, count - pos)
-      const chunk = buf.subarray(0, n)
+      const n = Math.min(buf.length - FRAME_HEADER_BYTES, count - pos)
+      const frame = buf.subarray(0, FRAME_HEADER_BYTES + n)
       try {
-        await store.readInto(taskId, offset + pos, chunk)
-        signal.throwIfAborted()
+        await store.readInto(taskId, offset + pos, frame.subarray(FRAME_HEADER_BYTES))
+        await this.conn.idle(signal)
+        if (failure !== undefined) throw failure
       } catch (err) {
         pool.give(buf)
         throw err
       }
       pos += n
-      this.conn.sendData(id, chunk, (err) => {
+      this.conn.sendData(id, frame, (err) => {
         if (err !== undefined && err !== null) failure ??= err
         pool.give(buf)
       })
