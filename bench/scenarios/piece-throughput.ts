@@ -33,7 +33,7 @@ const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
 
 const USAGE = `usage: node bench/scenarios/piece-throughput.ts [options]
   --size SIZE          blob size (default 512MiB; 256MiB for a quick run; 4GiB to watch B's RSS)
-  --runs N             measurements of each transfer, interleaved (default 3)
+  --runs N             measurements of each transfer, interleaved (default 3; with --alt-bin an even number puts each build first as often)
   --timeout DURATION   bound on the whole benchmark (default 20m)
   --profile            after the measured runs, one more naiad transfer with daemons A and B
                        under --cpu-prof; prints their top self-time functions in that transfer
@@ -434,8 +434,16 @@ try {
   await copyFile(blobPath, lastOutput)
   for (let i = 0; i < runs; i++) {
     // Rotating the order keeps page cache and CPU frequency effects from favouring one row.
-    for (let k = 0; k < order.length; k++) {
-      const [name, fn] = order[(k + i) % order.length]
+    // The other build trades places with the main one every other round: whichever ran second
+    // of the two moved up to 1.5x the bytes of the same build run first (bench/README.md), so
+    // with a fixed pair order the comparison measured the position.
+    const round = order.map((_, k) => order[(k + i) % order.length])
+    if (i % 2 === 1) {
+      const a = round.findIndex(([name]) => name === 'naiad')
+      const b = round.findIndex(([name]) => name.startsWith('naiad:') && name !== 'naiad:tcp')
+      if (a >= 0 && b >= 0) [round[a], round[b]] = [round[b], round[a]]
+    }
+    for (const [name, fn] of round) {
       const { value: s, otherCpuS, stealS } = await foreignCpu(() => fn(i))
       Object.assign(s, { otherCpuS, stealS })
       samples[name].push(s)
