@@ -367,7 +367,7 @@ export class Scheduler {
     for (let i = 0; i < n; i++) maxBandwidth = Math.max(maxBandwidth, picks.hosts[i]!.bandwidth)
     for (let i = 0; i < n; i++) {
       let score = scoreOf(picks.hosts[i]!, picks.useful[i], picks.children[i], requester, maxBandwidth, missing)
-      for (const s of this.scorers) score += s(picks.cands[i]!, task)
+      if (plugins) for (const s of this.scorers) score += s(picks.cands[i]!, task)
       picks.score[i] = score
     }
     const m = picks.best(n, Math.max(1, Math.min(limit === 0 ? 8 : limit, 32)))
