@@ -3,18 +3,6 @@ import { checkNode } from '@naiad/proto/node-version'
 
 checkNode('supernode')
 
-// The scheduler's calls (20,000 piece reports a second at 10,000 peers) make short-lived
-// objects only, so V8 kept the young generation near its 1 MiB start and scavenged very
-// often; each scavenge copies whatever calls were in flight, which then often lives on into
-// old space (bench/README.md, issue 15). A larger young generation from the start lets those
-// die first. process.execve keeps the process ID (services and benchmarks watch it); a
-// semi-space flag named on the command line or in NODE_OPTIONS wins.
-const YOUNG = '--min-semi-space-size=16'
-const named = (args: readonly string[]): boolean => args.some((a) => a.includes('semi-space-size'))
-if (typeof process.execve === 'function' && !named(process.execArgv) && !named((process.env.NODE_OPTIONS ?? '').split(/\s+/))) {
-  process.execve(process.execPath, [process.execPath, ...process.execArgv, YOUNG, ...process.argv.slice(1)])
-}
-
 const { loadPlugins } = await import('@naiad/host')
 const { createLogger, runCli, untilSignal } = await import('@naiad/proto')
 const {
