@@ -253,7 +253,9 @@ describe('wire codec: malformed input', () => {
     ['wire type 6', RpcError, '0e'],
     ['wire type 7', RpcError, '0f'],
     ['a malformed nested message', SchedulerResponse, '12 02 0a 05'],
-    ['a malformed message inside a repeated field', TaskInfo, '3a 03 1a 09 00']
+    ['a malformed message inside a repeated field', TaskInfo, '3a 03 1a 09 00'],
+    // Read in place, a nested message still ends at its own length, not its parent's.
+    ['a nested field running past its message but not the buffer', GetParentsResponse, '0a 02 0a 03 78 79 7a']
   ] as Array<[string, MessageSchema<Fields>, string]>)('%s throws PROTO_ERR_DECODE', (_what, schema, bytes) => {
     expectDecodeError(() => schema.decode(bytesOf(bytes)))
   })
@@ -265,6 +267,12 @@ describe('wire codec: malformed input', () => {
     } catch (err) {
       expect((err as NaiadError).message).toContain('PieceDigest')
     }
+  })
+
+  it('names the nested message that is malformed, and the parent again after it', () => {
+    expect(() => GetParentsResponse.decode(bytesOf('0a 02 0a 03 78 79 7a'))).toThrow(/TaskInfo/)
+    // A good nested TaskInfo, then a truncated field of the response itself.
+    expect(() => GetParentsResponse.decode(bytesOf('0a 03 0a 01 78 1a 05'))).toThrow(/GetParentsResponse/)
   })
 
   it('refuses to encode values that do not fit an unsigned varint', () => {

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { Bitmap, type Host, type PieceResult, type ReportPiecesRequest } from '@naiad/proto'
 import { prng } from '@naiad/testkit'
 
-import { CANDIDATE_POOL, Scheduler, type SchedulerPersistence, type TaskState } from '../src/scheduler/scheduler.ts'
+import { CANDIDATE_POOL, Scheduler, type PeerState, type SchedulerPersistence, type TaskState } from '../src/scheduler/scheduler.ts'
 import { scoreCandidate, type Candidate } from '../src/scheduler/scoring.ts'
 import { EDGE_WINDOW_MS, HostRows, Swarm } from '../src/scheduler/swarm.ts'
 
@@ -322,6 +322,31 @@ describe('swarm index against the brute-force reference', () => {
     hostRows.sync('h')
     expect(take()).toEqual([])
     expect(swarm.holders[0]).toBe(5)
+  })
+
+  it('counts a parent\'s children within the edge window while expired edges are kept, dropped and added again', () => {
+    const s = new Scheduler({ hostTtlMs: TTL }, none)
+    const ids = Array.from({ length: 30 }, (_, i) => `p${i}`)
+    for (const id of ids) {
+      s.announceHost(id, hostInfo(id))
+      s.registerTask(id, { taskId: T, url: URL, headers: [], digest: '', range: '', filter: [] })
+    }
+    const task = s.tasks.get(T)!
+    const swarm = new Swarm(task)
+    const child = (i: number): PeerState => task.peers.get(ids[i])!
+    // 20 children at t0, 3 of them again later; then the edges expire in turn.
+    for (let i = 1; i <= 20; i++) swarm.addEdge(child(i), 'p0', now)
+    expect(swarm.children('p0', now)).toBe(20)
+    for (let i = 1; i <= 3; i++) swarm.addEdge(child(i), 'p0', now + 1_500)
+    expect(swarm.children('p0', now + EDGE_WINDOW_MS)).toBe(3)
+    expect(swarm.children('p0', now + EDGE_WINDOW_MS + 1_500)).toBe(0)
+    // A child coming back after its edge expired (kept or dropped) counts once.
+    for (let i = 1; i <= 25; i++) swarm.addEdge(child(i), 'p0', now + 5_000)
+    swarm.addEdge(child(1), 'p0', now + 5_500)
+    expect(swarm.children('p0', now + 5_600)).toBe(25)
+    swarm.clearEdges(child(2))
+    expect(swarm.children('p0', now + 5_600)).toBe(24)
+    expect(swarm.children('p0', now + 5_000 + EDGE_WINDOW_MS)).toBe(1)
   })
 
   it('keeps its counts through random operations, and a swarm rebuilt from the same peers has the same', () => {

@@ -183,14 +183,34 @@ class Writer {
 
 class Reader {
   pos = 0
+  /**
+   * Where the message being read ends: the buffer's end, or a nested message's while it is
+   * read (see `nested`), so that a nested message needs no view, Reader or Buffer of its own.
+   */
+  end: number
+  name: string
   private readonly buf: Uint8Array
-  private readonly name: string
   /** The same bytes as a Buffer, made when first needed: strings and doubles are read from it in place. */
   private view: Buffer | undefined
 
   constructor(buf: Uint8Array, name: string) {
     this.buf = buf
     this.name = name
+    this.end = buf.length
+  }
+
+  /** Reads the length-delimited message that starts here with `read`, within its own bounds and name. */
+  nested<T>(name: string, read: (r: Reader) => T): T {
+    const len = this.varint()
+    if (this.pos + len > this.end) this.fail('length-delimited field runs past the end')
+    const end = this.end
+    const outer = this.name
+    this.end = this.pos + len
+    this.name = name
+    const value = read(this)
+    this.end = end
+    this.name = outer
+    return value
   }
 
   private asBuffer(): Buffer {
@@ -201,13 +221,13 @@ class Reader {
   /** A length-delimited UTF-8 string (no copy of its bytes: a piece report's parent ID was one a piece). */
   string(): string {
     const len = this.varint()
-    if (this.pos + len > this.buf.length) this.fail('length-delimited field runs past the end')
+    if (this.pos + len > this.end) this.fail('length-delimited field runs past the end')
     const out = this.asBuffer().toString('utf8', this.pos, this.pos + len)
     this.pos += len
     return out
   }
 
-  get done(): boolean { return this.pos >= this.buf.length }
+  get done(): boolean { return this.pos >= this.end }
 
   fail(why: string): never {
     throw new NaiadError('PROTO_ERR_DECODE', `malformed ${this.name} message: ${why}`)
@@ -217,7 +237,7 @@ class Reader {
     let result = 0
     let mul = 1
     for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.buf.length) this.fail('truncated varint')
+      if (this.pos >= this.end) this.fail('truncated varint')
       const b = this.buf[this.pos++]
       result += (b & 0x7f) * mul
       if ((b & 0x80) === 0) return result
@@ -242,14 +262,14 @@ class Reader {
 
   bytes(): Uint8Array {
     const len = this.varint()
-    if (this.pos + len > this.buf.length) this.fail('length-delimited field runs past the end')
+    if (this.pos + len > this.end) this.fail('length-delimited field runs past the end')
     const out = this.buf.subarray(this.pos, this.pos + len)
     this.pos += len
     return out
   }
 
   double(): number {
-    if (this.pos + 8 > this.buf.length) this.fail('truncated double')
+    if (this.pos + 8 > this.end) this.fail('truncated double')
     const v = this.asBuffer().readDoubleLE(this.pos)
     this.pos += 8
     return v
@@ -263,15 +283,19 @@ class Reader {
       case WIRE_I32: this.pos += 4; break
       default: this.fail(`unsupported wire type ${wire}`)
     }
-    if (this.pos > this.buf.length) this.fail('truncated field')
+    if (this.pos > this.end) this.fail('truncated field')
   }
 }
+
+const NO_BYTES = new Uint8Array(0)
 
 function defaultOf(spec: FieldSpec<unknown>): unknown {
   if (spec.repeated) return []
   switch (spec.kind) {
     case 'string': return ''
-    case 'bytes': return new Uint8Array(0)
+    // One for every message: a zero-length array holds nothing to change, and a new one per
+    // decoded field (a piece result's digest, mostly absent) was garbage at every report.
+    case 'bytes': return NO_BYTES
     case 'bool': return false
     case 'message': return undefined
     default: return 0
@@ -309,9 +333,12 @@ function readValue(r: Reader, spec: FieldSpec<unknown>): unknown {
     case 'uint32': case 'uint64': return r.varint()
     case 'int64': return r.signed()
     case 'double': return r.double()
-    case 'message': return spec.schema!.decode(r.bytes())
+    case 'message': return r.nested(spec.schema!.name, readers.get(spec.schema!)!)
   }
 }
+
+/** Each schema's in-place reader, for the messages nested in others. */
+const readers = new WeakMap<object, (r: Reader) => unknown>()
 
 /** Declares a message schema. Field numbers must be unique and positive. */
 export function message<F extends Fields>(name: string, fields: F): MessageSchema<F> {
@@ -346,7 +373,40 @@ export function message<F extends Fields>(name: string, fields: F): MessageSchem
     return w
   }
 
-  return {
+  const defaults: Record<string, unknown> = {}
+  for (const [key, spec] of entries) defaults[key] = defaultOf(spec)
+  const lists = entries.filter(([, spec]) => spec.repeated).map(([key]) => key)
+
+  // Reads the message from `r` up to `r.end`: a nested message is read in place (Reader.nested).
+  const read = (r: Reader): Infer<F> => {
+    // One copy of the defaults (the scalars', a shared empty byte array), sized for all of
+    // them at once; filled field by field from {}, the object grew its property store as it went.
+    const out: Record<string, unknown> = { ...defaults }
+    for (const key of lists) out[key] = []
+    while (!r.done) {
+      const tag = r.varint()
+      const no = Math.floor(tag / 8)
+      const wire = tag % 8
+      const field = byNo.get(no)
+      if (field !== undefined && field[1].repeated && wire === WIRE_LEN && wireType(field[1].kind) !== WIRE_LEN) {
+        // A packed repeated scalar (proto3's default encoding): one length-delimited run of values.
+        const packed = new Reader(r.bytes(), name)
+        while (!packed.done) (out[field[0]] as unknown[]).push(readValue(packed, field[1]))
+        continue
+      }
+      if (field === undefined || wire !== wireType(field[1].kind)) {
+        r.skip(wire)
+        continue
+      }
+      const [key, spec] = field
+      const value = readValue(r, spec)
+      if (spec.repeated) (out[key] as unknown[]).push(value)
+      else out[key] = value
+    }
+    return out as Infer<F>
+  }
+
+  const schema: MessageSchema<F> = {
     name,
     fields,
     encode(value) {
@@ -356,30 +416,9 @@ export function message<F extends Fields>(name: string, fields: F): MessageSchem
       return use(write(value).written())
     },
     decode(bytes) {
-      const r = new Reader(bytes, name)
-      const out: Record<string, unknown> = {}
-      for (const [key, spec] of entries) out[key] = defaultOf(spec)
-      while (!r.done) {
-        const tag = r.varint()
-        const no = Math.floor(tag / 8)
-        const wire = tag % 8
-        const field = byNo.get(no)
-        if (field !== undefined && field[1].repeated && wire === WIRE_LEN && wireType(field[1].kind) !== WIRE_LEN) {
-          // A packed repeated scalar (proto3's default encoding): one length-delimited run of values.
-          const packed = new Reader(r.bytes(), name)
-          while (!packed.done) (out[field[0]] as unknown[]).push(readValue(packed, field[1]))
-          continue
-        }
-        if (field === undefined || wire !== wireType(field[1].kind)) {
-          r.skip(wire)
-          continue
-        }
-        const [key, spec] = field
-        const value = readValue(r, spec)
-        if (spec.repeated) (out[key] as unknown[]).push(value)
-        else out[key] = value
-      }
-      return out as Infer<F>
+      return read(new Reader(bytes, name))
     }
   }
+  readers.set(schema, read)
+  return schema
 }

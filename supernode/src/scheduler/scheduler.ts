@@ -8,7 +8,7 @@ import {
   type GetParentsResponse, type Host, type Parent, type RegisterTaskRequest, type ReportPiecesRequest, type TaskInfo
 } from '@naiad/proto'
 
-import { scoreCandidate, type Candidate, type ParentFilter, type ParentScorer } from './scoring.ts'
+import { scoreOf, type Candidate, type ParentFilter, type ParentScorer } from './scoring.ts'
 import { SeedGrants } from './seed-grants.ts'
 import type { HostState, PeerState, TaskState } from './state.ts'
 import { HostRows, Swarm } from './swarm.ts'
@@ -82,6 +82,8 @@ export class Scheduler {
   private readonly touchedAt = new WeakMap<HostState, number>()
   /** Scratch for getParents (weightsFor). */
   private weights = new Float64Array(256)
+  /** getParents's candidates, kept across calls. */
+  private readonly picks = new Picks(CANDIDATE_POOL + 1)
 
   constructor(options: SchedulerOptions, persist: SchedulerPersistence) {
     this.options = options
@@ -320,8 +322,12 @@ export class Scheduler {
       if (!host.info.isSeed && now - host.lastSeen > ttl) return false
       return host.consecutiveFailures < MAX_FAILURES
     }
-    const candidates: Candidate[] = []
-    let maxBandwidth = 0
+    // The candidates go into scratch arrays kept across calls (see Picks), not an object each:
+    // at 10,000 peers the per-call candidates were the largest share of what outlived the
+    // young generation (bench/README.md). Plugins and the seed's grants still get Candidates.
+    const picks = this.picks
+    const plugins = this.filters.length > 0 || this.scorers.length > 0
+    let n = 0
     const consider = (p: PeerState): void => {
       if (!eligible(p)) return
       const host = this.hosts.get(p.hostId)!
@@ -336,10 +342,13 @@ export class Scheduler {
       // from it as they arrive (see SeedGrants), before it has any to show.
       if (useful === 0 && !(host.info.isSeed && p.state === 'running' && task.state === 'running' && task.pieceCount > p.bitmap.count())) return
       // Cycles are allowed: every piece is verified on its own, so two peers may swap pieces.
-      const c: Candidate = { peer: p, host, useful, children: swarm.children(p.hostId, now) }
-      if (this.filters.some((f) => !f(c, task))) return
-      maxBandwidth = Math.max(maxBandwidth, host.bandwidth)
-      candidates.push(c)
+      const children = swarm.children(p.hostId, now)
+      let c: Candidate | undefined
+      if (plugins) {
+        c = { peer: p, host, useful, children }
+        if (this.filters.some((f) => !f(c!, task))) return
+      }
+      picks.set(n++, p, host, useful, children, c)
     }
     if (task.peers.size <= CANDIDATE_POOL) {
       for (const p of task.peers.values()) consider(p)
@@ -351,31 +360,36 @@ export class Scheduler {
       if (seed !== undefined && !pool.includes(seed)) pool.push(seed)
       for (const p of pool) consider(p)
     }
-    const requester = this.hosts.get(hostId)
+    const requester = this.hosts.get(hostId)?.info
     const missing = Math.max(1, (task.pieceCount >= 0 ? task.pieceCount : task.pieces.size) - mine.count())
-    const parents = candidates
-      .map((c) => {
-        let score = scoreCandidate(c, { requester: requester?.info, maxBandwidth, missing })
-        for (const s of this.scorers) score += s(c, task)
-        return { c, score }
-      })
-      .sort((a, b) => b.score - a.score)
-      .slice(0, Math.max(1, Math.min(limit === 0 ? 8 : limit, 32)))
-    const offered = parents.map(({ c }) => c)
+    // Worked out here, not in consider: a double written in the closure's context was a new heap number each time.
+    let maxBandwidth = 0
+    for (let i = 0; i < n; i++) maxBandwidth = Math.max(maxBandwidth, picks.hosts[i]!.bandwidth)
+    for (let i = 0; i < n; i++) {
+      let score = scoreOf(picks.hosts[i]!, picks.useful[i], picks.children[i], requester, maxBandwidth, missing)
+      if (plugins) for (const s of this.scorers) score += s(picks.cands[i]!, task)
+      picks.score[i] = score
+    }
+    const m = picks.best(n, Math.max(1, Math.min(limit === 0 ? 8 : limit, 32)))
+    const order = picks.order
     // The seed's children: the task's running peers other than the seed.
     const seedChildren = (): number => swarm.running - (this.seedRunning(task) ? 1 : 0)
-    const out: Parent[] = parents
-      .map(({ c, score }) => ({
-        id: c.peer.hostId,
-        multiaddrs: c.host.info.multiaddrs,
-        bitmap: (c.host.info.isSeed && this.seedGrants.needed(task, c, holders)
-          ? this.seedGrants.bitmapFor(task, c, hostId, mine, offered, seedChildren(), now)
-          : c.peer.bitmap).toBytes(),
-        score,
-        isSeed: c.host.info.isSeed,
-        dataPort: c.host.info.dataPort,
-        dataTransport: c.host.info.dataTransport
-      }))
+    const out: Parent[] = []
+    for (let r = 0; r < m; r++) {
+      const i = order[r]
+      const peer = picks.peers[i]!
+      const info = picks.hosts[i]!.info
+      let bitmap = peer.bitmap
+      if (info.isSeed) {
+        const c = picks.candidate(i)
+        if (this.seedGrants.needed(task, c, holders)) {
+          const offered = Array.from(order.subarray(0, m), (k) => picks.candidate(k))
+          bitmap = this.seedGrants.bitmapFor(task, c, hostId, mine, offered, seedChildren(), now)
+        }
+      }
+      out.push({ id: peer.hostId, multiaddrs: info.multiaddrs, bitmap: bitmap.toBytes(), score: picks.score[i], isSeed: info.isSeed, dataPort: info.dataPort, dataTransport: info.dataTransport })
+    }
+    picks.clear(n)
     if (scheduled.hasSubscribers) scheduled.publish({ taskId, peerId: hostId, parents: out.length, durationMs: performance.now() - started })
     const from = known !== undefined && known.epoch === swarm.epoch && known.count <= swarm.published ? known.count : 0
     return { task: this.taskInfo(task, from), parents: out, grant: new Uint8Array(0) }
@@ -435,5 +449,71 @@ export class Scheduler {
       digestEpoch: swarm.epoch,
       piecesFrom: from
     }
+  }
+}
+
+/**
+ * One getParents call's candidates in arrays kept across calls: the peer, its host, the
+ * figures it is scored on, and its score, by position; a Candidate object only where a
+ * plugin or the seed's grants need one. Not reentrant (a plugin must not call getParents).
+ */
+class Picks {
+  readonly peers: Array<PeerState | undefined>
+  readonly hosts: Array<HostState | undefined>
+  readonly useful: Float64Array
+  readonly children: Float64Array
+  readonly score: Float64Array
+  readonly cands: Array<Candidate | undefined>
+  /** Positions of the best, best first (see best). */
+  readonly order: Int32Array
+
+  /** `size`: the most candidates one call considers (the pool and the seed). */
+  constructor(size: number) {
+    this.peers = new Array<PeerState | undefined>(size).fill(undefined)
+    this.hosts = new Array<HostState | undefined>(size).fill(undefined)
+    this.useful = new Float64Array(size)
+    this.children = new Float64Array(size)
+    this.score = new Float64Array(size)
+    this.cands = new Array<Candidate | undefined>(size).fill(undefined)
+    this.order = new Int32Array(size)
+  }
+
+  set(i: number, peer: PeerState, host: HostState, useful: number, children: number, c: Candidate | undefined): void {
+    this.peers[i] = peer
+    this.hosts[i] = host
+    this.useful[i] = useful
+    this.children[i] = children
+    this.cands[i] = c
+  }
+
+  candidate(i: number): Candidate {
+    return this.cands[i] ??= { peer: this.peers[i]!, host: this.hosts[i]!, useful: this.useful[i], children: this.children[i] }
+  }
+
+  /**
+   * Puts the positions of the `k` best of the first `n` scores in `order`, best first, ties
+   * in position order (what a stable sort by score would give); returns how many (≤ k).
+   */
+  best(n: number, k: number): number {
+    const { order, score } = this
+    let m = 0
+    for (let i = 0; i < n; i++) {
+      const s = score[i]
+      if (m === k && !(s > score[order[m - 1]])) continue
+      let j = m < k ? m++ : m - 1
+      while (j > 0 && s > score[order[j - 1]]) {
+        order[j] = order[j - 1]
+        j--
+      }
+      order[j] = i
+    }
+    return m
+  }
+
+  /** Lets go of the call's peers and candidates (a peer that leaves is not kept alive here). */
+  clear(n: number): void {
+    this.peers.fill(undefined, 0, n)
+    this.cands.fill(undefined, 0, n)
+    this.hosts.fill(undefined, 0, n)
   }
 }

@@ -62,13 +62,17 @@ export function health(host: HostState): number {
 }
 
 export function scoreCandidate(c: Candidate, ctx: { requester: Host | undefined; maxBandwidth: number; missing: number }): number {
-  const slots = Math.max(1, c.host.info.uploadSlots)
-  const freeSlots = Math.max(0, slots - c.children) / slots
-  const useful = Math.min(1, c.useful / ctx.missing)
-  const bandwidth = ctx.maxBandwidth > 0 ? c.host.bandwidth / ctx.maxBandwidth : 0.5
-  return WEIGHTS.useful * useful +
+  return scoreOf(c.host, c.useful, c.children, ctx.requester, ctx.maxBandwidth, ctx.missing)
+}
+
+/** scoreCandidate from the candidate's parts: getParents scores without a Candidate object unless a plugin needs one. */
+export function scoreOf(host: HostState, useful: number, children: number, requester: Host | undefined, maxBandwidth: number, missing: number): number {
+  const slots = Math.max(1, host.info.uploadSlots)
+  const freeSlots = Math.max(0, slots - children) / slots
+  const bandwidth = maxBandwidth > 0 ? host.bandwidth / maxBandwidth : 0.5
+  return WEIGHTS.useful * Math.min(1, useful / missing) +
     WEIGHTS.freeSlots * freeSlots +
-    WEIGHTS.health * health(c.host) +
+    WEIGHTS.health * health(host) +
     WEIGHTS.bandwidth * bandwidth +
-    WEIGHTS.locality * locality(ctx.requester, c.host.info)
+    WEIGHTS.locality * locality(requester, host.info)
 }

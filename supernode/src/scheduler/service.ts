@@ -51,6 +51,9 @@ export function spreadPace(paceMs: number, share: number): number {
   return paceMs <= 0 ? 0 : Math.round(paceMs * (1 + share * PACE_SPREAD))
 }
 
+/** A report's success in a report_batch answer: one object for all of them (the answer is encoded at once). */
+const REPORT_OK: RpcError = Object.freeze({ code: '', message: '' })
+
 /** Reports one report_batch may carry (a daemon has a few tasks running at once). */
 export const MAX_BATCH_REPORTS = 256
 
@@ -190,7 +193,7 @@ export function handleSchedulerRequest(scheduler: Scheduler, hostId: string, req
       try {
         member?.(r.taskId)
         scheduler.reportPieces(hostId, r)
-        return { code: '', message: '' }
+        return REPORT_OK
       } catch (err) {
         return rpcError(err)
       }
