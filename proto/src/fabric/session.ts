@@ -21,16 +21,8 @@ export const SessionFrame = message('SessionFrame', {
 
 /** Varint length prefix + bytes, as lpStream writes them. */
 export function lengthPrefixed(bytes: Uint8Array): Uint8Array {
-  let n = bytes.byteLength
-  const prefix: number[] = []
-  while (n >= 0x80) {
-    prefix.push((n & 0x7f) | 0x80)
-    n = Math.floor(n / 128)
-  }
-  prefix.push(n)
-  const out = new Uint8Array(prefix.length + bytes.byteLength)
-  out.set(prefix, 0)
-  out.set(bytes, prefix.length)
+  const out = new Uint8Array(varintLength(bytes.byteLength) + bytes.byteLength)
+  out.set(bytes, writeVarint(out, 0, bytes.byteLength))
   return out
 }
 
