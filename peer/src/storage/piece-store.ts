@@ -338,10 +338,11 @@ export class DiskPieceStore implements PieceStore {
    * instead of the whole file. The kernel would write the same pages back later anyway.
    */
   private writeBehind(id: string, fh: FileHandle, bytes: number): void {
+    if (this.writeBehindBytes <= 0) return
     const state = this.unflushed.get(id) ?? { bytes: 0, flushing: false }
     state.bytes += bytes
     this.unflushed.set(id, state)
-    if (state.flushing || this.writeBehindBytes <= 0 || state.bytes < this.writeBehindBytes) return
+    if (state.flushing || state.bytes < this.writeBehindBytes) return
     state.flushing = true
     state.bytes = 0
     this.writeBehinds++
