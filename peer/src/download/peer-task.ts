@@ -330,7 +330,8 @@ export class PeerTask {
       inflightCount: this.fetcher.size,
       concurrency: this.options.concurrency,
       perParent: this.options.perParent,
-      sourceWindow: this.options.sourceWindow
+      sourceWindow: this.options.sourceWindow,
+      connected: (id) => this.c.data.connected(id)
     })
     for (const a of plan) this.fetcher.start(a.num, this.parents.get(a.parent)!, a.live, signal)
     return { started: plan.length, room, peersServe }

@@ -9,6 +9,11 @@
 //   reads the origin front to back and answers a connection's requests in order.
 // - A peer other than the source is asked only for pieces whose digest the source has
 //   published: there is nothing else to check its bytes against.
+// - Peers this node is already connected to (or already asks this turn) before new ones: a
+//   new parent costs a connection — a TLS handshake and an admission at both ends, read
+//   buffers at its end — and in a 16-host swarm every download had asked all 15 others for
+//   about four pieces each. Rarest first holds among the connected peers; a new peer is
+//   asked when they cannot fill the slots. Pieces only the source holds keep their place.
 //
 // planTurn wraps it for one turn of the swarm loop: how many fetches may start, and how
 // many each parent may carry (a lone source gets a window of live pieces).
@@ -22,6 +27,8 @@ export interface PlanParent {
   inflight: number
   /** Pieces it may have in flight at once. */
   limit: number
+  /** This node has a data connection to it (or one is being made): asking it costs no handshake. */
+  connected?: boolean
 }
 
 export interface PlanInput {
@@ -44,10 +51,19 @@ export interface Assignment {
   live: boolean
 }
 
+interface Candidate {
+  num: number
+  holders: PlanParent[]
+  /** Holders other than the source. */
+  peers: number
+  /** Random order among equally rare pieces. */
+  key: number
+}
+
 export function planPieces(input: PlanInput): Assignment[] {
   if (input.pieceCount <= 0 || input.slots <= 0 || input.parents.length === 0) return []
   const random = input.random ?? Math.random
-  const candidates: Array<{ num: number; holders: PlanParent[]; peers: number; key: number }> = []
+  const candidates: Candidate[] = []
   for (let num = 0; num < input.pieceCount; num++) {
     if (input.have(num) || input.inflight(num)) continue
     const holders = input.parents.filter((p) => p.has(num) && (p.isSource || input.published(num)))
@@ -62,18 +78,41 @@ export function planPieces(input: PlanInput): Assignment[] {
     return a.key - b.key
   })
   const load = new Map(input.parents.map((p) => [p.id, p.inflight]))
-  const out: Assignment[] = []
-  for (const c of candidates) {
-    if (out.length >= input.slots) break
+  // Connected, or asked for a piece in flight or planned this turn: no new connection.
+  const engaged = (p: PlanParent): boolean => p.connected === true || load.get(p.id)! > 0
+  // Peers before the source, engaged peers before new ones, then the least loaded.
+  const better = (p: PlanParent, best: PlanParent): boolean => {
+    if (p.isSource !== best.isSource) return !p.isSource
+    const e = engaged(p)
+    if (e !== engaged(best)) return e
+    return load.get(p.id)! < load.get(best.id)!
+  }
+  const pick = (c: Candidate, eligible: (p: PlanParent) => boolean): PlanParent | undefined => {
     let best: PlanParent | undefined
     for (const p of c.holders) {
-      const n = load.get(p.id)!
-      if (n >= p.limit) continue
-      if (best === undefined || Number(p.isSource) < Number(best.isSource) || (p.isSource === best.isSource && n < load.get(best.id)!)) best = p
+      if (load.get(p.id)! >= p.limit || !eligible(p)) continue
+      if (best === undefined || better(p, best)) best = p
     }
-    if (best === undefined) continue
-    load.set(best.id, load.get(best.id)! + 1)
-    out.push({ num: c.num, parent: best.id, live: best.isSource && !input.published(c.num) })
+    return best
+  }
+  const out: Assignment[] = []
+  const assign = (c: Candidate, p: PlanParent): void => {
+    load.set(p.id, load.get(p.id)! + 1)
+    out.push({ num: c.num, parent: p.id, live: p.isSource && !input.published(c.num) })
+  }
+  // First the pieces engaged peers can give (and those only the source holds), rarest first;
+  // then what is left, from any parent.
+  const deferred: Candidate[] = []
+  for (const c of candidates) {
+    if (out.length >= input.slots) break
+    const best = pick(c, (p) => c.peers === 0 ? p.isSource : !p.isSource && engaged(p))
+    if (best === undefined) deferred.push(c)
+    else assign(c, best)
+  }
+  for (const c of deferred) {
+    if (out.length >= input.slots) break
+    const best = pick(c, () => true)
+    if (best !== undefined) assign(c, best)
   }
   return out
 }
@@ -103,6 +142,8 @@ export interface TurnInput extends Omit<PlanInput, 'parents' | 'slots'> {
   perParent: number
   /** Pieces asked of a lone source at once; by default DEFAULT_SOURCE_WINDOW_BYTES' worth. */
   sourceWindow?: number
+  /** Whether this node has a data connection to the parent (see PlanParent.connected). */
+  connected?: (id: string) => boolean
 }
 
 export interface TurnPlan {
@@ -136,6 +177,7 @@ export function planTurn(input: TurnInput): TurnPlan {
         has: (n: number) => p.bitmap.has(n),
         isSource,
         inflight: p.inflight,
+        connected: input.connected?.(p.id) === true,
         // The source's uplink is every child's: while peers can serve, take little from
         // it; alone, keep a window of live pieces queued on it.
         limit: isSource ? (peersServe ? SOURCE_SHARE : sourceWindow) : input.perParent
