@@ -42,6 +42,11 @@ export interface PlanInput {
   /** New fetches that may start now. */
   slots: number
   random?: () => number
+  /**
+   * Values that, all unchanged (===) since the last turn, mean the parents and what they can
+   * give are as they were: a PiecePlanner keeps its ranking. Absent: ranked afresh.
+   */
+  basis?: readonly unknown[]
 }
 
 export interface Assignment {
@@ -51,70 +56,110 @@ export interface Assignment {
   live: boolean
 }
 
-interface Candidate {
+/** A piece some parent can give, as ranked: rarest first. */
+interface Ranked {
   num: number
-  holders: PlanParent[]
-  /** Holders other than the source. */
+  /** Parents that can give it, and how many of them are not the source. */
+  holders: number
   peers: number
   /** Random order among equally rare pieces. */
   key: number
 }
 
-export function planPieces(input: PlanInput): Assignment[] {
-  if (input.pieceCount <= 0 || input.slots <= 0 || input.parents.length === 0) return []
-  const random = input.random ?? Math.random
-  const candidates: Candidate[] = []
-  for (let num = 0; num < input.pieceCount; num++) {
-    if (input.have(num) || input.inflight(num)) continue
-    const holders = input.parents.filter((p) => p.has(num) && (p.isSource || input.published(num)))
-    if (holders.length === 0) continue
-    const peers = holders.reduce((n, p) => n + (p.isSource ? 0 : 1), 0)
-    candidates.push({ num, holders, peers, key: random() })
-  }
-  candidates.sort((a, b) => {
-    if (a.holders.length !== b.holders.length) return a.holders.length - b.holders.length
-    // Pieces only the source holds go in order (see above); others at random.
-    if (a.peers === 0 && b.peers === 0) return a.num - b.num
-    return a.key - b.key
-  })
-  const load = new Map(input.parents.map((p) => [p.id, p.inflight]))
-  // Connected, or asked for a piece in flight or planned this turn: no new connection.
-  const engaged = (p: PlanParent): boolean => p.connected === true || load.get(p.id)! > 0
-  // Peers before the source, engaged peers before new ones, then the least loaded.
-  const better = (p: PlanParent, best: PlanParent): boolean => {
-    if (p.isSource !== best.isSource) return !p.isSource
-    const e = engaged(p)
-    if (e !== engaged(best)) return e
-    return load.get(p.id)! < load.get(best.id)!
-  }
-  const pick = (c: Candidate, eligible: (p: PlanParent) => boolean): PlanParent | undefined => {
-    let best: PlanParent | undefined
-    for (const p of c.holders) {
-      if (load.get(p.id)! >= p.limit || !eligible(p)) continue
-      if (best === undefined || better(p, best)) best = p
+/**
+ * The planner of one download, across the turns of its swarm loop: the pieces it misses,
+ * ranked rarest first, are counted again only when the parents' holdings changed (see
+ * PlanInput.basis) — after a poll of the scheduler, not at every piece that lands. A turn
+ * walks the ranking, dropping the pieces stored since. Counting every piece against every
+ * parent at every turn made a download quadratic in its pieces.
+ */
+export class PiecePlanner {
+  private ranked: Ranked[] = []
+  private basis: readonly unknown[] | undefined
+
+  plan(input: PlanInput): Assignment[] {
+    if (input.pieceCount <= 0 || input.slots <= 0 || input.parents.length === 0) return []
+    if (input.basis === undefined || this.basis === undefined || !sameBasis(input.basis, this.basis)) this.rank(input)
+    this.basis = input.basis
+    const load = new Map(input.parents.map((p) => [p.id, p.inflight]))
+    // Connected, or asked for a piece in flight or planned this turn: no new connection.
+    const engaged = (p: PlanParent): boolean => p.connected === true || load.get(p.id)! > 0
+    // Peers before the source, engaged peers before new ones, then the least loaded.
+    const better = (p: PlanParent, best: PlanParent): boolean => {
+      if (p.isSource !== best.isSource) return !p.isSource
+      const e = engaged(p)
+      if (e !== engaged(best)) return e
+      return load.get(p.id)! < load.get(best.id)!
     }
-    return best
+    const pick = (c: Ranked, eligible: (p: PlanParent) => boolean): PlanParent | undefined => {
+      let best: PlanParent | undefined
+      for (const p of input.parents) {
+        if (load.get(p.id)! >= p.limit || !eligible(p) || !p.has(c.num) || !(p.isSource || input.published(c.num))) continue
+        if (best === undefined || better(p, best)) best = p
+      }
+      return best
+    }
+    const out: Assignment[] = []
+    const assign = (c: Ranked, p: PlanParent): void => {
+      load.set(p.id, load.get(p.id)! + 1)
+      out.push({ num: c.num, parent: p.id, live: p.isSource && !input.published(c.num) })
+    }
+    // First the pieces engaged peers can give (and those only the source holds), rarest first;
+    // then what is left, from any parent.
+    const deferred: Ranked[] = []
+    let kept = 0
+    for (let i = 0; i < this.ranked.length; i++) {
+      const c = this.ranked[i]
+      if (input.have(c.num)) continue
+      this.ranked[kept++] = c
+      if (out.length >= input.slots || input.inflight(c.num)) continue
+      const best = pick(c, (p) => c.peers === 0 ? p.isSource : !p.isSource && engaged(p))
+      if (best === undefined) deferred.push(c)
+      else assign(c, best)
+    }
+    // Pieces stored since the ranking leave it.
+    this.ranked.length = kept
+    for (const c of deferred) {
+      if (out.length >= input.slots) break
+      const best = pick(c, () => true)
+      if (best !== undefined) assign(c, best)
+    }
+    return out
   }
-  const out: Assignment[] = []
-  const assign = (c: Candidate, p: PlanParent): void => {
-    load.set(p.id, load.get(p.id)! + 1)
-    out.push({ num: c.num, parent: p.id, live: p.isSource && !input.published(c.num) })
+
+  /** Counts each missing piece's holders and sorts: rarest first. */
+  private rank(input: PlanInput): void {
+    const random = input.random ?? Math.random
+    this.ranked = []
+    for (let num = 0; num < input.pieceCount; num++) {
+      if (input.have(num)) continue
+      let holders = 0
+      let peers = 0
+      for (const p of input.parents) {
+        if (!p.has(num)) continue
+        if (p.isSource) holders++
+        else if (input.published(num)) { holders++; peers++ }
+      }
+      if (holders > 0) this.ranked.push({ num, holders, peers, key: random() })
+    }
+    this.ranked.sort((a, b) => {
+      if (a.holders !== b.holders) return a.holders - b.holders
+      // Pieces only the source holds go in order (see above); others at random.
+      if (a.peers === 0 && b.peers === 0) return a.num - b.num
+      return a.key - b.key
+    })
   }
-  // First the pieces engaged peers can give (and those only the source holds), rarest first;
-  // then what is left, from any parent.
-  const deferred: Candidate[] = []
-  for (const c of candidates) {
-    if (out.length >= input.slots) break
-    const best = pick(c, (p) => c.peers === 0 ? p.isSource : !p.isSource && engaged(p))
-    if (best === undefined) deferred.push(c)
-    else assign(c, best)
-  }
-  for (const c of deferred) {
-    if (out.length >= input.slots) break
-    const best = pick(c, () => true)
-    if (best !== undefined) assign(c, best)
-  }
-  return out
+}
+
+function sameBasis(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/** One plan from scratch (a planner that keeps nothing between calls). */
+export function planPieces(input: PlanInput): Assignment[] {
+  return new PiecePlanner().plan(input)
 }
 
 /** Bytes asked of a lone source at once (at least 16 pieces): the scheduler grants as much. */
@@ -144,6 +189,9 @@ export interface TurnInput extends Omit<PlanInput, 'parents' | 'slots'> {
   sourceWindow?: number
   /** Whether this node has a data connection to the parent (see PlanParent.connected). */
   connected?: (id: string) => boolean
+  /** The download's planner, kept across turns; and how many digests the source has published (the ranking is kept while they and the parents' bitmaps are unchanged). */
+  planner?: PiecePlanner
+  publishedCount?: number
 }
 
 export interface TurnPlan {
@@ -164,7 +212,12 @@ export function planTurn(input: TurnInput): TurnPlan {
   const sourceOnly = !peersServe && parents.some((p) => p.id === sourcePeer)
   const slots = (sourceOnly ? Math.max(input.concurrency, sourceWindow) : input.concurrency) - input.inflightCount
   if (slots <= 0) return { plan: [], room: false, peersServe }
-  const plan = planPieces({
+  // The parents' bitmaps are replaced by every answer of the scheduler: the same objects, the same holdings.
+  const basis = input.planner === undefined || input.publishedCount === undefined
+    ? undefined
+    : [input.pieceCount, input.publishedCount, sourcePeer, ...parents.flatMap((p) => [p.id, p.bitmap])]
+  const plan = (input.planner ?? new PiecePlanner()).plan({
+    basis,
     pieceCount: input.pieceCount,
     have: input.have,
     inflight: input.inflight,
