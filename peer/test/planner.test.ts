@@ -78,44 +78,6 @@ describe('piece planner', () => {
     ])
   })
 
-  it('asks peers it is connected to before new ones, rarest first among them', () => {
-    // b holds the rarest piece (5), but a is connected and can fill every slot.
-    const a = parent('a', [0, 1, 2, 3, 4], { connected: true, limit: 3 })
-    const b = parent('b', [0, 1, 2, 3, 4, 5], { limit: 3 })
-    const keys = [0.4, 0.3, 0.2, 0.1, 0.5, 0.6]
-    let i = 0
-    const plan = planPieces(input([a, b], { pieceCount: 6, slots: 3, random: () => keys[i++] }))
-    expect(plan).toEqual([3, 2, 1].map((num) => ({ num, parent: 'a', live: false })))
-    // With more slots than a can take, the rest go to b, the rarest of what is left first.
-    i = 0
-    const more = planPieces(input([a, b], { pieceCount: 6, slots: 5, random: () => keys[i++] }))
-    expect(more.map((x) => `${x.num}@${x.parent}`)).toEqual(['3@a', '2@a', '1@a', '5@b', '0@b'])
-  })
-
-  it('fills a new peer up to its limit before it asks another new one', () => {
-    // Three idle peers, none connected: two of them, not three, are enough for five slots.
-    const plan = planPieces(input(['a', 'b', 'c'].map((id) => parent(id, [0, 1, 2, 3, 4, 5])), { pieceCount: 6, slots: 5 }))
-    const by = (id: string): number => plan.filter((x) => x.parent === id).length
-    expect({ a: by('a'), b: by('b'), c: by('c') }).toEqual({ a: 3, b: 2, c: 0 })
-    // A peer with a piece in flight counts as connected.
-    const busy = planPieces(input([parent('a', [0, 1, 2, 3]), parent('b', [0, 1, 2, 3], { inflight: 1 })], { pieceCount: 4, slots: 2 }))
-    expect(busy.map((x) => x.parent)).toEqual(['b', 'b'])
-  })
-
-  it('keeps the source for pieces only it holds, connected peers or not', () => {
-    const seed = parent('seed', [0, 1, 2, 3, 4, 5], { isSource: true, connected: true, limit: 2 })
-    const a = parent('a', [0, 1, 2, 3], { connected: true, limit: 3 })
-    const b = parent('b', [0, 1, 2, 3], { limit: 3 })
-    const plan = planPieces(input([seed, a, b], { pieceCount: 6, slots: 6, published: [0, 1, 2, 3] }))
-    // 4 and 5 only the seed holds (live, in order); the peers' pieces go to a first, then b.
-    expect(plan.filter((x) => x.parent === 'seed')).toEqual([{ num: 4, parent: 'seed', live: true }, { num: 5, parent: 'seed', live: true }])
-    expect(plan.filter((x) => x.parent === 'a')).toHaveLength(3)
-    expect(plan.filter((x) => x.parent === 'b')).toHaveLength(1)
-    // A piece a connected source and a new peer both hold goes to the peer.
-    const peerFirst = planPieces(input([seed, b], { pieceCount: 4, slots: 1 }))
-    expect(peerFirst.map((x) => x.parent)).toEqual(['b'])
-  })
-
   it('spreads equally rare pieces by the random key', () => {
     const p = [parent('a', [0, 1, 2, 3], { limit: 8 })]
     const keys = [0.9, 0.1, 0.5, 0.3]
@@ -247,11 +209,5 @@ describe('a turn of the swarm loop', () => {
     parents[1] = holding('b', all(64))
     again({ publishedCount: 65 })
     expect(counted - polled).toBeGreaterThanOrEqual(first)
-  })
-
-  it('tells the planner which parents this node is connected to', () => {
-    const { plan } = turn([usable('a', all(64)), usable('b', all(64)), usable('c', all(64)), usable('d', all(64))], { connected: (id) => id === 'c' || id === 'd' })
-    const by = (id: string): number => plan.filter((a) => a.parent === id).length
-    expect({ a: by('a'), b: by('b'), c: by('c'), d: by('d') }).toEqual({ a: 2, b: 0, c: 3, d: 3 })
   })
 })

@@ -229,11 +229,6 @@ export class DataClient {
     await session.request(req, sink, options.idleMs, options.signal)
   }
 
-  /** Whether a connection to the peer is open or being made (a fetch from it needs no handshake). */
-  connected(peerId: string): boolean {
-    return this.sessions.has(peerId)
-  }
-
   /** Pieces in flight to a parent (queued on its connection). */
   inflight(peerId: string): number {
     return this.known.get(peerId)?.queue.length ?? 0

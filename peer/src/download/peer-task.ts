@@ -333,7 +333,6 @@ export class PeerTask {
       concurrency: this.options.concurrency,
       perParent: this.options.perParent,
       sourceWindow: this.options.sourceWindow,
-      connected: (id) => this.c.data.connected(id),
       planner: this.planner,
       // Grows when the source publishes (and when a live piece from it lands: a rare new ranking).
       publishedCount: this.view.digests.size

@@ -9,11 +9,6 @@
 //   reads the origin front to back and answers a connection's requests in order.
 // - A peer other than the source is asked only for pieces whose digest the source has
 //   published: there is nothing else to check its bytes against.
-// - Peers this node is already connected to (or already asks this turn) before new ones: a
-//   new parent costs a connection — a TLS handshake and an admission at both ends, read
-//   buffers at its end — and in a 16-host swarm every download had asked all 15 others for
-//   about four pieces each. Rarest first holds among the connected peers; a new peer is
-//   asked when they cannot fill the slots. Pieces only the source holds keep their place.
 //
 // planTurn wraps it for one turn of the swarm loop: how many fetches may start, and how
 // many each parent may carry (a lone source gets a window of live pieces).
@@ -27,8 +22,6 @@ export interface PlanParent {
   inflight: number
   /** Pieces it may have in flight at once. */
   limit: number
-  /** This node has a data connection to it (or one is being made): asking it costs no handshake. */
-  connected?: boolean
 }
 
 export interface PlanInput {
@@ -82,48 +75,26 @@ export class PiecePlanner {
     if (input.basis === undefined || this.basis === undefined || !sameBasis(input.basis, this.basis)) this.rank(input)
     this.basis = input.basis
     const load = new Map(input.parents.map((p) => [p.id, p.inflight]))
-    // Connected, or asked for a piece in flight or planned this turn: no new connection.
-    const engaged = (p: PlanParent): boolean => p.connected === true || load.get(p.id)! > 0
-    // Peers before the source, engaged peers before new ones, then the least loaded.
-    const better = (p: PlanParent, best: PlanParent): boolean => {
-      if (p.isSource !== best.isSource) return !p.isSource
-      const e = engaged(p)
-      if (e !== engaged(best)) return e
-      return load.get(p.id)! < load.get(best.id)!
-    }
-    const pick = (c: Ranked, eligible: (p: PlanParent) => boolean): PlanParent | undefined => {
-      let best: PlanParent | undefined
-      for (const p of input.parents) {
-        if (load.get(p.id)! >= p.limit || !eligible(p) || !p.has(c.num) || !(p.isSource || input.published(c.num))) continue
-        if (best === undefined || better(p, best)) best = p
-      }
-      return best
-    }
     const out: Assignment[] = []
-    const assign = (c: Ranked, p: PlanParent): void => {
-      load.set(p.id, load.get(p.id)! + 1)
-      out.push({ num: c.num, parent: p.id, live: p.isSource && !input.published(c.num) })
-    }
-    // First the pieces engaged peers can give (and those only the source holds), rarest first;
-    // then what is left, from any parent.
-    const deferred: Ranked[] = []
     let kept = 0
     for (let i = 0; i < this.ranked.length; i++) {
       const c = this.ranked[i]
       if (input.have(c.num)) continue
       this.ranked[kept++] = c
       if (out.length >= input.slots || input.inflight(c.num)) continue
-      const best = pick(c, (p) => c.peers === 0 ? p.isSource : !p.isSource && engaged(p))
-      if (best === undefined) deferred.push(c)
-      else assign(c, best)
+      // Peers before the source, then the least loaded.
+      let best: PlanParent | undefined
+      for (const p of input.parents) {
+        const n = load.get(p.id)!
+        if (n >= p.limit || !p.has(c.num) || !(p.isSource || input.published(c.num))) continue
+        if (best === undefined || Number(p.isSource) < Number(best.isSource) || (p.isSource === best.isSource && n < load.get(best.id)!)) best = p
+      }
+      if (best === undefined) continue
+      load.set(best.id, load.get(best.id)! + 1)
+      out.push({ num: c.num, parent: best.id, live: best.isSource && !input.published(c.num) })
     }
     // Pieces stored since the ranking leave it.
     this.ranked.length = kept
-    for (const c of deferred) {
-      if (out.length >= input.slots) break
-      const best = pick(c, () => true)
-      if (best !== undefined) assign(c, best)
-    }
     return out
   }
 
@@ -187,8 +158,6 @@ export interface TurnInput extends Omit<PlanInput, 'parents' | 'slots'> {
   perParent: number
   /** Pieces asked of a lone source at once; by default DEFAULT_SOURCE_WINDOW_BYTES' worth. */
   sourceWindow?: number
-  /** Whether this node has a data connection to the parent (see PlanParent.connected). */
-  connected?: (id: string) => boolean
   /** The download's planner, kept across turns; and how many digests the source has published (the ranking is kept while they and the parents' bitmaps are unchanged). */
   planner?: PiecePlanner
   publishedCount?: number
@@ -230,7 +199,6 @@ export function planTurn(input: TurnInput): TurnPlan {
         has: (n: number) => p.bitmap.has(n),
         isSource,
         inflight: p.inflight,
-        connected: input.connected?.(p.id) === true,
         // The source's uplink is every child's: while peers can serve, take little from
         // it; alone, keep a window of live pieces queued on it.
         limit: isSource ? (peersServe ? SOURCE_SHARE : sourceWindow) : input.perParent
