@@ -114,6 +114,16 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     expect(server.activeUploads).toBe(0)
   })
 
+  it('ends a stored piece with the whole content\'s digest once the task is complete, and without it before', async () => {
+    const before = await fetchPiece(0, { fromSource: true })
+    expect(before.contentSha256).toBeUndefined()
+    await up.writePiece(TASK, { num: 4, offset: 4 * PIECE, length: 123, sha256: sha(blob.subarray(4 * PIECE)) }, blob.subarray(4 * PIECE))
+    up.setTaskLength(TASK, blob.length, 5)
+    up.complete(TASK, sha(blob))
+    const after = await fetchPiece(1, { fromSource: true })
+    expect(Buffer.from(after.contentSha256!).equals(sha(blob))).toBe(true)
+  })
+
   it('hands the socket each DATA frame alone, header and bytes in one buffer', async () => {
     // Under TLS the buffers of one writev are joined into a fresh copy before they are
     // encrypted: piece bytes must never go out that way (a corked header + chunk did).

@@ -350,7 +350,9 @@ class ServerSession implements ConnectionHandler {
 
   private async sendStored(id: number, taskId: string, piece: StoredPiece, signal: AbortSignal): Promise<void> {
     await this.sendBytes(id, taskId, piece.offset, piece.length, signal)
-    const task = this.server.parts.store.getTask(taskId)
+    const { store } = this.server.parts
+    // A task still downloading has no whole-content digest to send: no database read per piece for it.
+    const task = store.isComplete?.(taskId) === false ? undefined : store.getTask(taskId)
     this.conn.send(FRAME.end, id, DataEnd.encode(task?.complete === true && task.sha256 !== null ? { contentSha256: task.sha256 } : {}))
   }
 
