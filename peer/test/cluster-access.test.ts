@@ -43,6 +43,43 @@ describe('cluster access', () => {
     expect(a.refusal(PEER, TASK, new Uint8Array(0))?.code).toBe('PROTO_ERR_FORBIDDEN')
   })
 
+  it('checks a credential or grant once while it is valid, and refuses it once revoked or expired', () => {
+    const revoked = new Set<string>()
+    let now = Date.now()
+    const verifier = new ClusterVerifier(signer.publicKey)
+    const verify = { membership: 0, grant: 0 }
+    const counting = Object.assign(Object.create(verifier) as ClusterVerifier, {
+      membership: (...args: Parameters<ClusterVerifier['membership']>) => { verify.membership++; return verifier.membership(...args) },
+      grant: (...args: Parameters<ClusterVerifier['grant']>) => { verify.grant++; return verifier.grant(...args) }
+    })
+    const a = new ClusterAccess({ verifier: () => counting, credential: () => new Uint8Array(0), revoked: (p) => revoked.has(p), now: () => now })
+    const credential = signer.membershipFor(PEER, 'node', 60_000, now)
+    const grant = signer.grantFor(PEER, TASK, 60_000, now)
+    for (let i = 0; i < 3; i++) {
+      expect(a.admit(PEER, credential)).toBe(true)
+      expect(a.authorize(PEER, TASK, grant)).toBe(true)
+    }
+    expect(verify).toEqual({ membership: 1, grant: 1 })
+    // Remembered or not, a credential is another peer's only when it names that peer.
+    expect(a.admit(ME, credential)).toBe(false)
+    revoked.add(PEER)
+    expect(a.admit(PEER, credential)).toBe(false)
+    expect(a.authorize(PEER, TASK, grant)).toBe(false)
+    revoked.clear()
+    now += 61_000
+    expect(a.admit(PEER, credential)).toBe(false)
+    expect(a.authorize(PEER, TASK, grant)).toBe(false)
+  })
+
+  it('forgets what it checked when the cluster key changes', () => {
+    let verifier = new ClusterVerifier(signer.publicKey)
+    const a = new ClusterAccess({ verifier: () => verifier, credential: () => new Uint8Array(0), revoked: () => false })
+    const credential = signer.membershipFor(PEER, 'node', 60_000)
+    expect(a.admit(PEER, credential)).toBe(true)
+    verifier = new ClusterVerifier(other.publicKey)
+    expect(a.admit(PEER, credential)).toBe(false)
+  })
+
   it('refuses a revoked peer whatever it holds', () => {
     const revoked = new Set([PEER])
     const a = access(revoked)

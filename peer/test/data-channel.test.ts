@@ -3,7 +3,7 @@
 // transports; a wrong identity, a refused admission or grant, a corrupt piece, a live piece
 // streamed while its source writes it, cancellation and a dead server.
 
-import { createHash } from 'node:crypto'
+import { createHash, X509Certificate } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -18,7 +18,7 @@ import { makeBlob } from '@naiad/testkit'
 import { OPEN_ACCESS, type PeerAccess } from '../src/access/access.ts'
 import { DataClient, type DataTarget } from '../src/channel/data-client.ts'
 import { DataServer } from '../src/channel/data-server.ts'
-import { nodeIdentity, type NodeIdentity } from '../src/channel/identity.ts'
+import { nodeIdentity, peerIdOfCertificate, type NodeIdentity } from '../src/channel/identity.ts'
 import { PieceWriter } from '../src/download/piece-writer.ts'
 import { StagingPool } from '../src/download/staging.ts'
 import { LivePieces } from '../src/storage/live-pieces.ts'
@@ -112,6 +112,16 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     expect([...down.bitmap(TASK).pieces()]).toEqual([0, 1, 2, 3])
     expect((await down.read(TASK, 0, 4 * PIECE)).equals(blob.subarray(0, 4 * PIECE))).toBe(true)
     expect(server.activeUploads).toBe(0)
+  })
+
+  it('ends a stored piece with the whole content\'s digest once the task is complete, and without it before', async () => {
+    const before = await fetchPiece(0, { fromSource: true })
+    expect(before.contentSha256).toBeUndefined()
+    await up.writePiece(TASK, { num: 4, offset: 4 * PIECE, length: 123, sha256: sha(blob.subarray(4 * PIECE)) }, blob.subarray(4 * PIECE))
+    up.setTaskLength(TASK, blob.length, 5)
+    up.complete(TASK, sha(blob))
+    const after = await fetchPiece(1, { fromSource: true })
+    expect(Buffer.from(after.contentSha256!).equals(sha(blob))).toBe(true)
   })
 
   it('hands the socket each DATA frame alone, header and bytes in one buffer', async () => {
@@ -236,6 +246,17 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
 })
 
 describe('data channel identity', () => {
+  it('reads the peer ID from a certificate, each certificate its own', async () => {
+    const a = nodeIdentity(await generateKeyPair('Ed25519'))
+    const b = nodeIdentity(await generateKeyPair('Ed25519'))
+    // The second look at a certificate is answered from memory: the same peer ID.
+    for (let i = 0; i < 2; i++) {
+      expect(peerIdOfCertificate(new X509Certificate(a.cert))).toBe(a.peerId)
+      expect(peerIdOfCertificate(new X509Certificate(b.cert))).toBe(b.peerId)
+    }
+  })
+
+
   it('makes certificates OpenSSL accepts, whatever the random serial (a thousand of them)', async () => {
     const { createSecureContext } = await import('node:tls')
     const key = await generateKeyPair('Ed25519')

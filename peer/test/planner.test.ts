@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from 'vitest'
 
-import { planPieces, planTurn, SOURCE_SHARE, type PlanInput, type PlanParent, type TurnInput, type TurnParent } from '../src/download/planner.ts'
+import { PiecePlanner, planPieces, planTurn, SOURCE_SHARE, type PlanInput, type PlanParent, type TurnInput, type TurnParent } from '../src/download/planner.ts'
 
 function parent(id: string, pieces: number[], options: Partial<Omit<PlanParent, 'id' | 'has'>> = {}): PlanParent {
   const held = new Set(pieces)
@@ -87,6 +87,59 @@ describe('piece planner', () => {
   })
 })
 
+describe('a planner kept across turns', () => {
+  /** A parent holding every piece, counting the questions it is asked. */
+  function counted(id: string, asked: { n: number }, options: Partial<Omit<PlanParent, 'id' | 'has'>> = {}): PlanParent {
+    return { id, has: () => { asked.n++; return true }, isSource: false, inflight: 0, limit: 3, ...options }
+  }
+
+  it('ranks the missing pieces once per basis: a download is linear in its pieces, not quadratic', () => {
+    const pieceCount = 256
+    const asked = { n: 0 }
+    const parents = ['a', 'b', 'c', 'd'].map((id) => counted(id, asked, { limit: 8 }))
+    const have = new Set<number>()
+    const planner = new PiecePlanner()
+    const basis = ['same parents, same bitmaps']
+    let turns = 0
+    while (have.size < pieceCount && turns < 1000) {
+      const plan = planner.plan({ pieceCount, slots: 8, parents, basis, have: (n) => have.has(n), inflight: () => false, published: () => true })
+      for (const a of plan) have.add(a.num)
+      turns++
+    }
+    expect(have.size).toBe(pieceCount)
+    expect(turns).toBe(pieceCount / 8)
+    // One ranking (pieces × parents), then each assignment asks the parents once; counting
+    // afresh each turn would have asked about 16 times the pieces × parents.
+    expect(asked.n).toBeLessThanOrEqual(2 * pieceCount * parents.length)
+  })
+
+  it('ranks afresh when the basis changes, and skips what is stored or in flight meanwhile', () => {
+    const held = { a: new Set([0, 1, 2, 3]), b: new Set([0, 1]) }
+    const parents: PlanParent[] = [
+      { id: 'a', has: (n) => held.a.has(n), isSource: false, inflight: 0, limit: 8 },
+      { id: 'b', has: (n) => held.b.has(n), isSource: false, inflight: 0, limit: 8 }
+    ]
+    const planner = new PiecePlanner()
+    const have = new Set<number>()
+    const inflight = new Set<number>()
+    const plan = (basis: unknown[], slots: number): number[] => planner.plan({
+      pieceCount: 4, slots, parents, basis, random: () => 0.5, have: (n) => have.has(n), inflight: (n) => inflight.has(n), published: () => true
+    }).map((a) => a.num)
+    // 2 and 3 (one holder) before 0 and 1 (two).
+    expect(plan([1], 2)).toEqual([2, 3])
+    have.add(2)
+    inflight.add(3)
+    expect(plan([1], 2)).toEqual([0, 1])
+    // b now holds 3 and a lost 0: unchanged basis, unchanged ranking (3 is in flight anyway).
+    held.b.add(3)
+    held.a.delete(0)
+    inflight.delete(3)
+    expect(plan([1], 4)).toEqual([3, 0, 1])
+    // A new basis counts again: 0 (b alone) and 1 first, then 3 (a and b).
+    expect(plan([2], 4)).toEqual([0, 1, 3])
+  })
+})
+
 describe('a turn of the swarm loop', () => {
   /** A usable parent holding `pieces`. */
   function usable(id: string, pieces: number[], inflight = 0): TurnParent {
@@ -132,5 +185,29 @@ describe('a turn of the swarm loop', () => {
     expect(turn([usable('a', all(64)), usable('b', all(64)), usable('c', all(64))]).room).toBe(false)
     // One parent at its perParent limit leaves slots nothing can fill.
     expect(turn([usable('a', all(64))]).room).toBe(true)
+  })
+
+  it('keeps the ranking while the parents\' bitmaps and the published digests are the same', () => {
+    const planner = new PiecePlanner()
+    let counted = 0
+    const holding = (id: string, pieces: number[]): TurnParent => {
+      const held = new Set(pieces)
+      return { id, bitmap: { has: (n) => { counted++; return held.has(n) }, count: () => held.size }, inflight: 0 }
+    }
+    const parents = [holding('a', all(64)), holding('b', all(64))]
+    const again = (options: Partial<TurnInput> = {}): void => { turn(parents, { planner, publishedCount: 64, ...options }) }
+    again()
+    const first = counted
+    again()
+    // The second turn asks only about the pieces it assigns, not all 64 of each parent.
+    expect(counted - first).toBeLessThan(first / 2)
+    const before = counted
+    again({ publishedCount: 65 })
+    expect(counted - before).toBeGreaterThanOrEqual(first)
+    // A parent's new bitmap (the scheduler's next answer) is a new ranking too.
+    const polled = counted
+    parents[1] = holding('b', all(64))
+    again({ publishedCount: 65 })
+    expect(counted - polled).toBeGreaterThanOrEqual(first)
   })
 })

@@ -11,6 +11,14 @@ const SETTINGS = defineOptions([
   { key: 'defaultMetrics', type: 'bool', default: true, help: "Node's process metrics (CPU, memory, event loop, GC)" }
 ])
 
+/**
+ * How often the event loop delay histogram (nodejs_eventloop_lag_p99_seconds and the like)
+ * samples: prom-client's 10 ms default woke every daemon 100 times a second, about 4 ms of
+ * CPU a second for an idle process — in a 16-host swarm pull, about 5 % of the CPU the
+ * daemons spent per GiB. A stall of 100 ms or more is still caught every time.
+ */
+const LOOP_DELAY_RESOLUTION_MS = 100
+
 /** The metrics plugin for a host whose context is C (it uses only what every host offers). */
 export function metricsPlugin<C extends HostContext>(host: C['host']): NaiadPlugin<C> {
   return definePlugin<C, typeof SETTINGS>({
@@ -21,7 +29,7 @@ export function metricsPlugin<C extends HostContext>(host: C['host']): NaiadPlug
     setup(ctx) {
       const registry = ctx.metrics
       const prefix = 'naiad_'
-      if (ctx.settings.defaultMetrics) collectDefaultMetrics({ register: registry, prefix })
+      if (ctx.settings.defaultMetrics) collectDefaultMetrics({ register: registry, prefix, eventLoopMonitoringPrecision: LOOP_DELAY_RESOLUTION_MS })
 
       const downloaded = new Counter({ name: `${prefix}download_bytes_total`, help: 'Verified bytes stored, by source', labelNames: ['source'], registers: [registry] })
       const uploaded = new Counter({ name: `${prefix}upload_bytes_total`, help: 'Piece bytes served to other peers', registers: [registry] })

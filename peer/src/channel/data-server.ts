@@ -21,7 +21,7 @@ import type { PeerAccess } from '../access/access.ts'
 import type { QosHooks } from '../qos/hooks.ts'
 import type { LivePiece, LivePieces } from '../storage/live-pieces.ts'
 import type { PieceStore, StoredPiece } from '../storage/piece-store.ts'
-import { BufferPool } from './buffer-pool.ts'
+import { BufferPool, BufferShelf } from './buffer-pool.ts'
 import { DataConnection, type ConnectionHandler, type DataTransport } from './connection.ts'
 import { TLS_CIPHERS, type NodeIdentity } from './identity.ts'
 
@@ -64,6 +64,12 @@ export class DataServer {
   private boundPort = 0
   private active = 0
   private readonly connections = new Set<DataConnection>()
+  /**
+   * Read buffers idle between requests, shared by every connection: a child asks each of its
+   * parents for a few pieces only, and a pool of its own per connection had allocated three
+   * fresh 1 MiB buffers for every connection (most used once or twice).
+   */
+  private shelf: BufferShelf | undefined
   private readonly components: DataServerComponents
   private readonly options: DataServerOptions
 
@@ -148,6 +154,12 @@ export class DataServer {
       pieceTimeoutMs: this.options.pieceTimeoutMs ?? DOWNLOAD_DEFAULTS.pieceTimeoutMs,
       slots: this.options.slots
     }
+  }
+
+  /** @internal Idle read buffers of every connection (enough for the slots to read ahead). */
+  get buffers(): BufferShelf {
+    this.shelf ??= new BufferShelf(this.options.slots * BUFFERS_PER_CONNECTION)
+    return this.shelf
   }
 
   /** @internal */
@@ -302,7 +314,7 @@ class ServerSession implements ConnectionHandler {
 
   private buffers(): BufferPool {
     // Each buffer is a whole DATA frame: its header, then one chunk read from disk behind it.
-    this.pool ??= new BufferPool(BUFFERS_PER_CONNECTION, FRAME_HEADER_BYTES + this.server.settings.chunkBytes)
+    this.pool ??= new BufferPool(BUFFERS_PER_CONNECTION, FRAME_HEADER_BYTES + this.server.settings.chunkBytes, this.server.buffers)
     return this.pool
   }
 
@@ -338,7 +350,9 @@ class ServerSession implements ConnectionHandler {
 
   private async sendStored(id: number, taskId: string, piece: StoredPiece, signal: AbortSignal): Promise<void> {
     await this.sendBytes(id, taskId, piece.offset, piece.length, signal)
-    const task = this.server.parts.store.getTask(taskId)
+    const { store } = this.server.parts
+    // A task still downloading has no whole-content digest to send: no database read per piece for it.
+    const task = store.isComplete?.(taskId) === false ? undefined : store.getTask(taskId)
     this.conn.send(FRAME.end, id, DataEnd.encode(task?.complete === true && task.sha256 !== null ? { contentSha256: task.sha256 } : {}))
   }
 

@@ -51,8 +51,28 @@ export function nodeIdentity(privateKey: PrivateKey): NodeIdentity {
   return { peerId, key, keyPem, cert, tls: createSecureContext({ key: keyPem, cert, minVersion: 'TLSv1.3', ciphers: TLS_CIPHERS }) }
 }
 
-/** The peer ID whose key is the one in `cert` (the other side of a TLS connection). */
+/** Peer IDs of certificates seen (DER, base64 → peer ID), at most MAX_KNOWN_CERTIFICATES. */
+const knownCertificates = new Map<string, string>()
+const MAX_KNOWN_CERTIFICATES = 1024
+
+/**
+ * The peer ID whose key is the one in `cert` (the other side of a TLS connection). Each
+ * peer's certificate comes back on every connection with it (two per pair of peers, one
+ * each way): the peer ID is derived once (key export, protobuf, multihash and base58 in
+ * code that runs too rarely to be optimised cost about as much as the handshake's verification).
+ */
 export function peerIdOfCertificate(cert: X509Certificate): string {
+  const der = cert.raw.toString('base64')
+  let peerId = knownCertificates.get(der)
+  if (peerId === undefined) {
+    peerId = derivePeerId(cert)
+    if (knownCertificates.size >= MAX_KNOWN_CERTIFICATES) knownCertificates.clear()
+    knownCertificates.set(der, peerId)
+  }
+  return peerId
+}
+
+function derivePeerId(cert: X509Certificate): string {
   const jwk = cert.publicKey.export({ format: 'jwk' })
   if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || jwk.x === undefined) {
     throw new NaiadError('PROTO_ERR_DECODE', 'the peer\'s certificate does not hold an Ed25519 key')

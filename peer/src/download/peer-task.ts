@@ -25,7 +25,7 @@ import type { PieceStore } from '../storage/piece-store.ts'
 import { readFromOrigin } from './back-to-source.ts'
 import { ParentSet } from './parent-set.ts'
 import { PieceFetcher, type FetchTask } from './piece-fetcher.ts'
-import { planTurn } from './planner.ts'
+import { PiecePlanner, planTurn } from './planner.ts'
 import { giveUpReason, PollPolicy, schedulerMayReturn, type Turn } from './poll-policy.ts'
 import { Registration, registrationRequest } from './registration.ts'
 import { ReportBatcher } from './report-batcher.ts'
@@ -71,6 +71,8 @@ export class PeerTask {
   private readonly fetcher: PieceFetcher
   private readonly reports: ReportBatcher
   private readonly registration: Registration
+  /** Which piece from whom: its ranking of the missing pieces is kept between polls. */
+  private readonly planner = new PiecePlanner()
   /** SHA-256 of the whole content when it was hashed while streaming from the origin. */
   private originSha256: Buffer | undefined
   /** The task's pieces were deleted (its content failed its digest): the scheduler must forget them too. */
@@ -330,7 +332,10 @@ export class PeerTask {
       inflightCount: this.fetcher.size,
       concurrency: this.options.concurrency,
       perParent: this.options.perParent,
-      sourceWindow: this.options.sourceWindow
+      sourceWindow: this.options.sourceWindow,
+      planner: this.planner,
+      // Grows when the source publishes (and when a live piece from it lands: a rare new ranking).
+      publishedCount: this.view.digests.size
     })
     for (const a of plan) this.fetcher.start(a.num, this.parents.get(a.parent)!, a.live, signal)
     return { started: plan.length, room, peersServe }

@@ -35,6 +35,11 @@ export interface PlanInput {
   /** New fetches that may start now. */
   slots: number
   random?: () => number
+  /**
+   * Values that, all unchanged (===) since the last turn, mean the parents and what they can
+   * give are as they were: a PiecePlanner keeps its ranking. Absent: ranked afresh.
+   */
+  basis?: readonly unknown[]
 }
 
 export interface Assignment {
@@ -44,38 +49,88 @@ export interface Assignment {
   live: boolean
 }
 
-export function planPieces(input: PlanInput): Assignment[] {
-  if (input.pieceCount <= 0 || input.slots <= 0 || input.parents.length === 0) return []
-  const random = input.random ?? Math.random
-  const candidates: Array<{ num: number; holders: PlanParent[]; peers: number; key: number }> = []
-  for (let num = 0; num < input.pieceCount; num++) {
-    if (input.have(num) || input.inflight(num)) continue
-    const holders = input.parents.filter((p) => p.has(num) && (p.isSource || input.published(num)))
-    if (holders.length === 0) continue
-    const peers = holders.reduce((n, p) => n + (p.isSource ? 0 : 1), 0)
-    candidates.push({ num, holders, peers, key: random() })
-  }
-  candidates.sort((a, b) => {
-    if (a.holders.length !== b.holders.length) return a.holders.length - b.holders.length
-    // Pieces only the source holds go in order (see above); others at random.
-    if (a.peers === 0 && b.peers === 0) return a.num - b.num
-    return a.key - b.key
-  })
-  const load = new Map(input.parents.map((p) => [p.id, p.inflight]))
-  const out: Assignment[] = []
-  for (const c of candidates) {
-    if (out.length >= input.slots) break
-    let best: PlanParent | undefined
-    for (const p of c.holders) {
-      const n = load.get(p.id)!
-      if (n >= p.limit) continue
-      if (best === undefined || Number(p.isSource) < Number(best.isSource) || (p.isSource === best.isSource && n < load.get(best.id)!)) best = p
+/** A piece some parent can give, as ranked: rarest first. */
+interface Ranked {
+  num: number
+  /** Parents that can give it, and how many of them are not the source. */
+  holders: number
+  peers: number
+  /** Random order among equally rare pieces. */
+  key: number
+}
+
+/**
+ * The planner of one download, across the turns of its swarm loop: the pieces it misses,
+ * ranked rarest first, are counted again only when the parents' holdings changed (see
+ * PlanInput.basis) — after a poll of the scheduler, not at every piece that lands. A turn
+ * walks the ranking, dropping the pieces stored since. Counting every piece against every
+ * parent at every turn made a download quadratic in its pieces.
+ */
+export class PiecePlanner {
+  private ranked: Ranked[] = []
+  private basis: readonly unknown[] | undefined
+
+  plan(input: PlanInput): Assignment[] {
+    if (input.pieceCount <= 0 || input.slots <= 0 || input.parents.length === 0) return []
+    if (input.basis === undefined || this.basis === undefined || !sameBasis(input.basis, this.basis)) this.rank(input)
+    this.basis = input.basis
+    const load = new Map(input.parents.map((p) => [p.id, p.inflight]))
+    const out: Assignment[] = []
+    let kept = 0
+    for (let i = 0; i < this.ranked.length; i++) {
+      const c = this.ranked[i]
+      if (input.have(c.num)) continue
+      this.ranked[kept++] = c
+      if (out.length >= input.slots || input.inflight(c.num)) continue
+      // Peers before the source, then the least loaded.
+      let best: PlanParent | undefined
+      for (const p of input.parents) {
+        const n = load.get(p.id)!
+        if (n >= p.limit || !p.has(c.num) || !(p.isSource || input.published(c.num))) continue
+        if (best === undefined || Number(p.isSource) < Number(best.isSource) || (p.isSource === best.isSource && n < load.get(best.id)!)) best = p
+      }
+      if (best === undefined) continue
+      load.set(best.id, load.get(best.id)! + 1)
+      out.push({ num: c.num, parent: best.id, live: best.isSource && !input.published(c.num) })
     }
-    if (best === undefined) continue
-    load.set(best.id, load.get(best.id)! + 1)
-    out.push({ num: c.num, parent: best.id, live: best.isSource && !input.published(c.num) })
+    // Pieces stored since the ranking leave it.
+    this.ranked.length = kept
+    return out
   }
-  return out
+
+  /** Counts each missing piece's holders and sorts: rarest first. */
+  private rank(input: PlanInput): void {
+    const random = input.random ?? Math.random
+    this.ranked = []
+    for (let num = 0; num < input.pieceCount; num++) {
+      if (input.have(num)) continue
+      let holders = 0
+      let peers = 0
+      for (const p of input.parents) {
+        if (!p.has(num)) continue
+        if (p.isSource) holders++
+        else if (input.published(num)) { holders++; peers++ }
+      }
+      if (holders > 0) this.ranked.push({ num, holders, peers, key: random() })
+    }
+    this.ranked.sort((a, b) => {
+      if (a.holders !== b.holders) return a.holders - b.holders
+      // Pieces only the source holds go in order (see above); others at random.
+      if (a.peers === 0 && b.peers === 0) return a.num - b.num
+      return a.key - b.key
+    })
+  }
+}
+
+function sameBasis(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/** One plan from scratch (a planner that keeps nothing between calls). */
+export function planPieces(input: PlanInput): Assignment[] {
+  return new PiecePlanner().plan(input)
 }
 
 /** Bytes asked of a lone source at once (at least 16 pieces): the scheduler grants as much. */
@@ -103,6 +158,9 @@ export interface TurnInput extends Omit<PlanInput, 'parents' | 'slots'> {
   perParent: number
   /** Pieces asked of a lone source at once; by default DEFAULT_SOURCE_WINDOW_BYTES' worth. */
   sourceWindow?: number
+  /** The download's planner, kept across turns; and how many digests the source has published (the ranking is kept while they and the parents' bitmaps are unchanged). */
+  planner?: PiecePlanner
+  publishedCount?: number
 }
 
 export interface TurnPlan {
@@ -123,7 +181,12 @@ export function planTurn(input: TurnInput): TurnPlan {
   const sourceOnly = !peersServe && parents.some((p) => p.id === sourcePeer)
   const slots = (sourceOnly ? Math.max(input.concurrency, sourceWindow) : input.concurrency) - input.inflightCount
   if (slots <= 0) return { plan: [], room: false, peersServe }
-  const plan = planPieces({
+  // The parents' bitmaps are replaced by every answer of the scheduler: the same objects, the same holdings.
+  const basis = input.planner === undefined || input.publishedCount === undefined
+    ? undefined
+    : [input.pieceCount, input.publishedCount, sourcePeer, ...parents.flatMap((p) => [p.id, p.bitmap])]
+  const plan = (input.planner ?? new PiecePlanner()).plan({
+    basis,
     pieceCount: input.pieceCount,
     have: input.have,
     inflight: input.inflight,

@@ -71,6 +71,8 @@ export interface PieceStore {
   dataPath(id: string): string
   /** The identity recorded for a complete task's data file (fileIdentity), if any. */
   fileIdentity(id: string): string | undefined
+  /** Whether the task is complete, from memory (getTask reads the database). */
+  isComplete?(id: string): boolean
   /**
    * Whether a complete task's data file is still the one it completed with; a changed one
    * (written through a hard-linked output) drops the task and answers false. True for a
@@ -448,6 +450,10 @@ export class DiskPieceStore implements PieceStore {
 
   fileIdentity(id: string): string | undefined {
     return this.completed.get(id) ?? undefined
+  }
+
+  isComplete(id: string): boolean {
+    return this.completed.has(id)
   }
 
   async checkFile(id: string): Promise<boolean> {
