@@ -14,7 +14,7 @@ import {
   REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS
 } from '@naiad/peer'
 
-import type { Clock } from './events.ts'
+import type { Clock, Timer } from './events.ts'
 import type { NetNode, Network } from './network.ts'
 import { has, type Answer, type Call, type ParentView, type SupernodeModel, type TaskView } from './supernode.ts'
 
@@ -210,12 +210,14 @@ export class Daemon {
     }
     const before = link.answers
     let settled = false
+    let timeout: Timer | undefined
     link.sn.submit({
       ...c,
       from: `sim-daemon-${this.id}`,
       answer: (a) => {
         if (settled) return
         settled = true
+        if (timeout !== undefined) this.w.clock.cancel(timeout)
         link.answers++
         link.timeouts = 0
         link.down = false
@@ -224,7 +226,8 @@ export class Daemon {
         ok(a)
       }
     })
-    this.w.clock.after(this.o.timeoutS, () => {
+    // Cancelled on an answer: most calls are answered, and their timeouts would fill the clock.
+    timeout = this.w.clock.after(this.o.timeoutS, () => {
       if (settled) return
       settled = true
       this.timeouts++

@@ -9,7 +9,7 @@
 // the same few cores): a flow then costs the pool its sender's and receiver's per-byte costs,
 // and the pool's cores are split equally among all its flows.
 
-import type { Clock } from './events.ts'
+import type { Clock, Timer } from './events.ts'
 
 export interface CpuPool {
   cores: number
@@ -41,9 +41,10 @@ export interface Flow {
   remaining: number
   rate: number
   at: number
-  version: number
   /** When its completion event is set for (it may fire early, see rerate). */
   eta: number
+  /** That event, moved rather than set again when the flow speeds up. */
+  timer: Timer | undefined
   onDone: () => void
 }
 
@@ -67,7 +68,7 @@ export class Network {
 
   /** Starts sending `bytes` from `from` to `to`; `onDone` runs when the last byte arrives. */
   send(from: NetNode, to: NetNode, bytes: number, onDone: () => void): Flow {
-    const f: Flow = { from, to, bytes, remaining: bytes, rate: 0, at: this.clock.now, version: 0, eta: Infinity, onDone }
+    const f: Flow = { from, to, bytes, remaining: bytes, rate: 0, at: this.clock.now, eta: Infinity, timer: undefined, onDone }
     this.started++
     from.ups.add(f)
     to.downs.add(f)
@@ -134,20 +135,21 @@ export class Network {
 
   private schedule(f: Flow, eta: number): void {
     f.eta = eta
-    const v = ++f.version
-    this.clock.at(eta, () => {
-      if (f.version !== v || !f.from.ups.has(f)) return
-      const left = f.remaining - f.rate * (this.clock.now - f.at)
-      if (left > f.bytes * 1e-9 + 1e-6) {
-        // The flow slowed down since this event was set.
-        f.remaining = left
-        f.at = this.clock.now
-        f.eta = Infinity
-        this.schedule(f, f.rate > 0 ? this.clock.now + left / f.rate : Infinity)
-        return
-      }
-      this.finish(f)
-    })
+    if (f.timer === undefined) f.timer = this.clock.at(eta, () => this.due(f))
+    else this.clock.move(f.timer, eta)
+  }
+
+  private due(f: Flow): void {
+    const left = f.remaining - f.rate * (this.clock.now - f.at)
+    if (left > f.bytes * 1e-9 + 1e-6) {
+      // The flow slowed down since this event was set.
+      f.remaining = left
+      f.at = this.clock.now
+      f.eta = Infinity
+      this.schedule(f, f.rate > 0 ? this.clock.now + left / f.rate : Infinity)
+      return
+    }
+    this.finish(f)
   }
 }
 
