@@ -103,12 +103,15 @@ export class Daemon {
   originTasks = 0
   downs = 0
   timeouts = 0
+  /** Its peer ID as the supernode sees it (which fixes its share of the pace spread). */
+  readonly name: string
   private readonly links = new Map<SupernodeModel, Link>()
   private readonly w: World
   private readonly o: DaemonOptions
 
   constructor(id: number, node: NetNode, views: TaskView[], world: World, options: DaemonOptions) {
     this.id = id
+    this.name = `sim-daemon-${id}`
     this.node = node
     this.w = world
     this.o = options
@@ -213,7 +216,7 @@ export class Daemon {
     let timeout: Timer | undefined
     link.sn.submit({
       ...c,
-      from: `sim-daemon-${this.id}`,
+      from: this.name,
       answer: (a) => {
         if (settled) return
         settled = true
@@ -304,16 +307,46 @@ export class Daemon {
   private plan(t: DaemonTask): void {
     if (t.done || t.fromOrigin) return
     const order = t.order
+    const parents = t.parents
+    // pick() for every piece, with each parent's room found once: a fetch changes only the
+    // room of the parent it goes to (its count here, its upload slots).
+    const room = new Uint8Array(parents.length)
+    let open = 0
+    for (let j = 0; j < parents.length; j++) if (this.hasRoom(t, parents[j].peer)) { room[j] = 1; open++ }
     const skipped: number[] = []
     let i = 0
     for (; i < order.length && t.inflight.size < this.o.concurrency; i++) {
       const p = order[i]
       if (t.have[p] === 1 || t.inflight.has(p)) continue
-      const parent = this.pick(t, p)
-      if (parent === undefined) skipped.push(p)
-      else this.fetch(t, p, parent)
+      let best = -1
+      if (open > 0) {
+        let load = Infinity
+        for (let j = 0; j < parents.length; j++) {
+          if (room[j] === 0 || !has(parents[j].bits, p)) continue
+          const peer = parents[j].peer
+          const key = (t.perParent.get(peer) ?? 0) + (peer < 0 ? 100 : 0)
+          if (key < load) {
+            load = key
+            best = j
+          }
+        }
+      }
+      if (best < 0) {
+        skipped.push(p)
+        continue
+      }
+      const peer = parents[best].peer
+      this.fetch(t, p, peer)
+      if (!this.hasRoom(t, peer)) {
+        room[best] = 0
+        open--
+      }
     }
     t.order = i === 0 ? order : skipped.concat(order.slice(i))
+  }
+
+  private hasRoom(t: DaemonTask, peer: number): boolean {
+    return (t.perParent.get(peer) ?? 0) < this.o.perParent && (peer < 0 || this.w.daemons[peer].uploadsFree)
   }
 
   /** A parent offering `p` with room: a peer before the seed, the least loaded first. */
