@@ -14,7 +14,7 @@ import {
   REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS
 } from '@naiad/peer'
 
-import type { Clock, Timer } from './events.ts'
+import type { Clock } from './events.ts'
 import type { NetNode, Network } from './network.ts'
 import { has, type Answer, type Call, type ParentView, type SupernodeModel, type TaskView } from './supernode.ts'
 
@@ -213,14 +213,14 @@ export class Daemon {
     }
     const before = link.answers
     let settled = false
-    let timeout: Timer | undefined
+    // The answer comes in an event of its own, after the timeout below is set.
     link.sn.submit({
       ...c,
       from: this.name,
       answer: (a) => {
         if (settled) return
         settled = true
-        if (timeout !== undefined) this.w.clock.cancel(timeout)
+        this.w.clock.cancel(timeout)
         link.answers++
         link.timeouts = 0
         link.down = false
@@ -230,7 +230,7 @@ export class Daemon {
       }
     })
     // Cancelled on an answer: most calls are answered, and their timeouts would fill the clock.
-    timeout = this.w.clock.after(this.o.timeoutS, () => {
+    const timeout = this.w.clock.after(this.o.timeoutS, () => {
       if (settled) return
       settled = true
       this.timeouts++

@@ -33,6 +33,7 @@ const USAGE = `usage: node bench/sim/rollout.ts [options]
   --host-cores N               cores a daemon spends on transfers (default 1: one Node event loop)
   --shared-cores N             every process shares N cores (the test machine); 0: each its own (default 0)
   --ramp DURATION              daemons start spread over this long (default 0s: all at once)
+  --max-pace DURATION          the supernodes' pace ceiling (PressureGauge maxPaceMs; default the supernode's, 5s)
   --old                        also simulate the scheduler before issue 15 (no pace, getParents reading every peer)
   --costs FILE                 JSON overriding measured costs (keys of bench/sim/costs.ts)
   --limit DURATION             simulated time after which a run stops (default 2h)
@@ -53,6 +54,7 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     'host-cores': { type: 'string', default: '1' },
     'shared-cores': { type: 'string', default: '0' },
     ramp: { type: 'string', default: '0s' },
+    'max-pace': { type: 'string' },
     old: { type: 'boolean', default: false },
     costs: { type: 'string' },
     limit: { type: 'string', default: '2h' },
@@ -72,10 +74,12 @@ const mbit = (v: string, flag: string): number => num(v, flag, 0.001) * 1e6 / 8
 let size = 0
 let rampS = 0
 let limitS = 0
+let maxPaceMs: number | undefined
 try {
   size = parseSize(args.size, '--size')
   rampS = parseDuration(args.ramp, '--ramp') / 1000
   limitS = parseDuration(args.limit, '--limit') / 1000
+  if (args['max-pace'] !== undefined) maxPaceMs = parseDuration(args['max-pace'], '--max-pace')
 } catch (err) {
   usageError((err as Error).message)
 }
@@ -93,7 +97,8 @@ const base: Omit<RolloutOptions, 'supernodes' | 'old'> = {
   rampS,
   seed: num(args.seed, '--seed'),
   costs,
-  limitS
+  limitS,
+  ...(maxPaceMs === undefined ? {} : { maxPaceMs })
 }
 
 const runs: Array<{ label: string; r: RolloutResult }> = []
@@ -118,7 +123,7 @@ function markdown(): string {
   const lines = [
     `## Rollout simulation: ${base.nodes.toLocaleString('en-US')} nodes, ${formatBytes(image)} in ${layers} layer${layers === 1 ? '' : 's'}`,
     '',
-    `Links: hosts ${args['host-bandwidth']} Mbit/s, registry ${args['registry-bandwidth']} Mbit/s, supernodes ${args['supernode-bandwidth']} Mbit/s; ${base.sharedCores > 0 ? `every process on ${base.sharedCores} shared cores` : `${base.hostCores} core per daemon for transfers`}; daemons start ${rampS > 0 ? `over ${rampS} s` : 'at once'}. A host alone needs ${limitAll.toFixed(1)} s at its link rate.`,
+    `Links: hosts ${args['host-bandwidth']} Mbit/s, registry ${args['registry-bandwidth']} Mbit/s, supernodes ${args['supernode-bandwidth']} Mbit/s; ${base.sharedCores > 0 ? `every process on ${base.sharedCores} shared cores` : `${base.hostCores} core per daemon for transfers`}; daemons start ${rampS > 0 ? `over ${rampS} s` : 'at once'}${maxPaceMs === undefined ? '' : `; pace ceiling ${maxPaceMs} ms`}. A host alone needs ${limitAll.toFixed(1)} s at its link rate.`,
     '',
     '| run | full rollout s | completion p50 / p90 s | registry egress | × image | daemons to the origin | client timeouts | marked down | supernode CPU-s (utilisation) | max pace ms | max queue s | get-parents put off |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|'

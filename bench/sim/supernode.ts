@@ -72,12 +72,13 @@ export class SupernodeModel {
   private sampling = false
   private readonly shares = new Map<string, number>()
 
-  constructor(clock: Clock, costs: Costs, name: string, node: NetNode, old: boolean) {
+  /** `gauge`: options for the real gauge (its defaults unless given), e.g. a higher `maxPaceMs`. */
+  constructor(clock: Clock, costs: Costs, name: string, node: NetNode, old: boolean, gauge: ConstructorParameters<typeof PressureGauge>[0] = {}) {
     this.clock = clock
     this.costs = costs
     this.name = name
     this.node = node
-    this.gauge = old ? undefined : new PressureGauge()
+    this.gauge = old ? undefined : new PressureGauge(gauge)
   }
 
   get paceMs(): number {

@@ -35,6 +35,8 @@ export interface RolloutOptions {
   daemon?: Partial<DaemonOptions>
   /** Simulated time after which the run stops, unfinished. */
   limitS: number
+  /** The supernodes' pace ceiling (PressureGauge's maxPaceMs); its default unless given. */
+  maxPaceMs?: number
 }
 
 export interface RolloutResult {
@@ -85,7 +87,7 @@ export function simulate(o: RolloutOptions): RolloutResult {
   const origin = netNode('origin', { up: o.registryBandwidth, down: o.registryBandwidth })
   const supernodes = Array.from({ length: o.supernodes }, (_, s) => new SupernodeModel(clock, c, `supernode-${s}`, netNode(`supernode-${s}`, {
     up: o.supernodeBandwidth, down: o.supernodeBandwidth, cores: o.supernodeCores, sendCost: c.seedSendByteS, recvCost: c.seedFetchByteS, pool
-  }), o.old))
+  }), o.old, o.maxPaceMs === undefined ? {} : { maxPaceMs: o.maxPaceMs }))
   const views = o.layers.map((bytes, t) => {
     const piece = pieceSizeFor(bytes)
     return new TaskView(t, Math.ceil(bytes / piece), piece, supernodes[ownerOf(t, o.supernodes)], random)
