@@ -21,7 +21,9 @@ export class Clock {
   ran = 0
   private heap: Timer[] = []
   private seq = 0
-  private limit = Infinity
+  /** The current run's limit; undefined outside a run, when the times of cancelled timers wait in `early`. */
+  private limit: number | undefined
+  private early: number[] = []
   /**
    * The latest time, up to the run's limit, of a timer cancelled or moved. A run that ends at
    * its limit leaves the clock where the last event at or before the limit left it; a stale
@@ -78,6 +80,8 @@ export class Clock {
   run(limit: number, until: () => boolean = () => false): void {
     const h = this.heap
     this.limit = limit
+    for (const t of this.early) this.dead(t)
+    this.early = []
     let stopped = false
     while (h.length > 0) {
       if (until()) {
@@ -98,10 +102,12 @@ export class Clock {
       top.fn()
     }
     if (!stopped && this.deadT > this.now) this.now = this.deadT
+    this.limit = undefined
   }
 
   private dead(t: number): void {
-    if (t <= this.limit && t > this.deadT) this.deadT = t
+    if (this.limit === undefined) this.early.push(t)
+    else if (t <= this.limit && t > this.deadT) this.deadT = t
   }
 
   private up(i: number): void {

@@ -94,11 +94,17 @@ export class Network {
   private inFlush = false
   /** Groups a flush changed, to be retimed at its end. */
   private readonly touched = new Set<Group>()
-  /** Flows started so far. */
+  /** Flows started so far; times a flow joined its sender's group, and left it before its end. */
   started = 0
+  joined = 0
+  left = 0
 
-  constructor(clock: Clock) {
+  /** Whether flows at their sender's share join its group (off: each keeps its own rate and event, as the tests compare). */
+  private readonly groups: boolean
+
+  constructor(clock: Clock, options: { groups?: boolean } = {}) {
     this.clock = clock
+    this.groups = options.groups ?? true
   }
 
   /** Starts sending `bytes` from `from` to `to`; `onDone` runs when the last byte arrives. */
@@ -207,10 +213,11 @@ export class Network {
       f.at = now
       f.rate = g.share
       f.eta = Infinity
+      this.left++
       this.leave(g, f)
     }
     const rate = pooled ? rateOf(f) : Math.min(send, recv)
-    if (this.inFlush && !pooled && send <= recv && send > 0) {
+    if (this.groups && this.inFlush && !pooled && send <= recv && send > 0) {
       f.remaining = Math.max(0, f.remaining - f.rate * (now - f.at))
       f.at = now
       f.rate = rate
@@ -257,6 +264,7 @@ export class Network {
     if (f.timer !== undefined) this.clock.cancel(f.timer)
     f.eta = Infinity
     n.solo.delete(f)
+    this.joined++
     f.inGroup = true
     f.target = g.w + g.share * (this.clock.now - g.wAt) + f.remaining
     if (f.recv < g.minRecv) g.minRecv = f.recv
