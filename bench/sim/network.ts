@@ -5,12 +5,13 @@
 // An equal split is not max-min fair (a share a flow cannot use is not handed to the others),
 // so the model errs towards slow when flows at a node are limited elsewhere.
 //
-// A flow whose rate is its sender's share (the origin's or a seed's uplink split among
-// thousands of daemons) joins its sender's group: the group counts the bytes each of its flows
-// has had since the share last changed, and keeps one completion event for the flow due first,
-// so a change at a node with 40,000 flows costs a few heap steps rather than 40,000 re-ratings
-// and re-timings. A flow moves between its group and a rate of its own as the shares change;
-// the rates are those of the equal split either way (only the sums' rounding differs).
+// A flow runs at one end's share (the origin's uplink split among 40,000 downloads, a daemon's
+// downlink among its 32): it joins that end's group, which counts the bytes each of its flows
+// has had since the share last changed and keeps one completion event for the flow due first.
+// A change at a node then costs a few heap steps rather than re-rating and re-timing every
+// flow there. A flow moves between groups as the shares change, and has a rate and event of
+// its own only until the next re-rating after its start, or when it shares a CPU pool; the
+// rates are those of the equal split either way (only the sums' rounding differs).
 //
 // Nodes may share one CPU pool (the test machine, where every daemon and the supernode run on
 // the same few cores): a flow then costs the pool its sender's and receiver's per-byte costs,
@@ -36,10 +37,12 @@ export interface NetNode {
   pool?: CpuPool
   ups: Set<Flow>
   downs: Set<Flow>
-  /** Of `ups`, those with a rate of their own (not in `group`). */
-  solo: Set<Flow>
-  /** Its flows that run at its sender's share (made when the first joins). */
-  group?: Group
+  /** Of `ups` and `downs`, those not in this node's own groups (a flow in the other end's group, or with a rate of its own). */
+  soloUps: Set<Flow>
+  soloDowns: Set<Flow>
+  /** Its flows that run at its sending share, and at its receiving share (made when the first joins). */
+  upGroup?: Group
+  downGroup?: Group
   /** Bytes sent and received. */
   sent: number
   received: number
@@ -58,30 +61,34 @@ export interface Flow {
   eta: number
   /** That event, moved rather than set again when the flow speeds up. */
   timer: Timer | undefined
-  /** The receiver's share for it when last rated. */
-  recv: number
-  /** In its sender's group: the group's count of bytes at which it is done, and its place in the group's heap. */
-  inGroup: boolean
+  /** The group it runs in; the other end's share when last rated; the group's count at which it is done, and its place in the group's heap. */
+  group: Group | undefined
+  other: number
   target: number
   hi: number
   onDone: () => void
 }
 
-/** Flows of one sender running at its share: `w` bytes each since the group began, as of `wAt`. */
+/** Flows running at one end's share: `w` bytes each since the group began, as of `wAt`. */
 interface Group {
   node: NetNode
+  /** The node's sending share (else its receiving share). */
+  sends: boolean
   share: number
   w: number
   wAt: number
   /** Members by `target` (then id): the first is due first. */
   heap: Flow[]
   timer: Timer | undefined
-  /** No member's receiver share is below this (a bound: it is made exact when the share passes it). */
-  minRecv: number
+  /** No member's other end has a share below this (a bound: made exact when the share passes it). */
+  minOther: number
 }
 
 export function netNode(name: string, o: Partial<NetNode> & { up: number; down: number }): NetNode {
-  return { name, cores: Infinity, sendCost: 0, recvCost: 0, ups: new Set(), downs: new Set(), solo: new Set(), sent: 0, received: 0, ...o }
+  return {
+    name, cores: Infinity, sendCost: 0, recvCost: 0, ups: new Set(), downs: new Set(), soloUps: new Set(), soloDowns: new Set(),
+    sent: 0, received: 0, ...o
+  }
 }
 
 /** How long re-rating waits to take several changes at once. */
@@ -94,12 +101,11 @@ export class Network {
   private inFlush = false
   /** Groups a flush changed, to be retimed at its end. */
   private readonly touched = new Set<Group>()
-  /** Flows started so far; times a flow joined its sender's group, and left it before its end. */
+  /** Flows started so far; times a flow joined a group, and left one before its end. */
   started = 0
   joined = 0
   left = 0
-
-  /** Whether flows at their sender's share join its group (off: each keeps its own rate and event, as the tests compare). */
+  /** Whether flows join groups (off: each keeps its own rate and event, as the tests compare). */
   private readonly groups: boolean
 
   constructor(clock: Clock, options: { groups?: boolean } = {}) {
@@ -111,11 +117,12 @@ export class Network {
   send(from: NetNode, to: NetNode, bytes: number, onDone: () => void): Flow {
     const f: Flow = {
       id: this.started++, from, to, bytes, remaining: bytes, rate: 0, at: this.clock.now, eta: Infinity, timer: undefined,
-      recv: Infinity, inGroup: false, target: 0, hi: -1, onDone
+      group: undefined, other: Infinity, target: 0, hi: -1, onDone
     }
     from.ups.add(f)
-    from.solo.add(f)
+    from.soloUps.add(f)
     to.downs.add(f)
+    to.soloDowns.add(f)
     from.pool?.flows.add(f)
     if (to.pool !== from.pool) to.pool?.flows.add(f)
     this.rerateAround(f)
@@ -124,8 +131,9 @@ export class Network {
 
   private finish(f: Flow): void {
     f.from.ups.delete(f)
-    f.from.solo.delete(f)
+    f.from.soloUps.delete(f)
     f.to.downs.delete(f)
+    f.to.soloDowns.delete(f)
     f.from.pool?.flows.delete(f)
     f.to.pool?.flows.delete(f)
     f.from.sent += f.bytes
@@ -158,31 +166,33 @@ export class Network {
     // A group's share is its node's as of now: its members have run at the old one until now.
     const grown: Group[] = []
     for (const n of nodes) {
-      const g = n.group
-      if (g === undefined) continue
-      g.w += g.share * (now - g.wAt)
-      g.wAt = now
-      const was = g.share
-      g.share = sendShare(n)
-      if (g.share > was && g.minRecv < g.share) grown.push(g)
+      for (const g of [n.upGroup, n.downGroup]) {
+        if (g === undefined) continue
+        g.w += g.share * (now - g.wAt)
+        g.wAt = now
+        const was = g.share
+        g.share = g.sends ? sendShare(n) : recvShare(n)
+        if (g.share > was && g.minOther <= g.share) grown.push(g)
+        this.touched.add(g)
+      }
     }
-    // Members a grown share would take past their receiver's leave the group.
+    // Members a grown share would take past their other end's go to that end's group.
     for (const g of grown) {
       let min = Infinity
       for (const f of [...g.heap]) {
-        if (f.recv < g.share) this.rerate(f)
-        else min = Math.min(min, f.recv)
+        if (f.other <= g.share) this.rerate(f)
+        if (f.group === g) min = Math.min(min, f.other)
       }
-      g.minRecv = min
+      g.minOther = min
     }
+    // Members of the node's groups whose other end changed are re-rated from that end.
     const pools = new Set<CpuPool>()
     for (const n of nodes) {
       if (n.pool !== undefined) pools.add(n.pool)
-      for (const f of [...n.solo]) this.rerate(f)
-      for (const f of n.downs) this.rerate(f)
+      for (const f of [...n.soloUps]) this.rerate(f)
+      for (const f of [...n.soloDowns]) this.rerate(f)
     }
     for (const p of pools) for (const f of p.flows) this.rerate(f)
-    for (const n of nodes) if (n.group !== undefined) this.touched.add(n.group)
     for (const g of this.touched) this.retime(g)
     this.touched.clear()
     this.inFlush = false
@@ -191,24 +201,23 @@ export class Network {
   /**
    * Brings a flow's progress up to now at its old rate and gives it its new one. Its
    * completion event is moved only when it comes sooner; an event that fires early finds
-   * bytes left and sets a new one (so slowing flows down costs no events). A flow whose rate
-   * is its sender's share joins the sender's group, but only at a re-rating of every flow
-   * there (a flush): between flushes the group's members keep the share of the last.
+   * bytes left and sets a new one (so slowing flows down costs no events). A flow joins the
+   * group of the end whose share it runs at only at a re-rating of every flow there (a flush):
+   * between flushes a group's members keep the share of the last.
    */
   private rerate(f: Flow): void {
     if (!f.from.ups.has(f)) return
     const send = sendShare(f.from)
-    const recv = recvShare(f)
-    f.recv = recv
-    const pooled = f.from.pool !== undefined || f.to.pool !== undefined
+    const recv = recvShare(f.to)
     const now = this.clock.now
-    if (f.inGroup) {
-      const g = f.from.group!
-      if (send <= recv) {
-        if (recv < g.minRecv) g.minRecv = recv
+    const g = f.group
+    if (g !== undefined) {
+      // Ties go to the sender's group, as below.
+      if (g.sends ? send <= recv : recv < send) {
+        f.other = g.sends ? recv : send
+        if (f.other < g.minOther) g.minOther = f.other
         return
       }
-      // Its receiver now holds it below the share: a rate of its own from here.
       f.remaining = Math.max(0, f.target - (g.w + g.share * (now - g.wAt)))
       f.at = now
       f.rate = g.share
@@ -216,12 +225,14 @@ export class Network {
       this.left++
       this.leave(g, f)
     }
+    const pooled = f.from.pool !== undefined || f.to.pool !== undefined
     const rate = pooled ? rateOf(f) : Math.min(send, recv)
-    if (this.groups && this.inFlush && !pooled && send <= recv && send > 0) {
+    if (this.groups && this.inFlush && !pooled && rate > 0) {
       f.remaining = Math.max(0, f.remaining - f.rate * (now - f.at))
       f.at = now
       f.rate = rate
-      this.join(f)
+      if (send <= recv) this.join(f, f.from, true, recv)
+      else this.join(f, f.to, false, send)
       return
     }
     if (rate === f.rate) return
@@ -254,20 +265,22 @@ export class Network {
 
   // ------------------------------------------------------------ groups
 
-  private join(f: Flow): void {
-    const n = f.from
-    let g = n.group
+  private join(f: Flow, n: NetNode, sends: boolean, other: number): void {
+    let g = sends ? n.upGroup : n.downGroup
     if (g === undefined) {
-      g = { node: n, share: f.rate, w: 0, wAt: this.clock.now, heap: [], timer: undefined, minRecv: Infinity }
-      n.group = g
+      g = { node: n, sends, share: f.rate, w: 0, wAt: this.clock.now, heap: [], timer: undefined, minOther: Infinity }
+      if (sends) n.upGroup = g
+      else n.downGroup = g
     }
     if (f.timer !== undefined) this.clock.cancel(f.timer)
     f.eta = Infinity
-    n.solo.delete(f)
+    if (sends) n.soloUps.delete(f)
+    else n.soloDowns.delete(f)
     this.joined++
-    f.inGroup = true
+    f.group = g
+    f.other = other
     f.target = g.w + g.share * (this.clock.now - g.wAt) + f.remaining
-    if (f.recv < g.minRecv) g.minRecv = f.recv
+    if (other < g.minOther) g.minOther = other
     f.hi = g.heap.length
     g.heap.push(f)
     up(g.heap, f.hi)
@@ -279,8 +292,9 @@ export class Network {
     const i = f.hi
     const last = h.pop()!
     f.hi = -1
-    f.inGroup = false
-    f.from.solo.add(f)
+    f.group = undefined
+    if (g.sends) g.node.soloUps.add(f)
+    else g.node.soloDowns.add(f)
     if (last !== f) {
       h[i] = last
       last.hi = i
@@ -305,7 +319,7 @@ export class Network {
     const now = this.clock.now
     g.w += g.share * (now - g.wAt)
     g.wAt = now
-    // Members due now finish one at a time, first due first; each may start flows (never into the group: they join at a flush).
+    // Members due now finish one at a time, first due first; each may start flows (never into a group: they join at a flush).
     while (g.heap.length > 0) {
       const f = g.heap[0]
       const left = f.target - g.w
@@ -361,14 +375,16 @@ function cpuShare(n: NetNode, f: Flow): number {
   return cost > 0 ? n.cores / flows / cost : Infinity
 }
 
-/** A sender's share for each of its flows: its uplink and (outside a pool) its CPU split equally. */
+/** A sender's share for each of its flows: its uplink and (outside a pool) its CPU split equally (cpuShare's figures). */
 function sendShare(n: NetNode): number {
   const cpu = n.pool === undefined && n.sendCost > 0 ? n.cores / (n.ups.size + n.downs.size) / n.sendCost : Infinity
   return Math.min(n.up / Math.max(1, n.ups.size), cpu)
 }
 
-function recvShare(f: Flow): number {
-  return Math.min(f.to.down / Math.max(1, f.to.downs.size), cpuShare(f.to, f))
+/** A receiver's share for each of its flows, the same way. */
+function recvShare(n: NetNode): number {
+  const cpu = n.pool === undefined && n.recvCost > 0 ? n.cores / (n.ups.size + n.downs.size) / n.recvCost : Infinity
+  return Math.min(n.down / Math.max(1, n.downs.size), cpu)
 }
 
 function rateOf(f: Flow): number {
