@@ -37,9 +37,18 @@ export interface NetNode {
   pool?: CpuPool
   ups: Set<Flow>
   downs: Set<Flow>
-  /** Of `ups` and `downs`, those not in this node's own groups (a flow in the other end's group, or with a rate of its own). */
-  soloUps: Set<Flow>
-  soloDowns: Set<Flow>
+  /** Of `ups` and `downs`: those in no group, and those in the other end's group. */
+  freeUps: Set<Flow>
+  freeDowns: Set<Flow>
+  remoteUps: Set<Flow>
+  remoteDowns: Set<Flow>
+  /**
+   * No flow in `remoteUps` was last found to stay in its group with a sending share here above
+   * `sendMark` (nor in `remoteDowns` with a receiving share above `recvMark`): while the
+   * share is at least that, they stay, and a re-rating here passes them over.
+   */
+  sendMark: number
+  recvMark: number
   /** Its flows that run at its sending share, and at its receiving share (made when the first joins). */
   upGroup?: Group
   downGroup?: Group
@@ -86,8 +95,8 @@ interface Group {
 
 export function netNode(name: string, o: Partial<NetNode> & { up: number; down: number }): NetNode {
   return {
-    name, cores: Infinity, sendCost: 0, recvCost: 0, ups: new Set(), downs: new Set(), soloUps: new Set(), soloDowns: new Set(),
-    sent: 0, received: 0, ...o
+    name, cores: Infinity, sendCost: 0, recvCost: 0, ups: new Set(), downs: new Set(), freeUps: new Set(), freeDowns: new Set(),
+    remoteUps: new Set(), remoteDowns: new Set(), sendMark: 0, recvMark: 0, sent: 0, received: 0, ...o
   }
 }
 
@@ -120,9 +129,9 @@ export class Network {
       group: undefined, other: Infinity, target: 0, hi: -1, onDone
     }
     from.ups.add(f)
-    from.soloUps.add(f)
+    from.freeUps.add(f)
     to.downs.add(f)
-    to.soloDowns.add(f)
+    to.freeDowns.add(f)
     from.pool?.flows.add(f)
     if (to.pool !== from.pool) to.pool?.flows.add(f)
     this.rerateAround(f)
@@ -131,9 +140,11 @@ export class Network {
 
   private finish(f: Flow): void {
     f.from.ups.delete(f)
-    f.from.soloUps.delete(f)
+    f.from.freeUps.delete(f)
+    f.from.remoteUps.delete(f)
     f.to.downs.delete(f)
-    f.to.soloDowns.delete(f)
+    f.to.freeDowns.delete(f)
+    f.to.remoteDowns.delete(f)
     f.from.pool?.flows.delete(f)
     f.to.pool?.flows.delete(f)
     f.from.sent += f.bytes
@@ -185,12 +196,23 @@ export class Network {
       }
       g.minOther = min
     }
-    // Members of the node's groups whose other end changed are re-rated from that end.
+    // Members of the node's groups whose other end changed are re-rated from that end, when
+    // its share fell below what they were last found to stay in their group with.
     const pools = new Set<CpuPool>()
     for (const n of nodes) {
       if (n.pool !== undefined) pools.add(n.pool)
-      for (const f of [...n.soloUps]) this.rerate(f)
-      for (const f of [...n.soloDowns]) this.rerate(f)
+      const send = sendShare(n)
+      if (send < n.sendMark) {
+        for (const f of [...n.remoteUps]) this.rerate(f)
+        n.sendMark = send
+      }
+      const recv = recvShare(n)
+      if (recv < n.recvMark) {
+        for (const f of [...n.remoteDowns]) this.rerate(f)
+        n.recvMark = recv
+      }
+      for (const f of [...n.freeUps]) this.rerate(f)
+      for (const f of [...n.freeDowns]) this.rerate(f)
     }
     for (const p of pools) for (const f of p.flows) this.rerate(f)
     for (const g of this.touched) this.retime(g)
@@ -214,8 +236,7 @@ export class Network {
     if (g !== undefined) {
       // Ties go to the sender's group, as below.
       if (g.sends ? send <= recv : recv < send) {
-        f.other = g.sends ? recv : send
-        if (f.other < g.minOther) g.minOther = f.other
+        this.stays(g, f, g.sends ? recv : send)
         return
       }
       f.remaining = Math.max(0, f.target - (g.w + g.share * (now - g.wAt)))
@@ -274,13 +295,19 @@ export class Network {
     }
     if (f.timer !== undefined) this.clock.cancel(f.timer)
     f.eta = Infinity
-    if (sends) n.soloUps.delete(f)
-    else n.soloDowns.delete(f)
+    if (sends) {
+      n.freeUps.delete(f)
+      f.to.freeDowns.delete(f)
+      f.to.remoteDowns.add(f)
+    } else {
+      n.freeDowns.delete(f)
+      f.from.freeUps.delete(f)
+      f.from.remoteUps.add(f)
+    }
     this.joined++
     f.group = g
-    f.other = other
     f.target = g.w + g.share * (this.clock.now - g.wAt) + f.remaining
-    if (other < g.minOther) g.minOther = other
+    this.stays(g, f, other)
     f.hi = g.heap.length
     g.heap.push(f)
     up(g.heap, f.hi)
@@ -293,8 +320,15 @@ export class Network {
     const last = h.pop()!
     f.hi = -1
     f.group = undefined
-    if (g.sends) g.node.soloUps.add(f)
-    else g.node.soloDowns.add(f)
+    if (g.sends) {
+      g.node.freeUps.add(f)
+      f.to.remoteDowns.delete(f)
+      f.to.freeDowns.add(f)
+    } else {
+      g.node.freeDowns.add(f)
+      f.from.remoteUps.delete(f)
+      f.from.freeUps.add(f)
+    }
     if (last !== f) {
       h[i] = last
       last.hi = i
@@ -302,6 +336,14 @@ export class Network {
       up(h, last.hi)
     }
     this.touched.add(g)
+  }
+
+  /** `f` runs in `g` with its other end's share at `other`: the bounds that say when to look at it again. */
+  private stays(g: Group, f: Flow, other: number): void {
+    f.other = other
+    if (other < g.minOther) g.minOther = other
+    if (g.sends) f.to.recvMark = Math.max(f.to.recvMark, other)
+    else f.from.sendMark = Math.max(f.from.sendMark, other)
   }
 
   /** Sets the group's event for its first member's completion. */
