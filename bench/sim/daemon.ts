@@ -308,18 +308,29 @@ export class Daemon {
     if (t.done || t.fromOrigin) return
     const order = t.order
     const parents = t.parents
-    // pick() for every piece, with each parent's room found once: a fetch changes only the
-    // room of the parent it goes to (its count here, its upload slots).
+    // pick() for every piece, with each parent's room found once (a fetch changes only the
+    // room of the parent it goes to: its count here, its upload slots), and the pieces no
+    // parent with room offers passed over by one look at their union.
     const room = new Uint8Array(parents.length)
-    let open = 0
-    for (let j = 0; j < parents.length; j++) if (this.hasRoom(t, parents[j].peer)) { room[j] = 1; open++ }
+    const words = t.view.words
+    const offered = new Uint32Array(words)
+    const unite = (): void => {
+      offered.fill(0)
+      for (let j = 0; j < parents.length; j++) if (room[j] === 1) for (let w = 0; w < words; w++) offered[w] |= parents[j].bits[w]
+    }
+    for (let j = 0; j < parents.length; j++) if (this.hasRoom(t, parents[j].peer)) room[j] = 1
+    unite()
     const skipped: number[] = []
+    let changed = false
     let i = 0
     for (; i < order.length && t.inflight.size < this.o.concurrency; i++) {
       const p = order[i]
-      if (t.have[p] === 1 || t.inflight.has(p)) continue
+      if (t.have[p] === 1 || t.inflight.has(p)) {
+        changed = true
+        continue
+      }
       let best = -1
-      if (open > 0) {
+      if (has(offered, p)) {
         let load = Infinity
         for (let j = 0; j < parents.length; j++) {
           if (room[j] === 0 || !has(parents[j].bits, p)) continue
@@ -335,14 +346,16 @@ export class Daemon {
         skipped.push(p)
         continue
       }
+      changed = true
       const peer = parents[best].peer
       this.fetch(t, p, peer)
       if (!this.hasRoom(t, peer)) {
         room[best] = 0
-        open--
+        unite()
       }
     }
-    t.order = i === 0 ? order : skipped.concat(order.slice(i))
+    // Nothing fetched or dropped: the order stands as it was.
+    if (changed) t.order = skipped.concat(order.slice(i))
   }
 
   private hasRoom(t: DaemonTask, peer: number): boolean {
