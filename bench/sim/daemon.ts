@@ -49,6 +49,8 @@ export interface World {
   finished: (d: Daemon) => void
 }
 
+export type OriginReason = 'registration' | 'lost' | 'stalled'
+
 /** What the client knows of one supernode (peer/src/scheduler/client.ts). */
 interface Link {
   sn: SupernodeModel
@@ -101,6 +103,8 @@ export class Daemon {
   /** Bytes fetched from the origin; tasks that went there; times the client marked a supernode down. */
   originBytes = 0
   originTasks = 0
+  /** Why tasks went there: the registration failed (or was put off too long), the supernode was lost with no parent to serve, nothing arrived for the stall timeout. */
+  readonly originWhy: Record<OriginReason, number> = { registration: 0, lost: 0, stalled: 0 }
   downs = 0
   timeouts = 0
   /** Its peer ID as the supernode sees it (which fixes its share of the pace spread). */
@@ -473,21 +477,22 @@ export class Daemon {
     // Lost (down, and for the old client or past the stall timeout, not coming back) with
     // nothing a known parent can serve: the origin (peer/src/download/poll-policy.ts).
     const lost = t.link.down && !this.mayReturn(t.link)
-    if (lost && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t)
+    if (lost && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t, 'lost')
     const left = this.o.stallS - (this.w.clock.now - t.lastProgress)
-    if (left <= 0) return this.backToSource(t)
+    if (left <= 0) return this.backToSource(t, 'stalled')
     const untilLost = t.link.down && !lost ? t.link.downAt + this.o.stallS - this.w.clock.now : Infinity
     this.w.clock.after(Math.min(left, untilLost) + 0.001, () => { if (t.inflight.size === 0) this.stuck(t) })
   }
 
   private giveUp(t: DaemonTask): void {
-    this.backToSource(t)
+    this.backToSource(t, 'registration')
   }
 
-  private backToSource(t: DaemonTask): void {
+  private backToSource(t: DaemonTask, why: OriginReason): void {
     if (t.done || t.fromOrigin) return
     t.fromOrigin = true
     this.originTasks++
+    this.originWhy[why]++
     // One piece after another from the origin (its own pieces still count for the swarm).
     const next = (): void => {
       let p = 0
