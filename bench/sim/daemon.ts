@@ -72,6 +72,8 @@ class DaemonTask {
   readonly have: Uint8Array
   count = 0
   readonly inflight = new Map<number, number>()
+  /** The keys of `inflight`, as flags (plan looks at them for every piece). */
+  readonly flying: Uint8Array
   readonly perParent = new Map<number, number>()
   pending: number[] = []
   /** Old client: a report of this task in flight, or waiting for its 100 ms. */
@@ -91,6 +93,7 @@ class DaemonTask {
     this.view = view
     this.link = link
     this.have = new Uint8Array(view.pieceCount)
+    this.flying = new Uint8Array(view.pieceCount)
   }
 }
 
@@ -324,15 +327,12 @@ export class Daemon {
     }
     for (let j = 0; j < parents.length; j++) if (this.hasRoom(t, parents[j].peer)) room[j] = 1
     unite()
-    const skipped: number[] = []
-    let changed = false
+    // The pieces passed over stay in front, in their order (written back in place from `k`).
+    let k = 0
     let i = 0
     for (; i < order.length && t.inflight.size < this.o.concurrency; i++) {
       const p = order[i]
-      if (t.have[p] === 1 || t.inflight.has(p)) {
-        changed = true
-        continue
-      }
+      if (t.have[p] === 1 || t.flying[p] === 1) continue
       let best = -1
       if (has(offered, p)) {
         let load = Infinity
@@ -347,10 +347,9 @@ export class Daemon {
         }
       }
       if (best < 0) {
-        skipped.push(p)
+        order[k++] = p
         continue
       }
-      changed = true
       const peer = parents[best].peer
       this.fetch(t, p, peer)
       if (!this.hasRoom(t, peer)) {
@@ -358,8 +357,10 @@ export class Daemon {
         unite()
       }
     }
-    // Nothing fetched or dropped: the order stands as it was.
-    if (changed) t.order = skipped.concat(order.slice(i))
+    if (k < i) {
+      order.copyWithin(k, i)
+      order.length -= i - k
+    }
   }
 
   private hasRoom(t: DaemonTask, peer: number): boolean {
@@ -386,9 +387,11 @@ export class Daemon {
 
   private fetch(t: DaemonTask, p: number, parent: number): void {
     t.inflight.set(p, parent)
+    t.flying[p] = 1
     t.perParent.set(parent, (t.perParent.get(parent) ?? 0) + 1)
     const arrived = (): void => {
       t.inflight.delete(p)
+      t.flying[p] = 0
       t.perParent.set(parent, t.perParent.get(parent)! - 1)
       this.stored(t, p)
     }
@@ -496,12 +499,14 @@ export class Daemon {
     // One piece after another from the origin (its own pieces still count for the swarm).
     const next = (): void => {
       let p = 0
-      while (p < t.view.pieceCount && (t.have[p] === 1 || t.inflight.has(p))) p++
+      while (p < t.view.pieceCount && (t.have[p] === 1 || t.flying[p] === 1)) p++
       if (p >= t.view.pieceCount) return
       t.inflight.set(p, -2)
+      t.flying[p] = 1
       this.originBytes += t.view.pieceBytes
       this.w.net.send(this.w.origin, this.node, t.view.pieceBytes, () => {
         t.inflight.delete(p)
+        t.flying[p] = 0
         this.stored(t, p)
         next()
       })
