@@ -176,16 +176,18 @@ export class Network {
     this.dirty.clear()
     // A group's share is its node's as of now: its members have run at the old one until now.
     const grown: Group[] = []
+    const reshare = (g: Group | undefined, share: number): void => {
+      if (g === undefined) return
+      g.w += g.share * (now - g.wAt)
+      g.wAt = now
+      const was = g.share
+      g.share = share
+      if (g.share > was && g.minOther <= g.share) grown.push(g)
+      this.touched.add(g)
+    }
     for (const n of nodes) {
-      for (const g of [n.upGroup, n.downGroup]) {
-        if (g === undefined) continue
-        g.w += g.share * (now - g.wAt)
-        g.wAt = now
-        const was = g.share
-        g.share = g.sends ? sendShare(n) : recvShare(n)
-        if (g.share > was && g.minOther <= g.share) grown.push(g)
-        this.touched.add(g)
-      }
+      reshare(n.upGroup, sendShare(n))
+      reshare(n.downGroup, recvShare(n))
     }
     // Members a grown share would take past their other end's go to that end's group.
     for (const g of grown) {
@@ -211,8 +213,9 @@ export class Network {
         for (const f of [...n.remoteDowns]) this.rerate(f)
         n.recvMark = recv
       }
-      for (const f of [...n.freeUps]) this.rerate(f)
-      for (const f of [...n.freeDowns]) this.rerate(f)
+      // A flow here leaves these sets by joining a group, and none comes in: no copy needed.
+      for (const f of n.freeUps) this.rerate(f)
+      for (const f of n.freeDowns) this.rerate(f)
     }
     for (const p of pools) for (const f of p.flows) this.rerate(f)
     for (const g of this.touched) this.retime(g)
