@@ -49,6 +49,8 @@ export interface World {
   finished: (d: Daemon) => void
 }
 
+export type OriginReason = 'registration' | 'lost' | 'stalled'
+
 /** What the client knows of one supernode (peer/src/scheduler/client.ts). */
 interface Link {
   sn: SupernodeModel
@@ -70,6 +72,8 @@ class DaemonTask {
   readonly have: Uint8Array
   count = 0
   readonly inflight = new Map<number, number>()
+  /** The keys of `inflight`, as flags (plan looks at them for every piece). */
+  readonly flying: Uint8Array
   readonly perParent = new Map<number, number>()
   pending: number[] = []
   /** Old client: a report of this task in flight, or waiting for its 100 ms. */
@@ -89,6 +93,7 @@ class DaemonTask {
     this.view = view
     this.link = link
     this.have = new Uint8Array(view.pieceCount)
+    this.flying = new Uint8Array(view.pieceCount)
   }
 }
 
@@ -101,14 +106,19 @@ export class Daemon {
   /** Bytes fetched from the origin; tasks that went there; times the client marked a supernode down. */
   originBytes = 0
   originTasks = 0
+  /** Why tasks went there: the registration failed (or was put off too long), the supernode was lost with no parent to serve, nothing arrived for the stall timeout. */
+  readonly originWhy: Record<OriginReason, number> = { registration: 0, lost: 0, stalled: 0 }
   downs = 0
   timeouts = 0
+  /** Its peer ID as the supernode sees it (which fixes its share of the pace spread). */
+  readonly name: string
   private readonly links = new Map<SupernodeModel, Link>()
   private readonly w: World
   private readonly o: DaemonOptions
 
   constructor(id: number, node: NetNode, views: TaskView[], world: World, options: DaemonOptions) {
     this.id = id
+    this.name = `sim-daemon-${id}`
     this.node = node
     this.w = world
     this.o = options
@@ -210,12 +220,14 @@ export class Daemon {
     }
     const before = link.answers
     let settled = false
+    // The answer comes in an event of its own, after the timeout below is set.
     link.sn.submit({
       ...c,
-      from: `sim-daemon-${this.id}`,
+      from: this.name,
       answer: (a) => {
         if (settled) return
         settled = true
+        this.w.clock.cancel(timeout)
         link.answers++
         link.timeouts = 0
         link.down = false
@@ -224,7 +236,8 @@ export class Daemon {
         ok(a)
       }
     })
-    this.w.clock.after(this.o.timeoutS, () => {
+    // Cancelled on an answer: most calls are answered, and their timeouts would fill the clock.
+    const timeout = this.w.clock.after(this.o.timeoutS, () => {
       if (settled) return
       settled = true
       this.timeouts++
@@ -301,16 +314,57 @@ export class Daemon {
   private plan(t: DaemonTask): void {
     if (t.done || t.fromOrigin) return
     const order = t.order
-    const skipped: number[] = []
+    const parents = t.parents
+    // pick() for every piece, with each parent's room found once (a fetch changes only the
+    // room of the parent it goes to: its count here, its upload slots), and the pieces no
+    // parent with room offers passed over by one look at their union.
+    const room = new Uint8Array(parents.length)
+    const words = t.view.words
+    const offered = new Uint32Array(words)
+    const unite = (): void => {
+      offered.fill(0)
+      for (let j = 0; j < parents.length; j++) if (room[j] === 1) for (let w = 0; w < words; w++) offered[w] |= parents[j].bits[w]
+    }
+    for (let j = 0; j < parents.length; j++) if (this.hasRoom(t, parents[j].peer)) room[j] = 1
+    unite()
+    // The pieces passed over stay in front, in their order (written back in place from `k`).
+    let k = 0
     let i = 0
     for (; i < order.length && t.inflight.size < this.o.concurrency; i++) {
       const p = order[i]
-      if (t.have[p] === 1 || t.inflight.has(p)) continue
-      const parent = this.pick(t, p)
-      if (parent === undefined) skipped.push(p)
-      else this.fetch(t, p, parent)
+      if (t.have[p] === 1 || t.flying[p] === 1) continue
+      let best = -1
+      if (has(offered, p)) {
+        let load = Infinity
+        for (let j = 0; j < parents.length; j++) {
+          if (room[j] === 0 || !has(parents[j].bits, p)) continue
+          const peer = parents[j].peer
+          const key = (t.perParent.get(peer) ?? 0) + (peer < 0 ? 100 : 0)
+          if (key < load) {
+            load = key
+            best = j
+          }
+        }
+      }
+      if (best < 0) {
+        order[k++] = p
+        continue
+      }
+      const peer = parents[best].peer
+      this.fetch(t, p, peer)
+      if (!this.hasRoom(t, peer)) {
+        room[best] = 0
+        unite()
+      }
     }
-    t.order = i === 0 ? order : skipped.concat(order.slice(i))
+    if (k < i) {
+      order.copyWithin(k, i)
+      order.length -= i - k
+    }
+  }
+
+  private hasRoom(t: DaemonTask, peer: number): boolean {
+    return (t.perParent.get(peer) ?? 0) < this.o.perParent && (peer < 0 || this.w.daemons[peer].uploadsFree)
   }
 
   /** A parent offering `p` with room: a peer before the seed, the least loaded first. */
@@ -333,9 +387,11 @@ export class Daemon {
 
   private fetch(t: DaemonTask, p: number, parent: number): void {
     t.inflight.set(p, parent)
+    t.flying[p] = 1
     t.perParent.set(parent, (t.perParent.get(parent) ?? 0) + 1)
     const arrived = (): void => {
       t.inflight.delete(p)
+      t.flying[p] = 0
       t.perParent.set(parent, t.perParent.get(parent)! - 1)
       this.stored(t, p)
     }
@@ -424,30 +480,33 @@ export class Daemon {
     // Lost (down, and for the old client or past the stall timeout, not coming back) with
     // nothing a known parent can serve: the origin (peer/src/download/poll-policy.ts).
     const lost = t.link.down && !this.mayReturn(t.link)
-    if (lost && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t)
+    if (lost && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t, 'lost')
     const left = this.o.stallS - (this.w.clock.now - t.lastProgress)
-    if (left <= 0) return this.backToSource(t)
+    if (left <= 0) return this.backToSource(t, 'stalled')
     const untilLost = t.link.down && !lost ? t.link.downAt + this.o.stallS - this.w.clock.now : Infinity
     this.w.clock.after(Math.min(left, untilLost) + 0.001, () => { if (t.inflight.size === 0) this.stuck(t) })
   }
 
   private giveUp(t: DaemonTask): void {
-    this.backToSource(t)
+    this.backToSource(t, 'registration')
   }
 
-  private backToSource(t: DaemonTask): void {
+  private backToSource(t: DaemonTask, why: OriginReason): void {
     if (t.done || t.fromOrigin) return
     t.fromOrigin = true
     this.originTasks++
+    this.originWhy[why]++
     // One piece after another from the origin (its own pieces still count for the swarm).
     const next = (): void => {
       let p = 0
-      while (p < t.view.pieceCount && (t.have[p] === 1 || t.inflight.has(p))) p++
+      while (p < t.view.pieceCount && (t.have[p] === 1 || t.flying[p] === 1)) p++
       if (p >= t.view.pieceCount) return
       t.inflight.set(p, -2)
+      t.flying[p] = 1
       this.originBytes += t.view.pieceBytes
       this.w.net.send(this.w.origin, this.node, t.view.pieceBytes, () => {
         t.inflight.delete(p)
+        t.flying[p] = 0
         this.stored(t, p)
         next()
       })

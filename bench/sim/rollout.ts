@@ -33,6 +33,8 @@ const USAGE = `usage: node bench/sim/rollout.ts [options]
   --host-cores N               cores a daemon spends on transfers (default 1: one Node event loop)
   --shared-cores N             every process shares N cores (the test machine); 0: each its own (default 0)
   --ramp DURATION              daemons start spread over this long (default 0s: all at once)
+  --stall DURATION             the daemons' download.stall-timeout (default 10s)
+  --max-pace DURATION          the supernodes' pace ceiling (PressureGauge maxPaceMs; default the supernode's, 5s)
   --old                        also simulate the scheduler before issue 15 (no pace, getParents reading every peer)
   --costs FILE                 JSON overriding measured costs (keys of bench/sim/costs.ts)
   --limit DURATION             simulated time after which a run stops (default 2h)
@@ -53,6 +55,8 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     'host-cores': { type: 'string', default: '1' },
     'shared-cores': { type: 'string', default: '0' },
     ramp: { type: 'string', default: '0s' },
+    'max-pace': { type: 'string' },
+    stall: { type: 'string' },
     old: { type: 'boolean', default: false },
     costs: { type: 'string' },
     limit: { type: 'string', default: '2h' },
@@ -72,10 +76,14 @@ const mbit = (v: string, flag: string): number => num(v, flag, 0.001) * 1e6 / 8
 let size = 0
 let rampS = 0
 let limitS = 0
+let maxPaceMs: number | undefined
+let stallS: number | undefined
 try {
   size = parseSize(args.size, '--size')
   rampS = parseDuration(args.ramp, '--ramp') / 1000
   limitS = parseDuration(args.limit, '--limit') / 1000
+  if (args['max-pace'] !== undefined) maxPaceMs = parseDuration(args['max-pace'], '--max-pace')
+  if (args.stall !== undefined) stallS = parseDuration(args.stall, '--stall') / 1000
 } catch (err) {
   usageError((err as Error).message)
 }
@@ -93,7 +101,9 @@ const base: Omit<RolloutOptions, 'supernodes' | 'old'> = {
   rampS,
   seed: num(args.seed, '--seed'),
   costs,
-  limitS
+  limitS,
+  ...(maxPaceMs === undefined ? {} : { maxPaceMs }),
+  ...(stallS === undefined ? {} : { daemon: { stallS } })
 }
 
 const runs: Array<{ label: string; r: RolloutResult }> = []
@@ -118,14 +128,14 @@ function markdown(): string {
   const lines = [
     `## Rollout simulation: ${base.nodes.toLocaleString('en-US')} nodes, ${formatBytes(image)} in ${layers} layer${layers === 1 ? '' : 's'}`,
     '',
-    `Links: hosts ${args['host-bandwidth']} Mbit/s, registry ${args['registry-bandwidth']} Mbit/s, supernodes ${args['supernode-bandwidth']} Mbit/s; ${base.sharedCores > 0 ? `every process on ${base.sharedCores} shared cores` : `${base.hostCores} core per daemon for transfers`}; daemons start ${rampS > 0 ? `over ${rampS} s` : 'at once'}. A host alone needs ${limitAll.toFixed(1)} s at its link rate.`,
+    `Links: hosts ${args['host-bandwidth']} Mbit/s, registry ${args['registry-bandwidth']} Mbit/s, supernodes ${args['supernode-bandwidth']} Mbit/s; ${base.sharedCores > 0 ? `every process on ${base.sharedCores} shared cores` : `${base.hostCores} core per daemon for transfers`}; daemons start ${rampS > 0 ? `over ${rampS} s` : 'at once'}${maxPaceMs === undefined ? '' : `; pace ceiling ${maxPaceMs} ms`}${stallS === undefined ? '' : `; stall timeout ${stallS} s`}. A host alone needs ${limitAll.toFixed(1)} s at its link rate.`,
     '',
-    '| run | full rollout s | completion p50 / p90 s | registry egress | × image | daemons to the origin | client timeouts | marked down | supernode CPU-s (utilisation) | max pace ms | max queue s | get-parents put off |',
+    '| run | full rollout s | completion p50 / p90 s | registry egress | × image | daemons to the origin (tasks: registration / lost / stalled) | client timeouts | marked down | supernode CPU-s (utilisation) | max pace ms | max queue s | get-parents put off |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|'
   ]
   for (const { label, r } of runs) {
     const sn = r.perSupernode
-    lines.push(`| ${label} | ${Number.isFinite(r.fullRolloutS) ? r.fullRolloutS.toFixed(1) : `not done (${r.finished} of ${r.nodes})`} | ${r.completionS.p50.toFixed(1)} / ${r.completionS.p90.toFixed(1)} | ${formatBytes(r.registryEgressBytes)} | ${(r.registryEgressBytes / image).toFixed(2)} | ${r.daemonsToOrigin} | ${r.clientTimeouts} | ${r.supernodeMarkedDown} | ${sn.map((s) => `${s.cpuS.toFixed(0)} (${(s.utilization * 100).toFixed(0)} %)`).join(', ')} | ${Math.max(...sn.map((s) => s.maxPaceMs))} | ${Math.max(...sn.map((s) => s.maxQueueS)).toFixed(2)} | ${sn.reduce((a, s) => a + s.deferred, 0)} |`)
+    lines.push(`| ${label} | ${Number.isFinite(r.fullRolloutS) ? r.fullRolloutS.toFixed(1) : `not done (${r.finished} of ${r.nodes})`} | ${r.completionS.p50.toFixed(1)} / ${r.completionS.p90.toFixed(1)} | ${formatBytes(r.registryEgressBytes)} | ${(r.registryEgressBytes / image).toFixed(2)} | ${r.daemonsToOrigin} (${r.originTasks.registration} / ${r.originTasks.lost} / ${r.originTasks.stalled}) | ${r.clientTimeouts} | ${r.supernodeMarkedDown} | ${sn.map((s) => `${s.cpuS.toFixed(0)} (${(s.utilization * 100).toFixed(0)} %)`).join(', ')} | ${Math.max(...sn.map((s) => s.maxPaceMs))} | ${Math.max(...sn.map((s) => s.maxQueueS)).toFixed(2)} | ${sn.reduce((a, s) => a + s.deferred, 0)} |`)
   }
   lines.push('', `Costs (bench/sim/costs.ts${args.costs === undefined ? '' : ` with ${args.costs}`}): ${Object.entries(costs).map(([k, v]) => `${k} ${k.endsWith('ByteS') ? `${(v * 2 ** 30).toFixed(2)} s/GiB` : `${(v * 1000).toFixed(3)} ms`}`).join(', ')}.`, '')
   return lines.join('\n')

@@ -70,13 +70,15 @@ export class SupernodeModel {
   private currentEnd = 0
   private sampledBusy = 0
   private sampling = false
+  private readonly shares = new Map<string, number>()
 
-  constructor(clock: Clock, costs: Costs, name: string, node: NetNode, old: boolean) {
+  /** `gauge`: options for the real gauge (its defaults unless given), e.g. a higher `maxPaceMs`. */
+  constructor(clock: Clock, costs: Costs, name: string, node: NetNode, old: boolean, gauge: ConstructorParameters<typeof PressureGauge>[0] = {}) {
     this.clock = clock
     this.costs = costs
     this.name = name
     this.node = node
-    this.gauge = old ? undefined : new PressureGauge()
+    this.gauge = old ? undefined : new PressureGauge(gauge)
   }
 
   get paceMs(): number {
@@ -130,11 +132,21 @@ export class SupernodeModel {
     this.currentEnd = now + cost
     this.clock.at(this.currentEnd, () => {
       if (!busy) call.serve?.()
-      const paceMs = this.gauge === undefined ? 0 : spreadPace(busy ? Math.max(500, this.paceMs) : this.paceMs, paceShare(call.from))
+      const paceMs = this.gauge === undefined ? 0 : spreadPace(busy ? Math.max(500, this.paceMs) : this.paceMs, this.shareOf(call.from))
       this.maxPaceMs = Math.max(this.maxPaceMs, paceMs)
       call.answer({ busy, paceMs })
       this.next()
     })
+  }
+
+  /** paceShare hashes the peer's ID: once per daemon, not once per answer. */
+  private shareOf(from: string): number {
+    let share = this.shares.get(from)
+    if (share === undefined) {
+      share = paceShare(from)
+      this.shares.set(from, share)
+    }
+    return share
   }
 
   private cost(call: Call): number {
@@ -221,6 +233,12 @@ export class TaskView {
     this.seedHas = new Uint32Array(this.words)
     this.empty = new Uint32Array(this.words)
     this.random = random
+  }
+
+  /** The bits of word `w` that are pieces (the last word's high bits are not). */
+  private tail(w: number): number {
+    const left = this.pieceCount - (w << 5)
+    return left >= 32 ? -1 : (1 << left) - 1
   }
 
   get seedDone(): boolean {
@@ -331,8 +349,10 @@ export class TaskView {
     let taken = 0
     const mayTake = (): boolean => held < perChild && (children <= 1 || (held <= fewestOther && taken === 0))
     let shown = 0
+    // Pieces d holds or another parent offers are passed over: only the rest are looked at.
+    const seen = mine.slice()
+    for (const o of offered) for (let w = 0; w < this.words; w++) seen[w] |= o.bits[w]
     const consider = (p: number): void => {
-      if (has(mine, p) || offered.some((o) => has(o.bits, p))) return
       const g = this.grants.get(p)
       if (g === undefined) {
         if (!mayTake()) return
@@ -345,9 +365,13 @@ export class TaskView {
       set(out, p)
       shown++
     }
-    for (let p = 0; p < this.pieceCount; p++) if (has(this.seedHas, p)) consider(p)
+    for (let w = 0; w < this.words; w++) {
+      for (let bits = this.seedHas[w] & ~seen[w]; bits !== 0; bits &= bits - 1) consider((w << 5) + 31 - Math.clz32(bits & -bits))
+    }
     if (!this.seedDone) {
-      for (let p = 0; p < this.pieceCount && mayTake(); p++) if (!has(this.seedHas, p)) consider(p)
+      for (let w = 0; w < this.words && mayTake(); w++) {
+        for (let bits = ~this.seedHas[w] & ~seen[w] & this.tail(w); bits !== 0 && mayTake(); bits &= bits - 1) consider((w << 5) + 31 - Math.clz32(bits & -bits))
+      }
       for (const [p, g] of this.grants) if (g.child === d && !has(this.seedHas, p)) { set(out, p); shown++ }
     }
     return shown > 0 ? out : undefined

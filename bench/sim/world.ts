@@ -7,7 +7,7 @@ import { pieceSizeFor } from '@naiad/proto'
 import { prng } from '@naiad/testkit'
 
 import type { Costs } from './costs.ts'
-import { Daemon, DAEMON_DEFAULTS, type DaemonOptions, type World } from './daemon.ts'
+import { Daemon, DAEMON_DEFAULTS, type DaemonOptions, type OriginReason, type World } from './daemon.ts'
 import { Clock } from './events.ts'
 import { netNode, Network, type CpuPool, type NetNode } from './network.ts'
 import { SupernodeModel, TaskView } from './supernode.ts'
@@ -35,6 +35,8 @@ export interface RolloutOptions {
   daemon?: Partial<DaemonOptions>
   /** Simulated time after which the run stops, unfinished. */
   limitS: number
+  /** The supernodes' pace ceiling (PressureGauge's maxPaceMs); its default unless given. */
+  maxPaceMs?: number
 }
 
 export interface RolloutResult {
@@ -50,6 +52,8 @@ export interface RolloutResult {
   seedFetchBytes: number
   daemonOriginBytes: number
   daemonsToOrigin: number
+  /** Tasks that went to the origin, by why (see Daemon.originWhy). */
+  originTasks: Record<OriginReason, number>
   /** When each task's seed had it all. */
   seedDoneS: number[]
   clientTimeouts: number
@@ -85,7 +89,7 @@ export function simulate(o: RolloutOptions): RolloutResult {
   const origin = netNode('origin', { up: o.registryBandwidth, down: o.registryBandwidth })
   const supernodes = Array.from({ length: o.supernodes }, (_, s) => new SupernodeModel(clock, c, `supernode-${s}`, netNode(`supernode-${s}`, {
     up: o.supernodeBandwidth, down: o.supernodeBandwidth, cores: o.supernodeCores, sendCost: c.seedSendByteS, recvCost: c.seedFetchByteS, pool
-  }), o.old))
+  }), o.old, o.maxPaceMs === undefined ? {} : { maxPaceMs: o.maxPaceMs }))
   const views = o.layers.map((bytes, t) => {
     const piece = pieceSizeFor(bytes)
     return new TaskView(t, Math.ceil(bytes / piece), piece, supernodes[ownerOf(t, o.supernodes)], random)
@@ -132,6 +136,11 @@ export function simulate(o: RolloutOptions): RolloutResult {
     seedFetchBytes,
     daemonOriginBytes,
     daemonsToOrigin: daemons.filter((d) => d.originTasks > 0).length,
+    originTasks: {
+      registration: daemons.reduce((a, d) => a + d.originWhy.registration, 0),
+      lost: daemons.reduce((a, d) => a + d.originWhy.lost, 0),
+      stalled: daemons.reduce((a, d) => a + d.originWhy.stalled, 0)
+    },
     seedDoneS: views.map((v) => round(v.seedDoneAt)),
     clientTimeouts: daemons.reduce((a, d) => a + d.timeouts, 0),
     supernodeMarkedDown: daemons.reduce((a, d) => a + d.downs, 0),
