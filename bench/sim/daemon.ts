@@ -11,7 +11,7 @@
 // timeout.
 
 import {
-  REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS
+  REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs
 } from '@naiad/peer'
 
 import type { Clock } from './events.ts'
@@ -481,10 +481,17 @@ export class Daemon {
     // nothing a known parent can serve: the origin (peer/src/download/poll-policy.ts).
     const lost = t.link.down && !this.mayReturn(t.link)
     if (lost && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t, 'lost')
-    const left = this.o.stallS - (this.w.clock.now - t.lastProgress)
+    // The stall timeout stretched to two of the supernode's paces, as the client's (PollPolicy.stalled).
+    const left = this.stallS(t.link) - (this.w.clock.now - t.lastProgress)
     if (left <= 0) return this.backToSource(t, 'stalled')
     const untilLost = t.link.down && !lost ? t.link.downAt + this.o.stallS - this.w.clock.now : Infinity
     this.w.clock.after(Math.min(left, untilLost) + 0.001, () => { if (t.inflight.size === 0) this.stuck(t) })
+  }
+
+  /** The stall timeout, s: at least two of the pace the supernode asked for in the last 30 s (busyRecently). */
+  private stallS(link: Link): number {
+    const paceMs = this.o.old || this.w.clock.now - link.pacedAt >= 30 ? 0 : link.paceMs
+    return stallAfterMs(this.o.stallS * 1000, paceMs) / 1000
   }
 
   private giveUp(t: DaemonTask): void {

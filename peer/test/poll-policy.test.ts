@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest'
 
-import { BUSY_POLL_MIN_MS, giveUpReason, IDLE_POLL_MIN_MS, PollPolicy, schedulerMayReturn, type IdleSwarm } from '../src/download/poll-policy.ts'
+import { BUSY_POLL_MIN_MS, giveUpReason, IDLE_POLL_MIN_MS, PollPolicy, schedulerMayReturn, STALL_PACES, stallAfterMs, type IdleSwarm } from '../src/download/poll-policy.ts'
 
 const OPTIONS = { refreshMs: 1000, stallTimeoutMs: 10_000 }
 const T0 = 1_000_000
@@ -61,6 +61,19 @@ describe('poll policy', () => {
     p.progress(T0 + 15_000, 200, 5)
     expect(p.stalled(T0 + 25_000)).toBe(false)
     expect(p.stalled(T0 + 25_001)).toBe(true)
+  })
+
+  it('waits at least STALL_PACES of the supernode\'s pace before it counts as stalled', () => {
+    const p = new PollPolicy(OPTIONS, T0, 0, 0)
+    // Unpaced, and paced below half the stall timeout: the stall timeout holds.
+    expect(p.stalled(T0 + 10_001, 0)).toBe(true)
+    expect(p.stalled(T0 + 10_001, 4_000)).toBe(true)
+    // Paced at 7.5 s (the 5 s ceiling stretched by the spread): one poll after 7.5 s, the next
+    // after 15 s; the download waits for both.
+    expect(STALL_PACES).toBe(2)
+    expect(stallAfterMs(10_000, 7_500)).toBe(15_000)
+    expect(p.stalled(T0 + 15_000, 7_500)).toBe(false)
+    expect(p.stalled(T0 + 15_001, 7_500)).toBe(true)
   })
 })
 

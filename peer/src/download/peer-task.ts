@@ -26,7 +26,7 @@ import { readFromOrigin } from './back-to-source.ts'
 import { ParentSet } from './parent-set.ts'
 import { PieceFetcher, type FetchTask } from './piece-fetcher.ts'
 import { PiecePlanner, planTurn } from './planner.ts'
-import { giveUpReason, PollPolicy, schedulerMayReturn, type Turn } from './poll-policy.ts'
+import { giveUpReason, PollPolicy, schedulerMayReturn, stallAfterMs, type Turn } from './poll-policy.ts'
 import { Registration, registrationRequest } from './registration.ts'
 import { ReportBatcher } from './report-batcher.ts'
 import type { StagingPool } from './staging.ts'
@@ -279,8 +279,8 @@ export class PeerTask {
           schedulerLost: !this.c.scheduler.available && !this.schedulerMayReturn(),
           usableParents: this.parents.usable(now).length,
           unreachable: this.parents.unreachableSinceAsked(),
-          stalled: policy.stalled(now),
-          stallTimeoutMs: this.options.stallTimeoutMs
+          stalled: policy.stalled(now, this.c.scheduler.paceMs ?? 0),
+          stallTimeoutMs: stallAfterMs(this.options.stallTimeoutMs, this.c.scheduler.paceMs ?? 0)
         })
         if (reason !== undefined) return this.backToSource(reason, signal)
       }

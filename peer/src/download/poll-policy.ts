@@ -83,10 +83,24 @@ export class PollPolicy {
     if (refreshed) this.idlePoll = turn.started > 0 ? IDLE_POLL_MIN_MS : Math.min(this.options.refreshMs, this.idlePoll * 2)
   }
 
-  /** No progress for longer than the stall timeout. */
-  stalled(now: number): boolean {
-    return now - this.lastProgress > this.options.stallTimeoutMs
+  /** No progress for longer than the stall timeout, stretched by the supernode's pace (stallAfterMs). */
+  stalled(now: number, paceMs = 0): boolean {
+    return now - this.lastProgress > stallAfterMs(this.options.stallTimeoutMs, paceMs)
   }
+}
+
+/** A paced download asks for new parents once a pace: its stall timeout covers this many polls. */
+export const STALL_PACES = 2
+
+/**
+ * How long a download waits with no progress before it goes to the origin. While the
+ * supernode asks for a pace, an idle download polls once a pace (up to 7.5 s with the
+ * spread), so a fixed stall timeout would send it to the origin after one or two polls
+ * however many parents its swarm is about to have: a simulated start of 10,000 daemons over
+ * three supernodes sent most of them to the registry that way (bench/README.md, sim/).
+ */
+export function stallAfterMs(stallTimeoutMs: number, paceMs: number): number {
+  return Math.max(stallTimeoutMs, STALL_PACES * paceMs)
 }
 
 /** What the download knows when nothing is in flight and nothing could be started. */
@@ -101,6 +115,7 @@ export interface IdleSwarm {
   /** Every parent the scheduler names, asked again since, could not be reached (ParentSet.unreachableSinceAsked). */
   unreachable: boolean
   stalled: boolean
+  /** How long it waited with no progress before it counts as stalled (stallAfterMs). */
   stallTimeoutMs: number
 }
 
