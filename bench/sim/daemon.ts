@@ -11,7 +11,7 @@
 // timeout.
 
 import {
-  REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs
+  REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs, BUSY_MEMORY_MS
 } from '@naiad/peer'
 
 import type { Clock } from './events.ts'
@@ -243,8 +243,7 @@ export class Daemon {
       this.timeouts++
       if (probe) return failed()
       if (!this.o.old && link.answers > before) return failed()
-      const busy = !this.o.old && link.paceMs > 0 && this.w.clock.now - link.pacedAt < 30
-      if (++link.timeouts >= (busy ? 10 : 3) && !link.down) {
+      if (++link.timeouts >= (this.pacedMs(link) > 0 ? 10 : 3) && !link.down) {
         link.down = true
         link.downAt = this.w.clock.now
         this.downs++
@@ -488,10 +487,14 @@ export class Daemon {
     this.w.clock.after(Math.min(left, untilLost) + 0.001, () => { if (t.inflight.size === 0) this.stuck(t) })
   }
 
-  /** The stall timeout, s: at least two of the pace the supernode asked for in the last 30 s (busyRecently). */
+  /** The stall timeout, s: at least two of the supernode's pace (stallAfterMs). */
   private stallS(link: Link): number {
-    const paceMs = this.o.old || this.w.clock.now - link.pacedAt >= 30 ? 0 : link.paceMs
-    return stallAfterMs(this.o.stallS * 1000, paceMs) / 1000
+    return stallAfterMs(this.o.stallS * 1000, this.pacedMs(link)) / 1000
+  }
+
+  /** The pace the supernode asked for, while it counts (the client's paceMs: BUSY_MEMORY_MS after the answer); 0 for the old client. */
+  private pacedMs(link: Link): number {
+    return this.o.old || this.w.clock.now - link.pacedAt >= BUSY_MEMORY_MS / 1000 ? 0 : link.paceMs
   }
 
   private giveUp(t: DaemonTask): void {

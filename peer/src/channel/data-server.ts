@@ -352,7 +352,7 @@ class ServerSession implements ConnectionHandler {
     await this.sendBytes(id, taskId, piece.offset, piece.length, signal)
     const { store } = this.server.parts
     // A task still downloading has no whole-content digest to send: no database read per piece for it.
-    const task = store.isComplete?.(taskId) === false ? undefined : store.getTask(taskId)
+    const task = store.isComplete(taskId) ? store.getTask(taskId) : undefined
     this.conn.send(FRAME.end, id, DataEnd.encode(task?.complete === true && task.sha256 !== null ? { contentSha256: task.sha256 } : {}))
   }
 

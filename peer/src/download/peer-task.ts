@@ -273,14 +273,15 @@ export class PeerTask {
       policy.planned(turn, refreshed)
       if (this.fetcher.size === 0 && turn.started === 0) {
         const now = Date.now()
+        const paceMs = this.c.scheduler.paceMs ?? 0
         const reason = giveUpReason({
           taskState: this.view.state,
           taskError: this.view.error,
           schedulerLost: !this.c.scheduler.available && !this.schedulerMayReturn(),
           usableParents: this.parents.usable(now).length,
           unreachable: this.parents.unreachableSinceAsked(),
-          stalled: policy.stalled(now, this.c.scheduler.paceMs ?? 0),
-          stallTimeoutMs: stallAfterMs(this.options.stallTimeoutMs, this.c.scheduler.paceMs ?? 0)
+          stalled: policy.stalled(now, paceMs),
+          stallTimeoutMs: stallAfterMs(this.options.stallTimeoutMs, paceMs)
         })
         if (reason !== undefined) return this.backToSource(reason, signal)
       }

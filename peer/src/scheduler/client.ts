@@ -68,7 +68,7 @@ const TIMEOUTS_BEFORE_DOWN = 3
  */
 const TIMEOUTS_BEFORE_DOWN_BUSY = 10
 /** How long a pace in an answer counts as "the supernode said it is busy". */
-const BUSY_MEMORY_MS = 30_000
+export const BUSY_MEMORY_MS = 30_000
 /** Tasks whose published digests the client keeps (to be sent only the new ones). */
 const MAX_DIGEST_CACHE = 1024
 

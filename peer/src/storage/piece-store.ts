@@ -72,7 +72,7 @@ export interface PieceStore {
   /** The identity recorded for a complete task's data file (fileIdentity), if any. */
   fileIdentity(id: string): string | undefined
   /** Whether the task is complete, from memory (getTask reads the database). */
-  isComplete?(id: string): boolean
+  isComplete(id: string): boolean
   /**
    * Whether a complete task's data file is still the one it completed with; a changed one
    * (written through a hard-linked output) drops the task and answers false. True for a
