@@ -79,6 +79,18 @@ async function treeCpu(): Promise<number> {
 }
 
 /**
+ * The machine's /proc/stat CPU line: cores' seconds idle (idle + iowait) and busy so far, with
+ * the time it was read (ms since the epoch). Read every 100 ms through a trial, it shows when
+ * the cores sat idle, which per-process counts cannot (they leave out the kernel's softirq
+ * work, other processes and the benchmark's own).
+ */
+export async function machineCores(): Promise<{ at: number; idleS: number; busyS: number }> {
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0]
+  const [user, nice, system, idle, iowait, irq, softirq] = line.trim().split(/\s+/).slice(1).map(Number)
+  return { at: Date.now(), idleS: (idle + iowait) / CLK_TCK, busyS: (user + nice + system + irq + softirq) / CLK_TCK }
+}
+
+/**
  * CPU seconds the rest of the machine (processes outside this one's tree, short-lived ones
  * included) used while `fn` ran, and the seconds the hypervisor stole.
  */

@@ -22,7 +22,7 @@ import { formatBytes, parseDuration, parseSize } from '@naiad/proto'
 import { BINS, createToken, writeBlob } from '@naiad/testkit'
 
 import { formatSummary, summarizeFile } from '../cpuprofile-summary.ts'
-import { cpuSeconds, foreignCpu, killDescendants, reapedChildrenCpu } from '../proc-stats.ts'
+import { cpuSeconds, foreignCpu, killDescendants, machineCores, reapedChildrenCpu } from '../proc-stats.ts'
 import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { linePlot } from '../report/svg-plot.ts'
 import { Testbed, type Node } from '../testbed/netns.ts'
@@ -184,6 +184,8 @@ export interface Trial {
   cpu?: { daemons: number; supernode: number; dfget: number }
   otherCpuS: number
   stealS: number
+  /** Naiad: core-seconds the whole machine sat idle between the dfget starts and the last exit, and the cores' seconds in that window. */
+  idle?: { idleS: number; coreS: number }
 }
 
 const work = args.dir ?? await mkdtemp(join(tmpdir(), 'naiad-swarm-'))
@@ -224,11 +226,16 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], origin: Origin, url:
     await withSignal(Promise.all(daemons.map((d) => d.ready)), AbortSignal.any([overall, AbortSignal.timeout(Math.max(60_000, 10_000 * hosts.length))]), 'starting the daemons')
     const cpu0 = await Promise.all(started.map((p) => cpuSeconds(p.pid)))
     const reaped0 = await reapedChildrenCpu()
+    // The machine's cores through the trial, every 100 ms: kept with the logs (--dir), for
+    // swarm-timeline.ts to say when they sat idle.
+    const cores = [await machineCores()]
+    const sampler = setInterval(() => { machineCores().then((c) => cores.push(c), () => {}) }, 100)
     const window = { from: Number(process.hrtime.bigint() / 1000n), to: 0 }
     const signal = AbortSignal.any([overall, AbortSignal.timeout(trialMs(hosts.length))])
     const runs = await Promise.all(hosts.map((h) => runIn(bed, h, process.execPath, [
       build.dfget, url, '-O', join(dir, `${h.name}.out`), '--daemon', 'http://127.0.0.1:65003', '--digest', `sha256:${sha}`, '--no-progress', '--json'
-    ], signal)))
+    ], signal))).finally(() => clearInterval(sampler))
+    cores.push(await machineCores())
     const cpu1 = await Promise.all(started.map((p) => cpuSeconds(p.pid)))
     window.to = Number(process.hrtime.bigint() / 1000n)
     // The dfget runs are this process's children (ip netns exec execs them), reaped by now
@@ -248,6 +255,9 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], origin: Origin, url:
     const times = runs.map((r) => r.ms / 1000)
     const results = runs.map((r) => JSON.parse(r.stdout.trim().split('\n').pop()!) as { elapsedMs: number; fromPeers: number; fromOrigin: number })
     const used = cpu1.map((c, i) => c - cpu0[i])
+    if (args.dir !== undefined) await writeFile(join(work, `${label}-cores.jsonl`), cores.map((c) => JSON.stringify(c)).join('\n'))
+    const [c0, c1] = [cores[0], cores[cores.length - 1]]
+    const idle = { idleS: Math.round((c1.idleS - c0.idleS) * 100) / 100, coreS: Math.round((c1.idleS - c0.idleS + c1.busyS - c0.busyS) * 100) / 100 }
     return {
       method: build === THIS_BUILD ? 'naiad' : 'baseline',
       hosts: hosts.length,
@@ -258,7 +268,8 @@ async function naiad(bed: Testbed, sn: Node, hosts: Node[], origin: Origin, url:
       fromPeers: results.map((r) => r.fromPeers),
       fromOrigin: results.map((r) => r.fromOrigin),
       originEgress: await origin.served(path),
-      cpu: { supernode: Math.round(used[0] * 100) / 100, daemons: Math.round(used.slice(1).reduce((a, b) => a + b, 0) * 100) / 100, dfget: Math.round(dfgetCpu * 100) / 100 }
+      cpu: { supernode: Math.round(used[0] * 100) / 100, daemons: Math.round(used.slice(1).reduce((a, b) => a + b, 0) * 100) / 100, dfget: Math.round(dfgetCpu * 100) / 100 },
+      idle
     }
   } finally {
     await Promise.all(started.map((p) => p.stop()))
@@ -430,7 +441,7 @@ try {
         : naiad(bed!, snNode, hs, origin!, url, path, sha, method === 'naiad' ? THIS_BUILD : BASELINE!, label))
       const t: Trial = { ...value, otherCpuS, stealS }
       trials.push(t)
-      log(`N=${n} ${method}: median ${fmtS(t.medianS)} s, max ${fmtS(t.maxS)} s (${(t.maxS / physicalS).toFixed(2)}× the limit), origin egress ${formatBytes(t.originEgress)}${t.cpu === undefined ? '' : `, cpu-s daemons ${t.cpu.daemons} supernode ${t.cpu.supernode} dfget ${t.cpu.dfget} (${perGiBOf(t).toFixed(2)} per GiB)`}; other processes ${otherCpuS} cpu-s, stolen ${stealS}`)
+      log(`N=${n} ${method}: median ${fmtS(t.medianS)} s, max ${fmtS(t.maxS)} s (${(t.maxS / physicalS).toFixed(2)}× the limit), origin egress ${formatBytes(t.originEgress)}${t.cpu === undefined ? '' : `, cpu-s daemons ${t.cpu.daemons} supernode ${t.cpu.supernode} dfget ${t.cpu.dfget} (${perGiBOf(t).toFixed(2)} per GiB)`}; other processes ${otherCpuS} cpu-s, stolen ${stealS}${t.idle === undefined ? '' : `; machine idle ${t.idle.idleS} of ${t.idle.coreS} core-s (${(100 * t.idle.idleS / Math.max(t.idle.coreS, 0.01)).toFixed(0)} %)`}`)
     }
   }
 

@@ -220,12 +220,14 @@ export class PieceFetcher {
         reservation.release()
       }
       const costMs = this.now() - entry.started
+      const headerAt = writer.headerAt
       this.task.stored({ num, length, sha256: writer.sha256, contentSha256: writer.contentSha256 })
       this.recentCosts.push(costMs)
       if (this.recentCosts.length > RECENT_COSTS) this.recentCosts.shift()
       this.c.parents.succeeded(parent)
       stored.publish({ taskId: id, num, length, source: 'peer', parentId: parent.id, costMs, seed: parent.isSeed })
-      this.c.log.debug({ piece: num, parent: parent.id, live, ms: costMs, waitedMs: entry.started - entry.queued }, 'piece stored')
+      // headerMs: from the request to the parent's answer (its queue ahead of this piece, a live piece's wait on the origin).
+      this.c.log.debug({ piece: num, parent: parent.id, live, ms: costMs, headerMs: headerAt === 0 ? -1 : headerAt - entry.started, waitedMs: entry.started - entry.queued }, 'piece stored')
       this.c.reports.add({ num, parentId: parent.id, length, costMs, sha256: new Uint8Array(0), errorCode: '' })
       this.task.progressed()
     } catch (err) {

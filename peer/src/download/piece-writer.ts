@@ -41,6 +41,8 @@ export class PieceWriter implements PieceSink {
   sha256: Buffer | undefined
   /** The whole content's SHA-256, as the task's source sent it with the piece (from the source only). */
   contentSha256: Uint8Array | undefined
+  /** When the parent's answer (the piece header) arrived, ms since the epoch; 0 before (the pull timeline's wait on the parent). */
+  headerAt = 0
 
   constructor(options: PieceWriterOptions) {
     this.options = options
@@ -60,6 +62,7 @@ export class PieceWriter implements PieceSink {
     }
     this.flow = flow
     this.announced = res.sha256
+    this.headerAt = Date.now()
   }
 
   data(bytes: Buffer): void {
