@@ -185,6 +185,8 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     // The source opens the piece only after the request is waiting, and writes it in steps.
     await new Promise((r) => setTimeout(r, 50))
     const upRes = await up.reserve(task, PIECE)
+    expect(writer.headerAt).toBe(0)
+    const opened = Date.now()
     const lp = live.open(task, 0, 0, PIECE)
     for (let pos = 0; pos < PIECE; pos += PIECE / 4) {
       await up.writeAt(task, pos, data.subarray(pos, pos + PIECE / 4))
@@ -197,6 +199,8 @@ describe.each(['tls', 'tcp'] as const)('data channel over %s', (transport) => {
     await fetched
     expect(writer.sha256?.equals(sha(data))).toBe(true)
     expect((await down.read(task, 0, PIECE)).equals(data)).toBe(true)
+    // The answer came when the source opened the piece, not when it was asked for (the pull timeline's wait on a live piece).
+    expect(writer.headerAt).toBeGreaterThanOrEqual(opened)
     live.end(task, new NaiadError('PROTO_ERR_ABORTED', 'done'))
   })
 
