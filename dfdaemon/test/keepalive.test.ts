@@ -30,6 +30,21 @@ describe('keep-alive announcements', () => {
     k.stop()
   })
 
+  it('stretches the interval to the pace the supernode asks for, and back', async () => {
+    let pace = 7_500
+    const at: number[] = []
+    const start = Date.now()
+    const k = new KeepAlive({ announce: async () => { at.push(Date.now() - start); return true }, available: () => true, intervalMs: 5_000, paceMs: () => pace })
+    k.start(true)
+    await vi.advanceTimersByTimeAsync(16_000)
+    expect(at).toEqual([7_500, 15_000])
+    pace = 0
+    await vi.advanceTimersByTimeAsync(10_000)
+    // 22.5 s (the pace set at 15 s), then back to the 5 s interval.
+    expect(at).toEqual([7_500, 15_000, 22_500])
+    k.stop()
+  })
+
   it('probes a supernode marked down between two announcements within the retry pace', async () => {
     let available = true
     let calls = 0
