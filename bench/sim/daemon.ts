@@ -8,10 +8,12 @@
 // a registration is sent again and waits for a supernode that may come back, announcements
 // probe a down one from 250 ms; a task goes to the origin when its supernode has been down for
 // the stall timeout and no offered parent can serve, or when nothing arrived for the stall
-// timeout.
+// timeout (counting, as PollPolicy does, digests the seed published as progress and a poll the
+// supernode put off as a reason to wait, for up to PUT_OFF_MAX_MS). The seed serves at most
+// its upload slots at once; announcements follow the supernode's pace, as KeepAlive's do.
 
 import {
-  REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs, BUSY_MEMORY_MS
+  PUT_OFF_MAX_MS, REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs, BUSY_MEMORY_MS
 } from '@naiad/peer'
 
 import type { Clock } from './events.ts'
@@ -22,6 +24,8 @@ export interface DaemonOptions {
   concurrency: number
   perParent: number
   uploadSlots: number
+  /** The seed's upload slots (the supernode's seed.upload-slots): a child asks it only while one is free. */
+  seedSlots: number
   timeoutS: number
   stallS: number
   pollS: number
@@ -33,9 +37,11 @@ export interface DaemonOptions {
 
 /** dfdaemon/src/admission/keepalive.ts's RETRY_MIN_MS: the first probe of a supernode marked down. */
 const PROBE_MIN_S = 0.25
+/** dfdaemon/src/admission/keepalive.ts's PACED_INTERVALS: the most the pace stretches the keep-alive, in intervals. */
+const PACED_INTERVALS = 3
 
 export const DAEMON_DEFAULTS: DaemonOptions = {
-  concurrency: 8, perParent: 3, uploadSlots: 16, timeoutS: 2, stallS: 10, pollS: 0.25, beatS: 0.1, keepaliveS: 5, old: false
+  concurrency: 8, perParent: 3, uploadSlots: 16, seedSlots: 64, timeoutS: 2, stallS: 10, pollS: 0.25, beatS: 0.1, keepaliveS: 5, old: false
 }
 
 /** The world a daemon acts in. */
@@ -86,6 +92,10 @@ class DaemonTask {
   busySince: number | undefined
   polling = false
   lastProgress = 0
+  /** Piece digests the seed had published at the last answer (the client's view.digests). */
+  published = 0
+  /** When the supernode last put a poll of this task off (SN_ERR_BUSY). */
+  putOffAt = -Infinity
   fromOrigin = false
   done = false
 
@@ -102,6 +112,7 @@ export class Daemon {
   readonly node: NetNode
   readonly tasks: DaemonTask[] = []
   startedAt = 0
+  started = false
   doneAt = -1
   /** Bytes fetched from the origin; tasks that went there; times the client marked a supernode down. */
   originBytes = 0
@@ -138,6 +149,7 @@ export class Daemon {
 
   start(): void {
     this.startedAt = this.w.clock.now
+    this.started = true
     for (const t of this.tasks) {
       t.lastProgress = this.w.clock.now
       t.view.running.add(this.id)
@@ -255,7 +267,8 @@ export class Daemon {
 
   private keepalive(link: Link): void {
     if (this.doneAt >= 0) return
-    this.w.clock.after(this.o.keepaliveS, () => {
+    // The interval stretches to the supernode's pace, up to PACED_INTERVALS intervals, as the daemon's KeepAlive does.
+    this.w.clock.after(Math.max(this.o.keepaliveS, Math.min(PACED_INTERVALS * this.o.keepaliveS, this.pacedMs(link) / 1000)), () => {
       if (this.doneAt >= 0) return
       this.call(link, { kind: 'announce', results: 0, peers: 0 }, () => {
         for (const t of this.tasks) if (!t.done && !t.fromOrigin && !t.polling && t.registered) this.poll(t)
@@ -271,9 +284,17 @@ export class Daemon {
     t.polling = true
     this.call(t.link, { kind: 'parents', results: 0, peers: t.view.members }, (a) => {
       if (!a.busy) {
+        // Digests the seed published since the last answer are progress, as the client's
+        // PollPolicy counts them: a slow origin is not a stalled swarm.
+        if (t.view.seedCount !== t.published) {
+          t.published = t.view.seedCount
+          t.lastProgress = this.w.clock.now
+        }
         t.parents = t.view.parents(this.id, this.w.clock.now, (p) => this.w.daemons[p].uploadsFree)
         t.order = this.rank(t)
         this.plan(t)
+      } else {
+        t.putOffAt = this.w.clock.now
       }
       this.nextPoll(t)
     }, () => {
@@ -363,7 +384,7 @@ export class Daemon {
   }
 
   private hasRoom(t: DaemonTask, peer: number): boolean {
-    return (t.perParent.get(peer) ?? 0) < this.o.perParent && (peer < 0 || this.w.daemons[peer].uploadsFree)
+    return (t.perParent.get(peer) ?? 0) < this.o.perParent && (peer < 0 ? t.view.owner.node.ups.size < this.o.seedSlots : this.w.daemons[peer].uploadsFree)
   }
 
   /** A parent offering `p` with room: a peer before the seed, the least loaded first. */
@@ -374,7 +395,7 @@ export class Daemon {
       if (!has(par.bits, p)) continue
       const n = t.perParent.get(par.peer) ?? 0
       if (n >= this.o.perParent) continue
-      if (par.peer >= 0 && !this.w.daemons[par.peer].uploadsFree) continue
+      if (par.peer >= 0 ? !this.w.daemons[par.peer].uploadsFree : t.view.owner.node.ups.size >= this.o.seedSlots) continue
       const key = n + (par.peer < 0 ? 100 : 0)
       if (key < load) {
         load = key
@@ -481,7 +502,10 @@ export class Daemon {
     const lost = t.link.down && !this.mayReturn(t.link)
     if (lost && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t, 'lost')
     // The stall timeout stretched to two of the supernode's paces, as the client's (PollPolicy.stalled).
-    const left = this.stallS(t.link) - (this.w.clock.now - t.lastProgress)
+    // Counted from the last progress or the last poll the supernode put off, whichever is later
+    // (PollPolicy.stalled): at most PUT_OFF_MAX_MS after the last progress.
+    const since = Math.max(t.lastProgress, Math.min(t.putOffAt, t.lastProgress + PUT_OFF_MAX_MS / 1000))
+    const left = this.stallS(t.link) - (this.w.clock.now - since)
     if (left <= 0) return this.backToSource(t, 'stalled')
     const untilLost = t.link.down && !lost ? t.link.downAt + this.o.stallS - this.w.clock.now : Infinity
     this.w.clock.after(Math.min(left, untilLost) + 0.001, () => { if (t.inflight.size === 0) this.stuck(t) })

@@ -34,7 +34,8 @@ const USAGE = `usage: node bench/sim/rollout.ts [options]
   --shared-cores N             every process shares N cores (the test machine); 0: each its own (default 0)
   --ramp DURATION              daemons start spread over this long (default 0s: all at once)
   --stall DURATION             the daemons' download.stall-timeout (default 10s)
-  --max-pace DURATION          the supernodes' pace ceiling (PressureGauge maxPaceMs; default the supernode's, 5s)
+  --max-pace DURATION          the supernodes' pace ceiling (PressureGauge maxPaceMs; default the supernode's, 15s)
+  --progress DURATION          print a line of the simulated state to stderr every DURATION of simulated time
   --old                        also simulate the scheduler before issue 15 (no pace, getParents reading every peer)
   --costs FILE                 JSON overriding measured costs (keys of bench/sim/costs.ts)
   --limit DURATION             simulated time after which a run stops (default 2h)
@@ -56,6 +57,7 @@ const args = parseCommandLine(USAGE, usageError, () => parseArgs({
     'shared-cores': { type: 'string', default: '0' },
     ramp: { type: 'string', default: '0s' },
     'max-pace': { type: 'string' },
+    progress: { type: 'string' },
     stall: { type: 'string' },
     old: { type: 'boolean', default: false },
     costs: { type: 'string' },
@@ -78,12 +80,14 @@ let rampS = 0
 let limitS = 0
 let maxPaceMs: number | undefined
 let stallS: number | undefined
+let progressS: number | undefined
 try {
   size = parseSize(args.size, '--size')
   rampS = parseDuration(args.ramp, '--ramp') / 1000
   limitS = parseDuration(args.limit, '--limit') / 1000
   if (args['max-pace'] !== undefined) maxPaceMs = parseDuration(args['max-pace'], '--max-pace')
   if (args.stall !== undefined) stallS = parseDuration(args.stall, '--stall') / 1000
+  if (args.progress !== undefined) progressS = parseDuration(args.progress, '--progress') / 1000
 } catch (err) {
   usageError((err as Error).message)
 }
@@ -103,7 +107,8 @@ const base: Omit<RolloutOptions, 'supernodes' | 'old'> = {
   costs,
   limitS,
   ...(maxPaceMs === undefined ? {} : { maxPaceMs }),
-  ...(stallS === undefined ? {} : { daemon: { stallS } })
+  ...(stallS === undefined ? {} : { daemon: { stallS } }),
+  ...(progressS === undefined ? {} : { progressS })
 }
 
 const runs: Array<{ label: string; r: RolloutResult }> = []

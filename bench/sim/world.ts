@@ -37,6 +37,8 @@ export interface RolloutOptions {
   limitS: number
   /** The supernodes' pace ceiling (PressureGauge's maxPaceMs); its default unless given. */
   maxPaceMs?: number
+  /** Print a line of the simulated state to stderr every this many simulated seconds. */
+  progressS?: number
 }
 
 export interface RolloutResult {
@@ -119,6 +121,19 @@ export function simulate(o: RolloutOptions): RolloutResult {
     daemons.push(new Daemon(d, node, views, world, options))
   }
   for (const d of daemons) clock.at(o.nodes > 1 ? (d.id / (o.nodes - 1)) * o.rampS : 0, () => d.start())
+  if (o.progressS !== undefined && o.progressS > 0) {
+    const every = o.progressS
+    const line = (): void => {
+      const started = daemons.filter((d) => d.started).length
+      const toOrigin = daemons.reduce((a, d) => a + d.originTasks, 0)
+      const peerFlows = daemons.reduce((a, d) => a + d.node.ups.size, 0)
+      const seeds = views.map((v) => `${v.seedCount}/${v.pieceCount}`).join(' ')
+      const sns = supernodes.map((s) => `${((s.gauge?.utilization ?? 0) * 100).toFixed(0)} % ${s.paceMs} ms ${s.deferred}`).join('; ')
+      console.error(`${clock.now.toFixed(0)} s: ${started} started, ${finished} finished, ${toOrigin} tasks to the origin (${origin.ups.size} flows from it), ${peerFlows} flows between daemons; seeds ${seeds}; supernodes (utilisation, pace, put off) ${sns}`)
+      clock.after(every, line)
+    }
+    clock.after(every, line)
+  }
   clock.run(o.limitS, () => finished === o.nodes)
 
   const times = daemons.filter((d) => d.doneAt >= 0).map((d) => d.doneAt - d.startedAt + c.startS).sort((a, b) => a - b)

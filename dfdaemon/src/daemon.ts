@@ -148,7 +148,9 @@ export class Daemon {
       const [host, port] = splitHostPort(this.options.proxyListen)
       this.proxyAddress = await this.proxy.listen(host, Number(port))
     }
-    this.keepalive = new KeepAlive({ announce: () => this.announce(), available: () => this.scheduler.available, intervalMs: this.options.keepaliveMs })
+    this.keepalive = new KeepAlive({
+      announce: () => this.announce(), available: () => this.scheduler.available, intervalMs: this.options.keepaliveMs, paceMs: () => this.scheduler.paceMs ?? 0
+    })
     this.keepalive.start(await this.announce())
     if (this.membership !== undefined) {
       this.refresher = setInterval(() => { this.refreshMembership().catch(() => {}) }, MEMBERSHIP_REFRESH_MS)

@@ -5,7 +5,7 @@
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 
-import { KeepAlive, RETRY_MIN_MS } from '../src/admission/keepalive.ts'
+import { KeepAlive, PACED_INTERVALS, RETRY_MIN_MS } from '../src/admission/keepalive.ts'
 
 const INTERVAL_MS = 60_000
 
@@ -27,6 +27,25 @@ describe('keep-alive announcements', () => {
     expect(at.length).toBe(4)
     await vi.advanceTimersByTimeAsync(2 * RETRY_MIN_MS)
     expect(at.length).toBe(5)
+    k.stop()
+  })
+
+  it('stretches the interval to the pace the supernode asks for, and back', async () => {
+    let pace = 7_500
+    const at: number[] = []
+    const start = Date.now()
+    const k = new KeepAlive({ announce: async () => { at.push(Date.now() - start); return true }, available: () => true, intervalMs: 5_000, paceMs: () => pace })
+    k.start(true)
+    await vi.advanceTimersByTimeAsync(16_000)
+    expect(at).toEqual([7_500, 15_000])
+    pace = 0
+    await vi.advanceTimersByTimeAsync(10_000)
+    // 22.5 s (the pace set at 15 s), then back to the 5 s interval.
+    expect(at).toEqual([7_500, 15_000, 22_500])
+    // A pace beyond PACED_INTERVALS intervals stretches it no further (the supernode's host TTL).
+    pace = 60_000
+    await vi.advanceTimersByTimeAsync(40_000)
+    expect(at.slice(3)).toEqual([27_500, 27_500 + PACED_INTERVALS * 5_000, 27_500 + 2 * PACED_INTERVALS * 5_000])
     k.stop()
   })
 

@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest'
 
-import { BUSY_POLL_MIN_MS, giveUpReason, IDLE_POLL_MIN_MS, PollPolicy, schedulerMayReturn, STALL_PACES, stallAfterMs, type IdleSwarm } from '../src/download/poll-policy.ts'
+import { BUSY_POLL_MIN_MS, giveUpReason, IDLE_POLL_MIN_MS, PollPolicy, PUT_OFF_MAX_MS, schedulerMayReturn, STALL_PACES, stallAfterMs, type IdleSwarm } from '../src/download/poll-policy.ts'
 
 const OPTIONS = { refreshMs: 1000, stallTimeoutMs: 10_000 }
 const T0 = 1_000_000
@@ -74,6 +74,25 @@ describe('poll policy', () => {
     expect(stallAfterMs(10_000, 7_500)).toBe(15_000)
     expect(p.stalled(T0 + 15_000, 7_500)).toBe(false)
     expect(p.stalled(T0 + 15_001, 7_500)).toBe(true)
+  })
+
+  it('does not count the time a supernode puts its polls off, up to PUT_OFF_MAX_MS after the last progress', () => {
+    const p = new PollPolicy(OPTIONS, T0, 0, 0)
+    // Put off at 8 s: the stall clock counts from there.
+    p.putOff(T0 + 8_000)
+    expect(p.stalled(T0 + 18_000)).toBe(false)
+    expect(p.stalled(T0 + 18_001)).toBe(true)
+    // Put off again and again: waited out until PUT_OFF_MAX_MS after the last progress, then
+    // the stall timeout runs from there.
+    expect(PUT_OFF_MAX_MS).toBe(60_000)
+    for (let t = 16_000; t <= 120_000; t += 8_000) p.putOff(T0 + t)
+    expect(p.stalled(T0 + 70_000)).toBe(false)
+    expect(p.stalled(T0 + 70_001)).toBe(true)
+    // Progress starts the allowance again.
+    p.progress(T0 + 75_000, 1, 0)
+    p.putOff(T0 + 130_000)
+    expect(p.stalled(T0 + 140_000)).toBe(false)
+    expect(p.stalled(T0 + 140_001)).toBe(true)
   })
 })
 

@@ -16,7 +16,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { FabricSchedulerClient, ReportBatcher } from '@naiad/peer'
 import { call, createFabricNode, PROTOCOLS, SchedulerRequest, SchedulerResponse, taskIdOf, type FabricNode, type Host, type NaiadError, type PieceResult } from '@naiad/proto'
 
-import { PressureGauge, type Pressure } from '../src/scheduler/pressure.ts'
+import { PRESSURE_DEFAULTS, PressureGauge, type Pressure } from '../src/scheduler/pressure.ts'
 import { Scheduler, type SchedulerPersistence } from '../src/scheduler/scheduler.ts'
 import { PACE_SPREAD, paceShare, SCHEDULER_CALL_EVENT, serveScheduler, spreadPace } from '../src/scheduler/service.ts'
 
@@ -261,16 +261,17 @@ describe('pressure gauge', () => {
     feed(g, 0.5, 1)
     expect(g.paceMs).toBe(250)
     const paces: number[] = []
-    for (let i = 0; i < 20; i++) {
+    for (let i = 0; i < 120; i++) {
       feed(g, 1, 1)
       paces.push(g.paceMs)
     }
-    // Grows, never more than doubling a step, up to 5 s.
+    // Grows, never more than doubling a step, up to its ceiling (15 s).
+    expect(PRESSURE_DEFAULTS.maxPaceMs).toBe(15_000)
     expect(paces.every((p, i) => i === 0 || (p >= paces[i - 1] && p <= 2 * paces[i - 1]))).toBe(true)
-    expect(paces.at(-1)).toBe(5_000)
+    expect(paces.at(-1)).toBe(15_000)
     // A loop at the target utilisation keeps its pace; an idle one drops it.
-    feed(g, 10, 0.75)
-    expect(g.paceMs).toBe(5_000)
+    feed(g, 20, 0.75)
+    expect(g.paceMs).toBe(15_000)
     feed(g, 60, 0.1)
     expect(g.paceMs).toBe(0)
     expect(g.busy()).toBe(false)

@@ -1,9 +1,12 @@
-// The daemon's host announcements: one each keep-alive interval while the supernode answers,
-// and sooner (from RETRY_MIN_MS, doubling up to the interval) after one failed or while the
+// The daemon's host announcements: one each keep-alive interval (or the supernode's pace,
+// when it asks for a longer one) while the supernode answers, and sooner (from RETRY_MIN_MS, doubling up to the interval) after one failed or while the
 // scheduler client counts the supernode down. A daemon whose first announcement failed (a
 // loaded supernode that had not admitted it yet) had waited a whole interval to try again,
 // and its downloads went to the origin meanwhile; now they wait (see PeerTask.register) for
 // an announcement that comes within a fraction of a second.
+
+/** The most the supernode's pace stretches the interval, in intervals. */
+export const PACED_INTERVALS = 3
 
 /** First retry after a failed announcement; doubles up to the keep-alive interval. */
 export const RETRY_MIN_MS = 250
@@ -14,6 +17,12 @@ export interface KeepAliveOptions {
   /** Whether the scheduler client counts the supernode up now (a call may have marked it down since the last announcement). */
   available: () => boolean
   intervalMs: number
+  /**
+   * The pace the supernode asks for now (0: none). The interval stretches to it: a start of
+   * 10,000 daemons over three supernodes sends each 2,000 announcements a second at 5 s,
+   * nearly half of what its loop can serve, and the pace could not bring that down.
+   */
+  paceMs?: () => number
   retryMinMs?: number
 }
 
@@ -60,7 +69,9 @@ export class KeepAlive {
     this.lastAt = now
     if (ok) {
       this.backoff = this.retryMinMs
-      this.nextAt = now + this.options.intervalMs
+      // At most PACED_INTERVALS intervals apart: a supernode drops a host it has not heard
+      // from for its host TTL (30 s by default) from the parents it offers.
+      this.nextAt = now + Math.max(this.options.intervalMs, Math.min(PACED_INTERVALS * this.options.intervalMs, this.options.paceMs?.() ?? 0))
     } else {
       this.nextAt = now + this.backoff
       this.backoff = Math.min(this.backoff * 2, this.options.intervalMs)

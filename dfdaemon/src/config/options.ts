@@ -68,7 +68,7 @@ export const DFDAEMON_COMMAND = defineCommand({
     ...DOWNLOAD_OPTIONS,
     ...ORIGIN_OPTIONS,
     ...SCHEDULER_CLIENT_OPTIONS,
-    { key: 'scheduler.keepalive', type: 'duration', min: 1, default: '5s', help: 'interval of host announcements; a failed one is tried again from 250ms on, backing off to this' },
+    { key: 'scheduler.keepalive', type: 'duration', min: 1, default: '5s', help: 'interval of host announcements (the pace instead, while the supernode asks for a longer one); a failed one is tried again from 250ms on, backing off to this' },
     { key: 'host.idc', type: 'string', default: '', help: 'locality label: data centre' },
     { key: 'host.location', type: 'string', default: '', help: 'locality label: location path such as region|zone|rack' },
     { key: 'host.labels', type: 'object', default: {}, parse: hostLabels, help: 'labels of this host (key: value), announced to the supernode, which selects hosts by them (preheat scopes)' },

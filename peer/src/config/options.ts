@@ -11,7 +11,7 @@ export const DOWNLOAD_OPTIONS = defineOptions([
   { key: 'download.concurrency', type: 'int', min: 1, default: 8, help: 'pieces in flight at once per download' },
   { key: 'download.per-parent', type: 'int', min: 1, default: 3, help: 'pieces in flight at once from one parent' },
   { key: 'download.piece-timeout', type: 'duration', min: 1, default: '30s', help: 'longest a piece may go without a byte from its parent (and longest a piece may take to go out to a peer)' },
-  { key: 'download.stall-timeout', type: 'duration', min: 1, default: '10s', help: 'with no parent able to serve for this long, go to the origin; while the supernode asks for a pace, at least two paces (a paced download asks for new parents once a pace)' },
+  { key: 'download.stall-timeout', type: 'duration', min: 1, default: '10s', help: 'with no parent able to serve for this long, go to the origin; while the supernode asks for a pace, at least two paces (a paced download asks for new parents once a pace); a poll the supernode puts off (SN_ERR_BUSY) starts the count again, up to a minute after the last progress' },
   { key: 'download.refresh-interval', type: 'duration', min: 1, default: '250ms', help: 'how often a running download asks the scheduler for fresh parents' },
   { key: 'download.slow-piece-min', type: 'duration', min: 1, default: '2s', help: 'a piece is given up as slow only after this long (and four times the recent median)' }
 ])

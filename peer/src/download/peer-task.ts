@@ -18,7 +18,7 @@ import {
 
 import type { DataClient } from '../channel/data-client.ts'
 import type { QosHooks, Traffic } from '../qos/hooks.ts'
-import type { SchedulerClient } from '../scheduler/client.ts'
+import { PollNotDue, type SchedulerClient } from '../scheduler/client.ts'
 import type { OriginClient } from '../source/origin.ts'
 import type { LivePieces } from '../storage/live-pieces.ts'
 import type { PieceStore } from '../storage/piece-store.ts'
@@ -265,7 +265,7 @@ export class PeerTask {
       const refreshed = policy.refreshDue(Date.now(), this.fetcher.size, this.refreshNow)
       if (refreshed) {
         this.refreshNow = false
-        await this.refreshParents(signal)
+        if (await this.refreshParents(signal)) policy.putOff(Date.now())
       }
       policy.progress(Date.now(), this.tally.completedBytes, this.view.digests.size)
       this.fetcher.abortSlow()
@@ -293,9 +293,10 @@ export class PeerTask {
     }
   }
 
-  private async refreshParents(signal: AbortSignal): Promise<void> {
+  /** Asks the scheduler for parents; true when the supernode put the poll off (SN_ERR_BUSY). */
+  private async refreshParents(signal: AbortSignal): Promise<boolean> {
     const { scheduler } = this.c
-    if (!scheduler.available) return
+    if (!scheduler.available) return false
     // Pieces stored since the last report go first (the session keeps the order): the
     // scheduler hands out the next seed pieces once it knows these arrived, and other peers
     // schedule from our bitmap. Not while the supernode asks for a pace: the batcher's beat
@@ -316,7 +317,9 @@ export class PeerTask {
       }
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'getParents failed; keeping the parents we have')
+      return (err as Partial<NaiadError>).code === 'SN_ERR_BUSY' && !(err instanceof PollNotDue)
     }
+    return false
   }
 
   /** Starts the fetches the planner chooses for this turn. */

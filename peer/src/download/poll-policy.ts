@@ -24,9 +24,17 @@ export interface Turn {
   peersServe: boolean
 }
 
+/**
+ * How long after its last progress a download still waits out a supernode that puts its
+ * polls off (SN_ERR_BUSY), as a registration waits out a busy answer (REGISTER_BUSY_MAX_MS).
+ */
+export const PUT_OFF_MAX_MS = 60_000
+
 export class PollPolicy {
   private readonly options: PollPolicyOptions
   private lastProgress: number
+  /** When the supernode last put a poll of this download off. */
+  private putOffAt = Number.NEGATIVE_INFINITY
   private lastRefresh = 0
   private idlePoll = IDLE_POLL_MIN_MS
   private done: number
@@ -83,9 +91,24 @@ export class PollPolicy {
     if (refreshed) this.idlePoll = turn.started > 0 ? IDLE_POLL_MIN_MS : Math.min(this.options.refreshMs, this.idlePoll * 2)
   }
 
-  /** No progress for longer than the stall timeout, stretched by the supernode's pace (stallAfterMs). */
+  /**
+   * The supernode answered a poll with SN_ERR_BUSY: it is alive and asks for time, so the
+   * silence since is its, not the swarm's. A simulated start of 10,000 daemons sent every
+   * download whose polls a saturated supernode put off to the origin by the stall timeout,
+   * and the registry's link, shared with the seeds' reads, then slowed every swarm.
+   */
+  putOff(now: number): void {
+    this.putOffAt = now
+  }
+
+  /**
+   * No progress for longer than the stall timeout (stretched by the supernode's pace, see
+   * stallAfterMs), counted from the last progress or the last poll the supernode put off,
+   * whichever is later, but from no later than PUT_OFF_MAX_MS after the last progress.
+   */
   stalled(now: number, paceMs = 0): boolean {
-    return now - this.lastProgress > stallAfterMs(this.options.stallTimeoutMs, paceMs)
+    const since = Math.max(this.lastProgress, Math.min(this.putOffAt, this.lastProgress + PUT_OFF_MAX_MS))
+    return now - since > stallAfterMs(this.options.stallTimeoutMs, paceMs)
   }
 }
 

@@ -69,6 +69,17 @@ const TIMEOUTS_BEFORE_DOWN = 3
 const TIMEOUTS_BEFORE_DOWN_BUSY = 10
 /** How long a pace in an answer counts as "the supernode said it is busy". */
 export const BUSY_MEMORY_MS = 30_000
+/**
+ * A poll the client did not send: the supernode's pace since the task's last one has not
+ * passed (SN_ERR_BUSY, as the supernode's own answer would be). Unlike that answer, it says
+ * nothing new about the supernode.
+ */
+export class PollNotDue extends NaiadError {
+  constructor(message: string) {
+    super('SN_ERR_BUSY', message)
+  }
+}
+
 /** Tasks whose published digests the client keeps (to be sent only the new ones). */
 const MAX_DIGEST_CACHE = 1024
 
@@ -319,7 +330,7 @@ export class FabricSchedulerClient implements SchedulerClient {
     const now = Date.now()
     const last = this.polledAt.get(taskId)
     if (pace > 0 && last !== undefined && now - last < pace) {
-      throw new NaiadError('SN_ERR_BUSY', `the supernode asks for ${pace} ms between polls; next one in ${pace - (now - last)} ms`)
+      throw new PollNotDue(`the supernode asks for ${pace} ms between polls; next one in ${pace - (now - last)} ms`)
     }
     this.polledAt.delete(taskId)
     this.polledAt.set(taskId, now)
