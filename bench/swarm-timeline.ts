@@ -11,6 +11,8 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
+import { jsonLines } from './report/helpers.ts'
+
 interface Line {
   msg?: string
   time: number
@@ -23,14 +25,7 @@ interface Line {
   headerMs?: number
 }
 
-function lines(path: string): Line[] {
-  const out: Line[] = []
-  for (const l of readFileSync(path, 'utf8').split('\n')) {
-    if (!l.startsWith('{')) continue
-    try { out.push(JSON.parse(l) as Line) } catch { /* a line cut off at shutdown */ }
-  }
-  return out
-}
+const lines = (path: string): Line[] => jsonLines<Line>(path)
 
 const [dir, label = 'naiad-16-0'] = process.argv.slice(2)
 if (dir === undefined) {

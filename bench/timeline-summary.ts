@@ -8,16 +8,11 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
+import { jsonLines } from './report/helpers.ts'
+
 interface Line { msg?: string; time: number; piece?: number; ms?: number; receivedAt?: number; have?: number; inflight?: number; sourceOffers?: number; err?: string }
 
-function lines(path: string): Line[] {
-  const out: Line[] = []
-  for (const l of readFileSync(path, 'utf8').split('\n')) {
-    if (!l.startsWith('{')) continue
-    try { out.push(JSON.parse(l) as Line) } catch { /* a line cut off at shutdown */ }
-  }
-  return out
-}
+const lines = (path: string): Line[] => jsonLines<Line>(path)
 
 const [dir, run = '0'] = process.argv.slice(2)
 if (dir === undefined) {

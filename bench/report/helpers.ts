@@ -1,5 +1,6 @@
 // Small pieces every benchmark uses.
 
+import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { cpus, loadavg } from 'node:os'
 import { dirname } from 'node:path'
@@ -33,4 +34,14 @@ export async function writeResults(prefix: string, benchmark: string, fields: Re
   const machine = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavg: loadavg() }
   await writeFile(`${prefix}.json`, `${JSON.stringify({ benchmark, ...machine, ...fields }, null, 2)}\n`)
   await writeFile(`${prefix}.md`, markdown)
+}
+
+/** The JSON lines of a log file (pino's), skipping any other line and one cut off at shutdown. */
+export function jsonLines<T>(path: string): T[] {
+  const out: T[] = []
+  for (const l of readFileSync(path, 'utf8').split('\n')) {
+    if (!l.startsWith('{')) continue
+    try { out.push(JSON.parse(l) as T) } catch { /* a line cut off at shutdown */ }
+  }
+  return out
 }

@@ -3,11 +3,11 @@
 // the client itself held back (the pace since the last one has not passed) counts as before.
 
 import { describe, expect, it } from 'vitest'
-import { NaiadError, type GetParentsResponse, type TaskInfo } from '@naiad/proto'
+import { NaiadError } from '@naiad/proto'
 
 import { PollNotDue } from '../src/scheduler/client.ts'
 import type { SchedulerClient } from '../src/index.ts'
-import { stubSchedulerEngines } from './stub-scheduler-engines.ts'
+import { laidOutScheduler, stubSchedulerEngines } from './stub-scheduler-engines.ts'
 
 const PIECE = 1024 * 1024
 const PIECES = 2
@@ -15,30 +15,11 @@ const STALL_MS = 300
 
 /** A scheduler whose polls fail with `busy()` while it returns an error, and name no parent after. */
 function scheduler(busy: () => Error | undefined): SchedulerClient & { polls: number } {
-  const task = (id: string, url: string): TaskInfo => ({
-    id, url, state: 'running', contentLength: PIECE * PIECES, pieceSize: PIECE, pieceCount: PIECES, pieces: [], sha256: new Uint8Array(0),
-    error: undefined, backToSource: false, grant: new Uint8Array(0), sourcePeer: 'a-seed-elsewhere', digestEpoch: 0, piecesFrom: 0
+  return laidOutScheduler(PIECE, PIECES, 'a-seed-elsewhere', () => {
+    const err = busy()
+    if (err !== undefined) throw err
+    return []
   })
-  const urls = new Map<string, string>()
-  const s = {
-    available: true,
-    polls: 0,
-    announceHost: async () => {},
-    registerTask: async (req: { taskId: string; url: string }): Promise<TaskInfo> => {
-      urls.set(req.taskId, req.url)
-      return task(req.taskId, req.url)
-    },
-    reportPieces: async () => {},
-    getParents: async (taskId: string): Promise<GetParentsResponse> => {
-      s.polls++
-      const err = busy()
-      if (err !== undefined) throw err
-      return { task: task(taskId, urls.get(taskId) ?? ''), parents: [], grant: new Uint8Array(0) }
-    },
-    leaveTask: async () => {},
-    leaveHost: async () => {}
-  }
-  return s
 }
 
 describe('a download whose supernode is too busy for its polls', () => {

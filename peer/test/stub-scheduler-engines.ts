@@ -1,6 +1,6 @@
 // Peer engines in process against a stub scheduler, for tests of when a download goes to the
-// origin: a test origin, one engine per pull (each with its own data directory), and the
-// back-to-source reasons the pulls published, in order.
+// origin: a test origin, one engine per pull (each with its own data directory), the
+// back-to-source reasons the pulls published, in order, and a stub scheduler of a laid-out task.
 
 import { mkdtemp, rm } from 'node:fs/promises'
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
@@ -9,7 +9,7 @@ import { join } from 'node:path'
 
 import pino from 'pino'
 import { afterAll, beforeAll } from 'vitest'
-import { EVENTS } from '@naiad/proto'
+import { EVENTS, type GetParentsResponse, type Parent, type TaskInfo } from '@naiad/proto'
 import { makeBlob, TestOrigin } from '@naiad/testkit'
 
 import { createPeerEngine, DOWNLOAD_DEFAULTS, ORIGIN_DEFAULTS, type DownloadResult, type PeerEngine, type PeerTaskOptions, type SchedulerClient } from '../src/index.ts'
@@ -54,4 +54,34 @@ export function stubSchedulerEngines(prefix: string): StubSchedulerEngines {
       return engine.tasks.download({ url: `${origin.url}/${name}`, headers: {} })
     }
   }
+}
+
+/**
+ * A scheduler whose task is laid out as `pieces` pieces of `pieceSize` bytes, with its source
+ * on another peer (`sourcePeer`); each poll answers the parents `parents(pollNumber)` names,
+ * or fails with what it throws.
+ */
+export function laidOutScheduler(pieceSize: number, pieces: number, sourcePeer: string, parents: (poll: number) => Parent[]): SchedulerClient & { polls: number } {
+  const task = (id: string, url: string): TaskInfo => ({
+    id, url, state: 'running', contentLength: pieceSize * pieces, pieceSize, pieceCount: pieces, pieces: [], sha256: new Uint8Array(0),
+    error: undefined, backToSource: false, grant: new Uint8Array(0), sourcePeer, digestEpoch: 0, piecesFrom: 0
+  })
+  const urls = new Map<string, string>()
+  const s = {
+    available: true,
+    polls: 0,
+    announceHost: async () => {},
+    registerTask: async (req: { taskId: string; url: string }): Promise<TaskInfo> => {
+      urls.set(req.taskId, req.url)
+      return task(req.taskId, req.url)
+    },
+    reportPieces: async () => {},
+    getParents: async (taskId: string): Promise<GetParentsResponse> => {
+      s.polls++
+      return { task: task(taskId, urls.get(taskId) ?? ''), parents: parents(s.polls), grant: new Uint8Array(0) }
+    },
+    leaveTask: async () => {},
+    leaveHost: async () => {}
+  }
+  return s
 }

@@ -4,10 +4,10 @@
 // that: the download waits for the new parents, up to its stall timeout.
 
 import { describe, expect, it } from 'vitest'
-import type { GetParentsResponse, Parent, TaskInfo } from '@naiad/proto'
+import type { Parent } from '@naiad/proto'
 
 import type { SchedulerClient } from '../src/index.ts'
-import { stubSchedulerEngines } from './stub-scheduler-engines.ts'
+import { laidOutScheduler, stubSchedulerEngines } from './stub-scheduler-engines.ts'
 
 const PIECE = 1024 * 1024
 const PIECES = 3
@@ -19,28 +19,7 @@ const DEAD_SEED: Parent = {
 
 /** A scheduler that names `parents(pollNumber)` at each poll; the task is laid out and has a source elsewhere. */
 function scheduler(parents: (poll: number) => Parent[]): SchedulerClient & { polls: number } {
-  const task = (id: string, url: string): TaskInfo => ({
-    id, url, state: 'running', contentLength: PIECE * PIECES, pieceSize: PIECE, pieceCount: PIECES, pieces: [], sha256: new Uint8Array(0),
-    error: undefined, backToSource: false, grant: new Uint8Array(0), sourcePeer: DEAD_SEED.id, digestEpoch: 0, piecesFrom: 0
-  })
-  const urls = new Map<string, string>()
-  const s = {
-    available: true,
-    polls: 0,
-    announceHost: async () => {},
-    registerTask: async (req: { taskId: string; url: string }): Promise<TaskInfo> => {
-      urls.set(req.taskId, req.url)
-      return task(req.taskId, req.url)
-    },
-    reportPieces: async () => {},
-    getParents: async (taskId: string): Promise<GetParentsResponse> => {
-      s.polls++
-      return { task: task(taskId, urls.get(taskId) ?? ''), parents: parents(s.polls), grant: new Uint8Array(0) }
-    },
-    leaveTask: async () => {},
-    leaveHost: async () => {}
-  }
-  return s
+  return laidOutScheduler(PIECE, PIECES, DEAD_SEED.id, parents)
 }
 
 describe('a download whose parents cannot be reached', () => {
