@@ -9,11 +9,11 @@
 // probe a down one from 250 ms; a task goes to the origin when its supernode has been down for
 // the stall timeout and no offered parent can serve, or when nothing arrived for the stall
 // timeout (counting, as PollPolicy does, digests the seed published as progress and a poll the
-// supernode put off as a reason to wait, for up to PUT_OFF_MAX_MS). The seed serves at most
+// supernode put off as a reason to wait, for up to a minute: stallCountsFrom). The seed serves at most
 // its upload slots at once; announcements follow the supernode's pace, as KeepAlive's do.
 
 import {
-  PUT_OFF_MAX_MS, REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs, BUSY_MEMORY_MS
+  REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs, stallCountsFrom, BUSY_MEMORY_MS
 } from '@naiad/peer'
 
 import type { Clock } from './events.ts'
@@ -502,10 +502,8 @@ export class Daemon {
     const lost = t.link.down && !this.mayReturn(t.link)
     if (lost && t.order.every((p) => this.pick(t, p) === undefined)) return this.backToSource(t, 'lost')
     // The stall timeout stretched to two of the supernode's paces, as the client's (PollPolicy.stalled).
-    // Counted from the last progress or the last poll the supernode put off, whichever is later
-    // (PollPolicy.stalled): at most PUT_OFF_MAX_MS after the last progress.
-    const since = Math.max(t.lastProgress, Math.min(t.putOffAt, t.lastProgress + PUT_OFF_MAX_MS / 1000))
-    const left = this.stallS(t.link) - (this.w.clock.now - since)
+    // Counted from the last progress or the last poll the supernode put off (PollPolicy.stalled).
+    const left = this.stallS(t.link) - (this.w.clock.now - stallCountsFrom(t.lastProgress * 1000, t.putOffAt * 1000) / 1000)
     if (left <= 0) return this.backToSource(t, 'stalled')
     const untilLost = t.link.down && !lost ? t.link.downAt + this.o.stallS - this.w.clock.now : Infinity
     this.w.clock.after(Math.min(left, untilLost) + 0.001, () => { if (t.inflight.size === 0) this.stuck(t) })

@@ -28,7 +28,7 @@ export { ReportBatcher, type ReportBatcherOptions } from './download/report-batc
 export {
   REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS
 } from './download/registration.ts'
-export { PUT_OFF_MAX_MS, stallAfterMs } from './download/poll-policy.ts'
+export { stallAfterMs, stallCountsFrom } from './download/poll-policy.ts'
 export { DiskPieceStore, type PieceStore, type Reservation, type StoredPiece, type StoredTask } from './storage/piece-store.ts'
 export { contentStream, sendContent, sendServable, waitServable } from './storage/send-content.ts'
 export { OriginClient, discard, redact, trustedCAs, type OriginOptions } from './source/origin.ts'

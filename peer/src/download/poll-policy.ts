@@ -26,7 +26,7 @@ export interface Turn {
 
 /**
  * How long after its last progress a download still waits out a supernode that puts its
- * polls off (SN_ERR_BUSY), as a registration waits out a busy answer (REGISTER_BUSY_MAX_MS).
+ * polls off (SN_ERR_BUSY); a registration waits out busy answers as long (REGISTER_BUSY_MAX_MS).
  */
 export const PUT_OFF_MAX_MS = 60_000
 
@@ -107,9 +107,16 @@ export class PollPolicy {
    * whichever is later, but from no later than PUT_OFF_MAX_MS after the last progress.
    */
   stalled(now: number, paceMs = 0): boolean {
-    const since = Math.max(this.lastProgress, Math.min(this.putOffAt, this.lastProgress + PUT_OFF_MAX_MS))
-    return now - since > stallAfterMs(this.options.stallTimeoutMs, paceMs)
+    return now - stallCountsFrom(this.lastProgress, this.putOffAt) > stallAfterMs(this.options.stallTimeoutMs, paceMs)
   }
+}
+
+/**
+ * When the stall count of a download began: at its last progress or the last poll the
+ * supernode put off, whichever is later, but no later than PUT_OFF_MAX_MS after the progress.
+ */
+export function stallCountsFrom(lastProgress: number, putOffAt: number): number {
+  return Math.max(lastProgress, Math.min(putOffAt, lastProgress + PUT_OFF_MAX_MS))
 }
 
 /** A paced download asks for new parents once a pace: its stall timeout covers this many polls. */

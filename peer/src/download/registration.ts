@@ -9,7 +9,7 @@ import type { NaiadError, PieceResult, RegisterTaskRequest, TaskInfo } from '@na
 
 import type { SchedulerClient } from '../scheduler/client.ts'
 import type { PieceStore } from '../storage/piece-store.ts'
-import { schedulerMayReturn } from './poll-policy.ts'
+import { PUT_OFF_MAX_MS, schedulerMayReturn } from './poll-policy.ts'
 import type { DownloadRequest } from './types.ts'
 
 /** Registrations tried while the scheduler client still counts the supernode up (a loaded one answers late). */
@@ -22,9 +22,10 @@ const SCHEDULER_WAIT_LOG_MS = 1_000
 /**
  * How long a download registers again and again while the supernode answers that it is too
  * busy to register it (SN_ERR_BUSY): each answer shows it is alive, and in a start of
- * thousands of daemons at once the registry is the worse place to go.
+ * thousands of daemons at once the registry is the worse place to go. The same minute as a
+ * download's put-off polls are waited out (PUT_OFF_MAX_MS).
  */
-export const REGISTER_BUSY_MAX_MS = 60_000
+export const REGISTER_BUSY_MAX_MS = PUT_OFF_MAX_MS
 /** The least wait before registering again after a busy answer, when it named no pace. */
 export const REGISTER_BUSY_MIN_MS = 100
 
