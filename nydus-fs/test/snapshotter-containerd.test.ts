@@ -72,6 +72,20 @@ function ctr(args: string[], timeoutMs = 180_000): ReturnType<ContainerdHandle['
   return containerd.ctr(args, timeoutMs)
 }
 
+/**
+ * `ctr run --rm` of `script` in a container of `ref`, its stdout written to a file on a bind
+ * mount and read once ctr returns: ctr's own copy of a container's stdout can lose the last
+ * line printed as the container exits (a CI run got "42" without the line echoed after it).
+ */
+async function ctrRun(ref: string, name: string, script: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const out = join(dir, `out-${name}`)
+  await mkdir(out, { recursive: true })
+  const r = await ctr(['run', '--rm', '--snapshotter', 'naiad', '--mount', `type=bind,src=${out},dst=/out,options=rbind:rw`, ref, name,
+    '/bin/sh', '-c', `exec > /out/stdout; ${script}`])
+  const stdout = await readFile(join(out, 'stdout'), 'utf8').catch(() => '')
+  return { code: r.code, stdout, stderr: r.stderr }
+}
+
 function rpull(snapshotter: string, ref: string): ReturnType<typeof runTool> {
   return runTool('ctr-remote', ['-a', containerd.socket, 'image', 'rpull', '--plain-http', '--snapshotter', snapshotter, ref], { timeoutMs: 180_000 })
 }
@@ -151,7 +165,7 @@ describe('nydus-fs snapshotter in containerd', () => {
     const pull = await rpull('naiad', lazyRef)
     expect(pull.code, pull.stderr).toBe(0)
     const pulled = servedTotal()
-    const r = await ctr(['run', '--rm', '--snapshotter', 'naiad', lazyRef, 'lazy-1', '/bin/sh', '-c', 'python3 -c "print(42)"'])
+    const r = await ctrRun(lazyRef, 'lazy-1', 'python3 -c "print(42)"')
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toBe('42\n')
     const served = servedTotal()
@@ -189,7 +203,7 @@ describe('nydus-fs snapshotter in containerd', () => {
   it('runs an ordinary OCI image through the same snapshotter (overlay of unpacked layers)', async () => {
     const pull = await ctr(['image', 'pull', '--plain-http', '--snapshotter', 'naiad', sourceRef])
     expect(pull.code, pull.stderr).toBe(0)
-    const r = await ctr(['run', '--rm', '--snapshotter', 'naiad', sourceRef, 'plain-1', '/bin/sh', '-c', 'python3 -c "print(43)"; cat /etc/debian_version; echo x > /tmp/w && cat /tmp/w'])
+    const r = await ctrRun(sourceRef, 'plain-1', 'python3 -c "print(43)"; cat /etc/debian_version; echo x > /tmp/w && cat /tmp/w')
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toMatch(/^43\n12\.\d+\nx\n$/)
   })
@@ -206,7 +220,7 @@ describe('nydus-fs snapshotter in containerd', () => {
       probe = await ctr(['snapshots', '--snapshotter', 'naiad', 'ls'])
     }
     expect(probe.code, probe.stderr).toBe(0)
-    const r = await ctr(['run', '--rm', '--snapshotter', 'naiad', lazyRef, 'lazy-2', '/bin/sh', '-c', 'python3 -c "print(6 * 7)"; echo written > /root/f && cat /root/f'])
+    const r = await ctrRun(lazyRef, 'lazy-2', 'python3 -c "print(6 * 7)"; echo written > /root/f && cat /root/f')
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toBe('42\nwritten\n')
     const after = await readState(join(naiad.root, 'run'), mnt)
