@@ -13,7 +13,7 @@
 // its upload slots at once; announcements follow the supernode's pace, as KeepAlive's do.
 
 import {
-  REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs, stallCountsFrom, BUSY_MEMORY_MS
+  pacedKeepaliveMs, REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs, stallCountsFrom, BUSY_MEMORY_MS
 } from '@naiad/peer'
 
 import type { Clock } from './events.ts'
@@ -37,8 +37,6 @@ export interface DaemonOptions {
 
 /** dfdaemon/src/admission/keepalive.ts's RETRY_MIN_MS: the first probe of a supernode marked down. */
 const PROBE_MIN_S = 0.25
-/** dfdaemon/src/admission/keepalive.ts's PACED_INTERVALS: the most the pace stretches the keep-alive, in intervals. */
-const PACED_INTERVALS = 3
 
 export const DAEMON_DEFAULTS: DaemonOptions = {
   concurrency: 8, perParent: 3, uploadSlots: 16, seedSlots: 64, timeoutS: 2, stallS: 10, pollS: 0.25, beatS: 0.1, keepaliveS: 5, old: false
@@ -267,8 +265,8 @@ export class Daemon {
 
   private keepalive(link: Link): void {
     if (this.doneAt >= 0) return
-    // The interval stretches to the supernode's pace, up to PACED_INTERVALS intervals, as the daemon's KeepAlive does.
-    this.w.clock.after(Math.max(this.o.keepaliveS, Math.min(PACED_INTERVALS * this.o.keepaliveS, this.pacedMs(link) / 1000)), () => {
+    // The interval stretches to the supernode's pace, as the daemon's KeepAlive does (pacedKeepaliveMs).
+    this.w.clock.after(pacedKeepaliveMs(this.o.keepaliveS * 1000, this.pacedMs(link)) / 1000, () => {
       if (this.doneAt >= 0) return
       this.call(link, { kind: 'announce', results: 0, peers: 0 }, () => {
         for (const t of this.tasks) if (!t.done && !t.fromOrigin && !t.polling && t.registered) this.poll(t)

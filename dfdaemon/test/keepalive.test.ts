@@ -5,7 +5,9 @@
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 
-import { KeepAlive, PACED_INTERVALS, RETRY_MIN_MS } from '../src/admission/keepalive.ts'
+import { PACED_INTERVALS } from '@naiad/peer'
+
+import { KeepAlive, RETRY_MIN_MS } from '../src/admission/keepalive.ts'
 
 const INTERVAL_MS = 60_000
 

@@ -5,8 +5,7 @@
 // and its downloads went to the origin meanwhile; now they wait (see PeerTask.register) for
 // an announcement that comes within a fraction of a second.
 
-/** The most the supernode's pace stretches the interval, in intervals. */
-export const PACED_INTERVALS = 3
+import { pacedKeepaliveMs } from '@naiad/peer'
 
 /** First retry after a failed announcement; doubles up to the keep-alive interval. */
 export const RETRY_MIN_MS = 250
@@ -69,9 +68,7 @@ export class KeepAlive {
     this.lastAt = now
     if (ok) {
       this.backoff = this.retryMinMs
-      // At most PACED_INTERVALS intervals apart: a supernode drops a host it has not heard
-      // from for its host TTL (30 s by default) from the parents it offers.
-      this.nextAt = now + Math.max(this.options.intervalMs, Math.min(PACED_INTERVALS * this.options.intervalMs, this.options.paceMs?.() ?? 0))
+      this.nextAt = now + pacedKeepaliveMs(this.options.intervalMs, this.options.paceMs?.() ?? 0)
     } else {
       this.nextAt = now + this.backoff
       this.backoff = Math.min(this.backoff * 2, this.options.intervalMs)

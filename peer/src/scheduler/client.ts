@@ -69,6 +69,17 @@ const TIMEOUTS_BEFORE_DOWN = 3
 const TIMEOUTS_BEFORE_DOWN_BUSY = 10
 /** How long a pace in an answer counts as "the supernode said it is busy". */
 export const BUSY_MEMORY_MS = 30_000
+/** The most the supernode's pace stretches a daemon's host announcements, in keep-alive intervals. */
+export const PACED_INTERVALS = 3
+
+/**
+ * The time between two host announcements: the keep-alive interval, or the supernode's pace when
+ * it asks for a longer one, but at most PACED_INTERVALS intervals (a supernode drops a host it has
+ * not heard from for its host TTL, 30 s by default, from the parents it offers).
+ */
+export function pacedKeepaliveMs(intervalMs: number, paceMs: number): number {
+  return Math.max(intervalMs, Math.min(PACED_INTERVALS * intervalMs, paceMs))
+}
 /**
  * A poll the client did not send: the supernode's pace since the task's last one has not
  * passed (SN_ERR_BUSY, as the supernode's own answer would be). Unlike that answer, it says
