@@ -13,7 +13,7 @@
 // its upload slots at once; announcements follow the supernode's pace, as KeepAlive's do.
 
 import {
-  pacedKeepaliveMs, REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs, stallCountsFrom, BUSY_MEMORY_MS
+  KEEPALIVE_RETRY_MIN_MS, pacedKeepaliveMs, REGISTER_ATTEMPTS, REGISTER_ATTEMPTS_AFTER_OUTAGES, REGISTER_BUSY_MAX_MS, REGISTER_BUSY_MIN_MS, SCHEDULER_WAIT_POLL_MS, stallAfterMs, stallCountsFrom, BUSY_MEMORY_MS
 } from '@naiad/peer'
 
 import type { Clock } from './events.ts'
@@ -35,8 +35,8 @@ export interface DaemonOptions {
   old: boolean
 }
 
-/** dfdaemon/src/admission/keepalive.ts's RETRY_MIN_MS: the first probe of a supernode marked down. */
-const PROBE_MIN_S = 0.25
+/** The first probe of a supernode marked down, as dfdaemon's KeepAlive sends it. */
+const PROBE_MIN_S = KEEPALIVE_RETRY_MIN_MS / 1000
 
 export const DAEMON_DEFAULTS: DaemonOptions = {
   concurrency: 8, perParent: 3, uploadSlots: 16, seedSlots: 64, timeoutS: 2, stallS: 10, pollS: 0.25, beatS: 0.1, keepaliveS: 5, old: false

@@ -5,9 +5,9 @@
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 
-import { PACED_INTERVALS } from '@naiad/peer'
+import { KEEPALIVE_RETRY_MIN_MS, PACED_INTERVALS } from '@naiad/peer'
 
-import { KeepAlive, RETRY_MIN_MS } from '../src/admission/keepalive.ts'
+import { KeepAlive } from '../src/admission/keepalive.ts'
 
 const INTERVAL_MS = 60_000
 
@@ -21,13 +21,13 @@ describe('keep-alive announcements', () => {
     const start = Date.now()
     const k = new KeepAlive({ announce: async () => { at.push(Date.now() - start); return outcomes.shift() ?? true }, available: () => true, intervalMs: INTERVAL_MS })
     k.start(false) // the first announcement, at start, failed
-    await vi.advanceTimersByTimeAsync(20 * RETRY_MIN_MS)
+    await vi.advanceTimersByTimeAsync(20 * KEEPALIVE_RETRY_MIN_MS)
     // 250 ms after the failure at start, then 500, 1000 and 2000 ms after each failure: the
     // fourth, taken, within 4 s (not after a minute's interval).
-    expect(at).toEqual([1, 3, 7, 15].map((n) => n * RETRY_MIN_MS))
-    await vi.advanceTimersByTimeAsync(INTERVAL_MS - 6 * RETRY_MIN_MS)
+    expect(at).toEqual([1, 3, 7, 15].map((n) => n * KEEPALIVE_RETRY_MIN_MS))
+    await vi.advanceTimersByTimeAsync(INTERVAL_MS - 6 * KEEPALIVE_RETRY_MIN_MS)
     expect(at.length).toBe(4)
-    await vi.advanceTimersByTimeAsync(2 * RETRY_MIN_MS)
+    await vi.advanceTimersByTimeAsync(2 * KEEPALIVE_RETRY_MIN_MS)
     expect(at.length).toBe(5)
     k.stop()
   })
@@ -59,7 +59,7 @@ describe('keep-alive announcements', () => {
     await vi.advanceTimersByTimeAsync(5_000)
     expect(calls).toBe(0)
     available = false // a download's call marked it down
-    await vi.advanceTimersByTimeAsync(2 * RETRY_MIN_MS)
+    await vi.advanceTimersByTimeAsync(2 * KEEPALIVE_RETRY_MIN_MS)
     expect(calls).toBe(1)
     expect(available).toBe(true)
     k.stop()

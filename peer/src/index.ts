@@ -21,7 +21,7 @@ export {
 export type { DownloadRequest, DownloadResult, DownloadProgress, PeerTaskOptions } from './download/types.ts'
 export { TaskManager, TaskHandle } from './download/task-manager.ts'
 export type { DataTransport } from './channel/connection.ts'
-export { BUSY_MEMORY_MS, FabricSchedulerClient, PACED_INTERVALS, pacedKeepaliveMs, type SchedulerClient } from './scheduler/client.ts'
+export { BUSY_MEMORY_MS, FabricSchedulerClient, KEEPALIVE_RETRY_MIN_MS, PACED_INTERVALS, pacedKeepaliveMs, type SchedulerClient } from './scheduler/client.ts'
 export { ClusterSchedulerClient, type ClusterSchedulerClientComponents, type ClusterSchedulerClientOptions, type LiveSupernode, type MemberClient } from './scheduler/cluster-client.ts'
 export { ReportBatcher, type ReportBatcherOptions } from './download/report-batcher.ts'
 // How a download's registration retries and waits, for bench/sim (it models this client).

@@ -1,14 +1,12 @@
 // The daemon's host announcements: one each keep-alive interval (or the supernode's pace,
-// when it asks for a longer one) while the supernode answers, and sooner (from RETRY_MIN_MS, doubling up to the interval) after one failed or while the
+// when it asks for a longer one) while the supernode answers, and sooner (from
+// KEEPALIVE_RETRY_MIN_MS, doubling up to the interval) after one failed or while the
 // scheduler client counts the supernode down. A daemon whose first announcement failed (a
 // loaded supernode that had not admitted it yet) had waited a whole interval to try again,
 // and its downloads went to the origin meanwhile; now they wait (see PeerTask.register) for
 // an announcement that comes within a fraction of a second.
 
-import { pacedKeepaliveMs } from '@naiad/peer'
-
-/** First retry after a failed announcement; doubles up to the keep-alive interval. */
-export const RETRY_MIN_MS = 250
+import { KEEPALIVE_RETRY_MIN_MS, pacedKeepaliveMs } from '@naiad/peer'
 
 export interface KeepAliveOptions {
   /** One announcement; true when the supernode took it. Must not throw. */
@@ -36,7 +34,7 @@ export class KeepAlive {
 
   constructor(options: KeepAliveOptions) {
     this.options = options
-    this.retryMinMs = Math.min(options.retryMinMs ?? RETRY_MIN_MS, options.intervalMs)
+    this.retryMinMs = Math.min(options.retryMinMs ?? KEEPALIVE_RETRY_MIN_MS, options.intervalMs)
     this.backoff = this.retryMinMs
   }
 
@@ -44,7 +42,7 @@ export class KeepAlive {
   start(ok: boolean): void {
     this.settle(ok)
     // Ticks at the retry pace (reading a boolean) so that a supernode marked down between two
-    // announcements is probed again within RETRY_MIN_MS, not at the next interval.
+    // announcements is probed again within KEEPALIVE_RETRY_MIN_MS, not at the next interval.
     this.timer = setInterval(() => { this.tick() }, this.retryMinMs)
     this.timer.unref()
   }

@@ -72,6 +72,9 @@ export const BUSY_MEMORY_MS = 30_000
 /** The most the supernode's pace stretches a daemon's host announcements, in keep-alive intervals. */
 export const PACED_INTERVALS = 3
 
+/** After a failed announcement, or while a supernode is taken for down, the keep-alive probes it again from this soon (doubling up to its interval). */
+export const KEEPALIVE_RETRY_MIN_MS = 250
+
 /**
  * The time between two host announcements: the keep-alive interval, or the supernode's pace when
  * it asks for a longer one, but at most PACED_INTERVALS intervals (a supernode drops a host it has
