@@ -23,7 +23,8 @@
 //   daemon (default): each connected peer behaves as a downloading dfdaemon: it fetches
 //     `--rate` pieces a second (a fresh download of its task: leave, register, every piece
 //     once in random order, succeeded, again; the first joined at a random piece, so that the
-//     downloads do not end together), reports them on a beat of `--beat` and asks
+//     downloads do not end together; each piece from one of the parents the last getParents
+//     named), reports them on a beat of `--beat` and asks
 //     for parents every `--poll` (the supernode's pace when longer, as a dfdaemon does),
 //     naming the digests it holds. The offered load is live × rate reports a second.
 //   rounds: `--live` sessions at a time; a session takes the next peer of the range,
@@ -406,6 +407,11 @@ async function daemon(i: number, peer: Peer): Promise<void> {
   let order: number[] = []
   let next = 0
   let pending: PieceResult[] = []
+  // The parents the last getParents answer named: a daemon fetches its pieces from those, and
+  // its reports name them. Drawn from every peer of the task instead, a second's reports
+  // named thousands of hosts, whose counters the supernode then kept and wrote.
+  let given: string[] = []
+  const parentOf = (): string => (given.length > 0 ? given[random(given.length)] : parentFor(i))
   const restart = async (): Promise<void> => {
     await rpc(peer, { leaveTask: { taskId: id } }, k)
     paced(await rpc(peer, registration(t), k))
@@ -442,7 +448,7 @@ async function daemon(i: number, peer: Peer): Promise<void> {
       const due = Math.floor(((now - produced) / 1000) * rate)
       produced += (due / rate) * 1000
       for (let k = 0; k < due && !finished; k++) {
-        pending.push(...pieces([order[next++]], i))
+        pending.push({ num: order[next++], parentId: parentOf(), length: PIECE_SIZE, costMs: 20 + random(80), sha256: new Uint8Array(0), errorCode: '' })
         if (inWindow(now)) load.offered++
         finished = next >= order.length
       }
@@ -484,6 +490,7 @@ async function daemon(i: number, peer: Peer): Promise<void> {
         raiseRemote(res.error)
         const task = res.parents?.task
         if (task !== undefined && task.digestEpoch !== 0) known = { epoch: task.digestEpoch, count: task.piecesFrom + task.pieces.length }
+        if (res.parents !== undefined && res.parents.parents.length > 0) given = res.parents.parents.map((p) => p.id)
         if (inWindow(q0) && q1 <= end) {
           load.parentsCalls++
           timed(q0, q1)

@@ -599,7 +599,7 @@ function markdown(results: Result[]): string {
   const g = goal(r)
   const share = (x: Result): number => (x.otherCpuS + x.stealS) / (x.windowS * cpus().length)
   const how = r.model === 'daemon'
-    ? `${r.connected} peers connected at once (${r.processes} load generators), each downloading like a dfdaemon at ${r.rate} pieces/s (offered ${r.concurrency * r.rate} reports/s): reports on a 100 ms beat, a getParents every 250 ms, both slower when the supernode asks for a pace; every peer restarts its download when it has every piece (the first joined at a random piece, so that the downloads do not end together)`
+    ? `${r.connected} peers connected at once (${r.processes} load generators), each downloading like a dfdaemon at ${r.rate} pieces/s (offered ${r.concurrency * r.rate} reports/s): reports on a 100 ms beat, a getParents every 250 ms, both slower when the supernode asks for a pace; every peer restarts its download when it has every piece (the first joined at a random piece, so that the downloads do not end together), and its reports name the parents its last getParents gave`
     : `${r.processes} load-generator processes, ${r.concurrency} peers connected at once (each peer connects, runs up to 50 rounds as fast as answers come, disconnects; the next takes its place), ${r.batch} piece results per reportPieces, one getParents per ${r.parentsEvery} reports`
   const clustered = results.some((x) => x.cluster !== undefined)
   const capped = r.cap
