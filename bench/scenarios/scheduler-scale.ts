@@ -42,6 +42,7 @@ import { parseCommandLine, usageFailer } from '../report/cli.ts'
 import { median, withSignal, writeResults } from '../report/helpers.ts'
 
 const WORKER = fileURLToPath(new URL('../load/scheduler-peers.ts', import.meta.url))
+const PROFILER = fileURLToPath(new URL('../load/cpu-profile-on-signal.ts', import.meta.url))
 const RESULTS = fileURLToPath(new URL('../results/', import.meta.url))
 
 const USAGE = `usage: node bench/scenarios/scheduler-scale.ts [options]
@@ -71,7 +72,8 @@ const USAGE = `usage: node bench/scenarios/scheduler-scale.ts [options]
                           (e.g. 0.3): one machine of that size per supernode, the other cores left to the generators
   --generator-cpu F       with --supernode-cpu: each load generator in its own group too, capped at F of a core and
                           weighted so that a machine busy with other work still gives it that much
-  --profile               run the supernode(s) under --cpu-prof and summarise the load window
+  --profile               profile the supernode(s) over the load window (V8's sampling profiler, started and stopped
+                          by signal: bench/load/cpu-profile-on-signal.ts) and summarise it
   --timeout DURATION      bound on the whole scenario (default 40m)
   --out PREFIX            results: PREFIX.json, PREFIX.md (default bench/results/scheduler-scale)`
 
@@ -312,7 +314,7 @@ async function startSupernodes(bin: string, work: string, origin: TestOrigin, n:
   const start = (k: number): Promise<NaiadProcess> => {
     const p = new NaiadProcess(bin, [
       '--data-dir', dataDirs[k], '--listen', '127.0.0.1:0', '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--no-seed', '--log-level', 'info', ...(database === undefined ? [] : ['--database', database])
-    ], { NAIAD_SOURCE_ALLOW: new URL(origin.url).host, ...(args.profile ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDirs[k]}` } : {}) })
+    ], { NAIAD_SOURCE_ALLOW: new URL(origin.url).host, ...(args.profile ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${PROFILER}`, NAIAD_CPU_PROFILE_DIR: profDirs[k] } : {}) })
     procs.push(p)
     // In the same turn as the spawn: the child is capped before its bootstrap gets far.
     caps?.join(capGroup(work, k), p.pid)
@@ -430,11 +432,15 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin,
     const throttle0 = caps === undefined ? [] : await Promise.all(groups.map((g) => caps!.stat(g)))
     const sn0 = await Promise.all(pids.map((pid) => cpuSeconds(pid)))
     const w0 = performance.now()
+    // --profile: the supernodes' profilers run for the load only (cpu-profile-on-signal.ts).
+    const signalProfilers = (): void => { if (args.profile) for (const pid of pids) process.kill(pid, 'SIGUSR2') }
+    signalProfilers()
     const tGo = process.hrtime.bigint()
     const { value: dones, otherCpuS, stealS } = await foreignCpu(async () => {
       for (const w of workers) w.send('go')
       return withSignal(Promise.all(workers.map((w) => w.done)), AbortSignal.any([overall, AbortSignal.timeout(durationMs + 60_000)]), 'the load window')
     })
+    signalProfilers()
     const sn1 = await Promise.all(pids.map((pid) => cpuSeconds(pid)))
     const cpuWallS = (performance.now() - w0) / 1000
     const snCpu = pids.map((_, k) => sn1[k] - sn0[k])
@@ -517,16 +523,22 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin,
         }
       })
     }
-    for (const w of workers) w.stop()
-    await Promise.all(procs.map((p) => p.stop()))
     if (args.profile) {
-      // The first supernode's profile (with several, each runs the same code on its share of the tasks).
-      const files = (await readdir(sns.profDirs[0]).catch(() => [] as string[])).filter((f) => f.endsWith('.cpuprofile'))
-      if (files.length > 0) {
+      // The first supernode's profile (with several, each runs the same code on its share of
+      // the tasks), written once its profiler has stopped: wait for it a while.
+      let files: string[] = []
+      for (let i = 0; i < 100 && files.length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 200))
+        files = (await readdir(sns.profDirs[0]).catch(() => [] as string[])).filter((f) => f.endsWith('.cpuprofile'))
+      }
+      if (files.length === 0) log(`[${label}] no CPU profile from the supernode in 20 s`)
+      else {
         const fromUs = Number(tGo / 1000n) + WARMUP_MS * 1000
         result.profile = await summarizeFile(join(sns.profDirs[0], files[0]), { top: 15, from: fromUs, to: fromUs + windowS * 1e6 })
       }
     }
+    for (const w of workers) w.stop()
+    await Promise.all(procs.map((p) => p.stop()))
     log(`[${label}] ${result.pieceReportsPerS} reports/s, get-parents p99 ${result.parentsP99Ms} ms, peak RSS ${formatBytes(result.rssPeakBytes)}`)
     return result
   } finally {
