@@ -277,8 +277,9 @@ function parentFor(i: number): string {
   return ''
 }
 
-const pieces = (nums: number[], i: number): PieceResult[] =>
-  nums.map((num) => ({ num, parentId: parentFor(i), length: PIECE_SIZE, costMs: 20 + random(80), sha256: new Uint8Array(0), errorCode: '' }))
+/** Piece results for peer i, each from the parent `parent` names (a random peer of its task unless told). */
+const pieces = (nums: number[], i: number, parent = (): string => parentFor(i)): PieceResult[] =>
+  nums.map((num) => ({ num, parentId: parent(), length: PIECE_SIZE, costMs: 20 + random(80), sha256: new Uint8Array(0), errorCode: '' }))
 
 async function register(i: number): Promise<void> {
   const peer = await open(i)
@@ -448,7 +449,7 @@ async function daemon(i: number, peer: Peer): Promise<void> {
       const due = Math.floor(((now - produced) / 1000) * rate)
       produced += (due / rate) * 1000
       for (let k = 0; k < due && !finished; k++) {
-        pending.push({ num: order[next++], parentId: parentOf(), length: PIECE_SIZE, costMs: 20 + random(80), sha256: new Uint8Array(0), errorCode: '' })
+        pending.push(...pieces([order[next++]], i, parentOf))
         if (inWindow(now)) load.offered++
         finished = next >= order.length
       }
