@@ -4,7 +4,8 @@
 // loop ran (max and p99 of perf_hooks' delay histogram), its utilisation, and the GC pauses of
 // that second (count, total, longest, and the kinds), the RSS and what the JS heap holds of it, and in a supernode the scheduler calls
 // that arrived (from its diagnostics channel): get_parents in the second and in its busiest
-// 100 ms, the burstiness that machine load does not change. Nothing else in the process changes; a
+// 100 ms, the burstiness that machine load does not change, and the least and most pace the
+// gauge set in the second. Nothing else in the process changes; a
 // client's latency and the server's loop lag, second by second, side by side, say on which side
 // of the wire a slow answer waited.
 
@@ -40,8 +41,11 @@ if (dir !== undefined && dir !== '') {
   const slots = new Uint32Array(10)
   let polls = 0
   let calls = 0
+  let pace = { minMs: Infinity, maxMs: 0 }
   subscribe('naiad:scheduler:call', (m) => {
     calls++
+    const paceMs = (m as { paceMs?: number }).paceMs
+    if (paceMs !== undefined) pace = { minMs: Math.min(pace.minMs, paceMs), maxMs: Math.max(pace.maxMs, paceMs) }
     if ((m as { call?: string }).call !== 'get_parents') return
     polls++
     slots[Math.floor((Date.now() % 1000) / 100)]++
@@ -90,12 +94,14 @@ if (dir !== undefined && dir !== '') {
       // What the RSS is made of: the JS heap's pages and what is live in them at this moment
       // (garbage included until a collection), and memory outside it (buffers, native).
       ...memory(),
-      calls, polls, pollsMax100ms: Math.max(...slots)
+      calls, polls, pollsMax100ms: Math.max(...slots),
+      ...(calls > 0 ? { paceMinMs: pace.minMs, paceMaxMs: pace.maxMs } : {})
     }
     sample(polls > 0)
     slots.fill(0)
     polls = 0
     calls = 0
+    pace = { minMs: Infinity, maxMs: 0 }
     delay.reset()
     gc = { n: 0, ms: 0, maxMs: 0, kinds: {} }
     try {

@@ -7,13 +7,14 @@
 //   node bench/load/tail-by-second.ts /tmp/run.json /tmp/probe
 //
 // Per second of the counted window: timed calls, their p99 and max as the peers saw them;
-// the supernode's longest loop delay, its utilisation and GC pauses in that second; each
-// generator's longest loop delay. With --alt-bin each build's window is printed in turn.
+// the supernode's longest loop delay, its utilisation and GC pauses in that second, the polls
+// that reached it and the pace its gauge set; each generator's longest loop delay. With
+// --alt-bin each build's window is printed in turn.
 
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-interface ProbeLine { t: number; lagMaxMs: number; elu: number; gcMs: number; gcMaxMs: number; gcKinds: Record<string, number>; polls?: number; pollsMax100ms?: number }
+interface ProbeLine { t: number; lagMaxMs: number; elu: number; gcMs: number; gcMaxMs: number; gcKinds: Record<string, number>; polls?: number; pollsMax100ms?: number; paceMinMs?: number; paceMaxMs?: number }
 interface RunResult {
   label: string
   windowStartedAt?: number
@@ -38,6 +39,8 @@ const probes = readdirSync(probeDir).filter((f) => f.endsWith('.jsonl')).map((f)
 /** The line that covers second t: a starved process's timer may skip a second, and its next line then covers both. */
 const at = (lines: ProbeLine[], t: number): ProbeLine | undefined => lines.find((l) => l.t >= t && l.t <= t + 2)
 const pad = (x: unknown, n: number): string => String(x).padStart(n)
+/** The gauge's pace in the second (probes from before it was recorded: blank): one figure, or its least-most. */
+const paceText = (l: ProbeLine): string => (l.paceMaxMs === undefined ? '' : l.paceMinMs === l.paceMaxMs ? String(l.paceMaxMs) : `${l.paceMinMs}-${l.paceMaxMs}`)
 
 for (const r of results) {
   if (r.windowStartedAt === undefined) {
@@ -49,7 +52,7 @@ for (const r of results) {
   const supernodes = probes.filter((p) => p.file.includes('supernode') && live(p))
   const generators = probes.filter((p) => p.file.includes('scheduler-peers') && live(p))
   process.stdout.write(`${r.label}: get-parents p50 ${r.parentsP50Ms} ms, p99 ${r.parentsP99Ms} ms; generators' own loop lag p99 ${r.generatorsLoopLagP99Ms ?? '?'} ms, max ${r.generatorsLoopLagMaxMs ?? '?'} ms\n`)
-  process.stdout.write(' s     n   p99   max | supernode: lag max  elu  GC ms (longest)  polls (most in 100 ms) | generators: lag max each\n')
+  process.stdout.write(' s     n   p99   max | supernode: lag max  elu  GC ms (longest)  polls (most in 100 ms)  pace ms | generators: lag max each\n')
   let sum = { n: 0, snLag: 0, seconds: 0 }
   const burst = { polls: 0, peaks: 0 }
   for (const b of r.parentsBySecond) {
@@ -57,7 +60,7 @@ for (const r of results) {
     const t = t0 + b.s + 1
     const sn = supernodes.map((p) => at(p.lines, t)).find((l) => l !== undefined)
     const gens = generators.map((p) => at(p.lines, t)?.lagMaxMs ?? '-')
-    const snText = sn === undefined ? `${pad('-', 17)}` : `${pad(sn.lagMaxMs, 8)} ${pad(sn.elu.toFixed(2), 5)} ${pad(sn.gcMs, 5)} (${sn.gcMaxMs}${sn.gcKinds.major !== undefined ? ' major' : ''}) ${pad(sn.polls ?? '', 6)} (${sn.pollsMax100ms ?? ''})`
+    const snText = sn === undefined ? `${pad('-', 17)}` : `${pad(sn.lagMaxMs, 8)} ${pad(sn.elu.toFixed(2), 5)} ${pad(sn.gcMs, 5)} (${sn.gcMaxMs}${sn.gcKinds.major !== undefined ? ' major' : ''}) ${pad(sn.polls ?? '', 6)} (${sn.pollsMax100ms ?? ''}) ${pad(paceText(sn), 10)}`
     process.stdout.write(`${pad(b.s, 2)} ${pad(b.n, 5)} ${pad(Math.round(b.p99), 5)} ${pad(Math.round(b.max), 5)} | ${snText} | ${gens.join(' ')}\n`)
     sum = { n: sum.n + b.n, snLag: sum.snLag + (sn?.lagMaxMs ?? 0), seconds: sum.seconds + 1 }
   }

@@ -16,9 +16,10 @@ import type { Pressure } from './pressure.ts'
 import type { Scheduler } from './scheduler.ts'
 
 /**
- * diagnostics_channel of every call from a daemon: { hostId, call, reports, busy }, `call`
- * the request's field (announce_host, report_pieces, report_batch, …), `reports` the
- * reports it carried, `busy` when it was put off.
+ * diagnostics_channel of every call from a daemon: { hostId, call, reports, busy, paceMs },
+ * `call` the request's field (announce_host, report_pieces, report_batch, …), `reports` the
+ * reports it carried, `busy` when it was put off, `paceMs` the gauge's pace at that moment
+ * (before each daemon's stretch of it).
  */
 export const SCHEDULER_CALL_EVENT = 'naiad:scheduler:call'
 const calls = channel(SCHEDULER_CALL_EVENT)
@@ -74,7 +75,7 @@ export async function serveScheduler(node: FabricNode, scheduler: Scheduler, gat
     // registrations queued past the daemons' timeouts were served anyway, their retries queued
     // behind them, and every daemon went to the origin (bench/sim, the 10,000-node rollout).
     const busy = (req.getParents !== undefined || (req.registerTask !== undefined && (req.features & SCHEDULER_FEATURES.busyRegister) !== 0)) && pressure?.busy() === true
-    if (calls.hasSubscribers) calls.publish({ hostId, call: callOf(req), reports: req.reportBatch?.reports.length ?? (req.reportPieces === undefined ? 0 : 1), busy })
+    if (calls.hasSubscribers) calls.publish({ hostId, call: callOf(req), reports: req.reportBatch?.reports.length ?? (req.reportPieces === undefined ? 0 : 1), busy, paceMs: pressure?.paceMs ?? 0 })
     if (req.registerTask !== undefined && ownership !== undefined) {
       try {
         checkOwner(scheduler, ownership, req.registerTask.taskId)
