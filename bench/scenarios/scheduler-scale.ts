@@ -535,6 +535,8 @@ async function run(label: string, bin: string, work: string, origin: TestOrigin,
       else {
         const fromUs = Number(tGo / 1000n) + WARMUP_MS * 1000
         result.profile = await summarizeFile(join(sns.profDirs[0], files[0]), { top: 15, from: fromUs, to: fromUs + windowS * 1e6 })
+        // Kept beside the results, for a closer look (load/long-stretches.ts).
+        await copyFile(join(sns.profDirs[0], files[0]), `${args.out}-${label}.cpuprofile`)
       }
     }
     for (const w of workers) w.stop()
