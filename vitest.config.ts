@@ -15,6 +15,7 @@ export const UNIT = [
   'peer/test/**/*.test.ts',
   'node-tools/test/**/*.test.ts',
   'bench/test/cpu-cap.test.ts',
+  'bench/test/long-stretches.test.ts',
   'bench/test/sim-network.test.ts',
   'bench/test/sim-start-burst.test.ts',
   'dfdaemon/test/qos-limiters.test.ts',

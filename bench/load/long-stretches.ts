@@ -16,71 +16,99 @@ import { parseArgs } from 'node:util'
 
 interface CallFrame { functionName: string; url: string; lineNumber: number }
 interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
-interface CpuProfile { nodes: ProfileNode[]; startTime: number; samples: number[]; timeDeltas: number[] }
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: { min: { type: 'string', default: '50' }, top: { type: 'string', default: '3' } }
-})
-const file = positionals[0]
-if (file === undefined) {
-  process.stderr.write('usage: node bench/load/long-stretches.ts FILE.cpuprofile [--min MS] [--top N]\n')
-  process.exit(2)
-}
-const minUs = Number(values.min) * 1000
-const top = Number(values.top)
-const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile
+export interface CpuProfile { nodes: ProfileNode[]; startTime: number; samples: number[]; timeDeltas: number[] }
 
-const byId = new Map<number, ProfileNode>()
-const parentOf = new Map<number, number>()
-for (const n of profile.nodes) {
-  byId.set(n.id, n)
-  for (const c of n.children ?? []) parentOf.set(c, n.id)
+export interface Stretch {
+  /** Seconds from the profile's start. */
+  atS: number
+  spanMs: number
+  samples: number
+  /** Share of a core the process had in it (0..1): samples × the usual interval over the span. */
+  share: number
+  /** The call paths its samples were in (first frames of each), the most frequent first, with their share of its samples (0..1). */
+  paths: Array<{ path: string; share: number }>
 }
-const frameName = (id: number): string => {
-  const f = byId.get(id)!.callFrame
-  const where = f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*?\/(bench|proto|peer|supernode|dfdaemon)\//, '$1/')
-  return `${f.functionName === '' ? '(anonymous)' : f.functionName} ${where}:${f.lineNumber + 1}`
-}
-/** The sample's path from the root, the root's own frame left out. */
-const path = (id: number): string[] => {
-  const out: string[] = []
-  for (let x: number | undefined = id; x !== undefined && parentOf.has(x); x = parentOf.get(x)) out.push(frameName(x))
-  return out.reverse()
-}
-const idle = (id: number): boolean => ['(idle)', '(program)'].includes(byId.get(id)!.callFrame.functionName)
 
-const times: number[] = []
-let t = profile.startTime
-for (const d of profile.timeDeltas) times.push((t += d))
-const sortedDeltas = profile.timeDeltas.slice(1).sort((a, b) => a - b)
-const usualUs = sortedDeltas[Math.floor(sortedDeltas.length / 2)] ?? 1000
+export interface Stretches {
+  /** The profile's usual sampling interval (the median of its deltas), ms. */
+  usualMs: number
+  spanS: number
+  stretches: Stretch[]
+}
 
-let stretches = 0
-let oneTask = 0
-for (let i = 0; i < times.length;) {
-  if (idle(profile.samples[i])) {
-    i++
-    continue
+/** The busy stretches of `profile` of at least `minMs`, each with its `top` most frequent paths. */
+export function longStretches(profile: CpuProfile, minMs: number, top = 3): Stretches {
+  const byId = new Map<number, ProfileNode>()
+  const parentOf = new Map<number, number>()
+  for (const n of profile.nodes) {
+    byId.set(n.id, n)
+    for (const c of n.children ?? []) parentOf.set(c, n.id)
   }
-  let j = i
-  while (j + 1 < times.length && !idle(profile.samples[j + 1])) j++
-  const spanUs = times[j] - times[i] + usualUs
-  if (spanUs >= minUs) {
-    stretches++
-    const counts = new Map<string, number>()
-    for (let k = i; k <= j; k++) {
-      // The first frames of the path: which callback of the loop, and what it was doing.
-      const key = path(profile.samples[k]).slice(0, 6).join(' > ')
-      counts.set(key, (counts.get(key) ?? 0) + 1)
+  const frameName = (id: number): string => {
+    const f = byId.get(id)!.callFrame
+    const where = f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*?\/(bench|proto|peer|supernode|dfdaemon)\//, '$1/')
+    return `${f.functionName === '' ? '(anonymous)' : f.functionName} ${where}:${f.lineNumber + 1}`
+  }
+  /** The first frames of the sample's path from the root (the root's own frame left out): which callback of the loop, and what it was doing. */
+  const path = (id: number): string => {
+    const out: string[] = []
+    for (let x: number | undefined = id; x !== undefined && parentOf.has(x); x = parentOf.get(x)) out.push(frameName(x))
+    return out.reverse().slice(0, 6).join(' > ')
+  }
+  const idle = (id: number): boolean => ['(idle)', '(program)'].includes(byId.get(id)!.callFrame.functionName)
+
+  const times: number[] = []
+  let t = profile.startTime
+  for (const d of profile.timeDeltas) times.push((t += d))
+  const sortedDeltas = profile.timeDeltas.slice(1).sort((a, b) => a - b)
+  const usualUs = sortedDeltas[Math.floor(sortedDeltas.length / 2)] ?? 1000
+
+  const stretches: Stretch[] = []
+  for (let i = 0; i < times.length;) {
+    if (idle(profile.samples[i])) {
+      i++
+      continue
     }
-    const n = j - i + 1
-    const ranked = [...counts].sort((a, b) => b[1] - a[1])
-    if (ranked[0][1] >= 0.8 * n) oneTask++
-    const share = Math.min(1, (n * usualUs) / spanUs)
-    console.log(`${((times[i] - profile.startTime) / 1e6).toFixed(2)} s: busy ${(spanUs / 1000).toFixed(0)} ms, ${n} samples, ${(share * 100).toFixed(0)} % of a core`)
-    for (const [key, c] of ranked.slice(0, top)) console.log(`  ${String(Math.round((100 * c) / n)).padStart(3)} %  ${key}`)
+    let j = i
+    while (j + 1 < times.length && !idle(profile.samples[j + 1])) j++
+    // Each sample stands for the interval up to it, the first one's included.
+    const spanUs = times[j] - times[i] + usualUs
+    if (spanUs >= minMs * 1000) {
+      const counts = new Map<string, number>()
+      for (let k = i; k <= j; k++) {
+        const key = path(profile.samples[k])
+        counts.set(key, (counts.get(key) ?? 0) + 1)
+      }
+      const n = j - i + 1
+      stretches.push({
+        atS: (times[i] - profile.startTime) / 1e6,
+        spanMs: spanUs / 1000,
+        samples: n,
+        share: Math.min(1, (n * usualUs) / spanUs),
+        paths: [...counts].sort((a, b) => b[1] - a[1]).slice(0, top).map(([p, c]) => ({ path: p, share: c / n }))
+      })
+    }
+    i = j + 1
   }
-  i = j + 1
+  return { usualMs: usualUs / 1000, spanS: (t - profile.startTime) / 1e6, stretches }
 }
-console.log(`${stretches} stretches of ${values.min} ms or more in ${((t - profile.startTime) / 1e6).toFixed(1)} s (sampling every ${(usualUs / 1000).toFixed(2)} ms); ${oneTask} spent 80 % or more of their samples on one path`)
+
+if (import.meta.main) {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { min: { type: 'string', default: '50' }, top: { type: 'string', default: '3' } }
+  })
+  const file = positionals[0]
+  if (file === undefined) {
+    process.stderr.write('usage: node bench/load/long-stretches.ts FILE.cpuprofile [--min MS] [--top N]\n')
+    process.exit(2)
+  }
+  const found = longStretches(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, Number(values.min), Number(values.top))
+  for (const s of found.stretches) {
+    console.log(`${s.atS.toFixed(2)} s: busy ${s.spanMs.toFixed(0)} ms, ${s.samples} samples, ${(s.share * 100).toFixed(0)} % of a core`)
+    for (const p of s.paths) console.log(`  ${String(Math.round(p.share * 100)).padStart(3)} %  ${p.path}`)
+  }
+  const oneTask = found.stretches.filter((s) => s.paths[0].share >= 0.8).length
+  console.log(`${found.stretches.length} stretches of ${values.min} ms or more in ${found.spanS.toFixed(1)} s (sampling every ${found.usualMs.toFixed(2)} ms); ${oneTask} spent 80 % or more of their samples on one path`)
+}
