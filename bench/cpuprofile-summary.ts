@@ -10,19 +10,19 @@
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 
-interface CallFrame {
+export interface CallFrame {
   functionName: string
   url: string
   lineNumber: number
 }
 
-interface ProfileNode {
+export interface ProfileNode {
   id: number
   callFrame: CallFrame
   children?: number[]
 }
 
-interface CpuProfile {
+export interface CpuProfile {
   nodes: ProfileNode[]
   startTime: number
   endTime: number
@@ -88,13 +88,19 @@ export function label(frame: CallFrame, caller: CallFrame | undefined): string {
   return `${name} ${shortUrl(frame.url)}:${frame.lineNumber + 1}`
 }
 
-export function summarize(profile: CpuProfile, file: string, options: { top?: number; from?: number; to?: number } = {}): ProfileSummary {
+/** The profile's nodes by ID, and each node's parent (its caller). */
+export function indexProfile(profile: CpuProfile): { byId: Map<number, ProfileNode>; parent: Map<number, number> } {
   const byId = new Map<number, ProfileNode>()
   const parent = new Map<number, number>()
   for (const n of profile.nodes) {
     byId.set(n.id, n)
     for (const c of n.children ?? []) parent.set(c, n.id)
   }
+  return { byId, parent }
+}
+
+export function summarize(profile: CpuProfile, file: string, options: { top?: number; from?: number; to?: number } = {}): ProfileSummary {
+  const { byId, parent } = indexProfile(profile)
   const from = options.from ?? -Infinity
   const to = options.to ?? Infinity
   const selfUs = new Map<number, number>()
@@ -144,12 +150,7 @@ export function summarize(profile: CpuProfile, file: string, options: { top?: nu
  * grouped by their `depth` nearest callers.
  */
 export function callers(profile: CpuProfile, pattern: RegExp, options: { depth?: number; from?: number; to?: number } = {}): SelfTime[] {
-  const byId = new Map<number, ProfileNode>()
-  const parent = new Map<number, number>()
-  for (const n of profile.nodes) {
-    byId.set(n.id, n)
-    for (const c of n.children ?? []) parent.set(c, n.id)
-  }
+  const { byId, parent } = indexProfile(profile)
   const frameOf = (id: number | undefined): CallFrame | undefined => (id === undefined ? undefined : byId.get(id)?.callFrame)
   const out = new Map<string, number>()
   let total = 0

@@ -14,10 +14,9 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 
-interface CallFrame { functionName: string; url: string; lineNumber: number }
-interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
+import { indexProfile, label, type CpuProfile } from '../cpuprofile-summary.ts'
 
-export interface CpuProfile { nodes: ProfileNode[]; startTime: number; samples: number[]; timeDeltas: number[] }
+export type { CpuProfile }
 
 export interface Stretch {
   /** Seconds from the profile's start. */
@@ -39,21 +38,14 @@ export interface Stretches {
 
 /** The busy stretches of `profile` of at least `minMs`, each with its `top` most frequent paths. */
 export function longStretches(profile: CpuProfile, minMs: number, top = 3): Stretches {
-  const byId = new Map<number, ProfileNode>()
-  const parentOf = new Map<number, number>()
-  for (const n of profile.nodes) {
-    byId.set(n.id, n)
-    for (const c of n.children ?? []) parentOf.set(c, n.id)
-  }
-  const frameName = (id: number): string => {
-    const f = byId.get(id)!.callFrame
-    const where = f.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*?\/(bench|proto|peer|supernode|dfdaemon)\//, '$1/')
-    return `${f.functionName === '' ? '(anonymous)' : f.functionName} ${where}:${f.lineNumber + 1}`
-  }
+  const { byId, parent } = indexProfile(profile)
   /** The first frames of the sample's path from the root (the root's own frame left out): which callback of the loop, and what it was doing. */
   const path = (id: number): string => {
     const out: string[] = []
-    for (let x: number | undefined = id; x !== undefined && parentOf.has(x); x = parentOf.get(x)) out.push(frameName(x))
+    for (let x: number | undefined = id; x !== undefined && parent.has(x); x = parent.get(x)) {
+      const caller = parent.get(x)
+      out.push(label(byId.get(x)!.callFrame, caller === undefined ? undefined : byId.get(caller)!.callFrame))
+    }
     return out.reverse().slice(0, 6).join(' > ')
   }
   const idle = (id: number): boolean => ['(idle)', '(program)'].includes(byId.get(id)!.callFrame.functionName)

@@ -6,7 +6,9 @@ import { describe, expect, it } from 'vitest'
 
 import { longStretches, type CpuProfile } from '../load/long-stretches.ts'
 
-const frame = (functionName: string, url = 'file:///x/supernode/src/a.ts') => ({ functionName, url, lineNumber: 9 })
+/** A frame of this checkout's source (named from the checkout's root, as cpuprofile-summary's label does) unless given a URL. */
+const ROOT = new URL('../../', import.meta.url).href
+const frame = (functionName: string, url = `${ROOT}supernode/src/a.ts`) => ({ functionName, url, lineNumber: 9 })
 
 /** (root) → (idle), (program), onRead → decode; (root) → flush. */
 const nodes: CpuProfile['nodes'] = [
@@ -14,7 +16,7 @@ const nodes: CpuProfile['nodes'] = [
   { id: 2, callFrame: frame('(idle)', '') },
   { id: 3, callFrame: frame('(program)', '') },
   { id: 4, callFrame: frame('onRead', 'file:///x/node_modules/@libp2p/tcp/dist/src/socket-to-conn.js'), children: [5] },
-  { id: 5, callFrame: frame('decode', 'file:///x/proto/src/codec/wire.ts') },
+  { id: 5, callFrame: frame('decode', `${ROOT}proto/src/codec/wire.ts`) },
   { id: 6, callFrame: frame('flush') }
 ]
 
@@ -28,7 +30,7 @@ function profile(runs: Array<{ id: number | number[]; n: number; everyUs?: numbe
       timeDeltas.push(r.everyUs ?? 1000)
     }
   }
-  return { nodes, startTime: 5_000_000, samples, timeDeltas }
+  return { nodes, startTime: 5_000_000, endTime: 5_000_000 + timeDeltas.reduce((a, b) => a + b, 0), samples, timeDeltas }
 }
 
 describe('longStretches', () => {
