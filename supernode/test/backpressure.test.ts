@@ -291,6 +291,41 @@ describe('pressure gauge', () => {
     expect(g.paceMs).toBeGreaterThan(before)
   })
 
+  it('steps down only on the load the lower pace brings: it waits until every daemon has heard of it', () => {
+    // Daemons whose calls keep the loop busy in proportion to 1 / pace (450 / pace: 75 % at
+    // 600 ms), and who hear of a new pace at their next call, one old pace after the change.
+    const run = (startPaceMs: number): { lowest: number; last: number } => {
+      const g = new PressureGauge()
+      feed(g, 0.5, 1)
+      while (g.paceMs < startPaceMs) feed(g, 0.1, 1)
+      let heard = g.paceMs
+      let pending: { pace: number; at: number } | undefined
+      let set = g.paceMs
+      let lowest = Infinity
+      for (let ms = 0; ms < 60_000; ms += 100) {
+        if (pending !== undefined && ms >= pending.at) {
+          heard = pending.pace
+          pending = undefined
+        }
+        g.sample(heard === 0 ? 1 : Math.min(1, 450 / heard), 0)
+        if (g.paceMs !== set) {
+          pending = { pace: g.paceMs, at: ms + heard }
+          set = g.paceMs
+        }
+        if (ms > 2_000) lowest = Math.min(lowest, g.paceMs)
+      }
+      return { lowest, last: g.paceMs }
+    }
+    for (const start of [2_000, 8_000]) {
+      const { lowest, last } = run(start)
+      // It settles between the utilisations that move it (60-85 %: 530-750 ms) and never
+      // goes below 450 ms, where the loop would be saturated.
+      expect(lowest).toBeGreaterThanOrEqual(450)
+      expect(last).toBeGreaterThanOrEqual(530)
+      expect(last).toBeLessThanOrEqual(750)
+    }
+  })
+
   it('doubles the pace at each step while calls queue (a large lag on a busy loop), which utilisation alone cannot show', () => {
     const time = (lagMs: number, pace: number): number => {
       const g = new PressureGauge()

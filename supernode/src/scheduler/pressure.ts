@@ -73,6 +73,8 @@ export class PressureGauge implements Pressure {
   /** Utilisation summed over the samples since the pace last changed, and their time. */
   private windowSum = 0
   private windowMs = 0
+  /** After a step down: time left until every daemon has heard of it (see sample()). */
+  private holdMs = 0
 
   constructor(options: Partial<PressureOptions> = {}) {
     this.options = { ...PRESSURE_DEFAULTS, ...options }
@@ -110,14 +112,27 @@ export class PressureGauge implements Pressure {
     const o = this.options
     this.utilization = this.utilization * 0.7 + utilization * 0.3
     this.lagMs = this.lagMs * 0.7 + lagMs * 0.3
+    // A daemon hears of a new pace in the answer to its next call, which it makes one old
+    // pace after its last: for that long after a step down, the loop still sees the calls
+    // of the higher pace, and a window closed then measures the load that was stepped away
+    // from. Measured that way, a pace of 961 ms fell to 480 and, half a second later, to 296
+    // (scheduler-scale at 10,000 peers), and the loop then ran 95 % busy while the pace
+    // climbed back in 1.2x steps. So the next step down waits until the old pace has passed
+    // and measures only what came after; a step up can come at any time.
+    if (this.holdMs > 0) {
+      this.holdMs -= o.sampleMs
+      if (this.holdMs <= 0) {
+        this.windowSum = 0
+        this.windowMs = 0
+      }
+    }
     this.windowSum += utilization * o.sampleMs
     this.windowMs += o.sampleMs
     if (this.windowMs < Math.max(o.adjustMs, this.paceMs)) return
     const u = this.windowSum / this.windowMs
-    this.windowSum = 0
-    this.windowMs = 0
     // Daemons' calls fall in proportion to the pace, and the loop's work with them: the pace
-    // moves by the ratio of the utilisation to its target (at most doubling, at least halving).
+    // moves by the ratio of the utilisation to its target (at most doubling; down to a
+    // quarter, as a step down is measured only once it has taken effect).
     // A large lag raises it too, but only while the loop is busy: a late timer over a mostly
     // idle loop means other processes hold the CPU, and slowing the daemons' polls would only
     // slow their downloads (on a shared host the pace sat at its ceiling for that alone).
@@ -128,10 +143,19 @@ export class PressureGauge implements Pressure {
     if (u > o.high || (this.lagMs > o.lagHighMs && u > o.low)) {
       const step = this.lagMs > o.lagHighMs ? 2 : clamp(u / o.target, 1.2, 2)
       this.paceMs = this.paceMs === 0 ? o.minPaceMs : Math.min(o.maxPaceMs, Math.round(this.paceMs * step))
-    } else if (u < o.low && this.paceMs > 0) {
-      const next = this.paceMs * clamp(u / o.target, 0.5, 0.9)
+      this.holdMs = 0
+    } else if (u < o.low && this.paceMs > 0 && this.holdMs <= 0) {
+      const before = this.paceMs
+      const next = before * clamp(u / o.target, 0.25, 0.9)
       this.paceMs = next < o.minPaceMs * 0.75 ? 0 : Math.round(next)
+      this.holdMs = before
+    } else if (this.holdMs > 0) {
+      // Still within the hold: keep counting, so that a loop that saturates meanwhile is
+      // seen at once.
+      return
     }
+    this.windowSum = 0
+    this.windowMs = 0
   }
 }
 
