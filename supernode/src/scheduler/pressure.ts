@@ -113,12 +113,13 @@ export class PressureGauge implements Pressure {
     this.utilization = this.utilization * 0.7 + utilization * 0.3
     this.lagMs = this.lagMs * 0.7 + lagMs * 0.3
     // A daemon hears of a new pace in the answer to its next call, which it makes one old
-    // pace after its last: for that long after a step down, the loop still sees the calls
-    // of the higher pace, and a window closed then measures the load that was stepped away
-    // from. Measured that way, a pace of 961 ms fell to 480 and, half a second later, to 296
-    // (scheduler-scale at 10,000 peers), and the loop then ran 95 % busy while the pace
-    // climbed back in 1.2x steps. So the next step down waits until the old pace has passed
-    // and measures only what came after; a step up can come at any time.
+    // pace after its last (stretched by its share of the spread, at most half): for that
+    // long after a step down, the loop still sees the calls of the higher pace, and a window
+    // closed then measures the load that was stepped away from. Measured that way, a pace
+    // of 961 ms fell to 480 and, half a second later, to 296 (scheduler-scale at 10,000
+    // peers), and the loop then ran 95 % busy while the pace climbed back in 1.2x steps.
+    // So the next step down waits until the old pace has passed (by then most daemons have
+    // heard) and measures only what came after; a step up can come at any time.
     if (this.holdMs > 0) {
       this.holdMs -= o.sampleMs
       if (this.holdMs <= 0) {
