@@ -73,7 +73,7 @@ export class PressureGauge implements Pressure {
   /** Utilisation summed over the samples since the pace last changed, and their time. */
   private windowSum = 0
   private windowMs = 0
-  /** After a step down: time left until every daemon has heard of it (see sample()). */
+  /** After a step down: time left until (most) daemons have heard of it (see sample()). */
   private holdMs = 0
 
   constructor(options: Partial<PressureOptions> = {}) {
