@@ -383,6 +383,39 @@ describe('swarm index against the brute-force reference', () => {
     expectIndexMatches(copy, new Swarm(copy))
   })
 
+  it('keeps a holder list in the same array while downloads start over, and still finds every holder', () => {
+    const s = new Scheduler({ hostTtlMs: TTL }, none)
+    const ids = Array.from({ length: 30 }, (_, i) => `h${i}`)
+    for (const id of ids) {
+      s.announceHost(id, hostInfo(id))
+      s.registerTask(id, { taskId: T, url: URL, headers: [], digest: '', range: '', filter: [] })
+    }
+    const task = s.tasks.get(T)!
+    const swarm = new Swarm(task, new HostRows(s.hosts))
+    const join = (id: string): void => {
+      swarm.put({ hostId: id, state: 'running', bitmap: new Bitmap(), parents: new Map(), blocked: new Set(), updatedAt: now })
+      swarm.setPiece(task.peers.get(id)!, 0)
+    }
+    for (const id of ids) join(id)
+    const listOf = (): Float64Array | undefined => (swarm as unknown as { lists: Array<Float64Array | undefined> }).lists[0]
+    const rule = { now, ttlMs: TTL, maxFailures: 3, blocked: undefined }
+    let first: Float64Array | undefined
+    for (let round = 0; round < 40; round++) {
+      // Every peer leaves and comes back with the piece again: its old entry goes stale.
+      for (const id of ids) {
+        swarm.remove(id)
+        join(id)
+      }
+      // Its array (no JS array: compacting one shrank its store, and the pushes after copied it).
+      if (round === 5) first = listOf()
+      if (round > 5) expect(listOf()).toBeInstanceOf(Float64Array)
+      if (round > 5) expect(listOf()).toBe(first)
+      expect(swarm.holders[0]).toBe(ids.length)
+      const found = swarm.gather(new Bitmap(), 'h0', 64, 10_000, rule).map((p) => p.hostId).sort()
+      expect(found).toEqual(ids.slice(1).sort())
+    }
+  })
+
   it('a scheduler rebuilt from the peers re-announcing what they hold gives the same parents', () => {
     const { s, ids } = randomSwarm(11, { peers: 40, pieces: 30, seed: false })
     const task = s.tasks.get(T)!

@@ -24,6 +24,9 @@ const EDGE_SLACK = 8
 /** Piece numbers stay below this in a sort key (MAX_PIECES of the scheduler is 2^20). */
 const PIECE_KEY = 2 ** 21
 
+/** A holder list's first array, in entries (it doubles when full). */
+const LIST_START = 16
+
 /** A holder list is compacted when it holds this many more entries than live holders (and twice as many). */
 const COMPACT_SLACK = 16
 
@@ -115,8 +118,15 @@ export class Swarm {
 
   private readonly task: TaskState
   private readonly rows: HostRows
-  /** Per piece, the entries (generation and slot, see SLOT_SPAN) of the peers that set its bit; may hold stale ones. */
-  private readonly lists: number[][] = []
+  /**
+   * Per piece, the entries (generation and slot, see SLOT_SPAN) of the peers that set its
+   * bit, `lists[n][0 .. listLength[n])`; may hold stale ones. A list's array only grows:
+   * compaction works in place. As JS arrays, each compaction shrank a list to its live
+   * entries and the pushes after it copied the list into a larger array twice before the
+   * next one: copies of long-lived lists, which outlived the young generation.
+   */
+  private readonly lists: Array<Float64Array | undefined> = []
+  private listLength = new Uint32Array(64)
   private readonly slots: Array<PeerState | undefined> = []
   private readonly slotOf = new Map<string, number>()
   private readonly free: number[] = []
@@ -308,14 +318,14 @@ export class Swarm {
 
   /** Takes up to `want` eligible, unseen holders of piece `n` into `out`; returns the budget left. */
   private take(n: number, want: number, max: number, budget: number, out: PeerState[], rule: GatherRule): number {
-    let list = this.lists[n]
-    if (list === undefined || list.length === 0) return budget
-    if (list.length > 2 * this.holders[n] + COMPACT_SLACK) list = this.compact(n)
+    const list = this.lists[n]
+    let len = this.listLength[n]
+    if (list === undefined || len === 0) return budget
+    if (len > 2 * this.holders[n] + COMPACT_SLACK) len = this.compact(n)
     const { seen, stamp, gen, failed, hostRow } = this
     const { flags, lastSeen, failures } = this.rows
     const oldest = rule.now - rule.ttlMs
     const blocked = rule.blocked !== undefined && rule.blocked.size > 0 ? rule.blocked : undefined
-    const len = list.length
     const start = randomIndex(len)
     let taken = 0
     for (let k = 0; k < len && budget > 0; k++) {
@@ -370,14 +380,20 @@ export class Swarm {
   /** Adds the peer in `slot` (its current generation) to piece `num`'s holders. */
   private hold(num: number, slot: number): void {
     if (num >= this.holders.length) {
-      const next = new Uint32Array(Math.max(num + 1, this.holders.length * 2))
-      next.set(this.holders)
-      this.holders = next
+      const size = Math.max(num + 1, this.holders.length * 2)
+      this.holders = grown(this.holders, new Uint32Array(size))
+      this.listLength = grown(this.listLength, new Uint32Array(size))
     }
     this.holders[num]++
-    const list = this.lists[num] ??= []
-    list.push(this.gen[slot] * SLOT_SPAN + slot)
-    if (list.length > 2 * this.holders[num] + COMPACT_SLACK) this.compact(num)
+    let list = this.lists[num]
+    const len = this.listLength[num]
+    if (list === undefined || len === list.length) {
+      list = list === undefined ? new Float64Array(LIST_START) : grown(list, new Float64Array(list.length * 2))
+      this.lists[num] = list
+    }
+    list[len] = this.gen[slot] * SLOT_SPAN + slot
+    this.listLength[num] = len + 1
+    if (len + 1 > 2 * this.holders[num] + COMPACT_SLACK) this.compact(num)
   }
 
   private unholdAll(bitmap: Bitmap): void {
@@ -389,21 +405,22 @@ export class Swarm {
     }
   }
 
-  /** Drops stale and repeated entries from piece `num`'s holder list. */
-  private compact(num: number): number[] {
-    const list = this.lists[num]
+  /** Drops stale and repeated entries from piece `num`'s holder list; returns its new length. */
+  private compact(num: number): number {
+    const list = this.lists[num]!
+    const len = this.listLength[num]
     // Not the gather's stamps: a compaction may run in the middle of a gather.
     const kept = new Set<number>()
     let w = 0
-    for (let r = 0; r < list.length; r++) {
+    for (let r = 0; r < len; r++) {
       const entry = list[r]
       const slot = entry % SLOT_SPAN
       if (kept.has(slot) || this.gen[slot] !== (entry - slot) / SLOT_SPAN) continue
       kept.add(slot)
       list[w++] = entry
     }
-    list.length = w
-    return list
+    this.listLength[num] = w
+    return w
   }
 }
 
