@@ -8,22 +8,28 @@
 //
 // Per second of the counted window: timed calls, their p99 and max as the peers saw them;
 // the supernode's longest loop delay, its utilisation and GC pauses in that second, the polls
-// that reached it and the pace its gauge set; each generator's longest loop delay. With
-// --alt-bin each build's window is printed in turn.
+// that reached it and the pace its gauge set; each generator's longest loop delay. Then, for
+// the window: how bunched the polls came, and the supernode's old space (how fast it grew
+// between major collections, per 1,000 reports too; its major collections; and those that
+// compacted the heap). With --alt-bin each build's window is printed in turn.
 
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-interface ProbeLine { t: number; lagMaxMs: number; elu: number; gcMs: number; gcMaxMs: number; gcKinds: Record<string, number>; polls?: number; pollsMax100ms?: number; paceMinMs?: number; paceMaxMs?: number }
+interface ProbeLine { t: number; lagMaxMs: number; elu: number; gcMs: number; gcMaxMs: number; gcKinds: Record<string, number>; polls?: number; pollsMax100ms?: number; paceMinMs?: number; paceMaxMs?: number; oldUsedMiB?: number; heapTotalMiB?: number }
 interface RunResult {
   label: string
   windowStartedAt?: number
   parentsP50Ms: number
   parentsP99Ms: number
+  pieceReportsPerS?: number
   generatorsLoopLagP99Ms?: number
   generatorsLoopLagMaxMs?: number
   parentsBySecond: Array<{ s: number; n: number; p99: number; max: number }>
 }
+
+/** How much memory a committed heap must give back in one major collection to count as a compaction (V8's memory reducer). */
+const COMPACTION_MIB = 80
 
 const [resultFile, probeDir] = process.argv.slice(2)
 if (resultFile === undefined || probeDir === undefined) {
@@ -73,8 +79,38 @@ for (const r of results) {
     }
   }
   if (burst.polls > 0) process.stdout.write(`polls reaching the supernode in the window: ${burst.polls}; busiest 100 ms of each second against an even spread: ${(burst.peaks / (burst.polls / 10)).toFixed(2)}×\n`)
+  for (const p of supernodes) heapLine(p.lines.filter((x) => x.t > t0 && x.t <= t0 + 1 + (r.parentsBySecond.at(-1)?.s ?? 0)), r.pieceReportsPerS)
   const counts = r.parentsBySecond.map((b) => b.n)
   const mean = sum.n / Math.max(1, counts.length)
   const sd = Math.sqrt(counts.reduce((a, c) => a + (c - mean) ** 2, 0) / Math.max(1, counts.length))
   process.stdout.write(`timed calls per second: mean ${mean.toFixed(0)}, spread (sd / mean) ${(sd / Math.max(1, mean)).toFixed(2)}; seconds with none: ${r.parentsBySecond.length === 0 ? '-' : r.parentsBySecond.at(-1)!.s + 1 - counts.length}\n\n`)
+}
+
+/**
+ * The supernode's old space over the window: how fast it grew between major collections (what
+ * outlived the young generation, per second and per 1,000 reports acknowledged), its major
+ * collections, and those in whose second the committed heap fell by COMPACTION_MIB or more:
+ * V8's memory reducer compacting the heap a burst left large (bench/README.md).
+ */
+function heapLine(lines: ProbeLine[], reportsPerS: number | undefined): void {
+  if (lines.length < 2 || lines.some((l) => l.oldUsedMiB === undefined || l.heapTotalMiB === undefined)) return
+  let grew = 0
+  let seconds = 0
+  const majors: ProbeLine[] = []
+  const compactions: string[] = []
+  for (let i = 1; i < lines.length; i++) {
+    const l = lines[i]
+    if (l.gcKinds.major === undefined) {
+      grew += l.oldUsedMiB! - lines[i - 1].oldUsedMiB!
+      seconds += l.t - lines[i - 1].t
+      continue
+    }
+    majors.push(l)
+    const fell = lines[i - 1].heapTotalMiB! - l.heapTotalMiB!
+    if (fell >= COMPACTION_MIB) compactions.push(`${l.gcKinds.major} ms, committed ${lines[i - 1].heapTotalMiB} → ${l.heapTotalMiB} MiB, the loop ${l.lagMaxMs} ms late`)
+  }
+  const perS = grew / Math.max(1, seconds)
+  const perReports = reportsPerS === undefined || reportsPerS <= 0 ? '' : ` (${((perS * 1024) / (reportsPerS / 1000)).toFixed(1)} KiB per 1,000 reports)`
+  const longest = majors.reduce((m, l) => Math.max(m, l.gcMaxMs), 0)
+  process.stdout.write(`supernode old space: grew ${perS.toFixed(2)} MiB/s between major collections${perReports}; ${majors.length} major collections, longest pause ${longest} ms; compactions: ${compactions.length === 0 ? 'none' : compactions.join('; ')}\n`)
 }
