@@ -34,6 +34,16 @@ function report(results: PieceResult[], extra: Partial<ReportPiecesRequest> = {}
   return { taskId: T, results, contentLength: -1, pieceSize: 0, pieceCount: -1, sha256: new Uint8Array(0), state: '', error: undefined, ...extra }
 }
 
+/** A scheduler in which each of `ids` announced itself and registered task T. */
+function registeredOn(ids: string[]): { s: Scheduler; task: TaskState } {
+  const s = new Scheduler({ hostTtlMs: TTL }, none)
+  for (const id of ids) {
+    s.announceHost(id, hostInfo(id))
+    s.registerTask(id, { taskId: T, url: URL, headers: [], digest: '', range: '', filter: [] })
+  }
+  return { s, task: s.tasks.get(T)! }
+}
+
 /** getParents as it was before the index: every bitmap and every edge read on each call. Parents' ids and scores, best first. */
 function reference(s: Scheduler, hostId: string, limit: number, now: number, cap = 32): Array<{ id: string; score: number }> {
   const task = s.tasks.get(T)!
@@ -325,13 +335,8 @@ describe('swarm index against the brute-force reference', () => {
   })
 
   it('counts a parent\'s children within the edge window while expired edges are kept, dropped and added again', () => {
-    const s = new Scheduler({ hostTtlMs: TTL }, none)
     const ids = Array.from({ length: 30 }, (_, i) => `p${i}`)
-    for (const id of ids) {
-      s.announceHost(id, hostInfo(id))
-      s.registerTask(id, { taskId: T, url: URL, headers: [], digest: '', range: '', filter: [] })
-    }
-    const task = s.tasks.get(T)!
+    const { task } = registeredOn(ids)
     const swarm = new Swarm(task)
     const child = (i: number): PeerState => task.peers.get(ids[i])!
     // 20 children at t0, 3 of them again later; then the edges expire in turn.
@@ -384,13 +389,8 @@ describe('swarm index against the brute-force reference', () => {
   })
 
   it('keeps a holder list in the same array while downloads start over, and still finds every holder', () => {
-    const s = new Scheduler({ hostTtlMs: TTL }, none)
     const ids = Array.from({ length: 30 }, (_, i) => `h${i}`)
-    for (const id of ids) {
-      s.announceHost(id, hostInfo(id))
-      s.registerTask(id, { taskId: T, url: URL, headers: [], digest: '', range: '', filter: [] })
-    }
-    const task = s.tasks.get(T)!
+    const { s, task } = registeredOn(ids)
     const swarm = new Swarm(task, new HostRows(s.hosts))
     const join = (id: string): void => {
       swarm.put({ hostId: id, state: 'running', bitmap: new Bitmap(), parents: new Map(), blocked: new Set(), updatedAt: now })
