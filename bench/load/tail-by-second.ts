@@ -70,16 +70,19 @@ for (const r of results) {
     process.stdout.write(`${pad(b.s, 2)} ${pad(b.n, 5)} ${pad(Math.round(b.p99), 5)} ${pad(Math.round(b.max), 5)} | ${snText} | ${gens.join(' ')}\n`)
     sum = { n: sum.n + b.n, snLag: sum.snLag + (sn?.lagMaxMs ?? 0), seconds: sum.seconds + 1 }
   }
+  // Each supernode's probe lines of the counted window.
+  const end = t0 + 1 + (r.parentsBySecond.at(-1)?.s ?? 0)
+  const windows = supernodes.map((p) => p.lines.filter((x) => x.t > t0 && x.t <= end))
   // How bunched the polls reached the supernode, whatever the machine's load: the busiest
   // 100 ms of each second of the window, summed, against a tenth of the polls (1: even).
-  for (const p of supernodes) {
-    for (const l of p.lines.filter((x) => x.t > t0 && x.t <= t0 + 1 + (r.parentsBySecond.at(-1)?.s ?? 0))) {
+  for (const lines of windows) {
+    for (const l of lines) {
       burst.polls += l.polls ?? 0
       burst.peaks += l.pollsMax100ms ?? 0
     }
   }
   if (burst.polls > 0) process.stdout.write(`polls reaching the supernode in the window: ${burst.polls}; busiest 100 ms of each second against an even spread: ${(burst.peaks / (burst.polls / 10)).toFixed(2)}×\n`)
-  for (const p of supernodes) heapLine(p.lines.filter((x) => x.t > t0 && x.t <= t0 + 1 + (r.parentsBySecond.at(-1)?.s ?? 0)), r.pieceReportsPerS)
+  for (const lines of windows) heapLine(lines, r.pieceReportsPerS)
   const counts = r.parentsBySecond.map((b) => b.n)
   const mean = sum.n / Math.max(1, counts.length)
   const sd = Math.sqrt(counts.reduce((a, c) => a + (c - mean) ** 2, 0) / Math.max(1, counts.length))
@@ -96,7 +99,8 @@ function heapLine(lines: ProbeLine[], reportsPerS: number | undefined): void {
   if (lines.length < 2 || lines.some((l) => l.oldUsedMiB === undefined || l.heapTotalMiB === undefined)) return
   let grew = 0
   let seconds = 0
-  const majors: ProbeLine[] = []
+  let majors = 0
+  let longest = 0
   const compactions: string[] = []
   for (let i = 1; i < lines.length; i++) {
     const l = lines[i]
@@ -105,12 +109,12 @@ function heapLine(lines: ProbeLine[], reportsPerS: number | undefined): void {
       seconds += l.t - lines[i - 1].t
       continue
     }
-    majors.push(l)
+    majors++
+    longest = Math.max(longest, l.gcMaxMs)
     const fell = lines[i - 1].heapTotalMiB! - l.heapTotalMiB!
     if (fell >= COMPACTION_MIB) compactions.push(`${l.gcKinds.major} ms, committed ${lines[i - 1].heapTotalMiB} → ${l.heapTotalMiB} MiB, the loop ${l.lagMaxMs} ms late`)
   }
   const perS = grew / Math.max(1, seconds)
   const perReports = reportsPerS === undefined || reportsPerS <= 0 ? '' : ` (${((perS * 1024) / (reportsPerS / 1000)).toFixed(1)} KiB per 1,000 reports)`
-  const longest = majors.reduce((m, l) => Math.max(m, l.gcMaxMs), 0)
-  process.stdout.write(`supernode old space: grew ${perS.toFixed(2)} MiB/s between major collections${perReports}; ${majors.length} major collections, longest pause ${longest} ms; compactions: ${compactions.length === 0 ? 'none' : compactions.join('; ')}\n`)
+  process.stdout.write(`supernode old space: grew ${perS.toFixed(2)} MiB/s between major collections${perReports}; ${majors} major collections, longest pause ${longest} ms; compactions: ${compactions.length === 0 ? 'none' : compactions.join('; ')}\n`)
 }
