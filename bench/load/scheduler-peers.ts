@@ -24,7 +24,8 @@
 //     `--rate` pieces a second (a fresh download of its task: leave, register, every piece
 //     once in random order, succeeded, again; the first joined at a random piece, so that the
 //     downloads do not end together; each piece from one of the parents the last getParents
-//     named), reports them on a beat of `--beat` and asks
+//     named), reports them on a beat of `--beat` (the pace when longer; the last ones at
+//     once, as a dfdaemon's completed download does) and asks
 //     for parents every `--poll` (the supernode's pace when longer, as a dfdaemon does),
 //     naming the digests it holds. The offered load is live × rate reports a second.
 //   rounds: `--live` sessions at a time; a session takes the next peer of the range,
@@ -443,7 +444,12 @@ async function daemon(i: number, peer: Peer): Promise<void> {
   const reporter = async (): Promise<void> => {
     await sleep(Math.random() * beatMs)
     while (performance.now() < end && !stop.signal.aborted) {
-      await sleep(Math.max(beatMs, pace))
+      // The next beat, or the moment the download's last piece is in if that comes first: a
+      // dfdaemon sends its final report when its download completes (peer-task.ts flushes it
+      // then), not on the beat. Waiting for the beat left the peer idle half a pace on
+      // average before its next download, so a longer pace cut the load it offered.
+      const untilLast = produced + ((order.length - next) / rate) * 1000 - performance.now()
+      await sleep(Math.min(Math.max(beatMs, pace), untilLast + 1))
       const now = performance.now()
       // Pieces that arrived since the last beat: the download goes on whatever the reports do.
       const due = Math.floor(((now - produced) / 1000) * rate)
