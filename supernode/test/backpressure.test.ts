@@ -270,7 +270,7 @@ describe('pressure gauge', () => {
     expect(paces.every((p, i) => i === 0 || (p >= paces[i - 1] && p <= 2 * paces[i - 1]))).toBe(true)
     expect(paces.at(-1)).toBe(15_000)
     // A loop at the target utilisation keeps its pace; an idle one drops it.
-    feed(g, 20, 0.75)
+    feed(g, 20, PRESSURE_DEFAULTS.target)
     expect(g.paceMs).toBe(15_000)
     feed(g, 60, 0.1)
     expect(g.paceMs).toBe(0)
@@ -292,8 +292,8 @@ describe('pressure gauge', () => {
   })
 
   it('steps down only on the load the lower pace brings: it waits until every daemon has heard of it', () => {
-    // Daemons whose calls keep the loop busy in proportion to 1 / pace (450 / pace: 75 % at
-    // 600 ms), and who hear of a new pace at their next call, one old pace after the change.
+    // Daemons whose calls keep the loop busy in proportion to 1 / pace (450 / pace: 60 % at
+    // 750 ms), and who hear of a new pace at their next call, one old pace after the change.
     const run = (startPaceMs: number): { lowest: number; last: number } => {
       const g = new PressureGauge()
       feed(g, 0.5, 1)
@@ -318,11 +318,11 @@ describe('pressure gauge', () => {
     }
     for (const start of [2_000, 8_000]) {
       const { lowest, last } = run(start)
-      // It settles between the utilisations that move it (60-85 %: 530-750 ms) and never
+      // It settles between the utilisations that move it (50-70 %: 643-900 ms) and never
       // goes below 450 ms, where the loop would be saturated.
       expect(lowest).toBeGreaterThanOrEqual(450)
-      expect(last).toBeGreaterThanOrEqual(530)
-      expect(last).toBeLessThanOrEqual(750)
+      expect(last).toBeGreaterThanOrEqual(Math.floor(450 / PRESSURE_DEFAULTS.high))
+      expect(last).toBeLessThanOrEqual(Math.ceil(450 / PRESSURE_DEFAULTS.low))
     }
   })
 
@@ -338,8 +338,9 @@ describe('pressure gauge', () => {
     }
     // Saturated and queueing: 250, 500, 1,000, 2,000 ms within about 2.5 s.
     expect(time(300, 2_000)).toBeLessThanOrEqual(3_000)
-    // Saturated without a queue: the utilisation's 1.33× a step, several times slower.
-    expect(time(0, 2_000)).toBeGreaterThan(6_000)
+    // Saturated without a queue: the utilisation's 1.67× a step (1 / the target), nearly
+    // twice as slow.
+    expect(time(0, 2_000)).toBeGreaterThan(4_500)
   })
 
   it('is busy, and raises the pace for a large lag, only while the loop is busy too', () => {
@@ -351,10 +352,10 @@ describe('pressure gauge', () => {
     expect(g.paceMs).toBe(0)
     // Late and busy (below the utilisation that raises the pace by itself): calls that can
     // wait are put off, and the pace rises.
-    feed(g, 1, 0.7, 800)
+    feed(g, 1, 0.65, 800)
     expect(g.busy()).toBe(true)
     expect(g.paceMs).toBeGreaterThan(0)
-    feed(g, 2, 0.7, 0)
+    feed(g, 2, 0.65, 0)
     expect(g.busy()).toBe(false)
   })
 })
