@@ -38,11 +38,12 @@ export const PRESSURE_DEFAULTS: PressureOptions = {
   adjustMs: 500,
   // Aimed at 0.75 (0.6-0.85) before December 8. At 10,000 peers (scheduler-scale) the loop
   // then ran 75 % busy, each major GC's marking steps on it left it 140-350 ms late, and the
-  // get-parents p99 over two minutes was 116-152 ms. At 0.6 the pace is longer (1.7-2.2 s
+  // get-parents p99 over two minutes was 116-152 ms. At 0.6 the pace is longer (1.7-2.4 s
   // against 1.0-1.4), a batch carries more results, the same reports cost a fifth less CPU,
-  // and the p99 was 21-54 ms, every report taken. Lower still (0.5) cut it further, but the
-  // rollout simulation took 19 % longer (0.6: 5 %), and a saturated loop's step (1 / target)
-  // would equal the doubling that tells a queue of calls apart. bench/README.md.
+  // and the p99 was 21-80 ms (under 50 in 5 runs of 7), every report taken. Lower still
+  // (0.5) cut it further, but the rollout simulation took 19 % longer (0.6: 5 %), and a
+  // saturated loop's step (1 / target) would equal the doubling that tells a queue of calls
+  // apart. bench/README.md.
   target: 0.6,
   high: 0.7,
   low: 0.5,
