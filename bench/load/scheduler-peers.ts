@@ -447,9 +447,11 @@ async function daemon(i: number, peer: Peer): Promise<void> {
       // The next beat, or the moment the download's last piece is in if that comes first: a
       // dfdaemon sends its final report when its download completes (peer-task.ts flushes it
       // then), not on the beat. Waiting for the beat left the peer idle half a pace on
-      // average before its next download, so a longer pace cut the load it offered.
-      const untilLast = produced + ((order.length - next) / rate) * 1000 - performance.now()
-      await sleep(Math.min(Math.max(beatMs, pace), untilLast + 1))
+      // average before its next download, so a longer pace cut the load it offered. A final
+      // report that failed waits for the beat like any other: at once, it would retry in a
+      // tight loop.
+      const lastInMs = finished ? Infinity : produced + ((order.length - next) / rate) * 1000 - performance.now() + 1
+      await sleep(Math.min(Math.max(beatMs, pace), lastInMs))
       const now = performance.now()
       // Pieces that arrived since the last beat: the download goes on whatever the reports do.
       const due = Math.floor(((now - produced) / 1000) * rate)
